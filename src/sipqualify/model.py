@@ -1,0 +1,130 @@
+"""The one peer model every config reader produces and every other layer consumes.
+
+sip.conf, the native TOML format (and later pjsip.conf) all end up as a `Config`:
+a `GeneralConfig` (the `[general]` section), a `ServiceConfig` (things Asterisk has no
+equivalent for: API address, state directory, retention) and an ordered mapping of
+`PeerConfig`. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# chan_sip compile-time constants (sip.h, identical in Asterisk 16/18/20).
+DEFAULT_MAXMS = 2000  # qualify=yes
+DEFAULT_QUALIFYFREQ_MS = 60_000
+DEFAULT_FREQ_NOTOK_MS = 10_000
+DEFAULT_RETRANS_MS = 1000
+DEFAULT_TIMER_T1_MS = 500
+DEFAULT_QUALIFY_GAP_MS = 100
+DEFAULT_QUALIFY_PEERS = 1
+DEFAULT_SIP_PORT = 5060
+DEFAULT_SIPS_PORT = 5061
+
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 7060  # documented in README and docs/cli.md
+
+TRANSPORTS = ("udp", "tcp", "tls")
+NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
+RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
+
+
+@dataclass(slots=True)
+class PeerConfig:
+    """One monitored (or unmonitored) SIP peer, as configured.
+
+    `qualify_ms` is chan_sip's `maxms`: 0 means Unmonitored, `qualify=yes` gives the
+    general default (2000 unless `[general] qualify=` says otherwise).
+    """
+
+    name: str
+    host: str | None = None  # hostname or IP literal as written; None when dynamic
+    port: int | None = None  # None: default for the transport, and no port in R-URI/To
+    transport: str = "udp"
+    dynamic: bool = False
+    qualify_ms: int = 0
+    qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
+    defaultuser: str | None = None
+    fromuser: str | None = None
+    fromdomain: str | None = None
+    outboundproxy: str | None = None
+    nat: tuple[str, ...] = ("auto_force_rport",)
+    description: str = ""
+    secret: str | None = None
+    md5secret: str | None = None
+    context: str = "default"
+    retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
+    source: str = ""  # "file:line" of the section header, for messages
+
+
+@dataclass(slots=True)
+class GeneralConfig:
+    """sip.conf `[general]`: what chan_sip reads there and we honour."""
+
+    udpbindaddr: str = "0.0.0.0"
+    bindport: int = DEFAULT_SIP_PORT
+    # Extra bind addresses (e.g. "::" for IPv6); the first of each family is used.
+    extra_bindaddrs: list[tuple[str, int]] = field(default_factory=list)
+    qualify_ms: int = 0  # default for peers that say qualify=yes is DEFAULT_MAXMS unless set here
+    qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
+    qualifygap_ms: int = DEFAULT_QUALIFY_GAP_MS
+    qualifypeers: int = DEFAULT_QUALIFY_PEERS
+    useragent: str = ""  # empty: "sipqualify <version>"
+    fromdomain: str | None = None
+    externip: str | None = None
+    context: str = "default"
+
+
+@dataclass(slots=True)
+class ServiceConfig:
+    """What Asterisk has no equivalent for: our own daemon's settings."""
+
+    api_host: str = DEFAULT_API_HOST
+    api_port: int = DEFAULT_API_PORT
+    api_token: str | None = None  # None: generated into state_dir/api-token (mode 0600)
+    state_dir: str | None = None  # None: decided by the CLI (see docs/cli.md)
+    sample_retention_s: int = 7 * 24 * 3600
+    transition_retention_s: int = 90 * 24 * 3600
+    respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
+    match_source_address: bool = True  # responses must come from where the request went
+
+
+@dataclass(slots=True)
+class ConfigMessage:
+    """A warning or error found while reading configuration, with where it was found."""
+
+    severity: str  # "error" | "warning"
+    file: str
+    line: int
+    message: str
+    option: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        opt = f" [{self.option}]" if self.option else ""
+        return f"{where}: {self.severity}{opt}: {self.message}"
+
+
+@dataclass(slots=True)
+class Config:
+    general: GeneralConfig = field(default_factory=GeneralConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    peers: dict[str, PeerConfig] = field(default_factory=dict)  # config order preserved
+    messages: list[ConfigMessage] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def errors(self) -> list[ConfigMessage]:
+        return [m for m in self.messages if m.severity == "error"]
+
+    @property
+    def warnings(self) -> list[ConfigMessage]:
+        return [m for m in self.messages if m.severity == "warning"]
+
+
+class ConfigError(Exception):
+    """Raised when a configuration cannot be used at all; carries every message found."""
+
+    def __init__(self, messages: list[ConfigMessage]) -> None:
+        self.messages = messages
+        super().__init__("\n".join(str(m) for m in messages) or "invalid configuration")

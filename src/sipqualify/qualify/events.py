@@ -1,0 +1,69 @@
+"""Events the qualify engine hands to whoever drives it (small frozen dataclasses).
+
+Times are engine time: the monotonic clock the engine is driven with, in seconds.
+The service converts them to wall-clock time for storage and display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged:
+    """A chan_sip state transition that Asterisk would log and publish (PeerStatus).
+
+    `silent` transitions (UNREACHABLE -> LAGGED, which chan_sip neither logs nor
+    publishes) are still reported so history is complete, with `silent=True`.
+    """
+
+    peer: str
+    old: str  # UNKNOWN | OK | LAGGED | UNREACHABLE | UNMONITORED
+    new: str
+    lastms: int  # chan_sip encoding: -1 unreachable, 0 unknown, >0 RTT in ms
+    maxms: int
+    rtt: float | None  # precise RTT in seconds (None when no answer)
+    time: float
+    prev_lastms: int = 0  # lastms before this transition ("Last qualify: N")
+    silent: bool = False
+
+    @property
+    def peer_status(self) -> str:
+        """The AMI `PeerStatus:` value for this transition."""
+        return {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable"}.get(
+            self.new, "Unknown"
+        )
+
+    def log_line(self) -> str:
+        """chan_sip's NOTICE line for this transition, byte for byte."""
+        if self.new == "UNREACHABLE":
+            return f"Peer '{self.peer}' is now UNREACHABLE!  Last qualify: {self.prev_lastms}"
+        word = "Reachable" if self.new == "OK" else "Lagged"
+        return f"Peer '{self.peer}' is now {word}. ({self.lastms}ms / {self.maxms}ms)"
+
+
+@dataclass(frozen=True, slots=True)
+class QualifyResult:
+    """The outcome of one qualify poke (answered or given up), for history and metrics."""
+
+    peer: str
+    time: float
+    answered: bool
+    rtt: float | None  # seconds from the first transmission (Asterisk's definition)
+    status_code: int | None
+    transmissions: int  # 1 + retransmissions sent
+    forced: bool
+    state: str  # state after this result
+
+
+@dataclass(frozen=True, slots=True)
+class TransportError:
+    """An ICMP error (port/host unreachable) seen for a datagram sent to a peer."""
+
+    peer: str | None
+    addr: tuple[str, int]
+    time: float
+    reason: str
+
+
+Event = StateChanged | QualifyResult | TransportError
