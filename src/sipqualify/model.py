@@ -54,6 +54,7 @@ class PeerConfig:
     md5secret: str | None = None
     context: str = "default"
     retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
+    port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here
     source: str = ""  # "file:line" of the section header, for messages
 
 

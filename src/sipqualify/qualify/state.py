@@ -1,0 +1,94 @@
+"""chan_sip qualify state: the `lastms`/`maxms` encoding, the transition table, the strings.
+
+Everything that decides a peer's qualify state lives in this file; the engine only feeds it
+results. chan_sip keeps two integers per peer (asterisk-qualify.md §1.3):
+
+* ``maxms``  the threshold; 0 = Unmonitored (never poked except when forced)
+* ``lastms`` -1 = no answer, 0 = unknown / never measured, 1..maxms = OK, > maxms = LAGGED
+
+Transition table (§1.4; rows: current state, columns: result). "event" means chan_sip logs
+a NOTICE and publishes PeerStatus; "silent" means the value changes with neither:
+
+    from \\ result  reply <= maxms     reply > maxms       no reply by 2*maxms
+    UNKNOWN         OK, event          LAGGED, event       UNREACHABLE, event
+    OK              OK, silent         LAGGED, event       UNREACHABLE, event
+    LAGGED          OK, event          LAGGED, silent      UNREACHABLE, event
+    UNREACHABLE     OK, event          LAGGED, SILENT (!)  UNREACHABLE, silent
+
+The odd cell (UNREACHABLE -> LAGGED without an event) is chan_sip's: it compares
+"was reachable" with "is reachable", and both are false.
+"""
+
+from __future__ import annotations
+
+UNKNOWN = "UNKNOWN"
+OK = "OK"
+LAGGED = "LAGGED"
+UNREACHABLE = "UNREACHABLE"
+UNMONITORED = "UNMONITORED"
+
+REPLY_OK = "reply<=maxms"
+REPLY_LATE = "reply>maxms"
+NO_REPLY = "no-reply"
+
+# (from, result) -> (to, publishes_event). The table above, as data.
+TRANSITIONS: dict[tuple[str, str], tuple[str, bool]] = {
+    (UNKNOWN, REPLY_OK): (OK, True),
+    (UNKNOWN, REPLY_LATE): (LAGGED, True),
+    (UNKNOWN, NO_REPLY): (UNREACHABLE, True),
+    (OK, REPLY_OK): (OK, False),
+    (OK, REPLY_LATE): (LAGGED, True),
+    (OK, NO_REPLY): (UNREACHABLE, True),
+    (LAGGED, REPLY_OK): (OK, True),
+    (LAGGED, REPLY_LATE): (LAGGED, False),
+    (LAGGED, NO_REPLY): (UNREACHABLE, True),
+    (UNREACHABLE, REPLY_OK): (OK, True),
+    (UNREACHABLE, REPLY_LATE): (LAGGED, False),
+    (UNREACHABLE, NO_REPLY): (UNREACHABLE, False),
+}
+
+
+def state_of(maxms: int, lastms: int) -> str:
+    """peer_status() order of evaluation (chan_sip S20:20075)."""
+    if maxms == 0:
+        return UNMONITORED
+    if lastms < 0:
+        return UNREACHABLE
+    if lastms > maxms:
+        return LAGGED
+    if lastms != 0:
+        return OK
+    return UNKNOWN
+
+
+def status_string(maxms: int, lastms: int) -> str:
+    """The one place the compat strings are produced: `OK (12 ms)`, `LAGGED (2500 ms)`..."""
+    if maxms == 0:
+        return "Unmonitored"
+    if lastms < 0:
+        return "UNREACHABLE"
+    if lastms > maxms:
+        return f"LAGGED ({lastms} ms)"
+    if lastms != 0:
+        return f"OK ({lastms} ms)"
+    return "UNKNOWN"
+
+
+def pingtime_ms(rtt: float) -> int:
+    """chan_sip's pingtime: whole milliseconds, truncated (ast_tvdiff_ms), at least 1.
+
+    Computed via microseconds so that a virtual-clock 0.7 s is 700, not 699.
+    """
+    ms = int(round(rtt * 1_000_000)) // 1000
+    return ms if ms >= 1 else 1
+
+
+def result_kind(maxms: int, pingtime: int | None) -> str:
+    if pingtime is None:
+        return NO_REPLY
+    return REPLY_OK if pingtime <= maxms else REPLY_LATE
+
+
+def is_online(maxms: int, lastms: int) -> bool:
+    """`sip show peers` summary: LAGGED counts as online (§1.3)."""
+    return state_of(maxms, lastms) in (OK, LAGGED)
