@@ -1,0 +1,604 @@
+"""The qualify engine: chan_sip's poke cycle for any number of peers, sans-I/O.
+
+Surface (the shape of aioquic's QuicConnection; see ../shared/STYLE.md):
+
+    engine.load(peers, now, addresses=..., restored=...)   # start-up and `sip reload`
+    engine.receive_datagram(data, addr, now)                # anything that arrived
+    engine.handle_timer(now)                                # when get_timer() said so
+    engine.get_timer() -> float | None                      # next wake-up
+    engine.datagrams_to_send() -> [(bytes, (ip, port))]
+    engine.next_event() -> StateChanged | QualifyResult | TransportError | None
+
+The engine never reads a clock, never touches a socket and never blocks. One heap holds
+every timer (poke, retransmission, give-up) with lazy deletion, so each operation is
+O(log N) whatever the number of peers; responses find their transaction through a
+branch -> transaction dict in O(1). (Asterisk spends most of its qualify CPU scanning its
+scheduler, Kamailio comparing URIs: anchors-performance.md.)
+
+The poke cycle, as chan_sip does it (asterisk-qualify.md §1.4, asterisk-observed.md §0):
+
+* poke: new Call-ID/branch/tag, `CSeq: 102 OPTIONS`, RTT clock starts at the first send,
+  give-up ("noanswer") at 2 x maxms after it; a retransmission due on that same instant
+  is still sent (retransmission timers sort before give-up timers at equal times).
+* any final response (200-699) = reachable; 1xx never completes a poke.
+* next poke: `qualifyfreq` after a reachable answer, 10 s after a LAGGED answer or a give-up.
+* forced poke (`sipqualify qualify PEER`): unlike chan_sip it keeps the peer's periodic
+  schedule, because it also gets a give-up timer (chan_sip orphans the peer, §0.9).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
+from ..sip.options import ALLOW, build_options, format_host
+from ..sip.message import Request, Response, SipParseError, make_response, parse_message
+from ..sip.transaction import FINAL, PROVISIONAL, RETRANSMIT, RETRANSMITTED, TIMEOUT, ClientTransaction
+from . import state as st
+from .events import Event, QualifyResult, StateChanged, TransportError
+from .policy import CHAN_SIP, QualifyPolicy
+
+log = logging.getLogger("sipqualify.engine")
+
+Addr = tuple[str, int]
+
+# Timer kinds, in the order they fire when due at the same instant.
+_K_TXN = 0  # retransmission / Timer K / Timer F
+_K_GIVEUP = 1  # sip_poke_noanswer
+_K_POKE = 2  # scheduled poke
+
+ACCEPT = "application/sdp"
+MAX_DATAGRAM = 65535
+
+
+class Peer:
+    """Runtime state of one peer. Small on purpose: a million of these must fit in < 1 GiB."""
+
+    __slots__ = (
+        "cfg",
+        "name",
+        "maxms",
+        "addr",
+        "dest",
+        "lastms",
+        "rtt",
+        "txn",
+        "poke_gen",
+        "removed",
+        "last_change",
+        "last_qualify",
+        "qualifies",
+        "timeouts",
+        "retransmissions",
+        "ruri",
+    )
+
+    def __init__(self, cfg: PeerConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.maxms = cfg.qualify_ms
+        self.addr: Addr | None = None
+        self.dest: Addr | None = None  # where OPTIONS go: addr, or the outbound proxy
+        self.lastms = 0
+        self.rtt: float | None = None
+        self.txn: ClientTransaction | None = None
+        self.poke_gen = 0
+        self.removed = False
+        self.last_change: float | None = None
+        self.last_qualify: float | None = None
+        self.qualifies = 0
+        self.timeouts = 0
+        self.retransmissions = 0
+        self.ruri = request_uri(cfg)
+
+    @property
+    def state(self) -> str:
+        return st.state_of(self.maxms, self.lastms)
+
+    @property
+    def status(self) -> str:
+        return st.status_string(self.maxms, self.lastms)
+
+
+def request_uri(cfg: PeerConfig) -> str:
+    """chan_sip's poke R-URI: `sip:tohost` (no user: defaultuser is not used; no port unless
+    asked with port_in_uri), `sips:` for TLS."""
+    scheme = "sips" if cfg.transport == "tls" else "sip"
+    host = format_host(cfg.host or "invalid")
+    if cfg.port_in_uri and cfg.port:
+        default = DEFAULT_SIPS_PORT if cfg.transport == "tls" else DEFAULT_SIP_PORT
+        if cfg.port != default:
+            return f"{scheme}:{host}:{cfg.port}"
+    return f"{scheme}:{host}"
+
+
+@dataclass(slots=True)
+class EngineStats:
+    polls: int = 0  # pokes started
+    transmissions: int = 0  # OPTIONS datagrams (first sends + retransmissions)
+    retransmissions: int = 0
+    answered: int = 0
+    timeouts: int = 0
+    responses_by_class: dict[str, int] = field(
+        default_factory=lambda: {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "6xx": 0}
+    )
+    rx_datagrams: int = 0
+    rx_malformed: int = 0
+    rx_keepalive: int = 0
+    stray_responses: int = 0  # no transaction with that branch
+    mismatched_responses: int = 0  # branch known but CSeq/Call-ID/source wrong
+    retransmitted_responses: int = 0
+    requests_answered: int = 0
+    transport_errors: int = 0
+    internal_errors: int = 0
+    transitions: int = 0
+
+
+@dataclass(slots=True)
+class ReloadSummary:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
+    """sip_poke_all_peers() offsets, off-by-one included (asterisk-observed.md §0.8).
+
+    With the defaults (gap 100, 1 peer per group) the offsets are 0, 100, 100, 200, 200...:
+    the first group holds one peer, later groups `qualifypeers + 1`. qualifypeers=0 gives
+    one peer per gap starting at `gap`; a negative value puts every peer at 0.
+    """
+    out: list[int] = []
+    ms = num = 0
+    for _ in range(count):
+        if num == per_group:
+            ms += gap_ms
+            num = 0
+        else:
+            num += 1
+        out.append(ms)
+    return out
+
+
+class QualifyEngine:
+    def __init__(
+        self,
+        general: GeneralConfig | None = None,
+        *,
+        local_address: Callable[[Addr], Addr],
+        wallclock: Callable[[], float] = time.time,
+        useragent: str = "",
+        policy: QualifyPolicy = CHAN_SIP,
+        match_source: bool = True,
+        respond_options: bool = True,
+        from_user: str = "asterisk",
+        from_display: str = "asterisk",
+    ) -> None:
+        from .. import __version__
+
+        self.general = general or GeneralConfig()
+        self.local_address = local_address
+        self.wallclock = wallclock
+        self.useragent = useragent or self.general.useragent or f"sipqualify {__version__}"
+        self.policy = policy
+        self.match_source = match_source
+        self.respond_options = respond_options
+        self.from_user = from_user
+        self.from_display = from_display
+        self.stats = EngineStats()
+        self._peers: dict[str, Peer] = {}
+        self._txns: dict[str, ClientTransaction] = {}
+        self._heap: list[tuple[float, int, int, object, int]] = []
+        self._seq = itertools.count()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: deque[Event] = deque()
+        self._date_sec = -1
+        self._date = ""
+
+    # ------------------------------------------------------------------ peers
+
+    def peer(self, name: str) -> Peer | None:
+        return self._peers.get(name)
+
+    def peers(self) -> Iterator[Peer]:
+        return iter(self._peers.values())
+
+    def __len__(self) -> int:
+        return len(self._peers)
+
+    def load(
+        self,
+        peers: Iterable[PeerConfig],
+        now: float,
+        *,
+        addresses: dict[str, Addr | None] | None = None,
+        destinations: dict[str, Addr | None] | None = None,
+        restored: dict[str, int] | None = None,
+        general: GeneralConfig | None = None,
+    ) -> ReloadSummary:
+        """Load (or `sip reload`) the peer set, then poke every qualified peer, staggered.
+
+        `addresses` maps a peer to its resolved (ip, port); `destinations` to where its
+        OPTIONS go when that differs (outbound proxy). Peers that survive a reload keep
+        their state and publish nothing, like chan_sip. `restored` seeds `lastms` of new
+        peers from the store (restart restores state).
+        """
+        if general is not None:
+            self.general = general
+        addresses = addresses or {}
+        destinations = destinations or {}
+        restored = restored or {}
+        summary = ReloadSummary()
+        new: dict[str, Peer] = {}
+        for cfg in peers:
+            old = self._peers.get(cfg.name)
+            if old is None:
+                p = Peer(cfg)
+                p.lastms = restored.get(cfg.name, 0) if cfg.qualify_ms else 0
+                summary.added.append(cfg.name)
+            else:
+                p = old
+                (summary.unchanged if old.cfg == cfg else summary.changed).append(cfg.name)
+                p.cfg = cfg
+                p.maxms = cfg.qualify_ms
+                p.ruri = request_uri(cfg)
+                if p.maxms == 0:
+                    p.lastms = 0
+            p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
+            p.dest = destinations.get(cfg.name) or p.addr
+            new[cfg.name] = p
+        for name, p in self._peers.items():
+            if name not in new:
+                summary.removed.append(name)
+                self._drop(p)
+        self._peers = new
+        self.poke_all(now)
+        return summary
+
+    def poke_all(self, now: float) -> None:
+        """Schedule every qualified peer at its stagger offset (replacing pending pokes)."""
+        qualified = [p for p in self._peers.values() if p.maxms > 0]
+        offsets = stagger_offsets_ms(len(qualified), self.general.qualifygap_ms, self.general.qualifypeers)
+        for p, off in zip(qualified, offsets, strict=True):
+            self._schedule_poke(p, now + off / 1000.0)
+
+    def set_address(self, name: str, addr: Addr | None, now: float, dest: Addr | None = None) -> None:
+        """A peer's address changed (DNS re-resolution, later: REGISTER)."""
+        p = self._peers.get(name)
+        if p is None:
+            return
+        p.addr = addr
+        p.dest = dest or addr
+
+    def remove(self, name: str) -> None:
+        p = self._peers.pop(name, None)
+        if p is not None:
+            self._drop(p)
+
+    def _drop(self, p: Peer) -> None:
+        p.removed = True
+        p.poke_gen += 1
+        self._end_txn(p)
+
+    # ------------------------------------------------------------------ driving
+
+    def qualify(self, name: str, now: float) -> bool:
+        """Forced qualify (CLI / AMI SIPqualifypeer). False if the peer is unknown or has
+        no address. Works on unmonitored peers too (the result is reported, not recorded)."""
+        p = self._peers.get(name)
+        if p is None or p.dest is None:
+            return False
+        self._poke(p, now, forced=True)
+        return True
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, kind, _, obj, gen = heap[0]
+            if self._live(kind, obj, gen, when):
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, kind, _, obj, gen = heapq.heappop(heap)
+            if not self._live(kind, obj, gen, when):
+                continue
+            try:
+                if kind == _K_POKE:
+                    assert isinstance(obj, Peer)
+                    self._poke(obj, when, forced=False)
+                elif kind == _K_TXN:
+                    assert isinstance(obj, ClientTransaction)
+                    self._txn_timer(obj, when)
+                else:
+                    assert isinstance(obj, ClientTransaction)
+                    self._give_up(obj, when)
+            except Exception:  # never let one peer's bug stop every other peer
+                self.stats.internal_errors += 1
+                log.exception("internal error handling a timer")
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.stats.rx_datagrams += 1
+        if not data.strip(b"\r\n"):
+            self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
+            return
+        if len(data) > MAX_DATAGRAM:
+            self.stats.rx_malformed += 1
+            return
+        try:
+            msg = parse_message(data)
+        except SipParseError as e:
+            self.stats.rx_malformed += 1
+            log.debug("malformed datagram from %s: %s", addr, e)
+            return
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("parser failed on a datagram from %s", addr)
+            return
+        try:
+            if isinstance(msg, Response):
+                self._on_response(msg, addr, now)
+            else:
+                self._on_request(msg, addr, now)
+        except SipParseError as e:
+            self.stats.rx_malformed += 1
+            log.debug("malformed message from %s: %s", addr, e)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("internal error handling a message from %s", addr)
+
+    def transport_error(self, addr: Addr, now: float, reason: str) -> None:
+        """ICMP error for a datagram we sent to `addr`. Counted and reported; the state
+        still follows chan_sip (the give-up timer decides), as Asterisk ignores ICMP."""
+        self.stats.transport_errors += 1
+        peer = None
+        for txn in self._txns.values():
+            if txn.dest == addr and isinstance(txn.owner, Peer):
+                peer = txn.owner.name
+                break
+        self._events.append(TransportError(peer, addr, now, reason))
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _live(self, kind: int, obj: object, gen: int, when: float) -> bool:
+        if kind == _K_POKE:
+            assert isinstance(obj, Peer)
+            return obj.poke_gen == gen and not obj.removed
+        assert isinstance(obj, ClientTransaction)
+        if kind == _K_TXN:
+            return obj.next_timer == when
+        return obj.state in ("Trying", "Proceeding") and gen == 0
+
+    def _push(self, when: float, kind: int, obj: object, gen: int = 0) -> None:
+        heapq.heappush(self._heap, (when, kind, next(self._seq), obj, gen))
+
+    def _schedule_poke(self, p: Peer, when: float) -> None:
+        p.poke_gen += 1
+        self._push(when, _K_POKE, p, p.poke_gen)
+
+    def _end_txn(self, p: Peer) -> None:
+        txn = p.txn
+        if txn is not None:
+            txn.terminate()
+            self._txns.pop(txn.branch, None)
+            p.txn = None
+
+    def _date_header(self) -> str:
+        t = self.wallclock()
+        sec = int(t)
+        if sec != self._date_sec:
+            self._date_sec = sec
+            self._date = formatdate(sec, usegmt=True)
+        return self._date
+
+    def _poke(self, p: Peer, now: float, *, forced: bool) -> None:
+        # sip_poke_peer step 1: nothing to do for unmonitored (unless forced) or address-less peers
+        if (p.maxms == 0 and not forced) or p.dest is None:
+            p.poke_gen += 1
+            self._end_txn(p)
+            if p.maxms and p.lastms != 0:
+                p.lastms = 0  # chan_sip: silently UNKNOWN (an expired registration)
+            return
+        # step 2: a still-running poke is abandoned
+        self._end_txn(p)
+        cfg = p.cfg
+        dest = p.dest
+        req = build_options(
+            p.ruri,
+            self.local_address(dest),
+            transport=cfg.transport.upper(),
+            from_user=cfg.fromuser or self.from_user,
+            from_display=self.from_display,
+            useragent=self.useragent,
+            date=self._date_header(),
+        )
+        data, branch, call_id = req.data, req.branch, req.call_id
+        reliable = cfg.transport in ("tcp", "tls")
+        txn = ClientTransaction(
+            branch,
+            data,
+            dest,
+            reliable=reliable,
+            policy=self.policy.retransmit_for(cfg.retransmit),
+            owner=p,
+            call_id=call_id,
+        )
+        self._txns[branch] = txn
+        p.txn = txn
+        # step 4: cancel the pending poke, send, stamp the RTT clock
+        p.poke_gen += 1
+        self._out.append((data, dest))
+        self.stats.polls += 1
+        self.stats.transmissions += 1
+        nt = txn.start(now)
+        if nt is not None:
+            self._push(nt, _K_TXN, txn)
+        # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
+        maxms = p.maxms or DEFAULT_MAXMS
+        self._push(now + self.policy.giveup_s(maxms), _K_GIVEUP, txn)
+
+    def _txn_timer(self, txn: ClientTransaction, now: float) -> None:
+        outcome = txn.on_timer(now)
+        p = txn.owner
+        assert isinstance(p, Peer)
+        if outcome == RETRANSMIT:
+            self._out.append((txn.request, txn.dest))
+            self.stats.transmissions += 1
+            self.stats.retransmissions += 1
+            p.retransmissions += 1
+        elif outcome == TIMEOUT:
+            # Timer F before our give-up (only with give-up > 32 s): same as no answer
+            self._give_up(txn, now, force=True)
+            return
+        if txn.next_timer is not None:
+            self._push(txn.next_timer, _K_TXN, txn)
+        elif txn.state == "Terminated":
+            if self._txns.get(txn.branch) is txn:
+                del self._txns[txn.branch]
+
+    def _give_up(self, txn: ClientTransaction, now: float, force: bool = False) -> None:
+        p = txn.owner
+        assert isinstance(p, Peer)
+        if not force and txn.state not in ("Trying", "Proceeding"):
+            return
+        txn.terminate()
+        self._txns.pop(txn.branch, None)
+        if p.txn is txn:
+            p.txn = None
+        self.stats.timeouts += 1
+        p.timeouts += 1
+        p.last_qualify = now
+        if p.maxms == 0 or p.removed:
+            self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, True, p.state))
+            return
+        old = p.state
+        prev = p.lastms
+        new, publish = st.TRANSITIONS[(old if old != st.UNMONITORED else st.UNKNOWN, st.NO_REPLY)]
+        # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
+        p.lastms = -1
+        p.rtt = None
+        if new != old:
+            p.last_change = now
+            self.stats.transitions += 1
+            self._events.append(
+                StateChanged(p.name, old, new, -1, p.maxms, None, now, prev_lastms=prev, silent=not publish)
+            )
+        self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, False, new))
+        self._schedule_poke(p, now + self.policy.freq_notok_s)
+
+    def _on_response(self, msg: Response, addr: Addr, now: float) -> None:
+        status = msg.status
+        branch = msg.branch
+        txn = self._txns.get(branch) if branch else None
+        if txn is None:
+            self.stats.stray_responses += 1
+            return
+        num, method = msg.cseq
+        if (
+            method != "OPTIONS"
+            or num != 102
+            or msg.call_id != txn.call_id
+            or (self.match_source and addr != txn.dest)
+        ):
+            self.stats.mismatched_responses += 1
+            return
+        outcome = txn.on_response(status, now)
+        if outcome == RETRANSMITTED:
+            self.stats.retransmitted_responses += 1
+            return
+        cls = f"{min(status // 100, 6)}xx"
+        self.stats.responses_by_class[cls] = self.stats.responses_by_class.get(cls, 0) + 1
+        if outcome == PROVISIONAL:
+            return
+        if outcome != FINAL:
+            return
+        if txn.next_timer is not None:
+            self._push(txn.next_timer, _K_TXN, txn)  # Timer K: absorb retransmitted responses
+        else:
+            self._txns.pop(txn.branch, None)
+        p = txn.owner
+        assert isinstance(p, Peer)
+        if p.txn is txn:
+            p.txn = None
+        self._on_answer(p, txn, status, now)
+
+    def _on_answer(self, p: Peer, txn: ClientTransaction, status: int, now: float) -> None:
+        self.stats.answered += 1
+        p.qualifies += 1
+        p.last_qualify = now
+        rtt = now - txn.first_sent
+        forced_unmonitored = p.maxms == 0
+        if forced_unmonitored or p.removed:
+            # handle_response_peerpoke step 2: nothing recorded for unmonitored peers
+            self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, True, p.state))
+            return
+        if not self.policy.counts_as_reply(status):
+            # a policy may refuse some final responses (e.g. 2xx-only): treated as no answer
+            self._give_up(txn, now, force=True)
+            return
+        ping = st.pingtime_ms(rtt)
+        old = p.state
+        new, publish = st.TRANSITIONS[(old, st.result_kind(p.maxms, ping))]
+        prev = p.lastms
+        p.lastms = ping
+        p.rtt = rtt
+        if new != old:
+            p.last_change = now
+            self.stats.transitions += 1
+            self._events.append(
+                StateChanged(p.name, old, new, ping, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
+            )
+        self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, False, new))
+        if new == st.OK:
+            self._schedule_poke(p, now + p.cfg.qualifyfreq_ms / 1000.0)
+        else:
+            self._schedule_poke(p, now + self.policy.freq_notok_s)
+
+    def _on_request(self, req: Request, addr: Addr, now: float) -> None:
+        """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
+        if req.method == "ACK":
+            return
+        if req.method == "OPTIONS" and self.respond_options:
+            status, reason = 200, "OK"
+        elif req.method == "OPTIONS":
+            status, reason = 404, "Not Found"
+        else:
+            status, reason = 501, "Not Implemented"
+        extra = [
+            ("Server", self.useragent),
+            ("Allow", ALLOW),
+            ("Accept", ACCEPT),
+            ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en"),
+            ("Supported", ""),
+        ]
+        if status != 200:
+            extra = extra[:2]
+        resp = make_response(req, status, reason, received=addr, to_tag="as" + os.urandom(4).hex(), extra=extra)
+        # RFC 3261 §18.2.2 / RFC 3581 §4: to the source address; to the source port when the
+        # top Via asks for rport or names no port, else to the sent-by port.
+        dest = addr
+        via = req.top_via
+        if via is not None and "rport" not in via.params and via.port:
+            dest = (addr[0], via.port)
+        self._out.append((resp.to_bytes(), dest))
+        self.stats.requests_answered += 1

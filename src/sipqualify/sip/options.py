@@ -1,0 +1,62 @@
+"""The qualify OPTIONS request, shaped like chan_sip's (asterisk-observed.md §4).
+
+Header order as Asterisk sends it: Via, Max-Forwards, From, To, Contact, Call-ID, CSeq,
+User-Agent, Date, Allow, Content-Length. Differences, on purpose: the branch carries 64
+random bits (Asterisk: 32), the Via asks for `rport` (RFC 3581), and Allow/Supported list
+only what sipqualify really serves. One `os.urandom` call per request provides branch,
+tag and Call-ID.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ALLOW = "OPTIONS"
+
+
+def format_host(host: str) -> str:
+    """Brackets for IPv6 literals (RFC 3261 §25.1 IPv6reference)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingOptions:
+    data: bytes
+    branch: str
+    call_id: str
+    cseq: int
+
+
+def build_options(
+    ruri: str,
+    local: tuple[str, int],
+    *,
+    transport: str = "UDP",
+    from_user: str = "asterisk",
+    from_display: str = "asterisk",
+    useragent: str = "sipqualify",
+    date: str = "",
+    cseq: int = 102,
+    to_uri: str | None = None,
+) -> OutgoingOptions:
+    rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
+    branch = "z9hG4bK" + rnd[:16]
+    hostport = f"{format_host(local[0])}:{local[1]}"
+    call_id = f"{rnd[24:]}@{hostport}"
+    date_line = f"Date: {date}\r\n" if date else ""
+    data = (
+        f"OPTIONS {ruri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {hostport};branch={branch};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f'From: "{from_display}" <sip:{from_user}@{hostport}>;tag=as{rnd[16:24]}\r\n'
+        f"To: <{to_uri or ruri}>\r\n"
+        f"Contact: <sip:{from_user}@{hostport}>\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} OPTIONS\r\n"
+        f"User-Agent: {useragent}\r\n"
+        f"{date_line}"
+        f"Allow: {ALLOW}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    return OutgoingOptions(data, branch, call_id, cseq)

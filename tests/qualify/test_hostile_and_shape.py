@@ -1,0 +1,157 @@
+"""Request shape (asterisk-observed.md §4) and hostile responses (never change state)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from sipqualify.qualify.engine import QualifyEngine
+
+from .sim import answer, build, ok_after, peer, silent
+
+A = ("127.0.0.1", 15070)
+
+
+def test_options_request_shaped_like_asterisk() -> None:
+    sim = build([peer("ok-yes", A[1], 2000, freq_s=5)], {A: silent}, useragent="sipqualify test")
+    data = sim.sent[0][2].decode()
+    lines = data.split("\r\n")
+    assert lines[0] == "OPTIONS sip:127.0.0.1 SIP/2.0"  # no port, no user (§4)
+    names = [ln.split(":", 1)[0] for ln in lines[1:] if ln]
+    assert names == ["Via", "Max-Forwards", "From", "To", "Contact", "Call-ID", "CSeq", "User-Agent",
+                     "Date", "Allow", "Content-Length"]
+    assert re.fullmatch(r"Via: SIP/2\.0/UDP 127\.0\.0\.1:15060;branch=z9hG4bK[0-9a-f]{16};rport", lines[1])
+    assert lines[2] == "Max-Forwards: 70"
+    assert re.fullmatch(r'From: "asterisk" <sip:asterisk@127\.0\.0\.1:15060>;tag=as[0-9a-f]{8}', lines[3])
+    assert lines[4] == "To: <sip:127.0.0.1>"
+    assert lines[5] == "Contact: <sip:asterisk@127.0.0.1:15060>"
+    assert re.fullmatch(r"Call-ID: [0-9a-f]{32}@127\.0\.0\.1:15060", lines[6])
+    assert lines[7] == "CSeq: 102 OPTIONS"
+    assert lines[8] == "User-Agent: sipqualify test"
+    assert lines[9] == "Date: Mon, 23 Nov 2026 19:45:11 GMT"
+    assert data.endswith("Content-Length: 0\r\n\r\n")
+
+
+def test_fromuser_replaces_user_in_from_and_contact_defaultuser_not_in_ruri() -> None:
+    p = peer("user-peer", A[1], 2000, defaultuser="alice", fromuser="ast-from", fromdomain="example.test")
+    sim = build([p], {A: silent})
+    data = sim.sent[0][2].decode()
+    assert data.startswith("OPTIONS sip:127.0.0.1 SIP/2.0\r\n")
+    assert '<sip:ast-from@127.0.0.1:15060>;tag=' in data
+    assert "Contact: <sip:ast-from@127.0.0.1:15060>" in data
+    assert "example.test" not in data  # fromdomain is not applied to the poke (§0.6)
+
+
+def test_port_in_uri_opt_in_and_ipv6() -> None:
+    p = peer("v6", 5070, 2000, port_in_uri=True)
+    p.host = "2001:db8::10"
+    eng = build([p], {}).engine
+    sim = build([], {})
+    eng2: QualifyEngine = sim.engine
+    eng2.load([p], 0.0, addresses={"v6": ("2001:db8::10", 5070)})
+    data = eng2.datagrams_to_send()[0][0].decode()
+    assert data.startswith("OPTIONS sip:[2001:db8::10]:5070 SIP/2.0\r\n")
+    assert "To: <sip:[2001:db8::10]:5070>" in data
+    assert eng is not None
+
+
+def test_each_poke_fresh_ids() -> None:
+    sim = build([peer("ok", A[1], 2000, freq_s=1)], {A: ok_after(0.001)})
+    sim.run_until(5.5)
+    calls = {re.search(rb"Call-ID: (\S+)", d).group(1) for _, _, d in sim.sent}  # type: ignore[union-attr]
+    branches = {re.search(rb"branch=(\w+)", d).group(1) for _, _, d in sim.sent}  # type: ignore[union-attr]
+    assert len(calls) == len(sim.sent) == len(branches) == 6
+
+
+def _hostile_variants(req: bytes) -> list[bytes]:
+    good = answer(req)
+    branch = re.search(rb"branch=(\w+)", req).group(1)  # type: ignore[union-attr]
+    callid = re.search(rb"Call-ID: (\S+)", req).group(1)  # type: ignore[union-attr]
+    return [
+        good.replace(branch, b"z9hG4bKdeadbeefdeadbeef"),  # wrong branch
+        good.replace(callid, b"forged@evil"),  # wrong Call-ID
+        good.replace(b"CSeq: 102 OPTIONS", b"CSeq: 102 INVITE"),  # wrong method
+        good.replace(b"CSeq: 102 OPTIONS", b"CSeq: 103 OPTIONS"),  # wrong number
+        good[: len(good) // 2],  # truncated
+        good[:40],
+        os.urandom(300),  # junk
+        b"\x00" * 500,
+        good.replace(b"Content-Length: 0", b"Content-Length: 99999"),  # lying length
+        good + b"X" * 70000,  # oversize
+        b"SIP/2.0 99999999999 OK\r\n" + good.split(b"\r\n", 1)[1],  # bad status
+        good.replace(b"Via:", b"Viaa:"),  # no Via
+        b"\r\n\r\n",  # keepalive
+    ]
+
+
+def test_hostile_responses_never_change_state() -> None:
+    sent_hostile = {"n": 0}
+
+    def hostile(req: bytes, t: float) -> list[tuple[float, bytes]]:
+        sent_hostile["n"] += 1
+        return [(0.001 * (i + 1), v) for i, v in enumerate(_hostile_variants(req))]
+
+    sim = build([peer("victim", A[1], 2000, freq_s=5)], {A: hostile})
+    sim.run_until(4.5)
+    # nothing counted as an answer: the peer times out exactly like a silent one
+    assert [c[1] for c in sim.changes()] == ["UNREACHABLE"]
+    st = sim.engine.stats
+    assert st.answered == 0 and st.internal_errors == 0
+    assert st.rx_malformed > 0 and st.stray_responses > 0 and st.mismatched_responses > 0
+
+
+def test_response_from_wrong_source_is_ignored() -> None:
+    sim = build([peer("p", A[1], 2000, freq_s=5)], {A: silent})
+    req = sim.sent[0][2]
+    sim.deliver(answer(req), ("127.0.0.1", 9999))
+    assert sim.engine.peer("p").status == "UNKNOWN"  # type: ignore[union-attr]
+    assert sim.engine.stats.mismatched_responses == 1
+    sim.deliver(answer(req), A)
+    assert sim.engine.peer("p").status == "OK (1 ms)"  # type: ignore[union-attr]
+    sim.deliver(answer(req), A)  # retransmitted final response: counted, dropped
+    assert sim.engine.stats.retransmitted_responses == 1
+
+
+def test_source_match_can_be_turned_off() -> None:
+    sim = build([peer("p", A[1], 2000, freq_s=5)], {A: silent}, match_source=False)
+    sim.deliver(answer(sim.sent[0][2]), ("127.0.0.1", 9999))
+    assert sim.engine.peer("p").status == "OK (1 ms)"  # type: ignore[union-attr]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hs.binary(max_size=2000))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    sim = build([peer("p", A[1], 2000, freq_s=5)], {A: silent})
+    sim.deliver(data, A)
+    assert sim.engine.peer("p").status == "UNKNOWN"  # type: ignore[union-attr]
+    assert sim.engine.stats.internal_errors == 0
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "INFO"])
+def test_inbound_requests_answered(method: str) -> None:
+    sim = build([], {})
+    req = (
+        f"{method} sip:127.0.0.1:15060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:15095;branch=z9hG4bKtest1;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:probe@127.0.0.1:15095>;tag=probe1\r\n"
+        "To: <sip:127.0.0.1:15060>\r\n"
+        "Call-ID: probe-call-1@127.0.0.1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    sim.engine.receive_datagram(req, ("127.0.0.1", 15096), 0.0)
+    (data, dest), = sim.engine.datagrams_to_send()
+    text = data.decode()
+    assert dest == ("127.0.0.1", 15096)  # rport: back to the source port
+    assert "received=127.0.0.1" in text and "rport=15096" in text
+    if method == "OPTIONS":
+        assert text.startswith("SIP/2.0 200 OK\r\n")
+        for h in ("Allow: ", "Accept: application/sdp", "Supported:"):
+            assert h in text
+    else:
+        assert text.startswith("SIP/2.0 501 ")
