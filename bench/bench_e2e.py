@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""End-to-end qualify rate on loopback against Kamailio (anchors-performance.md method).
+
+N peers, each `qualifyfreq=1` s, all pointing at one Kamailio answering OPTIONS with
+`sl_send_reply` (two children). After warm-up, for D seconds: CPU (user+sys of the
+sipqualify daemon from /proc/PID/stat) per answered transaction, answered/s, retransmissions
+and false states (peers not OK at the end although Kamailio answers in < 1 ms). RTT accuracy:
+tshark captures the run; every peer has its own `fromuser`, so each sample the daemon stored
+is matched to the request/response pair on the wire; the error is |ours - wire|.
+
+    python bench/bench_e2e.py --peers 10000 --duration 60     # the figure in docs/performance.md
+    python bench/bench_e2e.py --short                           # CI: 2000 peers, 10 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+KAMAILIO_CFG = """#!KAMAILIO
+debug=0
+log_stderror=yes
+fork=yes
+children=2
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "maxfwd.so"
+loadmodule "ctl.so"
+modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
+request_route {{
+    if (is_method("OPTIONS")) {{ sl_send_reply("200", "OK"); exit; }}
+    sl_send_reply("404", "Not here");
+}}
+"""
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def api(base: str, token: str, path: str) -> object:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=10000)
+    ap.add_argument("--freq", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--warmup", type=float, default=5)
+    ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 10 s")
+    ap.add_argument("--no-tshark", action="store_true")
+    args = ap.parse_args()
+    if args.short:
+        args.peers, args.duration, args.warmup = 2000, 10, 3
+    kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    if not os.path.exists(kam):
+        print("bench_e2e: kamailio not installed (apt-get install kamailio); skipped")
+        return 0 if not os.environ.get("CI") else 1
+    tmp = Path(tempfile.mkdtemp(prefix="sq-e2e-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        kport, sport, aport = free_port(), free_port(), free_port(socket.SOCK_STREAM)
+        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp))
+        procs.append(subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
+                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb")))
+        lines = ["[general]", f"udpbindaddr=127.0.0.1:{sport}", "qualifygap=100",
+                 f"qualifypeers={max(0, args.peers // (10 * args.freq) - 1)}", ""]
+        for i in range(args.peers):
+            lines += [f"[p{i:06d}]", "type=peer", "host=127.0.0.1", f"port={kport}", "qualify=yes",
+                      f"qualifyfreq={args.freq}", f"fromuser=p{i:06d}", ""]
+        conf = tmp / "sip.conf"
+        conf.write_text("\n".join(lines))
+        tshark = shutil.which("tshark") if not args.no_tshark else None
+        pcap = tmp / "cap.pcap"
+        if tshark:
+            procs.append(subprocess.Popen(
+                [tshark, "-i", "lo", "-q", "-B", "64", "-w", str(pcap), "-f", f"udp port {sport}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(2)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf),
+                                   "--api", f"127.0.0.1:{aport}", "--state-dir", str(tmp / "state"),
+                                   "--log-level", "warning"], env=env, stderr=open(tmp / "daemon.log", "wb"))
+        procs.append(daemon)
+        base = f"http://127.0.0.1:{aport}"
+        token = ""
+        for _ in range(200):
+            time.sleep(0.1)
+            try:
+                token = (tmp / "state" / "api-token").read_text().strip()
+                api(base, token, "/healthz")
+                break
+            except OSError:
+                continue
+        time.sleep(args.warmup)
+        s0 = api(base, token, "/api/v1/status")
+        c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
+        time.sleep(args.duration)
+        c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
+        s1 = api(base, token, "/api/v1/status")
+        peers = api(base, token, "/api/v1/peers")["peers"]  # type: ignore[index]
+        e0, e1 = s0["engine"], s1["engine"]  # type: ignore[index]
+        answered = e1["answered"] - e0["answered"]
+        retx = e1["retransmissions"] - e0["retransmissions"]
+        timeouts = e1["timeouts"] - e0["timeouts"]
+        cpu = c1 - c0
+        not_ok = [p["name"] for p in peers if p["state"] != "OK"]
+        print(f"peers x qualifyfreq            {args.peers:,} x {args.freq} s (offered {args.peers / args.freq:,.0f}/s)")
+        print(f"measured                       {t1 - t0:.1f} s after {args.warmup:.0f} s warm-up")
+        print(f"answered                       {answered:,} ({answered / (t1 - t0):,.0f}/s)")
+        print(f"retransmissions / timeouts     {retx:,} / {timeouts:,}")
+        print(f"daemon CPU                     {cpu:.2f} s = {cpu / max(answered, 1) * 1e6:.1f} us per transaction "
+              f"({cpu / (t1 - t0) * 100:.0f}% of a core)")
+        print(f"false states at end            {len(not_ok)} {not_ok[:5]}")
+        print(f"event-loop lag max (decayed)   {s1['service']['loop_lag_max_ms']:.1f} ms")  # type: ignore[index]
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        if tshark:
+            procs[1].send_signal(signal.SIGINT)
+            procs[1].wait(timeout=30)
+            rtt_accuracy(tmp, pcap, tshark)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def rtt_accuracy(tmp: Path, pcap: Path, tshark: str) -> None:
+    out = subprocess.run(
+        [tshark, "-r", str(pcap), "-Y", "sip", "-T", "fields", "-e", "frame.time_epoch", "-e", "sip.Call-ID",
+         "-e", "sip.Method", "-e", "sip.Status-Code"],
+        capture_output=True, text=True, check=False).stdout
+    first_req: dict[str, float] = {}
+    wire: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 4:
+            continue
+        t, cid, method, status = float(parts[0]), parts[1], parts[2], parts[3]
+        if method == "OPTIONS":
+            first_req.setdefault(cid, t)
+        elif status and int(status) >= 200 and cid in first_req and cid not in wire:
+            wire[cid] = (t - first_req[cid]) * 1000
+    db = sqlite3.connect(tmp / "state" / "sipqualify.sqlite")
+    cols = [r[1] for r in db.execute("PRAGMA table_info(samples)")]
+    if "call_id" not in cols:
+        # no per-transaction id stored: compare the distributions instead
+        ours = sorted(r[0] for r in db.execute("SELECT rtt_ms FROM samples WHERE rtt_ms IS NOT NULL"))
+        w = sorted(wire.values())
+        if not ours or not w:
+            print("rtt accuracy                   no data")
+            return
+        def pct(xs: list[float], q: float) -> float:
+            return xs[min(len(xs) - 1, int(q * len(xs)))]
+        print(f"rtt wire p50/p99               {pct(w, .5):.3f} / {pct(w, .99):.3f} ms ({len(w):,} pairs)")
+        print(f"rtt ours p50/p99               {pct(ours, .5):.3f} / {pct(ours, .99):.3f} ms ({len(ours):,} samples)")
+        print(f"rtt p99 error (distribution)   {abs(pct(ours, .99) - pct(w, .99)):.3f} ms")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: lint, types, tests (real peers included),
+# then the benchmarks in their short mode (they print figures; they never pass/fail on time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== ruff";  python3 -m ruff check src tests bench
+echo "== mypy";  python3 -m mypy src
+echo "== pytest"; python3 -m pytest -q -ra "$@"
+echo "== bench (short mode)"
+python3 bench/bench_engine.py --peers 20000 --duration 120
+if [ -f bench/bench_sip_parse.py ]; then python3 bench/bench_sip_parse.py --short; fi
+if [ -f bench/bench_store.py ]; then python3 bench/bench_store.py --short; fi
+if [ -f bench/bench_e2e.py ]; then python3 bench/bench_e2e.py --short; fi

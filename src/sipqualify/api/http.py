@@ -1,0 +1,192 @@
+"""Local HTTP JSON API (aiohttp): what the CLI talks to. Documented in docs/api.md.
+
+Bearer-token auth on everything but /healthz; binds to 127.0.0.1 by default and refuses a
+non-loopback address without an explicitly configured token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from ..model import ConfigError, ConfigMessage
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+API = "/api/v1"
+SERVICE_KEY = web.AppKey("service", object)
+
+
+def _svc(request: web.Request) -> Service:
+    svc = request.app[SERVICE_KEY]
+    return svc  # type: ignore[return-value]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path == "/healthz":
+        return await handler(request)  # type: ignore[no-any-return]
+    svc = _svc(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), svc.token.encode()):
+        return _error(401, "missing or wrong API token")
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except web.HTTPException:
+        raise
+    except Exception as e:  # a bug in one handler must not take the daemon down
+        import logging
+
+        logging.getLogger("sipqualify.api").exception("API handler failed")
+        return _error(500, f"internal error: {type(e).__name__}")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def peers(request: web.Request) -> web.Response:
+    return web.json_response({"peers": [v.to_json() for v in _svc(request).views()]})
+
+
+async def peer(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    assert svc.engine is not None
+    p = svc.engine.peer(request.match_info["name"])
+    if p is None:
+        return _error(404, f"Peer {request.match_info['name']} not found.")
+    return web.json_response(svc.view(p).to_json())
+
+
+async def qualify(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    name = request.match_info["name"]
+    wait = request.query.get("wait", "1") not in ("0", "false", "no")
+    try:
+        res = await svc.qualify(name, wait=wait)
+    except KeyError:
+        return _error(404, f"Peer {name} not found or has no address.")
+    except asyncio.TimeoutError:
+        return _error(504, "no result in time")
+    assert svc.engine is not None
+    p = svc.engine.peer(name)
+    body: dict[str, Any] = {"peer": name, "queued": True}
+    if res is not None:
+        body["result"] = {
+            "answered": res.answered,
+            "rtt_ms": res.rtt * 1000 if res.rtt is not None else None,
+            "status_code": res.status_code,
+            "transmissions": res.transmissions,
+        }
+    if p is not None:
+        body["status"] = p.status
+    return web.json_response(body)
+
+
+async def reload(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    try:
+        s = await svc.reload()
+    except ConfigError as e:
+        return _error(400, str(e))
+    return web.json_response(
+        {"added": s.added, "removed": s.removed, "changed": s.changed, "unchanged": len(s.unchanged)}
+    )
+
+
+def _float(request: web.Request, key: str, default: float | None) -> float | None:
+    v = request.query.get(key)
+    if v is None:
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{key} must be a number") from None
+
+
+async def history(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    assert svc.store is not None
+    name = request.match_info["name"]
+    since = _float(request, "since", None)
+    until = _float(request, "until", None)
+    limit = int(_float(request, "limit", 1000) or 1000)
+    rows = await asyncio.to_thread(svc.store.transitions, name, since, until, limit)
+    return web.json_response(
+        {
+            "peer": name,
+            "transitions": [
+                {"time": r.time, "old": r.old, "new": r.new, "lastms": r.lastms, "maxms": r.maxms, "rtt_ms": r.rtt_ms}
+                for r in rows
+            ],
+        }
+    )
+
+
+async def rtt(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    assert svc.store is not None
+    name = request.match_info["name"]
+    now = time.time()
+    since = _float(request, "since", now - 3600) or now - 3600
+    until = _float(request, "until", now) or now
+    step = _float(request, "step", 60.0) or 60.0
+    series = await asyncio.to_thread(svc.store.rtt_series, name, since, until, step)
+    return web.json_response({"peer": name, "since": since, "until": until, "step": step, "series": series})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(_svc(request).status())
+
+
+def make_app(svc: Service) -> web.Application:
+    app = web.Application(middlewares=[auth_middleware], client_max_size=64 * 1024)
+    app[SERVICE_KEY] = svc
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get(f"{API}/peers", peers)
+    app.router.add_get(f"{API}/peers/{{name}}", peer)
+    app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)
+    app.router.add_get(f"{API}/peers/{{name}}/history", history)
+    app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
+    app.router.add_post(f"{API}/reload", reload)
+    app.router.add_get(f"{API}/status", status)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
+    if not is_loopback(host) and not svc.config.service.api_token:
+        raise ConfigError([ConfigMessage(
+            "error", "api", 0,
+            f"refusing to serve the API on non-loopback address {host}: configure [api] token first",
+            option="listen",
+        )])
+    runner = web.AppRunner(make_app(svc), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
+    bound = (host, port)
+    if server is not None and getattr(server, "sockets", None):
+        sockname = server.sockets[0].getsockname()
+        bound = (str(sockname[0]), int(sockname[1]))
+    return runner, bound

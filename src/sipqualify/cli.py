@@ -1,0 +1,382 @@
+"""The `sipqualify` command line. Interface contract: docs/cli.md (keep it stable).
+
+Client commands (`peers`, `peer`, `get`, `qualify`, `reload`, `status`) talk to the running
+daemon over its local HTTP API; they all take `-c FILE`, `--api HOST:PORT` and
+`--state-dir DIR` and need nothing more on the same host. Exit status 0 on success,
+non-zero with a one-line reason on stderr otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .model import DEFAULT_API_HOST, DEFAULT_API_PORT, ConfigError
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _die(message: str, code: int = EXIT_FAIL) -> NoReturn:
+    print(f"sipqualify: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def parse_hostport(text: str, default_port: int = DEFAULT_API_PORT) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, ""
+    if port and not port.isdigit():
+        raise CliError(f"bad address {text!r}: port must be a number", EXIT_USAGE)
+    return host or DEFAULT_API_HOST, int(port) if port else default_port
+
+
+# ---------------------------------------------------------------------- client side
+
+
+class Client:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from .service import default_state_dir
+
+        host, port, token, state_dir = DEFAULT_API_HOST, DEFAULT_API_PORT, None, None
+        if getattr(args, "config", None):
+            from .config import load_config
+
+            try:
+                cfg = load_config(args.config)
+            except ConfigError as e:
+                raise CliError(f"bad config {args.config}: {str(e).splitlines()[0]}") from None
+            host, port = cfg.service.api_host, cfg.service.api_port
+            token = cfg.service.api_token
+            state_dir = cfg.service.state_dir
+        if args.api:
+            host, port = parse_hostport(args.api)
+        self.state_dir = Path(args.state_dir or state_dir or default_state_dir())
+        if token is None:
+            try:
+                token = (self.state_dir / "api-token").read_text().strip()
+            except OSError:
+                token = ""
+        self.token = token
+        self.base = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+
+    def call(self, method: str, path: str, timeout: float = 80.0) -> Any:
+        req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return json.loads(r.read().decode())
+        except urllib.error.HTTPError as e:
+            try:
+                msg = json.loads(e.read().decode()).get("error", e.reason)
+            except (ValueError, AttributeError):
+                msg = e.reason
+            if e.code == 401:
+                msg = f"{msg} (token from {self.state_dir / 'api-token'}; use --state-dir or -c)"
+            raise CliError(str(msg)) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise CliError(f"cannot reach the daemon at {self.base} ({reason}): is `sipqualify run` running?") from None
+
+
+def _views(client: Client) -> list[Any]:
+    from .views import PeerView
+
+    return [PeerView.from_json(d) for d in client.call("GET", "/api/v1/peers")["peers"]]
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    from .compat import format_sip_show_peers
+
+    client = Client(args)
+    views = _views(client)
+    if args.json:
+        print(json.dumps([v.to_json() for v in views], indent=2))
+    else:
+        sys.stdout.write(format_sip_show_peers(views))
+    return EXIT_OK
+
+
+def _peer(client: Client, name: str) -> Any:
+    from urllib.parse import quote
+
+    from .views import PeerView
+
+    return PeerView.from_json(client.call("GET", f"/api/v1/peers/{quote(name, safe='')}"))
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    from .compat import format_sip_show_peer
+
+    v = _peer(Client(args), args.name)
+    if args.json:
+        print(json.dumps(v.to_json(), indent=2))
+    else:
+        sys.stdout.write(format_sip_show_peer(v))
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from .compat import SIPPEER_ITEMS, sippeer_item
+
+    if args.item.lower() not in SIPPEER_ITEMS and not args.item.lower().startswith(("chanvar[", "codec[")):
+        raise CliError(f"unknown item {args.item!r}; known: {', '.join(SIPPEER_ITEMS)}", EXIT_USAGE)
+    print(sippeer_item(_peer(Client(args), args.name), args.item))
+    return EXIT_OK
+
+
+def cmd_qualify(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    client = Client(args)
+    wait = "0" if args.no_wait else "1"
+    body = client.call("POST", f"/api/v1/peers/{quote(args.name, safe='')}/qualify?wait={wait}")
+    res = body.get("result")
+    if res is None:
+        print(f"Qualifying peer '{args.name}'")
+    elif res["answered"]:
+        print(f"Peer '{args.name}': {res['status_code']} after {res['rtt_ms']:.3f} ms -> {body.get('status')}")
+    else:
+        print(f"Peer '{args.name}': no answer ({res['transmissions']} transmissions) -> {body.get('status')}")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    body = Client(args).call("POST", "/api/v1/reload")
+    print(
+        f"Reloaded: {len(body['added'])} added, {len(body['removed'])} removed, "
+        f"{len(body['changed'])} changed, {body['unchanged']} unchanged"
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    print(json.dumps(Client(args).call("GET", "/api/v1/status"), indent=2))
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .config import check_config
+
+    msgs = check_config(args.file)
+    for m in msgs:
+        print(m)
+    errors = [m for m in msgs if m.severity == "error"]
+    if errors:
+        print(f"{args.file}: {len(errors)} error(s), {len(msgs) - len(errors)} warning(s)", file=sys.stderr)
+        return EXIT_FAIL
+    from .config import load_config
+
+    cfg = load_config(args.file)
+    q = sum(1 for p in cfg.peers.values() if p.qualify_ms)
+    print(f"{args.file}: OK ({len(cfg.peers)} peers, {q} qualified, {len(msgs)} warning(s))")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- daemon side
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _event_loop_policy() -> None:
+    if os.environ.get("SIPQUALIFY_NO_UVLOOP"):
+        return
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .service import Service, ServiceOptions
+
+    _setup_logging(args.log_level)
+    api_host = api_port = None
+    if args.api:
+        api_host, api_port = parse_hostport(args.api)
+
+    async def main() -> int:
+        svc = Service(ServiceOptions(args.config, api_host, api_port, args.state_dir))
+        try:
+            await svc.start()
+        except ConfigError as e:
+            await svc.close()
+            for line in str(e).splitlines():
+                print(f"sipqualify: {line}", file=sys.stderr)
+            return EXIT_FAIL
+        except OSError as e:
+            await svc.close()
+            print(f"sipqualify: cannot start: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        await svc.run_forever()
+        return EXIT_OK
+
+    _event_loop_policy()
+    return asyncio.run(main())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    _setup_logging(args.log_level)
+    _event_loop_policy()
+    return asyncio.run(run_demo(duration=args.duration, interval=args.interval, api=args.api,
+                                state_dir=args.state_dir))
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from .net.ping import PingError, host_label, nagios, ping, resolve_target, summarize
+
+    if args.count < 1 or args.timeout <= 0 or args.interval < 0:
+        print("SIP UNKNOWN - --count must be >= 1, --timeout > 0, --interval >= 0", file=sys.stderr)
+        return 3
+
+    async def main() -> int:
+        try:
+            target = await resolve_target(args.uri, args.transport)
+        except PingError as e:
+            print(f"SIP UNKNOWN - {e}")
+            return 3
+        if not args.quiet:
+            print(f"PING {target.uri} ({host_label(target)}) via {target.transport.upper()}")
+        try:
+            probes = await ping(target, count=args.count, interval=args.interval, timeout=args.timeout)
+        except OSError as e:
+            print(f"SIP UNKNOWN - {target.uri}: {e}")
+            return 3
+        for p in probes:
+            if args.quiet:
+                continue
+            if p.answered:
+                print(f"{p.status} {p.reason} from {host_label(target)}: seq={p.seq} rtt={p.rtt_ms:.3f} ms"
+                      + (f" ({p.transmissions} transmissions)" if p.transmissions > 1 else ""))
+            else:
+                print(f"no answer from {host_label(target)}: seq={p.seq} {p.reason} "
+                      f"({p.transmissions} transmissions)")
+        s = summarize(probes)
+        if not args.quiet:
+            print(f"--- {target.uri} SIP ping statistics ---")
+            print(f"{s.sent} requests sent, {s.answered} answered, {s.loss_pct:g}% loss")
+            if s.avg_ms is not None:
+                print(f"rtt min/avg/max = {s.min_ms:.3f}/{s.avg_ms:.3f}/{s.max_ms:.3f} ms")
+        code, line = nagios(s, args.warning, args.critical, target.uri)
+        print(line)
+        return code
+
+    return asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def _client_opts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", metavar="FILE", help="sip.conf or sipqualify.toml the daemon runs with")
+    p.add_argument("--api", metavar="HOST:PORT", help=f"daemon API address (default {DEFAULT_API_HOST}:{DEFAULT_API_PORT})")
+    p.add_argument("--state-dir", metavar="DIR", help="where the daemon keeps SQLite and api-token")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sipqualify", description="Asterisk-exact SIP qualify as a service.")
+    ap.add_argument("--version", action="version", version=f"sipqualify {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon")
+    _client_opts(p)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="built-in endpoints on loopback and a daemon watching them")
+    p.add_argument("--duration", type=float, default=0, help="stop after N seconds (default: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=5.0, help="seconds between peer tables")
+    p.add_argument("--api", metavar="HOST:PORT", help="API address for the demo daemon")
+    p.add_argument("--state-dir", metavar="DIR", help="state directory for the demo daemon")
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("peers", help="`sip show peers`")
+    _client_opts(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("peer", help="`sip show peer NAME`")
+    _client_opts(p)
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_peer)
+
+    p = sub.add_parser("get", help="SIPPEER(NAME,ITEM)")
+    _client_opts(p)
+    p.add_argument("name")
+    p.add_argument("item", nargs="?", default="ip")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("qualify", help="qualify a peer now (keeps its periodic schedule)")
+    _client_opts(p)
+    p.add_argument("name")
+    p.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for the result")
+    p.set_defaults(func=cmd_qualify)
+
+    p = sub.add_parser("reload", help="re-read the configuration (`sip reload`)")
+    _client_opts(p)
+    p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("status", help="daemon and engine counters (JSON)")
+    _client_opts(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check-config", help="validate a sip.conf or sipqualify.toml")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("ping", help="one-shot OPTIONS probe with Nagios exit codes")
+    p.add_argument("uri", help="sip:host[:port] (or just host)")
+    p.add_argument("--count", "-n", type=int, default=1)
+    p.add_argument("--interval", "-i", type=float, default=1.0, help="seconds between probes")
+    p.add_argument("--timeout", "-t", type=float, default=5.0, help="seconds to wait for each answer")
+    p.add_argument("--transport", choices=["udp", "tcp"])
+    p.add_argument("-w", "--warning", type=float, metavar="MS", help="WARNING if average RTT exceeds MS")
+    p.add_argument("-c", "--critical", type=float, metavar="MS", help="CRITICAL if average RTT exceeds MS")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the Nagios status line")
+    p.set_defaults(func=cmd_ping)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except CliError as e:
+        _die(str(e), e.code)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

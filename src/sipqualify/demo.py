@@ -1,0 +1,136 @@
+"""`sipqualify demo`: built-in SIP endpoints on loopback and a daemon qualifying them.
+
+No outside SIP device is needed. Within 30 s a newcomer sees every state:
+OK, LAGGED, UNREACHABLE, UNKNOWN (a dynamic peer that never registered), Unmonitored,
+and a flapping peer going UNREACHABLE and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .model import Config, GeneralConfig, PeerConfig, ServiceConfig
+from .sip.message import Request, SipParseError, make_response, parse_message
+
+Addr = tuple[str, int]
+
+
+class DemoEndpoint(asyncio.DatagramProtocol):
+    """A tiny UAS: answers OPTIONS with `status` after `delay` seconds while `up()` is true."""
+
+    def __init__(self, status: int, reason: str, delay: float = 0.0, up: Callable[[], bool] = lambda: True) -> None:
+        self.status, self.reason, self.delay, self.up = status, reason, delay, up
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:  # type: ignore[override]
+        if not self.up() or self.status == 0:
+            return
+        try:
+            req = parse_message(data)
+        except SipParseError:
+            return
+        if not isinstance(req, Request):
+            return
+        resp = make_response(req, self.status, self.reason, to_tag="demo",
+                             extra=[("Allow", "INVITE, ACK, CANCEL, OPTIONS, BYE")]).to_bytes()
+        dest = (str(addr[0]), int(addr[1]))  # type: ignore[call-overload]
+        loop = asyncio.get_running_loop()
+        if self.delay:
+            loop.call_later(self.delay, self._send, resp, dest)
+        else:
+            self._send(resp, dest)
+
+    def _send(self, data: bytes, dest: Addr) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, dest)
+
+
+async def start_endpoints(t0: float) -> tuple[list[asyncio.DatagramTransport], list[PeerConfig]]:
+    """Start the demo endpoints on 127.0.0.1 ephemeral ports; return them and matching peers."""
+    loop = asyncio.get_running_loop()
+    flap_period = 40.0
+
+    def flaky_up() -> bool:  # up for 20 s, down for 20 s
+        return ((time.monotonic() - t0) % flap_period) < flap_period / 2
+
+    specs = [
+        ("pbx-healthy", DemoEndpoint(200, "OK"), 2000, 5, "answers 200 at once"),
+        ("trunk-slow", DemoEndpoint(200, "OK", delay=0.7), 500, 5, "answers after 700 ms (> qualify=500)"),
+        ("gw-404", DemoEndpoint(404, "Not Found"), 2000, 5, "answers 404: still reachable"),
+        ("phone-silent", DemoEndpoint(0, ""), 2000, 5, "never answers"),
+        ("trunk-flaky", DemoEndpoint(200, "OK", up=flaky_up), 500, 5, "20 s up, 20 s down"),
+        ("fax-noqualify", DemoEndpoint(200, "OK"), 0, 60, "qualify=no"),
+    ]
+    transports: list[asyncio.DatagramTransport] = []
+    peers: list[PeerConfig] = []
+    for name, proto, qualify, freq, desc in specs:
+        transport, _ = await loop.create_datagram_endpoint(lambda p=proto: p, local_addr=("127.0.0.1", 0))  # type: ignore[misc]
+        transports.append(transport)
+        port = transport.get_extra_info("sockname")[1]
+        peers.append(PeerConfig(name=name, host="127.0.0.1", port=port, qualify_ms=qualify,
+                                qualifyfreq_ms=freq * 1000, description=desc, source="demo"))
+    peers.append(PeerConfig(name="phone-1001", dynamic=True, qualify_ms=2000, defaultuser="1001",
+                            description="host=dynamic, never registered", source="demo"))
+    return transports, peers
+
+
+async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | None = None,
+                   state_dir: str | None = None) -> int:
+    from .cli import parse_hostport
+    from .compat import format_sip_show_peers
+    from .service import Service, ServiceOptions, default_state_dir
+
+    t0 = time.monotonic()
+    transports, peers = await start_endpoints(t0)
+    api_host, api_port = parse_hostport(api) if api else ("127.0.0.1", 0)
+    sdir = Path(state_dir) if state_dir else default_state_dir() / "demo"
+    cfg = Config(
+        general=GeneralConfig(udpbindaddr="127.0.0.1", bindport=0),
+        service=ServiceConfig(api_host=api_host, api_port=api_port, state_dir=str(sdir)),
+        peers={p.name: p for p in peers},
+        source="demo",
+    )
+    svc = Service(ServiceOptions(None, config=cfg, api_host=api_host, api_port=api_port, state_dir=str(sdir)))
+    await svc.start()
+    sip = next(iter(svc.endpoints.values())).local
+    print(f"sipqualify demo: {len(peers)} peers on 127.0.0.1, daemon SIP on {sip[0]}:{sip[1]}, "
+          f"API on http://{svc.api_addr[0]}:{svc.api_addr[1]}")
+    print(f"  try: sipqualify peers --api {svc.api_addr[0]}:{svc.api_addr[1]} --state-dir {sdir}")
+    print("  Ctrl-C to stop\n", flush=True)
+    stop = asyncio.Event()
+    try:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    except (NotImplementedError, RuntimeError):
+        pass
+    try:
+        while not stop.is_set():
+            elapsed = time.monotonic() - t0
+            if duration and elapsed >= duration:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval if not duration else min(interval, duration - elapsed))
+            except asyncio.TimeoutError:
+                pass
+            print(f"--- {time.strftime('%H:%M:%S')} (+{time.monotonic() - t0:.0f} s)")
+            sys.stdout.write(format_sip_show_peers(svc.views()))
+            sys.stdout.flush()
+    finally:
+        await svc.close()
+        for t in transports:
+            t.close()
+    if os.environ.get("SIPQUALIFY_DEMO_QUIET") is None:
+        print("demo stopped")
+    return 0

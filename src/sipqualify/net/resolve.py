@@ -1,0 +1,101 @@
+"""Resolve peer hosts (A/AAAA) without blocking the event loop.
+
+`loop.getaddrinfo` runs the system resolver in the default executor, so /etc/hosts,
+nsswitch and resolv.conf behave exactly as for every other program on the host. IP
+literals never leave the process. SRV/NAPTR come later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+
+from ..model import DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, PeerConfig
+
+log = logging.getLogger("sipqualify.resolve")
+
+Addr = tuple[str, int]
+
+
+def default_port(transport: str) -> int:
+    return DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
+
+
+def literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return None
+
+
+async def resolve_host(host: str, *, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> str | None:
+    """First address of `host`, preferring IPv4 when both exist and both are usable."""
+    lit = literal(host)
+    if lit is not None:
+        return lit
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as e:
+        log.warning("cannot resolve %r: %s", host, e)
+        return None
+    for fam in families:
+        for info in infos:
+            if info[0] == fam:
+                return str(info[4][0])
+    return None
+
+
+async def resolve_peers(peers: Iterable[PeerConfig], *, concurrency: int = 64) -> dict[str, Addr | None]:
+    """name -> (ip, port) for every peer with a host; None when resolution failed."""
+    sem = asyncio.Semaphore(concurrency)
+    cache: dict[str, asyncio.Task[str | None]] = {}
+    out: dict[str, Addr | None] = {}
+
+    async def one(host: str) -> str | None:
+        async with sem:
+            return await resolve_host(host)
+
+    pending: list[tuple[PeerConfig, asyncio.Task[str | None]]] = []
+    for p in peers:
+        if not p.host or p.dynamic:
+            continue
+        lit = literal(p.host)
+        if lit is not None:
+            out[p.name] = (lit, p.port or default_port(p.transport))
+            continue
+        task = cache.get(p.host)
+        if task is None:
+            task = cache[p.host] = asyncio.ensure_future(one(p.host))
+        pending.append((p, task))
+    for p, task in pending:
+        ip = await task
+        out[p.name] = (ip, p.port or default_port(p.transport)) if ip else None
+    return out
+
+
+async def resolve_proxies(peers: Iterable[PeerConfig]) -> dict[str, Addr | None]:
+    """name -> address of the peer's outbound proxy (`outboundproxy=host[:port]`)."""
+    out: dict[str, Addr | None] = {}
+    for p in peers:
+        if not p.outboundproxy:
+            continue
+        text = p.outboundproxy
+        for prefix in ("sip:", "sips:"):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        text = text.split(";", 1)[0]
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port(p.transport)
+        elif text.count(":") == 1:
+            host, _, ps = text.partition(":")
+            port = int(ps) if ps.isdigit() else default_port(p.transport)
+        else:
+            host, port = text, default_port(p.transport)
+        ip = await resolve_host(host)
+        out[p.name] = (ip, port) if ip else None
+    return out

@@ -1,0 +1,415 @@
+"""The daemon: wires config, the sans-I/O engine, sockets, the store and the API together.
+
+This is the thin asyncio shell of STYLE.md §2: on a datagram or a timer it calls the
+engine, sends what the engine returns, re-arms one timer and dispatches events. Nothing
+here decides qualify semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import load_config
+from .model import Config, ConfigError, PeerConfig
+from .net.resolve import resolve_peers, resolve_proxies
+from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
+from .qualify.engine import Peer, QualifyEngine, ReloadSummary
+from .qualify.events import QualifyResult, StateChanged, TransportError
+from .store import Store, TransitionRecord
+from .views import PeerView
+
+log = logging.getLogger("sipqualify")
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("SIPQUALIFY_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "sipqualify"
+
+
+def ensure_token(state_dir: Path, configured: str | None) -> str:
+    """The API token: from the config, else a generated file readable only by its owner."""
+    if configured:
+        return configured
+    path = state_dir / "api-token"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+@dataclass
+class Waiter:
+    future: asyncio.Future[QualifyResult]
+
+
+@dataclass
+class ServiceOptions:
+    config_path: str | None
+    api_host: str | None = None
+    api_port: int | None = None
+    state_dir: str | None = None
+    config: Config | None = None  # used instead of reading config_path (demo)
+    sip_bind: list[Addr] | None = None  # override [general] bind addresses (demo, tests)
+
+
+@dataclass
+class Counters:
+    started: float = field(default_factory=time.time)
+    reloads: int = 0
+    reload_errors: int = 0
+    icmp_errors: int = 0
+    loop_lag_max_ms: float = 0.0
+
+
+class Service:
+    def __init__(self, opts: ServiceOptions) -> None:
+        self.opts = opts
+        self.loop = asyncio.get_running_loop()
+        self.config: Config = Config()
+        self.engine: QualifyEngine | None = None
+        self.store: Store | None = None
+        self.endpoints: dict[int, UdpEndpoint] = {}
+        self.counters = Counters()
+        self.token = ""
+        self.state_dir = Path(".")
+        self.api_addr: Addr = ("127.0.0.1", 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._wall_offset = time.time() - self.loop.time()
+        self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
+        self._listeners: list[Callable[[StateChanged], None]] = []
+        self._stopped = asyncio.Event()
+        self._api_runner: Any = None
+        self._pending_logs: dict[str, deque[str | None]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.config = self.opts.config if self.opts.config is not None else self._read_config()
+        svc = self.config.service
+        self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.token = ensure_token(self.state_dir, svc.api_token)
+        self.store = Store(
+            str(self.state_dir / "sipqualify.sqlite"),
+            sample_retention_s=svc.sample_retention_s,
+            transition_retention_s=svc.transition_retention_s,
+            on_transition_committed=self._transition_committed,
+        )
+        restored = self.store.open()
+        await self._open_sockets()
+        g = self.config.general
+        self.engine = QualifyEngine(
+            g,
+            local_address=LocalAddressSelector(
+                {fam: ep.local for fam, ep in self.endpoints.items()}, externip=g.externip
+            ),
+            useragent=g.useragent,
+            match_source=svc.match_source_address,
+            respond_options=svc.respond_options,
+        )
+        peers = list(self.config.peers.values())
+        addrs = await resolve_peers(peers)
+        proxies = await resolve_proxies(peers)
+        self.engine.load(
+            peers,
+            self.loop.time(),
+            addresses=addrs,
+            destinations=proxies,
+            restored={n: r.lastms for n, r in restored.items()},
+        )
+        self._log_unresolved(peers, addrs)
+        self._pump()
+        from .api.http import start_api
+
+        host = self.opts.api_host or svc.api_host
+        port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
+        self._api_runner, self.api_addr = await start_api(self, host, port)
+        self.loop.create_task(self._watch_loop_lag())
+        log.info(
+            "sipqualify started: %d peers (%d qualified), SIP on %s, API on http://%s:%d",
+            len(peers),
+            sum(1 for p in peers if p.qualify_ms),
+            ", ".join(f"{ep.local[0]}:{ep.local[1]}" for ep in self.endpoints.values()),
+            *self.api_addr,
+        )
+
+    def _read_config(self) -> Config:
+        if not self.opts.config_path:
+            raise ConfigError([])
+        cfg = load_config(self.opts.config_path)
+        for m in cfg.warnings:
+            log.warning("%s", m)
+        return cfg
+
+    async def _open_sockets(self) -> None:
+        g = self.config.general
+        binds: list[Addr] = self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs]
+        for host, port in binds:
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            if fam in self.endpoints:
+                continue  # one socket per family
+            ep = await open_udp(host, port, self._on_datagram, self._on_icmp)
+            self.endpoints[fam] = ep
+
+    async def run_forever(self) -> None:
+        for sig, handler in ((signal.SIGHUP, self._sighup), (signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
+            try:
+                self.loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stopped.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+            self._api_runner = None
+        for ep in self.endpoints.values():
+            if ep.transport is not None:
+                ep.transport.close()
+        self.endpoints.clear()
+        if self.store is not None and self.engine is not None:
+            self._save_all_states()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+
+    def _save_all_states(self) -> None:
+        assert self.store is not None and self.engine is not None
+        for p in self.engine.peers():
+            self._save_state(p)
+
+    # ------------------------------------------------------------------ reload
+
+    def _sighup(self) -> None:
+        self.loop.create_task(self._reload_logged())
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError as e:
+            log.error("reload failed, keeping the running configuration:\n%s", e)
+
+    async def reload(self) -> ReloadSummary:
+        """`sip reload`: re-read config; peers added/removed; unchanged peers keep state."""
+        assert self.engine is not None and self.store is not None
+        try:
+            cfg = self._read_config() if self.opts.config is None else self.opts.config
+        except ConfigError:
+            self.counters.reload_errors += 1
+            raise
+        peers = list(cfg.peers.values())
+        addrs = await resolve_peers(peers)
+        proxies = await resolve_proxies(peers)
+        restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
+        summary = self.engine.load(
+            peers, self.loop.time(), addresses=addrs, destinations=proxies, restored=restored, general=cfg.general
+        )
+        self.config = cfg
+        self.store.forget_peers(summary.removed)
+        self.counters.reloads += 1
+        self._log_unresolved(peers, addrs)
+        self._pump()
+        log.info(
+            "Reloading SIP: %d added, %d removed, %d changed, %d unchanged",
+            len(summary.added),
+            len(summary.removed),
+            len(summary.changed),
+            len(summary.unchanged),
+        )
+        return summary
+
+    def _log_unresolved(self, peers: list[PeerConfig], addrs: dict[str, Addr | None]) -> None:
+        for p in peers:
+            if p.host and not p.dynamic and addrs.get(p.name) is None:
+                log.warning("peer '%s': cannot resolve host '%s' (%s)", p.name, p.host, p.source)
+
+    # ------------------------------------------------------------------ the shell
+
+    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+        assert self.engine is not None
+        self.engine.receive_datagram(data, addr, self.loop.time())
+        self._pump()
+
+    def _on_icmp(self, addr: Addr, reason: str) -> None:
+        self.counters.icmp_errors += 1
+        if self.engine is not None:
+            self.engine.transport_error(addr, self.loop.time(), reason)
+            self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.engine is not None
+        self.engine.handle_timer(self.loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        eng = self.engine
+        assert eng is not None
+        eps = self.endpoints
+        for data, dest in eng.datagrams_to_send():
+            ep = eps.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+            if ep is None:
+                continue
+            ep.sendto(data, dest)
+        while (ev := eng.next_event()) is not None:
+            self._dispatch(ev)
+        when = eng.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
+            self._timer_at = when
+
+    def wall(self, t: float) -> float:
+        return self._wall_offset + t
+
+    def _dispatch(self, ev: StateChanged | QualifyResult | TransportError) -> None:
+        store = self.store
+        assert store is not None and self.engine is not None
+        if isinstance(ev, QualifyResult):
+            rtt_ms = ev.rtt * 1000 if ev.rtt is not None else None
+            p = self.engine.peer(ev.peer)
+            if not ev.forced or (p is not None and p.maxms):
+                store.record_sample(ev.peer, self.wall(ev.time), rtt_ms, ev.status_code, ev.transmissions)
+            if p is not None:
+                self._save_state(p)
+            for fut in self._waiters.pop(ev.peer, []):
+                if not fut.done():
+                    fut.set_result(ev)
+        elif isinstance(ev, StateChanged):
+            store.record_transition(
+                ev.peer, self.wall(ev.time), ev.old, ev.new, ev.lastms, ev.maxms,
+                ev.rtt * 1000 if ev.rtt is not None else None,
+            )
+            # logged once committed (see _transition_committed): reported implies stored
+            self._pending_logs.setdefault(ev.peer, deque()).append(None if ev.silent else ev.log_line())
+            for cb in self._listeners:
+                cb(ev)
+        elif isinstance(ev, TransportError):
+            log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)
+
+    def _transition_committed(self, rec: TransitionRecord) -> None:
+        # called on the store's writer thread after COMMIT
+        self.loop.call_soon_threadsafe(self._log_transition, rec)
+
+    def _log_transition(self, rec: TransitionRecord) -> None:
+        q = self._pending_logs.get(rec.peer)
+        line = q.popleft() if q else None
+        if q is not None and not q:
+            del self._pending_logs[rec.peer]
+        if line is not None:
+            log.warning("%s", line) if rec.new == "UNREACHABLE" else log.info("%s", line)
+
+    def _save_state(self, p: Peer) -> None:
+        assert self.store is not None
+        self.store.save_state(
+            p.name,
+            p.state,
+            p.lastms,
+            p.maxms,
+            p.rtt * 1000 if p.rtt is not None else None,
+            self.wall(p.last_change) if p.last_change is not None else None,
+            time.time(),
+        )
+
+    async def _watch_loop_lag(self) -> None:
+        while not self._stopped.is_set():
+            t0 = self.loop.time()
+            await asyncio.sleep(0.25)
+            lag = (self.loop.time() - t0 - 0.25) * 1000
+            self.counters.loop_lag_max_ms = max(self.counters.loop_lag_max_ms * 0.99, lag)
+
+    # ------------------------------------------------------------------ queries
+
+    async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:
+        assert self.engine is not None
+        fut: asyncio.Future[QualifyResult] = self.loop.create_future()
+        if not self.engine.qualify(name, self.loop.time()):
+            raise KeyError(name)
+        self._waiters.setdefault(name, []).append(fut)
+        self._pump()
+        if not wait:
+            return None
+        return await asyncio.wait_for(fut, timeout=70)
+
+    def view(self, p: Peer) -> PeerView:
+        cfg = p.cfg
+        addr = p.addr
+        return PeerView(
+            name=p.name,
+            status=p.status,
+            state=p.state,
+            lastms=p.lastms,
+            maxms=p.maxms,
+            qualifyfreq_ms=cfg.qualifyfreq_ms,
+            host="dynamic" if cfg.dynamic else (cfg.host or ""),
+            addr_ip=addr[0] if addr else None,
+            addr_port=addr[1] if addr else 0,
+            dynamic=cfg.dynamic,
+            transport=cfg.transport,
+            nat=list(cfg.nat),
+            nat_detected=False,
+            acl=False,
+            defaultuser=cfg.defaultuser,
+            fromuser=cfg.fromuser,
+            fromdomain=cfg.fromdomain,
+            description=cfg.description,
+            context=cfg.context,
+            secret_set=bool(cfg.secret),
+            md5secret_set=bool(cfg.md5secret),
+            useragent="",
+            regcontact="",
+            regexten="",
+            expire=-1,
+            rtt_ms=p.rtt * 1000 if p.rtt is not None else None,
+            last_qualify=self.wall(p.last_qualify) if p.last_qualify is not None else None,
+            last_change=self.wall(p.last_change) if p.last_change is not None else None,
+            qualifies=p.qualifies,
+            timeouts=p.timeouts,
+            retransmissions=p.retransmissions,
+        )
+
+    def views(self) -> list[PeerView]:
+        assert self.engine is not None
+        return [self.view(p) for p in self.engine.peers()]
+
+    def status(self) -> dict[str, Any]:
+        assert self.engine is not None
+        from dataclasses import asdict
+
+        return {
+            "uptime_s": round(time.time() - self.counters.started, 3),
+            "peers": len(self.engine),
+            "qualified": sum(1 for p in self.engine.peers() if p.maxms),
+            "engine": asdict(self.engine.stats),
+            "service": asdict(self.counters),
+            "store": self.store.stats if self.store is not None else {},
+            "sip": [{"ip": ep.local[0], "port": ep.local[1]} for ep in self.endpoints.values()],
+        }
