@@ -128,7 +128,8 @@ def main() -> int:
         timeouts = e1["timeouts"] - e0["timeouts"]
         cpu = c1 - c0
         not_ok = [p["name"] for p in peers if p["state"] != "OK"]
-        print(f"peers x qualifyfreq            {args.peers:,} x {args.freq} s (offered {args.peers / args.freq:,.0f}/s)")
+        offered = args.peers / args.freq
+        print(f"peers x qualifyfreq            {args.peers:,} x {args.freq} s (offered {offered:,.0f}/s)")
         print(f"measured                       {t1 - t0:.1f} s after {args.warmup:.0f} s warm-up")
         print(f"answered                       {answered:,} ({answered / (t1 - t0):,.0f}/s)")
         print(f"retransmissions / timeouts     {retx:,} / {timeouts:,}")

@@ -297,7 +297,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def _client_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", metavar="FILE", help="sip.conf or sipqualify.toml the daemon runs with")
-    p.add_argument("--api", metavar="HOST:PORT", help=f"daemon API address (default {DEFAULT_API_HOST}:{DEFAULT_API_PORT})")
+    p.add_argument("--api", metavar="HOST:PORT",
+                   help=f"daemon API address (default {DEFAULT_API_HOST}:{DEFAULT_API_PORT})")
     p.add_argument("--state-dir", metavar="DIR", help="where the daemon keeps SQLite and api-token")
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .model import Config, GeneralConfig, PeerConfig, ServiceConfig
 from .sip.message import Request, SipParseError, make_response, parse_message
@@ -31,7 +32,7 @@ class DemoEndpoint(asyncio.DatagramProtocol):
         assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if not self.up() or self.status == 0:
             return
         try:
@@ -42,7 +43,7 @@ class DemoEndpoint(asyncio.DatagramProtocol):
             return
         resp = make_response(req, self.status, self.reason, to_tag="demo",
                              extra=[("Allow", "INVITE, ACK, CANCEL, OPTIONS, BYE")]).to_bytes()
-        dest = (str(addr[0]), int(addr[1]))  # type: ignore[call-overload]
+        dest = (str(addr[0]), int(addr[1]))
         loop = asyncio.get_running_loop()
         if self.delay:
             loop.call_later(self.delay, self._send, resp, dest)
@@ -121,8 +122,9 @@ async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | Non
             if duration and elapsed >= duration:
                 break
             try:
-                await asyncio.wait_for(stop.wait(), timeout=interval if not duration else min(interval, duration - elapsed))
-            except asyncio.TimeoutError:
+                wait = interval if not duration else min(interval, duration - elapsed)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            except TimeoutError:
                 pass
             print(f"--- {time.strftime('%H:%M:%S')} (+{time.monotonic() - t0:.0f} s)")
             sys.stdout.write(format_sip_show_peers(svc.views()))

@@ -129,5 +129,5 @@ def build(peers: list[PeerConfig], responders: dict[Addr, Responder], general: G
     addrs: dict[str, Addr | None] = {p.name: (p.host or "", p.port or 5060) for p in peers if p.host}
     sim = Sim(eng, responders)
     eng.load(peers, 0.0, addresses=addrs)
-    sim._flush()
+    sim.run_until(0.0)
     return sim

@@ -49,14 +49,12 @@ def test_fromuser_replaces_user_in_from_and_contact_defaultuser_not_in_ruri() ->
 def test_port_in_uri_opt_in_and_ipv6() -> None:
     p = peer("v6", 5070, 2000, port_in_uri=True)
     p.host = "2001:db8::10"
-    eng = build([p], {}).engine
-    sim = build([], {})
-    eng2: QualifyEngine = sim.engine
-    eng2.load([p], 0.0, addresses={"v6": ("2001:db8::10", 5070)})
-    data = eng2.datagrams_to_send()[0][0].decode()
+    eng: QualifyEngine = build([], {}).engine
+    eng.load([p], 0.0, addresses={"v6": ("2001:db8::10", 5070)})
+    eng.handle_timer(0.0)
+    data = eng.datagrams_to_send()[0][0].decode()
     assert data.startswith("OPTIONS sip:[2001:db8::10]:5070 SIP/2.0\r\n")
     assert "To: <sip:[2001:db8::10]:5070>" in data
-    assert eng is not None
 
 
 def test_each_poke_fresh_ids() -> None:

@@ -25,7 +25,8 @@ def test_peer_status_strings(maxms: int, lastms: int, text: str, state: str) -> 
 
 
 @pytest.mark.parametrize(
-    ("rtt", "ms"), [(0.0, 1), (0.0004, 1), (0.0012, 1), (0.7, 700), (0.7006, 700), (2.0007, 2000), (0.019999, 19), (0.0199999996, 20)]
+    ("rtt", "ms"),
+    [(0.0, 1), (0.0004, 1), (0.0012, 1), (0.7, 700), (0.7006, 700), (2.0007, 2000), (0.019999, 19), (0.0199999996, 20)],
 )
 def test_pingtime_truncates_with_1ms_floor(rtt: float, ms: int) -> None:
     assert st.pingtime_ms(rtt) == ms

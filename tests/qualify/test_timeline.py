@@ -36,7 +36,7 @@ def test_no_answer_timeline(qualify: int, sends: list[int], giveup: int, cycle: 
 
 def test_trying_only_is_unreachable_and_100_does_not_stop_retransmission() -> None:
     sim = build([peer("trying-only", A[1], 2000, freq_s=5)], {A: trying_only})
-    sim.run_until(15.0)
+    sim.run_until(14.5)
     assert sim.sends_to(A) == [0, 1000, 2000, 3000, 4000, 14000]
     assert [c[:2] for c in sim.changes()] == [(4000, "UNREACHABLE")]
 
@@ -138,7 +138,7 @@ def test_lagged_to_ok_and_ok_to_lagged_publish() -> None:
 def test_stagger_offsets_formula() -> None:
     assert stagger_offsets_ms(7, 100, 1) == [0, 100, 100, 200, 200, 300, 300]
     assert stagger_offsets_ms(4, 100, 0) == [100, 200, 300, 400]
-    assert stagger_offsets_ms(5, 50, 3) == [0, 50, 50, 50, 50]
+    assert stagger_offsets_ms(9, 50, 3) == [0, 0, 0, 50, 50, 50, 50, 100, 100]
     assert stagger_offsets_ms(3, 100, -1) == [0, 0, 0]
 
 

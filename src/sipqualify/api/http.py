@@ -77,7 +77,7 @@ async def qualify(request: web.Request) -> web.Response:
         res = await svc.qualify(name, wait=wait)
     except KeyError:
         return _error(404, f"Peer {name} not found or has no address.")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return _error(504, "no result in time")
     assert svc.engine is not None
     p = svc.engine.peer(name)
@@ -184,9 +184,10 @@ async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, 
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    server = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
     bound = (host, port)
-    if server is not None and getattr(server, "sockets", None):
-        sockname = server.sockets[0].getsockname()
+    server = site._server  # aiohttp exposes no public accessor for the bound port
+    sockets = getattr(server, "sockets", None) or []
+    if sockets:
+        sockname = sockets[0].getsockname()
         bound = (str(sockname[0]), int(sockname[1]))
     return runner, bound

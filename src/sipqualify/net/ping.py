@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 from dataclasses import dataclass
 
 from ..sip.framing import StreamFramer
@@ -70,7 +71,7 @@ class _UdpProbeSocket(asyncio.DatagramProtocol):
         assert isinstance(transport, asyncio.DatagramTransport)
         self.transport = transport
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.queue.put_nowait((data, norm_addr(addr)))
 
     def error_received(self, exc: Exception) -> None:
@@ -130,7 +131,7 @@ async def _probe_udp(
         wake = min(deadline, txn.next_timer or deadline)
         try:
             data, src = await asyncio.wait_for(proto.queue.get(), timeout=max(0.0, wake - now))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if txn.on_timer(loop.time()) == RETRANSMIT:
                 proto.transport.sendto(req.data)
             continue
@@ -154,7 +155,7 @@ async def _ping_tcp(
     results: list[Probe] = []
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(*target.addr), timeout)
-    except (OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError) as e:
         reason = "connection refused" if isinstance(e, ConnectionRefusedError) else "connect failed"
         return [Probe(i, False, None, None, reason, 0) for i in range(1, count + 1)]
     try:
@@ -173,7 +174,7 @@ async def _ping_tcp(
             while probe.status is None and loop.time() < deadline:
                 try:
                     chunk = await asyncio.wait_for(reader.read(65536), deadline - loop.time())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if not chunk:
                     probe.reason = "connection closed"

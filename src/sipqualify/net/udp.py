@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("sipqualify.net")
 
@@ -56,7 +57,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if sock is not None:
             self.local = norm_addr(sock.getsockname())
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.on_datagram(data, norm_addr(addr))
 
     def error_received(self, exc: Exception) -> None:

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
-from ..sip.options import ALLOW, build_options, format_host
 from ..sip.message import Request, Response, SipParseError, make_response, parse_message
+from ..sip.options import ALLOW, build_options, format_host
 from ..sip.transaction import FINAL, PROVISIONAL, RETRANSMIT, RETRANSMITTED, TIMEOUT, ClientTransaction
 from . import state as st
 from .events import Event, QualifyResult, StateChanged, TransportError
@@ -154,7 +154,7 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
     """sip_poke_all_peers() offsets, off-by-one included (asterisk-observed.md §0.8).
 
     With the defaults (gap 100, 1 peer per group) the offsets are 0, 100, 100, 200, 200...:
-    the first group holds one peer, later groups `qualifypeers + 1`. qualifypeers=0 gives
+    the first group holds `qualifypeers` peers, later groups `qualifypeers + 1`. qualifypeers=0 gives
     one peer per gap starting at `gap`; a negative value puts every peer at 0.
     """
     out: list[int] = []
@@ -201,6 +201,7 @@ class QualifyEngine:
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
+        self._forced: set[str] = set()  # branches of forced pokes in flight
         self._date_sec = -1
         self._date = ""
 
@@ -400,6 +401,7 @@ class QualifyEngine:
         if txn is not None:
             txn.terminate()
             self._txns.pop(txn.branch, None)
+            self._forced.discard(txn.branch)
             p.txn = None
 
     def _date_header(self) -> str:
@@ -444,6 +446,8 @@ class QualifyEngine:
         )
         self._txns[branch] = txn
         p.txn = txn
+        if forced:
+            self._forced.add(branch)
         # step 4: cancel the pending poke, send, stamp the RTT clock
         p.poke_gen += 1
         self._out.append((data, dest))
@@ -484,15 +488,17 @@ class QualifyEngine:
         self._txns.pop(txn.branch, None)
         if p.txn is txn:
             p.txn = None
+        forced = txn.branch in self._forced
+        self._forced.discard(txn.branch)
         self.stats.timeouts += 1
         p.timeouts += 1
         p.last_qualify = now
         if p.maxms == 0 or p.removed:
-            self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, True, p.state))
+            self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, p.state))
             return
         old = p.state
         prev = p.lastms
-        new, publish = st.TRANSITIONS[(old if old != st.UNMONITORED else st.UNKNOWN, st.NO_REPLY)]
+        new, publish = st.TRANSITIONS[(old, st.NO_REPLY)]
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         p.lastms = -1
         p.rtt = None
@@ -502,7 +508,7 @@ class QualifyEngine:
             self._events.append(
                 StateChanged(p.name, old, new, -1, p.maxms, None, now, prev_lastms=prev, silent=not publish)
             )
-        self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, False, new))
+        self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
         self._schedule_poke(p, now + self.policy.freq_notok_s)
 
     def _on_response(self, msg: Response, addr: Addr, now: float) -> None:
@@ -546,9 +552,9 @@ class QualifyEngine:
         p.qualifies += 1
         p.last_qualify = now
         rtt = now - txn.first_sent
-        forced_unmonitored = p.maxms == 0
-        if forced_unmonitored or p.removed:
+        if p.maxms == 0 or p.removed:
             # handle_response_peerpoke step 2: nothing recorded for unmonitored peers
+            self._forced.discard(txn.branch)
             self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, True, p.state))
             return
         if not self.policy.counts_as_reply(status):
@@ -567,7 +573,9 @@ class QualifyEngine:
             self._events.append(
                 StateChanged(p.name, old, new, ping, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
             )
-        self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, False, new))
+        forced = txn.branch in self._forced
+        self._forced.discard(txn.branch)
+        self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
         if new == st.OK:
             self._schedule_poke(p, now + p.cfg.qualifyfreq_ms / 1000.0)
         else:

@@ -1,0 +1,57 @@
+"""Stream framing for SIP over TCP/TLS (RFC 3261 §18.3): Content-Length decides.
+
+`feed()` returns complete messages; leading CRLFs between messages are keepalives
+(RFC 5626 §4.4.1: a double-CRLF "ping" is answered with a single-CRLF "pong"); their count
+is in `pings` so the transport can answer them.
+"""
+
+from __future__ import annotations
+
+from .errors import SipParseError
+
+MAX_MESSAGE = 65535
+
+
+class StreamFramer:
+    def __init__(self, max_message: int = MAX_MESSAGE) -> None:
+        self.max_message = max_message
+        self._buf = bytearray()
+        self.pings = 0  # double-CRLF keepalives seen and not yet collected
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        buf = self._buf
+        while True:
+            while buf[:4] == b"\r\n\r\n":
+                del buf[:4]
+                self.pings += 1
+            if buf[:2] == b"\r\n" and len(buf) >= 4:
+                del buf[:2]
+                continue
+            if buf in (b"\r\n", b"\r\n\r", b"\r"):
+                break
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > self.max_message:
+                    raise SipParseError("stream message headers exceed the size limit")
+                break
+            head = bytes(buf[:end])
+            clen = None
+            for line in head.split(b"\r\n")[1:]:
+                name, colon, value = line.partition(b":")
+                if colon and name.strip().lower() in (b"content-length", b"l"):
+                    v = value.strip()
+                    if not v.isdigit():
+                        raise SipParseError(f"bad Content-Length {v[:20]!r} on a stream")
+                    clen = int(v)
+            if clen is None:
+                raise SipParseError("no Content-Length on a stream transport (RFC 3261 §18.3)")
+            total = end + 4 + clen
+            if total > self.max_message:
+                raise SipParseError(f"stream message of {total} bytes exceeds {self.max_message}")
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out

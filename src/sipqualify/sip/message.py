@@ -1,0 +1,325 @@
+"""SIP messages: parse one datagram into a Request or Response, build them back (RFC 3261 §7).
+
+Theory of operation: `parse_message` validates what every receiver must be able to rely on
+(start line, header syntax and folding, the five mandatory headers, CSeq, Content-Length
+framing, top-level Via / From / To syntax) and raises `SipParseError` with a specific reason
+for anything else; it never raises anything other than SipParseError on bytes from the
+network and its cost is linear in the size of the datagram (bounded at 65535 bytes). Header
+values stay text; Via and URIs are parsed when asked for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+from .headers import Headers, canonical, split_commas
+from .uri import SipUri, format_host, parse_name_addr, parse_uri
+
+__all__ = [
+    "SipParseError",
+    "Headers",
+    "Via",
+    "Request",
+    "Response",
+    "Message",
+    "parse_message",
+    "parse_via",
+    "make_response",
+]
+
+MAX_MESSAGE = 65535
+MAX_HEADERS = 256
+MAX_LINE = 8192
+_TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_VIA_RE = re.compile(
+    r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:\s*:\s*(\d{1,5}))?\s*(.*)$",
+    re.S,
+)
+
+
+@dataclass(slots=True)
+class Via:
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def rport(self) -> int | None:
+        """The rport value filled in by a server; None when absent or requested (bare)."""
+        v = self.params.get("rport")
+        return int(v) if v is not None and v.isdigit() else None
+
+    @property
+    def wants_rport(self) -> bool:
+        """The client asked for rport (RFC 3581 §3)."""
+        return "rport" in self.params
+
+    def __str__(self) -> str:
+        s = f"SIP/2.0/{self.transport} {format_host(self.host)}"
+        if self.port is not None:
+            s += f":{self.port}"
+        for k, v in self.params.items():
+            s += f";{k}" if v is None else f";{k}={v}"
+        return s
+
+
+def parse_via(value: str) -> Via:
+    m = _VIA_RE.match(value)
+    if m is None:
+        raise SipParseError(f"bad Via: {value!r}")
+    transport, host, port_s, rest = m.groups()
+    host = host.strip("[]")
+    port = int(port_s) if port_s else None
+    if port is not None and not 0 < port < 65536:
+        raise SipParseError(f"Via port out of range: {value!r}")
+    params: dict[str, str | None] = {}
+    rest = rest.strip()
+    if rest:
+        if not rest.startswith(";"):
+            raise SipParseError(f"junk after Via sent-by: {value!r}")
+        for part in rest[1:].split(";"):
+            part = part.strip()
+            if not part:
+                raise SipParseError(f"empty Via parameter in {value!r}")
+            name, eq, v = part.partition("=")
+            name = name.strip().lower()
+            if not name or name.strip(_TOKEN.lower()):
+                raise SipParseError(f"bad Via parameter {part!r}")
+            v = v.strip()
+            if eq and not v:
+                raise SipParseError(f"Via parameter {name} without a value")
+            params[name] = v if eq else None
+    return Via(transport.upper(), host, port, params)
+
+
+class _Common:
+    """Accessors shared by requests and responses."""
+
+    __slots__ = ()
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("Call-ID")
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        v = self.headers.get("CSeq")
+        if v is None:
+            raise SipParseError("missing CSeq")
+        return _parse_cseq(v)
+
+    @property
+    def top_via(self) -> Via | None:
+        v = self.headers.get("Via")
+        return parse_via(v) if v is not None else None
+
+    @property
+    def branch(self) -> str | None:
+        via = self.top_via
+        return via.branch if via is not None else None
+
+    def _head_lines(self) -> list[str]:
+        lines = [f"{k}: {v}" for k, v in self.headers.items() if k != "Content-Length"]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return lines
+
+
+@dataclass(slots=True)
+class Request(_Common):
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        lines = [f"{self.method} {self.uri} {self.version}", *self._head_lines()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+
+
+@dataclass(slots=True)
+class Response(_Common):
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        lines = [f"{self.version} {self.status} {self.reason}", *self._head_lines()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+
+
+Message = Request | Response
+
+
+def _parse_cseq(v: str) -> tuple[int, str]:
+    num, _, method = v.strip().partition(" ")
+    method = method.strip()
+    if not num.isdigit() or len(num) > 10:
+        raise SipParseError(f"bad CSeq number: {v!r}")
+    n = int(num)
+    if n >= 2**31:
+        raise SipParseError(f"CSeq number {num} is not below 2**31 (RFC 3261 §8.1.1.5)")
+    if not method or method.strip(_TOKEN):
+        raise SipParseError(f"bad CSeq method: {v!r}")
+    return n, method
+
+
+def _split_head(data: bytes) -> tuple[str, bytes]:
+    idx = data.find(b"\r\n\r\n")
+    if idx >= 0:
+        head, body = data[:idx], data[idx + 4:]
+    else:
+        idx = data.find(b"\n\n")
+        if idx < 0:
+            raise SipParseError("no empty line after the headers (truncated message?)")
+        head, body = data[:idx], data[idx + 2:]
+    text = head.decode("utf-8", "surrogateescape")
+    return text, body
+
+
+def parse_message(data: bytes) -> Message:
+    if len(data) > MAX_MESSAGE:
+        raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
+    text, rest = _split_head(data.lstrip(b"\r\n"))
+    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
+    if len(lines) > MAX_HEADERS * 4:
+        raise SipParseError(f"too many header lines ({len(lines)})")
+    start = lines[0]
+    items: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if len(line) > MAX_LINE:
+            raise SipParseError(f"header line longer than {MAX_LINE} bytes")
+        if line[:1] in (" ", "\t"):
+            if not items:
+                raise SipParseError("continuation line before any header")
+            name, val = items[-1]
+            items[-1] = (name, f"{val} {line.strip()}" if val else line.strip())
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(f"header line without ':': {line[:60]!r}")
+        name = name.rstrip(" \t")
+        if not name or name.strip(_TOKEN):
+            raise SipParseError(f"bad header name {name[:40]!r}")
+        items.append((canonical(name), value.strip()))
+    if len(items) > MAX_HEADERS:
+        raise SipParseError(f"more than {MAX_HEADERS} headers")
+    headers = Headers._trusted(items)
+
+    seen: dict[str, str] = {}
+    clen: str | None = None
+    for k, v in items:
+        low = k.lower()
+        if low == "content-length":
+            if clen is not None and clen != v:
+                raise SipParseError(f"conflicting Content-Length values {clen!r} and {v!r}")
+            clen = v
+        elif low in _REQUIRED or low == "max-forwards":
+            seen.setdefault(low, v)
+    for req in _REQUIRED:
+        if req not in seen:
+            raise SipParseError(f"missing mandatory header {canonical(req)}")
+
+    if clen is not None:
+        if not clen.isdigit() or len(clen) > 6:
+            raise SipParseError(f"bad Content-Length {clen!r}")
+        n = int(clen)
+        if n > len(rest):
+            raise SipParseError(f"Content-Length {n} exceeds the {len(rest)} bytes received")
+        body = rest[:n]
+    else:
+        body = rest  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
+
+    cseq_num, cseq_method = _parse_cseq(seen["cseq"])
+    for v in headers.get_all("Via"):
+        parse_via(v)
+    parse_name_addr(seen["from"])
+    parse_name_addr(seen["to"])
+
+    msg: Message
+    if start.startswith("SIP/"):
+        version, _, rest_line = start.partition(" ")
+        if version != "SIP/2.0":
+            raise SipParseError(f"unsupported version {version[:20]!r}")
+        code, _, reason = rest_line.partition(" ")
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise SipParseError(f"bad status code {code[:20]!r}")
+        msg = Response(int(code), reason, headers, body)
+    else:
+        parts = start.split(" ")
+        if len(parts) != 3:
+            raise SipParseError(f"request line must be 'METHOD SP Request-URI SP SIP/2.0': {start[:80]!r}")
+        method, uri, version = parts
+        if version != "SIP/2.0":
+            raise SipParseError(f"unsupported version {version[:20]!r}")
+        if not method or method.strip(_TOKEN):
+            raise SipParseError(f"bad method {method[:40]!r}")
+        if not uri or "<" in uri or ">" in uri:
+            raise SipParseError(f"bad Request-URI {uri[:80]!r}")
+        scheme = uri.split(":", 1)[0].lower()
+        if scheme in ("sip", "sips", "tel"):
+            parsed = parse_uri(uri)
+            if isinstance(parsed, SipUri) and parsed.headers:
+                raise SipParseError("headers are not allowed in a Request-URI (RFC 3261 §19.1.5)")
+        elif ":" not in uri:
+            raise SipParseError(f"Request-URI is not an absolute URI: {uri[:80]!r}")
+        if cseq_method != method:
+            raise SipParseError(f"CSeq method {cseq_method} does not match request method {method}")
+        mf = seen.get("max-forwards")
+        if mf is not None and (not mf.isdigit() or int(mf) > 255):
+            raise SipParseError(f"bad Max-Forwards {mf[:20]!r}")
+        msg = Request(method, uri, headers, body)
+    del cseq_num
+    return msg
+
+
+def make_response(
+    req: Request,
+    status: int,
+    reason: str,
+    *,
+    received: tuple[str, int] | None = None,
+    to_tag: str | None = None,
+    extra: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """RFC 3261 §8.2.6: copy Via (top one with received/rport, §18.2.1 and RFC 3581 §4),
+    From, To (adding our tag), Call-ID and CSeq; then `extra` headers."""
+    items: list[tuple[str, str]] = []
+    vias = req.headers.get_all("Via")
+    for i, v in enumerate(vias):
+        if i == 0 and received is not None:
+            via = parse_via(v)
+            if via.host != received[0] or via.wants_rport:
+                via.params["received"] = received[0]
+            if via.wants_rport and via.params.get("rport") is None:
+                via.params["rport"] = str(received[1])
+            v = str(via)
+        items.append(("Via", v))
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        value = req.headers.get(name)
+        if value is None:
+            continue
+        if name == "To" and to_tag and status > 100:
+            _, _, params = parse_name_addr(value)
+            if "tag" not in params:
+                value = f"{value};tag={to_tag}"
+        items.append((name, value))
+    items.extend(extra)
+    return Response(status, reason, Headers(items))
+
+
+__all__ += ["split_commas"]
