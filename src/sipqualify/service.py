@@ -408,7 +408,7 @@ class Service:
             "uptime_s": round(time.time() - self.counters.started, 3),
             "peers": len(self.engine),
             "qualified": sum(1 for p in self.engine.peers() if p.maxms),
-            "engine": asdict(self.engine.stats),
+            "engine": asdict(self.engine.snapshot_stats()),
             "service": asdict(self.counters),
             "store": self.store.stats if self.store is not None else {},
             "sip": [{"ip": ep.local[0], "port": ep.local[1]} for ep in self.endpoints.values()],

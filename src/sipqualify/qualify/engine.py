@@ -50,10 +50,12 @@ log = logging.getLogger("sipqualify.engine")
 
 Addr = tuple[str, int]
 
-# Timer kinds, in the order they fire when due at the same instant.
-_K_TXN = 0  # retransmission / Timer K / Timer F
-_K_GIVEUP = 1  # sip_poke_noanswer
+# Timer kinds, in the order they fire when due at the same instant. A transaction has ONE
+# heap entry at a time, due at min(next retransmission, give-up); when both fall on the same
+# instant the retransmission is sent first, then the peer is given up (chan_sip order).
+_K_TXN = 0  # retransmission / Timer F / give-up (sip_poke_noanswer)
 _K_POKE = 2  # scheduled poke
+LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
 ACCEPT = "application/sdp"
 MAX_DATAGRAM = 65535
@@ -127,9 +129,7 @@ class EngineStats:
     retransmissions: int = 0
     answered: int = 0
     timeouts: int = 0
-    responses_by_class: dict[str, int] = field(
-        default_factory=lambda: {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "6xx": 0}
-    )
+    responses_by_class: dict[str, int] = field(default_factory=dict)  # filled by QualifyEngine.snapshot_stats
     rx_datagrams: int = 0
     rx_malformed: int = 0
     rx_keepalive: int = 0
@@ -202,6 +202,8 @@ class QualifyEngine:
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
+        self._by_class = [0] * 7  # responses by status class (index 1..6)
+        self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
 
@@ -311,6 +313,8 @@ class QualifyEngine:
         return None
 
     def handle_timer(self, now: float) -> None:
+        if self._linger:
+            self._expire_linger(now)
         heap = self._heap
         while heap and heap[0][0] <= now:
             when, kind, _, obj, gen = heapq.heappop(heap)
@@ -320,12 +324,9 @@ class QualifyEngine:
                 if kind == _K_POKE:
                     assert isinstance(obj, Peer)
                     self._poke(obj, when, forced=False)
-                elif kind == _K_TXN:
-                    assert isinstance(obj, ClientTransaction)
-                    self._txn_timer(obj, when)
                 else:
                     assert isinstance(obj, ClientTransaction)
-                    self._give_up(obj, when)
+                    self._txn_timer(obj, when)
             except Exception:  # never let one peer's bug stop every other peer
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
@@ -371,6 +372,11 @@ class QualifyEngine:
                 break
         self._events.append(TransportError(peer, addr, now, reason))
 
+    def snapshot_stats(self) -> EngineStats:
+        """Counters, with the per-class response counts (kept in a list on the hot path) filled in."""
+        self.stats.responses_by_class = {f"{i}xx": n for i, n in enumerate(self._by_class) if i}
+        return self.stats
+
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
         return out
@@ -385,9 +391,7 @@ class QualifyEngine:
             assert isinstance(obj, Peer)
             return obj.poke_gen == gen and not obj.removed
         assert isinstance(obj, ClientTransaction)
-        if kind == _K_TXN:
-            return obj.next_timer == when
-        return obj.state in ("Trying", "Proceeding") and gen == 0
+        return obj.wake == when
 
     def _push(self, when: float, kind: int, obj: object, gen: int = 0) -> None:
         heapq.heappush(self._heap, (when, kind, next(self._seq), obj, gen))
@@ -403,6 +407,16 @@ class QualifyEngine:
             self._txns.pop(txn.branch, None)
             self._forced.discard(txn.branch)
             p.txn = None
+
+    def _expire_linger(self, now: float) -> None:
+        linger = self._linger
+        txns = self._txns
+        while linger and linger[0][0] <= now:
+            _, branch = linger.popleft()
+            txn = txns.get(branch)
+            if txn is not None and txn.state == "Completed":
+                txn.terminate()
+                del txns[branch]
 
     def _date_header(self) -> str:
         t = self.wallclock()
@@ -453,31 +467,38 @@ class QualifyEngine:
         self._out.append((data, dest))
         self.stats.polls += 1
         self.stats.transmissions += 1
-        nt = txn.start(now)
-        if nt is not None:
-            self._push(nt, _K_TXN, txn)
+        txn.start(now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
-        maxms = p.maxms or DEFAULT_MAXMS
-        self._push(now + self.policy.giveup_s(maxms), _K_GIVEUP, txn)
+        txn.giveup_at = now + self.policy.giveup_s(p.maxms or DEFAULT_MAXMS)
+        self._arm_txn(txn)
+
+    def _arm_txn(self, txn: ClientTransaction) -> None:
+        nt, gu = txn.next_timer, txn.giveup_at
+        wake = gu if nt is None else (nt if gu is None or nt < gu else gu)
+        txn.wake = wake
+        if wake is not None:
+            self._push(wake, _K_TXN, txn)
 
     def _txn_timer(self, txn: ClientTransaction, now: float) -> None:
-        outcome = txn.on_timer(now)
+        txn.wake = None
         p = txn.owner
         assert isinstance(p, Peer)
-        if outcome == RETRANSMIT:
-            self._out.append((txn.request, txn.dest))
-            self.stats.transmissions += 1
-            self.stats.retransmissions += 1
-            p.retransmissions += 1
-        elif outcome == TIMEOUT:
-            # Timer F before our give-up (only with give-up > 32 s): same as no answer
-            self._give_up(txn, now, force=True)
+        if txn.next_timer is not None and txn.next_timer <= now:
+            outcome = txn.on_timer(now)
+            if outcome == RETRANSMIT:
+                self._out.append((txn.request, txn.dest))
+                self.stats.transmissions += 1
+                self.stats.retransmissions += 1
+                p.retransmissions += 1
+            elif outcome == TIMEOUT:
+                # Timer F before our give-up (only with a give-up later than 32 s): no answer
+                self._give_up(txn, now, force=True)
+                return
+        if txn.giveup_at is not None and txn.giveup_at <= now:
+            self._give_up(txn, now)
             return
-        if txn.next_timer is not None:
-            self._push(txn.next_timer, _K_TXN, txn)
-        elif txn.state == "Terminated":
-            if self._txns.get(txn.branch) is txn:
-                del self._txns[txn.branch]
+        if txn.state in ("Trying", "Proceeding"):
+            self._arm_txn(txn)
 
     def _give_up(self, txn: ClientTransaction, now: float, force: bool = False) -> None:
         p = txn.owner
@@ -531,16 +552,17 @@ class QualifyEngine:
         if outcome == RETRANSMITTED:
             self.stats.retransmitted_responses += 1
             return
-        cls = f"{min(status // 100, 6)}xx"
-        self.stats.responses_by_class[cls] = self.stats.responses_by_class.get(cls, 0) + 1
+        self._by_class[status // 100 if status < 700 else 6] += 1
         if outcome == PROVISIONAL:
             return
         if outcome != FINAL:
             return
-        if txn.next_timer is not None:
-            self._push(txn.next_timer, _K_TXN, txn)  # Timer K: absorb retransmitted responses
-        else:
+        txn.wake = None
+        if txn.reliable:
             self._txns.pop(txn.branch, None)
+        else:  # Timer K: the branch absorbs retransmitted responses for a while
+            self._linger.append((now + LINGER_S, txn.branch))
+            self._expire_linger(now)
         p = txn.owner
         assert isinstance(p, Peer)
         if p.txn is txn:

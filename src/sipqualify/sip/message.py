@@ -35,6 +35,9 @@ MAX_HEADERS = 256
 MAX_LINE = 8192
 _TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
+_WANTED = frozenset((*_REQUIRED, "max-forwards", "content-length"))
+_HOSTCHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
+_NAME_CACHE: dict[str, tuple[str, str, bool]] = {}  # raw name as seen -> (canonical, lower, wanted)
 _VIA_RE = re.compile(
     r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:\s*:\s*(\d{1,5}))?\s*(.*)$",
@@ -73,7 +76,40 @@ class Via:
         return s
 
 
+def _parse_via_fast(value: str) -> Via | None:
+    """The common shape `SIP/2.0/UDP host[:port][;params]` without a regex; None if odd."""
+    if not value.startswith("SIP/2.0/"):
+        return None
+    transport, sp, rest = value[8:].partition(" ")
+    if not sp or not transport or transport.strip(_TOKEN) or " " in rest or "\t" in rest:
+        return None
+    sentby, _, ptext = rest.partition(";")
+    if sentby.startswith("["):
+        return None
+    host, colon, port_s = sentby.partition(":")
+    if not host or host.strip(_HOSTCHARS):
+        return None
+    port = None
+    if colon:
+        if not port_s.isdigit() or len(port_s) > 5:
+            return None
+        port = int(port_s)
+        if not 0 < port < 65536:
+            return None
+    params: dict[str, str | None] = {}
+    if ptext:
+        for part in ptext.split(";"):
+            name, eq, v = part.partition("=")
+            if not name or name.strip(_TOKEN) or (eq and not v):
+                return None
+            params[name.lower()] = v if eq else None
+    return Via(transport.upper(), host, port, params)
+
+
 def parse_via(value: str) -> Via:
+    fast = _parse_via_fast(value)
+    if fast is not None:
+        return fast
     m = _VIA_RE.match(value)
     if m is None:
         raise SipParseError(f"bad Via: {value!r}")
@@ -103,27 +139,53 @@ def parse_via(value: str) -> Via:
 
 
 class _Common:
-    """Accessors shared by requests and responses."""
+    """Accessors shared by requests and responses.
+
+    `_first` (filled by the parser) maps a lower-case mandatory header name to its first
+    value, and caches the parsed top Via and CSeq, so the hot path never rescans headers.
+    """
 
     __slots__ = ()
     headers: Headers
     body: bytes
+    _first: dict[str, object] | None
+
+    def _value(self, low: str, name: str) -> str | None:
+        if self._first is not None:
+            v = self._first.get(low)
+            return v if isinstance(v, str) else None
+        return self.headers.get(name)
 
     @property
     def call_id(self) -> str | None:
-        return self.headers.get("Call-ID")
+        return self._value("call-id", "Call-ID")
 
     @property
     def cseq(self) -> tuple[int, str]:
-        v = self.headers.get("CSeq")
+        if self._first is not None:
+            c = self._first.get(" cseq")
+            if isinstance(c, tuple):
+                return c
+        v = self._value("cseq", "CSeq")
         if v is None:
             raise SipParseError("missing CSeq")
         return _parse_cseq(v)
 
     @property
     def top_via(self) -> Via | None:
-        v = self.headers.get("Via")
-        return parse_via(v) if v is not None else None
+        if self._first is not None:
+            via = self._first.get(" via")
+            if isinstance(via, Via):
+                return via
+        v = self._value("via", "Via")
+        if v is None:
+            return None
+        if "," in v:
+            v = split_commas(v)[0]
+        via = parse_via(v)
+        if self._first is not None:
+            self._first[" via"] = via
+        return via
 
     @property
     def branch(self) -> str | None:
@@ -143,6 +205,7 @@ class Request(_Common):
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
+    _first: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         lines = [f"{self.method} {self.uri} {self.version}", *self._head_lines()]
@@ -156,6 +219,7 @@ class Response(_Common):
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
+    _first: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
     def to_bytes(self) -> bytes:
         lines = [f"{self.version} {self.status} {self.reason}", *self._head_lines()]
@@ -200,36 +264,52 @@ def parse_message(data: bytes) -> Message:
         raise SipParseError(f"too many header lines ({len(lines)})")
     start = lines[0]
     items: list[tuple[str, str]] = []
+    seen: dict[str, object] = {}
+    clen: str | None = None
+    multi_via = False
+    cache = _NAME_CACHE
     for line in lines[1:]:
-        if len(line) > MAX_LINE:
-            raise SipParseError(f"header line longer than {MAX_LINE} bytes")
-        if line[:1] in (" ", "\t"):
+        c = line[:1]
+        if c == " " or c == "\t":
             if not items:
                 raise SipParseError("continuation line before any header")
             name, val = items[-1]
             items[-1] = (name, f"{val} {line.strip()}" if val else line.strip())
+            low = name.lower()
+            if low == "content-length":
+                clen = items[-1][1]
+            elif seen.get(low) is val:
+                seen[low] = items[-1][1]
             continue
-        name, colon, value = line.partition(":")
+        if len(line) > MAX_LINE:
+            raise SipParseError(f"header line longer than {MAX_LINE} bytes")
+        raw, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without ':': {line[:60]!r}")
-        name = name.rstrip(" \t")
-        if not name or name.strip(_TOKEN):
-            raise SipParseError(f"bad header name {name[:40]!r}")
-        items.append((canonical(name), value.strip()))
+        known = cache.get(raw)
+        if known is None:
+            nm = raw.rstrip(" \t")
+            if not nm or nm.strip(_TOKEN):
+                raise SipParseError(f"bad header name {nm[:40]!r}")
+            cn = canonical(nm)
+            known = (cn, cn.lower(), cn.lower() in _WANTED)
+            if len(cache) < 1024:
+                cache[raw] = known
+        name, low, wanted = known
+        value = value.strip()
+        items.append((name, value))
+        if wanted:
+            if low == "content-length":
+                if clen is not None and clen != value:
+                    raise SipParseError(f"conflicting Content-Length values {clen!r} and {value!r}")
+                clen = value
+            elif low not in seen:
+                seen[low] = value
+            elif low == "via":
+                multi_via = True
     if len(items) > MAX_HEADERS:
         raise SipParseError(f"more than {MAX_HEADERS} headers")
     headers = Headers._trusted(items)
-
-    seen: dict[str, str] = {}
-    clen: str | None = None
-    for k, v in items:
-        low = k.lower()
-        if low == "content-length":
-            if clen is not None and clen != v:
-                raise SipParseError(f"conflicting Content-Length values {clen!r} and {v!r}")
-            clen = v
-        elif low in _REQUIRED or low == "max-forwards":
-            seen.setdefault(low, v)
     for req in _REQUIRED:
         if req not in seen:
             raise SipParseError(f"missing mandatory header {canonical(req)}")
@@ -244,11 +324,16 @@ def parse_message(data: bytes) -> Message:
     else:
         body = rest  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
 
-    cseq_num, cseq_method = _parse_cseq(seen["cseq"])
-    for v in headers.get_all("Via"):
-        parse_via(v)
-    parse_name_addr(seen["from"])
-    parse_name_addr(seen["to"])
+    cseq = _parse_cseq(str(seen["cseq"]))
+    seen[" cseq"] = cseq
+    vias = headers.get_all("Via") if multi_via or "," in str(seen["via"]) else None
+    if vias is None:
+        seen[" via"] = parse_via(str(seen["via"]))
+    else:
+        for i, v in enumerate(vias):
+            parsed = parse_via(v)
+            if i == 0:
+                seen[" via"] = parsed
 
     msg: Message
     if start.startswith("SIP/"):
@@ -258,7 +343,7 @@ def parse_message(data: bytes) -> Message:
         code, _, reason = rest_line.partition(" ")
         if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
             raise SipParseError(f"bad status code {code[:20]!r}")
-        msg = Response(int(code), reason, headers, body)
+        msg = Response(int(code), reason, headers, body, _first=seen)
     else:
         parts = start.split(" ")
         if len(parts) != 3:
@@ -277,13 +362,16 @@ def parse_message(data: bytes) -> Message:
                 raise SipParseError("headers are not allowed in a Request-URI (RFC 3261 §19.1.5)")
         elif ":" not in uri:
             raise SipParseError(f"Request-URI is not an absolute URI: {uri[:80]!r}")
-        if cseq_method != method:
-            raise SipParseError(f"CSeq method {cseq_method} does not match request method {method}")
+        if cseq[1] != method:
+            raise SipParseError(f"CSeq method {cseq[1]} does not match request method {method}")
         mf = seen.get("max-forwards")
-        if mf is not None and (not mf.isdigit() or int(mf) > 255):
+        if isinstance(mf, str) and (not mf.isdigit() or int(mf) > 255):
             raise SipParseError(f"bad Max-Forwards {mf[:20]!r}")
-        msg = Request(method, uri, headers, body)
-    del cseq_num
+        # From/To syntax is checked on requests (RFC 4475 §3.1.2); on responses the engine
+        # matches on Via branch, CSeq and Call-ID only, so their display names are not parsed.
+        parse_name_addr(str(seen["from"]))
+        parse_name_addr(str(seen["to"]))
+        msg = Request(method, uri, headers, body, _first=seen)
     return msg
 
 

@@ -85,6 +85,8 @@ class ClientTransaction:
         "completed_at",
         "owner",
         "call_id",
+        "giveup_at",
+        "wake",
     )
 
     def __init__(
@@ -113,6 +115,8 @@ class ClientTransaction:
         self.completed_at: float | None = None
         self.owner = owner  # whatever the driver wants back (the engine puts the peer here)
         self.call_id = call_id  # checked on responses: a wrong Call-ID never completes us
+        self.giveup_at: float | None = None  # the driver's own deadline (qualify: 2 x maxms)
+        self.wake: float | None = None  # when the driver's single timer entry for us is due
 
     @property
     def retransmissions(self) -> int:
