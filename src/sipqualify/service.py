@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
+from .config.load import load_config
 from .model import Config, ConfigError, PeerConfig
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
@@ -94,7 +94,10 @@ class Service:
         self.api_addr: Addr = ("127.0.0.1", 0)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._wall_offset = time.time() - self.loop.time()
+        # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
+        # cached millisecond clock, far too coarse for RTTs measured in microseconds.
+        self.clock = time.monotonic
+        self._wall_offset = time.time() - self.clock()
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
         self._listeners: list[Callable[[StateChanged], None]] = []
         self._stopped = asyncio.Event()
@@ -127,23 +130,23 @@ class Service:
             match_source=svc.match_source_address,
             respond_options=svc.respond_options,
         )
+        from .api.http import start_api
+
+        host = self.opts.api_host or svc.api_host
+        port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
+        self._api_runner, self.api_addr = await start_api(self, host, port)
         peers = list(self.config.peers.values())
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         self.engine.load(
             peers,
-            self.loop.time(),
+            self.clock(),
             addresses=addrs,
             destinations=proxies,
             restored={n: r.lastms for n, r in restored.items()},
         )
         self._log_unresolved(peers, addrs)
         self._pump()
-        from .api.http import start_api
-
-        host = self.opts.api_host or svc.api_host
-        port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
-        self._api_runner, self.api_addr = await start_api(self, host, port)
         self.loop.create_task(self._watch_loop_lag())
         log.info(
             "sipqualify started: %d peers (%d qualified), SIP on %s, API on http://%s:%d",
@@ -228,7 +231,7 @@ class Service:
         proxies = await resolve_proxies(peers)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
         summary = self.engine.load(
-            peers, self.loop.time(), addresses=addrs, destinations=proxies, restored=restored, general=cfg.general
+            peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored, general=cfg.general
         )
         self.config = cfg
         self.store.forget_peers(summary.removed)
@@ -252,21 +255,22 @@ class Service:
     # ------------------------------------------------------------------ the shell
 
     def _on_datagram(self, data: bytes, addr: Addr) -> None:
-        assert self.engine is not None
-        self.engine.receive_datagram(data, addr, self.loop.time())
+        if self.engine is None:  # sockets open a moment before the engine exists
+            return
+        self.engine.receive_datagram(data, addr, self.clock())
         self._pump()
 
     def _on_icmp(self, addr: Addr, reason: str) -> None:
         self.counters.icmp_errors += 1
         if self.engine is not None:
-            self.engine.transport_error(addr, self.loop.time(), reason)
+            self.engine.transport_error(addr, self.clock(), reason)
             self._pump()
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         assert self.engine is not None
-        self.engine.handle_timer(self.loop.time())
+        self.engine.handle_timer(self.clock())
         self._pump()
 
     def _pump(self) -> None:
@@ -284,7 +288,9 @@ class Service:
         if when != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self.loop.call_at(when, self._on_timer) if when is not None else None
+            self._timer = (
+                self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) if when is not None else None
+            )
             self._timer_at = when
 
     def wall(self, t: float) -> float:
@@ -341,9 +347,9 @@ class Service:
 
     async def _watch_loop_lag(self) -> None:
         while not self._stopped.is_set():
-            t0 = self.loop.time()
+            t0 = self.clock()
             await asyncio.sleep(0.25)
-            lag = (self.loop.time() - t0 - 0.25) * 1000
+            lag = (self.clock() - t0 - 0.25) * 1000
             self.counters.loop_lag_max_ms = max(self.counters.loop_lag_max_ms * 0.99, lag)
 
     # ------------------------------------------------------------------ queries
@@ -351,7 +357,7 @@ class Service:
     async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:
         assert self.engine is not None
         fut: asyncio.Future[QualifyResult] = self.loop.create_future()
-        if not self.engine.qualify(name, self.loop.time()):
+        if not self.engine.qualify(name, self.clock()):
             raise KeyError(name)
         self._waiters.setdefault(name, []).append(fut)
         self._pump()

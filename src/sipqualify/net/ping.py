@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from ..sip.framing import StreamFramer
 from ..sip.message import Response, SipParseError, parse_message
@@ -68,8 +68,8 @@ class _UdpProbeSocket(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport is not an asyncio.DatagramTransport subclass
+        self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self.queue.put_nowait((data, norm_addr(addr)))

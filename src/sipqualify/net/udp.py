@@ -51,8 +51,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.send_errors = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport is not an asyncio.DatagramTransport subclass
+        self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             self.local = norm_addr(sock.getsockname())

@@ -29,7 +29,7 @@ class StreamFramer:
             if buf[:2] == b"\r\n" and len(buf) >= 4:
                 del buf[:2]
                 continue
-            if buf in (b"\r\n", b"\r\n\r", b"\r"):
+            if bytes(buf) in (b"\r\n", b"\r\n\r", b"\r"):
                 break
             end = buf.find(b"\r\n\r\n")
             if end < 0:

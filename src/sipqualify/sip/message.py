@@ -357,8 +357,8 @@ def parse_message(data: bytes) -> Message:
             raise SipParseError(f"bad Request-URI {uri[:80]!r}")
         scheme = uri.split(":", 1)[0].lower()
         if scheme in ("sip", "sips", "tel"):
-            parsed = parse_uri(uri)
-            if isinstance(parsed, SipUri) and parsed.headers:
+            ruri = parse_uri(uri)
+            if isinstance(ruri, SipUri) and ruri.headers:
                 raise SipParseError("headers are not allowed in a Request-URI (RFC 3261 §19.1.5)")
         elif ":" not in uri:
             raise SipParseError(f"Request-URI is not an absolute URI: {uri[:80]!r}")

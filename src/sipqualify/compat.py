@@ -1,0 +1,205 @@
+"""Asterisk's CLI layouts, byte for byte: `sip show peers`, `sip show peer`, SIPPEER().
+
+Sources: asterisk-observed.md §3 (real Asterisk 20 output, which wins) and
+asterisk-qualify.md §1.7 / §2 (chan_sip's printf formats). Fields chan_sip prints but
+sipqualify does not model (codecs, T.38, session timers...) show the values an ordinary
+chan_sip peer shows, so that scripts parsing the output keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .qualify.state import is_online
+from .views import PeerView
+
+ROW = "%-25.25s %-39.39s %-3.3s %-10.10s %-10.10s %-3.3s %-8s %-11s %-32.32s %s\n"
+HEADER = ROW % ("Name/username", "Host", "Dyn", "Forcerport", "Comedia", "ACL", "Port", "Status", "Description", "")
+
+
+def _nat_word(v: PeerView, forced: str, auto: str) -> str:
+    if forced in v.nat:
+        return "Yes"
+    if auto in v.nat:
+        return "Auto (Yes)" if v.nat_detected else "Auto (No)"
+    return "No"
+
+
+def forcerport(v: PeerView) -> str:
+    return _nat_word(v, "force_rport", "auto_force_rport")
+
+
+def comedia(v: PeerView) -> str:
+    return _nat_word(v, "comedia", "auto_comedia")
+
+
+def status_counts(views: Sequence[PeerView]) -> tuple[int, int, int, int]:
+    """(monitored online, monitored offline, unmonitored online, unmonitored offline)."""
+    mon_on = mon_off = un_on = un_off = 0
+    for v in views:
+        if v.maxms:
+            if is_online(v.maxms, v.lastms):
+                mon_on += 1
+            else:
+                mon_off += 1
+        elif v.addr_ip and v.addr_port:
+            un_on += 1
+        else:
+            un_off += 1
+    return mon_on, mon_off, un_on, un_off
+
+
+def _sort_key(v: PeerView) -> bytes:
+    return v.name.encode()  # strcmp order
+
+
+def format_sip_show_peers(views: Sequence[PeerView]) -> str:
+    out = [HEADER]
+    for v in sorted(views, key=_sort_key):
+        name = f"{v.name}/{v.defaultuser}" if v.defaultuser else v.name
+        out.append(ROW % (
+            name,
+            v.addr_ip if v.addr_ip else "(Unspecified)",
+            " D " if v.dynamic else "   ",
+            forcerport(v),
+            comedia(v),
+            " A " if v.acl else "   ",
+            str(v.addr_port if v.addr_ip else 0),
+            v.status,
+            v.description,
+            "",
+        ))
+    a, b, c, d = status_counts(views)
+    out.append(f"{len(views)} sip peers [Monitored: {a} online, {b} offline Unmonitored: {c} online, {d} offline]\n")
+    return "".join(out)
+
+
+def sip_peer_not_found(name: str) -> str:
+    return f"Peer {name} not found.\n"
+
+
+def _yn(b: bool) -> str:
+    return "Yes" if b else "No"
+
+
+def format_sip_show_peer(v: PeerView) -> str:
+    addr = f"{v.addr_ip}:{v.addr_port}" if v.addr_ip else "(null)"
+    symmetric = "Yes" if "comedia" in v.nat else ("Auto (Yes)" if "auto_comedia" in v.nat and v.nat_detected
+                                                 else "Auto (No)" if "auto_comedia" in v.nat else "No")
+    transport = v.transport.upper()
+    lines = [
+        "",
+        "",
+        f"  * Name       : {v.name}",
+        f"  Description  : {v.description}",
+        f"  Secret       : {'<Set>' if v.secret_set else '<Not set>'}",
+        f"  MD5Secret    : {'<Set>' if v.md5secret_set else '<Not set>'}",
+        "  Remote Secret: <Not set>",
+        f"  Context      : {v.context}",
+        "  Record On feature : automon",
+        "  Record Off feature : automon",
+        "  Subscr.Cont. : <Not set>",
+        "  Language     : ",
+        "  Tonezone     : <Not set>",
+        "  AMA flags    : Unknown",
+        "  Transfer mode: open",
+        "  CallingPres  : Presentation Allowed, Not Screened",
+        "  Callgroup    : ",
+        "  Pickupgroup  : ",
+        "  Named Callgr : ",
+        "  Nam. Pickupgr: ",
+        "  MOH Suggest  : ",
+        "  Mailbox      : ",
+        "  VM Extension : asterisk",
+        "  LastMsgsSent : 0/0",
+        "  Call limit   : 0",
+        "  Max forwards : 0",
+        f"  Dynamic      : {_yn(v.dynamic)}",
+        '  Callerid     : "" <>',
+        "  MaxCallBR    : 384 kbps",
+        f"  Expire       : {v.expire}",
+        "  Insecure     : no",
+        f"  Force rport  : {forcerport(v)}",
+        f"  Symmetric RTP: {symmetric}",
+        f"  ACL          : {_yn(v.acl)}",
+        "  ContactACL   : No",
+        "  DirectMedACL : No",
+        "  T.38 support : No",
+        "  T.38 EC mode : Unknown",
+        "  T.38 MaxDtgrm: 4294967295",
+        "  DirectMedia  : Yes",
+        "  PromiscRedir : No",
+        "  User=Phone   : No",
+        "  Video Support: No",
+        "  Text Support : No",
+        "  Ign SDP ver  : No",
+        "  Trust RPID   : No",
+        "  Send RPID    : No",
+        "  Path support : No",
+        "  Path         : N/A",
+        "  TrustIDOutbnd: Legacy",
+        "  Subscriptions: Yes",
+        "  Overlap dial : Yes",
+        "  DTMFmode     : rfc2833",
+        "  Timer T1     : 500",
+        "  Timer B      : 32000",
+        f"  ToHost       : {'' if v.dynamic else v.host}",
+        f"  Addr->IP     : {addr}",
+        "  Defaddr->IP  : (null)",
+        f"  Prim.Transp. : {transport}",
+        f"  Allowed.Trsp : {transport}",
+        f"  Def. Username: {v.defaultuser or ''}",
+        "  SIP Options  : (none)",
+        "  Codecs       : (ulaw)",
+        "  Auto-Framing : No",
+        f"  Status       : {v.status}",
+        f"  Useragent    : {v.useragent}",
+        f"  Reg. Contact : {v.regcontact}",
+        f"  Qualify Freq : {v.qualifyfreq_ms} ms",
+        "  Keepalive    : 0 ms",
+        "  Sess-Timers  : Accept",
+        "  Sess-Refresh : uas",
+        "  Sess-Expires : 1800 secs",
+        "  Min-Sess     : 90 secs",
+        "  RTP Engine   : asterisk",
+        "  Parkinglot   : ",
+        "  Use Reason   : No",
+        "  Encryption   : No",
+        "  RTCP Mux     : No",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+SIPPEER_ITEMS: tuple[str, ...] = (
+    "ip", "port", "status", "language", "regexten", "limit", "busylevel", "curcalls", "maxforwards",
+    "accountcode", "callgroup", "pickupgroup", "namedcallgroup", "namedpickupgroup", "useragent", "mailbox",
+    "context", "expire", "dynamic", "callerid_name", "callerid_num", "codecs", "encryption",
+)
+
+
+def sippeer_item(v: PeerView, item: str = "ip") -> str:
+    """SIPPEER(name,item) as chan_sip answers it (asterisk-qualify.md §2)."""
+    it = item.strip().lower() or "ip"
+    if it == "ip":
+        return v.addr_ip if v.addr_ip else "(null)"
+    if it == "port":
+        return str(v.addr_port if v.addr_ip else 0)
+    if it == "status":
+        return v.status
+    if it == "useragent":
+        return v.useragent
+    if it == "regexten":
+        return v.regexten
+    if it == "context":
+        return v.context
+    if it == "dynamic":
+        return "yes" if v.dynamic else "no"
+    if it == "expire":
+        return str(v.expire)
+    if it == "limit":
+        return "2147483647"
+    if it in ("busylevel", "curcalls", "maxforwards", "encryption"):
+        return "0"
+    if it == "codecs":
+        return "(ulaw)"
+    return ""
