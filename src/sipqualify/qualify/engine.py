@@ -349,6 +349,9 @@ class QualifyEngine:
             self.stats.internal_errors += 1
             log.exception("parser failed on a datagram from %s", addr)
             return
+        if msg.defects and isinstance(msg, Response):
+            self.stats.rx_malformed += 1
+            return
         try:
             if isinstance(msg, Response):
                 self._on_response(msg, addr, now)
@@ -607,7 +610,12 @@ class QualifyEngine:
         """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
         if req.method == "ACK":
             return
-        if req.method == "OPTIONS" and self.respond_options:
+        if req.defects:
+            if req.top_via is None or req.call_id is None:
+                self.stats.rx_malformed += 1  # nowhere to send an answer to
+                return
+            status, reason = 400, req.defects[0][:100].capitalize()
+        elif req.method == "OPTIONS" and self.respond_options:
             status, reason = 200, "OK"
         elif req.method == "OPTIONS":
             status, reason = 404, "Not Found"

@@ -157,6 +157,16 @@ class _Common:
         return self.headers.get(name)
 
     @property
+    def defects(self) -> list[str]:
+        """Problems that do not stop parsing (RFC 4475 §3.3): missing mandatory headers,
+        conflicting Content-Length. A receiver answers a request with defects with 400."""
+        if self._first is not None:
+            d = self._first.get(" defects")
+            if isinstance(d, list):
+                return d
+        return []
+
+    @property
     def call_id(self) -> str | None:
         return self._value("call-id", "Call-ID")
 
@@ -266,6 +276,7 @@ def parse_message(data: bytes) -> Message:
     items: list[tuple[str, str]] = []
     seen: dict[str, object] = {}
     clen: str | None = None
+    defects: list[str] = []
     multi_via = False
     cache = _NAME_CACHE
     for line in lines[1:]:
@@ -301,8 +312,12 @@ def parse_message(data: bytes) -> Message:
         if wanted:
             if low == "content-length":
                 if clen is not None and clen != value:
-                    raise SipParseError(f"conflicting Content-Length values {clen!r} and {value!r}")
-                clen = value
+                    # RFC 4475 §3.3.9: parses; the application answers 400
+                    defects.append(f"conflicting Content-Length values {clen!r} and {value!r}")
+                    if value.isdigit() and clen.isdigit() and int(value) < int(clen):
+                        clen = value
+                else:
+                    clen = value
             elif low not in seen:
                 seen[low] = value
             elif low == "via":
@@ -312,7 +327,10 @@ def parse_message(data: bytes) -> Message:
     headers = Headers._trusted(items)
     for req in _REQUIRED:
         if req not in seen:
-            raise SipParseError(f"missing mandatory header {canonical(req)}")
+            # RFC 4475 §3.3.1 (insuf): parses; the application answers 400
+            defects.append(f"missing mandatory header {canonical(req)}")
+    if defects:
+        seen[" defects"] = defects
 
     if clen is not None:
         if not clen.isdigit() or len(clen) > 6:
@@ -324,10 +342,13 @@ def parse_message(data: bytes) -> Message:
     else:
         body = rest  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
 
-    cseq = _parse_cseq(str(seen["cseq"]))
-    seen[" cseq"] = cseq
-    vias = headers.get_all("Via") if multi_via or "," in str(seen["via"]) else None
-    if vias is None:
+    cseq = _parse_cseq(str(seen["cseq"])) if "cseq" in seen else (0, "")
+    if "cseq" in seen:
+        seen[" cseq"] = cseq
+    vias = headers.get_all("Via") if multi_via or "," in str(seen.get("via", "")) else None
+    if "via" not in seen:
+        pass
+    elif vias is None:
         seen[" via"] = parse_via(str(seen["via"]))
     else:
         for i, v in enumerate(vias):
@@ -362,15 +383,16 @@ def parse_message(data: bytes) -> Message:
                 raise SipParseError("headers are not allowed in a Request-URI (RFC 3261 §19.1.5)")
         elif ":" not in uri:
             raise SipParseError(f"Request-URI is not an absolute URI: {uri[:80]!r}")
-        if cseq[1] != method:
+        if "cseq" in seen and cseq[1] != method:
             raise SipParseError(f"CSeq method {cseq[1]} does not match request method {method}")
         mf = seen.get("max-forwards")
         if isinstance(mf, str) and (not mf.isdigit() or int(mf) > 255):
             raise SipParseError(f"bad Max-Forwards {mf[:20]!r}")
         # From/To syntax is checked on requests (RFC 4475 §3.1.2); on responses the engine
         # matches on Via branch, CSeq and Call-ID only, so their display names are not parsed.
-        parse_name_addr(str(seen["from"]))
-        parse_name_addr(str(seen["to"]))
+        for h in ("from", "to"):
+            if h in seen:
+                parse_name_addr(str(seen[h]))
         msg = Request(method, uri, headers, body, _first=seen)
     return msg
 
