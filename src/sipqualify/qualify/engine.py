@@ -614,7 +614,8 @@ class QualifyEngine:
             if req.top_via is None or req.call_id is None:
                 self.stats.rx_malformed += 1  # nowhere to send an answer to
                 return
-            status, reason = 400, req.defects[0][:100].capitalize()
+            d = req.defects[0][:100]
+            status, reason = 400, d[:1].upper() + d[1:]
         elif req.method == "OPTIONS" and self.respond_options:
             status, reason = 200, "OK"
         elif req.method == "OPTIONS":
