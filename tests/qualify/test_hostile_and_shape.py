@@ -159,11 +159,11 @@ def test_request_with_defects_gets_400() -> None:
     """RFC 4475 §3.3.9: multiple conflicting Content-Length values -> 400 Bad Request."""
     sim = build([], {})
     req = (
-        "OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:15095;branch=z9hG4bKx;rport\r\n"
-        "From: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
-        "Content-Length: 13\r\nContent-Length: 5\r\n\r\nhello"
-    ).encode()
+        b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:15095;branch=z9hG4bKx;rport\r\n"
+        b"From: <sip:p@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\n"
+        b"Content-Length: 13\r\nContent-Length: 5\r\n\r\nhello"
+    )
     sim.engine.receive_datagram(req, ("127.0.0.1", 15095), 0.0)
     (data, _), = sim.engine.datagrams_to_send()
     assert data.startswith(b"SIP/2.0 400 Conflicting Content-Length")
