@@ -1,0 +1,216 @@
+"""The daemon in-process on loopback: built-in endpoints, HTTP API, CLI contract, reload, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipqualify.demo import DemoEndpoint
+from sipqualify.service import Service, ServiceOptions
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def endpoint(status: int, delay: float = 0.0) -> tuple[asyncio.BaseTransport, int]:
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(lambda: DemoEndpoint(status, "OK" if status == 200 else "Not Found",
+                                                                    delay=delay),
+                                               local_addr=("127.0.0.1", 0))
+    return t, int(t.get_extra_info("sockname")[1])
+
+
+def sip_conf(path: Path, sip_port: int, peers: dict[str, dict[str, Any]], general: str = "") -> str:
+    lines = ["[general]", f"udpbindaddr=127.0.0.1:{sip_port}", general, ""]
+    for name, opts in peers.items():
+        lines.append(f"[{name}]")
+        lines.append("type=peer")
+        lines += [f"{k}={v}" for k, v in opts.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+async def wait_for(pred: Any, timeout: float = 10.0) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def api(svc: Service, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    def call() -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://{svc.api_addr[0]}:{svc.api_addr[1]}{path}", method=method,
+                                     data=b"" if method == "POST" else None)
+        req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    return await asyncio.to_thread(call)
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sipqualify.cli", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+async def test_daemon_states_api_cli_reload_restart(tmp_path: Path, state: Path) -> None:
+    ok_t, ok_port = await endpoint(200)
+    nf_t, nf_port = await endpoint(404)
+    slow_t, slow_port = await endpoint(200, delay=0.7)
+    dead_port = free_port()
+    sip_port = free_port()
+    conf = tmp_path / "sip.conf"
+    peers = {
+        "ok": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes", "qualifyfreq": 1},
+        "nf": {"host": "127.0.0.1", "port": nf_port, "qualify": "yes", "qualifyfreq": 1},
+        "slow": {"host": "127.0.0.1", "port": slow_port, "qualify": 500, "qualifyfreq": 1},
+        "dead": {"host": "127.0.0.1", "port": dead_port, "qualify": 500, "qualifyfreq": 1},
+        "off": {"host": "127.0.0.1", "port": ok_port, "qualify": "no"},
+        "phone": {"host": "dynamic", "qualify": "yes", "defaultuser": "1001"},
+    }
+    sip_conf(conf, sip_port, peers, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(state)))
+    await svc.start()
+    try:
+        assert svc.engine is not None
+        await wait_for(lambda: all(p.state not in ("UNKNOWN",) for p in svc.engine.peers() if p.name != "phone"))
+        st = {p.name: p.status for p in svc.engine.peers()}
+        assert st["ok"].startswith("OK (") and st["nf"].startswith("OK (")
+        assert st["slow"].startswith("LAGGED (7") and st["dead"] == "UNREACHABLE"
+        assert st["off"] == "Unmonitored" and st["phone"] == "UNKNOWN"
+        assert (state / "api-token").stat().st_mode & 0o777 == 0o600
+
+        # API: auth, detail, history, status
+        assert (await api(svc, "GET", "/api/v1/peers", token="wrong"))[0] == 401
+        code, body = await api(svc, "GET", "/api/v1/peers/ok")
+        assert code == 200 and body["status"].startswith("OK") and body["addr_port"] == ok_port
+        assert (await api(svc, "GET", "/api/v1/peers/nope"))[0] == 404
+        code, body = await api(svc, "GET", "/api/v1/status")
+        assert code == 200 and body["engine"]["answered"] > 0 and body["engine"]["responses_by_class"]["4xx"] > 0
+        await asyncio.to_thread(svc.store.flush)  # type: ignore[union-attr]
+        code, body = await api(svc, "GET", "/api/v1/peers/dead/history")
+        assert [t["new"] for t in body["transitions"]] == ["UNREACHABLE"]
+
+        # CLI against the running daemon (same --api / --state-dir as the daemon)
+        where = ["--api", f"127.0.0.1:{svc.api_addr[1]}", "--state-dir", str(state)]
+        rc, out, err = await cli("peers", *where)
+        assert rc == 0 and out.splitlines()[0].startswith("Name/username") and "6 sip peers [Monitored:" in out
+        assert "phone/1001" in out and "(Unspecified)" in out
+        rc, out, _ = await cli("get", "slow", "status", *where)
+        assert rc == 0 and out.startswith("LAGGED (7")
+        rc, out, _ = await cli("qualify", "dead", *where)
+        assert rc == 0 and "no answer" in out
+        rc, out, err = await cli("peer", "nope", *where)
+        assert rc == 1 and err.strip() == "sipqualify: Peer nope not found."
+        rc, out, _ = await cli("peers", "--json", *where)
+        assert {p["name"] for p in json.loads(out)} == set(peers)
+
+        # reload: 'nf' removed, 'new' added, 'ok' keeps its state without a new transition
+        n_trans = len((await api(svc, "GET", "/api/v1/peers/ok/history"))[1]["transitions"])
+        del peers["nf"]
+        peers["new"] = {"host": "127.0.0.1", "port": ok_port, "qualify": "yes"}
+        sip_conf(conf, sip_port, peers, "qualifygap=10")
+        rc, out, _ = await cli("reload", *where)
+        assert rc == 0 and "1 added, 1 removed" in out
+        assert svc.engine.peer("nf") is None and svc.engine.peer("ok").status.startswith("OK")  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("new").state == "OK")  # type: ignore[union-attr]
+        await asyncio.to_thread(svc.store.flush)  # type: ignore[union-attr]
+        assert len((await api(svc, "GET", "/api/v1/peers/ok/history"))[1]["transitions"]) == n_trans
+
+        # a broken config on reload is refused and the running one stays
+        conf.write_text("[general]\nqualifygap=-1\n")
+        rc, out, err = await cli("reload", *where)
+        assert rc == 1 and "qualifygap" in err
+        assert svc.engine.peer("ok") is not None
+        sip_conf(conf, sip_port, peers, "qualifygap=5000\nqualifypeers=0")  # first poke only after 5 s
+    finally:
+        await svc.close()
+
+    # restart: state restored from SQLite before the first new poke
+    svc2 = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(state)))
+    await svc2.start()
+    try:
+        assert svc2.engine is not None
+        st = {p.name: p.status for p in svc2.engine.peers()}
+        assert st["dead"] == "UNREACHABLE" and st["slow"].startswith("LAGGED") and st["ok"].startswith("OK")
+    finally:
+        await svc2.close()
+        for t in (ok_t, nf_t, slow_t):
+            t.close()
+
+
+async def test_client_without_daemon_fails_with_one_line(tmp_path: Path) -> None:
+    rc, out, err = await cli("peers", "--api", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+                             "--state-dir", str(tmp_path))
+    assert rc == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "cannot reach the daemon" in err
+
+
+async def test_run_rejects_bad_config_with_file_line(tmp_path: Path) -> None:
+    conf = tmp_path / "sip.conf"
+    conf.write_text("[general]\n[p]\ntype=peer\nhost=127.0.0.1\nport=99999\n")
+    rc, out, err = await cli("run", "-c", str(conf), "--state-dir", str(tmp_path / "s"))
+    assert rc == 1 and f"{conf}:5: error [port]" in err
+
+
+async def test_api_refuses_non_loopback_without_token(tmp_path: Path) -> None:
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), {})
+    rc, out, err = await cli("run", "-c", str(conf), "--api", "0.0.0.0:0", "--state-dir", str(tmp_path / "s"))
+    assert rc == 1 and "non-loopback" in err
+
+
+async def test_sighup_reloads(tmp_path: Path) -> None:
+    ok_t, ok_port = await endpoint(200)
+    conf = tmp_path / "sip.conf"
+    sip_port, api_port = free_port(), free_port(socket.SOCK_STREAM)
+    sip_conf(conf, sip_port, {"a": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes"}})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api", f"127.0.0.1:{api_port}",
+        "--state-dir", str(tmp_path / "s"), stderr=asyncio.subprocess.PIPE)
+    where = ["--api", f"127.0.0.1:{api_port}", "--state-dir", str(tmp_path / "s")]
+    try:
+        for _ in range(100):
+            rc, out, _ = await cli("peers", *where)
+            if rc == 0 and "OK (" in out:
+                break
+            await asyncio.sleep(0.1)
+        sip_conf(conf, sip_port, {"a": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes"},
+                                  "b": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes"}})
+        os.kill(proc.pid, signal.SIGHUP)
+        for _ in range(100):
+            rc, out, _ = await cli("peers", *where)
+            if "2 sip peers" in out:
+                break
+            await asyncio.sleep(0.1)
+        assert "2 sip peers" in out
+    finally:
+        proc.terminate()
+        _, err = await proc.communicate()
+        ok_t.close()
+    assert proc.returncode == 0, err.decode()[-2000:]
