@@ -37,6 +37,7 @@ auto_aliases=no
 listen=udp:127.0.0.1:{port}
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "sl.so"
+loadmodule "textops.so"
 loadmodule "maxfwd.so"
 loadmodule "ctl.so"
 modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")

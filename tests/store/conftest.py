@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sipqualify.store import Store
+
+T0 = time.time() - 10_000  # recent enough that default retention (7 d / 90 d) keeps it
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "sipqualify.sqlite")
+
+
+@pytest.fixture
+def make_store(db_path: str) -> Iterator[Callable[..., Store]]:
+    """Stores made through this fixture are closed at teardown even when a test fails."""
+    made: list[Store] = []
+
+    def make(**kw: object) -> Store:
+        s = Store(db_path, **kw)  # type: ignore[arg-type]
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
