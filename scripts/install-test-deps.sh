@@ -8,6 +8,6 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    sip-tester sipsak kamailio tshark iproute2 sqlite3 python3-venv >/dev/null
+    sip-tester sipsak kamailio tshark iproute2 sqlite3 >/dev/null
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e '.[test]'
