@@ -61,8 +61,18 @@ def test_rtt_series_numbers_by_hand(make_store: Callable[..., Store]) -> None:
     # bucket [180, 240): 5 ms at 180.0 (inclusive start) and 7 ms at 239.9 -> avg 6
     # 240.0 is `until`: excluded; 0 - 1 is before `since`: excluded; other peer: excluded
     base = T0
-    for dt, rtt in [(0, 10.0), (10, 20.0), (59.9, 30.0), (30, None), (120, None), (179, None),
-                    (180, 5.0), (239.9, 7.0), (240, 1.0), (-1, 1.0)]:
+    for dt, rtt in [
+        (0, 10.0),
+        (10, 20.0),
+        (59.9, 30.0),
+        (30, None),
+        (120, None),
+        (179, None),
+        (180, 5.0),
+        (239.9, 7.0),
+        (240, 1.0),
+        (-1, 1.0),
+    ]:
         s.record_sample("a", base + dt, rtt, 200 if rtt is not None else None, 1 if rtt is not None else 7)
     s.record_sample("b", base + 1, 99.0, 200, 1)
     s.flush()
@@ -70,8 +80,15 @@ def test_rtt_series_numbers_by_hand(make_store: Callable[..., Store]) -> None:
     series = s.rtt_series("a", base, base + 240, 60)
     assert series == [
         {"time": base, "count": 4, "answered": 3, "min_ms": 10.0, "avg_ms": 20.0, "max_ms": 30.0, "loss_pct": 25.0},
-        {"time": base + 120, "count": 2, "answered": 0, "min_ms": None, "avg_ms": None, "max_ms": None,
-         "loss_pct": 100.0},
+        {
+            "time": base + 120,
+            "count": 2,
+            "answered": 0,
+            "min_ms": None,
+            "avg_ms": None,
+            "max_ms": None,
+            "loss_pct": 100.0,
+        },
         {"time": base + 180, "count": 2, "answered": 2, "min_ms": 5.0, "avg_ms": 6.0, "max_ms": 7.0, "loss_pct": 0.0},
     ]
     # one bucket covering everything: 8 samples, 5 answered (10, 20, 30, 5, 7)

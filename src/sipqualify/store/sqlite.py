@@ -477,7 +477,9 @@ class Store:
         keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
         cutoff = time.time() - keep
         sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
-        ok, n = self._transact(db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount)
+        ok, n = self._transact(
+            db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
+        )
         if not ok or n is None:
             return False
         self._n["retention_deleted"] += n
@@ -487,12 +489,16 @@ class Store:
         self._n["rows_rejected"] += 1
         log.error("store: dropping a %s row the database refuses: %r", what, row)
 
-    def _transact(self, db: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> tuple[bool, _T | None]:
+    def _transact(
+        self, db: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T], *, persist: bool = True
+    ) -> tuple[bool, _T | None]:
         """Run `body` in one write transaction.
 
         Operational errors (locked, busy, disk full, I/O) are retried with backoff until they
-        succeed or close() abandons the writer. Any other error means the rows themselves are
-        refused (bad types, constraint): returns (False, None) so the caller can isolate them.
+        succeed or close() abandons the writer; with `persist=False` (housekeeping that can wait
+        for its next turn) the first one returns (False, None) instead. Any other error means the
+        rows themselves are refused (bad types, constraint): returns (False, None) so the caller
+        can isolate them.
         """
         delay = 0.05
         while True:
@@ -504,6 +510,8 @@ class Store:
             except sqlite3.OperationalError as e:
                 self._rollback(db)
                 self._failed(e, transient=True)
+                if not persist:
+                    return False, None
                 if self._abandon.wait(delay):
                     raise _Abandoned from e
                 delay = min(delay * 2, 2.0)

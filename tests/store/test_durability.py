@@ -1,0 +1,120 @@
+"""Reported implies stored: the commit-before-callback rule, and a real `kill -9`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sipqualify.store import Store, TransitionRecord
+
+from .conftest import T0
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def test_transition_callback_runs_after_commit(make_store: Callable[..., Store], db_path: str) -> None:
+    seen: list[tuple[int, str, int, bool]] = []
+    done = threading.Event()
+    caller = threading.current_thread()
+
+    def cb(rec: TransitionRecord) -> None:
+        # a second connection must already see the row: the COMMIT happened before the callback
+        with sqlite3.connect(db_path) as other:
+            sql = "SELECT COUNT(*) FROM transitions WHERE id=? AND peer=?"
+            n = other.execute(sql, (rec.id, rec.peer)).fetchone()[0]
+        seen.append((rec.id, rec.peer, n, threading.current_thread() is caller))
+        if len(seen) == 50:
+            done.set()
+        if rec.peer == "p3":
+            raise RuntimeError("a failing subscriber must not stop the writer")
+
+    s = make_store(on_transition_committed=cb)
+    s.open()
+    for i in range(50):
+        s.record_transition(f"p{i}", T0 + i, "UNKNOWN", "OK", 1, 2000, 0.5)
+    assert done.wait(10)
+    assert [(peer, n, on_caller) for _id, peer, n, on_caller in seen] == [(f"p{i}", 1, False) for i in range(50)]
+    assert [i for i, *_ in seen] == sorted(i for i, *_ in seen)
+    assert s.stats["callback_errors"] == 1 and s.stats["writer_alive"]
+
+
+# The child reports like the service does: a transition line only from the committed-callback;
+# a sample line after each loop's samples were enqueued (51 per loop, all with the loop's time).
+CHILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    from sipqualify.store import Store
+
+    def committed(rec):
+        print(f"T {rec.id} {rec.peer}", flush=True)
+
+    s = Store(sys.argv[1], on_transition_committed=committed)
+    s.open()
+    i = 0
+    while True:
+        i += 1
+        t = time.time()
+        s.record_sample("p", t, float(i), 200, 1)
+        for k in range(50):
+            s.record_sample(f"bulk{k}", t, 1.0, 200, 1)
+            s.save_state(f"bulk{k}", "OK", 1, 2000, 1.0, t, t)
+        print(f"S {t!r}", flush=True)
+        if i % 20 == 0:
+            s.record_transition(f"t{i}", t, "OK", "UNREACHABLE", -1, 2000, None)
+        time.sleep(0.005)
+""")
+
+
+def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(db_path: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, db_path, SRC], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    reported: list[tuple[int, str]] = []
+    sample_times: list[float] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            kind, *rest = line.split()
+            if kind == "T":
+                reported.append((int(rest[0]), rest[1]))
+            elif kind == "S":
+                sample_times.append(float(rest[0]))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(reported) < 15 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        kill_time = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        reader.join()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(reported) >= 15, proc.stderr.read() if proc.stderr else ""
+
+    s = Store(db_path)
+    s.open()
+    try:
+        stored = {(t.id, t.peer) for t in s.transitions(limit=100_000)}
+        assert set(reported) <= stored  # every reported transition survived, with its id
+        old = [t for t in sample_times if t < kill_time - 1.0]
+        assert len(old) > 100
+        with sqlite3.connect(db_path) as db:
+            sql = "SELECT time, COUNT(*) FROM samples WHERE time < ? GROUP BY time"
+            counts = dict(db.execute(sql, (kill_time - 1.0,)))
+        missing = [t for t in old if counts.get(t) != 51]
+        assert not missing, f"{len(missing)} of {len(old)} sample loops older than 1 s before the kill are incomplete"
+        assert len(s.states()) == 50
+    finally:
+        s.close()
