@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Store benchmark: what the event loop pays per enqueue, and what the writer thread sustains.
+
+Prints
+- enqueue cost (µs/call) of record_sample / save_state / record_transition, measured on the
+  calling thread while the writer runs;
+- writer throughput (rows/s) for samples and for state upserts (insert, then update path),
+  from the first enqueue to the end of `flush()`;
+- open() time restoring N peers' state;
+- a sustained run at the target load (default 20,000 samples/s plus one state upsert per
+  sample over a million peers), with commit latency and the deepest queue seen.
+
+    python bench/bench_store.py                             # 1,000,000 peers, 1,000,000 samples, 10 s sustained
+    python bench/bench_store.py --peers 50000 --samples 200000 --duration 3   # CI short mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sipqualify.store import Store  # noqa: E402
+
+
+def timed_flush(s: Store, t0: float, rows: int, what: str) -> None:
+    s.flush(timeout=600)
+    dt = time.perf_counter() - t0
+    print(f"  writer   {what:<22} {rows / dt:>12,.0f} rows/s   ({rows:,} rows in {dt:.2f} s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=1_000_000)
+    ap.add_argument("--samples", type=int, default=1_000_000)
+    ap.add_argument("--rate", type=int, default=20_000, help="samples/s in the sustained run")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of the sustained run")
+    ap.add_argument("--dir", default=None, help="where to put the database (default: a temp dir)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        path = str(Path(tmp) / "bench.sqlite")
+        names = [f"peer{i:07d}" for i in range(args.peers)]
+        now = time.time()
+        # big enough that nothing is dropped: we measure the writer, not the overflow policy
+        s = Store(path, max_queued_samples=args.samples + 1)
+        s.open()
+        print(f"store benchmark: {args.peers:,} peers, {args.samples:,} samples, SQLite {sqlite3.sqlite_version}")
+
+        t0 = time.perf_counter()
+        n = args.samples
+        np = len(names)
+        for i in range(n):
+            s.record_sample(names[i % np], now + i * 1e-4, 12.5, 200, 1)
+        enq = time.perf_counter() - t0
+        print(f"  enqueue  record_sample          {enq / n * 1e6:>12.3f} µs/call")
+        timed_flush(s, t0, n, "samples")
+
+        t0 = time.perf_counter()
+        for name in names:
+            s.save_state(name, "OK", 12, 2000, 12.5, now, now)
+        enq = time.perf_counter() - t0
+        print(f"  enqueue  save_state             {enq / np * 1e6:>12.3f} µs/call")
+        timed_flush(s, t0, np, "state upsert (insert)")
+
+        t0 = time.perf_counter()
+        for name in names:
+            s.save_state(name, "LAGGED", 2500, 2000, 2500.0, now + 1, now + 1)
+        timed_flush(s, t0, np, "state upsert (update)")
+
+        k = 20_000
+        t0 = time.perf_counter()
+        for i in range(k):
+            s.record_transition(names[i % np], now + i, "OK", "LAGGED", 2500, 2000, 2500.0)
+        enq = time.perf_counter() - t0
+        print(f"  enqueue  record_transition      {enq / k * 1e6:>12.3f} µs/call")
+        timed_flush(s, t0, k, "transitions")
+        s.close()
+
+        t0 = time.perf_counter()
+        s = Store(path)
+        restored = s.open()
+        print(f"  open()   restores {len(restored):,} peers in {time.perf_counter() - t0:.2f} s")
+
+        # sustained: `rate` samples/s, each with its state upsert, paced in 10 ms ticks like the engine would
+        per_tick = max(1, args.rate // 100)
+        ticks = int(args.duration * 100)
+        deepest = 0
+        cost = 0.0
+        i = 0
+        start = time.perf_counter()
+        commits0 = s.stats["commits"]
+        max_commit = 0.0
+        for tick in range(ticks):
+            t0 = time.perf_counter()
+            wall = time.time()
+            for _ in range(per_tick):
+                name = names[i % np]
+                s.record_sample(name, wall, 12.5, 200, 1)
+                s.save_state(name, "OK", 12, 2000, 12.5, wall, wall)
+                i += 1
+            cost += time.perf_counter() - t0
+            st = s.stats
+            deepest = max(deepest, st["queue"])
+            max_commit = max(max_commit, st["last_commit_ms"])
+            sleep = start + (tick + 1) * 0.01 - time.perf_counter()
+            if sleep > 0:
+                time.sleep(sleep)
+        elapsed = time.perf_counter() - start
+        s.flush(timeout=600)
+        st = s.stats
+        print(
+            f"  sustained {i / elapsed:,.0f} samples/s + as many state upserts for {elapsed:.1f} s: "
+            f"enqueue {cost / (2 * i) * 1e6:.3f} µs/call, {st['commits'] - commits0} commits, "
+            f"commit latency max {max_commit:.1f} ms, deepest queue {deepest:,}, "
+            f"dropped {st['samples_dropped']}, errors {st['errors']}"
+        )
+        s.close()
+        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
+        print(f"  database size {size / 1e6:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
