@@ -157,35 +157,53 @@ def main() -> int:
 
 
 def rtt_accuracy(tmp: Path, pcap: Path, tshark: str) -> None:
+    """Match every stored RTT sample to its request/response pair on the wire.
+
+    Each peer has its own From user, so per peer the n-th answered transaction on the wire
+    is the n-th answered sample in SQLite (peers whose counts differ, e.g. because tshark
+    dropped packets, are left out and counted)."""
     out = subprocess.run(
         [tshark, "-r", str(pcap), "-Y", "sip", "-T", "fields", "-e", "frame.time_epoch", "-e", "sip.Call-ID",
-         "-e", "sip.Method", "-e", "sip.Status-Code"],
+         "-e", "sip.Method", "-e", "sip.Status-Code", "-e", "sip.from.user"],
         capture_output=True, text=True, check=False).stdout
-    first_req: dict[str, float] = {}
-    wire: dict[str, float] = {}
+    first_req: dict[str, tuple[float, str]] = {}
+    done: set[str] = set()
+    wire: dict[str, list[tuple[float, float]]] = {}
     for line in out.splitlines():
         parts = line.split("\t")
-        if len(parts) < 4:
+        if len(parts) < 5:
             continue
-        t, cid, method, status = float(parts[0]), parts[1], parts[2], parts[3]
+        t, cid, method, status, user = float(parts[0]), parts[1], parts[2], parts[3], parts[4]
         if method == "OPTIONS":
-            first_req.setdefault(cid, t)
-        elif status and int(status) >= 200 and cid in first_req and cid not in wire:
-            wire[cid] = (t - first_req[cid]) * 1000
+            first_req.setdefault(cid, (t, user))
+        elif status and int(status) >= 200 and cid in first_req and cid not in done:
+            done.add(cid)
+            t0, peer = first_req[cid]
+            wire.setdefault(peer, []).append((t0, (t - t0) * 1000))
     db = sqlite3.connect(tmp / "state" / "sipqualify.sqlite")
-    cols = [r[1] for r in db.execute("PRAGMA table_info(samples)")]
-    if "call_id" not in cols:
-        # no per-transaction id stored: compare the distributions instead
-        ours = sorted(r[0] for r in db.execute("SELECT rtt_ms FROM samples WHERE rtt_ms IS NOT NULL"))
-        w = sorted(wire.values())
-        if not ours or not w:
-            print("rtt accuracy                   no data")
-            return
-        def pct(xs: list[float], q: float) -> float:
-            return xs[min(len(xs) - 1, int(q * len(xs)))]
-        print(f"rtt wire p50/p99               {pct(w, .5):.3f} / {pct(w, .99):.3f} ms ({len(w):,} pairs)")
-        print(f"rtt ours p50/p99               {pct(ours, .5):.3f} / {pct(ours, .99):.3f} ms ({len(ours):,} samples)")
-        print(f"rtt p99 error (distribution)   {abs(pct(ours, .99) - pct(w, .99)):.3f} ms")
+    ours: dict[str, list[float]] = {}
+    for peer, rtt in db.execute("SELECT peer, rtt_ms FROM samples WHERE rtt_ms IS NOT NULL ORDER BY peer, time"):
+        ours.setdefault(peer, []).append(rtt)
+    errors: list[float] = []
+    skipped = 0
+    for peer, pairs in wire.items():
+        mine = ours.get(peer, [])
+        if len(mine) != len(pairs):
+            skipped += 1
+            continue
+        errors += [abs(a - b[1]) for a, b in zip(mine, sorted(pairs), strict=True)]
+    if not errors:
+        print(f"rtt accuracy                   no matched samples ({skipped} peers skipped)")
+        return
+    errors.sort()
+    w = sorted(x[1] for pairs in wire.values() for x in pairs)
+
+    def pct(xs: list[float], q: float) -> float:
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+    print(f"rtt on the wire p50/p99        {pct(w, .5):.3f} / {pct(w, .99):.3f} ms")
+    print(f"rtt error vs tshark            p50 {pct(errors, .5):.3f} ms, p99 {pct(errors, .99):.3f} ms, "
+          f"max {errors[-1]:.3f} ms ({len(errors):,} transactions matched, {skipped} peers skipped)")
 
 
 if __name__ == "__main__":

@@ -214,3 +214,26 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
         _, err = await proc.communicate()
         ok_t.close()
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_ipv6_peer_from_ipv6_socket(tmp_path: Path) -> None:
+    """UDP over IPv6 from its own socket: a peer on ::1 is qualified through [::1]."""
+    loop = asyncio.get_running_loop()
+    try:
+        t, _ = await loop.create_datagram_endpoint(lambda: DemoEndpoint(200, "OK"), local_addr=("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    port = int(t.get_extra_info("sockname")[1])
+    conf = tmp_path / "sipqualify.toml"
+    conf.write_text(f'[general]\nbind = ["127.0.0.1:0", "[::1]:0"]\n[peers.v6]\nhost = "::1"\nport = {port}\n'
+                    f'qualify = true\n[peers.v6name]\nhost = "[::1]:{port}"\nqualify = true\n')
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    try:
+        assert svc.engine is not None
+        await wait_for(lambda: all(p.state == "OK" for p in svc.engine.peers()))
+        code, body = await api(svc, "GET", "/api/v1/peers/v6")
+        assert body["addr_ip"] == "::1" and body["status"].startswith("OK (")
+    finally:
+        await svc.close()
+        t.close()

@@ -167,11 +167,22 @@ class Service:
     async def _open_sockets(self) -> None:
         g = self.config.general
         binds: list[Addr] = self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs]
+        optional: set[Addr] = set()
+        if binds[0][0] == "0.0.0.0" and not any(":" in h for h, _ in binds):
+            # a wildcard IPv4 bind also gets the IPv6 wildcard, so IPv6 peers work out of the box
+            binds.append(("::", binds[0][1]))
+            optional.add(binds[-1])
         for host, port in binds:
             fam = socket.AF_INET6 if ":" in host else socket.AF_INET
             if fam in self.endpoints:
                 continue  # one socket per family
-            ep = await open_udp(host, port, self._on_datagram, self._on_icmp)
+            try:
+                ep = await open_udp(host, port, self._on_datagram, self._on_icmp)
+            except OSError as e:
+                if (host, port) in optional:
+                    log.info("no IPv6 SIP socket on [%s]:%d (%s); IPv4 only", host, port, e)
+                    continue
+                raise OSError(e.errno, f"cannot bind SIP socket {host}:{port}: {e.strerror}") from None
             self.endpoints[fam] = ep
 
     async def run_forever(self) -> None:
