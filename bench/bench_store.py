@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sipqualify.store import Store  # noqa: E402
+from sipqualify.store import Store, TransitionRecord  # noqa: E402
 
 
 def timed_flush(s: Store, t0: float, rows: int, what: str) -> None:
@@ -82,8 +82,15 @@ def main() -> None:
         timed_flush(s, t0, k, "transitions")
         s.close()
 
+        # transition latency under load: enqueue -> on_transition_committed (after COMMIT)
+        enqueued_at: dict[str, float] = {}
+        latencies: list[float] = []
+
+        def committed(rec: TransitionRecord) -> None:
+            latencies.append(time.perf_counter() - enqueued_at.pop(rec.peer))
+
         t0 = time.perf_counter()
-        s = Store(path)
+        s = Store(path, on_transition_committed=committed)
         restored = s.open()
         print(f"  open()   restores {len(restored):,} peers in {time.perf_counter() - t0:.2f} s")
 
@@ -105,6 +112,9 @@ def main() -> None:
                 s.save_state(name, "OK", 12, 2000, 12.5, wall, wall)
                 i += 1
             cost += time.perf_counter() - t0
+            if tick % 10 == 0:  # 10 transitions/s
+                enqueued_at[f"flap{tick}"] = time.perf_counter()
+                s.record_transition(f"flap{tick}", wall, "OK", "LAGGED", 2500, 2000, 2500.0)
             st = s.stats
             deepest = max(deepest, st["queue"])
             max_commit = max(max_commit, st["last_commit_ms"])
@@ -119,6 +129,11 @@ def main() -> None:
             f"enqueue {cost / (2 * i) * 1e6:.3f} µs/call, {st['commits'] - commits0} commits, "
             f"commit latency max {max_commit:.1f} ms, deepest queue {deepest:,}, "
             f"dropped {st['samples_dropped']}, errors {st['errors']}"
+        )
+        latencies.sort()
+        print(
+            f"  transition enqueue->committed under that load: median {latencies[len(latencies) // 2] * 1e3:.1f} ms, "
+            f"max {latencies[-1] * 1e3:.1f} ms ({len(latencies)} transitions)"
         )
         s.close()
         size = sum(f.stat().st_size for f in Path(tmp).iterdir())

@@ -148,7 +148,7 @@ class Store:
         sample_flush_interval_s: float = 0.5,
         on_transition_committed: Callable[[TransitionRecord], None] | None = None,
         max_queued_samples: int = 200_000,
-        batch_rows: int = 50_000,
+        batch_rows: int = 10_000,
         retention_interval_s: float = 60.0,
         retention_chunk_rows: int = 5_000,
         busy_timeout_s: float = 1.0,
