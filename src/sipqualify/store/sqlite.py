@@ -383,11 +383,13 @@ class Store:
                     if flushes or stop or now >= next_batch or len(self._samples) >= self._sample_wake_at:
                         batch = (self._samples, self._states, self._forgotten)
                         self._samples, self._states, self._forgotten = [], {}, set()
+                        # paced from when the batch was taken, so a sample waits at most one
+                        # interval plus the time it takes to write the batch before it
+                        next_batch = now + interval
                 if transitions:
                     self._write_transitions(db, transitions)
                 if batch is not None:
                     self._write_batch(db, *batch)
-                    next_batch = time.monotonic() + interval
                 for ev in flushes:
                     ev.set()
                 if stop:
