@@ -8,6 +8,5 @@ echo "== mypy";  python3 -m mypy src
 echo "== pytest"; python3 -m pytest -q -ra "$@"
 echo "== bench (short mode)"
 python3 bench/bench_engine.py --peers 20000 --duration 120
-if [ -f bench/bench_sip_parse.py ]; then python3 bench/bench_sip_parse.py --short; fi
-if [ -f bench/bench_store.py ]; then python3 bench/bench_store.py --short; fi
-if [ -f bench/bench_e2e.py ]; then python3 bench/bench_e2e.py --short; fi
+python3 bench/bench_store.py --peers 20000 --samples 50000 --duration 3 --rate 5000
+python3 bench/bench_e2e.py --short

@@ -204,7 +204,10 @@ def _setup_logging(level: str) -> None:
 
 
 def _event_loop_policy() -> None:
-    if os.environ.get("SIPQUALIFY_NO_UVLOOP"):
+    """uvloop only on request (SIPQUALIFY_UVLOOP=1): sipqualify reads its SIP sockets itself
+    (recvmsg with kernel timestamps), where uvloop measured slower than asyncio's own loop
+    (docs/performance.md), and libuv cannot watch a socket that reports ICMP errors."""
+    if os.environ.get("SIPQUALIFY_UVLOOP", "") in ("", "0"):
         return
     try:
         import uvloop

@@ -118,7 +118,7 @@ class Service:
             transition_retention_s=svc.transition_retention_s,
             on_transition_committed=self._transition_committed,
         )
-        restored = self.store.open()
+        restored = await asyncio.to_thread(self.store.open)  # 1M peers: seconds; keep the loop free
         await self._open_sockets()
         g = self.config.general
         self.engine = QualifyEngine(
@@ -177,7 +177,7 @@ class Service:
             if fam in self.endpoints:
                 continue  # one socket per family
             try:
-                ep = await open_udp(host, port, self._on_datagram, self._on_icmp)
+                ep = await open_udp(host, port, self._on_datagram, self._on_icmp, self.clock, self._on_batch_done)
             except OSError as e:
                 if (host, port) in optional:
                     log.info("no IPv6 SIP socket on [%s]:%d (%s); IPv4 only", host, port, e)
@@ -204,8 +204,7 @@ class Service:
             await self._api_runner.cleanup()
             self._api_runner = None
         for ep in self.endpoints.values():
-            if ep.transport is not None:
-                ep.transport.close()
+            ep.close()
         self.endpoints.clear()
         if self.store is not None and self.engine is not None:
             self._save_all_states()
@@ -265,24 +264,29 @@ class Service:
 
     # ------------------------------------------------------------------ the shell
 
-    def _on_datagram(self, data: bytes, addr: Addr) -> None:
+    def _on_datagram(self, data: bytes, addr: Addr, t_rx: float) -> None:
         if self.engine is None:  # sockets open a moment before the engine exists
             return
-        self.engine.receive_datagram(data, addr, self.clock())
-        self._pump()
+        # t_rx: the kernel's receive time, so loop delays do not inflate RTTs
+        self.engine.receive_datagram(data, addr, t_rx)
+
+    def _on_batch_done(self) -> None:
+        if self.engine is not None:
+            self._pump()  # answers, events and the timer, once per batch of datagrams
 
     def _on_icmp(self, addr: Addr, reason: str) -> None:
         self.counters.icmp_errors += 1
         if self.engine is not None:
             self.engine.transport_error(addr, self.clock(), reason)
-            self._pump()
+
+    TIMER_BATCH = 8  # pokes per loop turn: each batch is sent with its own fresh timestamp
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
         assert self.engine is not None
-        self.engine.handle_timer(self.clock())
-        self._pump()
+        self.engine.handle_timer(self.clock(), limit=self.TIMER_BATCH)
+        self._pump()  # re-arms at once (call_later 0) when more timers are due
 
     def _pump(self) -> None:
         eng = self.engine

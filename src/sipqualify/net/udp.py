@@ -1,10 +1,12 @@
 """UDP transport: one bound socket per address family, ICMP errors surfaced with their address.
 
+Datagrams carry the kernel's receive timestamp (SO_TIMESTAMPNS) into the engine.
+
 Linux only reports ICMP errors (port/host unreachable) on an unconnected UDP socket when
 IP_RECVERR / IPV6_RECVERR is set; the error then sits in the socket's error queue together
-with the address the failed datagram was sent to. asyncio calls `error_received` when a
-receive fails with ECONNREFUSED; we then drain the error queue with MSG_ERRQUEUE to learn
-*which* destination it was, and hand (addr, reason) to the owner.
+with the address the failed datagram was sent to. A receive then fails with ECONNREFUSED;
+we drain the error queue with MSG_ERRQUEUE to learn *which* destination it was, and hand
+(addr, reason) to the owner.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import errno
 import ipaddress
 import logging
 import socket
+import struct
+import time
 from collections.abc import Callable
-from typing import Any
 
 log = logging.getLogger("sipqualify.net")
 
@@ -24,6 +27,7 @@ Addr = tuple[str, int]
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SOCKET_BUFFER = 4 * 1024 * 1024  # bursts of answers must not overflow the kernel buffer
 
 
@@ -37,34 +41,91 @@ def norm_addr(addr: tuple[object, ...]) -> Addr:
     return host, port
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
+class UdpEndpoint:
+    """A bound UDP socket read directly with recvmsg: every datagram carries the kernel's
+    receive timestamp (SO_TIMESTAMPNS), so an RTT is not inflated by however long the event
+    loop took to get to it. `on_datagram(data, addr, t)` gets `t` on the `clock` timeline."""
+
+    BATCH = 256  # datagrams read per readiness callback before yielding to the loop
+
     def __init__(
         self,
-        on_datagram: Callable[[bytes, Addr], None],
+        sock: socket.socket,
+        on_datagram: Callable[[bytes, Addr, float], None],
         on_icmp: Callable[[Addr, str], None],
+        clock: Callable[[], float] = time.monotonic,
+        on_batch_done: Callable[[], None] | None = None,
     ) -> None:
+        self.sock = sock
+        self.on_batch_done = on_batch_done  # called once after each batch of datagrams
         self.on_datagram = on_datagram
         self.on_icmp = on_icmp
-        self.transport: asyncio.DatagramTransport | None = None
-        self.sock: socket.socket | None = None
-        self.local: Addr = ("0.0.0.0", 0)
+        self.clock = clock
+        self.local: Addr = norm_addr(sock.getsockname())
         self.send_errors = 0
+        self.recv_errors = 0
+        self.timestamps = True
+        self.icmp = True  # ICMP errors reported (IP_RECVERR)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            self.timestamps = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDP transport is not an asyncio.DatagramTransport subclass
-        self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self.local = norm_addr(sock.getsockname())
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if "uvloop" in type(loop).__module__:
+            # libuv's uv_poll treats POLLERR as EBADF and stops watching the fd for good, and
+            # IP_RECVERR raises POLLERR on every ICMP error: under uvloop, no ICMP reporting.
+            self.icmp = False
+            level, opt = ((socket.IPPROTO_IPV6, IPV6_RECVERR) if self.sock.family == socket.AF_INET6
+                          else (socket.IPPROTO_IP, IP_RECVERR))
+            self.sock.setsockopt(level, opt, 0)
+        loop.add_reader(self.sock.fileno(), self._readable)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.on_datagram(data, norm_addr(addr))
-
-    def error_received(self, exc: Exception) -> None:
-        if self.sock is None:
-            log.debug("UDP error without socket: %s", exc)
+    def close(self) -> None:
+        if self.closed:
             return
-        drained = False
+        self.closed = True
+        if self._loop is not None:
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def _readable(self) -> None:
+        try:
+            self._read_batch()
+        finally:
+            if self.on_batch_done is not None:
+                self.on_batch_done()
+
+    def _read_batch(self) -> None:
+        sock = self.sock
+        mono = self.clock()
+        offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
+        for _ in range(self.BATCH):
+            try:
+                data, anc, _flags, addr = sock.recvmsg(65536, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionRefusedError as e:
+                self._drain_errors(e)
+                continue
+            except OSError as e:
+                self.recv_errors += 1
+                self._drain_errors(e)
+                continue
+            t = mono
+            for level, kind, cdata in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
+                    sec, nsec = struct.unpack_from("@qq", cdata)
+                    t = min(mono, sec + nsec * 1e-9 - offset)
+            try:
+                self.on_datagram(data, norm_addr(addr), t)
+            except Exception:  # the engine never raises; this guards the shell itself
+                log.exception("datagram handler failed")
+
+    def _drain_errors(self, exc: Exception) -> None:
         for _ in range(64):
             try:
                 _, _, _, addr = self.sock.recvmsg(1, 1024, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
@@ -73,18 +134,21 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             except OSError as e:
                 log.debug("error queue read failed: %s", e)
                 break
-            drained = True
             reason = errno.errorcode.get(getattr(exc, "errno", 0) or 0, str(exc))
             self.on_icmp(norm_addr(addr), "port-unreachable" if reason == "ECONNREFUSED" else reason)
-        if not drained:
-            log.debug("UDP error: %s", exc)
 
     def sendto(self, data: bytes, addr: Addr) -> None:
-        if self.transport is None:
+        if self.closed:
             return
         try:
-            self.transport.sendto(data, addr)
-        except OSError as e:  # e.g. network unreachable: the give-up timer decides the state
+            self.sock.sendto(data, addr)
+        except ConnectionRefusedError as e:  # a queued ICMP error surfaced on send
+            self._drain_errors(e)
+            try:
+                self.sock.sendto(data, addr)
+            except OSError:
+                self.send_errors += 1
+        except OSError as e:  # e.g. network unreachable, buffer full: the give-up timer decides
             self.send_errors += 1
             log.debug("sendto %s failed: %s", addr, e)
 
@@ -115,14 +179,15 @@ def make_udp_socket(host: str, port: int) -> socket.socket:
 async def open_udp(
     host: str,
     port: int,
-    on_datagram: Callable[[bytes, Addr], None],
+    on_datagram: Callable[[bytes, Addr, float], None],
     on_icmp: Callable[[Addr, str], None],
+    clock: Callable[[], float] = time.monotonic,
+    on_batch_done: Callable[[], None] | None = None,
 ) -> UdpEndpoint:
-    loop = asyncio.get_running_loop()
     sock = make_udp_socket(host.strip("[]"), port)
-    _, proto = await loop.create_datagram_endpoint(lambda: UdpEndpoint(on_datagram, on_icmp), sock=sock)
-    proto.sock = sock
-    return proto
+    ep = UdpEndpoint(sock, on_datagram, on_icmp, clock, on_batch_done)
+    ep.start(asyncio.get_running_loop())
+    return ep
 
 
 class LocalAddressSelector:

@@ -312,28 +312,37 @@ class QualifyEngine:
             heapq.heappop(heap)
         return None
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, limit: int | None = None) -> bool:
+        """Run every timer due at `now` (at most `limit` of them). Returns True when more
+        are due, so that a shell can send what this batch produced, read what arrived and
+        come back with a fresh `now`: the RTT clock of a poke starts at the `now` it was
+        sent with, so a long burst must not share one stale timestamp."""
         if self._linger:
             self._expire_linger(now)
         heap = self._heap
+        done = 0
         while heap and heap[0][0] <= now:
+            if limit is not None and done >= limit:
+                return True
             when, kind, _, obj, gen = heapq.heappop(heap)
             if not self._live(kind, obj, gen, when):
                 continue
+            done += 1
             try:
                 if kind == _K_POKE:
                     assert isinstance(obj, Peer)
-                    self._poke(obj, when, forced=False)
+                    self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
                 else:
                     assert isinstance(obj, ClientTransaction)
-                    self._txn_timer(obj, when)
+                    self._txn_timer(obj, now)
             except Exception:  # never let one peer's bug stop every other peer
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
+        return False
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         self.stats.rx_datagrams += 1
-        if not data.strip(b"\r\n"):
+        if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
             self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
             return
         if len(data) > MAX_DATAGRAM:
@@ -577,6 +586,8 @@ class QualifyEngine:
         p.qualifies += 1
         p.last_qualify = now
         rtt = now - txn.first_sent
+        if rtt < 0.0:  # a kernel receive timestamp a hair before our send stamp
+            rtt = 0.0
         if p.maxms == 0 or p.removed:
             # handle_response_peerpoke step 2: nothing recorded for unmonitored peers
             self._forced.discard(txn.branch)
