@@ -268,7 +268,9 @@ def _split_head(data: bytes) -> tuple[str, bytes]:
 def parse_message(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE:
         raise SipParseError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE}")
-    text, rest = _split_head(data.lstrip(b"\r\n"))
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")  # leading CRLFs before a message are allowed (RFC 3261 §7.5)
+    text, rest = _split_head(data)
     lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
     if len(lines) > MAX_HEADERS * 4:
         raise SipParseError(f"too many header lines ({len(lines)})")
@@ -292,8 +294,6 @@ def parse_message(data: bytes) -> Message:
             elif seen.get(low) is val:
                 seen[low] = items[-1][1]
             continue
-        if len(line) > MAX_LINE:
-            raise SipParseError(f"header line longer than {MAX_LINE} bytes")
         raw, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without ':': {line[:60]!r}")
@@ -322,6 +322,8 @@ def parse_message(data: bytes) -> Message:
                 seen[low] = value
             elif low == "via":
                 multi_via = True
+    if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
+        raise SipParseError(f"header line longer than {MAX_LINE} bytes")
     if len(items) > MAX_HEADERS:
         raise SipParseError(f"more than {MAX_HEADERS} headers")
     headers = Headers._trusted(items)
