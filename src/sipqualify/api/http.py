@@ -119,7 +119,7 @@ async def history(request: web.Request) -> web.Response:
     svc = _svc(request)
     assert svc.store is not None
     name = request.match_info["name"]
-    since = _float(request, "since", None)
+    since = _float(request, "since", time.time() - 86400)  # default: the last 24 hours
     until = _float(request, "until", None)
     limit = int(_float(request, "limit", 1000) or 1000)
     rows = await asyncio.to_thread(svc.store.transitions, name, since, until, limit)
