@@ -88,6 +88,7 @@ class ServiceConfig:
     transition_retention_s: int = 90 * 24 * 3600
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
     match_source_address: bool = True  # responses must come from where the request went
+    metrics_peer_limit: int = 10_000  # per-peer Prometheus series for at most this many peers
 
 
 @dataclass(slots=True)

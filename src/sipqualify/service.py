@@ -79,6 +79,7 @@ class Counters:
     reload_errors: int = 0
     icmp_errors: int = 0
     loop_lag_max_ms: float = 0.0
+    scheduler_lag_s: float = 0.0  # how late the last timer batch ran
 
 
 class Service:
@@ -104,6 +105,9 @@ class Service:
         self._stopped = asyncio.Event()
         self._api_runner: Any = None
         self._pending_logs: dict[str, deque[str | None]] = {}
+        from .api.metrics import RttHistogram
+
+        self.rtt_histogram = RttHistogram()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,10 +298,13 @@ class Service:
     TIMER_BATCH = 4  # pokes per loop turn: each batch is sent with its own fresh timestamp
 
     def _on_timer(self) -> None:
+        now = self.clock()
+        if self._timer_at is not None:
+            self.counters.scheduler_lag_s = max(0.0, now - self._timer_at)
         self._timer = None
         self._timer_at = None
         assert self.engine is not None
-        self.engine.handle_timer(self.clock(), limit=self.TIMER_BATCH)
+        self.engine.handle_timer(now, limit=self.TIMER_BATCH)
         self._pump()  # re-arms at once (call_later 0) when more timers are due
 
     def _pump(self) -> None:
@@ -328,6 +335,8 @@ class Service:
         assert store is not None and self.engine is not None
         if isinstance(ev, QualifyResult):
             if ev.state != "UNMONITORED":  # a forced poke of an unmonitored peer records nothing
+                if ev.rtt is not None:
+                    self.rtt_histogram.observe(ev.rtt)
                 store.record_sample(ev.peer, self._wall_offset + ev.time,
                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.status_code, ev.transmissions)
             if self._waiters:

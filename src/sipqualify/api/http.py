@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 API = "/api/v1"
 SERVICE_KEY = web.AppKey("service", object)
+REGISTRY_KEY = web.AppKey("registry", object)
 
 
 def _svc(request: web.Request) -> Service:
@@ -146,6 +147,13 @@ async def rtt(request: web.Request) -> web.Response:
     return web.json_response({"peer": name, "since": since, "until": until, "step": step, "series": series})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    data = generate_latest(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).status())
 
@@ -153,6 +161,14 @@ async def status(request: web.Request) -> web.Response:
 def make_app(svc: Service) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = svc
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import SipqualifyCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SipqualifyCollector(svc, svc.config.service.metrics_peer_limit))
+    app[REGISTRY_KEY] = registry
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(f"{API}/peers", peers)
     app.router.add_get(f"{API}/peers/{{name}}", peer)

@@ -186,6 +186,11 @@ def load_toml(path: str) -> Config:
                     r.error("api", k, "listen must be \"host:port\"")
                 else:
                     svc.api_host, svc.api_port = hp[0], hp[1]
+            elif k == "metrics_peer_limit":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    r.error("api", k, "metrics_peer_limit must be a non-negative integer")
+                else:
+                    svc.metrics_peer_limit = v
             elif k == "token":
                 if not isinstance(v, str) or len(v) < 16:
                     r.error("api", k, "token must be a string of at least 16 characters")

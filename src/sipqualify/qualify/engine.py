@@ -80,6 +80,7 @@ class Peer:
         "qualifies",
         "timeouts",
         "retransmissions",
+        "transitions",
         "ruri",
     )
 
@@ -99,6 +100,7 @@ class Peer:
         self.qualifies = 0
         self.timeouts = 0
         self.retransmissions = 0
+        self.transitions = 0
         self.ruri = request_uri(cfg)
 
     @property
@@ -538,6 +540,7 @@ class QualifyEngine:
         if new != old:
             p.last_change = now
             self.stats.transitions += 1
+            p.transitions += 1
             self._events.append(
                 StateChanged(p.name, old, new, -1, p.maxms, None, now, prev_lastms=prev, silent=not publish)
             )
@@ -606,6 +609,7 @@ class QualifyEngine:
         if new != old:
             p.last_change = now
             self.stats.transitions += 1
+            p.transitions += 1
             self._events.append(
                 StateChanged(p.name, old, new, ping, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
             )

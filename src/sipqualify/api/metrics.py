@@ -1,0 +1,143 @@
+"""Prometheus `/metrics`: read from the engine at scrape time, not updated on the hot path.
+
+Per-peer series are capped (`max_peer_series`, default 10,000 peers in config order): a
+carrier with a million phones gets aggregate series only beyond the cap. RTTs feed one cheap
+histogram (bucket counts in a list) that the collector exposes; buckets are fit for VoIP,
+1 ms to 10 s. Names follow Prometheus conventions: `sipqualify_` prefix, seconds, `_total`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    StateSetMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
+STATES = ("OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED")
+
+
+class RttHistogram:
+    """Cumulative-at-scrape histogram: observe() is a bisect and two adds."""
+
+    __slots__ = ("counts", "sum", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(RTT_BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(RTT_BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        acc = 0
+        for bound, n in zip(RTT_BUCKETS, self.counts, strict=False):
+            acc += n
+            out.append((repr(bound), float(acc)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+class SipqualifyCollector(Collector):
+    def __init__(self, svc: Service, max_peer_series: int = 10_000) -> None:
+        self.svc = svc
+        self.max_peer_series = max_peer_series
+
+    def collect(self) -> Iterator[object]:  # type: ignore[override]
+        svc = self.svc
+        eng = svc.engine
+        if eng is None:
+            return
+        st = eng.snapshot_stats()
+        counts = dict.fromkeys(STATES, 0)
+        up = GaugeMetricFamily("sipqualify_peer_up", "1 if the peer answered its last qualify (OK or LAGGED)",
+                               labels=["peer"])
+        status = StateSetMetricFamily("sipqualify_peer_status", "chan_sip qualify state of the peer",
+                                      labels=["peer"])
+        rtt = GaugeMetricFamily("sipqualify_peer_rtt_seconds", "RTT of the last answered qualify", labels=["peer"])
+        maxms = GaugeMetricFamily("sipqualify_peer_qualify_threshold_seconds", "qualify= (maxms) of the peer",
+                                  labels=["peer"])
+        answered = CounterMetricFamily("sipqualify_peer_qualifies", "qualify transactions by outcome",
+                                       labels=["peer", "outcome"])
+        retx = CounterMetricFamily("sipqualify_peer_retransmissions", "OPTIONS retransmissions", labels=["peer"])
+        trans = CounterMetricFamily("sipqualify_peer_transitions", "state transitions", labels=["peer"])
+        n = 0
+        for p in eng.peers():
+            s = p.state
+            counts[s] += 1
+            if n >= self.max_peer_series:
+                continue
+            n += 1
+            name = p.name
+            up.add_metric([name], 1.0 if s in ("OK", "LAGGED") else 0.0)
+            status.add_metric([name], {k: k == s for k in STATES})
+            if p.rtt is not None:
+                rtt.add_metric([name], p.rtt)
+            maxms.add_metric([name], p.maxms / 1000.0)
+            answered.add_metric([name, "answered"], float(p.qualifies))
+            answered.add_metric([name, "timeout"], float(p.timeouts))
+            retx.add_metric([name], float(p.retransmissions))
+            trans.add_metric([name], float(p.transitions))
+        yield from (up, status, rtt, maxms, answered, retx, trans)
+
+        g = GaugeMetricFamily("sipqualify_peers", "peers by qualify state", labels=["state"])
+        for k, v in counts.items():
+            g.add_metric([k], float(v))
+        yield g
+        yield GaugeMetricFamily("sipqualify_peer_series_limit", "per-peer series are exported for this many peers",
+                                value=float(self.max_peer_series))
+        h = svc.rtt_histogram
+        yield HistogramMetricFamily("sipqualify_rtt_seconds", "qualify RTT of every answered transaction",
+                                    buckets=h.buckets(), sum_value=h.sum)
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(name, doc, value=value)
+
+        yield counter("sipqualify_qualify_requests", "qualify transactions started", st.polls)
+        yield counter("sipqualify_transmissions", "OPTIONS datagrams sent (incl. retransmissions)", st.transmissions)
+        yield counter("sipqualify_retransmissions", "OPTIONS retransmissions", st.retransmissions)
+        yield counter("sipqualify_timeouts", "qualify transactions given up (no answer by 2 x qualify)", st.timeouts)
+        yield counter("sipqualify_transitions", "state transitions", st.transitions)
+        resp = CounterMetricFamily("sipqualify_responses", "responses to our OPTIONS by status class",
+                                   labels=["class"])
+        for cls, v in st.responses_by_class.items():
+            resp.add_metric([cls], float(v))
+        yield resp
+        bad = CounterMetricFamily("sipqualify_datagrams_rejected", "received datagrams dropped, by reason",
+                                  labels=["reason"])
+        bad.add_metric(["malformed"], float(st.rx_malformed))
+        bad.add_metric(["stray"], float(st.stray_responses))
+        bad.add_metric(["mismatched"], float(st.mismatched_responses))
+        bad.add_metric(["retransmitted"], float(st.retransmitted_responses))
+        yield bad
+        yield counter("sipqualify_datagrams_received", "datagrams received on SIP sockets", st.rx_datagrams)
+        yield counter("sipqualify_requests_answered", "requests sent to sipqualify and answered",
+                      st.requests_answered)
+        yield counter("sipqualify_icmp_errors", "ICMP errors for datagrams we sent", svc.counters.icmp_errors)
+        yield counter("sipqualify_internal_errors", "bugs caught and survived", st.internal_errors)
+        yield GaugeMetricFamily("sipqualify_event_loop_lag_seconds", "recent maximum event-loop lag",
+                                value=svc.counters.loop_lag_max_ms / 1000.0)
+        yield GaugeMetricFamily("sipqualify_scheduler_lag_seconds", "how late the last timer batch ran",
+                                value=svc.counters.scheduler_lag_s)
+        if svc.store is not None:
+            ss = svc.store.stats
+            yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",
+                                    value=float(ss.get("queue", 0)))
+            yield GaugeMetricFamily("sipqualify_store_last_commit_seconds", "duration of the last SQLite commit",
+                                    value=float(ss.get("last_commit_ms", 0.0)) / 1000.0)
+            yield counter("sipqualify_store_samples_dropped", "RTT samples dropped because the disk stalled",
+                          float(ss.get("samples_dropped", 0)))

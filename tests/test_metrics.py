@@ -1,0 +1,69 @@
+"""Prometheus /metrics: parsed with prometheus-client's own parser; histogram vs stored samples."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from sipqualify.service import Service, ServiceOptions
+
+from .test_service import endpoint, free_port, sip_conf, wait_for
+
+
+def scrape(svc: Service, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{svc.api_addr[1]}/metrics")
+    req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+async def test_metrics_exposition(tmp_path: Path) -> None:
+    ok_t, ok_port = await endpoint(200)
+    conf = tmp_path / "sipqualify.toml"
+    sip = tmp_path / "sip.conf"
+    sip_conf(sip, free_port(), {
+        "ok": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes", "qualifyfreq": 1},
+        "dead": {"host": "127.0.0.1", "port": free_port(), "qualify": 500, "qualifyfreq": 1},
+        "off": {"host": "127.0.0.1", "port": ok_port, "qualify": "no"},
+    }, "qualifygap=10")
+    conf.write_text(f'sip_conf = "{sip}"\n[api]\nmetrics_peer_limit = 2\n')
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    try:
+        assert svc.engine is not None
+        await wait_for(lambda: svc.engine.peer("dead").state == "UNREACHABLE"  # type: ignore[union-attr]
+                       and svc.engine.peer("ok").qualifies >= 3)  # type: ignore[union-attr]
+        assert (await asyncio.to_thread(scrape, svc, "wrong"))[0] == 401
+        code, text = await asyncio.to_thread(scrape, svc)
+        assert code == 200
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        up = {s.labels["peer"]: s.value for s in fams["sipqualify_peer_up"].samples}
+        assert up == {"ok": 1.0, "dead": 0.0}  # capped at 2 peers: "off" has no per-peer series
+        states = {s.labels["sipqualify_peer_status"]: s.value for s in fams["sipqualify_peer_status"].samples
+                  if s.labels["peer"] == "dead"}
+        assert states["UNREACHABLE"] == 1.0 and states["OK"] == 0.0
+        peers = {s.labels["state"]: s.value for s in fams["sipqualify_peers"].samples}
+        assert peers["OK"] == 1 and peers["UNREACHABLE"] == 1 and peers["UNMONITORED"] == 1
+        h = {(s.name, s.labels.get("le")): s.value for s in fams["sipqualify_rtt_seconds"].samples}
+        count = h[("sipqualify_rtt_seconds_count", None)]
+        assert count == h[("sipqualify_rtt_seconds_bucket", "+Inf")] >= 3
+        les = [v for (n, le), v in sorted(h.items(), key=lambda kv: float(kv[0][1] or "inf"))
+               if n.endswith("_bucket")]
+        assert les == sorted(les)  # cumulative
+        # the histogram holds exactly the answered samples the store has
+        await asyncio.to_thread(svc.store.flush)  # type: ignore[union-attr]
+        stored = [r for r in await asyncio.to_thread(svc.store.samples, "ok") if r.rtt_ms is not None]  # type: ignore[union-attr]
+        assert abs(len(stored) - count) <= 1  # a result may land between the scrape and the flush
+        total = {s.labels.get("outcome"): s.value for s in fams["sipqualify_peer_qualifies"].samples
+                 if s.labels["peer"] == "dead"}
+        assert total["timeout"] >= 1 and total["answered"] == 0
+        assert fams["sipqualify_timeouts"].samples[0].value >= 1
+    finally:
+        await svc.close()
+        ok_t.close()
