@@ -225,7 +225,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         api_host, api_port = parse_hostport(args.api)
 
     async def main() -> int:
-        svc = Service(ServiceOptions(args.config, api_host, api_port, args.state_dir))
+        svc = Service(ServiceOptions(args.config, api_host, api_port, args.state_dir,
+                                     manager_conf=args.manager_conf))
         try:
             await svc.start()
         except ConfigError as e:
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon")
     _client_opts(p)
+    p.add_argument("--manager-conf", metavar="FILE", help="Asterisk manager.conf: users and port of the AMI port")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_run)
 

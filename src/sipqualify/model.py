@@ -89,6 +89,12 @@ class ServiceConfig:
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
     match_source_address: bool = True  # responses must come from where the request went
     metrics_peer_limit: int = 10_000  # per-peer Prometheus series for at most this many peers
+    manager_conf: str | None = None  # Asterisk manager.conf for the AMI port
+    ami_enabled: bool | None = None  # None: as manager.conf [general] enabled says (off without one)
+    ami_listen: tuple[str, int] | None = None  # overrides manager.conf bindaddr/port
+    ami_banner: str | None = None
+    ami_peerstatus_time: bool = True  # Time: in Reachable/Lagged PeerStatus (false = exactly Asterisk 12+)
+    ami_users: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config.load import load_config
-from .model import Config, ConfigError, PeerConfig
+from .model import Config, ConfigError, ConfigMessage, PeerConfig
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
@@ -70,6 +70,7 @@ class ServiceOptions:
     state_dir: str | None = None
     config: Config | None = None  # used instead of reading config_path (demo)
     sip_bind: list[Addr] | None = None  # override [general] bind addresses (demo, tests)
+    manager_conf: str | None = None  # `run --manager-conf FILE`
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Service:
         self._listeners: list[Callable[[StateChanged], None]] = []
         self._stopped = asyncio.Event()
         self._api_runner: Any = None
+        self.ami: Any = None
         self._pending_logs: dict[str, deque[str | None]] = {}
         from .api.metrics import RttHistogram
 
@@ -140,6 +142,7 @@ class Service:
         host = self.opts.api_host or svc.api_host
         port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
         self._api_runner, self.api_addr = await start_api(self, host, port)
+        await self._start_ami()
         peers = list(self.config.peers.values())
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
@@ -161,6 +164,43 @@ class Service:
             ", ".join(f"{ep.local[0]}:{ep.local[1]}" for ep in self.endpoints.values()),
             *self.api_addr,
         )
+
+    def add_listener(self, cb: Callable[[StateChanged], None]) -> None:
+        """Called with every state transition as the engine reports it (AMI, event stream)."""
+        self._listeners.append(cb)
+
+    async def _start_ami(self) -> None:
+        from .api.ami import AmiConfig, AmiServer, load_manager_conf, user_from_options
+        from .api.http import is_loopback
+
+        svc = self.config.service
+        path = self.opts.manager_conf or svc.manager_conf
+        cfg = load_manager_conf(path) if path else AmiConfig()
+        errors = [m for m in cfg.messages if m.severity == "error"]
+        for m in cfg.messages:
+            (log.error if m.severity == "error" else log.warning)("%s", m)
+        if errors:
+            raise ConfigError(errors)
+        for name, opts in svc.ami_users.items():
+            cfg.users[name] = user_from_options(name, opts)
+        if svc.ami_enabled is not None:
+            cfg.enabled = svc.ami_enabled
+        elif not path and svc.ami_users:
+            cfg.enabled = True
+        if svc.ami_listen is not None:
+            cfg.bindaddr, cfg.port = svc.ami_listen
+        if svc.ami_banner:
+            cfg.banner = svc.ami_banner
+        cfg.peerstatus_time = svc.ami_peerstatus_time
+        if not cfg.enabled:
+            return
+        if not cfg.users:
+            raise ConfigError([ConfigMessage("error", path or "ami", 0, "AMI is enabled but no manager user is "
+                                             "configured", option="users")])
+        if not is_loopback(cfg.bindaddr) and not any(u.acl for u in cfg.users.values()):
+            log.warning("AMI listens on %s with no permit/deny ACL on any user", cfg.bindaddr)
+        self.ami = AmiServer(self, cfg)
+        await self.ami.start()
 
     def _read_config(self) -> Config:
         if not self.opts.config_path:
@@ -206,6 +246,9 @@ class Service:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self.ami is not None:
+            await self.ami.close()
+            self.ami = None
         if self._api_runner is not None:
             await self._api_runner.cleanup()
             self._api_runner = None

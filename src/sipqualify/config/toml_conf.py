@@ -131,7 +131,7 @@ def load_toml(path: str) -> Config:
                 cfg = load_sip_conf(sc)
                 cfg.source = path
     for k in data:
-        if k not in ("sip_conf", "general", "api", "store", "peers"):
+        if k not in ("sip_conf", "general", "api", "store", "peers", "ami"):
             r.warning(None, k, f"unknown key '{k}' ignored")
 
     g = cfg.general
@@ -198,6 +198,43 @@ def load_toml(path: str) -> Config:
                     svc.api_token = v
             else:
                 r.warning("api", k, f"unknown option '{k}' ignored")
+    ami = data.get("ami", {})
+    if isinstance(ami, dict):
+        for k, v in ami.items():
+            if k == "manager_conf":
+                if not isinstance(v, str):
+                    r.error("ami", k, "manager_conf must be a file name")
+                else:
+                    svc.manager_conf = v if os.path.isabs(v) else os.path.join(base, v)
+            elif k == "enabled":
+                if not isinstance(v, bool):
+                    r.error("ami", k, "enabled must be true or false")
+                else:
+                    svc.ami_enabled = v
+            elif k == "listen":
+                hp = _parse_hostport(v) if isinstance(v, str) else None
+                if hp is None or hp[1] is None:
+                    r.error("ami", k, "listen must be \"host:port\"")
+                else:
+                    svc.ami_listen = (hp[0], hp[1])
+            elif k == "banner":
+                svc.ami_banner = str(v)
+            elif k == "peerstatus_time":
+                if not isinstance(v, bool):
+                    r.error("ami", k, "peerstatus_time must be true or false")
+                else:
+                    svc.ami_peerstatus_time = v
+            elif k == "users":
+                if not isinstance(v, dict) or not all(isinstance(u, dict) for u in v.values()):
+                    r.error("ami", k, "[ami.users.NAME] tables expected")
+                else:
+                    for uname, opts in v.items():
+                        if not isinstance(opts.get("secret"), str) or not opts.get("secret"):
+                            r.error(f"ami.users.{uname}", "secret", "every AMI user needs a secret")
+                        else:
+                            svc.ami_users[uname] = opts
+            else:
+                r.warning("ami", k, f"unknown option '{k}' ignored")
     store = data.get("store", {})
     if isinstance(store, dict):
         for k, v in store.items():

@@ -1,0 +1,595 @@
+"""An AMI-compatible manager port (Asterisk Manager Interface), so existing tooling works.
+
+Wire format and wording follow Asterisk 20's `main/manager.c` and the transcripts in
+asterisk-observed.md §8: banner `Asterisk Call Manager/9.0.0`, `Key: Value` lines ending in
+CRLF, a blank line ending each block, actions dispatched on the blank line, lines longer
+than 1024 bytes refused. Users come from an Asterisk `manager.conf` (or the native TOML):
+`secret`, `read`/`write` classes, `deny`/`permit` ACLs evaluated in order (the last match
+wins). A wrong secret and an unknown user get the same answer after the same 1 s delay.
+A slow client never stalls the daemon: each has a bounded output buffer; past it, the
+client is disconnected with a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..compat import format_sip_show_peer, format_sip_show_peers
+from ..model import ConfigMessage
+from ..qualify.events import StateChanged
+from ..views import PeerView
+
+if TYPE_CHECKING:
+    from ..service import Service
+
+log = logging.getLogger("sipqualify.ami")
+
+MAX_LINE = 1024
+CLASSES = ("system", "call", "log", "verbose", "command", "agent", "user", "config", "dtmf", "reporting", "cdr",
+           "dialplan", "originate", "agi", "cc", "aoc", "test", "security", "message")
+
+
+@dataclass(slots=True)
+class AmiUser:
+    name: str
+    secret: str
+    read: frozenset[str]
+    write: frozenset[str]
+    acl: list[tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]] = field(default_factory=list)
+
+    def allowed_from(self, host: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        ok = True
+        for permit, net in self.acl:
+            if addr.version == net.version and addr in net:
+                ok = permit
+        return ok
+
+
+@dataclass(slots=True)
+class AmiConfig:
+    enabled: bool = False
+    bindaddr: str = "127.0.0.1"
+    port: int = 5038
+    banner: str = "Asterisk Call Manager/9.0.0"
+    peerstatus_time: bool = True  # restore PeerStatus `Time:` for Reachable/Lagged (Asterisk 12+ dropped it)
+    authtimeout: float = 30.0
+    authlimit: int = 50
+    max_queue_bytes: int = 1_048_576
+    users: dict[str, AmiUser] = field(default_factory=dict)
+    messages: list[ConfigMessage] = field(default_factory=list)
+
+
+def _classes(text: str) -> frozenset[str]:
+    parts = {p.strip().lower() for p in text.split(",") if p.strip()}
+    if "all" in parts:
+        return frozenset(CLASSES) | {"all"}
+    return frozenset(parts)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    addr, _, mask = text.partition("/")
+    if mask and "." in mask:  # 127.0.0.1/255.255.255.255 (Asterisk's form)
+        return ipaddress.ip_network(f"{addr}/{mask}", strict=False)
+    return ipaddress.ip_network(text, strict=False)
+
+
+def user_from_options(name: str, opts: dict[str, object]) -> AmiUser:
+    """A manager user from the native TOML ([ami.users.NAME] secret/read/write/permit/deny)."""
+    def listify(v: object) -> list[str]:
+        return [str(x) for x in v] if isinstance(v, list) else ([str(v)] if v else [])
+
+    acl: list[tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    for key in ("deny", "permit"):  # TOML has no order between keys: deny first, then permit
+        acl += [(key == "permit", _network(x)) for x in listify(opts.get(key))]
+    return AmiUser(name, str(opts.get("secret", "")), _classes(",".join(listify(opts.get("read", "all")))),
+                   _classes(",".join(listify(opts.get("write", "all")))), acl)
+
+
+def load_manager_conf(path: str) -> AmiConfig:
+    """Read an Asterisk manager.conf ([general] enabled/port/bindaddr + one section per user)."""
+    from ..config.astconf import parse_file
+
+    parsed = parse_file(path)
+    cfg = AmiConfig(messages=list(parsed.messages))
+    for sec in parsed.sections:
+        if sec.is_template:
+            continue
+        if sec.name.lower() == "general":
+            for e in sec.entries:
+                k, v = e.key.lower(), e.value.strip()
+                if k == "enabled":
+                    cfg.enabled = v.lower() in ("yes", "true", "on", "1")
+                elif k == "port":
+                    if v.isdigit() and 0 < int(v) < 65536:
+                        cfg.port = int(v)
+                    else:
+                        cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad port '{v}'", "port"))
+                elif k == "bindaddr":
+                    cfg.bindaddr = v
+                elif k == "authtimeout" and v.isdigit():
+                    cfg.authtimeout = float(v)
+                elif k == "authlimit" and v.isdigit():
+                    cfg.authlimit = int(v)
+            continue
+        user = AmiUser(sec.name, "", frozenset(), frozenset())
+        for e in sec.entries:
+            k, v = e.key.lower(), e.value.strip()
+            if k == "secret":
+                user.secret = v
+            elif k == "read":
+                user.read = _classes(v)
+            elif k == "write":
+                user.write = _classes(v)
+            elif k in ("permit", "deny"):
+                try:
+                    user.acl.append((k == "permit", _network(v)))
+                except ValueError:
+                    cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad {k} '{v}'", k))
+        if not user.secret:
+            cfg.messages.append(ConfigMessage("warning", sec.file, sec.line, f"manager user '{sec.name}' has no "
+                                              "secret: it can never log in", "secret"))
+        cfg.users[user.name] = user
+    return cfg
+
+
+def block(*pairs: tuple[str, object]) -> str:
+    return "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
+
+
+def _yn(b: bool) -> str:
+    return "yes" if b else "no"
+
+
+def _YN(b: bool) -> str:  # noqa: N802 - the SIPshowpeer Y/N form
+    return "Y" if b else "N"
+
+
+def peer_entry(v: PeerView, action_id: str | None) -> str:
+    """One `Event: PeerEntry` of SIPpeers, field order as chan_sip (asterisk-qualify.md §3.3)."""
+    aid = [("ActionID", action_id)] if action_id is not None else []
+    return block(
+        ("Event", "PeerEntry"), *aid, ("Channeltype", "SIP"), ("ObjectName", v.name), ("ChanObjectType", "peer"),
+        ("IPaddress", v.addr_ip or "-none-"), ("IPport", v.addr_port if v.addr_ip else 0),
+        ("Dynamic", _yn(v.dynamic)), ("AutoForcerport", _yn("auto_force_rport" in v.nat)),
+        ("Forcerport", _yn("force_rport" in v.nat)), ("AutoComedia", _yn("auto_comedia" in v.nat)),
+        ("Comedia", _yn("comedia" in v.nat)), ("VideoSupport", "no"), ("TextSupport", "no"),
+        ("ACL", _yn(v.acl)), ("Status", v.status), ("RealtimeDevice", "no"), ("Description", v.description),
+        ("Accountcode", ""),
+    )
+
+
+def _forcerport_flag(v: PeerView) -> str:
+    if "force_rport" in v.nat:
+        return "Y"
+    if "auto_force_rport" in v.nat:
+        return "A" if v.nat_detected else "a"
+    return "N"
+
+
+def _comedia_flag(v: PeerView) -> str:
+    if "comedia" in v.nat:
+        return "Y"
+    if "auto_comedia" in v.nat:
+        return "A" if v.nat_detected else "a"
+    return "N"
+
+
+def show_peer(v: PeerView, action_id: str | None) -> str:
+    """`Action: SIPshowpeer`, keys in chan_sip's order (asterisk-observed.md §8.1)."""
+    aid = [("ActionID", action_id)] if action_id is not None else []
+    return block(
+        ("Response", "Success"), *aid, ("Channeltype", "SIP"), ("ObjectName", v.name), ("ChanObjectType", "peer"),
+        ("SecretExist", _YN(v.secret_set)), ("RemoteSecretExist", "N"), ("MD5SecretExist", _YN(v.md5secret_set)),
+        ("Context", v.context), ("Language", ""), ("ToneZone", "<Not set>"), ("AMAflags", "Unknown"),
+        ("CID-CallingPres", "Presentation Allowed, Not Screened"), ("Callgroup", ""), ("Pickupgroup", ""),
+        ("Named Callgroup", ""), ("Named Pickupgroup", ""), ("MOHSuggest", ""), ("VoiceMailbox", ""),
+        ("TransferMode", "open"), ("LastMsgsSent", 0), ("Maxforwards", 0), ("Call-limit", 0), ("Busy-level", 0),
+        ("MaxCallBR", "384 kbps"), ("Dynamic", _YN(v.dynamic)), ("Callerid", '"" <>'),
+        ("RegExpire", f"{v.expire} seconds"), ("SIP-AuthInsecure", "no"), ("SIP-Forcerport", _forcerport_flag(v)),
+        ("SIP-Comedia", _comedia_flag(v)), ("ACL", _YN(v.acl)), ("SIP-CanReinvite", "Y"), ("SIP-DirectMedia", "Y"),
+        ("SIP-PromiscRedir", "N"), ("SIP-UserPhone", "N"), ("SIP-VideoSupport", "N"), ("SIP-TextSupport", "N"),
+        ("SIP-T.38Support", "N"), ("SIP-T.38EC", "Unknown"), ("SIP-T.38MaxDtgrm", 4294967295),
+        ("SIP-Sess-Timers", "Accept"), ("SIP-Sess-Refresh", "uas"), ("SIP-Sess-Expires", 1800),
+        ("SIP-Sess-Min", 90), ("SIP-RTP-Engine", "asterisk"), ("SIP-Encryption", "N"), ("SIP-RTCP-Mux", "N"),
+        ("SIP-DTMFmode", "rfc2833"), ("ToHost", "" if v.dynamic else v.host), ("Address-IP", v.addr_ip or "(null)"),
+        ("Address-Port", v.addr_port if v.addr_ip else 0), ("Default-addr-IP", "(null)"), ("Default-addr-port", 0),
+        ("Default-Username", v.defaultuser or ""), ("Codecs", "(ulaw)"), ("Status", v.status),
+        ("SIP-Useragent", v.useragent), ("Reg-Contact", v.regcontact), ("QualifyFreq", f"{v.qualifyfreq_ms} ms"),
+        ("Parkinglot", ""), ("SIP-Use-Reason-Header", "N"), ("Description", v.description),
+    )
+
+
+def _list_complete(event: str, aid: str | None, n: int) -> str:
+    tail: list[tuple[str, object]] = [("Event", event)]
+    if aid is not None:
+        tail.append(("ActionID", aid))
+    return block(*tail, ("EventList", "Complete"), ("ListItems", n))
+
+
+def _listack(aid: str | None, message: str) -> str:
+    head: list[tuple[str, object]] = [("Response", "Success")]
+    if aid is not None:
+        head.append(("ActionID", aid))
+    return block(*head, ("EventList", "start"), ("Message", message))
+
+
+def sippeers_list(views: list[PeerView], aid: str | None) -> str:
+    """The whole answer to `Action: SIPpeers` (views already in the order to send)."""
+    return (_listack(aid, "Peer status list will follow") + "".join(peer_entry(v, aid) for v in views)
+            + _list_complete("PeerlistComplete", aid, len(views)))
+
+
+def peerstatus_list(views: list[PeerView], aid: str | None) -> str:
+    """The whole answer to `Action: SIPpeerstatus`: hand-built events, `Privilege: System`,
+    `Time` only for Reachable/Lagged, ActionID last (chan_sip S20:21013-21093)."""
+    out = [_listack(aid, "Peer status will follow")]
+    for v in views:
+        pairs: list[tuple[str, object]] = [("Event", "PeerStatus"), ("Privilege", "System"), ("ChannelType", "SIP"),
+                                           ("Peer", f"SIP/{v.name}"), ("PeerStatus", peer_status_word(v.state))]
+        if v.state in ("OK", "LAGGED"):
+            pairs.append(("Time", v.lastms))
+        if aid is not None:
+            pairs.append(("ActionID", aid))
+        out.append(block(*pairs))
+    out.append(_list_complete("SIPpeerstatusComplete", aid, len(views)))
+    return "".join(out)
+
+
+def peer_status_word(state: str) -> str:
+    return {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable", "UNMONITORED": "Unmonitored"}.get(
+        state, "Unknown")
+
+
+def peerstatus_event(ev: StateChanged, with_time: bool) -> str:
+    """Unsolicited PeerStatus as Asterisk 20 sends it (no Time for Reachable/Lagged unless
+    restored; `Time: -1` for Unreachable), asterisk-observed.md §8.3."""
+    pairs: list[tuple[str, object]] = [("Event", "PeerStatus"), ("Privilege", "system,all"), ("ChannelType", "SIP"),
+                                       ("Peer", f"SIP/{ev.peer}"), ("PeerStatus", ev.peer_status)]
+    if ev.new == "UNREACHABLE":
+        pairs.append(("Time", -1))
+    elif with_time:
+        pairs.append(("Time", ev.lastms))
+    return block(*pairs)
+
+
+ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", synopsis)
+    "Login": ("", "Login Manager."),
+    "Challenge": ("", "Generate Challenge for MD5 Auth."),
+    "Logoff": ("", "Logoff Manager."),
+    "Ping": ("", "Keepalive command."),
+    "Events": ("", "Control Event Flow."),
+    "ListCommands": ("", "List available manager commands."),
+    "SIPpeers": ("system", "List SIP peers (text format)."),
+    "SIPshowpeer": ("system", "show SIP peer (text format)."),
+    "SIPpeerstatus": ("system", "Show the status of one or all of the sip peers."),
+    "SIPqualifypeer": ("system", "Qualify SIP peers."),
+    "Command": ("command", "Execute Asterisk CLI Command."),
+}
+
+
+class AmiSession(asyncio.Protocol):
+    def __init__(self, server: AmiServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = ("", 0)
+        self.buf = b""
+        self.headers: list[tuple[str, str]] = []
+        self.user: AmiUser | None = None
+        self.events_on = True
+        self.challenge: str | None = None
+        self.closed = False
+        self.busy = False  # a login failure is being delayed: ignore further input
+        self._auth_timer: asyncio.TimerHandle | None = None
+
+    # -------------------------------------------------------------- connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        srv = self.server
+        srv.counters["connections"] += 1
+        if srv.unauthenticated() >= srv.config.authlimit:
+            srv.counters["refused_authlimit"] += 1
+            log.warning("AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)", *self.peer,
+                        srv.config.authlimit)
+            transport.close()
+            return
+        srv.sessions.add(self)
+        self._auth_timer = asyncio.get_running_loop().call_later(srv.config.authtimeout, self._auth_expired)
+        self.write(srv.config.banner + "\r\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.sessions.discard(self)
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+
+    def _auth_expired(self) -> None:
+        if self.user is None and not self.closed:
+            self.server.counters["auth_timeouts"] += 1
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def write(self, text: str) -> None:
+        t = self.transport
+        if t is None or self.closed:
+            return
+        if t.get_write_buffer_size() > self.server.config.max_queue_bytes:
+            self.server.counters["slow_disconnects"] += 1
+            log.warning("AMI: %s:%d reads too slowly (%d bytes queued): disconnected", *self.peer,
+                        t.get_write_buffer_size())
+            t.abort()
+            self.closed = True
+            return
+        t.write(text.encode("utf-8", "replace"))
+
+    # -------------------------------------------------------------- input
+
+    def data_received(self, data: bytes) -> None:
+        if self.busy or self.closed:
+            return
+        self.buf += data
+        while not self.closed and not self.busy:
+            nl = self.buf.find(b"\n")
+            if nl < 0:
+                if len(self.buf) > MAX_LINE:
+                    self.server.counters["oversize_lines"] += 1
+                    log.warning("AMI: %s:%d sent a line over %d bytes: disconnected", *self.peer, MAX_LINE)
+                    self.close()
+                return
+            line = self.buf[:nl]
+            self.buf = self.buf[nl + 1:]
+            if len(line) > MAX_LINE:
+                self.server.counters["oversize_lines"] += 1
+                log.warning("AMI: %s:%d sent a line over %d bytes: disconnected", *self.peer, MAX_LINE)
+                self.close()
+                return
+            text = line.rstrip(b"\r").decode("utf-8", "replace")
+            if text == "":
+                if self.headers:
+                    hdrs, self.headers = self.headers, []
+                    self.handle(hdrs)
+                continue
+            key, colon, value = text.partition(":")
+            if not colon:
+                continue  # Asterisk ignores lines that are not "Key: Value"
+            if len(self.headers) < 128:
+                self.headers.append((key.strip(), value.strip()))
+
+    # -------------------------------------------------------------- actions
+
+    def handle(self, hdrs: list[tuple[str, str]]) -> None:
+        m: dict[str, str] = {}
+        for k, v in hdrs:
+            m.setdefault(k.lower(), v)
+        action = m.get("action", "")
+        aid = m.get("actionid")
+        srv = self.server
+        srv.counters["actions"] += 1
+        if not action:
+            self.error(aid, "Missing action in request")
+            return
+        name = next((a for a in ACTIONS if a.lower() == action.lower()), None)
+        if self.user is None and (name is None or name not in ("Login", "Challenge", "Logoff")):
+            self.error(aid, "Permission denied")
+            return
+        if name is None:
+            srv.counters["unknown_actions"] += 1
+            self.error(aid, f"Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.")
+            return
+        need = ACTIONS[name][0]
+        if need and self.user is not None and need not in self.user.write:
+            self.error(aid, "Permission denied")
+            return
+        getattr(self, f"do_{name.lower()}")(m, aid)
+
+    def reply(self, aid: str | None, *pairs: tuple[str, object], response: str = "Success") -> None:
+        head: list[tuple[str, object]] = [("Response", response)]
+        if aid is not None:
+            head.append(("ActionID", aid))
+        self.write(block(*head, *pairs))
+
+    def error(self, aid: str | None, message: str) -> None:
+        self.reply(aid, ("Message", message), response="Error")
+
+    def do_challenge(self, m: dict[str, str], aid: str | None) -> None:
+        if m.get("authtype", "").lower() != "md5":
+            self.error(aid, "Must specify AuthType")
+            return
+        self.challenge = f"{int.from_bytes(os.urandom(4), 'big'):d}"
+        self.reply(aid, ("Challenge", self.challenge))
+
+    def do_login(self, m: dict[str, str], aid: str | None) -> None:
+        if self.user is not None:
+            self.reply(aid, ("Message", "Already authenticated"))
+            return
+        srv = self.server
+        user = srv.config.users.get(m.get("username", ""))
+        ok = False
+        if user is not None and user.secret and user.allowed_from(self.peer[0]):
+            if m.get("authtype", "").lower() == "md5":
+                if self.challenge:
+                    want = hashlib.md5((self.challenge + user.secret).encode()).hexdigest()
+                    ok = hmac.compare_digest(want, m.get("key", "").lower())
+            else:
+                ok = hmac.compare_digest(user.secret.encode(), m.get("secret", "").encode())
+        if not ok:
+            # the same words and the same delay whether or not the user exists
+            srv.counters["auth_failures"] += 1
+            log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer, m.get("username", ""))
+            self.busy = True
+            asyncio.get_running_loop().call_later(1.0, self._fail_login, aid)
+            return
+        self.user = user
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        ev = m.get("events", "on").lower()
+        self.events_on = ev not in ("off", "0", "no")
+        log.info("AMI: manager '%s' logged on from %s", user.name if user else "", self.peer[0])
+        self.reply(aid, ("Message", "Authentication accepted"))
+        if self.events_on and user is not None and "system" in user.read:
+            uptime = int(time.time() - srv.svc.counters.started)
+            self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
+                             ("LastReload", uptime), ("Status", "Fully Booted")))
+
+    def _fail_login(self, aid: str | None) -> None:
+        self.busy = False
+        self.error(aid, "Authentication failed")
+        self.close()
+
+    def do_logoff(self, m: dict[str, str], aid: str | None) -> None:
+        self.reply(aid, ("Message", "Thanks for all the fish."), response="Goodbye")
+        self.close()
+
+    def do_ping(self, m: dict[str, str], aid: str | None) -> None:
+        t = time.time()
+        self.reply(aid, ("Ping", "Pong"), ("Timestamp", f"{int(t)}.{int((t % 1) * 1e6):06d}"))
+
+    def do_events(self, m: dict[str, str], aid: str | None) -> None:
+        mask = m.get("eventmask", "").strip().lower()
+        if mask in ("on", "all", "1", "yes", "true"):
+            self.events_on = True
+        elif mask in ("off", "0", "no", "false", "none"):
+            self.events_on = False
+        elif mask and all(c.strip() in CLASSES for c in mask.split(",")):
+            self.events_on = "system" in mask or "call" in mask
+        else:
+            self.error(aid, "Invalid event mask")
+            return
+        self.reply(aid, ("Events", "On" if self.events_on else "Off"))
+
+    def do_listcommands(self, m: dict[str, str], aid: str | None) -> None:
+        pairs = []
+        for a, (cls, syn) in ACTIONS.items():
+            pairs.append((a, f"{syn}  (Priv: {cls or '<none>'})"))
+        self.reply(aid, *pairs)
+
+    def _views(self) -> list[PeerView]:
+        return sorted(self.server.svc.views(), key=lambda v: v.name.encode())
+
+    def do_sippeers(self, m: dict[str, str], aid: str | None) -> None:
+        self.write(sippeers_list(self._views(), aid))
+
+    def _find(self, m: dict[str, str], aid: str | None) -> PeerView | None:
+        name = m.get("peer", "")
+        if name.upper().startswith("SIP/"):
+            name = name[4:]
+        if not name:
+            self.error(aid, f"Peer: {name} missing.")
+            return None
+        eng = self.server.svc.engine
+        p = eng.peer(name) if eng is not None else None
+        return self.server.svc.view(p) if p is not None else None
+
+    def do_sipshowpeer(self, m: dict[str, str], aid: str | None) -> None:
+        name = m.get("peer", "")
+        if not name:
+            self.error(aid, "Peer: <name> missing.")
+            return
+        v = self._find(m, aid)
+        if v is None:
+            self.error(aid, f"Peer {name} not found.")
+            return
+        self.write(show_peer(v, aid))
+
+    def do_sippeerstatus(self, m: dict[str, str], aid: str | None) -> None:
+        if m.get("peer"):
+            v = self._find(m, aid)
+            if v is None:
+                self.error(aid, "No such peer")
+                return
+            views = [v]
+        else:
+            views = self.server.svc.views()
+        self.write(peerstatus_list(views, aid))
+
+    def do_sipqualifypeer(self, m: dict[str, str], aid: str | None) -> None:
+        name = m.get("peer", "")
+        if not name:
+            self.error(aid, "Peer: <name> missing.")
+            return
+        svc = self.server.svc
+        if svc.engine is None or svc.engine.peer(name) is None:
+            self.error(aid, "Peer not found")
+            return
+        asyncio.get_running_loop().create_task(svc.qualify(name, wait=False))
+        self.reply(aid, ("Message", "SIP peer found - will qualify"))
+        pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"),
+                                           ("Peer", name)]
+        if aid is not None:
+            pairs.append(("ActionID", aid))
+        if self.events_on and self.user is not None and "call" in self.user.read:
+            self.write(block(*pairs))
+
+    def do_command(self, m: dict[str, str], aid: str | None) -> None:
+        cmd = " ".join(m.get("command", "").split()).lower()
+        svc = self.server.svc
+        if cmd == "sip show peers":
+            text = format_sip_show_peers(svc.views())
+        elif cmd.startswith("sip show peer "):
+            name = m.get("command", "").split()[-1]
+            p = svc.engine.peer(name) if svc.engine is not None else None
+            text = format_sip_show_peer(svc.view(p)) if p is not None else f"Peer {name} not found.\n"
+        else:
+            self.error(aid, "Command output follows")
+            return
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        self.reply(aid, ("Message", "Command output follows"), *(("Output", ln) for ln in lines))
+
+
+class AmiServer:
+    def __init__(self, svc: Service, config: AmiConfig) -> None:
+        self.svc = svc
+        self.config = config
+        self.sessions: set[AmiSession] = set()
+        self.server: asyncio.base_events.Server | None = None
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("connections", "actions", "unknown_actions", "auth_failures", "auth_timeouts", "refused_authlimit",
+             "slow_disconnects", "oversize_lines", "events"), 0)
+        self.port = config.port
+
+    def unauthenticated(self) -> int:
+        return sum(1 for s in self.sessions if s.user is None)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: AmiSession(self), self.config.bindaddr, self.config.port)
+        sock = self.server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        self.svc.add_listener(self.on_state_changed)
+        log.info("AMI listening on %s:%d", self.config.bindaddr, self.port)
+
+    async def close(self) -> None:
+        for s in list(self.sessions):
+            s.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def on_state_changed(self, ev: StateChanged) -> None:
+        if ev.silent:
+            return
+        text = peerstatus_event(ev, self.config.peerstatus_time)
+        self.counters["events"] += 1
+        for s in list(self.sessions):
+            if s.user is not None and s.events_on and "system" in s.user.read:
+                s.write(text)

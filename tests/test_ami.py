@@ -1,0 +1,221 @@
+"""AMI port: byte-level blocks against the observed Asterisk 20 transcripts (asterisk-observed.md
+§8), the protocol's error paths, and panoramisk (a real AMI client library from PyPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from sipqualify.api.ami import peer_entry, peerstatus_event, peerstatus_list, show_peer, sippeers_list
+from sipqualify.qualify.events import StateChanged
+from sipqualify.service import Service, ServiceOptions
+
+from .test_compat import phase2, view
+from .test_service import endpoint, free_port, sip_conf, wait_for
+
+DATA = Path(__file__).parent / "data"
+
+
+def crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+def test_sipshowpeer_block_byte_for_byte() -> None:
+    v = view("ok-yes", 15070, 2000, 1)
+    assert show_peer(v, "show-ok-yes") == crlf((DATA / "ami_sipshowpeer_ok_yes.txt").read_text())
+
+
+def test_sippeers_list_byte_for_byte() -> None:
+    views = sorted(phase2(), key=lambda v: v.name)
+    assert sippeers_list(views, "peers-1") == crlf((DATA / "ami_sippeers.txt").read_text())
+
+
+def test_sippeerstatus_byte_for_byte() -> None:
+    by = {v.name: v for v in phase2()}
+    order = ["ok-yes", "sipp-uas", "flap", "resp-404", "lagged-500", "noqualify", "dead-500", "user-peer",
+             "trying-only", "dead-3000", "dead-yes", "ok-500", "ok-default-freq"]  # Asterisk's hash order
+    assert peerstatus_list([by[n] for n in order], "pstatus-1") == crlf(
+        (DATA / "ami_sippeerstatus.txt").read_text())
+
+
+def test_peerstatus_events_like_asterisk_20() -> None:
+    up = StateChanged("ok-yes", "UNREACHABLE", "OK", 1, 2000, 0.001, 0.0, prev_lastms=-1)
+    down = StateChanged("flap", "OK", "UNREACHABLE", -1, 500, None, 0.0, prev_lastms=1)
+    assert peerstatus_event(up, with_time=False) == crlf(
+        "Event: PeerStatus\nPrivilege: system,all\nChannelType: SIP\nPeer: SIP/ok-yes\nPeerStatus: Reachable\n\n")
+    assert peerstatus_event(down, with_time=False) == crlf(
+        "Event: PeerStatus\nPrivilege: system,all\nChannelType: SIP\nPeer: SIP/flap\nPeerStatus: Unreachable\n"
+        "Time: -1\n\n")
+    assert "Time: 1\r\n" in peerstatus_event(up, with_time=True)  # the field Asterisk 12+ lost, restored
+
+
+def test_peer_entry_without_address() -> None:
+    v = view("1001", 0, 2000, 0, addr_ip=None, dynamic=True)
+    text = peer_entry(v, None)
+    assert "IPaddress: -none-\r\nIPport: 0\r\nDynamic: yes\r\n" in text and "ActionID" not in text
+
+
+MANAGER_CONF = """[general]
+enabled = yes
+port = {port}
+bindaddr = 127.0.0.1
+authtimeout = 2
+
+[admin]
+secret = amp111
+deny = 0.0.0.0/0.0.0.0
+permit = 127.0.0.1/255.255.255.255
+read = all
+write = all
+
+[readonly]
+secret = ro
+read = system
+write = system
+
+[nothere]
+secret = x
+deny = 0.0.0.0/0.0.0.0
+read = all
+write = all
+"""
+
+
+async def start(tmp_path: Path, peers: dict[str, dict[str, object]]) -> tuple[Service, int]:
+    ami_port = free_port(__import__("socket").SOCK_STREAM)
+    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), peers, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
+                                 manager_conf=str(tmp_path / "manager.conf")))
+    await svc.start()
+    return svc, ami_port
+
+
+class Raw:
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+
+    @classmethod
+    async def connect(cls, port: int) -> Raw:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    async def send(self, text: str) -> None:
+        self.w.write(crlf(text).encode())
+        await self.w.drain()
+
+    async def block(self, timeout: float = 5.0) -> str:
+        return (await asyncio.wait_for(self.r.readuntil(b"\r\n\r\n"), timeout)).decode()
+
+
+async def test_ami_protocol_and_errors(tmp_path: Path) -> None:
+    t, port = await endpoint(200)
+    svc, ami_port = await start(tmp_path, {"ok-yes": {"host": "127.0.0.1", "port": port, "qualify": "yes",
+                                                      "qualifyfreq": 5}})
+    try:
+        c = await Raw.connect(ami_port)
+        assert await asyncio.wait_for(c.r.readline(), 5) == b"Asterisk Call Manager/9.0.0\r\n"
+        await c.send("Action: SIPpeers\nActionID: x\n\n")
+        assert await c.block() == "Response: Error\r\nActionID: x\r\nMessage: Permission denied\r\n\r\n"
+        await c.send("Action: Login\nUsername: admin\nSecret: amp111\nEvents: off\nActionID: login-1\n\n")
+        assert await c.block() == ("Response: Success\r\nActionID: login-1\r\n"
+                                   "Message: Authentication accepted\r\n\r\n")
+        await c.send("Action: Frobnicate\nActionID: f\n\n")
+        assert await c.block() == ("Response: Error\r\nActionID: f\r\nMessage: Invalid/unknown command: "
+                                   "Frobnicate. Use Action: ListCommands to show available commands.\r\n\r\n")
+        await c.send("ActionID: nothing\n\n")
+        assert "Message: Missing action in request" in await c.block()
+        await c.send("Action: Ping\nActionID: p\n\n")
+        assert (await c.block()).startswith("Response: Success\r\nActionID: p\r\nPing: Pong\r\nTimestamp: ")
+        await wait_for(lambda: svc.engine.peer("ok-yes").state == "OK")  # type: ignore[union-attr]
+        await c.send("Action: SIPshowpeer\nPeer: ok-yes\nActionID: s\n\n")
+        text = await c.block()
+        assert "ObjectName: ok-yes\r\n" in text and "Status: OK (1 ms)\r\n" in text
+        await c.send("Action: SIPshowpeer\nPeer: nope\nActionID: n\n\n")
+        assert await c.block() == "Response: Error\r\nActionID: n\r\nMessage: Peer nope not found.\r\n\r\n"
+        await c.send("Action: SIPqualifypeer\nPeer: nope\nActionID: q3\n\n")
+        assert await c.block() == "Response: Error\r\nActionID: q3\r\nMessage: Peer not found\r\n\r\n"
+        await c.send("Action: Command\nCommand: sip show peers\nActionID: c\n\n")
+        text = await c.block()
+        assert "Output: Name/username             Host" in text
+        assert "Output: 1 sip peers [Monitored: 1 online, 0 offline Unmonitored: 0 online, 0 offline]" in text
+        await c.send("Action: Logoff\nActionID: logoff-1\n\n")
+        assert await c.block() == "Response: Goodbye\r\nActionID: logoff-1\r\nMessage: Thanks for all the fish.\r\n\r\n"
+
+        # wrong secret and unknown user: same words, same ~1 s delay, connection closed
+        for user, secret in (("admin", "wrong"), ("ghost", "amp111"), ("nothere", "x")):
+            c = await Raw.connect(ami_port)
+            await c.r.readline()
+            t0 = time.monotonic()
+            await c.send(f"Action: Login\nUsername: {user}\nSecret: {secret}\nActionID: l\n\n")
+            assert await c.block() == "Response: Error\r\nActionID: l\r\nMessage: Authentication failed\r\n\r\n"
+            assert 0.9 <= time.monotonic() - t0 < 3
+            assert await asyncio.wait_for(c.r.read(), 3) == b""
+
+        # MD5 challenge login; a read-only user may not run Command
+        import hashlib
+        c = await Raw.connect(ami_port)
+        await c.r.readline()
+        await c.send("Action: Challenge\nAuthType: MD5\n\n")
+        challenge = (await c.block()).split("Challenge: ")[1].split("\r\n")[0]
+        key = hashlib.md5((challenge + "ro").encode()).hexdigest()
+        await c.send(f"Action: Login\nAuthType: MD5\nUsername: readonly\nKey: {key}\nEvents: off\n\n")
+        assert "Authentication accepted" in await c.block()
+        await c.send("Action: Command\nCommand: sip show peers\n\n")
+        assert "Permission denied" in await c.block()
+
+        # a line over 1024 bytes, binary junk: disconnected, the daemon keeps qualifying
+        c = await Raw.connect(ami_port)
+        await c.r.readline()
+        c.w.write(b"\x00\xff" * 700)
+        await c.w.drain()
+        assert await asyncio.wait_for(c.r.read(), 3) == b""
+        # authtimeout (2 s here): an idle unauthenticated client is dropped
+        c = await Raw.connect(ami_port)
+        await c.r.readline()
+        assert await asyncio.wait_for(c.r.read(), 5) == b""
+        assert svc.ami.counters["auth_failures"] == 3 and svc.ami.counters["oversize_lines"] == 1
+        assert svc.engine.peer("ok-yes").state == "OK"  # type: ignore[union-attr]
+    finally:
+        await svc.close()
+        t.close()
+
+
+@pytest.mark.realpeer
+async def test_panoramisk_actions_and_events_with_sipp(tmp_path: Path) -> None:
+    """panoramisk from PyPI: login, SIPpeers, SIPshowpeer, and PeerStatus events when a real
+    SIPp UAS the test starts and stops goes Unreachable and back Reachable."""
+    from panoramisk import Manager
+
+    from .peers.lab import Sipp
+
+    sipp_port = free_port()
+    sipp = Sipp("uas_200.xml", sipp_port, tmp_path)
+    svc, ami_port = await start(tmp_path, {"trunk": {"host": "127.0.0.1", "port": sipp_port, "qualify": 500,
+                                                     "qualifyfreq": 1}})
+    events: list[dict[str, str]] = []
+    manager = Manager(host="127.0.0.1", port=ami_port, username="admin", secret="amp111", ping_delay=0)
+    manager.register_event("PeerStatus", lambda mgr, msg: events.append(dict(msg)))
+    try:
+        await manager.connect()
+        await wait_for(lambda: svc.engine.peer("trunk").state == "OK")  # type: ignore[union-attr]
+        peers = await manager.send_action({"Action": "SIPpeers"})
+        entries = [dict(m) for m in peers if m.get("Event") == "PeerEntry"]
+        assert entries[0]["ObjectName"] == "trunk" and entries[0]["Status"].startswith("OK (")
+        assert entries[0]["IPport"] == str(sipp_port)
+        shown = await manager.send_action({"Action": "SIPshowpeer", "Peer": "trunk"})
+        assert dict(shown)["QualifyFreq"] == "1000 ms"
+        sipp.stop()
+        await wait_for(lambda: any(e.get("PeerStatus") == "Unreachable" for e in events), timeout=10)
+        sipp = Sipp("uas_200.xml", sipp_port, tmp_path)
+        await wait_for(lambda: any(e.get("PeerStatus") == "Reachable" for e in events), timeout=20)
+        down = next(e for e in events if e["PeerStatus"] == "Unreachable")
+        assert (down["Peer"], down["ChannelType"], down["Time"]) == ("SIP/trunk", "SIP", "-1")
+    finally:
+        manager.close()
+        await svc.close()
+        sipp.stop()
