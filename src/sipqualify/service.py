@@ -107,6 +107,9 @@ class Service:
         self._api_runner: Any = None
         self.ami: Any = None
         self._pending_logs: dict[str, deque[str | None]] = {}
+        from .api.events import EventHub
+
+        self.events = EventHub()
         from .api.metrics import RttHistogram
 
         self.rtt_histogram = RttHistogram()
@@ -249,6 +252,7 @@ class Service:
         if self.ami is not None:
             await self.ami.close()
             self.ami = None
+        self.events.close()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
             self._api_runner = None
@@ -408,6 +412,7 @@ class Service:
         self.loop.call_soon_threadsafe(self._log_transition, rec)
 
     def _log_transition(self, rec: TransitionRecord) -> None:
+        self.events.publish(rec)
         q = self._pending_logs.get(rec.peer)
         line = q.popleft() if q else None
         if q is not None and not q:

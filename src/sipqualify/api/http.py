@@ -169,6 +169,9 @@ def make_app(svc: Service) -> web.Application:
     registry.register(SipqualifyCollector(svc, svc.config.service.metrics_peer_limit))
     app[REGISTRY_KEY] = registry
     app.router.add_get("/metrics", metrics)
+    from .events import events_handler
+
+    app.router.add_get("/events", events_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get(f"{API}/peers", peers)
     app.router.add_get(f"{API}/peers/{{name}}", peer)

@@ -584,6 +584,12 @@ class Store:
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
 
+    def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
+        """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
+        sql = "SELECT id, peer, time, old, new, lastms, maxms, rtt_ms FROM transitions WHERE id > ? ORDER BY id LIMIT ?"
+        with self._reader() as db:
+            return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
+
     def samples(
         self, peer: str, since: float | None = None, until: float | None = None, limit: int = 10000
     ) -> list[SampleRecord]:
