@@ -1,31 +1,5 @@
-"""Entry points: pick the reader by file type; raise ConfigError on errors."""
+"""Old home of the entry points (service.py imports it); they live in the package now."""
 
-from __future__ import annotations
+from . import check_config, load_config, read_config
 
-import os
-
-from ..model import Config, ConfigError, ConfigMessage
-from .sip_conf import load_sip_conf
-from .toml_conf import load_toml
-
-
-def read_config(path: str) -> Config:
-    """Read without raising for content problems (they are in `Config.messages`)."""
-    if not os.path.exists(path):
-        return Config(messages=[ConfigMessage("error", path, 0, "no such file")], source=path)
-    if os.path.isdir(path):
-        return Config(messages=[ConfigMessage("error", path, 0, "is a directory, not a config file")], source=path)
-    if path.endswith(".toml"):
-        return load_toml(path)
-    return load_sip_conf(path)
-
-
-def load_config(path: str) -> Config:
-    cfg = read_config(path)
-    if cfg.errors:
-        raise ConfigError(cfg.messages)
-    return cfg
-
-
-def check_config(path: str) -> list[ConfigMessage]:
-    return read_config(path).messages
+__all__ = ["check_config", "load_config", "read_config"]
