@@ -67,3 +67,39 @@ async def test_metrics_exposition(tmp_path: Path) -> None:
     finally:
         await svc.close()
         ok_t.close()
+
+
+async def test_blackbox_style_probe(tmp_path: Path) -> None:
+    ok_t, ok_port = await endpoint(200)
+    nf_t, nf_port = await endpoint(404)
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), {})
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+
+    def get(q: str) -> tuple[int, dict[str, float]]:
+        req = urllib.request.Request(f"http://127.0.0.1:{svc.api_addr[1]}/probe?{q}")
+        req.add_header("Authorization", f"Bearer {svc.token}")
+        req.add_header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                fams = text_string_to_metric_families(r.read().decode())
+                return r.status, {f.name: f.samples[0].value for f in fams}
+        except urllib.error.HTTPError as e:
+            return e.code, {}
+
+    try:
+        code, m = await asyncio.to_thread(get, f"target=sip:127.0.0.1:{ok_port}")
+        assert code == 200 and m["probe_success"] == 1 and m["probe_sip_status_code"] == 200
+        assert 0 < m["probe_sip_rtt_seconds"] < 0.5
+        code, m = await asyncio.to_thread(get, f"target=127.0.0.1:{nf_port}&module=sip_udp_2xx")
+        assert m["probe_success"] == 0 and m["probe_sip_status_code"] == 404
+        code, m = await asyncio.to_thread(get, f"target=127.0.0.1:{nf_port}")
+        assert m["probe_success"] == 1  # any final response, like qualify
+        code, m = await asyncio.to_thread(get, f"target=127.0.0.1:{free_port()}")
+        assert m["probe_success"] == 0 and m["probe_duration_seconds"] < 2
+        assert (await asyncio.to_thread(get, "target=x&module=nope"))[0] == 400
+    finally:
+        await svc.close()
+        ok_t.close()
+        nf_t.close()

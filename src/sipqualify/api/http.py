@@ -154,6 +154,53 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+PROBE_MODULES = {"sip_udp": ("udp", False), "sip_tcp": ("tcp", False), "sip_udp_2xx": ("udp", True),
+                 "sip_tcp_2xx": ("tcp", True)}
+
+
+async def probe(request: web.Request) -> web.Response:
+    """blackbox_exporter-style `/probe?target=sip:host[:port]&module=sip_udp`: one OPTIONS,
+    answered with the probe's own metrics (blackbox cannot probe SIP over UDP)."""
+    from ..net.ping import PingError, ping, resolve_target
+
+    target = request.query.get("target", "")
+    module = request.query.get("module", "sip_udp")
+    if not target:
+        return web.Response(status=400, text="target parameter is missing\n")
+    if module not in PROBE_MODULES:
+        return web.Response(status=400, text=f"unknown module {module!r}; known: {', '.join(PROBE_MODULES)}\n")
+    transport, need_2xx = PROBE_MODULES[module]
+    try:
+        scrape_timeout = float(request.headers.get("X-Prometheus-Scrape-Timeout-Seconds", "5.5"))
+    except ValueError:
+        scrape_timeout = 5.5
+    timeout = max(0.5, min(scrape_timeout - 0.5, 30.0))
+    t0 = time.monotonic()
+    success, status, rtt, transmissions = 0, 0, float("nan"), 0
+    try:
+        t = await resolve_target(target, transport)
+        (p,) = await ping(t, count=1, timeout=timeout)
+        transmissions = p.transmissions
+        if p.answered and p.status is not None and p.rtt_ms is not None:
+            status, rtt = p.status, p.rtt_ms / 1000.0
+            success = 1 if (not need_2xx or 200 <= status < 300) else 0
+    except (PingError, OSError):
+        pass
+    lines = [
+        "# HELP probe_success Whether the SIP OPTIONS probe succeeded",
+        "# TYPE probe_success gauge", f"probe_success {success}",
+        "# HELP probe_duration_seconds How long the probe took",
+        "# TYPE probe_duration_seconds gauge", f"probe_duration_seconds {time.monotonic() - t0:.6f}",
+        "# HELP probe_sip_status_code Status code of the final response (0: none)",
+        "# TYPE probe_sip_status_code gauge", f"probe_sip_status_code {status}",
+        "# HELP probe_sip_rtt_seconds Round-trip time from the first transmission",
+        "# TYPE probe_sip_rtt_seconds gauge", f"probe_sip_rtt_seconds {rtt}",
+        "# HELP probe_sip_transmissions OPTIONS datagrams sent (1 + retransmissions)",
+        "# TYPE probe_sip_transmissions gauge", f"probe_sip_transmissions {transmissions}",
+    ]
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).status())
 
@@ -169,6 +216,7 @@ def make_app(svc: Service) -> web.Application:
     registry.register(SipqualifyCollector(svc, svc.config.service.metrics_peer_limit))
     app[REGISTRY_KEY] = registry
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/probe", probe)
     from .events import events_handler
 
     app.router.add_get("/events", events_handler)
