@@ -95,6 +95,7 @@ class ServiceConfig:
     ami_banner: str | None = None
     ami_peerstatus_time: bool = True  # Time: in Reachable/Lagged PeerStatus (false = exactly Asterisk 12+)
     ami_users: dict[str, dict[str, object]] = field(default_factory=dict)
+    webhooks: list[dict[str, object]] = field(default_factory=list)  # [[webhooks]] tables, checked by the reader
 
 
 @dataclass(slots=True)

@@ -106,6 +106,7 @@ class Service:
         self._stopped = asyncio.Event()
         self._api_runner: Any = None
         self.ami: Any = None
+        self.webhooks: Any = None
         self._pending_logs: dict[str, deque[str | None]] = {}
         from .api.events import EventHub
 
@@ -146,6 +147,7 @@ class Service:
         port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
         self._api_runner, self.api_addr = await start_api(self, host, port)
         await self._start_ami()
+        await self._start_webhooks()
         peers = list(self.config.peers.values())
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
@@ -171,6 +173,21 @@ class Service:
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None:
         """Called with every state transition as the engine reports it (AMI, event stream)."""
         self._listeners.append(cb)
+
+    async def _start_webhooks(self) -> None:
+        from .api.webhooks import Webhook, WebhookDispatcher
+
+        hooks = []
+        for raw in self.config.service.webhooks:
+            hooks.append(Webhook(
+                id=str(raw["id"]), url=str(raw["url"]), secret=str(raw.get("secret", "")),
+                peers=[str(x) for x in raw.get("peers", [])],  # type: ignore[attr-defined]
+                states=[str(x).upper() for x in raw.get("states", [])],  # type: ignore[attr-defined]
+                timeout_s=float(raw.get("timeout", 5.0)),  # type: ignore[arg-type]
+            ))
+        if hooks:
+            self.webhooks = WebhookDispatcher(self, hooks, self.state_dir / "webhooks.sqlite")
+            await self.webhooks.start()
 
     async def _start_ami(self) -> None:
         from .api.ami import AmiConfig, AmiServer, load_manager_conf, user_from_options
@@ -253,6 +270,9 @@ class Service:
             await self.ami.close()
             self.ami = None
         self.events.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
+            self.webhooks = None
         if self._api_runner is not None:
             await self._api_runner.cleanup()
             self._api_runner = None
@@ -413,6 +433,8 @@ class Service:
 
     def _log_transition(self, rec: TransitionRecord) -> None:
         self.events.publish(rec)
+        if self.webhooks is not None:
+            self.webhooks.notify()
         q = self._pending_logs.get(rec.peer)
         line = q.popleft() if q else None
         if q is not None and not q:

@@ -37,7 +37,7 @@ from ..model import (
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
 from .values import is_ip, parse_duration, parse_nat, split_hostport
 
-TOP_KEYS = ("sip_conf", "general", "api", "store", "service", "ami", "peers")
+TOP_KEYS = ("sip_conf", "general", "api", "store", "service", "ami", "peers", "webhooks")
 PEER_STRINGS = ("defaultuser", "fromuser", "fromdomain", "outboundproxy", "description", "secret", "md5secret",
                 "context")
 
@@ -403,6 +403,44 @@ def _syntax_line(e: tomllib.TOMLDecodeError) -> int:
     return int(m.group(1)) if m else 0
 
 
+WEBHOOK_KEYS = ("id", "url", "secret", "peers", "states", "timeout")
+
+
+def _webhooks(r: TomlReader, cfg: Config, hooks: Any) -> None:
+    """`[[webhooks]]` tables: id (the receiver id, unique), url (http/https), secret (HMAC key),
+    peers (glob patterns), states (OK, LAGGED, UNREACHABLE, UNKNOWN), timeout (seconds)."""
+    if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
+        r.error(("webhooks",), "webhooks must be [[webhooks]] tables")
+        return
+    seen: set[str] = set()
+    for i, h in enumerate(hooks):
+        w: Path = ("webhooks", str(i))
+        hid, url = h.get("id"), h.get("url")
+        if not isinstance(hid, str) or not hid or hid in seen:
+            r.error(w, "every [[webhooks]] needs a unique id = \"...\" (the receiver id)")
+            continue
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            r.error(w, f"webhook '{hid}': url must be http:// or https://")
+            continue
+        states = h.get("states", [])
+        if not isinstance(states, list) or any(str(s).upper() not in ("OK", "LAGGED", "UNREACHABLE", "UNKNOWN")
+                                               for s in states):
+            r.error(w, f"webhook '{hid}': states must be a list of OK, LAGGED, UNREACHABLE, UNKNOWN")
+            continue
+        if not isinstance(h.get("peers", []), list) or not isinstance(h.get("secret", ""), str):
+            r.error(w, f"webhook '{hid}': peers must be a list of patterns, secret a string")
+            continue
+        timeout = h.get("timeout", 5)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            r.error(w, f"webhook '{hid}': timeout must be a positive number of seconds")
+            continue
+        for k in h:
+            if k not in WEBHOOK_KEYS:
+                r.warning(w, f"unknown option '{k}' in webhook '{hid}' ignored")
+        seen.add(hid)
+        cfg.service.webhooks.append(h)
+
+
 def load_toml(path: str) -> Config:
     """Read a sipqualify.toml. Never raises for content: see `Config.messages`."""
     try:
@@ -450,6 +488,7 @@ def load_toml(path: str) -> Config:
     r.store(cfg, r.table(data, "store"))
     r.service(cfg, r.table(data, "service"))
     r.ami(cfg, r.table(data, "ami"))
+    _webhooks(r, cfg, data.get("webhooks", []))
     r.peers(cfg, r.table(data, "peers"), defaults)
     cfg.messages.extend(r.messages)
     return cfg

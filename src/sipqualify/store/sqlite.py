@@ -584,6 +584,10 @@ class Store:
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
 
+    def last_transition_id(self) -> int:
+        with self._reader() as db:
+            return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM transitions").fetchone()[0])
+
     def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
         """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
         sql = "SELECT id, peer, time, old, new, lastms, maxms, rtt_ms FROM transitions WHERE id > ? ORDER BY id LIMIT ?"
