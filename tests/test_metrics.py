@@ -32,7 +32,8 @@ async def test_metrics_exposition(tmp_path: Path) -> None:
         "dead": {"host": "127.0.0.1", "port": free_port(), "qualify": 500, "qualifyfreq": 1},
         "off": {"host": "127.0.0.1", "port": ok_port, "qualify": "no"},
     }, "qualifygap=10")
-    conf.write_text(f'sip_conf = "{sip}"\n[api]\nmetrics_peer_limit = 2\n')
+    conf.write_text(f'sip_conf = "{sip}"\n[api]\nmetrics_peer_limit = 2\n[peers.trunk]\nhost = "127.0.0.1"\n'
+                    f'port = {ok_port}\nqualify = true\nqualifyfreq = 1\ngroup = "trunks"\nrtt_histogram = true\n')
     svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
     await svc.start()
     try:
@@ -49,8 +50,13 @@ async def test_metrics_exposition(tmp_path: Path) -> None:
                   if s.labels["peer"] == "dead"}
         assert states["UNREACHABLE"] == 1.0 and states["OK"] == 0.0
         peers = {s.labels["state"]: s.value for s in fams["sipqualify_peers"].samples}
-        assert peers["OK"] == 1 and peers["UNREACHABLE"] == 1 and peers["UNMONITORED"] == 1
-        h = {(s.name, s.labels.get("le")): s.value for s in fams["sipqualify_rtt_seconds"].samples}
+        assert peers["OK"] == 2 and peers["UNREACHABLE"] == 1 and peers["UNMONITORED"] == 1
+        assert {s.labels["group"] for s in fams["sipqualify_rtt_seconds"].samples} == {"default", "trunks"}
+        trunk = [s for s in fams["sipqualify_peer_rtt_histogram_seconds"].samples
+                 if s.name.endswith("_count")]
+        assert trunk[0].labels["peer"] == "trunk" and trunk[0].value >= 1
+        h = {(s.name, s.labels.get("le")): s.value for s in fams["sipqualify_rtt_seconds"].samples
+             if s.labels["group"] == "default"}
         count = h[("sipqualify_rtt_seconds_count", None)]
         assert count == h[("sipqualify_rtt_seconds_bucket", "+Inf")] >= 3
         les = [v for (n, le), v in sorted(h.items(), key=lambda kv: float(kv[0][1] or "inf"))

@@ -55,6 +55,8 @@ class PeerConfig:
     context: str = "default"
     retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
     port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here
+    group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
+    rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     source: str = ""  # "file:line" of the section header, for messages
 
 

@@ -113,7 +113,9 @@ class Service:
         self.events = EventHub()
         from .api.metrics import RttHistogram
 
-        self.rtt_histogram = RttHistogram()
+        self.rtt_groups: dict[str, RttHistogram] = {}  # per PeerConfig.group
+        self.rtt_peers: dict[str, RttHistogram] = {}  # peers with rtt_histogram = true
+        self._hist_cls = RttHistogram
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -403,7 +405,7 @@ class Service:
         if isinstance(ev, QualifyResult):
             if ev.state != "UNMONITORED":  # a forced poke of an unmonitored peer records nothing
                 if ev.rtt is not None:
-                    self.rtt_histogram.observe(ev.rtt)
+                    self._observe_rtt(ev.peer, ev.rtt)
                 store.record_sample(ev.peer, self._wall_offset + ev.time,
                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.status_code, ev.transmissions)
             if self._waiters:
@@ -426,6 +428,21 @@ class Service:
                 cb(ev)
         elif isinstance(ev, TransportError):
             log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)
+
+    def _observe_rtt(self, name: str, rtt: float) -> None:
+        p = self.engine.peer(name) if self.engine is not None else None
+        if p is None:
+            return
+        cfg = p.cfg
+        h = self.rtt_groups.get(cfg.group)
+        if h is None:
+            h = self.rtt_groups[cfg.group] = self._hist_cls()
+        h.observe(rtt)
+        if cfg.rtt_histogram:
+            ph = self.rtt_peers.get(name)
+            if ph is None:
+                ph = self.rtt_peers[name] = self._hist_cls()
+            ph.observe(rtt)
 
     def _transition_committed(self, rec: TransitionRecord) -> None:
         # called on the store's writer thread after COMMIT

@@ -100,9 +100,23 @@ class SipqualifyCollector(Collector):
         yield g
         yield GaugeMetricFamily("sipqualify_peer_series_limit", "per-peer series are exported for this many peers",
                                 value=float(self.max_peer_series))
-        h = svc.rtt_histogram
-        yield HistogramMetricFamily("sipqualify_rtt_seconds", "qualify RTT of every answered transaction",
-                                    buckets=h.buckets(), sum_value=h.sum)
+        groups = HistogramMetricFamily("sipqualify_rtt_seconds", "qualify RTT of answered transactions, per group",
+                                       labels=["group"])
+        for gname, h in sorted(svc.rtt_groups.items()):
+            groups.add_metric([gname], h.buckets(), h.sum)
+        yield groups
+        per_peer = HistogramMetricFamily("sipqualify_peer_rtt_histogram_seconds",
+                                         "qualify RTT of peers marked rtt_histogram = true", labels=["peer"])
+        for pname, h in sorted(svc.rtt_peers.items())[: self.max_peer_series]:
+            per_peer.add_metric([pname], h.buckets(), h.sum)
+        yield per_peer
+        ami = getattr(svc, "ami", None)
+        if ami is not None:
+            c = CounterMetricFamily("sipqualify_ami_events", "AMI port happenings", labels=["what"])
+            for what, v in ami.counters.items():
+                c.add_metric([what], float(v))
+            yield c
+            yield GaugeMetricFamily("sipqualify_ami_sessions", "connected AMI clients", value=float(len(ami.sessions)))
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, value=value)

@@ -7,7 +7,7 @@ sip_conf = "/etc/asterisk/sip.conf"  # optional: [general] and peers from a sip.
 [store]       # state_dir, sample_retention, transition_retention ("7d", "12h", "1h30m" or seconds)
 [service]     # respond_options, match_source_address
 [ami]         # manager_conf, enabled, listen, banner, peerstatus_time, [ami.users.NAME]
-[peers.NAME]  # the sip.conf peer options, plus retransmit and port_in_uri
+[peers.NAME]  # the sip.conf peer options, plus retransmit, port_in_uri, group and rtt_histogram
 ```
 
 With `sip_conf`, TOML overrides it: `[general]` keys apply before the sip.conf peers are
@@ -380,6 +380,14 @@ class TomlReader:
                 b = self.want_bool(w, v)
                 if b is not None:
                     p.port_in_uri = b
+            elif k == "rtt_histogram":
+                b = self.want_bool(w, v)
+                if b is not None:
+                    p.rtt_histogram = b
+            elif k == "group":
+                s = self.want_str(w, v)
+                if s is not None:
+                    p.group = s
             elif k in PEER_STRINGS:
                 s = self.want_str(w, v)
                 if s is not None:
