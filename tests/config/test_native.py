@@ -171,7 +171,7 @@ sip_conf = "asterisk/sip.conf"
 [general]
 qualify = 1500          # peers with qualify=yes in sip.conf now get 1500
 qualifygap = 50
-[peers.old]
+[peers.OLD]                # peer names are case-insensitive
 host = "10.0.0.9"
 port = 5080
 retransmit = "rfc3261"

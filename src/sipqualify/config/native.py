@@ -328,12 +328,14 @@ class TomlReader:
             if not isinstance(t, dict):
                 self.error(where, f"peer '{name}' must be a table ([peers.{name}])")
                 continue
-            p = cfg.peers.get(name)
+            # peer names are case-insensitive, as in chan_sip's peer table
+            key = next((k for k in cfg.peers if k.lower() == name.lower()), name)
+            p = cfg.peers.get(key)
             merged = p is not None
             if p is None:
                 p = new_peer(name, cfg.general, defaults, f"{self.path}:{self.keys.line(where)}")
             if self.peer(p, t, where, cfg.general) or merged:
-                cfg.peers[name] = p
+                cfg.peers[key] = p
 
     def peer(self, p: PeerConfig, t: dict[str, Any], where: Path, g: GeneralConfig) -> bool:
         """Apply one [peers.NAME] table to `p`; False if the peer cannot be used at all."""
