@@ -111,9 +111,12 @@ def _float(request: web.Request, key: str, default: float | None) -> float | Non
     if v is None:
         return default
     try:
-        return float(v)
+        f = float(v)
     except ValueError:
         raise web.HTTPBadRequest(text=f"{key} must be a number") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise web.HTTPBadRequest(text=f"{key} must be a finite number")
+    return f
 
 
 async def history(request: web.Request) -> web.Response:
@@ -122,7 +125,10 @@ async def history(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     since = _float(request, "since", time.time() - 86400)  # default: the last 24 hours
     until = _float(request, "until", None)
-    limit = int(_float(request, "limit", 1000) or 1000)
+    limit_f = _float(request, "limit", 1000.0)
+    if limit_f is None or limit_f < 1 or limit_f != int(limit_f):
+        raise web.HTTPBadRequest(text="limit must be a whole number >= 1")
+    limit = min(int(limit_f), 100_000)
     rows = await asyncio.to_thread(svc.store.transitions, name, since, until, limit)
     return web.json_response(
         {
@@ -142,7 +148,9 @@ async def rtt(request: web.Request) -> web.Response:
     now = time.time()
     since = _float(request, "since", now - 3600) or now - 3600
     until = _float(request, "until", now) or now
-    step = _float(request, "step", 60.0) or 60.0
+    step = _float(request, "step", 60.0)
+    if step is None or not step > 0.001:
+        raise web.HTTPBadRequest(text="step must be > 0.001 seconds")
     series = await asyncio.to_thread(svc.store.rtt_series, name, since, until, step)
     return web.json_response({"peer": name, "since": since, "until": until, "step": step, "series": series})
 
@@ -201,6 +209,12 @@ async def probe(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
 
 
+async def openapi(request: web.Request) -> web.Response:
+    from .openapi import document
+
+    return web.json_response(document())
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).status())
 
@@ -217,6 +231,7 @@ def make_app(svc: Service) -> web.Application:
     app[REGISTRY_KEY] = registry
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
+    app.router.add_get("/openapi.json", openapi)
     from .events import events_handler
 
     app.router.add_get("/events", events_handler)

@@ -1,0 +1,155 @@
+"""The OpenAPI 3 document of the HTTP API, served at /openapi.json (and checked by
+schemathesis against the live daemon in the tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+
+STATES = ["OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED"]
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+ERROR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+UNAUTH = {"401": ERROR}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _num(name: str, description: str, minimum: float | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number"}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+PEER = {
+    "type": "object",
+    "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
+    "properties": {
+        "name": {"type": "string"},
+        "status": {"type": "string", "description": "chan_sip string, e.g. `OK (12 ms)`"},
+        "state": {"type": "string", "enum": STATES},
+        "lastms": {"type": "integer"},
+        "maxms": {"type": "integer"},
+        "qualifyfreq_ms": {"type": "integer"},
+        "host": {"type": "string"},
+        "addr_ip": {"type": ["string", "null"]},
+        "addr_port": {"type": "integer"},
+        "dynamic": {"type": "boolean"},
+        "transport": {"type": "string"},
+        "nat": {"type": "array", "items": {"type": "string"}},
+        "nat_detected": {"type": "boolean"},
+        "acl": {"type": "boolean"},
+        "defaultuser": {"type": ["string", "null"]},
+        "fromuser": {"type": ["string", "null"]},
+        "fromdomain": {"type": ["string", "null"]},
+        "description": {"type": "string"},
+        "context": {"type": "string"},
+        "secret_set": {"type": "boolean"},
+        "md5secret_set": {"type": "boolean"},
+        "useragent": {"type": "string"},
+        "regcontact": {"type": "string"},
+        "regexten": {"type": "string"},
+        "expire": {"type": "integer"},
+        "rtt_ms": {"type": ["number", "null"]},
+        "last_qualify": {"type": ["number", "null"]},
+        "last_change": {"type": ["number", "null"]},
+        "qualifies": {"type": "integer"},
+        "timeouts": {"type": "integer"},
+        "retransmissions": {"type": "integer"},
+    },
+}
+
+TRANSITION = {
+    "type": "object",
+    "required": ["time", "old", "new", "lastms", "maxms"],
+    "properties": {
+        "time": {"type": "number"},
+        "old": {"type": "string", "enum": STATES},
+        "new": {"type": "string", "enum": STATES},
+        "lastms": {"type": "integer"}, "maxms": {"type": "integer"}, "rtt_ms": {"type": ["number", "null"]},
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sipqualify API", "version": __version__,
+                 "description": "Local HTTP API of the sipqualify daemon (docs/api.md)."},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+                "Peer": PEER,
+                "Transition": TRANSITION,
+            },
+        },
+        "paths": {
+            "/healthz": {"get": {"security": [], "operationId": "healthz", "responses": {
+                "200": _json({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}})}}},
+            "/api/v1/peers": {"get": {"operationId": "listPeers", "responses": {
+                "200": _json({"type": "object", "required": ["peers"], "properties": {
+                    "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}}), **UNAUTH}}},
+            "/api/v1/peers/{name}": {"get": {"operationId": "getPeer", "parameters": [NAME], "responses": {
+                "200": _json({"$ref": "#/components/schemas/Peer"}), "404": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/qualify": {"post": {
+                "operationId": "qualifyPeer", "parameters": [NAME, {
+                    "name": "wait", "in": "query", "required": False, "schema": {"type": "string",
+                                                                                 "enum": ["0", "1"]}}],
+                "responses": {"200": _json({"type": "object", "required": ["peer"], "properties": {
+                    "peer": {"type": "string"}, "status": {"type": "string"}, "queued": {"type": "boolean"},
+                    "result": {"type": "object"}}}), "404": ERROR, "504": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/history": {"get": {
+                "operationId": "peerHistory",
+                "parameters": [NAME, _num("since", "UNIX time"), _num("until", "UNIX time"),
+                               {"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1}}],
+                "responses": {"200": _json({"type": "object", "required": ["peer", "transitions"], "properties": {
+                    "peer": {"type": "string"},
+                    "transitions": {"type": "array", "items": {"$ref": "#/components/schemas/Transition"}}}}),
+                    "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/api/v1/peers/{name}/rtt": {"get": {
+                "operationId": "peerRtt",
+                "parameters": [NAME, _num("since", "UNIX time"), _num("until", "UNIX time"),
+                               {**_num("step", "bucket seconds"), "schema": {"type": "number",
+                                                                             "exclusiveMinimum": 0.001}}],
+                "responses": {"200": _json({"type": "object", "required": ["peer", "series"], "properties": {
+                    "peer": {"type": "string"}, "since": {"type": "number"}, "until": {"type": "number"},
+                    "step": {"type": "number"}, "series": {"type": "array", "items": {"type": "object"}}}}),
+                    "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
+                "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
+                "400": ERROR, **UNAUTH}}},
+            "/api/v1/status": {"get": {"operationId": "status", "responses": {
+                "200": _json({"type": "object", "required": ["peers", "engine"]}), **UNAUTH}}},
+            "/metrics": {"get": {"operationId": "metrics", "responses": {
+                "200": {"description": "Prometheus text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}, **UNAUTH}}},
+            "/probe": {"get": {
+                "operationId": "probe",
+                "parameters": [
+                    {"name": "target", "in": "query", "required": True,
+                     "schema": {"type": "string", "pattern": "^sip:127\\.0\\.0\\.1:[1-9][0-9]{3,4}$"}},
+                    {"name": "module", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["sip_udp", "sip_tcp", "sip_udp_2xx", "sip_tcp_2xx"]}}],
+                "responses": {"200": {"description": "probe metrics",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/events": {"get": {
+                "operationId": "events",
+                "description": "Server-Sent Events: committed transitions; resume with Last-Event-ID",
+                "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "Last-Event-ID", "in": "header", "required": False,
+                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
+                "responses": {"200": {"description": "event stream",
+                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                              **UNAUTH}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "responses": {
+                "200": _json({"type": "object"}), **UNAUTH}}},
+        },
+    }
