@@ -237,3 +237,36 @@ async def test_ipv6_peer_from_ipv6_socket(tmp_path: Path) -> None:
     finally:
         await svc.close()
         t.close()
+
+
+async def test_api_over_tls(tmp_path: Path) -> None:
+    """[api] tls_cert/tls_key: the API speaks HTTPS and the CLI (given the same -c) follows."""
+    import subprocess as sp
+
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    sp.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+            "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    api_port = free_port(socket.SOCK_STREAM)
+    conf = tmp_path / "sipqualify.toml"
+    conf.write_text(f'[general]\nbind = ["127.0.0.1:{free_port()}"]\n[api]\nlisten = "127.0.0.1:{api_port}"\n'
+                    f'tls_cert = "{cert}"\ntls_key = "{key}"\n[store]\nstate_dir = "{tmp_path / "s"}"\n'
+                    f'[peers.a]\nhost = "127.0.0.1"\nport = {free_port()}\nqualify = false\n')
+    svc = Service(ServiceOptions(str(conf)))
+    await svc.start()
+    try:
+        rc, out, err = await cli("peers", "-c", str(conf))
+        assert rc == 0, err
+        assert "1 sip peers" in out
+        plain = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=5).read())
+        raise AssertionError(f"plain HTTP answered: {plain!r}")
+    except (urllib.error.URLError, ConnectionResetError, http_client_errors()):
+        pass
+    finally:
+        await svc.close()
+
+
+def http_client_errors() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException

@@ -59,6 +59,7 @@ class Client:
         from .service import default_state_dir
 
         host, port, token, state_dir = DEFAULT_API_HOST, DEFAULT_API_PORT, None, None
+        self.ssl: Any = None
         if getattr(args, "config", None):
             from .config import load_config
 
@@ -69,6 +70,12 @@ class Client:
             host, port = cfg.service.api_host, cfg.service.api_port
             token = cfg.service.api_token
             state_dir = cfg.service.state_dir
+            if cfg.service.api_tls_cert:
+                import ssl
+
+                # trust the daemon's own certificate (self-signed is fine)
+                self.ssl = ssl.create_default_context(cafile=cfg.service.api_tls_cert)
+                self.ssl.check_hostname = False
         if args.api:
             host, port = parse_hostport(args.api)
         self.state_dir = Path(args.state_dir or state_dir or default_state_dir())
@@ -78,13 +85,14 @@ class Client:
             except OSError:
                 token = ""
         self.token = token
-        self.base = f"http://{host if ':' not in host else '[' + host + ']'}:{port}"
+        scheme = "https" if self.ssl is not None else "http"
+        self.base = f"{scheme}://{host if ':' not in host else '[' + host + ']'}:{port}"
 
     def call(self, method: str, path: str, timeout: float = 80.0) -> Any:
         req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None)
         req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
                 return json.loads(r.read().decode())
         except urllib.error.HTTPError as e:
             try:

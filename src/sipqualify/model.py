@@ -91,6 +91,8 @@ class ServiceConfig:
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
     match_source_address: bool = True  # responses must come from where the request went
     metrics_peer_limit: int = 10_000  # per-peer Prometheus series for at most this many peers
+    api_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS
+    api_tls_key: str | None = None  # PEM private key (defaults to the certificate file)
     manager_conf: str | None = None  # Asterisk manager.conf for the AMI port
     ami_enabled: bool | None = None  # None: as manager.conf [general] enabled says (off without one)
     ami_listen: tuple[str, int] | None = None  # overrides manager.conf bindaddr/port

@@ -262,9 +262,16 @@ async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, 
             f"refusing to serve the API on non-loopback address {host}: configure [api] token first",
             option="listen",
         )])
+    ssl_ctx = None
+    cfg = svc.config.service
+    if cfg.api_tls_cert:
+        import ssl
+
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.api_tls_cert, cfg.api_tls_key or None)
     runner = web.AppRunner(make_app(svc), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_ctx)
     await site.start()
     bound = (host, port)
     server = site._server  # aiohttp exposes no public accessor for the bound port

@@ -261,6 +261,14 @@ class TomlReader:
                 n = self.want_int(w, v, 0)
                 if n is not None:
                     svc.metrics_peer_limit = n
+            elif k in ("tls_cert", "tls_key"):
+                s = self.want_str(w, v)
+                if s is not None:
+                    path = self.relpath(s)
+                    if not os.path.isfile(path):
+                        self.error(w, f"{k} {path}: no such file")
+                    else:
+                        setattr(svc, f"api_{k}", path)
             else:
                 self.warning(w, f"unknown option '{k}' in [api] ignored")
 
