@@ -107,7 +107,7 @@ class Service:
         self._api_runner: Any = None
         self.ami: Any = None
         self.webhooks: Any = None
-        self._pending_logs: dict[str, deque[str | None]] = {}
+        self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         from .api.events import EventHub
 
         self.events = EventHub()
@@ -422,10 +422,9 @@ class Service:
                 ev.peer, self.wall(ev.time), ev.old, ev.new, ev.lastms, ev.maxms,
                 ev.rtt * 1000 if ev.rtt is not None else None,
             )
-            # logged once committed (see _transition_committed): reported implies stored
-            self._pending_logs.setdefault(ev.peer, deque()).append(None if ev.silent else ev.log_line())
-            for cb in self._listeners:
-                cb(ev)
+            # logged and published (AMI, event stream, webhooks) only once committed, see
+            # _transition_committed: whatever was reported survives a kill -9
+            self._pending.setdefault(ev.peer, deque()).append(ev)
         elif isinstance(ev, TransportError):
             log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)
 
@@ -452,12 +451,17 @@ class Service:
         self.events.publish(rec)
         if self.webhooks is not None:
             self.webhooks.notify()
-        q = self._pending_logs.get(rec.peer)
-        line = q.popleft() if q else None
+        q = self._pending.get(rec.peer)
+        ev = q.popleft() if q else None
         if q is not None and not q:
-            del self._pending_logs[rec.peer]
-        if line is not None:
-            log.warning("%s", line) if rec.new == "UNREACHABLE" else log.info("%s", line)
+            del self._pending[rec.peer]
+        if ev is None:
+            return
+        if not ev.silent:
+            line = ev.log_line()
+            log.warning("%s", line) if ev.new == "UNREACHABLE" else log.info("%s", line)
+        for cb in self._listeners:
+            cb(ev)
 
     def _save_state(self, p: Peer) -> None:
         assert self.store is not None
