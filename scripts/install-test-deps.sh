@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Everything the test suite needs on a fresh Debian/Ubuntu machine (run as root or with sudo).
 # Real SIP peers come from Debian: SIPp (sip-tester), sipsak, Kamailio, tshark.
+# Python packages go into the current Python, or into ./.venv when that Python is
+# "externally managed" (PEP 668, Debian's own python3); scripts/test.sh uses ./.venv if present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUDO=""
@@ -8,6 +10,15 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    sip-tester sipsak kamailio tshark iproute2 sqlite3 >/dev/null
-python3 -m pip install -q --upgrade pip
-python3 -m pip install -q -e '.[test]'
+    sip-tester sipsak kamailio tshark iproute2 sqlite3 openssl ca-certificates >/dev/null
+PY=python3
+if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+    $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv .venv
+    PY=.venv/bin/python3
+fi
+$PY -m pip install -q --upgrade pip
+$PY -m pip install -q -e '.[test]'
+for b in sipp sipsak kamailio tshark; do
+    command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "install-test-deps: $b missing after apt-get" >&2; exit 1; }
+done

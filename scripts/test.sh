@@ -3,6 +3,7 @@
 # then the benchmarks in their short mode (they print figures; they never pass/fail on time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -x .venv/bin/python3 ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 echo "== ruff";  python3 -m ruff check src tests bench
 echo "== mypy";  python3 -m mypy src
 echo "== pytest"; python3 -m pytest -q -ra "$@"
@@ -10,3 +11,4 @@ echo "== bench (short mode)"
 python3 bench/bench_engine.py --peers 20000 --duration 120
 python3 bench/bench_store.py --peers 20000 --samples 50000 --duration 3 --rate 5000
 python3 bench/bench_e2e.py --short
+python3 bench/bench_integration.py --peers 5000 --clients 20 --duration 15
