@@ -110,6 +110,8 @@ async def test_daemon_states_api_cli_reload_restart(tmp_path: Path, state: Path)
         code, body = await api(svc, "GET", "/api/v1/peers/ok")
         assert code == 200 and body["status"].startswith("OK") and body["addr_port"] == ok_port
         assert (await api(svc, "GET", "/api/v1/peers/nope"))[0] == 404
+        code, body = await api(svc, "GET", "/readyz")
+        assert code == 200 and body["ready"] is True
         code, body = await api(svc, "GET", "/api/v1/status")
         assert code == 200 and body["engine"]["answered"] > 0 and body["engine"]["responses_by_class"]["4xx"] > 0
         await asyncio.to_thread(svc.store.flush)  # type: ignore[union-attr]

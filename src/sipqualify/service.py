@@ -106,6 +106,7 @@ class Service:
         self._stopped = asyncio.Event()
         self._api_runner: Any = None
         self.ami: Any = None
+        self.loaded = False  # peers loaded and scheduled (readiness)
         self.webhooks: Any = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         from .api.events import EventHub
@@ -162,6 +163,7 @@ class Service:
         )
         self._log_unresolved(peers, addrs)
         self._settle_gc()
+        self.loaded = True
         self._pump()
         self.loop.create_task(self._watch_loop_lag())
         log.info(

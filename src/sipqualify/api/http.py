@@ -57,6 +57,16 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: peers loaded, SIP socket(s) open and the store writer alive (503 otherwise)."""
+    svc = _svc(request)
+    store_ok = svc.store is not None and bool(svc.store.stats.get("writer_alive", True))
+    checks = {"engine": svc.engine is not None and svc.loaded, "sip_sockets": bool(svc.endpoints),
+              "store": store_ok}
+    ok = all(checks.values())
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
 async def peers(request: web.Request) -> web.Response:
     return web.json_response({"peers": [v.to_json() for v in _svc(request).views()]})
 
@@ -236,6 +246,7 @@ def make_app(svc: Service) -> web.Application:
 
     app.router.add_get("/events", events_handler)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get(f"{API}/peers", peers)
     app.router.add_get(f"{API}/peers/{{name}}", peer)
     app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)

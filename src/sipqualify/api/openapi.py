@@ -91,6 +91,9 @@ def document() -> dict[str, Any]:
         "paths": {
             "/healthz": {"get": {"security": [], "operationId": "healthz", "responses": {
                 "200": _json({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}})}}},
+            "/readyz": {"get": {"operationId": "readyz", "responses": {
+                "200": _json({"type": "object", "required": ["ready", "checks"]}),
+                "503": _json({"type": "object", "required": ["ready", "checks"]}, "not ready"), **UNAUTH}}},
             "/api/v1/peers": {"get": {"operationId": "listPeers", "responses": {
                 "200": _json({"type": "object", "required": ["peers"], "properties": {
                     "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}}), **UNAUTH}}},
