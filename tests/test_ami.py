@@ -191,10 +191,11 @@ async def test_panoramisk_actions_and_events_with_sipp(tmp_path: Path) -> None:
     SIPp UAS the test starts and stops goes Unreachable and back Reachable."""
     from panoramisk import Manager
 
-    from .peers.lab import Sipp
+    from .realpeers.peers import Lab, Sipp
 
     sipp_port = free_port()
-    sipp = Sipp("uas_200.xml", sipp_port, tmp_path)
+    lab = Lab(tmp_path)
+    sipp = Sipp(lab, "uas_200.xml", sipp_port)
     svc, ami_port = await start(tmp_path, {"trunk": {"host": "127.0.0.1", "port": sipp_port, "qualify": 500,
                                                      "qualifyfreq": 1}})
     events: list[dict[str, str]] = []
@@ -211,11 +212,11 @@ async def test_panoramisk_actions_and_events_with_sipp(tmp_path: Path) -> None:
         assert dict(shown)["QualifyFreq"] == "1000 ms"
         sipp.stop()
         await wait_for(lambda: any(e.get("PeerStatus") == "Unreachable" for e in events), timeout=10)
-        sipp = Sipp("uas_200.xml", sipp_port, tmp_path)
+        sipp.restart()
         await wait_for(lambda: any(e.get("PeerStatus") == "Reachable" for e in events), timeout=20)
         down = next(e for e in events if e["PeerStatus"] == "Unreachable")
         assert (down["Peer"], down["ChannelType"], down["Time"]) == ("SIP/trunk", "SIP", "-1")
     finally:
         manager.close()
         await svc.close()
-        sipp.stop()
+        lab.close()
