@@ -70,6 +70,9 @@ async def test_metrics_exposition(tmp_path: Path) -> None:
                  if s.labels["peer"] == "dead"}
         assert total["timeout"] >= 1 and total["answered"] == 0
         assert fams["sipqualify_timeouts"].samples[0].value >= 1
+        classes = {(s.labels["peer"], s.labels["class"]): s.value for s in fams["sipqualify_peer_responses"].samples}
+        assert classes[("ok", "2xx")] >= 3
+        assert fams["process_resident_memory_bytes"].samples[0].value > 1e6
     finally:
         await svc.close()
         ok_t.close()

@@ -116,6 +116,8 @@ class Service:
 
         self.rtt_groups: dict[str, RttHistogram] = {}  # per PeerConfig.group
         self.rtt_peers: dict[str, RttHistogram] = {}  # peers with rtt_histogram = true
+        # responses by status class, per peer, for as many peers as get per-peer metric series
+        self.responses_by_peer: dict[str, list[int]] = {}
         self._hist_cls = RttHistogram
 
     # ------------------------------------------------------------------ lifecycle
@@ -408,6 +410,12 @@ class Service:
             if ev.state != "UNMONITORED":  # a forced poke of an unmonitored peer records nothing
                 if ev.rtt is not None:
                     self._observe_rtt(ev.peer, ev.rtt)
+                if ev.status_code is not None:
+                    classes = self.responses_by_peer.get(ev.peer)
+                    if classes is None and len(self.responses_by_peer) < self.config.service.metrics_peer_limit:
+                        classes = self.responses_by_peer[ev.peer] = [0] * 7
+                    if classes is not None:
+                        classes[min(ev.status_code // 100, 6)] += 1
                 store.record_sample(ev.peer, self._wall_offset + ev.time,
                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.status_code, ev.transmissions)
             if self._waiters:

@@ -232,12 +232,15 @@ async def status(request: web.Request) -> web.Response:
 def make_app(svc: Service) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=64 * 1024)
     app[SERVICE_KEY] = svc
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
     from .metrics import SipqualifyCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SipqualifyCollector(svc, svc.config.service.metrics_peer_limit))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
     app[REGISTRY_KEY] = registry
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)

@@ -92,7 +92,13 @@ class SipqualifyCollector(Collector):
             answered.add_metric([name, "timeout"], float(p.timeouts))
             retx.add_metric([name], float(p.retransmissions))
             trans.add_metric([name], float(p.transitions))
-        yield from (up, status, rtt, maxms, answered, retx, trans)
+        by_class = CounterMetricFamily("sipqualify_peer_responses", "responses to the peer's OPTIONS by status class",
+                                       labels=["peer", "class"])
+        for pname, classes in svc.responses_by_peer.items():
+            for i in range(1, 7):
+                if classes[i]:
+                    by_class.add_metric([pname, f"{i}xx"], float(classes[i]))
+        yield from (up, status, rtt, maxms, answered, retx, trans, by_class)
 
         g = GaugeMetricFamily("sipqualify_peers", "peers by qualify state", labels=["state"])
         for k, v in counts.items():
