@@ -2,8 +2,8 @@
 """Integration surfaces under load: AMI event fan-out and a /metrics scrape.
 
 1. Fan-out: the daemon qualifies N peers (default 100,000 at qualifyfreq 60 s, pointing at
-   an in-process responder that flips half of them between answering and not every 10 s,
-   so transitions flow), while C AMI clients (default 100) are logged in with events on.
+   in-process responders; `--flaky-pct` of the peers (default 1 %) stop and resume answering
+   every 10 s, so transitions flow), while C AMI clients (default 100) have events on.
    Each PeerStatus event is timestamped when it is read by each client; the latency is
    read time minus the time the engine saw the transition (published with the event on
    /events, which a subscriber also reads), so it includes the SQLite commit that comes
@@ -13,7 +13,7 @@
 2. Scrape: /metrics with `metrics_peer_limit` = 10,000 per-peer peers: time and size.
 
     python bench/bench_integration.py                       # 100 clients, 100,000 peers
-    python bench/bench_integration.py --peers 5000 --clients 20 --duration 15    # CI short mode
+    python bench/bench_integration.py --peers 5000 --clients 20 --duration 15 --flaky-pct 10   # CI short mode
 """
 
 from __future__ import annotations
@@ -96,14 +96,16 @@ async def main() -> int:
     ap.add_argument("--peers", type=int, default=100_000)
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--duration", type=float, default=40)
-    ap.add_argument("--responders", type=int, default=20, help="UDP ports answering for the peers")
+    ap.add_argument("--responders", type=int, default=100, help="UDP ports answering for the peers")
+    ap.add_argument("--flaky-pct", type=float, default=1.0, help="percent of peers that flap every 10 s")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sq-int-"))
     loop = asyncio.get_running_loop()
     transports = []
     ports = []
     for i in range(args.responders):
-        t, _ = await loop.create_datagram_endpoint(lambda i=i: Flipper(flaky=i % 2 == 1), local_addr=("127.0.0.1", 0))
+        flaky = i < max(1, round(args.responders * args.flaky_pct / 100))
+        t, _ = await loop.create_datagram_endpoint(lambda f=flaky: Flipper(flaky=f), local_addr=("127.0.0.1", 0))
         transports.append(t)
         ports.append(t.get_extra_info("sockname")[1])
     api_port, ami_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)

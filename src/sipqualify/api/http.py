@@ -168,7 +168,11 @@ async def rtt(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+    from .metrics import render_peer_series
+
+    svc = _svc(request)
     data = generate_latest(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
+    data += render_peer_series(svc, svc.config.service.metrics_peer_limit).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
