@@ -153,7 +153,7 @@ class Service:
         self._api_runner, self.api_addr = await start_api(self, host, port)
         await self._start_ami()
         await self._start_webhooks()
-        peers = list(self.config.peers.values())
+        peers = self._udp_only(list(self.config.peers.values()))
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         self.engine.load(
@@ -315,7 +315,7 @@ class Service:
         except ConfigError:
             self.counters.reload_errors += 1
             raise
-        peers = list(cfg.peers.values())
+        peers = self._udp_only(list(cfg.peers.values()))
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
@@ -345,6 +345,21 @@ class Service:
         gc.collect()
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
+
+    @staticmethod
+    def _udp_only(peers: list[PeerConfig]) -> list[PeerConfig]:
+        """The daemon has UDP sockets only (TCP/TLS come later): say so, and qualify over UDP
+        rather than send a Via that names a transport the datagram does not use."""
+        import dataclasses
+
+        out = []
+        for p in peers:
+            if p.transport != "udp":
+                log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
+                            p.name, p.source, p.transport)
+                p = dataclasses.replace(p, transport="udp")
+            out.append(p)
+        return out
 
     def _log_unresolved(self, peers: list[PeerConfig], addrs: dict[str, Addr | None]) -> None:
         for p in peers:
