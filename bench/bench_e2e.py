@@ -28,6 +28,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from common import cpu_seconds, free_port
+
 KAMAILIO_CFG = """#!KAMAILIO
 debug=0
 log_stderror=yes
@@ -48,15 +50,6 @@ request_route {{
 """
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def api(base: str, token: str, path: str) -> object:

@@ -170,18 +170,11 @@ def peer_entry(v: PeerView, action_id: str | None) -> str:
     )
 
 
-def _forcerport_flag(v: PeerView) -> str:
-    if "force_rport" in v.nat:
+def _nat_flag(v: PeerView, mode: str) -> str:
+    """SIPshowpeer's Y / N / A (auto, active) / a (auto, inactive) for force_rport or comedia."""
+    if mode in v.nat:
         return "Y"
-    if "auto_force_rport" in v.nat:
-        return "A" if v.nat_detected else "a"
-    return "N"
-
-
-def _comedia_flag(v: PeerView) -> str:
-    if "comedia" in v.nat:
-        return "Y"
-    if "auto_comedia" in v.nat:
+    if f"auto_{mode}" in v.nat:
         return "A" if v.nat_detected else "a"
     return "N"
 
@@ -197,8 +190,9 @@ def show_peer(v: PeerView, action_id: str | None) -> str:
         ("Named Callgroup", ""), ("Named Pickupgroup", ""), ("MOHSuggest", ""), ("VoiceMailbox", ""),
         ("TransferMode", "open"), ("LastMsgsSent", 0), ("Maxforwards", 0), ("Call-limit", 0), ("Busy-level", 0),
         ("MaxCallBR", "384 kbps"), ("Dynamic", _YN(v.dynamic)), ("Callerid", '"" <>'),
-        ("RegExpire", f"{v.expire} seconds"), ("SIP-AuthInsecure", "no"), ("SIP-Forcerport", _forcerport_flag(v)),
-        ("SIP-Comedia", _comedia_flag(v)), ("ACL", _YN(v.acl)), ("SIP-CanReinvite", "Y"), ("SIP-DirectMedia", "Y"),
+        ("RegExpire", f"{v.expire} seconds"), ("SIP-AuthInsecure", "no"),
+        ("SIP-Forcerport", _nat_flag(v, "force_rport")), ("SIP-Comedia", _nat_flag(v, "comedia")),
+        ("ACL", _YN(v.acl)), ("SIP-CanReinvite", "Y"), ("SIP-DirectMedia", "Y"),
         ("SIP-PromiscRedir", "N"), ("SIP-UserPhone", "N"), ("SIP-VideoSupport", "N"), ("SIP-TextSupport", "N"),
         ("SIP-T.38Support", "N"), ("SIP-T.38EC", "Unknown"), ("SIP-T.38MaxDtgrm", 4294967295),
         ("SIP-Sess-Timers", "Accept"), ("SIP-Sess-Refresh", "uas"), ("SIP-Sess-Expires", 1800),

@@ -531,21 +531,25 @@ class QualifyEngine:
         if p.maxms == 0 or p.removed:
             self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, p.state))
             return
-        old = p.state
-        prev = p.lastms
-        new, publish = st.TRANSITIONS[(old, st.NO_REPLY)]
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
-        p.lastms = -1
-        p.rtt = None
+        new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
+        self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
+        self._schedule_poke(p, now + self.policy.freq_notok_s)
+
+    def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
+        """Record one result through the transition table; report a change. Returns the new state."""
+        new, publish = st.TRANSITIONS[(old, result)]
+        prev = p.lastms
+        p.lastms = lastms
+        p.rtt = rtt
         if new != old:
             p.last_change = now
             self.stats.transitions += 1
             p.transitions += 1
             self._events.append(
-                StateChanged(p.name, old, new, -1, p.maxms, None, now, prev_lastms=prev, silent=not publish)
+                StateChanged(p.name, old, new, lastms, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
             )
-        self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + self.policy.freq_notok_s)
+        return new
 
     def _on_response(self, msg: Response, addr: Addr, now: float) -> None:
         status = msg.status
@@ -601,18 +605,7 @@ class QualifyEngine:
             self._give_up(txn, now, force=True)
             return
         ping = st.pingtime_ms(rtt)
-        old = p.state
-        new, publish = st.TRANSITIONS[(old, st.result_kind(p.maxms, ping))]
-        prev = p.lastms
-        p.lastms = ping
-        p.rtt = rtt
-        if new != old:
-            p.last_change = now
-            self.stats.transitions += 1
-            p.transitions += 1
-            self._events.append(
-                StateChanged(p.name, old, new, ping, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
-            )
+        new = self._apply(p, p.state, st.result_kind(p.maxms, ping), ping, rtt, now)
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
