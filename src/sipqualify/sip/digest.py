@@ -1,0 +1,168 @@
+"""HTTP Digest authentication, server side, for REGISTER (RFC 2617 / RFC 7616 / RFC 3261 §22).
+
+Sans-I/O: `DigestAuthenticator.challenge(now)` gives the WWW-Authenticate value(s);
+`verify(method, header, lookup, now)` checks an Authorization header.
+
+* MD5 and SHA-256 (RFC 7616), `qop=auth` (and the RFC 2069 form without qop, which RFC 3261
+  phones still send).
+* Nonces are bound to this server and expire: `nonce = <time>.<random>.<HMAC(key, time.random)>`;
+  no per-nonce state is needed to check one, and an expired but genuine nonce gives
+  `stale=true` so the phone retries without asking the user.
+* Replay protection: with qop, each nonce's `nc` must grow (a small bounded table of the
+  highest nc seen per nonce); without qop, a nonce is single-use.
+* Secrets compared in constant time. `md5secret` (sip.conf) is HA1 = MD5(user:realm:secret).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?')
+
+
+def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
+    """`Digest username="a", realm="b", ...` -> ("Digest", {"username": "a", ...})."""
+    scheme, _, rest = value.strip().partition(" ")
+    params: dict[str, str] = {}
+    pos = 0
+    while pos < len(rest):
+        m = _PARAM.match(rest, pos)
+        if m is None:
+            break
+        k, v = m.group(1).lower(), m.group(2)
+        if v.startswith('"'):
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        params[k] = v
+        pos = m.end()
+    return scheme, params
+
+
+def digest_response(alg: str, ha1: str, method: str, uri: str, nonce: str, nc: str = "", cnonce: str = "",
+                    qop: str | None = None) -> str:
+    """RFC 2617 §3.2.2 / RFC 7616 §3.4.1 request-digest from HA1."""
+    h = ALGORITHMS[alg.upper()]
+    ha2 = h(f"{method}:{uri}".encode()).hexdigest()
+    if qop:
+        return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode()).hexdigest()
+    return h(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+
+
+def ha1_of(alg: str, user: str, realm: str, password: str) -> str:
+    return ALGORITHMS[alg.upper()](f"{user}:{realm}:{password}".encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the registrar knows of a user: a plain secret, or a precomputed MD5 HA1."""
+
+    secret: str | None = None
+    md5_ha1: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    ok: bool
+    reason: str  # "ok", "stale", "no-credentials", "bad-response", "replay", "bad-nonce", "malformed", "unknown-user"
+    username: str = ""
+
+
+class DigestAuthenticator:
+    def __init__(self, realm: str, *, key: bytes | None = None, nonce_ttl: float = 30.0,
+                 algorithms: tuple[str, ...] = ("SHA-256", "MD5"), max_tracked: int = 100_000) -> None:
+        self.realm = realm
+        self.key = key or os.urandom(32)
+        self.nonce_ttl = nonce_ttl
+        self.algorithms = algorithms
+        self._nc: OrderedDict[str, int] = OrderedDict()  # nonce -> highest nc accepted
+        self._max = max_tracked
+
+    # ---------------------------------------------------------------- nonces
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def new_nonce(self, now: float) -> str:
+        body = f"{now:.3f}.{os.urandom(8).hex()}"
+        return f"{body}.{self._sign(body)}"
+
+    def nonce_state(self, nonce: str, now: float) -> str:
+        """"ok", "stale" (ours, expired) or "bad" (not made by this server)."""
+        body, _, sig = nonce.rpartition(".")
+        if not body or not hmac.compare_digest(sig, self._sign(body)):
+            return "bad"
+        try:
+            issued = float(body.split(".", 1)[0] + "." + body.split(".")[1])
+        except (ValueError, IndexError):
+            return "bad"
+        if now - issued > self.nonce_ttl or issued - now > 5:
+            return "stale"
+        return "ok"
+
+    def challenge(self, now: float, *, stale: bool = False) -> list[str]:
+        """WWW-Authenticate values, strongest algorithm first (RFC 7616 §3.7)."""
+        nonce = self.new_nonce(now)
+        out = []
+        for alg in self.algorithms:
+            v = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"'
+            if stale:
+                v += ", stale=true"
+            out.append(v)
+        return out
+
+    # ---------------------------------------------------------------- verification
+
+    def verify(self, method: str, header: str | None, lookup: Callable[[str], Credentials | None],
+               now: float) -> AuthResult:
+        if not header:
+            return AuthResult(False, "no-credentials")
+        scheme, p = parse_auth_header(header)
+        if scheme.lower() != "digest":
+            return AuthResult(False, "malformed")
+        user, nonce, uri, response = p.get("username"), p.get("nonce"), p.get("uri"), p.get("response")
+        if not user or not nonce or not uri or not response or p.get("realm") != self.realm:
+            return AuthResult(False, "malformed", user or "")
+        alg = p.get("algorithm", "MD5").upper()
+        h = ALGORITHMS.get(alg)
+        if h is None or alg not in self.algorithms:  # noqa: SIM114
+            return AuthResult(False, "malformed", user)
+        state = self.nonce_state(nonce, now)
+        if state == "bad":
+            return AuthResult(False, "bad-nonce", user)
+        creds = lookup(user)
+        qop = p.get("qop")
+        nc = p.get("nc", "")
+        cnonce = p.get("cnonce", "")
+
+        # the same work whether or not the user exists (no timing oracle for enumeration)
+        if creds is not None and creds.secret is not None:
+            ha1 = ha1_of(alg, user, self.realm, creds.secret)
+        elif creds is not None and creds.md5_ha1 is not None and alg == "MD5":
+            ha1 = creds.md5_ha1.lower()
+        else:
+            ha1 = ha1_of(alg, user, self.realm, os.urandom(8).hex())
+        if qop not in (None, "auth") or (qop == "auth" and (not re.fullmatch(r"[0-9a-fA-F]{8}", nc) or not cnonce)):
+            return AuthResult(False, "malformed", user)
+        expected = digest_response(alg, ha1, method, uri, nonce, nc, cnonce, qop)
+        good = hmac.compare_digest(expected, response.lower())
+        if creds is None or (creds.secret is None and (creds.md5_ha1 is None or alg != "MD5")):
+            return AuthResult(False, "unknown-user", user)
+        if not good:
+            return AuthResult(False, "bad-response", user)
+        if state == "stale":
+            return AuthResult(False, "stale", user)
+        count = int(nc, 16) if qop else 1
+        last = self._nc.get(nonce)
+        if last is not None and count <= last:
+            return AuthResult(False, "replay", user)
+        self._nc[nonce] = count
+        self._nc.move_to_end(nonce)
+        while len(self._nc) > self._max:
+            self._nc.popitem(last=False)
+        return AuthResult(True, "ok", user)
