@@ -76,6 +76,11 @@ class GeneralConfig:
     fromdomain: str | None = None
     externip: str | None = None
     context: str = "default"
+    # registrar (sip.conf [general] names)
+    realm: str = "sipqualify"
+    minexpiry: int = 60
+    maxexpiry: int = 3600
+    defaultexpiry: int = 120
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,6 +107,8 @@ class Service:
         self._stopped = asyncio.Event()
         self._api_runner: Any = None
         self.ami: Any = None
+        self.registrar: Any = None
+        self.bindings: Any = None
         self.loaded = False  # peers loaded and scheduled (readiness)
         self.webhooks: Any = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
@@ -156,6 +159,7 @@ class Service:
         peers = self._udp_only(list(self.config.peers.values()))
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
+        addrs.update(await self._start_registrar())
         self.engine.load(
             peers,
             self.clock(),
@@ -179,6 +183,92 @@ class Service:
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None:
         """Called with every state transition as the engine reports it (AMI, event stream)."""
         self._listeners.append(cb)
+
+    async def _start_registrar(self) -> dict[str, Addr | None]:
+        """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
+        from .qualify.registrar import Registrar, RegistrarSettings
+        from .store.bindings import BindingStore
+
+        assert self.engine is not None
+        g = self.config.general
+        self.registrar = Registrar(lambda name: self.config.peers.get(name),
+                                   RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
+                                                     defaultexpiry=g.defaultexpiry),
+                                   useragent=self.engine.useragent)
+        self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
+        restored: dict[str, Addr | None] = {}
+        for b in await asyncio.to_thread(self.bindings.load, time.time()):
+            p = self.config.peers.get(b.peer)
+            if p is None or not p.dynamic:
+                continue
+            self.registrar.bindings[b.peer] = b
+            restored[b.peer] = b.addr
+            self._arm_expiry(b)
+        self.engine.register_hook = self._on_register
+        return restored
+
+    def _on_register(self, req: Any, addr: Addr, now: float) -> None:
+        self.loop.create_task(self._register(req, addr, now))
+
+    async def _register(self, req: Any, addr: Addr, now: float) -> None:
+        assert self.registrar is not None and self.engine is not None
+        out = self.registrar.handle(req, addr, now, self._wall_offset + now)
+        try:
+            if out.binding is not None:
+                await asyncio.to_thread(self.bindings.save, out.binding)  # stored before the 200 is sent
+            elif out.removed is not None:
+                await asyncio.to_thread(self.bindings.delete, out.removed)
+        except sqlite3.Error as e:
+            log.error("cannot store the binding of '%s' (%s): answering 500", req.headers.get("To"), e)
+            from .sip.message import make_response
+
+            out.response = make_response(req, 500, "Server Internal Error", received=addr)
+            out.binding = out.removed = None
+            out.peer_status = None
+        dest = addr
+        via = req.top_via
+        if via is not None and "rport" not in via.params and via.port:
+            dest = (addr[0], via.port)
+        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+        if ep is not None:
+            ep.sendto(out.response.to_bytes(), dest)
+        if out.log:
+            log.info("%s", out.log)
+        if out.binding is not None:
+            self._arm_expiry(out.binding)
+            self.engine.registered(out.binding.peer, out.binding.addr, self.clock())
+        elif out.removed is not None:
+            self.engine.unregistered(out.removed)
+        if out.peer_status is not None and self.ami is not None:
+            name = out.binding.peer if out.binding else (out.removed or "")
+            if not name:
+                try:
+                    from .sip.uri import parse_name_addr, parse_uri
+
+                    u = parse_uri(parse_name_addr(req.headers.get("To") or "")[1])
+                    name = getattr(u, "user", "") or ""
+                except Exception:
+                    name = ""
+            self.ami.publish_registry(name, out.peer_status, out.cause,
+                                      out.binding.addr if out.binding else addr)
+        self._pump()
+
+    def _arm_expiry(self, b: Any) -> None:
+        delay = max(0.0, b.expires_at - time.time())
+        self.loop.call_later(delay, self._expire, b.peer, b.expires_at)
+
+    def _expire(self, peer: str, expires_at: float) -> None:
+        assert self.registrar is not None
+        b = self.registrar.bindings.get(peer)
+        if b is None or b.expires_at != expires_at:
+            return  # refreshed or removed since
+        self.registrar.expire(peer)
+        self.loop.run_in_executor(None, self.bindings.delete, peer)
+        log.info("Unregistered SIP '%s' (expired)", peer)
+        if self.engine is not None:
+            self.engine.unregistered(peer)
+        if self.ami is not None:
+            self.ami.publish_registry(peer, "Unregistered", "Expired", None)
 
     async def _start_webhooks(self) -> None:
         from .api.webhooks import Webhook, WebhookDispatcher
@@ -287,6 +377,9 @@ class Service:
         self.endpoints.clear()
         if self.store is not None and self.engine is not None:
             self._save_all_states()
+        if self.bindings is not None:
+            self.bindings.close()
+            self.bindings = None
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None
@@ -522,6 +615,7 @@ class Service:
 
     def view(self, p: Peer) -> PeerView:
         cfg = p.cfg
+        b = self.registrar.bindings.get(p.name) if self.registrar is not None else None
         addr = p.addr
         return PeerView(
             name=p.name,
@@ -536,7 +630,7 @@ class Service:
             dynamic=cfg.dynamic,
             transport=cfg.transport,
             nat=list(cfg.nat),
-            nat_detected=False,
+            nat_detected=bool(b.nat) if b else False,
             acl=False,
             defaultuser=cfg.defaultuser,
             fromuser=cfg.fromuser,
@@ -545,10 +639,10 @@ class Service:
             context=cfg.context,
             secret_set=bool(cfg.secret),
             md5secret_set=bool(cfg.md5secret),
-            useragent="",
-            regcontact="",
+            useragent=b.useragent if b else "",
+            regcontact=b.contact if b else "",
             regexten="",
-            expire=-1,
+            expire=max(0, int(b.expires_at - time.time())) if b else -1,
             rtt_ms=p.rtt * 1000 if p.rtt is not None else None,
             last_qualify=self.wall(p.last_qualify) if p.last_qualify is not None else None,
             last_change=self.wall(p.last_change) if p.last_change is not None else None,

@@ -579,6 +579,25 @@ class AmiServer:
             self.server.close()
             await self.server.wait_closed()
 
+    def publish_registry(self, peer: str, status: str, cause: str, addr: tuple[str, int] | None) -> None:
+        """PeerStatus Registered / Unregistered / Rejected, field order as chan_sip
+        (asterisk-qualify.md §3.2): Cause, Address, Port only when they apply."""
+        pairs: list[tuple[str, object]] = [("Event", "PeerStatus"), ("Privilege", "system,all"),
+                                           ("ChannelType", "SIP"), ("Peer", f"SIP/{peer}"), ("PeerStatus", status)]
+        if status == "Registered" and addr is not None:
+            pairs.append(("Address", f"{addr[0]}:{addr[1]}"))
+        elif status == "Unregistered":
+            pairs.append(("Cause", cause or "Expired"))
+        elif status == "Rejected":
+            pairs.append(("Cause", cause))
+            if addr is not None:
+                pairs += [("Address", addr[0]), ("Port", addr[1])]
+        text = block(*pairs)
+        self.counters["events"] += 1
+        for s in list(self.sessions):
+            if s.user is not None and s.events_on and "system" in s.user.read:
+                s.write(text)
+
     def on_state_changed(self, ev: StateChanged) -> None:
         if ev.silent:
             return

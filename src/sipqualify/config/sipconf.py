@@ -40,6 +40,7 @@ from .values import is_ip, parse_nat, parse_port, scan_int, split_hostport
 GENERAL_OPTIONS = {
     "udpbindaddr", "bindaddr", "bindport", "qualify", "qualifyfreq", "qualifygap", "qualifypeers", "useragent",
     "fromdomain", "externip", "externaddr", "context", "nat", "transport", "tcpenable", "tlsenable",
+    "realm", "minexpiry", "maxexpiry", "defaultexpiry",
 }
 PEER_OPTIONS = {
     "type", "host", "port", "transport", "qualify", "qualifyfreq", "defaultuser", "username", "fromuser",
@@ -236,6 +237,14 @@ class SipConfReader:
                 self._tcp = _true(v)
             elif k == "tlsenable":
                 self._tls = _true(v)
+            elif k == "realm":
+                g.realm = v or g.realm
+            elif k in ("minexpiry", "maxexpiry", "defaultexpiry"):
+                n = self._scan(e)
+                if n is None or n < 1:
+                    self.warning(e, f"{k} should be a positive number of seconds, not '{v}': using {getattr(g, k)}")
+                else:
+                    setattr(g, k, n)
             else:
                 self.unknown(e)
         if bind_port is not None:  # chan_sip: a port in udpbindaddr beats bindport

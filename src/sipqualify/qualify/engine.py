@@ -196,6 +196,8 @@ class QualifyEngine:
         self.respond_options = respond_options
         self.from_user = from_user
         self.from_display = from_display
+        # REGISTER goes to the registrar through this hook (the shell owns persistence)
+        self.register_hook: Callable[[Request, Addr, float], None] | None = None
         self.stats = EngineStats()
         self._peers: dict[str, Peer] = {}
         self._txns: dict[str, ClientTransaction] = {}
@@ -283,6 +285,23 @@ class QualifyEngine:
             return
         p.addr = addr
         p.dest = dest or addr
+
+    def registered(self, name: str, addr: Addr, now: float) -> None:
+        """A dynamic peer registered (or refreshed): new address, and a poke right away
+        (chan_sip pokes after every successful REGISTER; the periodic cycle restarts from it)."""
+        p = self._peers.get(name)
+        if p is None:
+            return
+        p.addr = p.dest = addr
+        if p.maxms:
+            self._poke(p, now, forced=False)
+
+    def unregistered(self, name: str) -> None:
+        """Registration removed or expired: no address; the next poke makes it UNKNOWN
+        silently, as chan_sip's expire_register does."""
+        p = self._peers.get(name)
+        if p is not None:
+            p.addr = p.dest = None
 
     def remove(self, name: str) -> None:
         p = self._peers.pop(name, None)
@@ -617,6 +636,9 @@ class QualifyEngine:
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
         """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
         if req.method == "ACK":
+            return
+        if req.method == "REGISTER" and self.register_hook is not None and not req.defects:
+            self.register_hook(req, addr, now)
             return
         if req.defects:
             if req.top_via is None or req.call_id is None:

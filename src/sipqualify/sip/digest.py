@@ -105,11 +105,11 @@ class DigestAuthenticator:
             return "stale"
         return "ok"
 
-    def challenge(self, now: float, *, stale: bool = False) -> list[str]:
+    def challenge(self, now: float, *, stale: bool = False, algorithms: tuple[str, ...] | None = None) -> list[str]:
         """WWW-Authenticate values, strongest algorithm first (RFC 7616 §3.7)."""
         nonce = self.new_nonce(now)
         out = []
-        for alg in self.algorithms:
+        for alg in algorithms or self.algorithms:
             v = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"'
             if stale:
                 v += ", stale=true"

@@ -1,0 +1,215 @@
+"""Registrar for dynamic peers (RFC 3261 §10), sans-I/O, with chan_sip's behaviour.
+
+`Registrar.handle(request, source, now)` returns a `RegisterOutcome`: the response to send,
+and what changed (a binding added/refreshed or removed, and the AMI PeerStatus to publish).
+The shell must store a new binding before it sends the 200 OK (so a daemon killed right
+after answering still has it) and must then tell the engine, which pokes the peer at once,
+like chan_sip after every REGISTER.
+
+Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
+* the peer is the user part of the To URI; it must exist and be `host=dynamic`;
+* no credentials -> 401 with a challenge; an unknown peer gets the same 401 (no user
+  enumeration), and a wrong password or unknown peer with credentials -> 403 `Forbidden`;
+* an expired but genuine nonce -> 401 with `stale=true`;
+* `Expires` from the Contact's `expires` parameter, else the Expires header, else
+  `defaultexpiry`; 0 (or `Contact: *` with `Expires: 0`) unregisters; below `minexpiry`
+  -> 423 Interval Too Brief with Min-Expires; above `maxexpiry` -> capped;
+* the binding's address is where the REGISTER came from (received/rport, RFC 3581) when NAT
+  applies (`nat=force_rport`/`comedia`, or `auto_force_rport` and the Via asks for rport or the
+  Contact names another address), else the Contact's host:port.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..model import DEFAULT_SIP_PORT, PeerConfig
+from ..sip.digest import Credentials, DigestAuthenticator
+from ..sip.message import Request, Response, SipParseError, make_response
+from ..sip.uri import SipUri, parse_name_addr, parse_uri
+
+Addr = tuple[str, int]
+ALLOW = "OPTIONS, REGISTER"
+
+
+@dataclass(slots=True)
+class Binding:
+    peer: str
+    contact: str  # Contact URI as registered
+    addr: Addr  # where OPTIONS go (received address when NAT applies)
+    transport: str
+    expires_at: float  # wall-clock UNIX time
+    useragent: str = ""
+    path: str = ""
+    call_id: str = ""
+    cseq: int = 0
+    nat: bool = False
+
+
+@dataclass(slots=True)
+class RegisterOutcome:
+    response: Response
+    binding: Binding | None = None  # added or refreshed (store it before sending the 200)
+    removed: str | None = None  # peer whose binding was removed
+    peer_status: str | None = None  # "Registered" | "Unregistered" | "Rejected"
+    cause: str = ""  # AMI Cause for Unregistered / Rejected
+    log: str = ""
+
+
+@dataclass(slots=True)
+class RegistrarSettings:
+    realm: str = "sipqualify"
+    minexpiry: int = 60
+    maxexpiry: int = 3600
+    defaultexpiry: int = 120
+    nonce_ttl: float = 30.0
+
+
+@dataclass
+class Registrar:
+    peers: Callable[[str], PeerConfig | None]
+    settings: RegistrarSettings = field(default_factory=RegistrarSettings)
+    useragent: str = "sipqualify"
+    auth: DigestAuthenticator = field(init=False)
+    bindings: dict[str, Binding] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("registered", "unregistered", "challenged", "forbidden", "stale", "too_brief", "bad_requests"), 0))
+
+    def __post_init__(self) -> None:
+        self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl)
+
+    def _credentials(self, user: str) -> Credentials | None:
+        p = self.peers(user)
+        if p is None or not p.dynamic:
+            return None
+        if p.secret:
+            return Credentials(secret=p.secret)
+        if p.md5secret:
+            return Credentials(md5_ha1=p.md5secret)
+        return None
+
+    def _reply(self, req: Request, status: int, reason: str, source: Addr,
+               extra: list[tuple[str, str]] | None = None) -> Response:
+        return make_response(req, status, reason, received=source, to_tag="as" + os.urandom(4).hex(),
+                             extra=[("Server", self.useragent), ("Allow", ALLOW), *(extra or [])])
+
+    def handle(self, req: Request, source: Addr, now: float, wall: float) -> RegisterOutcome:
+        """`now`: the engine clock (nonces); `wall`: UNIX time (binding expiry, survives restarts)."""
+        try:
+            _, to_uri, _ = parse_name_addr(req.headers.get("To") or "")
+            uri = parse_uri(to_uri)
+        except SipParseError as e:
+            self.counters["bad_requests"] += 1
+            return RegisterOutcome(self._reply(req, 400, f"Bad To header ({e.reason[:60]})", source))
+        if not isinstance(uri, SipUri) or not uri.user:
+            self.counters["bad_requests"] += 1
+            return RegisterOutcome(self._reply(req, 404, "Not Found", source))
+        name = uri.user
+        result = self.auth.verify("REGISTER", req.headers.get("Authorization"), self._credentials, now)
+        if not result.ok:
+            if result.reason in ("no-credentials", "stale", "bad-nonce"):
+                key = "stale" if result.reason == "stale" else "challenged"
+                self.counters[key] += 1
+                creds = self._credentials(name)
+                # an md5secret is an MD5 HA1: only MD5 can be checked against it
+                algs = ("MD5",) if creds is not None and creds.secret is None else None
+                challenge = self.auth.challenge(now, stale=result.reason == "stale", algorithms=algs)
+                return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
+                                                   [("WWW-Authenticate", c) for c in challenge]))
+            self.counters["forbidden"] += 1
+            peer = self.peers(name)
+            cause = "AUTH_SECRET_FAILED" if peer is not None and peer.dynamic else (
+                "AUTH_PEER_NOT_DYNAMIC" if peer is not None else "URI_NOT_FOUND")
+            return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected" if peer else None,
+                                   cause=cause, log=f"Registration from '{name}' failed for "
+                                   f"'{source[0]}:{source[1]}' - {result.reason}")
+        if result.username != name:
+            self.counters["forbidden"] += 1
+            return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected",
+                                   cause="AUTH_USERNAME_MISMATCH")
+        peer = self.peers(name)
+        assert peer is not None
+        return self._update(req, peer, source, wall)
+
+    def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float) -> RegisterOutcome:
+        s = self.settings
+        contacts = req.headers.get_all("Contact")
+        header_exp = req.headers.get("Expires")
+        try:
+            default = int(header_exp) if header_exp is not None else s.defaultexpiry
+        except ValueError:
+            default = s.defaultexpiry
+        if not contacts:  # a query: answer with the current binding
+            b = self.bindings.get(peer.name)
+            extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - wall))}")] if b else []
+            return RegisterOutcome(self._reply(req, 200, "OK", source, extra))
+        if contacts == ["*"]:
+            if default != 0:
+                self.counters["bad_requests"] += 1
+                return RegisterOutcome(self._reply(req, 400, "Bad Request (Contact: * needs Expires: 0)", source))
+            return self._remove(req, peer, source)
+        try:
+            _, curi, cparams = parse_name_addr(contacts[0])
+            cu = parse_uri(curi)
+        except SipParseError as e:
+            self.counters["bad_requests"] += 1
+            return RegisterOutcome(self._reply(req, 400, f"Bad Contact ({e.reason[:60]})", source))
+        if not isinstance(cu, SipUri):
+            self.counters["bad_requests"] += 1
+            return RegisterOutcome(self._reply(req, 400, "Bad Contact", source))
+        exp_param = cparams.get("expires")
+        try:
+            expires = int(exp_param) if exp_param is not None else default
+        except ValueError:
+            expires = default
+        if expires == 0:
+            return self._remove(req, peer, source)
+        if expires < s.minexpiry:
+            self.counters["too_brief"] += 1
+            return RegisterOutcome(self._reply(req, 423, "Interval Too Brief", source,
+                                               [("Min-Expires", str(s.minexpiry))]))
+        expires = min(expires, s.maxexpiry)
+        via = req.top_via
+        contact_addr = (cu.host, cu.port or DEFAULT_SIP_PORT)
+        nat = _behind_nat(peer, via.wants_rport if via else False, contact_addr, source)
+        addr = source if nat or not _is_ip(cu.host) else contact_addr
+        b = Binding(peer.name, curi, addr, (via.transport.lower() if via else "udp"), wall + expires,
+                    req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
+                    req.call_id or "", req.cseq[0], nat)
+        old = self.bindings.get(peer.name)
+        self.bindings[peer.name] = b
+        self.counters["registered"] += 1
+        extra = [("Contact", f"<{curi}>;expires={expires}"), ("Expires", str(expires))]
+        msg = "" if old is not None and old.addr == addr else f"Registered SIP '{peer.name}' at {addr[0]}:{addr[1]}"
+        return RegisterOutcome(self._reply(req, 200, "OK", source, extra), binding=b, peer_status="Registered",
+                               log=msg)
+
+    def _remove(self, req: Request, peer: PeerConfig, source: Addr) -> RegisterOutcome:
+        had = self.bindings.pop(peer.name, None)
+        if had is not None:
+            self.counters["unregistered"] += 1
+        return RegisterOutcome(self._reply(req, 200, "OK", source), removed=peer.name if had else None,
+                               peer_status="Unregistered" if had else None, cause="Expired",
+                               log=f"Unregistered SIP '{peer.name}'" if had else "")
+
+    def expire(self, name: str) -> Binding | None:
+        return self.bindings.pop(name, None)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _behind_nat(peer: PeerConfig, via_rport: bool, contact: Addr, source: Addr) -> bool:
+    if "force_rport" in peer.nat or "comedia" in peer.nat:
+        return True
+    if "auto_force_rport" in peer.nat or "auto_comedia" in peer.nat:
+        return via_rport or contact != source
+    return False

@@ -1,0 +1,50 @@
+"""Registrar bindings in SQLite, written synchronously (from a worker thread) before the
+200 OK is sent: a daemon killed right after answering a REGISTER still has the binding."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..qualify.registrar import Binding
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS bindings (
+    peer TEXT PRIMARY KEY, contact TEXT NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
+    transport TEXT NOT NULL, expires_at REAL NOT NULL, useragent TEXT NOT NULL, path TEXT NOT NULL,
+    call_id TEXT NOT NULL, cseq INTEGER NOT NULL, nat INTEGER NOT NULL)"""
+
+
+class BindingStore:
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(SCHEMA)
+        self.lock = threading.Lock()
+
+    def save(self, b: Binding) -> None:
+        with self.lock:
+            self.db.execute(
+                "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
+                "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
+                "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
+                "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat",
+                (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
+                 b.call_id, b.cseq, int(b.nat)))
+
+    def delete(self, peer: str) -> None:
+        with self.lock:
+            self.db.execute("DELETE FROM bindings WHERE peer=?", (peer,))
+
+    def load(self, now_wall: float) -> list[Binding]:
+        """Bindings still valid at `now_wall`; expired ones are removed (expiry honoured across restarts)."""
+        with self.lock:
+            self.db.execute("DELETE FROM bindings WHERE expires_at <= ?", (now_wall,))
+            rows = self.db.execute("SELECT peer, contact, ip, port, transport, expires_at, useragent, path, call_id, "
+                                   "cseq, nat FROM bindings").fetchall()
+        return [Binding(r[0], r[1], (r[2], r[3]), r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10])) for r in rows]
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()

@@ -1,0 +1,167 @@
+"""Registrar (issue 4, part): digest-authenticated REGISTER, bindings stored before the 200,
+qualify through the address the REGISTER came from, expiry, unregister, restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sipqualify.service import Service, ServiceOptions
+from sipqualify.sip.digest import digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.message import Request, Response, make_response, parse_message
+
+from .test_service import free_port, wait_for
+
+
+class Phone(asyncio.DatagramProtocol):
+    """A UA on 127.0.0.1: sends REGISTERs, answers OPTIONS with 200."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.options = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        msg = parse_message(data)
+        if isinstance(msg, Request) and msg.method == "OPTIONS":
+            self.options += 1
+            self.transport.sendto(make_response(msg, 200, "OK", to_tag="ua").to_bytes(), addr)
+        elif isinstance(msg, Response):
+            self.responses.put_nowait(msg)
+
+    async def register(self, server: tuple[str, int], user: str, *, password: str | None = None,
+                       expires: int = 300, contact: str | None = None, auth: str | None = None,
+                       cseq: int = 1) -> Response:
+        port = self.transport.get_extra_info("sockname")[1]
+        contact = contact or f"<sip:{user}@127.0.0.1:{port}>"
+        lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
+                 "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
+                 "Call-ID: reg-1@phone", f"CSeq: {cseq} REGISTER", f"Contact: {contact}", f"Expires: {expires}",
+                 "User-Agent: TestPhone/1.0"]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), server)
+        return await asyncio.wait_for(self.responses.get(), 5)
+
+    async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
+        first = await self.register(server, user, **kw)
+        assert first.status == 401, first.status
+        challenge = first.headers.get_all("WWW-Authenticate")[0]
+        _, p = parse_auth_header(challenge)
+        alg = p["algorithm"]
+        uri = f"sip:127.0.0.1:{server[1]}"
+        cnonce = os.urandom(4).hex()
+        resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), "REGISTER", uri, p["nonce"],
+                               "00000001", cnonce, "auth")
+        auth = (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
+                f'response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="{cnonce}"')
+        return await self.register(server, user, auth=auth, cseq=2, **kw)
+
+
+CONF = """[general]
+udpbindaddr=127.0.0.1:{port}
+realm=pbx.test
+minexpiry=30
+[phone](!)
+type=friend
+host=dynamic
+qualify=yes
+qualifyfreq=1
+nat=force_rport
+[1001](phone)
+secret=s3cret
+[1002](phone)
+md5secret={md5}
+[trunk]
+type=peer
+host=127.0.0.1
+port=9
+qualify=no
+"""
+
+
+async def start(tmp_path: Path) -> tuple[Service, tuple[str, int]]:
+    import hashlib
+
+    port = free_port()
+    conf = tmp_path / "sip.conf"
+    conf.write_text(CONF.format(port=port, md5=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()))
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    return svc, ("127.0.0.1", port)
+
+
+async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    phone_port = t.get_extra_info("sockname")[1]
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.engine is not None
+        assert svc.engine.peer("1001").status == "UNKNOWN"  # type: ignore[union-attr]
+        # challenge, then 200 with the binding's expiry; the peer is qualified at once
+        ok = await phone.register_auth(server, "1001", "s3cret", expires=300,
+                                       contact="<sip:1001@192.168.1.50:5060>")  # a private Contact
+        assert ok.status == 200 and "expires=300" in (ok.headers.get("Contact") or "")
+        with sqlite3.connect(tmp_path / "s" / "bindings.sqlite") as db:  # stored before the 200
+            assert db.execute("SELECT ip, port FROM bindings WHERE peer='1001'").fetchone() == (
+                "127.0.0.1", phone_port)
+        await wait_for(lambda: svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
+        assert phone.options >= 1  # OPTIONS went to the received address, not 192.168.1.50
+        v = svc.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
+        assert (v.addr_ip, v.addr_port, v.useragent) == ("127.0.0.1", phone_port, "TestPhone/1.0")
+        assert 290 < v.expire <= 300 and v.regcontact == "sip:1001@192.168.1.50:5060"
+
+        # md5secret works; wrong password and unknown user look the same (no enumeration)
+        assert (await phone.register_auth(server, "1002", "pw2")).status == 200
+        wrong = await phone.register_auth(server, "1001", "nope")
+        ghost = await phone.register_auth(server, "ghost", "nope")
+        assert (wrong.status, wrong.reason) == (ghost.status, ghost.reason) == (403, "Forbidden")
+        notdyn = await phone.register_auth(server, "trunk", "x")
+        assert notdyn.status == 403
+        # too brief -> 423 with Min-Expires
+        brief = await phone.register_auth(server, "1001", "s3cret", expires=10)
+        assert brief.status == 423 and brief.headers.get("Min-Expires") == "30"
+
+        # unregister: Expires 0 -> binding gone, next poke makes the peer UNKNOWN
+        gone = await phone.register_auth(server, "1001", "s3cret", expires=0)
+        assert gone.status == 200
+        with sqlite3.connect(tmp_path / "s" / "bindings.sqlite") as db:
+            assert db.execute("SELECT COUNT(*) FROM bindings WHERE peer='1001'").fetchone() == (0,)
+        await wait_for(lambda: svc.engine.peer("1001").state == "UNKNOWN", timeout=5)  # type: ignore[union-attr]
+    finally:
+        await svc.close()
+
+    # restart: 1002's binding is restored and qualified; expiry still honoured
+    svc2, _ = await start(tmp_path)
+    try:
+        assert svc2.engine is not None
+        assert svc2.engine.peer("1002").addr == ("127.0.0.1", phone_port)  # type: ignore[union-attr]
+        await wait_for(lambda: svc2.engine.peer("1002").state == "OK")  # type: ignore[union-attr]
+        assert svc2.engine.peer("1001").addr is None  # type: ignore[union-attr]
+    finally:
+        await svc2.close()
+        t.close()
+
+
+async def test_binding_expires_on_time(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.registrar is not None and svc.engine is not None
+        svc.registrar.settings.minexpiry = 1
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=2)).status == 200
+        await wait_for(lambda: svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
+        await wait_for(lambda: "1001" not in svc.registrar.bindings, timeout=5)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1001").state == "UNKNOWN", timeout=5)  # type: ignore[union-attr]
+    finally:
+        await svc.close()
+        t.close()
