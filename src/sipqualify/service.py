@@ -167,6 +167,7 @@ class Service:
             destinations=proxies,
             restored={n: r.lastms for n, r in restored.items()},
         )
+        self._apply_bindings()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
         self.loaded = True
@@ -207,6 +208,16 @@ class Service:
         self.engine.register_hook = self._on_register
         return restored
 
+    def _apply_bindings(self) -> None:
+        """Registered peers keep their address and Contact across (re)loads."""
+        if self.registrar is None or self.engine is None:
+            return
+        for b in self.registrar.bindings.values():
+            p = self.engine.peer(b.peer)
+            if p is not None and p.cfg.dynamic:
+                p.addr = p.dest = b.addr
+                p.ruri = b.contact
+
     def _on_register(self, req: Any, addr: Addr, now: float) -> None:
         self.loop.create_task(self._register(req, addr, now))
 
@@ -236,7 +247,7 @@ class Service:
             log.info("%s", out.log)
         if out.binding is not None:
             self._arm_expiry(out.binding)
-            self.engine.registered(out.binding.peer, out.binding.addr, self.clock())
+            self.engine.registered(out.binding.peer, out.binding.addr, self.clock(), out.binding.contact)
         elif out.removed is not None:
             self.engine.unregistered(out.removed)
         if out.peer_status is not None and self.ami is not None:
@@ -418,6 +429,7 @@ class Service:
         self.config = cfg
         self.store.forget_peers(summary.removed)
         self.counters.reloads += 1
+        self._apply_bindings()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
         self._pump()

@@ -286,13 +286,16 @@ class QualifyEngine:
         p.addr = addr
         p.dest = dest or addr
 
-    def registered(self, name: str, addr: Addr, now: float) -> None:
+    def registered(self, name: str, addr: Addr, now: float, contact: str | None = None) -> None:
         """A dynamic peer registered (or refreshed): new address, and a poke right away
-        (chan_sip pokes after every successful REGISTER; the periodic cycle restarts from it)."""
+        (chan_sip pokes after every successful REGISTER; the periodic cycle restarts from it).
+        The poke's Request-URI is the registered Contact, as chan_sip's `fullcontact`."""
         p = self._peers.get(name)
         if p is None:
             return
         p.addr = p.dest = addr
+        if contact:
+            p.ruri = contact
         if p.maxms:
             self._poke(p, now, forced=False)
 
@@ -302,6 +305,7 @@ class QualifyEngine:
         p = self._peers.get(name)
         if p is not None:
             p.addr = p.dest = None
+            p.ruri = request_uri(p.cfg)
 
     def remove(self, name: str) -> None:
         p = self._peers.pop(name, None)

@@ -75,7 +75,7 @@ class AuthResult:
 
 class DigestAuthenticator:
     def __init__(self, realm: str, *, key: bytes | None = None, nonce_ttl: float = 30.0,
-                 algorithms: tuple[str, ...] = ("SHA-256", "MD5"), max_tracked: int = 100_000) -> None:
+                 algorithms: tuple[str, ...] = ("MD5", "SHA-256"), max_tracked: int = 100_000) -> None:
         self.realm = realm
         self.key = key or os.urandom(32)
         self.nonce_ttl = nonce_ttl
@@ -106,7 +106,9 @@ class DigestAuthenticator:
         return "ok"
 
     def challenge(self, now: float, *, stale: bool = False, algorithms: tuple[str, ...] | None = None) -> list[str]:
-        """WWW-Authenticate values, strongest algorithm first (RFC 7616 §3.7)."""
+        """WWW-Authenticate values. MD5 comes first by default: UAs take the first challenge they
+        support (RFC 8760 §2.4) and many (SIPp, older phones) know only MD5, which is all
+        chan_sip ever offered; SHA-256 is offered too for those that prefer it."""
         nonce = self.new_nonce(now)
         out = []
         for alg in algorithms or self.algorithms:
