@@ -10,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    sip-tester sipsak kamailio tshark iproute2 sqlite3 openssl ca-certificates >/dev/null
+    sip-tester sipsak kamailio tshark iproute2 iptables conntrack iputils-ping sqlite3 openssl ca-certificates \
+    >/dev/null
 PY=python3
 if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
     $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
