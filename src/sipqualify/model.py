@@ -57,6 +57,7 @@ class PeerConfig:
     port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
+    keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)
     source: str = ""  # "file:line" of the section header, for messages
 
 

@@ -228,3 +228,20 @@ def test_tcp_never_retransmits() -> None:
     sim.run_until(5.0)
     assert sim.sends_to(A) == [0]
     assert [c[1] for c in sim.changes()] == ["UNREACHABLE"]
+
+
+def test_keepalive_crlf_starts_at_registration() -> None:
+    """keepalive=N: a bare CRLF every N s (chan_sip); here it also starts when a dynamic peer
+    registers, which chan_sip only does at load/reload (asterisk-qualify.md §1.6)."""
+    from sipqualify.model import PeerConfig
+
+    dyn = PeerConfig(name="1001", dynamic=True, qualify_ms=0, keepalive_s=5)
+    sim = build([dyn], {})
+    sim.run_until(20.0)
+    assert sim.sent == []  # no address: nothing
+    sim.engine.registered("1001", ("10.0.0.9", 5062), 20.0, "sip:1001@10.0.0.9:5062")
+    sim.run_until(36.0)
+    assert [(round(t), d) for t, _, d in sim.sent] == [(25, b"\r\n"), (30, b"\r\n"), (35, b"\r\n")]
+    sim.engine.unregistered("1001")
+    sim.run_until(60.0)
+    assert len(sim.sent) == 3

@@ -397,6 +397,15 @@ class TomlReader:
                 b = self.want_bool(w, v)
                 if b is not None:
                     p.rtt_histogram = b
+            elif k == "keepalive":
+                if v is True:
+                    p.keepalive_s = 60
+                elif v is False:
+                    p.keepalive_s = 0
+                else:
+                    n = self.want_int(w, v, 0)
+                    if n is not None:
+                        p.keepalive_s = n
             elif k == "group":
                 s = self.want_str(w, v)
                 if s is not None:

@@ -44,7 +44,7 @@ GENERAL_OPTIONS = {
 }
 PEER_OPTIONS = {
     "type", "host", "port", "transport", "qualify", "qualifyfreq", "defaultuser", "username", "fromuser",
-    "fromdomain", "outboundproxy", "nat", "description", "secret", "md5secret", "context",
+    "fromdomain", "outboundproxy", "nat", "description", "secret", "md5secret", "context", "keepalive",
 }
 # chan_sip options (general and peer) sipqualify has no use for; common in real files.
 CHAN_SIP_KNOWN = frozenset("""
@@ -368,6 +368,18 @@ class SipConfReader:
                 p.secret = v or None
             elif k == "md5secret":
                 p.md5secret = v or None
+            elif k == "keepalive":
+                low = v.strip().lower()
+                if low in ("no", "0", ""):
+                    p.keepalive_s = 0
+                elif low == "yes":
+                    p.keepalive_s = 60  # DEFAULT_KEEPALIVE_INTERVAL
+                else:
+                    n = self._scan(e)
+                    if n is None or n < 0:
+                        self.warning(e, f"keepalive should be yes, no or seconds, not '{v}': off")
+                        n = 0
+                    p.keepalive_s = n
             elif k == "context":
                 p.context = v
             else:

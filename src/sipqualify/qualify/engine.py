@@ -55,6 +55,7 @@ Addr = tuple[str, int]
 # instant the retransmission is sent first, then the peer is given up (chan_sip order).
 _K_TXN = 0  # retransmission / Timer F / give-up (sip_poke_noanswer)
 _K_POKE = 2  # scheduled poke
+_K_KEEPALIVE = 3  # keepalive= CRLF
 LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
 ACCEPT = "application/sdp"
@@ -81,6 +82,7 @@ class Peer:
         "timeouts",
         "retransmissions",
         "transitions",
+        "ka_gen",
         "ruri",
     )
 
@@ -101,6 +103,7 @@ class Peer:
         self.timeouts = 0
         self.retransmissions = 0
         self.transitions = 0
+        self.ka_gen = 0
         self.ruri = request_uri(cfg)
 
     @property
@@ -142,6 +145,7 @@ class EngineStats:
     transport_errors: int = 0
     internal_errors: int = 0
     transitions: int = 0
+    keepalives: int = 0
 
 
 @dataclass(slots=True)
@@ -268,6 +272,8 @@ class QualifyEngine:
                 summary.removed.append(name)
                 self._drop(p)
         self._peers = new
+        for p in new.values():  # chan_sip sip_keepalive_all_peers: at 0 ms after (re)load
+            self._schedule_keepalive(p, now)
         self.poke_all(now)
         return summary
 
@@ -296,6 +302,8 @@ class QualifyEngine:
         p.addr = p.dest = addr
         if contact:
             p.ruri = contact
+        if p.cfg.keepalive_s:
+            self._schedule_keepalive(p, now + p.cfg.keepalive_s)
         if p.maxms:
             self._poke(p, now, forced=False)
 
@@ -357,6 +365,9 @@ class QualifyEngine:
                 if kind == _K_POKE:
                     assert isinstance(obj, Peer)
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
+                elif kind == _K_KEEPALIVE:
+                    assert isinstance(obj, Peer)
+                    self._keepalive(obj, now)
                 else:
                     assert isinstance(obj, ClientTransaction)
                     self._txn_timer(obj, now)
@@ -427,11 +438,28 @@ class QualifyEngine:
         if kind == _K_POKE:
             assert isinstance(obj, Peer)
             return obj.poke_gen == gen and not obj.removed
+        if kind == _K_KEEPALIVE:
+            assert isinstance(obj, Peer)
+            return obj.ka_gen == gen and not obj.removed
         assert isinstance(obj, ClientTransaction)
         return obj.wake == when
 
     def _push(self, when: float, kind: int, obj: object, gen: int = 0) -> None:
         heapq.heappush(self._heap, (when, kind, next(self._seq), obj, gen))
+
+    def _schedule_keepalive(self, p: Peer, when: float) -> None:
+        p.ka_gen += 1
+        if p.cfg.keepalive_s > 0:
+            self._push(when, _K_KEEPALIVE, p, p.ka_gen)
+
+    def _keepalive(self, p: Peer, now: float) -> None:
+        """keepalive=N (chan_sip sip_send_keepalive): a bare CRLF, no answer expected. Unlike
+        chan_sip it stops while the peer has no address and restarts when it registers."""
+        if p.dest is None:
+            return
+        self._out.append((b"\r\n", p.dest))
+        self.stats.keepalives += 1
+        self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 
     def _schedule_poke(self, p: Peer, when: float) -> None:
         p.poke_gen += 1
