@@ -165,3 +165,26 @@ async def test_binding_expires_on_time(tmp_path: Path) -> None:
     finally:
         await svc.close()
         t.close()
+
+
+async def test_repeated_failures_ban_one_source_only(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    t1, attacker = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    t2, good = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.2", 0))
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.registrar is not None
+        svc.registrar.settings.authfail_limit = 3
+        for _ in range(3):
+            assert (await attacker.register_auth(server, "1001", "guess")).status == 403
+        try:  # banned: not even a 401 any more
+            await attacker.register(server, "1001")
+            raise AssertionError("a banned source got an answer")
+        except TimeoutError:
+            pass
+        assert svc.registrar.counters["banned"] == 1 and svc.registrar.counters["dropped_banned"] >= 1
+        assert (await good.register_auth(server, "1001", "s3cret")).status == 200  # other sources unaffected
+    finally:
+        await svc.close()
+        t1.close()
+        t2.close()

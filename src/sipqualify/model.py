@@ -82,6 +82,9 @@ class GeneralConfig:
     minexpiry: int = 60
     maxexpiry: int = 3600
     defaultexpiry: int = 120
+    authfail_limit: int = 10  # failed REGISTERs from one address within authfail_window before a ban
+    authfail_window: int = 60  # seconds
+    authfail_ban: int = 300  # seconds during which that address is ignored (0 = never ban)
 
 
 @dataclass(slots=True)

@@ -194,7 +194,9 @@ class Service:
         g = self.config.general
         self.registrar = Registrar(lambda name: self.config.peers.get(name),
                                    RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
-                                                     defaultexpiry=g.defaultexpiry),
+                                                     defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
+                                                     authfail_window=g.authfail_window,
+                                                     authfail_ban=g.authfail_ban),
                                    useragent=self.engine.useragent)
         self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
         restored: dict[str, Addr | None] = {}
@@ -224,6 +226,8 @@ class Service:
     async def _register(self, req: Any, addr: Addr, now: float) -> None:
         assert self.registrar is not None and self.engine is not None
         out = self.registrar.handle(req, addr, now, self._wall_offset + now)
+        if out is None:
+            return  # banned source: no answer (never amplify, never help a guesser)
         try:
             if out.binding is not None:
                 await asyncio.to_thread(self.bindings.save, out.binding)  # stored before the 200 is sent

@@ -40,7 +40,7 @@ from .values import is_ip, parse_nat, parse_port, scan_int, split_hostport
 GENERAL_OPTIONS = {
     "udpbindaddr", "bindaddr", "bindport", "qualify", "qualifyfreq", "qualifygap", "qualifypeers", "useragent",
     "fromdomain", "externip", "externaddr", "context", "nat", "transport", "tcpenable", "tlsenable",
-    "realm", "minexpiry", "maxexpiry", "defaultexpiry",
+    "realm", "minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban",
 }
 PEER_OPTIONS = {
     "type", "host", "port", "transport", "qualify", "qualifyfreq", "defaultuser", "username", "fromuser",
@@ -239,7 +239,7 @@ class SipConfReader:
                 self._tls = _true(v)
             elif k == "realm":
                 g.realm = v or g.realm
-            elif k in ("minexpiry", "maxexpiry", "defaultexpiry"):
+            elif k in ("minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban"):
                 n = self._scan(e)
                 if n is None or n < 1:
                     self.warning(e, f"{k} should be a positive number of seconds, not '{v}': using {getattr(g, k)}")

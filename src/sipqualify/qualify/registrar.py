@@ -66,6 +66,9 @@ class RegistrarSettings:
     maxexpiry: int = 3600
     defaultexpiry: int = 120
     nonce_ttl: float = 30.0
+    authfail_limit: int = 10
+    authfail_window: float = 60.0
+    authfail_ban: float = 300.0
 
 
 @dataclass
@@ -76,7 +79,10 @@ class Registrar:
     auth: DigestAuthenticator = field(init=False)
     bindings: dict[str, Binding] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("registered", "unregistered", "challenged", "forbidden", "stale", "too_brief", "bad_requests"), 0))
+        ("registered", "unregistered", "challenged", "forbidden", "stale", "too_brief", "bad_requests", "banned",
+         "dropped_banned"), 0))
+    # per source address: [failures in the window, window start, banned until]
+    failures: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl)
@@ -96,8 +102,34 @@ class Registrar:
         return make_response(req, status, reason, received=source, to_tag="as" + os.urandom(4).hex(),
                              extra=[("Server", self.useragent), ("Allow", ALLOW), *(extra or [])])
 
-    def handle(self, req: Request, source: Addr, now: float, wall: float) -> RegisterOutcome:
-        """`now`: the engine clock (nonces); `wall`: UNIX time (binding expiry, survives restarts)."""
+    def banned(self, ip: str, now: float) -> bool:
+        f = self.failures.get(ip)
+        return f is not None and f[2] > now
+
+    def _failed(self, ip: str, now: float) -> bool:
+        """Count a failure from `ip`; True when it just got banned."""
+        s = self.settings
+        f = self.failures.get(ip)
+        if f is None or now - f[1] > s.authfail_window:
+            f = self.failures[ip] = [0.0, now, 0.0]
+        f[0] += 1
+        if s.authfail_ban > 0 and f[0] >= s.authfail_limit:
+            f[2] = now + s.authfail_ban
+            f[0] = 0.0
+            f[1] = now
+            self.counters["banned"] += 1
+            return True
+        if len(self.failures) > 100_000:  # bounded memory under a spray of sources
+            for k in [k for k, v in self.failures.items() if v[2] <= now][:50_000]:
+                del self.failures[k]
+        return False
+
+    def handle(self, req: Request, source: Addr, now: float, wall: float) -> RegisterOutcome | None:
+        """`now`: the engine clock (nonces, bans); `wall`: UNIX time (binding expiry).
+        None: the source is banned after repeated failures and gets no answer at all."""
+        if self.banned(source[0], now):
+            self.counters["dropped_banned"] += 1
+            return None
         try:
             _, to_uri, _ = parse_name_addr(req.headers.get("To") or "")
             uri = parse_uri(to_uri)
@@ -120,12 +152,16 @@ class Registrar:
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
                                                    [("WWW-Authenticate", c) for c in challenge]))
             self.counters["forbidden"] += 1
+            if self._failed(source[0], now):
+                logmsg = (f"{source[0]}: {self.settings.authfail_limit} failed registrations: ignored for "
+                          f"{self.settings.authfail_ban:.0f} s")
+            else:
+                logmsg = f"Registration from '{name}' failed for '{source[0]}:{source[1]}' - {result.reason}"
             peer = self.peers(name)
             cause = "AUTH_SECRET_FAILED" if peer is not None and peer.dynamic else (
                 "AUTH_PEER_NOT_DYNAMIC" if peer is not None else "URI_NOT_FOUND")
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected" if peer else None,
-                                   cause=cause, log=f"Registration from '{name}' failed for "
-                                   f"'{source[0]}:{source[1]}' - {result.reason}")
+                                   cause=cause, log=logmsg)
         if result.username != name:
             self.counters["forbidden"] += 1
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected",
