@@ -129,7 +129,7 @@ def test_random_bytes_never_raise(data: bytes) -> None:
     assert sim.engine.stats.internal_errors == 0
 
 
-@pytest.mark.parametrize("method", ["OPTIONS", "INFO"])
+@pytest.mark.parametrize("method", ["OPTIONS", "INFO", "FROBNICATE"])
 def test_inbound_requests_answered(method: str) -> None:
     sim = build([], {})
     req = (
@@ -151,6 +151,8 @@ def test_inbound_requests_answered(method: str) -> None:
         assert text.startswith("SIP/2.0 200 OK\r\n")
         for h in ("Allow: ", "Accept: application/sdp", "Supported:"):
             assert h in text
+    elif method == "INFO":
+        assert text.startswith("SIP/2.0 405 Method Not Allowed\r\n") and "Allow: OPTIONS" in text
     else:
         assert text.startswith("SIP/2.0 501 ")
 
@@ -167,3 +169,22 @@ def test_request_with_defects_gets_400() -> None:
     sim.engine.receive_datagram(req, ("127.0.0.1", 15095), 0.0)
     (data, _), = sim.engine.datagrams_to_send()
     assert data.startswith(b"SIP/2.0 400 Conflicting Content-Length")
+
+
+def test_answers_to_one_source_are_rate_limited() -> None:
+    """Never amplify: a flood of requests from one address gets a bounded number of answers;
+    another address is unaffected."""
+    sim = build([], {})
+    req = (b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKf;rport\r\n"
+           b"From: <sip:f@10.9.9.9>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: flood\r\nCSeq: 1 OPTIONS\r\n"
+           b"Content-Length: 0\r\n\r\n")
+    for _ in range(10000):
+        sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.0)
+    assert len(sim.engine.datagrams_to_send()) == 4000  # the burst, then nothing within the same instant
+    assert sim.engine.stats.rate_limited == 6000
+    sim.engine.receive_datagram(req, ("10.8.8.8", 5060), 0.0)
+    assert len(sim.engine.datagrams_to_send()) == 1
+    sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)  # refilled at 2000/s: 2 tokens
+    sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
+    sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
+    assert len(sim.engine.datagrams_to_send()) == 2

@@ -59,6 +59,10 @@ _K_KEEPALIVE = 3  # keepalive= CRLF
 LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
 ACCEPT = "application/sdp"
+KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
+                           "UPDATE", "PRACK"))
+REQUEST_RATE = 2000.0  # answers per second per source address (an SBC fronts many phones)
+REQUEST_BURST = 4000.0
 MAX_DATAGRAM = 65535
 
 
@@ -146,6 +150,7 @@ class EngineStats:
     internal_errors: int = 0
     transitions: int = 0
     keepalives: int = 0
+    rate_limited: int = 0  # requests from one address beyond its answer budget, dropped
 
 
 @dataclass(slots=True)
@@ -211,6 +216,7 @@ class QualifyEngine:
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
         self._by_class = [0] * 7  # responses by status class (index 1..6)
+        self._buckets: dict[str, list[float]] = {}  # per-source answer budget (token bucket)
         self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
@@ -665,9 +671,27 @@ class QualifyEngine:
         else:
             self._schedule_poke(p, now + self.policy.freq_notok_s)
 
+    def _allow_from(self, ip: str, now: float) -> bool:
+        """Token bucket per source address for answers to requests (RATE per second, BURST)."""
+        b = self._buckets.get(ip)
+        if b is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+            b = self._buckets[ip] = [REQUEST_BURST, now]
+        tokens = min(REQUEST_BURST, b[0] + (now - b[1]) * REQUEST_RATE)
+        b[1] = now
+        if tokens < 1.0:
+            b[0] = tokens
+            return False
+        b[0] = tokens - 1.0
+        return True
+
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
         """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
         if req.method == "ACK":
+            return
+        if not self._allow_from(addr[0], now):
+            self.stats.rate_limited += 1  # never amplify: one address gets a bounded answer rate
             return
         if req.method == "REGISTER" and self.register_hook is not None and not req.defects:
             self.register_hook(req, addr, now)
@@ -682,6 +706,8 @@ class QualifyEngine:
             status, reason = 200, "OK"
         elif req.method == "OPTIONS":
             status, reason = 404, "Not Found"
+        elif req.method in KNOWN_METHODS:
+            status, reason = 405, "Method Not Allowed"  # RFC 3261 §8.2.1, with Allow
         else:
             status, reason = 501, "Not Implemented"
         extra = [
