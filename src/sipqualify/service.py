@@ -109,6 +109,8 @@ class Service:
         self.ami: Any = None
         self.registrar: Any = None
         self.bindings: Any = None
+        self._binding_queue: list[tuple[str, Any, asyncio.Future[None]]] = []
+        self._binding_flushing = False
         self.loaded = False  # peers loaded and scheduled (readiness)
         self.webhooks: Any = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
@@ -149,6 +151,8 @@ class Service:
             match_source=svc.match_source_address,
             respond_options=svc.respond_options,
         )
+        # the registrar answers REGISTER from the first datagram on (never a 501 during start-up)
+        registered = await self._start_registrar()
         from .api.http import start_api
 
         host = self.opts.api_host or svc.api_host
@@ -159,7 +163,7 @@ class Service:
         peers = self._udp_only(list(self.config.peers.values()))
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
-        addrs.update(await self._start_registrar())
+        addrs.update(registered)
         self.engine.load(
             peers,
             self.clock(),
@@ -230,9 +234,9 @@ class Service:
             return  # banned source: no answer (never amplify, never help a guesser)
         try:
             if out.binding is not None:
-                await asyncio.to_thread(self.bindings.save, out.binding)  # stored before the 200 is sent
+                await self._store_binding(out.binding.peer, out.binding)  # stored before the 200 is sent
             elif out.removed is not None:
-                await asyncio.to_thread(self.bindings.delete, out.removed)
+                await self._store_binding(out.removed, None)
         except sqlite3.Error as e:
             log.error("cannot store the binding of '%s' (%s): answering 500", req.headers.get("To"), e)
             from .sip.message import make_response
@@ -267,6 +271,33 @@ class Service:
             self.ami.publish_registry(name, out.peer_status, out.cause,
                                       out.binding.addr if out.binding else addr)
         self._pump()
+
+    async def _store_binding(self, peer: str, b: Any) -> None:
+        """Group commit: every binding change that arrives while a commit is running goes into
+        the next one, so a burst of REGISTERs costs a few transactions, not one each."""
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._binding_queue.append((peer, b, fut))
+        if not self._binding_flushing:
+            self._binding_flushing = True
+            self.loop.create_task(self._flush_bindings())
+        await fut
+
+    async def _flush_bindings(self) -> None:
+        try:
+            while self._binding_queue:
+                batch, self._binding_queue = self._binding_queue, []
+                try:
+                    await asyncio.to_thread(self.bindings.apply, [(p, b) for p, b, _ in batch])
+                except Exception as e:  # each waiter gets the error and answers 500
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e if isinstance(e, sqlite3.Error) else sqlite3.Error(str(e)))
+                    continue
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            self._binding_flushing = False
 
     def _arm_expiry(self, b: Any) -> None:
         delay = max(0.0, b.expires_at - time.time())

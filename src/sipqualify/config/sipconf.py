@@ -241,8 +241,8 @@ class SipConfReader:
                 g.realm = v or g.realm
             elif k in ("minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban"):
                 n = self._scan(e)
-                if n is None or n < 1:
-                    self.warning(e, f"{k} should be a positive number of seconds, not '{v}': using {getattr(g, k)}")
+                if n is None or n < (0 if k == "authfail_ban" else 1):
+                    self.warning(e, f"{k} should be a positive number, not '{v}': using {getattr(g, k)}")
                 else:
                     setattr(g, k, n)
             else:

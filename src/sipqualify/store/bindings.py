@@ -23,15 +23,33 @@ class BindingStore:
         self.db.execute(SCHEMA)
         self.lock = threading.Lock()
 
+    def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
+        """Several saves (binding) and deletes (None) in one transaction: a group commit."""
+        with self.lock:
+            self.db.execute("BEGIN")
+            try:
+                for peer, b in changes:
+                    if b is None:
+                        self.db.execute("DELETE FROM bindings WHERE peer=?", (peer,))
+                    else:
+                        self._save(b)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
     def save(self, b: Binding) -> None:
         with self.lock:
-            self.db.execute(
-                "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
-                "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
-                "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
-                "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat",
-                (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
-                 b.call_id, b.cseq, int(b.nat)))
+            self._save(b)
+
+    def _save(self, b: Binding) -> None:
+        self.db.execute(
+            "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
+            "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
+            "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
+            "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat",
+            (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
+             b.call_id, b.cseq, int(b.nat)))
 
     def delete(self, peer: str) -> None:
         with self.lock:
