@@ -34,27 +34,31 @@ from common import cpu_seconds, free_port  # noqa: E402
 from sipqualify.sip.digest import parse_auth_header  # noqa: E402
 
 
+class Tally:
+    def __init__(self, users: int, done: asyncio.Future[None]) -> None:
+        self.users, self.done, self.ok, self.failed = users, done, 0, 0
+        self.statuses: dict[int, int] = {}
+        self.last = 0.0
+
+
 class UA(asyncio.DatagramProtocol):
-    def __init__(self, server: tuple[str, int], users: int, done: asyncio.Future[None]) -> None:
+    def __init__(self, server: tuple[str, int], tally: Tally) -> None:
         self.server = server
-        self.users = users
-        self.done = done
-        self.ok = 0
-        self.failed = 0
+        self.tally = tally
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
-        self.statuses: dict[int, int] = {}
+        self.ip = "127.0.0.1"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.port = transport.get_extra_info("sockname")[1]
+        self.ip, self.port = transport.get_extra_info("sockname")[:2]
 
     def request(self, i: int, cseq: int, auth: str = "") -> bytes:
         user = f"u{i:06d}"
         lines = [f"REGISTER sip:127.0.0.1:{self.server[1]} SIP/2.0",
-                 f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{i}x{cseq};rport",
+                 f"Via: SIP/2.0/UDP {self.ip}:{self.port};branch=z9hG4bK{i}x{cseq};rport",
                  f"From: <sip:{user}@127.0.0.1>;tag=t{i}", f"To: <sip:{user}@127.0.0.1>",
-                 f"Call-ID: reg-{i}@bench", f"CSeq: {cseq} REGISTER", f"Contact: <sip:{user}@127.0.0.1:{self.port}>",
+                 f"Call-ID: reg-{i}@bench", f"CSeq: {cseq} REGISTER", f"Contact: <sip:{user}@{self.ip}:{self.port}>",
                  "Expires: 3600", "Max-Forwards: 70"]
         if auth:
             lines.append(auth)
@@ -90,19 +94,22 @@ class UA(asyncio.DatagramProtocol):
             assert self.transport is not None
             self.transport.sendto(self.request(i, 2, auth), self.server)
             return
+        t = self.tally
         if status == 200:
-            self.ok += 1
+            t.ok += 1
+            t.last = time.monotonic()
         else:
-            self.failed += 1
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-        if self.ok + self.failed >= self.users and not self.done.done():
-            self.done.set_result(None)
+            t.failed += 1
+            t.statuses[status] = t.statuses.get(status, 0) + 1
+        if t.ok + t.failed >= t.users and not t.done.done():
+            t.done.set_result(None)
 
 
 async def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=10000)
     ap.add_argument("--rate", type=float, default=2500, help="new registrations started per second")
+    ap.add_argument("--sources", type=int, default=50, help="source addresses (127.0.1.x) the phones use")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sq-reg-"))
     sip_port, api_port = free_port(), free_port(socket.SOCK_STREAM)
@@ -123,22 +130,27 @@ async def main() -> int:
             continue
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    transport, ua = await loop.create_datagram_endpoint(lambda: UA(("127.0.0.1", sip_port), args.users, done),
-                                                        local_addr=("127.0.0.1", 0))
-    sock = transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    ua = Tally(args.users, done)
+    uas: list[UA] = []
+    transports = []
+    for k in range(args.sources):  # many phones behind many addresses (the daemon budgets answers per address)
+        tr, u = await loop.create_datagram_endpoint(lambda: UA(("127.0.0.1", sip_port), ua),
+                                                    local_addr=(f"127.0.1.{k + 1}", 0))
+        tr.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        uas.append(u)
+        transports.append(tr)
     c0, t0 = cpu_seconds(proc.pid), time.monotonic()
     for i in range(args.users):
-        ua.send(i)
+        uas[i % len(uas)].send(i)
         due = t0 + (i + 1) / args.rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
     try:
-        await asyncio.wait_for(done, 60)
+        await asyncio.wait_for(done, 20)
     except TimeoutError:
         pass
-    c1, t1 = cpu_seconds(proc.pid), time.monotonic()
+    c1, t1 = cpu_seconds(proc.pid), (ua.last or time.monotonic())
     await asyncio.sleep(3)  # the pokes that follow each REGISTER
     token = (tmp / "s" / "api-token").read_text().strip()
     req = urllib.request.Request(f"http://127.0.0.1:{api_port}/api/v1/peers",
@@ -149,11 +161,13 @@ async def main() -> int:
         stored = db.execute("SELECT COUNT(*) FROM bindings").fetchone()[0]
     proc.terminate()
     await proc.wait()
-    transport.close()
+    for tr in transports:
+        tr.close()
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"users / offered rate           {args.users:,} / {args.rate:,.0f} per s")
     print(f"registered (200 after 401)     {ua.ok:,} in {t1 - t0:.1f} s = {ua.ok / (t1 - t0):,.0f}/s; "
-          f"failed {ua.failed:,} {ua.statuses}")
+          f"failed {ua.failed:,} {ua.statuses}; unanswered {args.users - ua.ok - ua.failed:,} (UDP drops: this "
+          "generator never retransmits)")
     print(f"daemon CPU                     {c1 - c0:.2f} s = {(c1 - c0) / max(ua.ok, 1) * 1e6:.0f} us per "
           f"authenticated registration (both REGISTER transactions, binding commit, the poke)")
     print(f"bindings in SQLite             {stored:,}")
