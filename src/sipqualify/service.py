@@ -170,6 +170,8 @@ class Service:
             addresses=addrs,
             destinations=proxies,
             restored={n: r.lastms for n, r in restored.items()},
+            restored_changed={n: r.changed_at - self._wall_offset for n, r in restored.items()
+                              if r.changed_at is not None},
         )
         self._apply_bindings()
         self._log_unresolved(peers, addrs)

@@ -241,6 +241,7 @@ class QualifyEngine:
         destinations: dict[str, Addr | None] | None = None,
         restored: dict[str, int] | None = None,
         general: GeneralConfig | None = None,
+        restored_changed: dict[str, float] | None = None,
     ) -> ReloadSummary:
         """Load (or `sip reload`) the peer set, then poke every qualified peer, staggered.
 
@@ -261,6 +262,8 @@ class QualifyEngine:
             if old is None:
                 p = Peer(cfg)
                 p.lastms = restored.get(cfg.name, 0) if cfg.qualify_ms else 0
+                if restored_changed and cfg.name in restored_changed:
+                    p.last_change = restored_changed[cfg.name]  # engine time (may be before 0)
                 summary.added.append(cfg.name)
             else:
                 p = old
