@@ -87,3 +87,24 @@ def test_stream_framer_every_split_and_pings() -> None:
         assert f.pings == 2
     with pytest.raises(SipParseError):
         StreamFramer().feed(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n")
+
+
+@pytest.mark.parametrize(("via", "branch"), [
+    ("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport", "z9hG4bKabc"),
+    ("SIP/2.0/UDP 10.0.0.1;Branch=z9hG4bKcase", "z9hG4bKcase"),  # parameter names are case-insensitive
+    ("SIP/2.0/UDP 10.0.0.1:5060;rport=5060;received=10.0.0.9", None),
+    ("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKv6", "z9hG4bKv6"),  # not the fast shape: full parse
+    ("SIP/2.0/UDP h.example.com:5060 ; branch = z9hG4bKlws", "z9hG4bKlws"),
+])
+def test_branch_fast_path_agrees_with_full_parse(via: str, branch: str | None) -> None:
+    msg = parse_message(
+        f"SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n".encode())
+    assert msg.branch == branch == parse_via(via).branch
+    assert msg.top_via is not None and msg.top_via.branch == branch
+
+
+def test_via_port_out_of_range_still_rejected() -> None:
+    with pytest.raises(SipParseError):
+        parse_message(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:70000;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1"
+                      b"\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")

@@ -37,6 +37,15 @@ _TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _WANTED = frozenset((*_REQUIRED, "max-forwards", "content-length"))
 _HOSTCHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
+_TOKEN_RE = r"[A-Za-z0-9.!%*_+`'~-]+"
+_PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+# `SIP/2.0/UDP host[:port][;params]` with no LWS: what nearly every UA sends. Group 1 is the
+# branch (None when the Via has none). Anything else goes through parse_via.
+_VIA_OK = re.compile(
+    rf"SIP/2\.0/{_TOKEN_RE} [A-Za-z0-9.-]+(?::{_PORT_RE})?"
+    rf"(?:;(?:branch=({_TOKEN_RE})|(?!branch=){_TOKEN_RE}(?:={_TOKEN_RE})?))*",
+    re.IGNORECASE,
+)
 _NAME_CACHE: dict[str, tuple[str, str, bool]] = {}  # raw name as seen -> (canonical, lower, wanted)
 _VIA_RE = re.compile(
     r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+"
@@ -199,6 +208,10 @@ class _Common:
 
     @property
     def branch(self) -> str | None:
+        if self._first is not None:
+            b = self._first.get(" branch", False)
+            if b is not False:
+                return b if isinstance(b, str) else None
         via = self.top_via
         return via.branch if via is not None else None
 
@@ -351,7 +364,12 @@ def parse_message(data: bytes) -> Message:
     if "via" not in seen:
         pass
     elif vias is None:
-        seen[" via"] = parse_via(str(seen["via"]))
+        v0 = str(seen["via"])
+        m = _VIA_OK.fullmatch(v0)
+        if m is not None:  # the usual shape, checked in one C call; parsed only if asked for
+            seen[" branch"] = m.group(1)
+        else:
+            seen[" via"] = parse_via(v0)
     else:
         for i, v in enumerate(vias):
             parsed = parse_via(v)
