@@ -188,3 +188,36 @@ async def test_repeated_failures_ban_one_source_only(tmp_path: Path) -> None:
         await svc.close()
         t1.close()
         t2.close()
+
+
+async def test_registry_events_on_the_event_stream(tmp_path: Path) -> None:
+    import aiohttp
+
+    from .test_events import read_events  # noqa: F401 - same SSE framing
+
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start(tmp_path)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {svc.token}"}) as http:
+            async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=1001") as r:
+                await asyncio.sleep(0.2)
+                assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+                got: list[dict[str, Any]] = []
+
+                async def read() -> None:
+                    event = ""
+                    async for raw in r.content:
+                        line = raw.decode().rstrip("\n")
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: ") and event == "registry":
+                            got.append(__import__("json").loads(line[6:]))
+                            return
+
+                await asyncio.wait_for(read(), 5)
+        assert got[0]["peer"] == "1001" and got[0]["peer_status"] == "Registered"
+        assert got[0]["address"].startswith("127.0.0.1:")
+    finally:
+        await svc.close()
+        t.close()

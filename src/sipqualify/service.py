@@ -260,7 +260,7 @@ class Service:
             self.engine.registered(out.binding.peer, out.binding.addr, self.clock(), out.binding.contact)
         elif out.removed is not None:
             self.engine.unregistered(out.removed)
-        if out.peer_status is not None and self.ami is not None:
+        if out.peer_status is not None:
             name = out.binding.peer if out.binding else (out.removed or "")
             if not name:
                 try:
@@ -270,8 +270,7 @@ class Service:
                     name = getattr(u, "user", "") or ""
                 except Exception:
                     name = ""
-            self.ami.publish_registry(name, out.peer_status, out.cause,
-                                      out.binding.addr if out.binding else addr)
+            self._publish_registry(name, out.peer_status, out.cause, out.binding.addr if out.binding else addr)
         self._pump()
 
     async def _store_binding(self, peer: str, b: Any) -> None:
@@ -301,6 +300,13 @@ class Service:
         finally:
             self._binding_flushing = False
 
+    def _publish_registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        """Registered / Unregistered / Rejected to the AMI port and the event stream."""
+        if self.ami is not None:
+            self.ami.publish_registry(peer, status, cause, addr)
+        self.events.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
+                             "address": f"{addr[0]}:{addr[1]}" if addr else None})
+
     def _arm_expiry(self, b: Any) -> None:
         delay = max(0.0, b.expires_at - time.time())
         self.loop.call_later(delay, self._expire, b.peer, b.expires_at)
@@ -315,8 +321,7 @@ class Service:
         log.info("Unregistered SIP '%s' (expired)", peer)
         if self.engine is not None:
             self.engine.unregistered(peer)
-        if self.ami is not None:
-            self.ami.publish_registry(peer, "Unregistered", "Expired", None)
+        self._publish_registry(peer, "Unregistered", "Expired", None)
 
     async def _start_webhooks(self) -> None:
         from .api.webhooks import Webhook, WebhookDispatcher

@@ -41,10 +41,11 @@ class EventHub:
     """Fan-out of committed transitions to SSE subscribers (and anything else in-process)."""
 
     def __init__(self) -> None:
-        self.subscribers: set[asyncio.Queue[TransitionRecord | None]] = set()
+        self.subscribers: set[asyncio.Queue[TransitionRecord | dict[str, Any] | None]] = set()
         self.dropped_subscribers = 0
 
-    def publish(self, rec: TransitionRecord) -> None:
+    def publish(self, rec: TransitionRecord | dict[str, Any]) -> None:
+        """A committed transition, or a registry event (a dict: live only, no id to resume by)."""
         for q in list(self.subscribers):
             try:
                 q.put_nowait(rec)
@@ -61,8 +62,8 @@ class EventHub:
             q._queue.clear()  # type: ignore[attr-defined]
             q.put_nowait(None)
 
-    def subscribe(self) -> asyncio.Queue[TransitionRecord | None]:
-        q: asyncio.Queue[TransitionRecord | None] = asyncio.Queue(QUEUE_MAX)
+    def subscribe(self) -> asyncio.Queue[TransitionRecord | dict[str, Any] | None]:
+        q: asyncio.Queue[TransitionRecord | dict[str, Any] | None] = asyncio.Queue(QUEUE_MAX)
         self.subscribers.add(q)
         return q
 
@@ -125,6 +126,11 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 if q not in hub.subscribers and hub.dropped_subscribers:
                     log.warning("event stream subscriber %s ended (too slow, or shutdown)", request.remote)
                 break
+            if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
+                if (peers is None or item["peer"] in peers) and (
+                        states is None or str(item["peer_status"]).upper() in states):
+                    await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
+                continue
             if item.id <= sent:
                 continue
             sent = item.id
