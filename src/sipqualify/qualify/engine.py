@@ -509,7 +509,8 @@ class QualifyEngine:
                 p.lastms = 0  # chan_sip: silently UNKNOWN (an expired registration)
             return
         # step 2: a still-running poke is abandoned
-        self._end_txn(p)
+        if p.txn is not None:
+            self._end_txn(p)
         cfg = p.cfg
         dest = p.dest
         req = build_options(
