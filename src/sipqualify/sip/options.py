@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from .uri import format_host
+
+__all__ = ["ALLOW", "OutgoingOptions", "build_options", "format_host"]
+
 ALLOW = "OPTIONS"
-
-
-def format_host(host: str) -> str:
-    """Brackets for IPv6 literals (RFC 3261 §25.1 IPv6reference)."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 class OutgoingOptions(NamedTuple):  # a NamedTuple: one is built per poke, and it is cheap
