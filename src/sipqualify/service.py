@@ -227,13 +227,18 @@ class Service:
                 p.ruri = b.contact
 
     def _on_register(self, req: Any, addr: Addr, now: float) -> None:
-        self.loop.create_task(self._register(req, addr, now))
-
-    async def _register(self, req: Any, addr: Addr, now: float) -> None:
-        assert self.registrar is not None and self.engine is not None
+        """Challenges and refusals are answered at once; a binding change is committed to SQLite
+        first (in a task, group-committed with its neighbours) and answered after the commit."""
+        assert self.registrar is not None
         out = self.registrar.handle(req, addr, now, self._wall_offset + now)
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
+        if out.binding is None and out.removed is None:
+            self._answer_register(req, addr, out)
+        else:
+            self.loop.create_task(self._commit_register(req, addr, out))
+
+    async def _commit_register(self, req: Any, addr: Addr, out: Any) -> None:
         try:
             if out.binding is not None:
                 await self._store_binding(out.binding.peer, out.binding)  # stored before the 200 is sent
@@ -246,6 +251,10 @@ class Service:
             out.response = make_response(req, 500, "Server Internal Error", received=addr)
             out.binding = out.removed = None
             out.peer_status = None
+        self._answer_register(req, addr, out)
+
+    def _answer_register(self, req: Any, addr: Addr, out: Any) -> None:
+        assert self.engine is not None
         dest = addr
         via = req.top_via
         if via is not None and "rport" not in via.params and via.port:
@@ -271,7 +280,8 @@ class Service:
                 except Exception:
                     name = ""
             self._publish_registry(name, out.peer_status, out.cause, out.binding.addr if out.binding else addr)
-        self._pump()
+        if out.binding is not None or out.removed is not None:
+            self._pump()  # the poke that follows a REGISTER goes out now
 
     async def _store_binding(self, peer: str, b: Any) -> None:
         """Group commit: every binding change that arrives while a commit is running goes into

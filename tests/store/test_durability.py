@@ -118,3 +118,27 @@ def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(d
         assert len(s.states()) == 50
     finally:
         s.close()
+
+
+def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store], db_path: str) -> None:
+    """Transitions pending together are inserted with one executemany: the ids handed to the
+    callback (read back from sqlite_sequence) must be exactly the rows' ids."""
+    got: list[TransitionRecord] = []
+    done = threading.Event()
+
+    def cb(rec: TransitionRecord) -> None:
+        got.append(rec)
+        if len(got) == 301:
+            done.set()
+
+    s = make_store(on_transition_committed=cb)
+    s.open()
+    s.record_transition("first", T0, "UNKNOWN", "OK", 1, 2000, 0.5)  # ids do not start at 1
+    with s._wake:  # hold the writer: all 300 are pending together, so they go in one batch
+        for i in range(300):
+            s._transitions.append((f"p{i}", T0 + 1 + i, "OK", "UNREACHABLE", -1, 2000, None))
+        s._wake.notify()
+    assert done.wait(10)
+    with sqlite3.connect(db_path) as db:
+        stored = dict(db.execute("SELECT id, peer FROM transitions").fetchall())
+    assert {r.id: r.peer for r in got} == stored and len(stored) == 301

@@ -25,21 +25,24 @@ from dataclasses import dataclass
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?')
+_ESCAPED = re.compile(r"\\(.)")
 
 
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """`Digest username="a", realm="b", ...` -> ("Digest", {"username": "a", ...})."""
     scheme, _, rest = value.strip().partition(" ")
     params: dict[str, str] = {}
-    pos = 0
-    while pos < len(rest):
-        m = _PARAM.match(rest, pos)
+    pos, end, match = 0, len(rest), _PARAM.match
+    while pos < end:
+        m = match(rest, pos)
         if m is None:
             break
-        k, v = m.group(1).lower(), m.group(2)
-        if v.startswith('"'):
-            v = re.sub(r"\\(.)", r"\1", v[1:-1])
-        params[k] = v
+        k, v = m.group(1, 2)
+        if v[0] == '"':
+            v = v[1:-1]
+            if "\\" in v:
+                v = _ESCAPED.sub(r"\1", v)
+        params[k.lower()] = v
         pos = m.end()
     return scheme, params
 

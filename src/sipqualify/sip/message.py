@@ -444,8 +444,8 @@ def make_response(
         if value is None:
             continue
         if name == "To" and to_tag and status > 100:
-            _, _, params = parse_name_addr(value)
-            if "tag" not in params:
+            # no "tag" anywhere: no tag parameter, no need to parse the name-addr
+            if "tag" not in value.lower() or "tag" not in parse_name_addr(value)[2]:
                 value = f"{value};tag={to_tag}"
         items.append((name, value))
     items.extend(extra)

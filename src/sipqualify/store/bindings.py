@@ -14,6 +14,17 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS bindings (
     transport TEXT NOT NULL, expires_at REAL NOT NULL, useragent TEXT NOT NULL, path TEXT NOT NULL,
     call_id TEXT NOT NULL, cseq INTEGER NOT NULL, nat INTEGER NOT NULL)"""
 
+_UPSERT = (
+    "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
+    "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
+    "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
+    "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat")
+
+
+def _row(b: Binding) -> tuple[object, ...]:
+    return (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
+            b.call_id, b.cseq, int(b.nat))
+
 
 class BindingStore:
     def __init__(self, path: Path) -> None:
@@ -24,15 +35,22 @@ class BindingStore:
         self.lock = threading.Lock()
 
     def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
-        """Several saves (binding) and deletes (None) in one transaction: a group commit."""
+        """Several saves (binding) and deletes (None) in one transaction: a group commit. Runs of
+        the same kind go in one executemany (order kept: a save then a delete stays a delete)."""
         with self.lock:
             self.db.execute("BEGIN")
             try:
-                for peer, b in changes:
-                    if b is None:
-                        self.db.execute("DELETE FROM bindings WHERE peer=?", (peer,))
+                i = 0
+                while i < len(changes):
+                    saving = changes[i][1] is not None
+                    j = i
+                    while j < len(changes) and (changes[j][1] is not None) == saving:
+                        j += 1
+                    if saving:
+                        self.db.executemany(_UPSERT, [_row(b) for _, b in changes[i:j] if b is not None])
                     else:
-                        self._save(b)
+                        self.db.executemany("DELETE FROM bindings WHERE peer=?", [(p,) for p, _ in changes[i:j]])
+                    i = j
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -43,13 +61,7 @@ class BindingStore:
             self._save(b)
 
     def _save(self, b: Binding) -> None:
-        self.db.execute(
-            "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
-            "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
-            "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
-            "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat",
-            (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
-             b.call_id, b.cseq, int(b.nat)))
+        self.db.execute(_UPSERT, _row(b))
 
     def delete(self, peer: str) -> None:
         with self.lock:

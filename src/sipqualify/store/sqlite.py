@@ -642,7 +642,13 @@ def _read_states(db: sqlite3.Connection) -> dict[str, PeerStateRecord]:
 
 
 def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
-    return [int(db.execute(_INSERT_TRANSITION, row).lastrowid or 0) for row in rows]
+    """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
+    so they are read back from sqlite_sequence instead of one execute per row."""
+    if len(rows) == 1:
+        return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
+    db.executemany(_INSERT_TRANSITION, rows)
+    last = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name='transitions'").fetchone()[0])
+    return list(range(last - len(rows) + 1, last + 1))
 
 
 def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> None:
