@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -322,12 +323,16 @@ class Service:
         self.loop.call_later(delay, self._expire, b.peer, b.expires_at)
 
     def _expire(self, peer: str, expires_at: float) -> None:
-        assert self.registrar is not None
+        if self.registrar is None or self.bindings is None:
+            return  # closed
         b = self.registrar.bindings.get(peer)
         if b is None or b.expires_at != expires_at:
             return  # refreshed or removed since
         self.registrar.expire(peer)
-        self.loop.run_in_executor(None, self.bindings.delete, peer)
+        # through the group-commit queue: ordered with a REGISTER that follows at once (if the
+        # delete fails, BindingStore.load drops the expired row at the next start anyway)
+        task = self.loop.create_task(self._store_binding(peer, None))
+        task.add_done_callback(partial(_log_expiry_failure, peer))
         log.info("Unregistered SIP '%s' (expired)", peer)
         if self.engine is not None:
             self.engine.unregistered(peer)
@@ -732,3 +737,8 @@ class Service:
             "store": self.store.stats if self.store is not None else {},
             "sip": [{"ip": ep.local[0], "port": ep.local[1]} for ep in self.endpoints.values()],
         }
+
+
+def _log_expiry_failure(peer: str, task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("cannot delete the expired binding of '%s': %s", peer, task.exception())
