@@ -69,6 +69,7 @@ class GeneralConfig:
     bindport: int = DEFAULT_SIP_PORT
     # Extra bind addresses (e.g. "::" for IPv6); the first of each family is used.
     extra_bindaddrs: list[tuple[str, int]] = field(default_factory=list)
+    tcpenable: bool = False  # also listen for SIP over TCP on each bind address (inbound only)
     qualify_ms: int = 0  # default for peers that say qualify=yes is DEFAULT_MAXMS unless set here
     qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
     qualifygap_ms: int = DEFAULT_QUALIFY_GAP_MS
@@ -98,8 +99,12 @@ class ServiceConfig:
     sample_retention_s: int = 7 * 24 * 3600
     transition_retention_s: int = 90 * 24 * 3600
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
+    options_unknown_user_404: bool = False  # ... but 404 when the Request-URI user is not a peer
     match_source_address: bool = True  # responses must come from where the request went
     metrics_peer_limit: int = 10_000  # per-peer Prometheus series for at most this many peers
+    tcp_idle_timeout_s: int = 3600  # SIP over TCP: a connection silent this long is closed (0 = never)
+    tcp_max_connections: int = 10_000  # SIP over TCP: more are refused at once
+    tcp_max_connections_per_ip: int = 100  # ... and more than this many from one address
     api_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS
     api_tls_key: str | None = None  # PEM private key (defaults to the certificate file)
     manager_conf: str | None = None  # Asterisk manager.conf for the AMI port

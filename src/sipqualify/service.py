@@ -152,6 +152,8 @@ class Service:
             match_source=svc.match_source_address,
             respond_options=svc.respond_options,
         )
+        if svc.options_unknown_user_404:  # OPTIONS to a user that is not a peer: 404, like res_pjsip
+            self.engine.known_user = lambda user: user in self.config.peers
         # the registrar answers REGISTER from the first datagram on (never a 501 during start-up)
         registered = await self._start_registrar()
         from .api.http import start_api

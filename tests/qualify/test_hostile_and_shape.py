@@ -188,3 +188,49 @@ def test_answers_to_one_source_are_rate_limited() -> None:
     sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
     sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
     assert len(sim.engine.datagrams_to_send()) == 2
+
+
+def _options_to(uri: str, mf: int = 70) -> bytes:
+    return (f"OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:15095;branch=z9hG4bKo{abs(hash(uri))};rport\r\n"
+            f"Max-Forwards: {mf}\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <{uri}>\r\nCall-ID: o-{abs(hash(uri))}\r\n"
+            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize(("uri", "check", "status"), [
+    ("sip:p@127.0.0.1:15060", True, 200),  # a configured peer
+    ("sip:ghost@127.0.0.1:15060", True, 404),  # res_pjsip: no such user
+    ("sip:gh%6Fst@127.0.0.1:15060", True, 404),  # escaped: still nobody
+    ("sip:127.0.0.1:15060", True, 200),  # no user part: the server itself
+    ("sip:ghost@127.0.0.1:15060", False, 200),  # not configured: everyone gets 200
+    ("tel:+15551234", False, 416),  # res_pjsip: not a SIP URI
+])
+def test_inbound_options_user_check(uri: str, check: bool, status: int) -> None:
+    sim = build([peer("p", A[1], 2000, freq_s=5)], {A: silent})
+    sim.engine.datagrams_to_send()
+    if check:
+        sim.engine.known_user = lambda user: user == "p"
+    sim.engine.receive_datagram(_options_to(uri), ("127.0.0.1", 15095), 0.0)
+    (data, _), = sim.engine.datagrams_to_send()
+    assert data.startswith(f"SIP/2.0 {status} ".encode()), data[:40]
+
+
+def test_max_forwards_zero_is_answered_by_the_uas() -> None:
+    """RFC 3261 §16.3 (483) is for proxies; we are the destination, so OPTIONS with
+    Max-Forwards: 0 (a classic "ping the next hop" probe) gets its 200."""
+    sim = build([], {})
+    sim.engine.receive_datagram(_options_to("sip:127.0.0.1:15060", mf=0), ("127.0.0.1", 15095), 0.0)
+    (data, _), = sim.engine.datagrams_to_send()
+    assert data.startswith(b"SIP/2.0 200 OK\r\n")
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "INFO", "FROBNICATE", "INVITE"])
+def test_answers_to_unauthenticated_requests_do_not_amplify(method: str) -> None:
+    """Never amplify: a minimal request from anyone gets an answer no bigger than about the
+    request itself (no bodies, no long header lists beyond what the status needs)."""
+    sim = build([], {})
+    req = (f"{method} sip:x@1.2.3.4 SIP/2.0\r\nVia: SIP/2.0/UDP 9.9.9.9:5060;branch=z9hG4bKa;rport\r\n"
+           f"From: <sip:a@9.9.9.9>;tag=1\r\nTo: <sip:x@1.2.3.4>\r\nCall-ID: a\r\nCSeq: 1 {method}\r\n"
+           "Content-Length: 0\r\n\r\n").encode()
+    sim.engine.receive_datagram(req, ("9.9.9.9", 5060), 0.0)
+    (data, _), = sim.engine.datagrams_to_send()
+    assert len(data) <= 2 * len(req), (len(data), len(req))

@@ -2,10 +2,10 @@
 
 ```toml
 sip_conf = "/etc/asterisk/sip.conf"  # optional: [general] and peers from a sip.conf first
-[general]     # sip.conf [general] keys and units, plus bind = ["0.0.0.0:5060", "[::]:5060"]
+[general]     # sip.conf [general] keys and units (tcpenable = true), plus bind = ["0.0.0.0:5060", "[::]:5060"]
 [api]         # listen = "127.0.0.1:7060", token = "...", metrics_peer_limit = 10000
 [store]       # state_dir, sample_retention, transition_retention ("7d", "12h", "1h30m" or seconds)
-[service]     # respond_options, match_source_address
+[service]     # respond_options, options_unknown_user_404, match_source_address, tcp_* limits
 [ami]         # manager_conf, enabled, listen, banner, peerstatus_time, [ami.users.NAME]
 [peers.NAME]  # the sip.conf peer options, plus retransmit, port_in_uri, group and rtt_histogram
 ```
@@ -224,6 +224,10 @@ class TomlReader:
                     self.error(w, f"transport must be one of {', '.join(TRANSPORTS)}, not {v!r}")
                 else:
                     d_set["transport"] = v
+            elif k == "tcpenable":
+                b = self.want_bool(w, v)
+                if b is not None:
+                    g_set["tcpenable"] = b
             elif k == "bind":
                 binds = v if isinstance(v, list) else [v]
                 parsed: list[tuple[str, int]] = []
@@ -291,10 +295,19 @@ class TomlReader:
     def service(self, cfg: Config, table: dict[str, Any]) -> None:
         for k, v in table.items():
             w: Path = ("service", k)
-            if k in ("respond_options", "match_source_address"):
+            if k in ("respond_options", "match_source_address", "options_unknown_user_404"):
                 b = self.want_bool(w, v)
                 if b is not None:
                     setattr(cfg.service, k, b)
+            elif k == "tcp_idle_timeout":
+                try:
+                    cfg.service.tcp_idle_timeout_s = parse_duration(v)
+                except ValueError as err:
+                    self.error(w, f"{k}: {err}")
+            elif k in ("tcp_max_connections", "tcp_max_connections_per_ip"):
+                n = self.want_int(w, v, 1)
+                if n is not None:
+                    setattr(cfg.service, k, n)
             else:
                 self.warning(w, f"unknown option '{k}' in [service] ignored")
 

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from urllib.parse import unquote
 
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Request, Response, SipParseError, make_response, parse_message
@@ -88,6 +89,7 @@ class Peer:
         "transitions",
         "ka_gen",
         "ruri",
+        "transport",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -109,6 +111,7 @@ class Peer:
         self.transitions = 0
         self.ka_gen = 0
         self.ruri = request_uri(cfg)
+        self.transport = cfg.transport  # of the OPTIONS: the config's, or the registration's
 
     @property
     def state(self) -> str:
@@ -207,6 +210,8 @@ class QualifyEngine:
         self.from_display = from_display
         # REGISTER goes to the registrar through this hook (the shell owns persistence)
         self.register_hook: Callable[[Request, Addr, float], None] | None = None
+        # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
+        self.known_user: Callable[[str], bool] | None = None
         self.stats = EngineStats()
         self._peers: dict[str, Peer] = {}
         self._txns: dict[str, ClientTransaction] = {}
@@ -271,6 +276,7 @@ class QualifyEngine:
                 p.cfg = cfg
                 p.maxms = cfg.qualify_ms
                 p.ruri = request_uri(cfg)
+                p.transport = cfg.transport
                 if p.maxms == 0:
                     p.lastms = 0
             p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
@@ -301,14 +307,19 @@ class QualifyEngine:
         p.addr = addr
         p.dest = dest or addr
 
-    def registered(self, name: str, addr: Addr, now: float, contact: str | None = None) -> None:
+    def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
+                   transport: str | None = None, dest: Addr | None = None) -> None:
         """A dynamic peer registered (or refreshed): new address, and a poke right away
         (chan_sip pokes after every successful REGISTER; the periodic cycle restarts from it).
-        The poke's Request-URI is the registered Contact, as chan_sip's `fullcontact`."""
+        The poke's Request-URI is the registered Contact, as chan_sip's `fullcontact`.
+        `transport`: the one the REGISTER came over (the OPTIONS' Via says it); `dest`: where
+        OPTIONS go when not `addr` (over TCP: the remote end of the REGISTER's connection)."""
         p = self._peers.get(name)
         if p is None:
             return
-        p.addr = p.dest = addr
+        p.addr = addr
+        p.dest = dest or addr
+        p.transport = transport or p.cfg.transport
         if contact:
             p.ruri = contact
         if p.cfg.keepalive_s:
@@ -323,6 +334,7 @@ class QualifyEngine:
         if p is not None:
             p.addr = p.dest = None
             p.ruri = request_uri(p.cfg)
+            p.transport = p.cfg.transport
 
     def remove(self, name: str) -> None:
         p = self._peers.pop(name, None)
@@ -516,14 +528,14 @@ class QualifyEngine:
         req = build_options(
             p.ruri,
             self.local_address(dest),
-            transport=cfg.transport.upper(),
+            transport=p.transport.upper(),
             from_user=cfg.fromuser or self.from_user,
             from_display=self.from_display,
             useragent=self.useragent,
             date=self._date_header(),
         )
         data, branch, call_id = req.data, req.branch, req.call_id
-        reliable = cfg.transport in ("tcp", "tls")
+        reliable = p.transport in ("tcp", "tls")
         txn = ClientTransaction(
             branch,
             data,
@@ -690,6 +702,20 @@ class QualifyEngine:
         b[0] = tokens - 1.0
         return True
 
+    def _options_status(self, uri: str) -> tuple[int, str]:
+        """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
+        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
+        scheme, _, rest = uri.partition(":")
+        if scheme.lower() not in ("sip", "sips"):
+            return 416, "Unsupported URI Scheme"
+        if self.known_user is not None:
+            user, at, _ = rest.partition("@")
+            if at:
+                user = unquote(user.partition(";")[0].partition(":")[0])
+                if user and not self.known_user(user):
+                    return 404, "Not Found"
+        return 200, "OK"
+
     def _on_request(self, req: Request, addr: Addr, now: float) -> None:
         """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
         if req.method == "ACK":
@@ -707,7 +733,7 @@ class QualifyEngine:
             d = req.defects[0][:100]
             status, reason = 400, d[:1].upper() + d[1:]
         elif req.method == "OPTIONS" and self.respond_options:
-            status, reason = 200, "OK"
+            status, reason = self._options_status(req.uri)
         elif req.method == "OPTIONS":
             status, reason = 404, "Not Found"
         elif req.method in KNOWN_METHODS:

@@ -99,8 +99,10 @@ class Registrar:
 
     def _reply(self, req: Request, status: int, reason: str, source: Addr,
                extra: list[tuple[str, str]] | None = None) -> Response:
+        # never amplify: refusals to unauthenticated sources carry only what their status needs
+        base = [("Server", self.useragent), ("Allow", ALLOW)] if status < 300 else []
         return make_response(req, status, reason, received=source, to_tag="as" + os.urandom(4).hex(),
-                             extra=[("Server", self.useragent), ("Allow", ALLOW), *(extra or [])])
+                             extra=[*base, *(extra or [])])
 
     def banned(self, ip: str, now: float) -> bool:
         f = self.failures.get(ip)
@@ -145,10 +147,10 @@ class Registrar:
             if result.reason in ("no-credentials", "stale", "bad-nonce"):
                 key = "stale" if result.reason == "stale" else "challenged"
                 self.counters[key] += 1
-                creds = self._credentials(name)
-                # an md5secret is an MD5 HA1: only MD5 can be checked against it
-                algs = ("MD5",) if creds is not None and creds.secret is None else None
-                challenge = self.auth.challenge(now, stale=result.reason == "stale", algorithms=algs)
+                # the same challenge for every user, known or not, secret or md5secret (no user
+                # enumeration): MD5 first, which UAs pick (RFC 8760 §2.4); an md5secret user that
+                # answers with SHA-256 anyway cannot be checked and is refused like a wrong password
+                challenge = self.auth.challenge(now, stale=result.reason == "stale")
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
                                                    [("WWW-Authenticate", c) for c in challenge]))
             self.counters["forbidden"] += 1

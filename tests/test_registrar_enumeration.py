@@ -1,0 +1,113 @@
+"""No user enumeration through REGISTER (chan_sip `alwaysauthreject=yes`): an unknown user, a
+peer that is not dynamic, a wrong password and an md5secret peer get byte-identical answers
+(apart from the To tag and the nonce, which are fresh per answer), and take the same time.
+Sans-I/O: the Registrar is driven directly, so timing is the registrar's own work."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import statistics
+import time
+
+from sipqualify.model import PeerConfig
+from sipqualify.qualify.registrar import Registrar, RegistrarSettings
+from sipqualify.sip.digest import digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.message import parse_message
+
+PEERS = {
+    "1001": PeerConfig(name="1001", host="dynamic", dynamic=True, secret="s3cret"),
+    "1002": PeerConfig(name="1002", host="dynamic", dynamic=True,
+                       md5secret=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()),
+    "trunk": PeerConfig(name="trunk", host="192.0.2.1", secret="x"),
+}
+SRC = ("192.0.2.50", 5060)
+
+
+def registrar() -> Registrar:
+    # no bans here: the point is what a guesser sees before being banned
+    return Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_ban=0))
+
+
+def register(user: str, auth: str = "", cseq: int = 1) -> bytes:
+    lines = ["REGISTER sip:pbx.test SIP/2.0", f"Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bK{user}{cseq};rport",
+             "Max-Forwards: 70", f"From: <sip:{user}@pbx.test>;tag=g", f"To: <sip:{user}@pbx.test>",
+             f"Call-ID: guess-{user}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:{user}@192.0.2.50>",
+             "Expires: 600"]
+    if auth:
+        lines.append(f"Authorization: {auth}")
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def authorization(challenge: str, user: str, password: str) -> str:
+    _, p = parse_auth_header(challenge)
+    alg = p["algorithm"]
+    resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), "REGISTER", "sip:pbx.test", p["nonce"],
+                           "00000001", "abcd", "auth")
+    return (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="sip:pbx.test", '
+            f'response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="abcd"')
+
+
+def normalise(data: bytes, user: str) -> str:
+    """Remove what is fresh per answer or echoes the request (the user's own name)."""
+    text = data.decode()
+    text = re.sub(r";tag=as[0-9a-f]+", ";tag=X", text)
+    text = re.sub(r'nonce="[^"]+"', 'nonce="N"', text)
+    return text.replace(user, "USER")
+
+
+def attempt(reg: Registrar, user: str, password: str, now: float) -> tuple[bytes, bytes]:
+    """(the 401 to the bare REGISTER, the answer to the REGISTER with credentials)."""
+    first = reg.handle(parse_message(register(user)), SRC, now, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    second = reg.handle(parse_message(register(user, authorization(challenge, user, password), 2)), SRC, now, 1e9)
+    assert second is not None
+    return first.response.to_bytes(), second.response.to_bytes()
+
+
+def test_answers_are_identical_for_unknown_wrong_md5secret_and_static() -> None:
+    reg = registrar()
+    seen = {}
+    for user, password in [("1001", "wrong"), ("1002", "wrong"), ("ghost", "any"), ("trunk", "x")]:
+        c, r = attempt(reg, user, password, 100.0)
+        seen[user] = (normalise(c, user), normalise(r, user))
+    assert len({c for c, _ in seen.values()}) == 1, seen  # one and the same challenge
+    assert len({r for _, r in seen.values()}) == 1, seen  # one and the same refusal
+    challenge, refusal = seen["ghost"]
+    assert challenge.startswith("SIP/2.0 401 Unauthorized\r\n") and challenge.count("WWW-Authenticate:") == 2
+    assert refusal.startswith("SIP/2.0 403 Forbidden\r\n")
+    # and the genuine passwords do get in (so the equality above is not an always-403 registrar)
+    assert attempt(reg, "1001", "s3cret", 100.0)[1].startswith(b"SIP/2.0 200 OK\r\n")
+    assert attempt(reg, "1002", "pw2", 100.0)[1].startswith(b"SIP/2.0 200 OK\r\n")
+
+
+def test_refusals_take_the_same_time_for_known_and_unknown_users() -> None:
+    """The registrar hashes a random secret for an unknown user, so a wrong password for a real
+    peer and any password for nobody cost the same. Interleaved, medians within 10 %."""
+    reg = registrar()
+    c_known = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
+    assert c_known is not None
+    challenge = c_known.response.headers.get_all("WWW-Authenticate")[0]
+    msgs = {u: parse_message(register(u, authorization(challenge, u, "wrong"), 2)) for u in ("1001", "ghost")}
+    times: dict[str, list[float]] = {"1001": [], "ghost": []}
+    for _ in range(3000):
+        for user, msg in msgs.items():
+            t0 = time.perf_counter()
+            out = reg.handle(msg, SRC, 100.0, 1e9)
+            times[user].append(time.perf_counter() - t0)
+            assert out is not None and out.response.status == 403
+    known, unknown = statistics.median(times["1001"]), statistics.median(times["ghost"])
+    assert abs(known - unknown) / max(known, unknown) < 0.10, (known, unknown)
+
+
+def test_challenge_is_small() -> None:
+    """Never amplify: the 401 to a minimal REGISTER from anyone is at most ~2.5x its size
+    (two challenges, MD5 and SHA-256, sharing one nonce; no Server/Allow on refusals)."""
+    reg = registrar()
+    req = register("ghost")
+    out = reg.handle(parse_message(req), SRC, 100.0, 1e9)
+    assert out is not None
+    data = out.response.to_bytes()
+    assert len(data) <= 2.5 * len(req), (len(data), len(req))
+    assert b"Server:" not in data and b"Allow:" not in data
