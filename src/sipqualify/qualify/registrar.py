@@ -14,9 +14,11 @@ Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
 * `Expires` from the Contact's `expires` parameter, else the Expires header, else
   `defaultexpiry`; 0 (or `Contact: *` with `Expires: 0`) unregisters; below `minexpiry`
   -> 423 Interval Too Brief with Min-Expires; above `maxexpiry` -> capped;
-* the binding's address is where the REGISTER came from (received/rport, RFC 3581) when NAT
-  applies (`nat=force_rport`/`comedia`, or `auto_force_rport` and the Via asks for rport or the
-  Contact names another address), else the Contact's host:port.
+* the binding's address is where the REGISTER came from (received/rport, RFC 3581) when
+  `force_rport` applies (`nat=force_rport` or `yes`, or `auto_force_rport` and NAT detected:
+  the top Via's address is not the source address, chan_sip `check_for_nat`), else the
+  Contact's host:port. `comedia`/`auto_comedia` concern media only; `nat` on the binding
+  records whether NAT was detected ("Auto (Yes)" in `sip show peers`).
 """
 
 from __future__ import annotations
@@ -211,9 +213,10 @@ class Registrar:
                                                [("Min-Expires", str(s.minexpiry))]))
         expires = min(expires, s.maxexpiry)
         via = req.top_via
-        contact_addr = (cu.host, cu.port or DEFAULT_SIP_PORT)
-        nat = _behind_nat(peer, via.wants_rport if via else False, contact_addr, source)
-        addr = source if nat or not _is_ip(cu.host) else contact_addr
+        contact_addr = (cu.host.strip("[]"), cu.port or DEFAULT_SIP_PORT)
+        nat = _nat_detected(via.host if via else None, source)
+        # a Contact host name is not resolved on the event loop: the source address is used
+        addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
         b = Binding(peer.name, curi, addr, (via.transport.lower() if via else "udp"), wall + expires,
                     req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
                     req.call_id or "", req.cseq[0], nat)
@@ -245,9 +248,21 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def _behind_nat(peer: PeerConfig, via_rport: bool, contact: Addr, source: Addr) -> bool:
-    if "force_rport" in peer.nat or "comedia" in peer.nat:
+def _nat_detected(via_host: str | None, source: Addr) -> bool:
+    """chan_sip `check_for_nat`: NAT when the top Via's sent-by address is not the address the
+    request came from (addresses only, not ports; a host name never equals an address)."""
+    if via_host is None:
         return True
-    if "auto_force_rport" in peer.nat or "auto_comedia" in peer.nat:
-        return via_rport or contact != source
-    return False
+    try:
+        return ipaddress.ip_address(via_host.strip("[]")) != ipaddress.ip_address(source[0])
+    except ValueError:
+        return True
+
+
+def _use_source(peer: PeerConfig, detected: bool) -> bool:
+    """Where the binding points (chan_sip `parse_register_contact`): the REGISTER's source when
+    `force_rport` applies (`nat=force_rport`, deprecated `yes`, or `auto_force_rport` with NAT
+    detected), else the Contact. `comedia`/`auto_comedia` are about media, not signalling."""
+    if "force_rport" in peer.nat or "yes" in peer.nat:
+        return True
+    return "auto_force_rport" in peer.nat and detected

@@ -1,7 +1,12 @@
-"""No user enumeration through REGISTER (chan_sip `alwaysauthreject=yes`): an unknown user, a
+"""Registrar rules, sans-I/O.
+
+No user enumeration through REGISTER (chan_sip `alwaysauthreject=yes`): an unknown user, a
 peer that is not dynamic, a wrong password and an md5secret peer get byte-identical answers
 (apart from the To tag and the nonce, which are fresh per answer), and take the same time.
-Sans-I/O: the Registrar is driven directly, so timing is the registrar's own work."""
+Sans-I/O: the Registrar is driven directly, so timing is the registrar's own work.
+
+Where a binding points: chan_sip's nat= rules (force_rport, auto_force_rport with NAT
+detected from the Via, comedia for media only)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import hashlib
 import re
 import statistics
 import time
+
+import pytest
 
 from sipqualify.model import PeerConfig
 from sipqualify.qualify.registrar import Registrar, RegistrarSettings
@@ -111,3 +118,40 @@ def test_challenge_is_small() -> None:
     data = out.response.to_bytes()
     assert len(data) <= 2.5 * len(req), (len(data), len(req))
     assert b"Server:" not in data and b"Allow:" not in data
+
+
+# ---------------------------------------------------------------- where the binding points
+
+
+def _bind(nat: tuple[str, ...], via_host: str, source: tuple[str, int], contact: str) -> tuple[tuple[str, int], bool]:
+    peers = {"p": PeerConfig(name="p", host="dynamic", dynamic=True, secret="pw", nat=nat)}
+    reg = Registrar(peers.get, RegistrarSettings(realm="pbx.test"))
+    lines = ["REGISTER sip:pbx.test SIP/2.0", f"Via: SIP/2.0/UDP {via_host}:5060;branch=z9hG4bKn;rport",
+             "From: <sip:p@pbx.test>;tag=1", "To: <sip:p@pbx.test>", "Call-ID: nat", "CSeq: 1 REGISTER",
+             f"Contact: <{contact}>", "Expires: 600"]
+    first = reg.handle(parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()), source, 1.0, 1e9)
+    assert first is not None
+    lines[5] = "CSeq: 2 REGISTER"
+    lines.append("Authorization: " + authorization(first.response.headers.get_all("WWW-Authenticate")[0], "p", "pw"))
+    out = reg.handle(parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()), source, 1.0, 1e9)
+    assert out is not None and out.binding is not None, out
+    return out.binding.addr, out.binding.nat
+
+
+@pytest.mark.parametrize(("nat", "via_host", "contact", "addr", "detected"), [
+    # phone behind NAT: private Via and Contact, public source
+    (("auto_force_rport",), "192.168.1.5", "sip:p@192.168.1.5:5062", ("203.0.113.9", 40000), True),
+    (("force_rport",), "192.168.1.5", "sip:p@192.168.1.5:5062", ("203.0.113.9", 40000), True),
+    (("force_rport", "comedia"), "192.168.1.5", "sip:p@192.168.1.5:5062", ("203.0.113.9", 40000), True),
+    (("no",), "192.168.1.5", "sip:p@192.168.1.5:5062", ("192.168.1.5", 5062), True),  # nat=no trusts Contact
+    (("comedia",), "192.168.1.5", "sip:p@192.168.1.5:5062", ("192.168.1.5", 5062), True),  # media only
+    (("auto_comedia",), "192.168.1.5", "sip:p@192.168.1.5:5062", ("192.168.1.5", 5062), True),
+    # public phone, Via = source address (ports are not compared, like chan_sip): the Contact
+    (("auto_force_rport",), "203.0.113.9", "sip:p@203.0.113.9:5062", ("203.0.113.9", 5062), False),
+    (("force_rport",), "203.0.113.9", "sip:p@203.0.113.9:5062", ("203.0.113.9", 40000), False),
+    # a Contact host name is not resolved: the source address is used
+    (("no",), "203.0.113.9", "sip:p@phone.example.net", ("203.0.113.9", 40000), False),
+])
+def test_binding_address_follows_chan_sip_nat_rules(nat: tuple[str, ...], via_host: str, contact: str,
+                                                    addr: tuple[str, int], detected: bool) -> None:
+    assert _bind(nat, via_host, ("203.0.113.9", 40000), contact) == (addr, detected)
