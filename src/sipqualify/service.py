@@ -26,6 +26,7 @@ from typing import Any
 from .config.load import load_config
 from .model import Config, ConfigError, ConfigMessage, PeerConfig
 from .net.resolve import resolve_peers, resolve_proxies
+from .net.tcp import TcpServer
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
@@ -93,6 +94,10 @@ class Service:
         self.engine: QualifyEngine | None = None
         self.store: Store | None = None
         self.endpoints: dict[int, UdpEndpoint] = {}
+        self.tcp: TcpServer | None = None  # [general] tcpenable: SIP over TCP, inbound
+        self._rx_tcp: Addr | None = None  # the TCP connection of the message being handled
+        self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection's address
+        self._tcp_dests: dict[Addr, int] = {}  # those addresses (refcount): TCP only, never UDP
         self.counters = Counters()
         self.token = ""
         self.state_dir = Path(".")
@@ -163,7 +168,7 @@ class Service:
         self._api_runner, self.api_addr = await start_api(self, host, port)
         await self._start_ami()
         await self._start_webhooks()
-        peers = self._udp_only(list(self.config.peers.values()))
+        peers = self._udp_only(list(self.config.peers.values()), self.config.general.tcpenable)
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         addrs.update(registered)
@@ -228,20 +233,29 @@ class Service:
             if p is not None and p.cfg.dynamic:
                 p.addr = p.dest = b.addr
                 p.ruri = b.contact
+                if b.transport == "tcp":  # over its connection only
+                    # none yet (a restart): port 0, never a UDP peer's address; the pokes are
+                    # dropped, so UNREACHABLE until the phone connects and registers again
+                    p.dest = self._tcp_flows.get(b.peer) or (b.addr[0], 0)
+                    p.transport = "tcp"
+                    self._set_tcp_flow(b.peer, p.dest)
 
     def _on_register(self, req: Any, addr: Addr, now: float) -> None:
         """Challenges and refusals are answered at once; a binding change is committed to SQLite
         first (in a task, group-committed with its neighbours) and answered after the commit."""
         assert self.registrar is not None
+        tcp = self._rx_tcp == addr
         out = self.registrar.handle(req, addr, now, self._wall_offset + now)
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
+        if out.binding is not None:  # the transport it really came over (the Via may claim another)
+            out.binding.transport = "tcp" if tcp else "udp"
         if out.binding is None and out.removed is None:
-            self._answer_register(req, addr, out)
+            self._answer_register(req, addr, out, tcp)
         else:
-            self.loop.create_task(self._commit_register(req, addr, out))
+            self.loop.create_task(self._commit_register(req, addr, out, tcp))
 
-    async def _commit_register(self, req: Any, addr: Addr, out: Any) -> None:
+    async def _commit_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False) -> None:
         try:
             if out.binding is not None:
                 await self._store_binding(out.binding.peer, out.binding)  # stored before the 200 is sent
@@ -254,23 +268,32 @@ class Service:
             out.response = make_response(req, 500, "Server Internal Error", received=addr)
             out.binding = out.removed = None
             out.peer_status = None
-        self._answer_register(req, addr, out)
+        self._answer_register(req, addr, out, tcp)
 
-    def _answer_register(self, req: Any, addr: Addr, out: Any) -> None:
+    def _answer_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False) -> None:
         assert self.engine is not None
-        dest = addr
-        via = req.top_via
-        if via is not None and "rport" not in via.params and via.port:
-            dest = (addr[0], via.port)
-        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
-        if ep is not None:
-            ep.sendto(out.response.to_bytes(), dest)
+        if tcp:  # RFC 3261 §18.2.2: on the connection the request came over, whatever the Via says
+            if self.tcp is None or not self.tcp.send(addr, out.response.to_bytes()):
+                if self.tcp is not None:
+                    self.tcp.stats["no_connection"] += 1
+        else:
+            dest = addr
+            via = req.top_via
+            if via is not None and "rport" not in via.params and via.port:
+                dest = (addr[0], via.port)
+            ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+            if ep is not None:
+                ep.sendto(out.response.to_bytes(), dest)
         if out.log:
             log.info("%s", out.log)
         if out.binding is not None:
-            self._arm_expiry(out.binding)
-            self.engine.registered(out.binding.peer, out.binding.addr, self.clock(), out.binding.contact)
+            b = out.binding
+            self._arm_expiry(b)
+            flow = addr if b.transport == "tcp" else None  # qualified over the REGISTER's connection
+            self._set_tcp_flow(b.peer, flow)
+            self.engine.registered(b.peer, b.addr, self.clock(), b.contact, transport=b.transport, dest=flow)
         elif out.removed is not None:
+            self._set_tcp_flow(out.removed, None)
             self.engine.unregistered(out.removed)
         if out.peer_status is not None:
             name = out.binding.peer if out.binding else (out.removed or "")
@@ -320,6 +343,20 @@ class Service:
         self.events.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
                              "address": f"{addr[0]}:{addr[1]}" if addr else None})
 
+    def _set_tcp_flow(self, peer: str, addr: Addr | None) -> None:
+        """A peer registered over TCP is qualified over that connection only: `addr` (its remote
+        end) is then never sent to over UDP. None: the peer has no TCP binding (any more)."""
+        old = self._tcp_flows.pop(peer, None)
+        if old is not None:
+            n = self._tcp_dests.get(old, 1) - 1
+            if n > 0:
+                self._tcp_dests[old] = n
+            else:
+                self._tcp_dests.pop(old, None)
+        if addr is not None:
+            self._tcp_flows[peer] = addr
+            self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
+
     def _arm_expiry(self, b: Any) -> None:
         delay = max(0.0, b.expires_at - time.time())
         self.loop.call_later(delay, self._expire, b.peer, b.expires_at)
@@ -336,6 +373,7 @@ class Service:
         task = self.loop.create_task(self._store_binding(peer, None))
         task.add_done_callback(partial(_log_expiry_failure, peer))
         log.info("Unregistered SIP '%s' (expired)", peer)
+        self._set_tcp_flow(peer, None)
         if self.engine is not None:
             self.engine.unregistered(peer)
         self._publish_registry(peer, "Unregistered", "Expired", None)
@@ -416,6 +454,21 @@ class Service:
                     continue
                 raise OSError(e.errno, f"cannot bind SIP socket {host}:{port}: {e.strerror}") from None
             self.endpoints[fam] = ep
+        if g.tcpenable:  # a TCP listener on the address and port of each UDP socket
+            svc = self.config.service
+            self.tcp = TcpServer(self._on_tcp_message, clock=self.clock, on_batch_done=self._on_batch_done,
+                                 idle_timeout=svc.tcp_idle_timeout_s, max_connections=svc.tcp_max_connections,
+                                 max_per_ip=svc.tcp_max_connections_per_ip)
+            for ep in self.endpoints.values():
+                try:
+                    await self.tcp.listen(*ep.local)
+                except OSError as e:
+                    if any(ep.local[1] == port and ep.local[0] == host.strip("[]") for host, port in optional):
+                        log.info("no IPv6 SIP TCP socket on [%s]:%d (%s)", ep.local[0], ep.local[1], e)
+                        continue
+                    raise OSError(e.errno, f"cannot bind SIP TCP socket {ep.local[0]}:{ep.local[1]}: "
+                                           f"{e.strerror}") from None
+            log.info("SIP over TCP on %s", ", ".join(f"{ip}:{port}" for ip, port in self.tcp.locals))
 
     async def run_forever(self) -> None:
         for sig, handler in ((signal.SIGHUP, self._sighup), (signal.SIGTERM, self.stop), (signal.SIGINT, self.stop)):
@@ -445,6 +498,8 @@ class Service:
         for ep in self.endpoints.values():
             ep.close()
         self.endpoints.clear()
+        if self.tcp is not None:
+            self.tcp.close()
         if self.store is not None and self.engine is not None:
             self._save_all_states()
         if self.bindings is not None:
@@ -478,7 +533,7 @@ class Service:
         except ConfigError:
             self.counters.reload_errors += 1
             raise
-        peers = self._udp_only(list(cfg.peers.values()))
+        peers = self._udp_only(list(cfg.peers.values()), cfg.general.tcpenable)
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
@@ -511,16 +566,18 @@ class Service:
         gc.set_threshold(100_000, 50, 100)
 
     @staticmethod
-    def _udp_only(peers: list[PeerConfig]) -> list[PeerConfig]:
-        """The daemon has UDP sockets only (TCP/TLS come later): say so, and qualify over UDP
-        rather than send a Via that names a transport the datagram does not use."""
+    def _udp_only(peers: list[PeerConfig], tcp: bool = False) -> list[PeerConfig]:
+        """The daemon opens no outbound TCP/TLS connections: say so, and qualify over UDP rather
+        than send a Via that names a transport the datagram does not use. (A dynamic peer is
+        qualified over the transport it registers with: with `tcpenable`, TCP is fine for it.)"""
         import dataclasses
 
         out = []
         for p in peers:
             if p.transport != "udp":
-                log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
-                            p.name, p.source, p.transport)
+                if not (tcp and p.dynamic and p.transport == "tcp"):
+                    log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
+                                p.name, p.source, p.transport)
                 p = dataclasses.replace(p, transport="udp")
             out.append(p)
         return out
@@ -537,6 +594,23 @@ class Service:
             return
         # t_rx: the kernel's receive time, so loop delays do not inflate RTTs
         self.engine.receive_datagram(data, addr, t_rx)
+
+    def _on_tcp_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        eng = self.engine
+        if eng is None or self.tcp is None:
+            return
+        self._rx_tcp = addr  # a REGISTER handled now came over this connection
+        try:
+            eng.receive_datagram(data, addr, t_rx)
+        finally:
+            self._rx_tcp = None
+        # what the engine produced now answers this request: on its connection, not to the
+        # Via's sent-by port (RFC 3261 §18.2.2); the rest of the output goes out in _pump
+        for msg, dest in eng.datagrams_to_send():
+            if dest[0] != addr[0]:
+                self._send(msg, dest)  # not an answer to this request
+            elif not self.tcp.send(addr, msg):
+                self.tcp.stats["no_connection"] += 1
 
     def _on_batch_done(self) -> None:
         if self.engine is not None:
@@ -563,7 +637,11 @@ class Service:
         eng = self.engine
         assert eng is not None
         eps = self.endpoints
+        tcp = self.tcp
         for data, dest in eng.datagrams_to_send():
+            if tcp is not None:
+                self._send(data, dest)
+                continue
             ep = eps.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
             if ep is None:
                 continue
@@ -578,6 +656,21 @@ class Service:
                 self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) if when is not None else None
             )
             self._timer_at = when
+
+    def _send(self, data: bytes, dest: Addr) -> None:
+        """Over the TCP connection from `dest` if there is one, else over UDP; but never over UDP
+        to a peer registered over TCP whose connection is gone (dropped and counted: its give-up
+        timer makes it UNREACHABLE, as Asterisk does when the connection is lost)."""
+        tcp = self.tcp
+        if tcp is not None:
+            if tcp.send(dest, data):
+                return
+            if dest in self._tcp_dests:
+                tcp.stats["no_connection"] += 1
+                return
+        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+        if ep is not None:
+            ep.sendto(data, dest)
 
     def wall(self, t: float) -> float:
         return self._wall_offset + t
@@ -699,7 +792,7 @@ class Service:
             addr_ip=addr[0] if addr else None,
             addr_port=addr[1] if addr else 0,
             dynamic=cfg.dynamic,
-            transport=cfg.transport,
+            transport=b.transport if b else cfg.transport,
             nat=list(cfg.nat),
             nat_detected=bool(b.nat) if b else False,
             acl=False,
@@ -738,6 +831,7 @@ class Service:
             "service": asdict(self.counters),
             "store": self.store.stats if self.store is not None else {},
             "sip": [{"ip": ep.local[0], "port": ep.local[1]} for ep in self.endpoints.values()],
+            "tcp": self.tcp.snapshot() if self.tcp is not None else None,
         }
 
 

@@ -234,7 +234,7 @@ class SipConfReader:
             elif k == "transport":
                 transport = e
             elif k == "tcpenable":
-                self._tcp = _true(v)
+                self._tcp = g.tcpenable = _true(v)
             elif k == "tlsenable":
                 self._tls = _true(v)
             elif k == "realm":
