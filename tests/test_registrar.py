@@ -221,3 +221,54 @@ async def test_registry_events_on_the_event_stream(tmp_path: Path) -> None:
     finally:
         await svc.close()
         t.close()
+
+
+async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> None:
+    """RFC 3261 §17.2.2: a retransmission is not a new request. The first REGISTER's copy gets
+    the same 401 (same nonce, same To tag), the authenticated one's copy the same 200 — not a
+    fresh challenge and not a 403 for a replayed nonce count (which would count towards a ban)."""
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    port = t.get_extra_info("sockname")[1]
+    svc, server = await start(tmp_path)
+    try:
+        def raw(cseq: int, auth: str = "") -> bytes:
+            lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
+                     f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKretx{cseq};rport", "Max-Forwards: 70",
+                     "From: <sip:1001@127.0.0.1>;tag=rt", "To: <sip:1001@127.0.0.1>", "Call-ID: retx@phone",
+                     f"CSeq: {cseq} REGISTER", f"Contact: <sip:1001@127.0.0.1:{port}>", "Expires: 300"]
+            if auth:
+                lines.append(f"Authorization: {auth}")
+            return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+        async def twice(data: bytes) -> tuple[Response, Response]:
+            t.sendto(data, server)
+            t.sendto(data, server)  # the retransmission, while the first may still be in hand
+            a = await asyncio.wait_for(phone.responses.get(), 5)
+            b = await asyncio.wait_for(phone.responses.get(), 5)
+            return a, b
+
+        c1, c2 = await twice(raw(1))
+        assert c1.status == c2.status == 401 and c1.to_bytes() == c2.to_bytes()
+        _, p = parse_auth_header(c1.headers.get_all("WWW-Authenticate")[0])
+        uri = f"sip:127.0.0.1:{server[1]}"
+        resp = digest_response("MD5", ha1_of("MD5", "1001", p["realm"], "s3cret"), "REGISTER", uri, p["nonce"],
+                               "00000001", "cn", "auth")
+        auth = (f'Digest username="1001", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
+                f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="cn"')
+        # the copy that arrives while the binding is being committed (Trying) is absorbed ...
+        t.sendto(raw(2, auth), server)
+        t.sendto(raw(2, auth), server)
+        r1 = await asyncio.wait_for(phone.responses.get(), 5)
+        await asyncio.sleep(0.3)
+        assert r1.status == 200 and phone.responses.empty()
+        # ... and a later one (the phone's T1 retransmission) gets the stored 200 again
+        t.sendto(raw(2, auth), server)
+        r2 = await asyncio.wait_for(phone.responses.get(), 5)
+        assert r2.to_bytes() == r1.to_bytes()
+        stats = svc.registrar_stats()
+        assert stats is not None and stats["forbidden"] == 0 and stats["registered"] == 1
+        assert stats["retransmissions_absorbed"] == 1 and stats["retransmissions_answered"] == 2
+    finally:
+        await svc.close()
+        t.close()

@@ -30,6 +30,7 @@ from .net.tcp import TcpServer
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
+from .sip.server_txn import PENDING, ServerTransactions
 from .store import Store, TransitionRecord
 from .views import PeerView
 
@@ -95,6 +96,7 @@ class Service:
         self.store: Store | None = None
         self.endpoints: dict[int, UdpEndpoint] = {}
         self.tcp: TcpServer | None = None  # [general] tcpenable: SIP over TCP, inbound
+        self.server_txns = ServerTransactions()  # REGISTER retransmissions: absorbed or answered again
         self._rx_tcp: Addr | None = None  # the TCP connection of the message being handled
         self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection's address
         self._tcp_dests: dict[Addr, int] = {}  # those addresses (refcount): TCP only, never UDP
@@ -242,20 +244,30 @@ class Service:
 
     def _on_register(self, req: Any, addr: Addr, now: float) -> None:
         """Challenges and refusals are answered at once; a binding change is committed to SQLite
-        first (in a task, group-committed with its neighbours) and answered after the commit."""
+        first (in a task, group-committed with its neighbours) and answered after the commit.
+        A retransmitted REGISTER is not handled again (RFC 3261 §17.2.2): absorbed while the
+        first copy is being committed, else answered with the very same response."""
         assert self.registrar is not None
         tcp = self._rx_tcp == addr
+        key = self.server_txns.key(req, addr)
+        if key is not None:
+            hit = self.server_txns.lookup(key, now)
+            if hit is PENDING:
+                return
+            if hit is not None:
+                self._send_register_answer(req, addr, hit, tcp)  # type: ignore[arg-type]
+                return
         out = self.registrar.handle(req, addr, now, self._wall_offset + now)
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
         if out.binding is not None:  # the transport it really came over (the Via may claim another)
             out.binding.transport = "tcp" if tcp else "udp"
         if out.binding is None and out.removed is None:
-            self._answer_register(req, addr, out, tcp)
+            self._answer_register(req, addr, out, tcp, key)
         else:
-            self.loop.create_task(self._commit_register(req, addr, out, tcp))
+            self.loop.create_task(self._commit_register(req, addr, out, tcp, key))
 
-    async def _commit_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False) -> None:
+    async def _commit_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False, key: Any = None) -> None:
         try:
             if out.binding is not None:
                 await self._store_binding(out.binding.peer, out.binding)  # stored before the 200 is sent
@@ -268,12 +280,11 @@ class Service:
             out.response = make_response(req, 500, "Server Internal Error", received=addr)
             out.binding = out.removed = None
             out.peer_status = None
-        self._answer_register(req, addr, out, tcp)
+        self._answer_register(req, addr, out, tcp, key)
 
-    def _answer_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False) -> None:
-        assert self.engine is not None
+    def _send_register_answer(self, req: Any, addr: Addr, data: bytes, tcp: bool) -> None:
         if tcp:  # RFC 3261 §18.2.2: on the connection the request came over, whatever the Via says
-            if self.tcp is None or not self.tcp.send(addr, out.response.to_bytes()):
+            if self.tcp is None or not self.tcp.send(addr, data):
                 if self.tcp is not None:
                     self.tcp.stats["no_connection"] += 1
         else:
@@ -283,7 +294,14 @@ class Service:
                 dest = (addr[0], via.port)
             ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
             if ep is not None:
-                ep.sendto(out.response.to_bytes(), dest)
+                ep.sendto(data, dest)
+
+    def _answer_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False, key: Any = None) -> None:
+        assert self.engine is not None
+        data = out.response.to_bytes()
+        if key is not None:
+            self.server_txns.answered(key, data)
+        self._send_register_answer(req, addr, data, tcp)
         if out.log:
             log.info("%s", out.log)
         if out.binding is not None:
@@ -832,7 +850,16 @@ class Service:
             "store": self.store.stats if self.store is not None else {},
             "sip": [{"ip": ep.local[0], "port": ep.local[1]} for ep in self.endpoints.values()],
             "tcp": self.tcp.snapshot() if self.tcp is not None else None,
+            "registrar": self.registrar_stats(),
         }
+
+    def registrar_stats(self) -> dict[str, int] | None:
+        if self.registrar is None:
+            return None
+        return {**self.registrar.counters, "bindings": len(self.registrar.bindings),
+                "retransmissions_absorbed": self.server_txns.absorbed,
+                "retransmissions_answered": self.server_txns.resent, "banned_sources": sum(
+                    1 for f in self.registrar.failures.values() if f[2] > self.clock())}
 
 
 def _log_expiry_failure(peer: str, task: asyncio.Task[None]) -> None:

@@ -149,6 +149,31 @@ class SipqualifyCollector(Collector):
             yield c
             yield GaugeMetricFamily("sipqualify_ami_sessions", "connected AMI clients", value=float(len(ami.sessions)))
 
+        reg = svc.registrar_stats() if hasattr(svc, "registrar_stats") else None
+        if reg is not None:
+            gauges = ("bindings", "banned_sources")
+            c = CounterMetricFamily("sipqualify_registrar_events", "REGISTER outcomes and registrar happenings",
+                                    labels=["what"])
+            for what, v in reg.items():
+                if what not in gauges:
+                    c.add_metric([what], float(v))
+            yield c
+            yield GaugeMetricFamily("sipqualify_registrar_bindings", "registered dynamic peers",
+                                    value=float(reg["bindings"]))
+            yield GaugeMetricFamily("sipqualify_registrar_banned_sources",
+                                    "source addresses banned after repeated failures",
+                                    value=float(reg["banned_sources"]))
+        tcp = getattr(svc, "tcp", None)
+        if tcp is not None:
+            snap = tcp.snapshot()
+            c = CounterMetricFamily("sipqualify_tcp_events", "SIP over TCP happenings", labels=["what"])
+            for what, v in snap.items():
+                if isinstance(v, int | float) and what != "connections":
+                    c.add_metric([what], float(v))
+            yield c
+            yield GaugeMetricFamily("sipqualify_tcp_connections", "open SIP TCP connections",
+                                    value=float(snap["connections"]))
+
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, value=value)
 
