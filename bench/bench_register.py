@@ -151,7 +151,12 @@ def main() -> int:
     ap.add_argument("--hold", type=float, default=5.0,
                     help="seconds each call (so SIPp) stays up after its 200, to answer the daemon's OPTIONS")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp logs, daemon state)")
+    ap.add_argument("--daemon-cpu", type=int, default=0 if (os.cpu_count() or 1) > 1 else -1,
+                    help="pin the daemon (all its threads) to this one CPU, SIPp to the others; -1: no pinning")
     args = ap.parse_args()
+    cpus = sorted(os.sched_getaffinity(0))
+    pin = args.daemon_cpu if args.daemon_cpu in cpus and len(cpus) > 1 else None
+    others = {c for c in cpus if c != pin} if pin is not None else set(cpus)
     sipp = shutil.which("sipp")
     if sipp is None:
         print("error: sipp not found on PATH; install SIPp 3.6.1 (apt-get install sip-tester)", file=sys.stderr)
@@ -178,7 +183,8 @@ def main() -> int:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "sipqualify.cli", "run", "-c", str(tmp / "sip.conf"), "--api",
                  f"127.0.0.1:{api_port}", "--state-dir", str(tmp / "s"), "--log-level", "warning"],
-                env=env, stdin=subprocess.DEVNULL, stdout=dlog, stderr=subprocess.STDOUT)
+                env=env, stdin=subprocess.DEVNULL, stdout=dlog, stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None)
         wait_for_api(api_port, daemon)
 
         # one SIPp per source address, each with its slice of the users and of the rate
@@ -213,7 +219,7 @@ def main() -> int:
         for work, _, cmd in jobs:
             with open(work / "stderr.log", "wb") as err:
                 sipps.append(subprocess.Popen(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                              stderr=err))
+                                              stderr=err, preexec_fn=lambda: os.sched_setaffinity(0, others)))
         deadline = time.monotonic() + max(b for _, b, _ in jobs) + 15
         for p in sipps:
             try:
@@ -312,6 +318,8 @@ def main() -> int:
     per = cpu / max(regs, 1) * 1e6
     print(f"users / offered rate           {args.users:,} / {args.rate:,.0f} per s from {sources} SIPp processes "
           f"(127.0.1.1-{sources}, -t u1)")
+    print(f"CPUs                           daemon (all threads) "
+          f"{f'pinned to CPU {pin}' if pin is not None else 'not pinned'}; SIPp on {sorted(others)}")
     print(f"SIPp calls                     {ok:,} successful, {failed:,} failed{f' {failures}' if failures else ''}; "
           f"{retrans:,} retransmissions; {answered:,} daemon OPTIONS answered (out-of-call); "
           f"SIPp CPU {sipp_cpu:.2f} s in all")

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -122,6 +123,8 @@ class Service:
         self.loaded = False  # peers loaded and scheduled (readiness)
         self.webhooks: Any = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
+        self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
+        self._committed_lock = threading.Lock()
         from .api.events import EventHub
 
         self.events = EventHub()
@@ -337,9 +340,13 @@ class Service:
             self.loop.create_task(self._flush_bindings())
         await fut
 
+    BINDING_WINDOW = 0.002  # REGISTERs within 2 ms of the first share one commit
+
     async def _flush_bindings(self) -> None:
         try:
             while self._binding_queue:
+                if len(self._binding_queue) < 256:
+                    await asyncio.sleep(self.BINDING_WINDOW)
                 batch, self._binding_queue = self._binding_queue, []
                 try:
                     await asyncio.to_thread(self.bindings.apply, [(p, b) for p, b, _ in batch])
@@ -744,8 +751,19 @@ class Service:
             ph.observe(rtt)
 
     def _transition_committed(self, rec: TransitionRecord) -> None:
-        # called on the store's writer thread after COMMIT
-        self.loop.call_soon_threadsafe(self._log_transition, rec)
+        # called on the store's writer thread after COMMIT: one loop wake-up per batch, not per
+        # record (each wake-up is a write to the loop's self-pipe)
+        with self._committed_lock:
+            self._committed.append(rec)
+            if len(self._committed) > 1:
+                return
+        self.loop.call_soon_threadsafe(self._drain_committed)
+
+    def _drain_committed(self) -> None:
+        with self._committed_lock:
+            recs, self._committed = self._committed, []
+        for rec in recs:
+            self._log_transition(rec)
 
     def _log_transition(self, rec: TransitionRecord) -> None:
         self.events.publish(rec)

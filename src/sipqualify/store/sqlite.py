@@ -152,6 +152,7 @@ class Store:
         retention_interval_s: float = 60.0,
         retention_chunk_rows: int = 5_000,
         busy_timeout_s: float = 1.0,
+        transition_window_s: float = 0.005,
     ) -> None:
         if not 0 < sample_flush_interval_s <= 1.0:
             raise ValueError("sample_flush_interval_s must be in (0, 1] seconds")
@@ -165,6 +166,9 @@ class Store:
         self.retention_interval_s = retention_interval_s
         self.retention_chunk_rows = retention_chunk_rows
         self.busy_timeout_s = busy_timeout_s
+        # transitions arriving within this window of the first go in one commit (a registration
+        # burst makes thousands of UNKNOWN -> Reachable a second): a few ms more before the event
+        self.transition_window_s = transition_window_s
 
         # Everything below the lock is shared between enqueuers and the writer.
         self._lock = threading.Lock()
@@ -375,6 +379,13 @@ class Store:
                         if retention_todo or now >= next_retention:
                             break
                         self._wake.wait(min(next_batch, next_retention) - now)
+                    if self._transitions and self.transition_window_s > 0:
+                        deadline = time.monotonic() + self.transition_window_s
+                        while len(self._transitions) < 1000 and not (self._flush_waiters or self._stop):
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._wake.wait(left)
                     transitions, self._transitions = self._transitions, []
                     flushes, self._flush_waiters = self._flush_waiters, []
                     stop = self._stop
