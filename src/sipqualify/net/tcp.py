@@ -23,7 +23,7 @@ from typing import Any
 
 from ..sip.errors import SipParseError
 from ..sip.framing import MAX_MESSAGE, StreamFramer
-from .udp import Addr, norm_addr
+from .udp import Addr, bound_socket, norm_addr
 
 log = logging.getLogger("sipqualify.net")
 
@@ -241,15 +241,4 @@ class TcpServer:
 
 
 def make_tcp_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, port))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return bound_socket(host, port, socket.SOCK_STREAM)

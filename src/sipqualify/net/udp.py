@@ -153,27 +153,40 @@ class UdpEndpoint:
             log.debug("sendto %s failed: %s", addr, e)
 
 
-def make_udp_socket(host: str, port: int) -> socket.socket:
+def bound_socket(host: str, port: int, kind: int,
+                 configure: Callable[[socket.socket, int], None] | None = None) -> socket.socket:
+    """A non-blocking socket of `kind` bound to host:port (SO_REUSEADDR; IPv6 sockets IPv6-only);
+    `configure(sock, family)` runs before the bind. Closed again if anything fails."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            except OSError:
-                pass
+        if configure is not None:
+            configure(sock, family)
         sock.bind((host, port))
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _configure_udp(sock: socket.socket, family: int) -> None:
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+
+
+def make_udp_socket(host: str, port: int) -> socket.socket:
+    return bound_socket(host, port, socket.SOCK_DGRAM, _configure_udp)
 
 
 async def open_udp(
