@@ -48,13 +48,22 @@ def test_transition_callback_runs_after_commit(make_store: Callable[..., Store],
 
 # The child reports like the service does: a transition line only from the committed-callback;
 # a sample line after each loop's samples were enqueued (51 per loop, all with the loop's time).
+# Two threads write lines (the writer's callback, the main loop): one lock, one write per line,
+# or a line can be torn in two ("T 2 t40S 1795..." then an empty line) and be lost.
 CHILD = textwrap.dedent("""
-    import sys, time
+    import sys, threading, time
     sys.path.insert(0, sys.argv[2])
     from sipqualify.store import Store
 
+    out = threading.Lock()
+
+    def say(line):
+        with out:
+            sys.stdout.write(line + "\\n")
+            sys.stdout.flush()
+
     def committed(rec):
-        print(f"T {rec.id} {rec.peer}", flush=True)
+        say(f"T {rec.id} {rec.peer}")
 
     s = Store(sys.argv[1], on_transition_committed=committed)
     s.open()
@@ -66,7 +75,7 @@ CHILD = textwrap.dedent("""
         for k in range(50):
             s.record_sample(f"bulk{k}", t, 1.0, 200, 1)
             s.save_state(f"bulk{k}", "OK", 1, 2000, 1.0, t, t)
-        print(f"S {t!r}", flush=True)
+        say(f"S {t!r}")
         if i % 20 == 0:
             s.record_transition(f"t{i}", t, "OK", "UNREACHABLE", -1, 2000, None)
         time.sleep(0.005)

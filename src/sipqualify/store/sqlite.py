@@ -379,13 +379,11 @@ class Store:
                         if retention_todo or now >= next_retention:
                             break
                         self._wake.wait(min(next_batch, next_retention) - now)
-                    if self._transitions and self.transition_window_s > 0:
-                        deadline = time.monotonic() + self.transition_window_s
-                        while len(self._transitions) < 1000 and not (self._flush_waiters or self._stop):
-                            left = deadline - time.monotonic()
-                            if left <= 0:
-                                break
-                            self._wake.wait(left)
+                    linger = (self.transition_window_s > 0 and 0 < len(self._transitions) < 1000
+                              and not (self._flush_waiters or self._stop))
+                if linger:  # outside the lock: the burst's other transitions join this commit
+                    time.sleep(self.transition_window_s)
+                with self._wake:
                     transitions, self._transitions = self._transitions, []
                     flushes, self._flush_waiters = self._flush_waiters, []
                     stop = self._stop
