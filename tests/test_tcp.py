@@ -186,7 +186,7 @@ async def test_register_over_tcp_and_qualify_over_the_connection(tmp_path: Path)
         with sqlite3.connect(tmp_path / "s" / "bindings.sqlite") as db:  # stored before the 200
             assert db.execute("SELECT ip, port, transport FROM bindings WHERE peer='1001'").fetchone() == (
                 "127.0.0.1", phone.port, "tcp")
-        await wait_for(lambda: svc.engine.peer("1001").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1001").state == "OK", timeout=6)  # type: ignore[union-attr]
         opt = phone.options[0]  # the daemon's OPTIONS came over the phone's connection
         assert opt.top_via is not None and opt.top_via.transport == "TCP"
         assert opt.uri == "sip:1001@127.0.0.1:5999;transport=tcp"  # the registered Contact
@@ -198,7 +198,7 @@ async def test_register_over_tcp_and_qualify_over_the_connection(tmp_path: Path)
         with sqlite3.connect(tmp_path / "s" / "bindings.sqlite") as db:
             assert db.execute("SELECT ip, port, transport FROM bindings WHERE peer='1004'").fetchone() == (
                 "127.0.0.1", 5999, "tcp")
-        await wait_for(lambda: svc.engine.peer("1004").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1004").state == "OK", timeout=6)  # type: ignore[union-attr]
         phone.close()
     finally:
         await svc.close()
@@ -210,7 +210,7 @@ async def test_lost_connection_makes_the_peer_unreachable(tmp_path: Path) -> Non
         assert svc.engine is not None and svc.tcp is not None
         phone = await TcpPhone().connect(server)
         assert (await phone.register_auth(server, "1003", "pw3")).status == 200
-        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=6)  # type: ignore[union-attr]
         # a UDP socket on the number of the phone's TCP port: nothing must fall back to UDP
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind(("127.0.0.1", phone.port))
@@ -218,7 +218,7 @@ async def test_lost_connection_makes_the_peer_unreachable(tmp_path: Path) -> Non
         phone.close()
         t0 = time.monotonic()
         # next poke within qualifyfreq=1 s finds no connection, give-up 2 x 200 ms later
-        await wait_for(lambda: svc.engine.peer("1003").state == "UNREACHABLE", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "UNREACHABLE", timeout=8)  # type: ignore[union-attr]
         assert time.monotonic() - t0 < 2.0
         assert svc.tcp.stats["no_connection"] >= 1 and not svc.tcp.conns
         try:
@@ -230,7 +230,7 @@ async def test_lost_connection_makes_the_peer_unreachable(tmp_path: Path) -> Non
         # the phone reconnects and registers again: reachable again over the new connection
         again = await TcpPhone().connect(server)
         assert (await again.register_auth(server, "1003", "pw3")).status == 200
-        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=6)  # type: ignore[union-attr]
         again.close()
     finally:
         await svc.close()
@@ -289,7 +289,7 @@ async def test_restart_keeps_tcp_binding_but_no_connection(tmp_path: Path) -> No
     try:
         phone = await TcpPhone().connect(server)
         assert (await phone.register_auth(server, "1003", "pw3")).status == 200
-        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=6)  # type: ignore[union-attr]
     finally:
         await svc.close()
     await asyncio.wait_for(phone.closed.wait(), 2)  # the daemon's connections went with it
@@ -299,11 +299,11 @@ async def test_restart_keeps_tcp_binding_but_no_connection(tmp_path: Path) -> No
         v = svc.view(svc.engine.peer("1003"))  # type: ignore[arg-type]
         assert (v.addr_port, v.transport) == (phone.port, "tcp")  # the binding survived
         # its connection did not: the pokes are dropped (never sent over UDP) -> UNREACHABLE
-        await wait_for(lambda: svc.engine.peer("1003").state == "UNREACHABLE", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "UNREACHABLE", timeout=8)  # type: ignore[union-attr]
         assert svc.tcp.stats["no_connection"] >= 1 and svc.engine.stats.transport_errors == 0
         again = await TcpPhone().connect(server)  # the phone reconnects and registers again
         assert (await again.register_auth(server, "1003", "pw3")).status == 200
-        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=3)  # type: ignore[union-attr]
+        await wait_for(lambda: svc.engine.peer("1003").state == "OK", timeout=6)  # type: ignore[union-attr]
         again.close()
     finally:
         await svc.close()
