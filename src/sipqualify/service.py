@@ -101,6 +101,7 @@ class Service:
         self._rx_tcp: Addr | None = None  # the TCP connection of the message being handled
         self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection's address
         self._tcp_dests: dict[Addr, int] = {}  # those addresses (refcount): TCP only, never UDP
+        self._tcp_static: set[Addr] = set()  # static transport=tcp peers: we connect to them
         self.counters = Counters()
         self.token = ""
         self.state_dir = Path(".")
@@ -187,6 +188,7 @@ class Service:
                               if r.changed_at is not None},
         )
         self._apply_bindings()
+        self._collect_tcp_peers()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
         self.loaded = True
@@ -484,6 +486,7 @@ class Service:
             self.tcp = TcpServer(self._on_tcp_message, clock=self.clock, on_batch_done=self._on_batch_done,
                                  idle_timeout=svc.tcp_idle_timeout_s, max_connections=svc.tcp_max_connections,
                                  max_per_ip=svc.tcp_max_connections_per_ip)
+            self.tcp.on_connect_error = self._on_tcp_connect_error
             for ep in self.endpoints.values():
                 try:
                     await self.tcp.listen(*ep.local)
@@ -569,6 +572,7 @@ class Service:
         self.store.forget_peers(summary.removed)
         self.counters.reloads += 1
         self._apply_bindings()
+        self._collect_tcp_peers()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
         self._pump()
@@ -592,20 +596,33 @@ class Service:
 
     @staticmethod
     def _udp_only(peers: list[PeerConfig], tcp: bool = False) -> list[PeerConfig]:
-        """The daemon opens no outbound TCP/TLS connections: say so, and qualify over UDP rather
-        than send a Via that names a transport the datagram does not use. (A dynamic peer is
-        qualified over the transport it registers with: with `tcpenable`, TCP is fine for it.)"""
+        """With `tcpenable`, a static `transport=tcp` peer is qualified over a TCP connection
+        sipqualify opens (and keeps), as chan_sip does. A dynamic peer is qualified over the
+        transport it registered with (its binding's). TLS is not implemented: warned, and
+        qualified over UDP rather than with a Via naming a transport the datagram does not use."""
         import dataclasses
 
         out = []
         for p in peers:
-            if p.transport != "udp":
+            if p.transport != "udp" and not (tcp and p.transport == "tcp" and not p.dynamic):
                 if not (tcp and p.dynamic and p.transport == "tcp"):
                     log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
                                 p.name, p.source, p.transport)
                 p = dataclasses.replace(p, transport="udp")
             out.append(p)
         return out
+
+    def _collect_tcp_peers(self) -> None:
+        """Destinations of static tcp peers: sending to one opens a connection if there is none."""
+        assert self.engine is not None
+        self._tcp_static = {p.dest for p in self.engine.peers()
+                            if p.transport == "tcp" and not p.cfg.dynamic and p.dest is not None}
+
+    def _on_tcp_connect_error(self, addr: Addr, reason: str) -> None:
+        # like an ICMP error for UDP: counted on the peer; its give-up timer decides the state
+        if self.engine is not None:
+            self.engine.transport_error(addr, self.clock(), f"tcp-connect-{reason}")
+            self._pump()
 
     def _log_unresolved(self, peers: list[PeerConfig], addrs: dict[str, Addr | None]) -> None:
         for p in peers:
@@ -689,6 +706,9 @@ class Service:
         tcp = self.tcp
         if tcp is not None:
             if tcp.send(dest, data):
+                return
+            if dest in self._tcp_static:  # a tcp peer: open (or wait for) our connection to it
+                tcp.connect_and_send(dest, data)
                 return
             if dest in self._tcp_dests:
                 tcp.stats["no_connection"] += 1

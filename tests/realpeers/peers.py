@@ -93,6 +93,16 @@ def options_request(port: int, local_port: int, call_id: str | None = None, user
     ).encode()
 
 
+def send_options_tcp(port: int, timeout: float = 1.0) -> bytes | None:
+    """One OPTIONS over a fresh TCP connection; what comes back first, or None."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+            s.sendall(options_request(port, int(s.getsockname()[1])).replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+            return s.recv(65535) or None
+    except OSError:
+        return None
+
+
 def send_options(port: int, timeout: float = 1.0) -> bytes | None:
     """Send one OPTIONS from a fresh socket; the first datagram that comes back, or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -111,13 +121,14 @@ def header_names(message: bytes) -> set[str]:
 
 
 def wait_answering(port: int, what: str, timeout: float = 10.0, per_try: float = 0.3,
-                   proc: Proc | None = None) -> None:
+                   proc: Proc | None = None, tcp: bool = False) -> None:
     """Wait until something answers an OPTIONS on 127.0.0.1:port (its startup self-test)."""
     t_end = time.monotonic() + timeout
+    probe = send_options_tcp if tcp else send_options
     while time.monotonic() < t_end:
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what} exited with rc={proc.returncode}:\n{proc.log_tail()}")
-        if send_options(port, per_try) is not None:
+        if probe(port, per_try) is not None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{what} does not answer OPTIONS on {LOOPBACK}:{port}" +
@@ -217,12 +228,14 @@ class Lab:
 class Sipp:
     """SIPp as a UAS answering OPTIONS with a scenario from scenarios/ (testbeds.md §2 SIPp)."""
 
-    def __init__(self, lab: Lab, scenario: str, port: int | None = None, ready_timeout: float = 10.0) -> None:
+    def __init__(self, lab: Lab, scenario: str, port: int | None = None, ready_timeout: float = 10.0,
+                 transport: str = "udp") -> None:
         self.lab = lab
         self.binary = require_binary("sipp", "sip-tester")
         self.scenario = SCENARIOS / scenario
         assert self.scenario.is_file(), self.scenario
-        self.port = port or free_port()
+        self.tcp = transport == "tcp"
+        self.port = port or free_port(udp=not self.tcp, tcp=self.tcp)
         self.proc = self._start(ready_timeout)
 
     def _start(self, ready_timeout: float) -> Proc:
@@ -230,11 +243,11 @@ class Sipp:
         workdir.mkdir(exist_ok=True)
         argv = [self.binary, "-sf", str(self.scenario), "-i", LOOPBACK, "-p", str(self.port),
                 "-cp", str(free_port()),  # its UDP control socket: the default 8888 may be taken
-                "-nostdin", "-trace_err"]
+                "-nostdin", "-trace_err", *(["-t", "t1"] if self.tcp else [])]
         proc = self.lab.spawn(f"sipp-{self.scenario.stem}-{self.port}", argv, cwd=workdir)
         slow = "slow" in self.scenario.stem
         wait_answering(self.port, f"SIPp ({self.scenario.name})", ready_timeout, per_try=1.2 if slow else 0.3,
-                       proc=proc)
+                       proc=proc, tcp=self.tcp)
         return proc
 
     def stop(self) -> None:

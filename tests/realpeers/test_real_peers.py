@@ -8,6 +8,7 @@ previous poke (§0.3).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -142,6 +143,32 @@ def test_silent_and_closed_ports_are_unreachable(lab: Lab, silent_port: int) -> 
         assert 0.9 <= down[0] - started[0] <= 3.0, (name, down[0] - started[0], log)
     table = d.cli("peers")
     assert "2 sip peers [Monitored: 0 online, 2 offline Unmonitored: 0 online, 0 offline]" in table.stdout
+
+
+# --------------------------------------------------------------------------- transport=tcp: SIPp over TCP
+
+
+@realpeer
+def test_tcp_peer_is_qualified_over_one_kept_connection(lab: Lab) -> None:
+    """chan_sip qualifies a `transport=tcp` peer over TCP: one connection, kept for the next
+    pokes, no retransmissions; the peer stopping makes it UNREACHABLE (no answer, then the
+    connection refused), and it is OK again once it listens again."""
+    sipp = Sipp(lab, "uas_200.xml", transport="tcp")
+    d = Daemon(lab, sip_conf({"tcp-trunk": peer(sipp.port, qualify=500, qualifyfreq=1, transport="tcp")},
+                             {"tcpenable": "yes"}))
+    p = d.wait_for("tcp-trunk", lambda p: p["state"] == "OK" and p["qualifies"] >= 4, "OK after 4 qualifies")
+    assert p["retransmissions"] == 0 and p["timeouts"] == 0, p
+    st = json.loads(d.cli("status").stdout)["tcp"]
+    assert st["connects"] == 1 and st["connect_errors"] == 0, st  # one connection, kept
+    assert st["messages_out"] >= 4 and st["messages_in"] >= 4, st
+    sipp.stop()
+    p = d.wait_state("tcp-trunk", "UNREACHABLE", timeout=10)
+    assert p["retransmissions"] == 0, p
+    d.wait_for("tcp-trunk", lambda p: json.loads(d.cli("status").stdout)["tcp"]["connect_errors"] >= 1,
+               "a refused reconnection counted")
+    sipp.restart()
+    d.wait_state("tcp-trunk", "OK", timeout=20)
+    assert "Peer 'tcp-trunk' is now Reachable." in d.log_text()
 
 
 # --------------------------------------------------------------------------- 6: sipsak against the daemon

@@ -1,4 +1,5 @@
-"""SIP over TCP, inbound side: a listener next to each UDP socket (RFC 3261 §18.3).
+"""SIP over TCP: a listener next to each UDP socket (RFC 3261 §18.3), and the connections
+sipqualify opens to the `transport=tcp` peers it qualifies (`connect_and_send`).
 
 Phones connect, REGISTER and are qualified over their own connection. Each connection runs
 a `StreamFramer` (Content-Length framing, 64 KiB limit); complete messages go to
@@ -15,6 +16,7 @@ refused at once. Everything is counted in `stats` and logged at debug level.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -29,14 +31,15 @@ log = logging.getLogger("sipqualify.net")
 
 MAX_WRITE_BUFFER = 1024 * 1024  # a peer that does not read: closed rather than buffered forever
 STATS = ("accepted", "refused", "closed", "idle_closed", "pings", "pongs", "framing_errors", "messages_in",
-         "bytes_in", "messages_out", "bytes_out", "write_overflows", "no_connection")
+         "bytes_in", "messages_out", "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors")
 
 
 class TcpConnection(asyncio.Protocol):
-    __slots__ = ("server", "transport", "addr", "framer", "last_rx", "timer", "open")
+    __slots__ = ("server", "transport", "addr", "framer", "last_rx", "timer", "open", "outbound")
 
-    def __init__(self, server: TcpServer) -> None:
+    def __init__(self, server: TcpServer, outbound: bool = False) -> None:
         self.server = server
+        self.outbound = outbound  # we opened it (to qualify a tcp peer): no per-address limit
         self.transport: asyncio.Transport | None = None
         self.addr: Addr = ("", 0)
         self.framer = StreamFramer(server.max_message)
@@ -156,6 +159,7 @@ class TcpServer:
         max_per_ip: int = 100,
         max_message: int = MAX_MESSAGE,
         max_write_buffer: int = MAX_WRITE_BUFFER,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.on_message = on_message
         self.on_batch_done = on_batch_done  # called once after each read that produced messages
@@ -171,6 +175,11 @@ class TcpServer:
         self.locals: list[Addr] = []
         self._servers: list[asyncio.AbstractServer] = []
         self.closed = False
+        # outbound connections being opened: remote address -> what waits to be sent over it
+        self._connecting: dict[Addr, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connect_timeout = connect_timeout
+        self.on_connect_error: Callable[[Addr, str], None] | None = None
 
     async def listen(self, host: str, port: int) -> Addr:
         sock = make_tcp_socket(host.strip("[]"), port)
@@ -188,7 +197,7 @@ class TcpServer:
     def _admit(self, conn: TcpConnection) -> bool:
         ip = conn.addr[0]
         n = self.per_ip.get(ip, 0)
-        if self.closed or len(self.conns) >= self.max_connections or n >= self.max_per_ip:
+        if self.closed or (not conn.outbound and (len(self.conns) >= self.max_connections or n >= self.max_per_ip)):
             self.stats["refused"] += 1
             log.debug("TCP %s:%d refused (%d connections, %d from this address)", ip, conn.addr[1],
                       len(self.conns), n)
@@ -224,12 +233,50 @@ class TcpServer:
         conn = self.conns.get(addr)
         return conn is not None and conn.send(data)
 
+    def connect_and_send(self, addr: Addr, data: bytes) -> None:
+        """Open a connection to `addr` (a peer qualified over TCP, as chan_sip does for
+        `transport=tcp`) and send `data` once it is up; what is sent meanwhile waits with it. The
+        connection then stays, for the next pokes and the answers, until it is idle for
+        `idle_timeout` or the peer closes it. A failure goes to `on_connect_error(addr, reason)`."""
+        if self.closed:
+            return
+        queued = self._connecting.get(addr)
+        if queued is not None:
+            queued.append(data)
+            return
+        self._connecting[addr] = [data]
+        self.stats["connects"] += 1
+        task = asyncio.get_running_loop().create_task(self._connect(addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, addr: Addr) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: TcpConnection(self, outbound=True), addr[0], addr[1])
+        except (OSError, TimeoutError) as e:
+            self._connecting.pop(addr, None)
+            self.stats["connect_errors"] += 1
+            no = getattr(e, "errno", None)
+            reason = "timeout" if isinstance(e, TimeoutError) else errno.errorcode.get(no or 0, str(e))
+            log.debug("TCP connect to %s:%d failed: %s", addr[0], addr[1], reason)
+            if self.on_connect_error is not None:
+                self.on_connect_error(addr, reason)
+            return
+        for data in self._connecting.pop(addr, []):
+            if not conn.send(data):
+                self.stats["no_connection"] += 1
+
     def snapshot(self) -> dict[str, Any]:
         return {"listen": [{"ip": ip, "port": port} for ip, port in self.locals],
                 "connections": len(self.conns), **self.stats}
 
     def close(self) -> None:
         self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._connecting.clear()
         for server in self._servers:
             server.close()
         self._servers.clear()
