@@ -273,3 +273,23 @@ def http_client_errors() -> type[Exception]:
     import http.client
 
     return http.client.HTTPException
+
+
+async def test_demo_shows_every_state_and_a_registered_phone(tmp_path: Path, capsys: Any) -> None:
+    """`sipqualify demo` (the Quick start): within a few seconds the table has OK, LAGGED,
+    UNREACHABLE, UNKNOWN and Unmonitored, and phone-1002 has registered with digest auth and
+    is qualified at the address it registered from."""
+    from sipqualify.demo import run_demo
+
+    os.environ["SIPQUALIFY_DEMO_QUIET"] = "1"
+    try:
+        assert await run_demo(duration=7.5, interval=7.0, state_dir=str(tmp_path / "demo")) == 0
+    finally:
+        del os.environ["SIPQUALIFY_DEMO_QUIET"]
+    table = capsys.readouterr().out.split("--- ")[-1]
+    rows = {line.split()[0]: line for line in table.splitlines()[2:] if line.strip() and "sip peers" not in line}
+    assert "OK (" in rows["pbx-healthy"] and "LAGGED (" in rows["trunk-slow"], table
+    assert "UNREACHABLE" in rows["phone-silent"] and "Unmonitored" in rows["fax-noqualify"], table
+    assert "UNKNOWN" in rows["phone-1001/1001"] and "(Unspecified)" in rows["phone-1001/1001"], table
+    phone = rows["phone-1002"]
+    assert "127.0.0.1" in phone and " D " in phone and "OK (" in phone, table

@@ -2,7 +2,8 @@
 
 No outside SIP device is needed. Within 30 s a newcomer sees every state:
 OK, LAGGED, UNREACHABLE, UNKNOWN (a dynamic peer that never registered), Unmonitored,
-and a flapping peer going UNREACHABLE and back.
+a flapping peer going UNREACHABLE and back, and a phone that registers with digest auth and
+is then qualified at the address it registered from.
 """
 
 from __future__ import annotations
@@ -55,6 +56,65 @@ class DemoEndpoint(asyncio.DatagramProtocol):
             self.transport.sendto(data, dest)
 
 
+class DemoPhone(asyncio.DatagramProtocol):
+    """A phone for `host=dynamic`: REGISTERs with digest auth (401, then Authorization), again
+    before its binding expires, and answers the daemon's OPTIONS with 200."""
+
+    def __init__(self, user: str, password: str, expires: int = 120) -> None:
+        self.user, self.password, self.expires = user, password, expires
+        self.transport: asyncio.DatagramTransport | None = None
+        self.server: Addr | None = None
+        self.cseq = 0
+        self.call_id = os.urandom(8).hex() + "@demo-phone"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def register(self, server: Addr, auth: str = "") -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.server = server
+        self.cseq += 1
+        ip, port = self.transport.get_extra_info("sockname")[:2]
+        lines = [f"REGISTER sip:{server[0]}:{server[1]} SIP/2.0",
+                 f"Via: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{os.urandom(8).hex()};rport", "Max-Forwards: 70",
+                 f"From: <sip:{self.user}@{server[0]}>;tag=demo", f"To: <sip:{self.user}@{server[0]}>",
+                 f"Call-ID: {self.call_id}", f"CSeq: {self.cseq} REGISTER", f"Contact: <sip:{self.user}@{ip}:{port}>",
+                 f"Expires: {self.expires}", "User-Agent: sipqualify-demo-phone"]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), server)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        from .sip.digest import digest_response, ha1_of, parse_auth_header
+        from .sip.message import Response
+
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            return
+        dest = (str(addr[0]), int(addr[1]))
+        if isinstance(msg, Request):
+            if msg.method == "OPTIONS" and self.transport is not None:
+                self.transport.sendto(make_response(msg, 200, "OK", to_tag="phone").to_bytes(), dest)
+            return
+        if not isinstance(msg, Response) or self.server is None:
+            return
+        if msg.status == 401:
+            challenges = msg.headers.get_all("WWW-Authenticate")
+            if not challenges:
+                return
+            _, c = parse_auth_header(challenges[0])
+            alg, uri, cnonce = c.get("algorithm", "MD5"), f"sip:{self.server[0]}:{self.server[1]}", os.urandom(4).hex()
+            resp = digest_response(alg, ha1_of(alg, self.user, c["realm"], self.password), "REGISTER", uri,
+                                   c["nonce"], "00000001", cnonce, "auth")
+            self.register(self.server, f'Digest username="{self.user}", realm="{c["realm"]}", nonce="{c["nonce"]}", '
+                                       f'uri="{uri}", response="{resp}", algorithm={alg}, qop=auth, '
+                                       f'nc=00000001, cnonce="{cnonce}"')
+        elif msg.status == 200:  # refresh at half the expiry, like most phones
+            asyncio.get_running_loop().call_later(self.expires / 2, self.register, self.server)
+
+
 async def start_endpoints(t0: float) -> tuple[list[asyncio.DatagramTransport], list[PeerConfig]]:
     """Start the demo endpoints on 127.0.0.1 ephemeral ports; return them and matching peers."""
     loop = asyncio.get_running_loop()
@@ -81,6 +141,9 @@ async def start_endpoints(t0: float) -> tuple[list[asyncio.DatagramTransport], l
                                 qualifyfreq_ms=freq * 1000, description=desc, source="demo"))
     peers.append(PeerConfig(name="phone-1001", dynamic=True, qualify_ms=2000, defaultuser="1001",
                             description="host=dynamic, never registered", source="demo"))
+    peers.append(PeerConfig(name="phone-1002", dynamic=True, qualify_ms=2000, qualifyfreq_ms=5000,
+                            secret="demo-1002", nat=("force_rport",),
+                            description="host=dynamic, registers (digest) at +3 s", source="demo"))
     return transports, peers
 
 
@@ -103,6 +166,10 @@ async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | Non
     svc = Service(ServiceOptions(None, config=cfg, api_host=api_host, api_port=api_port, state_dir=str(sdir)))
     await svc.start()
     sip = next(iter(svc.endpoints.values())).local
+    phone_t, phone = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: DemoPhone("phone-1002", "demo-1002"), local_addr=("127.0.0.1", 0))
+    transports.append(phone_t)
+    asyncio.get_running_loop().call_later(3.0, phone.register, sip)
     print(f"sipqualify demo: {len(peers)} peers on 127.0.0.1, daemon SIP on {sip[0]}:{sip[1]}, "
           f"API on http://{svc.api_addr[0]}:{svc.api_addr[1]}")
     print(f"  try: sipqualify peers --api {svc.api_addr[0]}:{svc.api_addr[1]} --state-dir {sdir}")
