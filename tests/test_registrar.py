@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sipqualify.service import Service, ServiceOptions
-from sipqualify.sip.digest import digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import Request, Response, make_response, parse_message
 
 from .test_service import free_port, wait_for
@@ -54,14 +54,7 @@ class Phone(asyncio.DatagramProtocol):
         first = await self.register(server, user, **kw)
         assert first.status == 401, first.status
         challenge = first.headers.get_all("WWW-Authenticate")[0]
-        _, p = parse_auth_header(challenge)
-        alg = p["algorithm"]
-        uri = f"sip:127.0.0.1:{server[1]}"
-        cnonce = os.urandom(4).hex()
-        resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), "REGISTER", uri, p["nonce"],
-                               "00000001", cnonce, "auth")
-        auth = (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
-                f'response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="{cnonce}"')
+        auth = authorization(challenge, user, password, "REGISTER", f"sip:127.0.0.1:{server[1]}")
         return await self.register(server, user, auth=auth, cseq=2, **kw)
 
 
@@ -250,12 +243,8 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
 
         c1, c2 = await twice(raw(1))
         assert c1.status == c2.status == 401 and c1.to_bytes() == c2.to_bytes()
-        _, p = parse_auth_header(c1.headers.get_all("WWW-Authenticate")[0])
-        uri = f"sip:127.0.0.1:{server[1]}"
-        resp = digest_response("MD5", ha1_of("MD5", "1001", p["realm"], "s3cret"), "REGISTER", uri, p["nonce"],
-                               "00000001", "cn", "auth")
-        auth = (f'Digest username="1001", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
-                f'response="{resp}", algorithm=MD5, qop=auth, nc=00000001, cnonce="cn"')
+        auth = authorization(c1.headers.get_all("WWW-Authenticate")[0], "1001", "s3cret", "REGISTER",
+                             f"sip:127.0.0.1:{server[1]}")
         # the copy that arrives while the binding is being committed (Trying) is absorbed ...
         t.sendto(raw(2, auth), server)
         t.sendto(raw(2, auth), server)

@@ -19,7 +19,7 @@ import pytest
 
 from sipqualify.model import PeerConfig
 from sipqualify.qualify.registrar import Registrar, RegistrarSettings
-from sipqualify.sip.digest import digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
 
 PEERS = {
@@ -46,13 +46,8 @@ def register(user: str, auth: str = "", cseq: int = 1) -> bytes:
     return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
 
 
-def authorization(challenge: str, user: str, password: str) -> str:
-    _, p = parse_auth_header(challenge)
-    alg = p["algorithm"]
-    resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), "REGISTER", "sip:pbx.test", p["nonce"],
-                           "00000001", "abcd", "auth")
-    return (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="sip:pbx.test", '
-            f'response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="abcd"')
+def auth_for(challenge: str, user: str, password: str) -> str:
+    return authorization(challenge, user, password, "REGISTER", "sip:pbx.test", cnonce="abcd")
 
 
 def normalise(data: bytes, user: str) -> str:
@@ -68,7 +63,7 @@ def attempt(reg: Registrar, user: str, password: str, now: float) -> tuple[bytes
     first = reg.handle(parse_message(register(user)), SRC, now, 1e9)
     assert first is not None
     challenge = first.response.headers.get_all("WWW-Authenticate")[0]
-    second = reg.handle(parse_message(register(user, authorization(challenge, user, password), 2)), SRC, now, 1e9)
+    second = reg.handle(parse_message(register(user, auth_for(challenge, user, password), 2)), SRC, now, 1e9)
     assert second is not None
     return first.response.to_bytes(), second.response.to_bytes()
 
@@ -96,7 +91,7 @@ def test_refusals_take_the_same_time_for_known_and_unknown_users() -> None:
     c_known = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
     assert c_known is not None
     challenge = c_known.response.headers.get_all("WWW-Authenticate")[0]
-    msgs = {u: parse_message(register(u, authorization(challenge, u, "wrong"), 2)) for u in ("1001", "ghost")}
+    msgs = {u: parse_message(register(u, auth_for(challenge, u, "wrong"), 2)) for u in ("1001", "ghost")}
     times: dict[str, list[float]] = {"1001": [], "ghost": []}
     for _ in range(3000):
         for user, msg in msgs.items():
@@ -132,7 +127,7 @@ def _bind(nat: tuple[str, ...], via_host: str, source: tuple[str, int], contact:
     first = reg.handle(parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()), source, 1.0, 1e9)
     assert first is not None
     lines[5] = "CSeq: 2 REGISTER"
-    lines.append("Authorization: " + authorization(first.response.headers.get_all("WWW-Authenticate")[0], "p", "pw"))
+    lines.append("Authorization: " + auth_for(first.response.headers.get_all("WWW-Authenticate")[0], "p", "pw"))
     out = reg.handle(parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()), source, 1.0, 1e9)
     assert out is not None and out.binding is not None, out
     return out.binding.addr, out.binding.nat

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sipqualify.service import Service, ServiceOptions
-from sipqualify.sip.digest import digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.digest import authorization
 from sipqualify.sip.framing import StreamFramer
 from sipqualify.sip.message import Request, Response, make_response, parse_message
 
@@ -115,14 +115,8 @@ class TcpPhone:
     async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
         first = await self.register(server, user, **kw)
         assert first.status == 401, first.status
-        _, p = parse_auth_header(first.headers.get_all("WWW-Authenticate")[0])
-        alg = p["algorithm"]
-        uri = f"sip:127.0.0.1:{server[1]}"
-        cnonce = os.urandom(4).hex()
-        resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), "REGISTER", uri, p["nonce"],
-                               "00000001", cnonce, "auth")
-        auth = (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
-                f'response="{resp}", algorithm={alg}, qop=auth, nc=00000001, cnonce="{cnonce}"')
+        auth = authorization(first.headers.get_all("WWW-Authenticate")[0], user, password, "REGISTER",
+                             f"sip:127.0.0.1:{server[1]}")
         return await self.register(server, user, auth=auth, cseq=2, **kw)
 
 

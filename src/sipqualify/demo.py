@@ -86,7 +86,7 @@ class DemoPhone(asyncio.DatagramProtocol):
         self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), server)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        from .sip.digest import digest_response, ha1_of, parse_auth_header
+        from .sip.digest import authorization
         from .sip.message import Response
 
         try:
@@ -104,13 +104,8 @@ class DemoPhone(asyncio.DatagramProtocol):
             challenges = msg.headers.get_all("WWW-Authenticate")
             if not challenges:
                 return
-            _, c = parse_auth_header(challenges[0])
-            alg, uri, cnonce = c.get("algorithm", "MD5"), f"sip:{self.server[0]}:{self.server[1]}", os.urandom(4).hex()
-            resp = digest_response(alg, ha1_of(alg, self.user, c["realm"], self.password), "REGISTER", uri,
-                                   c["nonce"], "00000001", cnonce, "auth")
-            self.register(self.server, f'Digest username="{self.user}", realm="{c["realm"]}", nonce="{c["nonce"]}", '
-                                       f'uri="{uri}", response="{resp}", algorithm={alg}, qop=auth, '
-                                       f'nc=00000001, cnonce="{cnonce}"')
+            uri = f"sip:{self.server[0]}:{self.server[1]}"
+            self.register(self.server, authorization(challenges[0], self.user, self.password, "REGISTER", uri))
         elif msg.status == 200:  # refresh at half the expiry, like most phones
             asyncio.get_running_loop().call_later(self.expires / 2, self.register, self.server)
 

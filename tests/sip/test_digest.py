@@ -5,7 +5,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-from sipqualify.sip.digest import Credentials, DigestAuthenticator, digest_response, ha1_of, parse_auth_header
+from sipqualify.sip.digest import (
+    Credentials,
+    DigestAuthenticator,
+    digest_response,
+    ha1_of,
+    parse_auth_header,
+)
+from sipqualify.sip.digest import authorization as client_authorization
 
 
 def test_rfc2617_md5_vector() -> None:
@@ -80,3 +87,19 @@ def test_nonce_count_replay() -> None:
 def test_parse_auth_header_quoting() -> None:
     scheme, p = parse_auth_header('Digest username="a\\"b", realm="r", nc=00000001, qop=auth, uri="sip:x;y=1"')
     assert scheme == "Digest" and p["username"] == 'a"b' and p["nc"] == "00000001" and p["uri"] == "sip:x;y=1"
+
+
+def test_client_authorization_is_accepted_by_the_server() -> None:
+    """The UAC helper (demo phone, tests) against the verifier, both algorithms, with and
+    without qop."""
+    creds = {"alice": Credentials(secret="pw")}
+    for qop in (True, False):
+        auth = DigestAuthenticator("pbx.test")
+        for alg in ("MD5", "SHA-256"):  # a fresh nonce each (without qop a nonce is single-use)
+            challenge = auth.challenge(10.0, algorithms=(alg,))[0]
+            if not qop:
+                challenge = challenge.replace(', qop="auth"', "")
+            value = client_authorization(challenge, "alice", "pw", "REGISTER", "sip:pbx.test")
+            assert auth.verify("REGISTER", value, creds.get, 10.0).ok, (challenge, value)
+            wrong = client_authorization(challenge, "alice", "no", "REGISTER", "sip:pbx.test")
+            assert not auth.verify("REGISTER", wrong, creds.get, 10.0).ok

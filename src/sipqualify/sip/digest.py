@@ -61,6 +61,22 @@ def ha1_of(alg: str, user: str, realm: str, password: str) -> str:
     return ALGORITHMS[alg.upper()](f"{user}:{realm}:{password}".encode()).hexdigest()
 
 
+def authorization(challenge: str, user: str, password: str, method: str, uri: str, *, nc: int = 1,
+                  cnonce: str | None = None) -> str:
+    """The client side: an Authorization value answering one WWW-Authenticate `challenge`
+    (qop=auth when offered, else the RFC 2069 form). The demo phone and the tests use it."""
+    _, p = parse_auth_header(challenge)
+    alg = p.get("algorithm", "MD5")
+    qop = "auth" if "auth" in p.get("qop", "").split(",") else None
+    cnonce = cnonce or os.urandom(4).hex()
+    ncs = f"{nc:08x}"
+    resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), method, uri, p["nonce"],
+                           ncs if qop else "", cnonce if qop else "", qop)
+    value = (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
+             f'response="{resp}", algorithm={alg}')
+    return value + (f', qop=auth, nc={ncs}, cnonce="{cnonce}"' if qop else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What the registrar knows of a user: a plain secret, or a precomputed MD5 HA1."""
