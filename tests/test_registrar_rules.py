@@ -31,9 +31,9 @@ PEERS = {
 SRC = ("192.0.2.50", 5060)
 
 
-def registrar() -> Registrar:
+def registrar(algorithms: tuple[str, ...] = ("MD5",)) -> Registrar:
     # no bans here: the point is what a guesser sees before being banned
-    return Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_ban=0))
+    return Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_ban=0, algorithms=algorithms))
 
 
 def register(user: str, auth: str = "", cseq: int = 1) -> bytes:
@@ -68,8 +68,9 @@ def attempt(reg: Registrar, user: str, password: str, now: float) -> tuple[bytes
     return first.response.to_bytes(), second.response.to_bytes()
 
 
-def test_answers_are_identical_for_unknown_wrong_md5secret_and_static() -> None:
-    reg = registrar()
+@pytest.mark.parametrize("algorithms", [("MD5",), ("MD5", "SHA-256")])
+def test_answers_are_identical_for_unknown_wrong_md5secret_and_static(algorithms: tuple[str, ...]) -> None:
+    reg = registrar(algorithms)
     seen = {}
     for user, password in [("1001", "wrong"), ("1002", "wrong"), ("ghost", "any"), ("trunk", "x")]:
         c, r = attempt(reg, user, password, 100.0)
@@ -77,7 +78,8 @@ def test_answers_are_identical_for_unknown_wrong_md5secret_and_static() -> None:
     assert len({c for c, _ in seen.values()}) == 1, seen  # one and the same challenge
     assert len({r for _, r in seen.values()}) == 1, seen  # one and the same refusal
     challenge, refusal = seen["ghost"]
-    assert challenge.startswith("SIP/2.0 401 Unauthorized\r\n") and challenge.count("WWW-Authenticate:") == 2
+    assert challenge.startswith("SIP/2.0 401 Unauthorized\r\n")
+    assert challenge.count("WWW-Authenticate:") == len(algorithms)
     assert refusal.startswith("SIP/2.0 403 Forbidden\r\n")
     # and the genuine passwords do get in (so the equality above is not an always-403 registrar)
     assert attempt(reg, "1001", "s3cret", 100.0)[1].startswith(b"SIP/2.0 200 OK\r\n")
@@ -103,15 +105,17 @@ def test_refusals_take_the_same_time_for_known_and_unknown_users() -> None:
     assert abs(known - unknown) / max(known, unknown) < 0.10, (known, unknown)
 
 
-def test_challenge_is_small() -> None:
-    """Never amplify: the 401 to a minimal REGISTER from anyone is at most ~2.5x its size
-    (two challenges, MD5 and SHA-256, sharing one nonce; no Server/Allow on refusals)."""
-    reg = registrar()
+@pytest.mark.parametrize(("algorithms", "factor"), [(("MD5",), 1.9), (("MD5", "SHA-256"), 2.5)])
+def test_challenge_is_small(algorithms: tuple[str, ...], factor: float) -> None:
+    """Never amplify: the 401 to a minimal REGISTER from anyone is at most ~1.9x its size with
+    the default MD5 challenge, ~2.5x with SHA-256 offered too (one nonce shared); no
+    Server/Allow on refusals."""
+    reg = registrar(algorithms)
     req = register("ghost")
     out = reg.handle(parse_message(req), SRC, 100.0, 1e9)
     assert out is not None
     data = out.response.to_bytes()
-    assert len(data) <= 2.5 * len(req), (len(data), len(req))
+    assert len(data) <= factor * len(req), (len(data), len(req))
     assert b"Server:" not in data and b"Allow:" not in data
 
 
@@ -150,3 +154,18 @@ def _bind(nat: tuple[str, ...], via_host: str, source: tuple[str, int], contact:
 def test_binding_address_follows_chan_sip_nat_rules(nat: tuple[str, ...], via_host: str, contact: str,
                                                     addr: tuple[str, int], detected: bool) -> None:
     assert _bind(nat, via_host, ("203.0.113.9", 40000), contact) == (addr, detected)
+
+
+def test_sha256_is_checked_only_when_offered() -> None:
+    """supported_algorithms_uas = sha-256, md5: SHA-256 first and accepted. By default (MD5
+    only, as chan_sip) an answer computed with SHA-256 is refused."""
+    c, r = attempt(registrar(("SHA-256", "MD5")), "1001", "s3cret", 100.0)
+    assert c.count(b"WWW-Authenticate:") == 2 and c.index(b"SHA-256") < c.index(b"algorithm=MD5")
+    assert r.startswith(b"SIP/2.0 200 OK\r\n")
+    reg = registrar()
+    first = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
+    assert first is not None
+    (challenge,) = first.response.headers.get_all("WWW-Authenticate")
+    forged = challenge.replace("algorithm=MD5", "algorithm=SHA-256")
+    out = reg.handle(parse_message(register("1001", auth_for(forged, "1001", "s3cret"), 2)), SRC, 100.0, 1e9)
+    assert out is not None and out.response.status == 403

@@ -80,6 +80,10 @@ class GeneralConfig:
     context: str = "default"
     # registrar (sip.conf [general] names)
     realm: str = "sipqualify"
+    # digest algorithms challenged with, in this order (PJSIP's supported_algorithms_uas); MD5
+    # only by default, as chan_sip: some phones (baresip/libre) give up on a 401 that also
+    # offers an algorithm they do not know
+    auth_algorithms: tuple[str, ...] = ("MD5",)
     minexpiry: int = 60
     maxexpiry: int = 3600
     defaultexpiry: int = 120

@@ -217,7 +217,7 @@ class Service:
                                    RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
                                                      defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
                                                      authfail_window=g.authfail_window,
-                                                     authfail_ban=g.authfail_ban),
+                                                     authfail_ban=g.authfail_ban, algorithms=g.auth_algorithms),
                                    useragent=self.engine.useragent)
         self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
         restored: dict[str, Addr | None] = {}

@@ -257,3 +257,33 @@ def test_examples_load_clean(tmp_path: Path) -> None:
     assert sip.messages == [] and native.messages == []
     assert all(p.dynamic or p.host == "127.0.0.1" for c in (sip, native) for p in c.peers.values())
     assert len(native.peers) > len(sip.peers)  # the TOML adds to the sip.conf it references
+
+
+def test_registrar_settings_in_toml_and_sip_conf(write: Write) -> None:
+    """The registrar's [general] keys in both formats; digest algorithms challenged with MD5
+    only unless supported_algorithms_uas says otherwise (PJSIP's name for it)."""
+    toml = write("r.toml", """[general]
+realm = "pbx.example"
+minexpiry = 30
+maxexpiry = 7200
+defaultexpiry = 300
+authfail_limit = 5
+authfail_window = 30
+authfail_ban = 0
+supported_algorithms_uas = ["sha-256", "MD5"]
+[peers.p]
+host = "dynamic"
+secret = "s"
+""")
+    g = load_config(toml).general
+    assert (g.realm, g.minexpiry, g.maxexpiry, g.defaultexpiry) == ("pbx.example", 30, 7200, 300)
+    assert (g.authfail_limit, g.authfail_window, g.authfail_ban) == (5, 30, 0)
+    assert g.auth_algorithms == ("SHA-256", "MD5")
+    conf = write("sip.conf", "[general]\nsupported_algorithms_uas=md5, sha256, rot13\n[p]\ntype=friend\nhost=dynamic\n")
+    cfg = load_config(conf)
+    assert cfg.general.auth_algorithms == ("MD5", "SHA-256")
+    assert [(m.severity, m.line, m.option) for m in check_config(conf)] == [
+        ("warning", 2, "supported_algorithms_uas")]
+    assert load_config(write("d.conf", "[general]\n[p]\ntype=peer\nhost=dynamic\n")).general.auth_algorithms == ("MD5",)
+    bad = write("bad.toml", '[general]\nsupported_algorithms_uas = "sha-512"\n')
+    assert [(m.severity, m.line, m.option) for m in check_config(bad)] == [("error", 2, "supported_algorithms_uas")]

@@ -171,6 +171,47 @@ def test_tcp_peer_is_qualified_over_one_kept_connection(lab: Lab) -> None:
     assert "Peer 'tcp-trunk' is now Reachable." in d.log_text()
 
 
+# --------------------------------------------------------------------------- baresip registering
+
+
+BARESIP_CONFIG = """sip_listen\t\t127.0.0.1:{port}
+sip_transports\t\tudp
+audio_player\t\taufile,/dev/null
+audio_source\t\tausine,440
+audio_alert\t\taufile,/dev/null
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module\t\t\tausine.so
+module\t\t\taufile.so
+module_app\t\taccount.so
+"""
+
+
+@realpeer
+def test_baresip_registers_with_digest_and_is_qualified(lab: Lab) -> None:
+    """A real phone stack (baresip 1.0 / libre) against the registrar: digest auth with qop,
+    the binding at its address, qualified OK (baresip answers OPTIONS), and its REGISTER with
+    Expires 0 when it stops makes the peer UNKNOWN again. (libre gives up on a 401 that also
+    offers SHA-256, which is why MD5 alone is challenged by default, as chan_sip does.)"""
+    baresip = require_binary("baresip", "baresip-core")
+    phone_port = free_port()
+    cfg = lab.tmp / "baresip"
+    cfg.mkdir()
+    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port))
+    d = Daemon(lab, sip_conf({"1001": {"type": "friend", "host": "dynamic", "secret": "s3cret", "qualify": "yes",
+                                      "qualifyfreq": 2}}, {"realm": "pbx.test"}))
+    (cfg / "accounts").write_text(f"<sip:1001@{LOOPBACK}:{d.sip_port}>;auth_pass=s3cret;regint=60\n")
+    phone = lab.spawn("baresip", [baresip, "-f", str(cfg), "-t", "8"])
+    p = d.wait_for("1001", lambda p: p["state"] == "OK" and p["qualifies"] >= 2, "registered and qualified twice")
+    assert (p["addr_ip"], p["addr_port"]) == (LOOPBACK, phone_port), p
+    assert p["useragent"].startswith("baresip"), p
+    assert p["regcontact"].startswith("sip:1001"), p
+    assert "Registered SIP '1001' at" in d.log_text()
+    phone.finish(time.monotonic() + 15)  # -t 8: baresip quits and unregisters (REGISTER, Expires: 0)
+    d.wait_for("1001", lambda p: p["addr_ip"] in (None, "") and p["state"] == "UNKNOWN", "unregistered", timeout=10)
+    assert "Unregistered SIP '1001'" in d.log_text()
+
+
 # --------------------------------------------------------------------------- 6: sipsak against the daemon
 
 

@@ -35,7 +35,7 @@ from ..model import (
     PeerConfig,
 )
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
-from .values import is_ip, parse_duration, parse_nat, split_hostport
+from .values import is_ip, parse_algorithms, parse_duration, parse_nat, split_hostport
 
 TOP_KEYS = ("sip_conf", "general", "api", "store", "service", "ami", "peers", "webhooks")
 PEER_STRINGS = ("defaultuser", "fromuser", "fromdomain", "outboundproxy", "description", "secret", "md5secret",
@@ -228,6 +228,21 @@ class TomlReader:
                 b = self.want_bool(w, v)
                 if b is not None:
                     g_set["tcpenable"] = b
+            elif k == "realm":
+                s = self.want_str(w, v)
+                if s:
+                    g_set["realm"] = s
+            elif k in ("minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban"):
+                n = self.want_int(w, v, 0 if k == "authfail_ban" else 1)
+                if n is not None:
+                    g_set[k] = n
+            elif k == "supported_algorithms_uas":
+                words = v if isinstance(v, list) else str(v).split(",")
+                algs, bad = parse_algorithms([str(x) for x in words])
+                if bad or not algs:
+                    self.error(w, f"supported_algorithms_uas: {', '.join(bad) or 'nothing'} is not md5 or sha-256")
+                else:
+                    g_set["auth_algorithms"] = algs
             elif k == "bind":
                 binds = v if isinstance(v, list) else [v]
                 parsed: list[tuple[str, int]] = []

@@ -34,13 +34,14 @@ from ..model import (
     PeerConfig,
 )
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
-from .values import is_ip, parse_nat, parse_port, scan_int, split_hostport
+from .values import is_ip, parse_algorithms, parse_nat, parse_port, scan_int, split_hostport
 
 # What we read. Everything in CHAN_SIP_KNOWN is accepted and ignored.
 GENERAL_OPTIONS = {
     "udpbindaddr", "bindaddr", "bindport", "qualify", "qualifyfreq", "qualifygap", "qualifypeers", "useragent",
     "fromdomain", "externip", "externaddr", "context", "nat", "transport", "tcpenable", "tlsenable",
     "realm", "minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban",
+    "supported_algorithms_uas",
 }
 PEER_OPTIONS = {
     "type", "host", "port", "transport", "qualify", "qualifyfreq", "defaultuser", "username", "fromuser",
@@ -239,6 +240,14 @@ class SipConfReader:
                 self._tls = _true(v)
             elif k == "realm":
                 g.realm = v or g.realm
+            elif k == "supported_algorithms_uas":  # not chan_sip: PJSIP's name (sipqualify extension)
+                algs, bad = parse_algorithms(v.split(","))
+                if bad:
+                    self.warning(e, f"unknown digest algorithm(s) {', '.join(bad)} ignored (md5, sha-256)")
+                if algs:
+                    g.auth_algorithms = algs
+                else:
+                    self.warning(e, f"no usable digest algorithm in '{v}': using {', '.join(g.auth_algorithms)}")
             elif k in ("minexpiry", "maxexpiry", "defaultexpiry", "authfail_limit", "authfail_window", "authfail_ban"):
                 n = self._scan(e)
                 if n is None or n < (0 if k == "authfail_ban" else 1):

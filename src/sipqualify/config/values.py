@@ -118,3 +118,22 @@ def parse_duration(value: object) -> int:
         if parts and _DURATION_PART.sub("", s).strip() == "":
             return sum(int(n) * _UNITS[u] for n, u in parts)
     raise ValueError(f"{value!r} is not a duration (seconds, or like \"7d\", \"12h\", \"1h30m\")")
+
+
+DIGEST_ALGORITHMS = {"md5": "MD5", "sha-256": "SHA-256", "sha256": "SHA-256"}
+
+
+def parse_algorithms(words: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """`md5, sha-256` -> (("MD5", "SHA-256"), unknown words); order kept, duplicates dropped."""
+    out: list[str] = []
+    bad: list[str] = []
+    for w in words:
+        w = w.strip()
+        if not w:
+            continue
+        alg = DIGEST_ALGORITHMS.get(w.lower())
+        if alg is None:
+            bad.append(w)
+        elif alg not in out:
+            out.append(alg)
+    return tuple(out), bad

@@ -71,6 +71,7 @@ class RegistrarSettings:
     authfail_limit: int = 10
     authfail_window: float = 60.0
     authfail_ban: float = 300.0
+    algorithms: tuple[str, ...] = ("MD5",)  # challenged with, in this order
 
 
 @dataclass
@@ -87,7 +88,8 @@ class Registrar:
     failures: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl)
+        self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl,
+                                        algorithms=self.settings.algorithms)
 
     def _credentials(self, user: str) -> Credentials | None:
         p = self.peers(user)
@@ -150,8 +152,8 @@ class Registrar:
                 key = "stale" if result.reason == "stale" else "challenged"
                 self.counters[key] += 1
                 # the same challenge for every user, known or not, secret or md5secret (no user
-                # enumeration): MD5 first, which UAs pick (RFC 8760 §2.4); an md5secret user that
-                # answers with SHA-256 anyway cannot be checked and is refused like a wrong password
+                # enumeration); with SHA-256 offered too, MD5 comes first, which UAs pick (RFC 8760
+                # §2.4), and an md5secret user answering with SHA-256 is refused like a wrong password
                 challenge = self.auth.challenge(now, stale=result.reason == "stale")
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
                                                    [("WWW-Authenticate", c) for c in challenge]))
