@@ -178,6 +178,24 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_registrations(args: argparse.Namespace) -> int:
+    """The bindings of registered dynamic peers, like `pjsip show contacts`."""
+    regs = Client(args).call("GET", "/api/v1/registrations")["registrations"]
+    if args.json:
+        print(json.dumps(regs, indent=2))
+        return EXIT_OK
+    rows = [("Peer", "Contact", "Address", "Transport", "Expires", "NAT", "User-Agent")]
+    for r in regs:
+        addr = f"[{r['address']}]:{r['port']}" if ":" in r["address"] else f"{r['address']}:{r['port']}"
+        rows.append((r["peer"], r["contact"], addr, r["transport"], f"{r['expires_in']} s",
+                     "yes" if r["nat"] else "no", r.get("useragent") or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(f"{len(regs)} registration{'s' if len(regs) != 1 else ''}")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     print(json.dumps(Client(args).call("GET", "/api/v1/status"), indent=2))
     return EXIT_OK
@@ -359,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="re-read the configuration (`sip reload`)")
     _client_opts(p)
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("registrations", help="registered dynamic peers and their bindings (`pjsip show contacts`)")
+    _client_opts(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registrations)
 
     p = sub.add_parser("status", help="daemon and engine counters (JSON)")
     _client_opts(p)

@@ -891,6 +891,17 @@ class Service:
             "registrar": self.registrar_stats(),
         }
 
+    def registrations(self) -> list[dict[str, Any]]:
+        """The registrar's bindings (like `pjsip show contacts`), by peer name."""
+        if self.registrar is None:
+            return []
+        now = time.time()
+        return [{"peer": b.peer, "contact": b.contact, "address": b.addr[0], "port": b.addr[1],
+                 "transport": b.transport, "useragent": b.useragent, "path": b.path, "call_id": b.call_id,
+                 "cseq": b.cseq, "nat": b.nat, "expires_at": round(b.expires_at, 3),
+                 "expires_in": max(0, int(b.expires_at - now))}
+                for _, b in sorted(self.registrar.bindings.items())]
+
     def registrar_stats(self) -> dict[str, int] | None:
         if self.registrar is None:
             return None

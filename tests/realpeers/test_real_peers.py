@@ -207,9 +207,17 @@ def test_baresip_registers_with_digest_and_is_qualified(lab: Lab) -> None:
     assert p["useragent"].startswith("baresip"), p
     assert p["regcontact"].startswith("sip:1001"), p
     assert "Registered SIP '1001' at" in d.log_text()
+    table = d.cli("registrations")
+    assert table.returncode == 0, table.stderr
+    row = next(line for line in table.stdout.splitlines() if line.startswith("1001 "))
+    assert f"{LOOPBACK}:{phone_port}" in row and "udp" in row and "baresip" in row, table.stdout
+    assert table.stdout.rstrip().endswith("1 registration"), table.stdout
+    (reg,) = json.loads(d.cli("registrations", "--json").stdout)
+    assert (reg["peer"], reg["port"], reg["transport"]) == ("1001", phone_port, "udp") and 0 < reg["expires_in"] <= 60
     phone.finish(time.monotonic() + 15)  # -t 8: baresip quits and unregisters (REGISTER, Expires: 0)
     d.wait_for("1001", lambda p: p["addr_ip"] in (None, "") and p["state"] == "UNKNOWN", "unregistered", timeout=10)
     assert "Unregistered SIP '1001'" in d.log_text()
+    assert d.cli("registrations").stdout.strip().endswith("0 registrations")
 
 
 # --------------------------------------------------------------------------- 6: sipsak against the daemon

@@ -229,6 +229,10 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
+async def registrations(request: web.Request) -> web.Response:
+    return web.json_response({"registrations": _svc(request).registrations()})
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_svc(request).status())
 
@@ -261,6 +265,7 @@ def make_app(svc: Service) -> web.Application:
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_post(f"{API}/reload", reload)
     app.router.add_get(f"{API}/status", status)
+    app.router.add_get(f"{API}/registrations", registrations)
     return app
 
 

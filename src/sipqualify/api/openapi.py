@@ -74,6 +74,21 @@ TRANSITION = {
 }
 
 
+REGISTRATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["peer", "contact", "address", "port", "transport", "expires_at", "expires_in"],
+    "properties": {
+        "peer": {"type": "string"}, "contact": {"type": "string"},
+        "address": {"type": "string", "description": "where OPTIONS go (the source address when NAT applies)"},
+        "port": {"type": "integer"}, "transport": {"type": "string", "enum": ["udp", "tcp"]},
+        "useragent": {"type": "string"}, "path": {"type": "string"}, "call_id": {"type": "string"},
+        "cseq": {"type": "integer"}, "nat": {"type": "boolean", "description": "NAT detected or forced"},
+        "expires_at": {"type": "number", "description": "UNIX time"},
+        "expires_in": {"type": "integer", "description": "seconds left"},
+    },
+}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -127,6 +142,9 @@ def document() -> dict[str, Any]:
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},
+            "/api/v1/registrations": {"get": {"operationId": "listRegistrations", "responses": {
+                "200": _json({"type": "object", "required": ["registrations"], "properties": {
+                    "registrations": {"type": "array", "items": REGISTRATION}}}), **UNAUTH}}},
             "/api/v1/status": {"get": {"operationId": "status", "responses": {
                 "200": _json({"type": "object", "required": ["peers", "engine"]}), **UNAUTH}}},
             "/metrics": {"get": {"operationId": "metrics", "responses": {
