@@ -215,10 +215,14 @@ class _Common:
         via = self.top_via
         return via.branch if via is not None else None
 
-    def _head_lines(self) -> list[str]:
-        lines = [f"{k}: {v}" for k, v in self.headers.items() if k != "Content-Length"]
-        lines.append(f"Content-Length: {len(self.body)}")
-        return lines
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """The start line, the headers (Content-Length recomputed from the body), the body."""
+        lines = [self._start_line(), *(f"{k}: {v}" for k, v in self.headers.items() if k != "Content-Length"),
+                 f"Content-Length: {len(self.body)}"]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
 
 
 @dataclass(slots=True)
@@ -230,9 +234,8 @@ class Request(_Common):
     version: str = "SIP/2.0"
     _first: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
-    def to_bytes(self) -> bytes:
-        lines = [f"{self.method} {self.uri} {self.version}", *self._head_lines()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
 
 
 @dataclass(slots=True)
@@ -244,9 +247,8 @@ class Response(_Common):
     version: str = "SIP/2.0"
     _first: dict[str, object] | None = field(default=None, repr=False, compare=False)
 
-    def to_bytes(self) -> bytes:
-        lines = [f"{self.version} {self.status} {self.reason}", *self._head_lines()]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + self.body
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
 
 
 Message = Request | Response
