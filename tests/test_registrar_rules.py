@@ -169,3 +169,40 @@ def test_sha256_is_checked_only_when_offered() -> None:
     forged = challenge.replace("algorithm=MD5", "algorithm=SHA-256")
     out = reg.handle(parse_message(register("1001", auth_for(forged, "1001", "s3cret"), 2)), SRC, 100.0, 1e9)
     assert out is not None and out.response.status == 403
+
+
+def test_outcomes_name_the_peer_and_the_transport() -> None:
+    """PeerStatus events need the peer: a wrong password gives Rejected with Cause for that
+    peer, a refused stranger none; the binding's transport is the one the shell says it came
+    over, not what the Via claims."""
+    reg = registrar()
+    first = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    bad = reg.handle(parse_message(register("1001", auth_for(challenge, "1001", "no"), 2)), SRC, 100.0, 1e9)
+    assert bad is not None and (bad.peer, bad.peer_status, bad.cause) == ("1001", "Rejected", "AUTH_SECRET_FAILED")
+    ghost = reg.handle(parse_message(register("ghost", auth_for(challenge, "ghost", "x"), 2)), SRC, 100.0, 1e9)
+    assert ghost is not None and ghost.peer_status is None
+    good = authorization(challenge, "1001", "s3cret", "REGISTER", "sip:pbx.test", nc=2)
+    ok = reg.handle(parse_message(register("1001", good, 3)), SRC, 100.0, 1e9, "tcp")
+    assert ok is not None and ok.binding is not None, ok and ok.response.status
+    assert (ok.peer, ok.peer_status, ok.binding.transport) == ("1001", "Registered", "tcp")  # the Via says UDP
+
+
+def test_malformed_registers_get_a_clear_400_or_404_and_are_counted() -> None:
+    reg = registrar()
+    no_user = register("1001").replace(b"To: <sip:1001@pbx.test>", b"To: <sip:pbx.test>")
+    out = reg.handle(parse_message(no_user), SRC, 100.0, 1e9)
+    assert out is not None and out.response.status == 404
+    first = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    cases = [(b"Contact: <sip:1001@192.0.2.50>", b"Contact: <mailto:x@y>", "Bad Contact (unsupported URI scheme"),
+             (b"Contact: <sip:1001@192.0.2.50>", b"Contact: *", "Bad Request (Contact: * needs Expires: 0)")]
+    for nc, (old, new, reason) in enumerate(cases, start=1):
+        auth = authorization(challenge, "1001", "s3cret", "REGISTER", "sip:pbx.test", nc=nc)
+        data = register("1001", auth, 2 + nc).replace(old, new)
+        out = reg.handle(parse_message(data), SRC, 100.0, 1e9)
+        assert out is not None and out.response.status == 400 and out.response.reason.startswith(reason)
+        assert out.binding is None and "1001" not in reg.bindings
+    assert reg.counters["bad_requests"] == 3

@@ -262,11 +262,9 @@ class Service:
             if hit is not None:
                 self._send_register_answer(req, addr, hit, tcp)  # type: ignore[arg-type]
                 return
-        out = self.registrar.handle(req, addr, now, self._wall_offset + now)
+        out = self.registrar.handle(req, addr, now, self._wall_offset + now, "tcp" if tcp else "udp")
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
-        if out.binding is not None:  # the transport it really came over (the Via may claim another)
-            out.binding.transport = "tcp" if tcp else "udp"
         if out.binding is None and out.removed is None:
             self._answer_register(req, addr, out, tcp, key)
         else:
@@ -319,16 +317,7 @@ class Service:
             self._set_tcp_flow(out.removed, None)
             self.engine.unregistered(out.removed)
         if out.peer_status is not None:
-            name = out.binding.peer if out.binding else (out.removed or "")
-            if not name:
-                try:
-                    from .sip.uri import parse_name_addr, parse_uri
-
-                    u = parse_uri(parse_name_addr(req.headers.get("To") or "")[1])
-                    name = getattr(u, "user", "") or ""
-                except Exception:
-                    name = ""
-            self._publish_registry(name, out.peer_status, out.cause, out.binding.addr if out.binding else addr)
+            self._publish_registry(out.peer, out.peer_status, out.cause, out.binding.addr if out.binding else addr)
         if out.binding is not None or out.removed is not None:
             self._pump()  # the poke that follows a REGISTER goes out now
 

@@ -57,6 +57,7 @@ class RegisterOutcome:
     binding: Binding | None = None  # added or refreshed (store it before sending the 200)
     removed: str | None = None  # peer whose binding was removed
     peer_status: str | None = None  # "Registered" | "Unregistered" | "Rejected"
+    peer: str = ""  # the peer (To user) the PeerStatus is about
     cause: str = ""  # AMI Cause for Unregistered / Rejected
     log: str = ""
 
@@ -130,8 +131,10 @@ class Registrar:
                 del self.failures[k]
         return False
 
-    def handle(self, req: Request, source: Addr, now: float, wall: float) -> RegisterOutcome | None:
-        """`now`: the engine clock (nonces, bans); `wall`: UNIX time (binding expiry).
+    def handle(self, req: Request, source: Addr, now: float, wall: float,
+               transport: str = "udp") -> RegisterOutcome | None:
+        """`now`: the engine clock (nonces, bans); `wall`: UNIX time (binding expiry);
+        `transport`: what the REGISTER really came over (its binding's, whatever the Via says).
         None: the source is banned after repeated failures and gets no answer at all."""
         if self.banned(source[0], now):
             self.counters["dropped_banned"] += 1
@@ -167,16 +170,16 @@ class Registrar:
             cause = "AUTH_SECRET_FAILED" if peer is not None and peer.dynamic else (
                 "AUTH_PEER_NOT_DYNAMIC" if peer is not None else "URI_NOT_FOUND")
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected" if peer else None,
-                                   cause=cause, log=logmsg)
+                                   cause=cause, log=logmsg, peer=name)
         if result.username != name:
             self.counters["forbidden"] += 1
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected",
-                                   cause="AUTH_USERNAME_MISMATCH")
+                                   cause="AUTH_USERNAME_MISMATCH", peer=name)
         peer = self.peers(name)
         assert peer is not None
-        return self._update(req, peer, source, wall)
+        return self._update(req, peer, source, wall, transport)
 
-    def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float) -> RegisterOutcome:
+    def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float, transport: str) -> RegisterOutcome:
         s = self.settings
         contacts = req.headers.get_all("Contact")
         header_exp = req.headers.get("Expires")
@@ -219,7 +222,7 @@ class Registrar:
         nat = _nat_detected(via.host if via else None, source)
         # a Contact host name is not resolved on the event loop: the source address is used
         addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
-        b = Binding(peer.name, curi, addr, (via.transport.lower() if via else "udp"), wall + expires,
+        b = Binding(peer.name, curi, addr, transport, wall + expires,
                     req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
                     req.call_id or "", req.cseq[0], nat)
         old = self.bindings.get(peer.name)
@@ -228,13 +231,13 @@ class Registrar:
         extra = [("Contact", f"<{curi}>;expires={expires}"), ("Expires", str(expires))]
         msg = "" if old is not None and old.addr == addr else f"Registered SIP '{peer.name}' at {addr[0]}:{addr[1]}"
         return RegisterOutcome(self._reply(req, 200, "OK", source, extra), binding=b, peer_status="Registered",
-                               log=msg)
+                               peer=peer.name, log=msg)
 
     def _remove(self, req: Request, peer: PeerConfig, source: Addr) -> RegisterOutcome:
         had = self.bindings.pop(peer.name, None)
         if had is not None:
             self.counters["unregistered"] += 1
-        return RegisterOutcome(self._reply(req, 200, "OK", source), removed=peer.name if had else None,
+        return RegisterOutcome(self._reply(req, 200, "OK", source), removed=peer.name if had else None, peer=peer.name,
                                peer_status="Unregistered" if had else None, cause="Expired",
                                log=f"Unregistered SIP '{peer.name}'" if had else "")
 
