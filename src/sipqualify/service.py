@@ -593,17 +593,20 @@ class Service:
 
         out = []
         for p in peers:
-            if p.transport != "udp" and not (tcp and p.transport == "tcp" and not p.dynamic):
-                if not (tcp and p.dynamic and p.transport == "tcp"):
-                    log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
-                                p.name, p.source, p.transport)
-                p = dataclasses.replace(p, transport="udp")
-            out.append(p)
+            if p.transport == "udp" or (tcp and p.transport == "tcp" and not p.dynamic):
+                out.append(p)
+                continue
+            if not (tcp and p.transport == "tcp"):  # a dynamic tcp peer: its binding says (no warning)
+                log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
+                            p.name, p.source, p.transport)
+            out.append(dataclasses.replace(p, transport="udp"))
         return out
 
     def _collect_tcp_peers(self) -> None:
         """Destinations of static tcp peers: sending to one opens a connection if there is none."""
         assert self.engine is not None
+        if self.tcp is None:  # no tcpenable: no tcp peers (and no walk over a million peers)
+            return
         self._tcp_static = {p.dest for p in self.engine.peers()
                             if p.transport == "tcp" and not p.cfg.dynamic and p.dest is not None}
 
@@ -667,16 +670,9 @@ class Service:
     def _pump(self) -> None:
         eng = self.engine
         assert eng is not None
-        eps = self.endpoints
-        tcp = self.tcp
+        send = self._send
         for data, dest in eng.datagrams_to_send():
-            if tcp is not None:
-                self._send(data, dest)
-                continue
-            ep = eps.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
-            if ep is None:
-                continue
-            ep.sendto(data, dest)
+            send(data, dest)
         while (ev := eng.next_event()) is not None:
             self._dispatch(ev)
         when = eng.get_timer()
