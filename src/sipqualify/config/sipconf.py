@@ -191,20 +191,9 @@ class SipConfReader:
                 except ValueError as err:
                     self.error(e, str(err))
             elif k == "qualify":
-                low = v.strip().lower()
-                q = 0 if low == "no" else DEFAULT_MAXMS if low == "yes" else self._scan(e)
-                if q is None or q < 0:
-                    self.warning(e, f"qualify should be 'yes', 'no' or a number of milliseconds, not '{v}': "
-                                    "using no")
-                    q = 0
-                g.qualify_ms = q
+                g.qualify_ms = self._qualify(e, DEFAULT_MAXMS, "qualify")
             elif k == "qualifyfreq":
-                n = self._scan(e)
-                if n is None or n <= 0:
-                    self.warning(e, f"qualifyfreq should be a positive number of seconds, not '{v}': using "
-                                    f"{DEFAULT_QUALIFYFREQ_MS // 1000}")
-                    n = DEFAULT_QUALIFYFREQ_MS // 1000
-                g.qualifyfreq_ms = n * 1000
+                g.qualifyfreq_ms = self._qualifyfreq(e, DEFAULT_QUALIFYFREQ_MS)
             elif k == "qualifygap":
                 n = self._scan(e)
                 if n is None:
@@ -260,6 +249,24 @@ class SipConfReader:
             g.bindport = bind_port
         if transport is not None:
             self.defaults.transport = self._transport(transport, "udp")
+
+    def _qualify(self, e: Entry, yes_ms: int, what: str) -> int:
+        """`qualify=`: yes (`yes_ms`), no (0) or milliseconds; anything else warns and means no."""
+        low = e.value.strip().lower()
+        q = 0 if low == "no" else yes_ms if low == "yes" else self._scan(e)
+        if q is None or q < 0:
+            self.warning(e, f"{what} should be 'yes', 'no' or a number of milliseconds, not '{e.value}': using no")
+            return 0
+        return q
+
+    def _qualifyfreq(self, e: Entry, fallback_ms: int) -> int:
+        """`qualifyfreq=` seconds, as ms; not a positive number warns and gives `fallback_ms`."""
+        n = self._scan(e)
+        if n is None or n <= 0:
+            self.warning(e, f"qualifyfreq should be a positive number of seconds, not '{e.value}': using "
+                            f"{fallback_ms // 1000}")
+            return fallback_ms
+        return n * 1000
 
     def _externip(self, e: Entry) -> str | None:
         if not e.value.strip():
@@ -346,21 +353,9 @@ class SipConfReader:
             elif k == "transport":
                 p.transport = self._transport(e, self.defaults.transport)
             elif k == "qualify":
-                low = v.strip().lower()
-                q = 0 if low == "no" else (g.qualify_ms or DEFAULT_MAXMS) if low == "yes" else self._scan(e)
-                if q is None or q < 0:
-                    self.warning(e, f"qualify of peer '{sec.name}' should be 'yes', 'no' or a number of "
-                                    f"milliseconds, not '{v}': using no")
-                    q = 0
-                p.qualify_ms = q
+                p.qualify_ms = self._qualify(e, g.qualify_ms or DEFAULT_MAXMS, f"qualify of peer '{sec.name}'")
             elif k == "qualifyfreq":
-                n = self._scan(e)
-                if n is None or n <= 0:
-                    self.warning(e, f"qualifyfreq should be a positive number of seconds, not '{v}': using "
-                                    f"{g.qualifyfreq_ms // 1000}")
-                    p.qualifyfreq_ms = g.qualifyfreq_ms
-                else:
-                    p.qualifyfreq_ms = n * 1000
+                p.qualifyfreq_ms = self._qualifyfreq(e, g.qualifyfreq_ms)
             elif k in ("defaultuser", "username"):
                 p.defaultuser = v or None
             elif k == "fromuser":
