@@ -287,3 +287,26 @@ secret = "s"
     assert load_config(write("d.conf", "[general]\n[p]\ntype=peer\nhost=dynamic\n")).general.auth_algorithms == ("MD5",)
     bad = write("bad.toml", '[general]\nsupported_algorithms_uas = "sha-512"\n')
     assert [(m.severity, m.line, m.option) for m in check_config(bad)] == [("error", 2, "supported_algorithms_uas")]
+
+
+def test_bad_service_values_are_errors_with_lines(write: Write) -> None:
+    path = write("s.toml", """[service]
+options_unknown_user_404 = "maybe"
+tcp_idle_timeout = "soon"
+tcp_max_connections = 0
+tcp_max_connections_per_ip = "many"
+[peers.p]
+host = "127.0.0.1"
+""")
+    got = [(m.severity, m.line, m.option) for m in check_config(path)]
+    assert got == [("error", 2, "options_unknown_user_404"), ("error", 3, "tcp_idle_timeout"),
+                   ("error", 4, "tcp_max_connections"), ("error", 5, "tcp_max_connections_per_ip")]
+    ok = write("ok.toml", """[service]
+options_unknown_user_404 = true
+tcp_idle_timeout = "10m"
+tcp_max_connections = 500
+tcp_max_connections_per_ip = 5
+""")
+    svc = load_config(ok).service
+    assert (svc.options_unknown_user_404, svc.tcp_idle_timeout_s, svc.tcp_max_connections,
+            svc.tcp_max_connections_per_ip) == (True, 600, 500, 5)
