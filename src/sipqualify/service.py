@@ -287,14 +287,11 @@ class Service:
 
     def _send_register_answer(self, req: Any, addr: Addr, data: bytes, tcp: bool) -> None:
         if tcp:  # RFC 3261 §18.2.2: on the connection the request came over, whatever the Via says
-            if self.tcp is None or not self.tcp.send(addr, data):
-                if self.tcp is not None:
-                    self.tcp.stats["no_connection"] += 1
+            assert self.tcp is not None
+            if not self.tcp.send(addr, data):
+                self.tcp.stats["no_connection"] += 1
         else:
-            dest = addr
-            via = req.top_via
-            if via is not None and "rport" not in via.params and via.port:
-                dest = (addr[0], via.port)
+            dest = req.response_dest(addr)
             ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
             if ep is not None:
                 ep.sendto(data, dest)

@@ -234,3 +234,12 @@ def test_answers_to_unauthenticated_requests_do_not_amplify(method: str) -> None
     sim.engine.receive_datagram(req, ("9.9.9.9", 5060), 0.0)
     (data, _), = sim.engine.datagrams_to_send()
     assert len(data) <= 2 * len(req), (len(data), len(req))
+
+
+def test_answer_goes_to_the_via_port_without_rport() -> None:
+    """RFC 3261 §18.2.2: no rport in the top Via -> the sent-by port (rport -> the source port)."""
+    sim = build([], {})
+    req = _options_to("sip:127.0.0.1:15060").replace(b";rport", b"")
+    sim.engine.receive_datagram(req, ("127.0.0.1", 40000), 0.0)
+    (_, dest), = sim.engine.datagrams_to_send()
+    assert dest == ("127.0.0.1", 15095)

@@ -761,11 +761,5 @@ class QualifyEngine:
         if status != 200:
             extra = extra[:2]
         resp = make_response(req, status, reason, received=addr, to_tag="as" + os.urandom(4).hex(), extra=extra)
-        # RFC 3261 §18.2.2 / RFC 3581 §4: to the source address; to the source port when the
-        # top Via asks for rport or names no port, else to the sent-by port.
-        dest = addr
-        via = req.top_via
-        if via is not None and "rport" not in via.params and via.port:
-            dest = (addr[0], via.port)
-        self._out.append((resp.to_bytes(), dest))
+        self._out.append((resp.to_bytes(), req.response_dest(addr)))
         self.stats.requests_answered += 1

@@ -237,6 +237,15 @@ class Request(_Common):
     def _start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
 
+    def response_dest(self, source: tuple[str, int]) -> tuple[str, int]:
+        """Where a response to this request (received over UDP from `source`) goes, RFC 3261
+        §18.2.2 / RFC 3581 §4: the source address; the source port when the top Via asks for
+        rport or names no port, else its sent-by port."""
+        via = self.top_via
+        if via is not None and "rport" not in via.params and via.port:
+            return source[0], via.port
+        return source
+
 
 @dataclass(slots=True)
 class Response(_Common):
