@@ -9,7 +9,8 @@ import pytest
 
 from sipqualify.sip.message import Request, Response, SipParseError, parse_message
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "rfc4475"
+# the RFC's own messages, kept in the repository (origin in tests/data/rfc4475/INDEX.md)
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 
 VALID_3_1_1 = "wsinv intmeth esc01 escnull esc02 lwsdisp longreq dblreq semiuri transports mpart01 unreason noreason"
 INVALID_3_1_2 = ("badinv01 clerr ncl scalar02 scalarlg quotbal ltgtruri lwsruri lwsstart trws escruri "
@@ -28,7 +29,7 @@ BACKWARD_3_4 = "inv2543"
 def load(name: str) -> bytes:
     path = CORPUS / f"{name}.dat"
     if not path.exists():
-        pytest.fail(f"RFC 4475 corpus not found at {CORPUS} (the repo expects ../shared beside it)")
+        pytest.fail(f"RFC 4475 corpus file missing: {path}")
     return path.read_bytes()
 
 

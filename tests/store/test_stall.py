@@ -20,7 +20,11 @@ def test_enqueue_never_blocks_when_the_database_is_locked(make_store: Callable[.
     blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock: every write of ours stalls
     try:
         s.record_transition("first", T0, "UNKNOWN", "OK", 1, 2000, 1.0)
-        wait_until(lambda: s.stats["failing"])  # the writer has waited out its busy timeout and is retrying
+        # the writer has taken "first" (nothing queued) and a write of it has failed: from here it
+        # retries that one transaction until the lock goes, so nothing queued below is taken.
+        # (`failing` alone is not enough: a failed retention pass at start-up sets it too, and the
+        # writer would then still take some of the transitions queued below.)
+        wait_until(lambda: s.stats["failing"] and s.stats["queued_transitions"] == 0)
         costs: list[float] = []
         clock = time.perf_counter
         for i in range(100_000):
@@ -30,9 +34,10 @@ def test_enqueue_never_blocks_when_the_database_is_locked(make_store: Callable[.
                 s.record_transition(f"t{i}", T0 + i * 0.001, "OK", "UNREACHABLE", -1, 2000, None)
                 s.save_state(f"t{i}", "UNREACHABLE", -1, 2000, None, T0, T0)
             costs.append(clock() - t0)
-        # a call that waited on the disk would take ~busy_timeout (1 s); none comes near
-        assert max(costs) < 0.1, max(costs)
-        assert statistics.median(costs) < 20e-6, statistics.median(costs)
+        # a call that waited on the disk would take at least busy_timeout (1 s); margins hold on
+        # a loaded 2-core machine (a scheduling pause is not a wait on the database)
+        assert max(costs) < 0.5, max(costs)
+        assert statistics.median(costs) < 200e-6, statistics.median(costs)
         st = s.stats
         assert st["samples_dropped"] >= 80_000
         assert st["queued_transitions"] == 100 and st["queued_states"] == 100
