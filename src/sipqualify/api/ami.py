@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..compat import format_sip_show_peer, format_sip_show_peers
+from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigMessage
 from ..qualify.events import StateChanged
 from ..views import PeerView
@@ -145,7 +145,13 @@ def load_manager_conf(path: str) -> AmiConfig:
 
 
 def block(*pairs: tuple[str, object]) -> str:
-    return "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
+    """One AMI message. Every message goes through here, so this is where values a phone or a
+    client chose (User-Agent, Contact, ActionID, peer names...) lose their CR, LF and other
+    control characters: a bare LF would otherwise start a header or a whole message of its own."""
+    text = "".join(f"{k}: {v}\r\n" for k, v in pairs)
+    if only_line_ends(text, len(pairs)):  # the usual case, in one pass over the message
+        return text + "\r\n"
+    return "".join(f"{escape_controls(k)}: {escape_controls(str(v))}\r\n" for k, v in pairs) + "\r\n"
 
 
 def _yn(b: bool) -> str:
