@@ -16,7 +16,7 @@ from sipqualify.service import Service, ServiceOptions
 
 from .test_registrar import CONF as REGISTRAR_CONF
 from .test_registrar import Phone
-from .test_service import free_port
+from .test_service import free_port, wait_for
 
 MANAGER_CONF = """[general]
 enabled = yes
@@ -136,3 +136,90 @@ def test_block_escapes_every_control_character() -> None:
     assert text == "Event: X\r\nA\\r\\nB: 1\\r2\\n3\\x004\\x1b[31m5\\x7f6\\x857\\u2028\r\n\r\n"
     normal = block(("Response", "Success"), ("Message", "Peer é/ü: 1 ms (ok) \\ \"x\""))
     assert normal == "Response: Success\r\nMessage: Peer é/ü: 1 ms (ok) \\ \"x\"\r\n\r\n"
+
+
+# ------------------------------------------------------------------ (a)/(c) per-address cap
+
+
+async def test_one_address_cannot_fill_authlimit(tmp_path: Path) -> None:
+    """50 idle connections from 127.0.0.2 (Asterisk's default authlimit) and the manager user
+    still logs in from 127.0.0.1; the attacker's surplus connections are refused."""
+    svc, ami_port, _ = await start(tmp_path)
+    assert svc.ami is not None
+    held: list[Conn] = []
+    try:
+        got_banner = 0
+        for _ in range(50):
+            c = await Conn.open(ami_port, "127.0.0.2")
+            held.append(c)
+            # the banner or EOF: the server has decided about this connection before the next
+            first = await asyncio.wait_for(c.r.readline(), 10)
+            got_banner += first == b"Asterisk Call Manager/9.0.0\r\n"
+        assert 0 < got_banner < 50
+        assert svc.ami.counters["refused_authlimit_per_ip"] == 50 - got_banner
+        real = await Conn.open(ami_port, "127.0.0.1")
+        await real.login()
+        real.close()
+    finally:
+        for c in held:
+            c.close()
+        await svc.close()
+
+
+async def test_authlimit_per_ip_from_manager_conf(tmp_path: Path) -> None:
+    svc, ami_port, _ = await start(tmp_path, "authlimit_per_ip = 2\nauthlimit = 3")
+    assert svc.ami is not None and svc.ami.config.authlimit_per_ip == 2
+    held: list[Conn] = []
+    try:
+        for expect in (b"Asterisk Call Manager/9.0.0\r\n", b"Asterisk Call Manager/9.0.0\r\n", b""):
+            held.append(await Conn.open(ami_port, "127.0.0.2"))
+            assert await asyncio.wait_for(held[-1].r.readline(), 10) == expect
+        # the global authlimit still applies across addresses
+        held.append(await Conn.open(ami_port, "127.0.0.3"))
+        assert await asyncio.wait_for(held[-1].r.readline(), 10) == b"Asterisk Call Manager/9.0.0\r\n"
+        held.append(await Conn.open(ami_port, "127.0.0.1"))
+        assert await asyncio.wait_for(held[-1].r.readline(), 10) == b""
+        assert svc.ami.counters["refused_authlimit"] == 1
+        # a freed slot is usable again: the per-address count follows closed connections
+        held[0].close()
+        await wait_for(lambda: svc.ami.unauthenticated() == 2)  # type: ignore[union-attr]
+        real = await Conn.open(ami_port, "127.0.0.1")
+        await real.login()
+        real.close()
+    finally:
+        for c in held:
+            c.close()
+        await svc.close()
+
+
+# ------------------------------------------------------------------ (b) timeouts
+
+
+async def test_authtimeout_drops_a_client_that_trickles_bytes(tmp_path: Path) -> None:
+    """The timeout runs from the connection, not from the last byte: a client that keeps
+    sending a Login it never finishes is dropped after authtimeout like an idle one."""
+    svc, ami_port, _ = await start(tmp_path, "authtimeout = 1")
+    assert svc.ami is not None
+    c = await Conn.open(ami_port)
+    try:
+        assert await asyncio.wait_for(c.r.readline(), 10) == b"Asterisk Call Manager/9.0.0\r\n"
+        payload = b"Action: Login\r\nUsername: admin\r\n" + b"X-Pad: y\r\n" * 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        closed = False
+        for i in range(len(payload)):
+            assert loop.time() < deadline, "a trickling client outlived authtimeout"
+            try:
+                await c.send(payload[i:i + 1])
+                closed = await asyncio.wait_for(c.r.read(), 0.05) == b""
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                closed = True
+            if closed:
+                break
+        assert closed
+        assert svc.ami.counters["auth_timeouts"] == 1
+    finally:
+        c.close()
+        await svc.close()

@@ -66,6 +66,10 @@ class AmiConfig:
     peerstatus_time: bool = True  # restore PeerStatus `Time:` for Reachable/Lagged (Asterisk 12+ dropped it)
     authtimeout: float = 30.0
     authlimit: int = 50
+    # Asterisk has only the global authlimit, which one address can fill with idle connections
+    # and so lock the real manager user out: each source (an IPv4 address, an IPv6 /64) gets
+    # at most this many of the unauthenticated slots. 0: no per-source limit.
+    authlimit_per_ip: int = 5
     max_queue_bytes: int = 1_048_576
     users: dict[str, AmiUser] = field(default_factory=dict)
     messages: list[ConfigMessage] = field(default_factory=list)
@@ -122,6 +126,13 @@ def load_manager_conf(path: str) -> AmiConfig:
                     cfg.authtimeout = float(v)
                 elif k == "authlimit" and v.isdigit():
                     cfg.authlimit = int(v)
+                elif k == "authlimit_per_ip":
+                    if v.isdigit():
+                        cfg.authlimit_per_ip = int(v)
+                    else:
+                        cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad authlimit_per_ip '{v}': "
+                                                          "a number of connections (0: no limit)",
+                                                          "authlimit_per_ip"))
             continue
         user = AmiUser(sec.name, "", frozenset(), frozenset())
         for e in sec.entries:
@@ -279,11 +290,49 @@ ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", 
 }
 
 
+def source_key(host: str) -> str:
+    """What one client controls: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
+    /64, so counting single IPv6 addresses would be no limit at all)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+class RateLimitedLog:
+    """A warning per reason at most every `interval` seconds, with how many were held back:
+    a flood of refused connections must not become a flood of log lines."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, reason: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        held = self._held.pop(reason, 0)
+        if held:
+            log.warning(msg + " (%d more like it not logged)", *args, held)
+        else:
+            log.warning(msg, *args)
+
+
 class AmiSession(asyncio.Protocol):
     def __init__(self, server: AmiServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
+        self.source = ""
         self.buf = b""
         self.headers: list[tuple[str, str]] = []
         self.user: AmiUser | None = None
@@ -299,17 +348,27 @@ class AmiSession(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        self.source = source_key(self.peer[0])
         srv = self.server
         srv.counters["connections"] += 1
+        per_ip = srv.config.authlimit_per_ip
+        if per_ip and srv.unauthenticated(self.source) >= per_ip:
+            srv.counters["refused_authlimit_per_ip"] += 1
+            srv.ratelog.warning("authlimit_per_ip", "AMI: refusing %s:%d, %d unauthenticated sessions from %s "
+                                "(authlimit_per_ip)", *self.peer, per_ip, self.source)
+            transport.close()
+            return
         if srv.unauthenticated() >= srv.config.authlimit:
             srv.counters["refused_authlimit"] += 1
-            log.warning("AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)", *self.peer,
-                        srv.config.authlimit)
+            srv.ratelog.warning("authlimit", "AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)",
+                                *self.peer, srv.config.authlimit)
             transport.close()
             return
         srv.sessions.add(self)
+        # from the connection, not from the last byte: trickling a Login that never ends
+        # holds a slot no longer than sending nothing
         self._auth_timer = asyncio.get_running_loop().call_later(srv.config.authtimeout, self._auth_expired)
-        self.write(srv.config.banner + "\r\n")
+        self.write(escape_controls(srv.config.banner) + "\r\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -564,11 +623,13 @@ class AmiServer:
         self.server: asyncio.base_events.Server | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "actions", "unknown_actions", "auth_failures", "auth_timeouts", "refused_authlimit",
-             "slow_disconnects", "oversize_lines", "events"), 0)
+             "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events"), 0)
         self.port = config.port
+        self.ratelog = RateLimitedLog()
 
-    def unauthenticated(self) -> int:
-        return sum(1 for s in self.sessions if s.user is None)
+    def unauthenticated(self, source: str | None = None) -> int:
+        """Sessions not logged in yet (from `source`, a source_key(), if given)."""
+        return sum(1 for s in self.sessions if s.user is None and (source is None or s.source == source))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
