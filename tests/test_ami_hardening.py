@@ -8,10 +8,15 @@ import asyncio
 import hashlib
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sipqualify.api.ami import block
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from sipqualify.api.ami import ACTIONS, AmiSession, block
 from sipqualify.service import Service, ServiceOptions
 
 from .test_registrar import CONF as REGISTRAR_CONF
@@ -223,3 +228,164 @@ async def test_authtimeout_drops_a_client_that_trickles_bytes(tmp_path: Path) ->
     finally:
         c.close()
         await svc.close()
+
+
+# ------------------------------------------------------------------ (e) no crash on any header
+
+
+async def test_md5_login_with_non_ascii_key_is_a_failed_login(tmp_path: Path) -> None:
+    svc, ami_port, _ = await start(tmp_path)
+    assert svc.ami is not None
+    try:
+        for key in ("clé-ünïcödé", "\udcff"):
+            c = await Conn.open(ami_port)
+            await c.r.readline()
+            await c.send("Action: Challenge\nAuthType: MD5\nActionID: ch\n\n")
+            assert "Challenge: " in await c.block()
+            await c.send(b"Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: "
+                         + key.encode("utf-8", "surrogateescape") + b"\r\nActionID: l\r\n\r\n")
+            assert await c.block() == FAILED  # Asterisk's bytes for any failed login
+            assert await asyncio.wait_for(c.r.read(), 10) == b""
+            c.close()
+        assert svc.ami.counters["auth_failures"] == 2 and svc.ami.counters["action_errors"] == 0
+    finally:
+        await svc.close()
+
+
+async def test_undecodable_bytes_in_any_header_keep_the_session(tmp_path: Path) -> None:
+    svc, ami_port, _ = await start(tmp_path)
+    assert svc.ami is not None
+    c = await Conn.open(ami_port)
+    try:
+        await c.login()
+        junk = b"\xff\xfe\x00\x1b[2J\xc3"
+        for action in (b"SIPshowpeer", b"Command", b"Events", b"SIPpeerstatus", b"SIPqualifypeer", junk):
+            await c.send(b"Action: " + action + b"\r\nPeer: " + junk + b"\r\nCommand: sip show peer " + junk
+                         + b"\r\nEventMask: " + junk + b"\r\nActionID: " + junk + b"\r\n\r\n")
+            text = await c.block()
+            assert text.startswith("Response: ")
+            assert "\x1b" not in text and "\x00" not in text
+        await c.send("Action: Ping\nActionID: p\n\n")
+        assert (await c.block()).startswith("Response: Success\r\nActionID: p\r\nPing: Pong\r\n")
+        assert svc.ami.counters["action_errors"] == 0
+    finally:
+        c.close()
+        await svc.close()
+
+
+# ------------------------------------------------------------------ property: parser + dispatcher
+
+
+class MemoryTransport(asyncio.Transport):
+    """Stands in for the socket only: the session, server and service under it are real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[asyncio.AbstractEventLoop, Service]]:
+    loop = asyncio.new_event_loop()
+    tmp = tmp_path_factory.mktemp("amifuzz")
+    svc, _, _ = loop.run_until_complete(start(tmp))
+    try:
+        yield loop, svc
+    finally:
+        loop.run_until_complete(svc.close())
+        rest = asyncio.all_tasks(loop)  # SIPqualifypeer's qualify tasks, the service's own
+        for task in rest:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+        loop.close()
+
+
+def well_formed(out: bytes) -> None:
+    """Every byte the session wrote is banner, then `Key: Value` CRLF lines in blank-line blocks."""
+    text = out.decode("utf-8")
+    assert text.startswith("Asterisk Call Manager/9.0.0\r\n")
+    body = text[len("Asterisk Call Manager/9.0.0\r\n"):]
+    assert body == "" or body.endswith("\r\n\r\n")
+    for chunk in body.split("\r\n\r\n")[:-1]:
+        for ln in chunk.split("\r\n"):
+            assert ": " in ln and not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]", ln), ln
+
+
+def feed(running: tuple[asyncio.AbstractEventLoop, Service], chunks: list[bytes], login: bool) -> None:
+    loop, svc = running
+    ami = svc.ami
+    assert ami is not None
+    before = ami.counters["action_errors"]
+
+    async def go() -> MemoryTransport:
+        tr = MemoryTransport()
+        s = AmiSession(ami)
+        s.connection_made(tr)
+        if login:
+            s.data_received(b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n")
+            assert s.user is not None
+        for ch in chunks:
+            s.data_received(ch)
+        s.connection_lost(None)
+        return tr
+
+    tr = loop.run_until_complete(go())
+    assert ami.counters["action_errors"] == before
+    well_formed(bytes(tr.out))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(hs.lists(hs.binary(max_size=300), max_size=8), hs.booleans())
+def test_arbitrary_bytes_never_raise(running: tuple[asyncio.AbstractEventLoop, Service], chunks: list[bytes],
+                                     login: bool) -> None:
+    feed(running, chunks, login)
+
+
+header_names = hs.sampled_from(["Action", "ActionID", "Peer", "Command", "EventMask", "Events", "AuthType",
+                                "Username", "Secret", "Key", "Variable"])
+values = hs.one_of(hs.text(max_size=40), hs.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+                   hs.sampled_from(["SIP/1001", "1001", "trunk", "md5", "admin", "amp111", "sip show peer 1001",
+                                    "sip show peers", "on", "off", "system,call", ""]))
+
+
+@hs.composite
+def action_block(draw: hs.DrawFn) -> bytes:
+    name = draw(hs.one_of(hs.sampled_from(sorted(ACTIONS)), hs.text(max_size=12)))
+    pairs = [("Action", name)] + draw(hs.lists(hs.tuples(header_names, values), max_size=5))
+    text = "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
+    return text.encode("utf-8", "surrogateescape")
+
+
+@hs.composite
+def md5_login(draw: hs.DrawFn) -> bytes:
+    """Challenge, then an MD5 Login whose Key is anything: the path that used to raise TypeError."""
+    key = draw(hs.one_of(hs.text(max_size=40), hs.from_regex(r"[0-9a-f]{32}", fullmatch=True)))
+    user = draw(hs.sampled_from(["admin", "ghost", ""]))
+    return (f"Action: Challenge\r\nAuthType: MD5\r\n\r\nAction: Login\r\nAuthType: MD5\r\nUsername: {user}\r\n"
+            f"Key: {key}\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(hs.lists(hs.one_of(action_block(), md5_login()), max_size=6), hs.booleans())
+def test_arbitrary_actions_never_raise(running: tuple[asyncio.AbstractEventLoop, Service], blocks: list[bytes],
+                                       login: bool) -> None:
+    feed(running, blocks, login)

@@ -424,7 +424,7 @@ class AmiSession(asyncio.Protocol):
             if text == "":
                 if self.headers:
                     hdrs, self.headers = self.headers, []
-                    self.handle(hdrs)
+                    self.dispatch(hdrs)
                 continue
             key, colon, value = text.partition(":")
             if not colon:
@@ -433,6 +433,20 @@ class AmiSession(asyncio.Protocol):
                 self.headers.append((key.strip(), value.strip()))
 
     # -------------------------------------------------------------- actions
+
+    def dispatch(self, hdrs: list[tuple[str, str]]) -> None:
+        """handle(), but a bug an action trips over costs that action, not the connection: it is
+        answered, counted and logged (no traceback for what a client sent)."""
+        try:
+            self.handle(hdrs)
+        except Exception as e:  # noqa: BLE001 - the last line of defence of one session
+            self.server.counters["action_errors"] += 1
+            self.server.ratelog.warning("action_error", "AMI: %s:%d: action failed: %s: %s", *self.peer,
+                                        type(e).__name__, e)
+            log.debug("AMI: action failed", exc_info=True)
+            aid = next((v for k, v in hdrs if k.lower() == "actionid"), None)
+            self.busy = False
+            self.error(aid, "Internal error")
 
     def handle(self, hdrs: list[tuple[str, str]]) -> None:
         m: dict[str, str] = {}
@@ -486,13 +500,15 @@ class AmiSession(asyncio.Protocol):
             if m.get("authtype", "").lower() == "md5":
                 if self.challenge:
                     want = hashlib.md5((self.challenge + user.secret).encode()).hexdigest()
-                    ok = hmac.compare_digest(want, m.get("key", "").lower())
+                    # bytes: compare_digest refuses str with non-ASCII characters (TypeError)
+                    ok = hmac.compare_digest(want.encode(), m.get("key", "").lower().encode("utf-8", "replace"))
             else:
                 ok = hmac.compare_digest(user.secret.encode(), m.get("secret", "").encode())
         if not ok:
             # the same words and the same delay whether or not the user exists
             srv.counters["auth_failures"] += 1
-            log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer, m.get("username", ""))
+            log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer,
+                        escape_controls(m.get("username", "")))
             self.busy = True
             asyncio.get_running_loop().call_later(1.0, self._fail_login, aid)
             return
@@ -623,7 +639,7 @@ class AmiServer:
         self.server: asyncio.base_events.Server | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "actions", "unknown_actions", "auth_failures", "auth_timeouts", "refused_authlimit",
-             "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events"), 0)
+             "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
         self.ratelog = RateLimitedLog()
 
