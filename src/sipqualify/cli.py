@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .compat import escape_controls
 from .model import DEFAULT_API_HOST, DEFAULT_API_PORT, ConfigError
 
 EXIT_OK = 0
@@ -34,7 +35,7 @@ class CliError(Exception):
 
 
 def _die(message: str, code: int = EXIT_FAIL) -> NoReturn:
-    print(f"sipqualify: {message}", file=sys.stderr)
+    print(f"sipqualify: {escape_controls(message)}", file=sys.stderr)  # the daemon's words may quote a peer's
     raise SystemExit(code)
 
 
@@ -149,7 +150,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
     if args.item.lower() not in SIPPEER_ITEMS and not args.item.lower().startswith(("chanvar[", "codec[")):
         raise CliError(f"unknown item {args.item!r}; known: {', '.join(SIPPEER_ITEMS)}", EXIT_USAGE)
-    print(sippeer_item(_peer(Client(args), args.name), args.item))
+    print(escape_controls(sippeer_item(_peer(Client(args), args.name), args.item)))
     return EXIT_OK
 
 
@@ -184,11 +185,13 @@ def cmd_registrations(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(regs, indent=2))
         return EXIT_OK
-    rows = [("Peer", "Contact", "Address", "Transport", "Expires", "NAT", "User-Agent")]
+    rows: list[tuple[str, ...]] = [("Peer", "Contact", "Address", "Transport", "Expires", "NAT", "User-Agent")]
     for r in regs:
         addr = f"[{r['address']}]:{r['port']}" if ":" in r["address"] else f"{r['address']}:{r['port']}"
-        rows.append((r["peer"], r["contact"], addr, r["transport"], f"{r['expires_in']} s",
-                     "yes" if r["nat"] else "no", r.get("useragent") or ""))
+        # the phone chose its Contact and User-Agent: an ESC or LF in them must not reach the terminal
+        rows.append(tuple(escape_controls(str(c)) for c in (
+            r["peer"], r["contact"], addr, r["transport"], f"{r['expires_in']} s", "yes" if r["nat"] else "no",
+            r.get("useragent") or "")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])

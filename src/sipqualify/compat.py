@@ -8,10 +8,43 @@ chan_sip peer shows, so that scripts parsing the output keep working.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .qualify.state import is_online
 from .views import PeerView
+
+# Characters that end a line for some reader (CR, LF, VT, FF, NEL, U+2028/9 for
+# str.splitlines), that drive a terminal (ESC, C1 CSI, BEL, BS, DEL) or that reorder what
+# is shown (bidi controls), plus lone surrogates (undecodable bytes that cannot be printed).
+_OTHER = ("\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+          "\ud800-\udfff")
+_UNSAFE = re.compile(f"[\r\n{_OTHER}]")
+_UNSAFE_BESIDES_CRLF = re.compile(f"[{_OTHER}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_one(m: re.Match[str]) -> str:
+    c = m.group()
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every control character shown as a Python-style escape (`\\n`, `\\x1b`,
+    `\\u2028`): the one helper for values a peer or client chose that go to a terminal or
+    into an AMI line. Printable text (any script, backslashes included) is returned as is, so
+    ordinary output stays byte for byte Asterisk's."""
+    return text if _UNSAFE.search(text) is None else _UNSAFE.sub(_escape_one, text)
+
+
+def only_line_ends(text: str, lines: int) -> bool:
+    """True if `text`'s only control characters are the CRLFs ending its `lines` lines: the
+    one-pass check that lets a caller skip escape_controls() value by value."""
+    return text.count("\n") == lines and text.count("\r") == lines and _UNSAFE_BESIDES_CRLF.search(text) is None
+
 
 ROW = "%-25.25s %-39.39s %-3.3s %-10.10s %-10.10s %-3.3s %-8s %-11s %-32.32s %s\n"
 HEADER = ROW % ("Name/username", "Host", "Dyn", "Forcerport", "Comedia", "ACL", "Port", "Status", "Description", "")
@@ -58,7 +91,7 @@ def format_sip_show_peers(views: Sequence[PeerView]) -> str:
     for v in sorted(views, key=_sort_key):
         name = f"{v.name}/{v.defaultuser}" if v.defaultuser else v.name
         out.append(ROW % (
-            name,
+            escape_controls(name),  # before the column widths, so that they still line up
             v.addr_ip if v.addr_ip else "(Unspecified)",
             " D " if v.dynamic else "   ",
             forcerport(v),
@@ -66,7 +99,7 @@ def format_sip_show_peers(views: Sequence[PeerView]) -> str:
             " A " if v.acl else "   ",
             str(v.addr_port if v.addr_ip else 0),
             v.status,
-            v.description,
+            escape_controls(v.description),
             "",
         ))
     a, b, c, d = status_counts(views)
@@ -167,7 +200,8 @@ def format_sip_show_peer(v: PeerView) -> str:
         "  Encryption   : No",
         "  RTCP Mux     : No",
     ]
-    return "\n".join(lines) + "\n"
+    # a registered phone chooses its User-Agent and Contact: none of it may start a line
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n"
 
 
 SIPPEER_ITEMS: tuple[str, ...] = (

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..compat import format_sip_show_peer, format_sip_show_peers
+from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigMessage
 from ..qualify.events import StateChanged
 from ..views import PeerView
@@ -66,6 +66,10 @@ class AmiConfig:
     peerstatus_time: bool = True  # restore PeerStatus `Time:` for Reachable/Lagged (Asterisk 12+ dropped it)
     authtimeout: float = 30.0
     authlimit: int = 50
+    # Asterisk has only the global authlimit, which one address can fill with idle connections
+    # and so lock the real manager user out: each source (an IPv4 address, an IPv6 /64) gets
+    # at most this many of the unauthenticated slots. 0: no per-source limit.
+    authlimit_per_ip: int = 5
     max_queue_bytes: int = 1_048_576
     users: dict[str, AmiUser] = field(default_factory=dict)
     messages: list[ConfigMessage] = field(default_factory=list)
@@ -122,6 +126,13 @@ def load_manager_conf(path: str) -> AmiConfig:
                     cfg.authtimeout = float(v)
                 elif k == "authlimit" and v.isdigit():
                     cfg.authlimit = int(v)
+                elif k == "authlimit_per_ip":
+                    if v.isdigit():
+                        cfg.authlimit_per_ip = int(v)
+                    else:
+                        cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad authlimit_per_ip '{v}': "
+                                                          "a number of connections (0: no limit)",
+                                                          "authlimit_per_ip"))
             continue
         user = AmiUser(sec.name, "", frozenset(), frozenset())
         for e in sec.entries:
@@ -145,7 +156,13 @@ def load_manager_conf(path: str) -> AmiConfig:
 
 
 def block(*pairs: tuple[str, object]) -> str:
-    return "".join(f"{k}: {v}\r\n" for k, v in pairs) + "\r\n"
+    """One AMI message. Every message goes through here, so this is where values a phone or a
+    client chose (User-Agent, Contact, ActionID, peer names...) lose their CR, LF and other
+    control characters: a bare LF would otherwise start a header or a whole message of its own."""
+    text = "".join(f"{k}: {v}\r\n" for k, v in pairs)
+    if only_line_ends(text, len(pairs)):  # the usual case, in one pass over the message
+        return text + "\r\n"
+    return "".join(f"{escape_controls(k)}: {escape_controls(str(v))}\r\n" for k, v in pairs) + "\r\n"
 
 
 def _yn(b: bool) -> str:
@@ -273,11 +290,49 @@ ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", 
 }
 
 
+def source_key(host: str) -> str:
+    """What one client controls: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
+    /64, so counting single IPv6 addresses would be no limit at all)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
+class RateLimitedLog:
+    """A warning per reason at most every `interval` seconds, with how many were held back:
+    a flood of refused connections must not become a flood of log lines."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, reason: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._held[reason] = self._held.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        held = self._held.pop(reason, 0)
+        if held:
+            log.warning(msg + " (%d more like it not logged)", *args, held)
+        else:
+            log.warning(msg, *args)
+
+
 class AmiSession(asyncio.Protocol):
     def __init__(self, server: AmiServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
+        self.source = ""
         self.buf = b""
         self.headers: list[tuple[str, str]] = []
         self.user: AmiUser | None = None
@@ -293,17 +348,27 @@ class AmiSession(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        self.source = source_key(self.peer[0])
         srv = self.server
         srv.counters["connections"] += 1
+        per_ip = srv.config.authlimit_per_ip
+        if per_ip and srv.unauthenticated(self.source) >= per_ip:
+            srv.counters["refused_authlimit_per_ip"] += 1
+            srv.ratelog.warning("authlimit_per_ip", "AMI: refusing %s:%d, %d unauthenticated sessions from %s "
+                                "(authlimit_per_ip)", *self.peer, per_ip, self.source)
+            transport.close()
+            return
         if srv.unauthenticated() >= srv.config.authlimit:
             srv.counters["refused_authlimit"] += 1
-            log.warning("AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)", *self.peer,
-                        srv.config.authlimit)
+            srv.ratelog.warning("authlimit", "AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)",
+                                *self.peer, srv.config.authlimit)
             transport.close()
             return
         srv.sessions.add(self)
+        # from the connection, not from the last byte: trickling a Login that never ends
+        # holds a slot no longer than sending nothing
         self._auth_timer = asyncio.get_running_loop().call_later(srv.config.authtimeout, self._auth_expired)
-        self.write(srv.config.banner + "\r\n")
+        self.write(escape_controls(srv.config.banner) + "\r\n")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -359,7 +424,7 @@ class AmiSession(asyncio.Protocol):
             if text == "":
                 if self.headers:
                     hdrs, self.headers = self.headers, []
-                    self.handle(hdrs)
+                    self.dispatch(hdrs)
                 continue
             key, colon, value = text.partition(":")
             if not colon:
@@ -368,6 +433,20 @@ class AmiSession(asyncio.Protocol):
                 self.headers.append((key.strip(), value.strip()))
 
     # -------------------------------------------------------------- actions
+
+    def dispatch(self, hdrs: list[tuple[str, str]]) -> None:
+        """handle(), but a bug an action trips over costs that action, not the connection: it is
+        answered, counted and logged (no traceback for what a client sent)."""
+        try:
+            self.handle(hdrs)
+        except Exception as e:  # noqa: BLE001 - the last line of defence of one session
+            self.server.counters["action_errors"] += 1
+            self.server.ratelog.warning("action_error", "AMI: %s:%d: action failed: %s: %s", *self.peer,
+                                        type(e).__name__, e)
+            log.debug("AMI: action failed", exc_info=True)
+            aid = next((v for k, v in hdrs if k.lower() == "actionid"), None)
+            self.busy = False
+            self.error(aid, "Internal error")
 
     def handle(self, hdrs: list[tuple[str, str]]) -> None:
         m: dict[str, str] = {}
@@ -421,13 +500,15 @@ class AmiSession(asyncio.Protocol):
             if m.get("authtype", "").lower() == "md5":
                 if self.challenge:
                     want = hashlib.md5((self.challenge + user.secret).encode()).hexdigest()
-                    ok = hmac.compare_digest(want, m.get("key", "").lower())
+                    # bytes: compare_digest refuses str with non-ASCII characters (TypeError)
+                    ok = hmac.compare_digest(want.encode(), m.get("key", "").lower().encode("utf-8", "replace"))
             else:
                 ok = hmac.compare_digest(user.secret.encode(), m.get("secret", "").encode())
         if not ok:
             # the same words and the same delay whether or not the user exists
             srv.counters["auth_failures"] += 1
-            log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer, m.get("username", ""))
+            log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer,
+                        escape_controls(m.get("username", "")))
             self.busy = True
             asyncio.get_running_loop().call_later(1.0, self._fail_login, aid)
             return
@@ -558,11 +639,13 @@ class AmiServer:
         self.server: asyncio.base_events.Server | None = None
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "actions", "unknown_actions", "auth_failures", "auth_timeouts", "refused_authlimit",
-             "slow_disconnects", "oversize_lines", "events"), 0)
+             "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
+        self.ratelog = RateLimitedLog()
 
-    def unauthenticated(self) -> int:
-        return sum(1 for s in self.sessions if s.user is None)
+    def unauthenticated(self, source: str | None = None) -> int:
+        """Sessions not logged in yet (from `source`, a source_key(), if given)."""
+        return sum(1 for s in self.sessions if s.user is None and (source is None or s.source == source))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
