@@ -11,6 +11,10 @@ Sans-I/O: `DigestAuthenticator.challenge(now)` gives the WWW-Authenticate value(
 * Replay protection: with qop, each nonce's `nc` must grow (a small bounded table of the
   highest nc seen per nonce); without qop, a nonce is single-use.
 * Secrets compared in constant time. `md5secret` (sip.conf) is HA1 = MD5(user:realm:secret).
+* ASCII only: header text arrives decoded with surrogateescape, so it may hold any code point;
+  a non-ASCII Authorization is "malformed" (never an exception: `hmac.compare_digest` raises
+  TypeError on non-ASCII str, `float()`/`int()` take Unicode digits, `.encode()` fails on
+  surrogates), and nonces are parsed with ASCII-only patterns.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?')
-_ESCAPED = re.compile(r"\\(.)")
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?', re.ASCII)
+_ESCAPED = re.compile(r"\\(.)", re.ASCII)
+# <issued, engine time with 3 decimals>.<8 random bytes>.<truncated HMAC>, all ASCII
+_NONCE = re.compile(r"(-?[0-9]{1,15}\.[0-9]{3}\.[0-9a-f]{16})\.([0-9a-f]{32})", re.ASCII)
+_NC = re.compile(r"[0-9a-fA-F]{8}", re.ASCII)
 
 
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """`Digest username="a", realm="b", ...` -> ("Digest", {"username": "a", ...})."""
-    scheme, _, rest = value.strip().partition(" ")
+    scheme, _, rest = value.strip(" \t\r\n").partition(" ")
     params: dict[str, str] = {}
     pos, end, match = 0, len(rest), _PARAM.match
     while pos < end:
@@ -113,13 +120,13 @@ class DigestAuthenticator:
 
     def nonce_state(self, nonce: str, now: float) -> str:
         """"ok", "stale" (ours, expired) or "bad" (not made by this server)."""
-        body, _, sig = nonce.rpartition(".")
-        if not body or not hmac.compare_digest(sig, self._sign(body)):
+        m = _NONCE.fullmatch(nonce) if nonce.isascii() else None
+        if m is None:
             return "bad"
-        try:
-            issued = float(body.split(".", 1)[0] + "." + body.split(".")[1])
-        except (ValueError, IndexError):
+        body, sig = m.group(1, 2)
+        if not hmac.compare_digest(sig, self._sign(body)):
             return "bad"
+        issued = float(body.rpartition(".")[0])
         if now - issued > self.nonce_ttl or issued - now > 5:
             return "stale"
         return "ok"
@@ -143,6 +150,8 @@ class DigestAuthenticator:
                now: float) -> AuthResult:
         if not header:
             return AuthResult(False, "no-credentials")
+        if not header.isascii():
+            return AuthResult(False, "malformed")
         scheme, p = parse_auth_header(header)
         if scheme.lower() != "digest":
             return AuthResult(False, "malformed")
@@ -168,7 +177,7 @@ class DigestAuthenticator:
             ha1 = creds.md5_ha1.lower()
         else:
             ha1 = ha1_of(alg, user, self.realm, os.urandom(8).hex())
-        if qop not in (None, "auth") or (qop == "auth" and (not re.fullmatch(r"[0-9a-fA-F]{8}", nc) or not cnonce)):
+        if qop not in (None, "auth") or (qop == "auth" and (not _NC.fullmatch(nc) or not cnonce)):
             return AuthResult(False, "malformed", user)
         expected = digest_response(alg, ha1, method, uri, nonce, nc, cnonce, qop)
         good = hmac.compare_digest(expected, response.lower())
