@@ -182,11 +182,7 @@ class Registrar:
     def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float, transport: str) -> RegisterOutcome:
         s = self.settings
         contacts = req.headers.get_all("Contact")
-        header_exp = req.headers.get("Expires")
-        try:
-            default = int(header_exp) if header_exp is not None else s.defaultexpiry
-        except ValueError:
-            default = s.defaultexpiry
+        default = _delta_seconds(req.headers.get("Expires"), s.defaultexpiry)
         if not contacts:  # a query: answer with the current binding
             b = self.bindings.get(peer.name)
             extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - wall))}")] if b else []
@@ -205,11 +201,7 @@ class Registrar:
         if not isinstance(cu, SipUri):
             self.counters["bad_requests"] += 1
             return RegisterOutcome(self._reply(req, 400, "Bad Contact", source))
-        exp_param = cparams.get("expires")
-        try:
-            expires = int(exp_param) if exp_param is not None else default
-        except ValueError:
-            expires = default
+        expires = _delta_seconds(cparams.get("expires"), default)
         if expires == 0:
             return self._remove(req, peer, source)
         if expires < s.minexpiry:
@@ -243,6 +235,20 @@ class Registrar:
 
     def expire(self, name: str) -> Binding | None:
         return self.bindings.pop(name, None)
+
+
+_MAX_DELTA = 2**32 - 1  # RFC 3261 §20.19: larger delta-seconds mean this
+
+
+def _delta_seconds(value: str | None, default: int) -> int:
+    """An Expires value (RFC 3261 delta-seconds, 1*DIGIT): ASCII digits only, since `int()` also
+    takes full-width or Arabic-Indic digits, signs and underscores; anything else is `default`."""
+    if value is None:
+        return default
+    v = value.strip(" \t")
+    if not v or not v.isascii() or not v.isdigit():
+        return default
+    return _MAX_DELTA if len(v) > 10 else min(int(v), _MAX_DELTA)
 
 
 def _is_ip(host: str) -> bool:

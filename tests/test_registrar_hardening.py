@@ -1,0 +1,48 @@
+"""Registrar hardening, sans-I/O unless noted: Expires values are ASCII digits only; nonces are
+bound to the address they were issued to (nobody else can get a phone banned); binding expiry
+runs on the engine's monotonic clock, not the wall clock; the failure table is bounded and
+costs O(1) per failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sipqualify.qualify.registrar import RegisterOutcome, Registrar, RegistrarSettings
+from sipqualify.sip.message import parse_message
+
+from .test_registrar_rules import PEERS, SRC, auth_for, register
+
+
+def _registered(reg: Registrar, data_for: Callable[[str], bytes], source: tuple[str, int] = SRC,
+                now: float = 100.0, wall: float = 1e9) -> RegisterOutcome:
+    """REGISTER (401), then the same with credentials: the second outcome."""
+    first = reg.handle(parse_message(data_for("")), source, now, wall)
+    assert first is not None and first.response.status == 401
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    out = reg.handle(parse_message(data_for(auth_for(challenge, "1001", "s3cret"))), source, now, wall)
+    assert out is not None
+    return out
+
+
+# ---------------------------------------------------------------- Expires: ASCII digits only
+
+
+def test_fullwidth_expires_is_not_a_number() -> None:
+    """`int('３０')` is 30: a full-width Expires would be taken as a number. It is not one
+    (RFC 3261 delta-seconds is 1*DIGIT), so the default applies, as for any unreadable value."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", minexpiry=60, defaultexpiry=120))
+
+    def header(auth: str) -> bytes:
+        return register("1001", auth, 2 if auth else 1).replace(b"Expires: 600", "Expires: ３０".encode())
+
+    out = _registered(reg, header)
+    assert out.response.status == 200, out.response.status
+    assert out.response.headers.get("Expires") == "120"
+
+    def param(auth: str) -> bytes:
+        return register("1001", auth, 2 if auth else 1).replace(
+            b"Contact: <sip:1001@192.0.2.50>", "Contact: <sip:1001@192.0.2.50>;expires=٣٠".encode())
+
+    out = _registered(reg, param, now=200.0)
+    assert out.response.status == 200, out.response.status
+    assert out.response.headers.get("Expires") == "600"  # the header's
