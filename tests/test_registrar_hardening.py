@@ -46,3 +46,37 @@ def test_fullwidth_expires_is_not_a_number() -> None:
     out = _registered(reg, param, now=200.0)
     assert out.response.status == 200, out.response.status
     assert out.response.headers.get("Expires") == "600"  # the header's
+
+
+# ---------------------------------------------------------------- nobody else can get a phone banned
+
+ATTACKER = ("198.51.100.66", 5060)
+
+
+def test_forged_source_cannot_get_a_phone_banned() -> None:
+    """An attacker fetches a nonce at his own address A, then sends wrong passwords and
+    malformed credentials with the phone's address P as source (UDP sources are forged at
+    will). The nonce was not issued to P: each gets a fresh challenge, none counts against P,
+    and the phone at P still registers. The attacker's own failures still get him banned."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test"))  # 10 failures -> 300 s ban
+    first = reg.handle(parse_message(register("1001")), ATTACKER, 100.0, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    for i in range(12):
+        forged = reg.handle(parse_message(register("1001", auth_for(challenge, "1001", f"guess{i}"), 2 + i)), SRC,
+                            101.0 + i, 1e9)
+        assert forged is not None and forged.response.status == 401, forged and forged.response.status
+    for i in range(12):  # no nonce of P's at all: refused, but not P's failure either
+        bad = reg.handle(parse_message(register("1001", 'Digest username="1001", realm="elsewhere"', 20 + i)), SRC,
+                         120.0 + i, 1e9)
+        assert bad is not None and bad.response.status == 403
+    assert not reg.banned(SRC[0], 140.0) and reg.counters["banned"] == 0
+    out = _registered(reg, lambda auth: register("1001", auth, 50 if auth else 49), now=140.0)
+    assert out.response.status == 200 and out.binding is not None and out.binding.addr[0] == SRC[0]
+
+    for i in range(10):  # the same guesses from A, with A's own nonce: counted and banned
+        own = reg.handle(parse_message(register("1001", auth_for(challenge, "1001", f"guess{i}"), 60 + i)), ATTACKER,
+                         141.0, 1e9)
+        assert own is not None and own.response.status == 403
+    assert reg.banned(ATTACKER[0], 142.0) and not reg.banned(SRC[0], 142.0)
+    assert reg.handle(parse_message(register("1001")), ATTACKER, 142.0, 1e9) is None

@@ -35,7 +35,7 @@ def _authenticator() -> DigestAuthenticator:
 @st.composite
 def headers(draw: st.DrawFn) -> str:
     auth = _authenticator()
-    genuine = auth.new_nonce(NOW)
+    genuine = auth.new_nonce(NOW, SOURCE)
     values = {
         "username": st.one_of(st.sampled_from(["1001", "1002", "ghost"]), ANY_TEXT),
         "realm": st.one_of(st.just(REALM), ANY_TEXT),
@@ -74,26 +74,27 @@ def test_parse_and_verify_never_raise(header: str) -> None:
     assert isinstance(scheme, str) and all(isinstance(v, str) for v in params.values())
     auth = _authenticator()
     for now in (NOW, NOW + 1000):  # fresh and stale
-        _check(auth.verify("REGISTER", header, CREDS.get, now))
+        _check(auth.verify("REGISTER", header, CREDS.get, now, SOURCE))
+        _check(auth.verify("REGISTER", header, CREDS.get, now, "198.51.100.1"))
 
 
 @PROPERTY
 @given(st.one_of(DIGITS, ANY_TEXT, st.builds(lambda a, b, c: f"{a}.{b}.{c}", DIGITS, ANY_TEXT, ANY_TEXT)))
 def test_nonce_state_never_raises(nonce: str) -> None:
-    assert _authenticator().nonce_state(nonce, NOW) in ("ok", "stale", "bad")
+    assert _authenticator().nonce_state(nonce, NOW, SOURCE) in ("ok", "stale", "bad")
 
 
 def test_non_ascii_lookalikes_are_refused_not_raised() -> None:
     """The cases found by hand: full-width digits in the nonce time and in nc, a non-ASCII
     response (hmac.compare_digest raises TypeError on non-ASCII str), a lone surrogate."""
     auth = _authenticator()
-    nonce = auth.new_nonce(NOW)
+    nonce = auth.new_nonce(NOW, SOURCE)
     t, rnd, sig = nonce.split(".", 2)[0], nonce.split(".")[2], nonce.split(".")[3]
     fullwidth_time = "".join(chr(ord(c) + 0xFEE0) for c in t) + "." + nonce.split(".")[1] + "." + rnd + "." + sig
-    assert auth.nonce_state(fullwidth_time, NOW) == "bad"
+    assert auth.nonce_state(fullwidth_time, NOW, SOURCE) == "bad"
     base = f'Digest username="1001", realm="{REALM}", nonce="{nonce}", uri="sip:pbx.test", algorithm=MD5'
     for extra in (', response="ä' + "0" * 31 + '"',
                   ', response="' + "0" * 32 + '", qop=auth, nc=０００００００１, cnonce="x"',
                   ', response="\udcff' + "0" * 31 + '"'):
-        r = auth.verify("REGISTER", base + extra, CREDS.get, NOW)
+        r = auth.verify("REGISTER", base + extra, CREDS.get, NOW, SOURCE)
         assert not r.ok and r.reason == "malformed", (extra, r)

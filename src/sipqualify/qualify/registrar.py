@@ -11,6 +11,9 @@ Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
 * no credentials -> 401 with a challenge; an unknown peer gets the same 401 (no user
   enumeration), and a wrong password or unknown peer with credentials -> 403 `Forbidden`;
 * an expired but genuine nonce -> 401 with `stale=true`;
+* `authfail_limit` failures within `authfail_window` from one address ban it (no answers)
+  for `authfail_ban`; a failure counts only when it carries a nonce issued to that address,
+  and a nonce issued to another address gets a fresh 401 (a forged source bans nobody);
 * `Expires` from the Contact's `expires` parameter, else the Expires header, else
   `defaultexpiry`; 0 (or `Contact: *` with `Expires: 0`) unregisters; below `minexpiry`
   -> 423 Interval Too Brief with Min-Expires; above `maxexpiry` -> capped;
@@ -149,7 +152,7 @@ class Registrar:
             self.counters["bad_requests"] += 1
             return RegisterOutcome(self._reply(req, 404, "Not Found", source))
         name = uri.user
-        result = self.auth.verify("REGISTER", req.headers.get("Authorization"), self._credentials, now)
+        result = self.auth.verify("REGISTER", req.headers.get("Authorization"), self._credentials, now, source[0])
         if not result.ok:
             if result.reason in ("no-credentials", "stale", "bad-nonce"):
                 key = "stale" if result.reason == "stale" else "challenged"
@@ -157,11 +160,13 @@ class Registrar:
                 # the same challenge for every user, known or not, secret or md5secret (no user
                 # enumeration); with SHA-256 offered too, MD5 comes first, which UAs pick (RFC 8760
                 # §2.4), and an md5secret user answering with SHA-256 is refused like a wrong password
-                challenge = self.auth.challenge(now, stale=result.reason == "stale")
+                challenge = self.auth.challenge(now, source[0], stale=result.reason == "stale")
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
                                                    [("WWW-Authenticate", c) for c in challenge]))
             self.counters["forbidden"] += 1
-            if self._failed(source[0], now):
+            # held against the source only with a nonce that was sent to it: anyone can forge a
+            # phone's address, nobody else receives its nonces (see sip/digest.py)
+            if result.nonce_issued and self._failed(source[0], now):
                 logmsg = (f"{source[0]}: {self.settings.authfail_limit} failed registrations: ignored for "
                           f"{self.settings.authfail_ban:.0f} s")
             else:
