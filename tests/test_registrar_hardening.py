@@ -80,3 +80,78 @@ def test_forged_source_cannot_get_a_phone_banned() -> None:
         assert own is not None and own.response.status == 403
     assert reg.banned(ATTACKER[0], 142.0) and not reg.banned(SRC[0], 142.0)
     assert reg.handle(parse_message(register("1001")), ATTACKER, 142.0, 1e9) is None
+
+
+# ---------------------------------------------------------------- the failure table
+
+
+def _ban_attacker(reg: Registrar, now: float) -> None:
+    first = reg.handle(parse_message(register("1001")), ATTACKER, now, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    for i in range(reg.settings.authfail_limit):
+        out = reg.handle(parse_message(register("1001", auth_for(challenge, "1001", f"g{i}"), 2 + i)), ATTACKER,
+                         now, 1e9)
+        assert out is not None and out.response.status == 403
+    assert reg.banned(ATTACKER[0], now)
+
+
+def _addr(i: int) -> str:
+    return f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
+
+
+def test_failure_table_is_bounded_and_each_failure_costs_constant_work() -> None:
+    """The issue's case: 210,000 failures from 105,000 addresses, two each, which with
+    `authfail_limit = 2` bans them all. Once the table held 100,000 entries, each failure
+    scanned all of them (2.9 ms of CPU each, measured; minutes in all, the API not answering)
+    and removed nothing, as banned entries were kept. Now neither table exceeds its cap and
+    each failure examines a bounded number of entries (`failure_work` counts them)."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_limit=2))
+    cap, ban_cap = reg.settings.authfail_max_sources, reg.settings.authfail_max_banned
+    assert cap == ban_cap == 100_000
+    now = 10.0
+    for i in range(105_000):
+        now += 0.0001  # 10.5 s in all: inside the window, and no ban runs out
+        assert not reg.count_failure(_addr(i), now) and reg.count_failure(_addr(i), now)
+        assert len(reg.failures) <= cap and len(reg.bans) <= ban_cap
+    assert reg.counters["banned"] == 105_000 and reg.failure_work <= 4 * 210_000, reg.failure_work
+    assert reg.banned_count(now) == ban_cap and reg.banned(_addr(104_999), now)
+
+
+def test_a_ban_outlives_a_full_failure_table() -> None:
+    """With the default limit, an address banned first stays banned while 210,000 failures
+    from 105,000 other addresses fill the failure table past its cap (the cap evicts the
+    oldest failure counts, never a ban); the banned count is kept, not scanned for."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test"))
+    _ban_attacker(reg, 10.0)
+    work0, n, now = reg.failure_work, 0, 10.0
+    for _ in range(2):
+        for i in range(105_000):
+            now += 0.0001  # 21 s in all: every failure is inside the 60 s window
+            assert not reg.count_failure(_addr(i), now)
+            n += 1
+            assert len(reg.failures) <= reg.settings.authfail_max_sources
+    assert reg.failure_work - work0 <= 4 * n, reg.failure_work - work0
+    assert reg.banned(ATTACKER[0], now) and reg.banned_count(now) == 1
+    assert reg.handle(parse_message(register("1001")), ATTACKER, now, 1e9) is None
+    # once every window has passed, the table empties from the front as failures go on
+    reg.count_failure("192.0.2.99", now + 61)
+    assert len(reg.failures) == 1
+    assert reg.banned_count(10.0 + 300.1) == 0 and not reg.banned(ATTACKER[0], 10.0 + 300.1)
+
+
+def test_failure_windows_and_the_ban_cap() -> None:
+    """Failures older than the window are forgotten (as before); bans have a cap of their own,
+    beyond which the oldest ban is lifted early."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_limit=3, authfail_window=60,
+                                                 authfail_max_banned=3))
+    ip = "192.0.2.1"
+    assert not reg.count_failure(ip, 0.0) and not reg.count_failure(ip, 10.0)
+    assert not reg.count_failure(ip, 100.0)  # the first two are out of the window
+    assert not reg.count_failure(ip, 110.0) and reg.count_failure(ip, 120.0)  # three within 60 s
+    assert reg.banned(ip, 121.0) and ip not in reg.failures
+    for k in range(2, 6):
+        for _ in range(3):
+            reg.count_failure(f"192.0.2.{k}", 130.0 + k)
+    assert reg.banned_count(140.0) == 3 == len(reg.bans)
+    assert [reg.banned(f"192.0.2.{k}", 140.0) for k in range(1, 6)] == [False, False, True, True, True]

@@ -889,8 +889,8 @@ class Service:
             return None
         return {**self.registrar.counters, "bindings": len(self.registrar.bindings),
                 "retransmissions_absorbed": self.server_txns.absorbed,
-                "retransmissions_answered": self.server_txns.resent, "banned_sources": sum(
-                    1 for f in self.registrar.failures.values() if f[2] > self.clock())}
+                "retransmissions_answered": self.server_txns.resent,
+                "banned_sources": self.registrar.banned_count(self.clock())}
 
 
 def _log_expiry_failure(peer: str, task: asyncio.Task[None]) -> None:

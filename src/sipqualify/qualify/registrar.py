@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -75,6 +76,10 @@ class RegistrarSettings:
     authfail_limit: int = 10
     authfail_window: float = 60.0
     authfail_ban: float = 300.0
+    # memory bounds under a spray of sources: addresses with failures being counted (the
+    # oldest count is forgotten first) and banned addresses (the oldest ban is lifted first)
+    authfail_max_sources: int = 100_000
+    authfail_max_banned: int = 100_000
     algorithms: tuple[str, ...] = ("MD5",)  # challenged with, in this order
 
 
@@ -88,8 +93,13 @@ class Registrar:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("registered", "unregistered", "challenged", "forbidden", "stale", "too_brief", "bad_requests", "banned",
          "dropped_banned"), 0))
-    # per source address: [failures in the window, window start, banned until]
-    failures: dict[str, list[float]] = field(default_factory=dict)
+    # Per source address: [failures in the window, window start], oldest window first, so
+    # expired windows and the cap's victims come off the front: O(1) per failure, never a scan.
+    failures: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+    # banned address -> banned until, in the order banned (with a fixed ban length, the order
+    # of expiry), so expired bans also come off the front and len() is the banned count
+    bans: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    failure_work: int = 0  # table entries examined by failure accounting (tests bound it)
 
     def __post_init__(self) -> None:
         self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl,
@@ -113,25 +123,54 @@ class Registrar:
                              extra=[*base, *(extra or [])])
 
     def banned(self, ip: str, now: float) -> bool:
-        f = self.failures.get(ip)
-        return f is not None and f[2] > now
+        until = self.bans.get(ip)
+        return until is not None and until > now
 
-    def _failed(self, ip: str, now: float) -> bool:
-        """Count a failure from `ip`; True when it just got banned."""
+    def banned_count(self, now: float) -> int:
+        """Addresses banned now. Exact while `authfail_ban` is unchanged; after a change at
+        run time a ban that ends earlier may sit behind a longer one until that one ends."""
+        self._lift_bans(now)
+        return len(self.bans)
+
+    def _lift_bans(self, now: float) -> None:
+        bans = self.bans
+        while bans:
+            self.failure_work += 1
+            ip, until = next(iter(bans.items()))
+            if until > now:
+                return
+            del bans[ip]
+
+    def count_failure(self, ip: str, now: float) -> bool:
+        """Count a failure from `ip`; True when it just got banned. Amortised O(1): each entry
+        is added once and removed once, from the front (window over, or the cap)."""
         s = self.settings
-        f = self.failures.get(ip)
-        if f is None or now - f[1] > s.authfail_window:
-            f = self.failures[ip] = [0.0, now, 0.0]
+        failures = self.failures
+        while failures:  # windows are ordered by start: expired ones are at the front
+            self.failure_work += 1
+            first, (_, start) = next(iter(failures.items()))
+            if now - start <= s.authfail_window:
+                break
+            del failures[first]
+        self.failure_work += 1
+        f = failures.get(ip)
+        if f is None or now - f[1] > s.authfail_window:  # (a window shortened at run time)
+            failures.pop(ip, None)
+            f = failures[ip] = [0.0, now]
+            while len(failures) > s.authfail_max_sources:
+                self.failure_work += 1
+                failures.popitem(last=False)
         f[0] += 1
         if s.authfail_ban > 0 and f[0] >= s.authfail_limit:
-            f[2] = now + s.authfail_ban
-            f[0] = 0.0
-            f[1] = now
+            del failures[ip]
+            self._lift_bans(now)
+            self.bans.pop(ip, None)
+            self.bans[ip] = now + s.authfail_ban
+            while len(self.bans) > s.authfail_max_banned:
+                self.failure_work += 1
+                self.bans.popitem(last=False)
             self.counters["banned"] += 1
             return True
-        if len(self.failures) > 100_000:  # bounded memory under a spray of sources
-            for k in [k for k, v in self.failures.items() if v[2] <= now][:50_000]:
-                del self.failures[k]
         return False
 
     def handle(self, req: Request, source: Addr, now: float, wall: float,
@@ -166,7 +205,7 @@ class Registrar:
             self.counters["forbidden"] += 1
             # held against the source only with a nonce that was sent to it: anyone can forge a
             # phone's address, nobody else receives its nonces (see sip/digest.py)
-            if result.nonce_issued and self._failed(source[0], now):
+            if result.nonce_issued and self.count_failure(source[0], now):
                 logmsg = (f"{source[0]}: {self.settings.authfail_limit} failed registrations: ignored for "
                           f"{self.settings.authfail_ban:.0f} s")
             else:
