@@ -5,10 +5,19 @@ costs O(1) per failure."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time as _time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from sipqualify.qualify.registrar import RegisterOutcome, Registrar, RegistrarSettings
+import pytest
+
+from sipqualify.qualify.registrar import Binding, RegisterOutcome, Registrar, RegistrarSettings
+from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
+from sipqualify.store.bindings import BindingStore
 
 from .test_registrar_rules import PEERS, SRC, auth_for, register
 
@@ -155,3 +164,109 @@ def test_failure_windows_and_the_ban_cap() -> None:
             reg.count_failure(f"192.0.2.{k}", 130.0 + k)
     assert reg.banned_count(140.0) == 3 == len(reg.bans)
     assert [reg.banned(f"192.0.2.{k}", 140.0) for k in range(1, 6)] == [False, False, True, True, True]
+
+
+# ---------------------------------------------------------------- expiry on the monotonic clock
+
+
+def test_binding_expiry_is_on_the_engine_clock() -> None:
+    """The binding's expiry is `now + granted` on the engine clock; the wall-clock time is only
+    stored and shown. A query REGISTER (no Contact) 10 s later on the engine clock says 590 s
+    left, whether the wall clock has meanwhile stepped 2 h forward or back."""
+    reg = Registrar(PEERS.get, RegistrarSettings(realm="pbx.test"))
+    first = reg.handle(parse_message(register("1001")), SRC, 100.0, 1e9)
+    assert first is not None
+    challenge = first.response.headers.get_all("WWW-Authenticate")[0]
+    out = reg.handle(parse_message(register("1001", auth_for(challenge, "1001", "s3cret"), 2)), SRC, 100.0, 1e9)
+    assert out is not None and out.binding is not None
+    assert (out.binding.expires_mono, out.binding.granted, out.binding.expires_at) == (700.0, 600, 1e9 + 600)
+    for nc, step in ((2, 7200.0), (3, -7200.0)):
+        auth = authorization(challenge, "1001", "s3cret", "REGISTER", "sip:pbx.test", nc=nc)
+        query = register("1001", auth, 1 + nc).replace(b"Contact: <sip:1001@192.0.2.50>\r\n", b"")
+        ans = reg.handle(parse_message(query), SRC, 110.0, 1e9 + 10 + step)
+        assert ans is not None and ans.response.status == 200 and ans.binding is None
+        assert (ans.response.headers.get("Contact") or "").endswith(";expires=590"), (step, ans.response)
+
+
+def test_restart_rearms_from_stored_wall_time_never_beyond_what_was_granted(tmp_path: Path) -> None:
+    """At a restart only the stored wall-clock expiry is known: a binding gets what it leaves,
+    clamped to what was granted, so a clock set back while the daemon was down cannot stretch
+    a 600 s registration to hours (and the clamp is stored: restarting again gains nothing).
+    Rows written before the granted seconds were stored are clamped to maxexpiry."""
+    store = BindingStore(tmp_path / "b.sqlite")
+    store.save(Binding("1001", "sip:1001@192.0.2.5", ("192.0.2.5", 5060), "udp", 1e9 + 600, expires_mono=700.0,
+                       granted=600))
+    (b,) = store.load(1e9 - 7200, 50.0, 3600)  # back 2 h while down: 7,800 s "left"
+    assert (b.expires_mono, b.expires_at, b.granted) == (650.0, 1e9 - 7200 + 600, 600)
+    (b,) = store.load(1e9 - 7200 + 100, 80.0, 3600)  # restarted again 100 s later
+    assert (b.expires_mono, b.expires_at) == (580.0, 1e9 - 7200 + 600)
+    (b,) = store.load(1e9 - 7200 + 590, 10.0, 3600)
+    assert b.expires_mono == 20.0
+    assert store.load(1e9 - 7200 + 600, 10.0, 3600) == []  # expired while down: gone
+    store.close()
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:  # the schema before `granted`
+        db.execute("CREATE TABLE bindings (peer TEXT PRIMARY KEY, contact TEXT NOT NULL, ip TEXT NOT NULL, "
+                   "port INTEGER NOT NULL, transport TEXT NOT NULL, expires_at REAL NOT NULL, useragent TEXT NOT NULL, "
+                   "path TEXT NOT NULL, call_id TEXT NOT NULL, cseq INTEGER NOT NULL, nat INTEGER NOT NULL)")
+        db.execute("INSERT INTO bindings VALUES ('1002', 'sip:1002@h', '192.0.2.6', 5060, 'udp', ?, 'UA', '', 'c', 3, "
+                   "1)", (1e9 + 100_000,))
+    db.close()
+    store = BindingStore(old)
+    (b,) = store.load(1e9, 5.0, 3600)
+    assert (b.peer, b.addr, b.useragent, b.cseq, b.nat) == ("1002", ("192.0.2.6", 5060), "UA", 3, True)
+    assert (b.expires_mono, b.expires_at, b.granted) == (3605.0, 1e9 + 3600, 3600)
+    store.save(Binding("1003", "sip:1003@h", ("192.0.2.7", 5060), "tcp", 1e9 + 60, expires_mono=65.0, granted=60))
+    assert sorted((x.peer, x.granted) for x in store.load(1e9, 5.0, 3600)) == [("1002", 3600), ("1003", 60)]
+    store.close()
+
+
+class SteppedTime:
+    """The `time` module as service.py sees it, with a wall clock that can be stepped (as
+    an NTP correction or an operator would); the monotonic clock is the real one."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    def time(self) -> float:
+        return _time.time() + self.step
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+
+async def test_wall_clock_steps_neither_expire_nor_extend_a_binding(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the daemon: with the wall clock stepped 2 h forward after start, a fresh 300 s
+    registration is not expired at once (it was: expiry compared a start-up offset plus the
+    monotonic clock with time.time()); stepped 2 h back, a 2 s registration still ends after
+    2 s, not 2 h later. What is shown is relative to the (stepped) wall clock."""
+    from sipqualify import service as service_module
+
+    from .test_registrar import Phone, start
+    from .test_service import wait_for
+
+    clock = SteppedTime()
+    monkeypatch.setattr(service_module, "time", clock)
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.registrar is not None and svc.engine is not None
+        svc.registrar.settings.minexpiry = 1
+        clock.step = 7200.0
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=300)).status == 200
+        await wait_for(lambda: svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
+        assert "1001" in svc.registrar.bindings
+        assert 290 < svc.view(svc.engine.peer("1001")).expire <= 300  # type: ignore[arg-type]
+        (reg,) = svc.registrations()
+        assert 290 < reg["expires_in"] <= 300 and abs(reg["expires_at"] - (clock.time() + 300)) < 10
+
+        clock.step = -7200.0
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=2)).status == 200
+        assert "1001" in svc.registrar.bindings
+        await wait_for(lambda: "1001" not in svc.registrar.bindings, timeout=30)  # type: ignore[union-attr]
+    finally:
+        await svc.close()
+        t.close()

@@ -47,12 +47,16 @@ class Binding:
     contact: str  # Contact URI as registered
     addr: Addr  # where OPTIONS go (received address when NAT applies)
     transport: str
-    expires_at: float  # wall-clock UNIX time
+    expires_at: float  # wall-clock UNIX time: stored and shown, never a timer
     useragent: str = ""
     path: str = ""
     call_id: str = ""
     cseq: int = 0
     nat: bool = False
+    # The same moment on the engine's monotonic clock: expiry runs on this, so a wall-clock
+    # step neither ends a binding early nor stretches it.
+    expires_mono: float = 0.0
+    granted: int = 0  # the seconds granted: a restart never restores more than this
 
 
 @dataclass(slots=True)
@@ -175,7 +179,8 @@ class Registrar:
 
     def handle(self, req: Request, source: Addr, now: float, wall: float,
                transport: str = "udp") -> RegisterOutcome | None:
-        """`now`: the engine clock (nonces, bans); `wall`: UNIX time (binding expiry);
+        """`now`: the engine's monotonic clock (nonces, bans, binding expiry); `wall`: UNIX time,
+        only for the binding's expiry as stored and shown;
         `transport`: what the REGISTER really came over (its binding's, whatever the Via says).
         None: the source is banned after repeated failures and gets no answer at all."""
         if self.banned(source[0], now):
@@ -221,15 +226,16 @@ class Registrar:
                                    cause="AUTH_USERNAME_MISMATCH", peer=name)
         peer = self.peers(name)
         assert peer is not None
-        return self._update(req, peer, source, wall, transport)
+        return self._update(req, peer, source, now, wall, transport)
 
-    def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float, transport: str) -> RegisterOutcome:
+    def _update(self, req: Request, peer: PeerConfig, source: Addr, now: float, wall: float,
+                transport: str) -> RegisterOutcome:
         s = self.settings
         contacts = req.headers.get_all("Contact")
         default = _delta_seconds(req.headers.get("Expires"), s.defaultexpiry)
         if not contacts:  # a query: answer with the current binding
             b = self.bindings.get(peer.name)
-            extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - wall))}")] if b else []
+            extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_mono - now))}")] if b else []
             return RegisterOutcome(self._reply(req, 200, "OK", source, extra))
         if contacts == ["*"]:
             if default != 0:
@@ -260,7 +266,7 @@ class Registrar:
         addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
         b = Binding(peer.name, curi, addr, transport, wall + expires,
                     req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
-                    req.call_id or "", req.cseq[0], nat)
+                    req.call_id or "", req.cseq[0], nat, now + expires, expires)
         old = self.bindings.get(peer.name)
         self.bindings[peer.name] = b
         self.counters["registered"] += 1
