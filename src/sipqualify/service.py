@@ -112,6 +112,7 @@ class Service:
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
         self._wall_offset = time.time() - self.clock()
+        self.wallclock = time.time  # bindings: only for their expiry as stored and shown (tests step it)
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
         self._listeners: list[Callable[[StateChanged], None]] = []
         self._stopped = asyncio.Event()
@@ -221,7 +222,7 @@ class Service:
                                    useragent=self.engine.useragent)
         self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
         restored: dict[str, Addr | None] = {}
-        for b in await asyncio.to_thread(self.bindings.load, time.time()):
+        for b in await asyncio.to_thread(self.bindings.load, self.wallclock(), self.clock(), g.maxexpiry):
             p = self.config.peers.get(b.peer)
             if p is None or not p.dynamic:
                 continue
@@ -262,7 +263,7 @@ class Service:
             if hit is not None:
                 self._send_register_answer(req, addr, hit, tcp)  # type: ignore[arg-type]
                 return
-        out = self.registrar.handle(req, addr, now, self._wall_offset + now, "tcp" if tcp else "udp")
+        out = self.registrar.handle(req, addr, now, self.wallclock(), "tcp" if tcp else "udp")
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
         if out.binding is None and out.removed is None:
@@ -371,14 +372,15 @@ class Service:
             self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
 
     def _arm_expiry(self, b: Any) -> None:
-        delay = max(0.0, b.expires_at - time.time())
-        self.loop.call_later(delay, self._expire, b.peer, b.expires_at)
+        # monotonic, as the loop's timers: a wall-clock step neither ends a binding nor stretches it
+        delay = max(0.0, b.expires_mono - self.clock())
+        self.loop.call_later(delay, self._expire, b.peer, b.expires_mono)
 
-    def _expire(self, peer: str, expires_at: float) -> None:
+    def _expire(self, peer: str, expires_mono: float) -> None:
         if self.registrar is None or self.bindings is None:
             return  # closed
         b = self.registrar.bindings.get(peer)
-        if b is None or b.expires_at != expires_at:
+        if b is None or b.expires_mono != expires_mono:
             return  # refreshed or removed since
         self.registrar.expire(peer)
         # through the group-commit queue: ordered with a REGISTER that follows at once (if the
@@ -844,7 +846,7 @@ class Service:
             useragent=b.useragent if b else "",
             regcontact=b.contact if b else "",
             regexten="",
-            expire=max(0, int(b.expires_at - time.time())) if b else -1,
+            expire=max(0, int(b.expires_mono - self.clock())) if b else -1,
             rtt_ms=p.rtt * 1000 if p.rtt is not None else None,
             last_qualify=self.wall(p.last_qualify) if p.last_qualify is not None else None,
             last_change=self.wall(p.last_change) if p.last_change is not None else None,
@@ -877,11 +879,12 @@ class Service:
         """The registrar's bindings (like `pjsip show contacts`), by peer name."""
         if self.registrar is None:
             return []
-        now = time.time()
+        now, wall = self.clock(), self.wallclock()
+        # what is left is monotonic; expires_at is when that is by the wall clock as it is now
         return [{"peer": b.peer, "contact": b.contact, "address": b.addr[0], "port": b.addr[1],
                  "transport": b.transport, "useragent": b.useragent, "path": b.path, "call_id": b.call_id,
-                 "cseq": b.cseq, "nat": b.nat, "expires_at": round(b.expires_at, 3),
-                 "expires_in": max(0, int(b.expires_at - now))}
+                 "cseq": b.cseq, "nat": b.nat, "expires_at": round(wall + max(0.0, b.expires_mono - now), 3),
+                 "expires_in": max(0, int(b.expires_mono - now))}
                 for _, b in sorted(self.registrar.bindings.items())]
 
     def registrar_stats(self) -> dict[str, int] | None:
@@ -889,8 +892,8 @@ class Service:
             return None
         return {**self.registrar.counters, "bindings": len(self.registrar.bindings),
                 "retransmissions_absorbed": self.server_txns.absorbed,
-                "retransmissions_answered": self.server_txns.resent, "banned_sources": sum(
-                    1 for f in self.registrar.failures.values() if f[2] > self.clock())}
+                "retransmissions_answered": self.server_txns.resent,
+                "banned_sources": self.registrar.banned_count(self.clock())}
 
 
 def _log_expiry_failure(peer: str, task: asyncio.Task[None]) -> None:

@@ -14,6 +14,8 @@ from sipqualify.sip.digest import (
 )
 from sipqualify.sip.digest import authorization as client_authorization
 
+IP = "192.0.2.50"  # where the REGISTERs come from
+
 
 def test_rfc2617_md5_vector() -> None:
     """RFC 2617 §3.5."""
@@ -35,7 +37,7 @@ def test_rfc7616_vectors() -> None:
 
 def authorization(auth: DigestAuthenticator, now: float, user: str, password: str, *, alg: str = "SHA-256",
                   nc: str = "00000001", nonce: str | None = None, qop: str | None = "auth") -> str:
-    nonce = nonce or auth.new_nonce(now)
+    nonce = nonce or auth.new_nonce(now, IP)
     cnonce = os.urandom(4).hex()
     ha1 = ha1_of(alg, user, auth.realm, password)
     resp = digest_response(alg, ha1, "REGISTER", "sip:pbx.test", nonce, nc if qop else "", cnonce if qop else "",
@@ -51,37 +53,39 @@ USERS = {"1001": Credentials(secret="s3cret"),
 
 def test_verify_ok_wrong_unknown_and_md5secret() -> None:
     a = DigestAuthenticator("pbx.test")
-    assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret"), USERS.get, 100).ok
-    assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret", alg="MD5"), USERS.get, 100).ok
-    assert a.verify("REGISTER", authorization(a, 100, "1002", "pw2", alg="MD5"), USERS.get, 100).ok
-    assert a.verify("REGISTER", authorization(a, 100, "1001", "nope"), USERS.get, 100).reason == "bad-response"
-    assert a.verify("REGISTER", authorization(a, 100, "9999", "x"), USERS.get, 100).reason == "unknown-user"
-    assert a.verify("REGISTER", None, USERS.get, 100).reason == "no-credentials"
-    assert a.verify("REGISTER", "Basic Zm9vOmJhcg==", USERS.get, 100).reason == "malformed"
+    assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret"), USERS.get, 100, IP).ok
+    assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret", alg="MD5"), USERS.get, 100, IP).ok
+    assert a.verify("REGISTER", authorization(a, 100, "1002", "pw2", alg="MD5"), USERS.get, 100, IP).ok
+    assert a.verify("REGISTER", authorization(a, 100, "1001", "nope"), USERS.get, 100, IP).reason == "bad-response"
+    assert a.verify("REGISTER", authorization(a, 100, "9999", "x"), USERS.get, 100, IP).reason == "unknown-user"
+    assert a.verify("REGISTER", None, USERS.get, 100, IP).reason == "no-credentials"
+    assert a.verify("REGISTER", "Basic Zm9vOmJhcg==", USERS.get, 100, IP).reason == "malformed"
 
 
 def test_nonce_expiry_is_stale_and_foreign_nonce_is_bad() -> None:
     a = DigestAuthenticator("pbx.test", nonce_ttl=30)
-    old = a.new_nonce(100)
-    assert a.verify("REGISTER", authorization(a, 200, "1001", "s3cret", nonce=old), USERS.get, 200).reason == "stale"
+    old = a.new_nonce(100, IP)
+    assert a.verify("REGISTER", authorization(a, 200, "1001", "s3cret", nonce=old), USERS.get, 200,
+                    IP).reason == "stale"
     other = DigestAuthenticator("pbx.test")
-    foreign = other.new_nonce(100)
+    foreign = other.new_nonce(100, IP)
     assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret", nonce=foreign), USERS.get,
-                    100).reason == "bad-nonce"
-    assert "stale=true" in a.challenge(100, stale=True)[0]
+                    100, IP).reason == "bad-nonce"
+    assert "stale=true" in a.challenge(100, IP, stale=True)[0]
 
 
 def test_nonce_count_replay() -> None:
     a = DigestAuthenticator("pbx.test")
-    nonce = a.new_nonce(100)
+    nonce = a.new_nonce(100, IP)
     h1 = authorization(a, 100, "1001", "s3cret", nonce=nonce, nc="00000001")
-    assert a.verify("REGISTER", h1, USERS.get, 100).ok
-    assert a.verify("REGISTER", h1, USERS.get, 101).reason == "replay"  # same nc again
+    assert a.verify("REGISTER", h1, USERS.get, 100, IP).ok
+    assert a.verify("REGISTER", h1, USERS.get, 101, IP).reason == "replay"  # same nc again
     h2 = authorization(a, 100, "1001", "s3cret", nonce=nonce, nc="00000002")
-    assert a.verify("REGISTER", h2, USERS.get, 101).ok
+    assert a.verify("REGISTER", h2, USERS.get, 101, IP).ok
     # RFC 2069 form (no qop): single use
     h3 = authorization(a, 100, "1001", "s3cret", alg="MD5", qop=None)
-    assert a.verify("REGISTER", h3, USERS.get, 100).ok and a.verify("REGISTER", h3, USERS.get, 100).reason == "replay"
+    assert a.verify("REGISTER", h3, USERS.get, 100, IP).ok
+    assert a.verify("REGISTER", h3, USERS.get, 100, IP).reason == "replay"
 
 
 def test_parse_auth_header_quoting() -> None:
@@ -96,10 +100,30 @@ def test_client_authorization_is_accepted_by_the_server() -> None:
     for qop in (True, False):
         auth = DigestAuthenticator("pbx.test")
         for alg in ("MD5", "SHA-256"):  # a fresh nonce each (without qop a nonce is single-use)
-            challenge = auth.challenge(10.0, algorithms=(alg,))[0]
+            challenge = auth.challenge(10.0, IP, algorithms=(alg,))[0]
             if not qop:
                 challenge = challenge.replace(', qop="auth"', "")
             value = client_authorization(challenge, "alice", "pw", "REGISTER", "sip:pbx.test")
-            assert auth.verify("REGISTER", value, creds.get, 10.0).ok, (challenge, value)
+            assert auth.verify("REGISTER", value, creds.get, 10.0, IP).ok, (challenge, value)
             wrong = client_authorization(challenge, "alice", "no", "REGISTER", "sip:pbx.test")
-            assert not auth.verify("REGISTER", wrong, creds.get, 10.0).ok
+            assert not auth.verify("REGISTER", wrong, creds.get, 10.0, IP).ok
+
+
+def test_nonce_is_bound_to_the_address_it_was_issued_to() -> None:
+    """A nonce presented from another address is not ours (bad-nonce: a fresh challenge) and
+    says nothing about that address; a failure with the source's own nonce does. Ports do not
+    matter (NAT may change them), the address is not written in the nonce."""
+    a = DigestAuthenticator("pbx.test")
+    nonce = a.new_nonce(100, "198.51.100.66")
+    assert "198.51.100.66" not in nonce
+    assert a.nonce_state(nonce, 100, "198.51.100.66") == "ok" and a.nonce_state(nonce, 100, IP) == "bad"
+    assert a.nonce_state(nonce, 200, "198.51.100.66") == "stale" and a.nonce_state(nonce, 200, IP) == "bad"
+    wrong = authorization(a, 100, "1001", "nope", nonce=nonce)
+    elsewhere = a.verify("REGISTER", wrong, USERS.get, 100, IP)
+    assert (elsewhere.reason, elsewhere.nonce_issued) == ("bad-nonce", False)
+    there = a.verify("REGISTER", wrong, USERS.get, 100, "198.51.100.66")
+    assert (there.reason, there.nonce_issued) == ("bad-response", True)
+    assert a.verify("REGISTER", authorization(a, 100, "1001", "s3cret", nonce=nonce), USERS.get, 100,
+                    "198.51.100.66").ok
+    malformed = a.verify("REGISTER", 'Digest username="1001", realm="other"', USERS.get, 100, IP)
+    assert (malformed.reason, malformed.nonce_issued) == ("malformed", False)

@@ -11,6 +11,9 @@ Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
 * no credentials -> 401 with a challenge; an unknown peer gets the same 401 (no user
   enumeration), and a wrong password or unknown peer with credentials -> 403 `Forbidden`;
 * an expired but genuine nonce -> 401 with `stale=true`;
+* `authfail_limit` failures within `authfail_window` from one address ban it (no answers)
+  for `authfail_ban`; a failure counts only when it carries a nonce issued to that address,
+  and a nonce issued to another address gets a fresh 401 (a forged source bans nobody);
 * `Expires` from the Contact's `expires` parameter, else the Expires header, else
   `defaultexpiry`; 0 (or `Contact: *` with `Expires: 0`) unregisters; below `minexpiry`
   -> 423 Interval Too Brief with Min-Expires; above `maxexpiry` -> capped;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,12 +47,16 @@ class Binding:
     contact: str  # Contact URI as registered
     addr: Addr  # where OPTIONS go (received address when NAT applies)
     transport: str
-    expires_at: float  # wall-clock UNIX time
+    expires_at: float  # wall-clock UNIX time: stored and shown, never a timer
     useragent: str = ""
     path: str = ""
     call_id: str = ""
     cseq: int = 0
     nat: bool = False
+    # The same moment on the engine's monotonic clock: expiry runs on this, so a wall-clock
+    # step neither ends a binding early nor stretches it.
+    expires_mono: float = 0.0
+    granted: int = 0  # the seconds granted: a restart never restores more than this
 
 
 @dataclass(slots=True)
@@ -72,6 +80,10 @@ class RegistrarSettings:
     authfail_limit: int = 10
     authfail_window: float = 60.0
     authfail_ban: float = 300.0
+    # memory bounds under a spray of sources: addresses with failures being counted (the
+    # oldest count is forgotten first) and banned addresses (the oldest ban is lifted first)
+    authfail_max_sources: int = 100_000
+    authfail_max_banned: int = 100_000
     algorithms: tuple[str, ...] = ("MD5",)  # challenged with, in this order
 
 
@@ -85,8 +97,13 @@ class Registrar:
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("registered", "unregistered", "challenged", "forbidden", "stale", "too_brief", "bad_requests", "banned",
          "dropped_banned"), 0))
-    # per source address: [failures in the window, window start, banned until]
-    failures: dict[str, list[float]] = field(default_factory=dict)
+    # Per source address: [failures in the window, window start], oldest window first, so
+    # expired windows and the cap's victims come off the front: O(1) per failure, never a scan.
+    failures: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)
+    # banned address -> banned until, in the order banned (with a fixed ban length, the order
+    # of expiry), so expired bans also come off the front and len() is the banned count
+    bans: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    failure_work: int = 0  # table entries examined by failure accounting (tests bound it)
 
     def __post_init__(self) -> None:
         self.auth = DigestAuthenticator(self.settings.realm, nonce_ttl=self.settings.nonce_ttl,
@@ -110,30 +127,60 @@ class Registrar:
                              extra=[*base, *(extra or [])])
 
     def banned(self, ip: str, now: float) -> bool:
-        f = self.failures.get(ip)
-        return f is not None and f[2] > now
+        until = self.bans.get(ip)
+        return until is not None and until > now
 
-    def _failed(self, ip: str, now: float) -> bool:
-        """Count a failure from `ip`; True when it just got banned."""
+    def banned_count(self, now: float) -> int:
+        """Addresses banned now. Exact while `authfail_ban` is unchanged; after a change at
+        run time a ban that ends earlier may sit behind a longer one until that one ends."""
+        self._lift_bans(now)
+        return len(self.bans)
+
+    def _lift_bans(self, now: float) -> None:
+        bans = self.bans
+        while bans:
+            self.failure_work += 1
+            ip, until = next(iter(bans.items()))
+            if until > now:
+                return
+            del bans[ip]
+
+    def count_failure(self, ip: str, now: float) -> bool:
+        """Count a failure from `ip`; True when it just got banned. Amortised O(1): each entry
+        is added once and removed once, from the front (window over, or the cap)."""
         s = self.settings
-        f = self.failures.get(ip)
-        if f is None or now - f[1] > s.authfail_window:
-            f = self.failures[ip] = [0.0, now, 0.0]
+        failures = self.failures
+        while failures:  # windows are ordered by start: expired ones are at the front
+            self.failure_work += 1
+            first, (_, start) = next(iter(failures.items()))
+            if now - start <= s.authfail_window:
+                break
+            del failures[first]
+        self.failure_work += 1
+        f = failures.get(ip)
+        if f is None or now - f[1] > s.authfail_window:  # (a window shortened at run time)
+            failures.pop(ip, None)
+            f = failures[ip] = [0.0, now]
+            while len(failures) > s.authfail_max_sources:
+                self.failure_work += 1
+                failures.popitem(last=False)
         f[0] += 1
         if s.authfail_ban > 0 and f[0] >= s.authfail_limit:
-            f[2] = now + s.authfail_ban
-            f[0] = 0.0
-            f[1] = now
+            del failures[ip]
+            self._lift_bans(now)
+            self.bans.pop(ip, None)
+            self.bans[ip] = now + s.authfail_ban
+            while len(self.bans) > s.authfail_max_banned:
+                self.failure_work += 1
+                self.bans.popitem(last=False)
             self.counters["banned"] += 1
             return True
-        if len(self.failures) > 100_000:  # bounded memory under a spray of sources
-            for k in [k for k, v in self.failures.items() if v[2] <= now][:50_000]:
-                del self.failures[k]
         return False
 
     def handle(self, req: Request, source: Addr, now: float, wall: float,
                transport: str = "udp") -> RegisterOutcome | None:
-        """`now`: the engine clock (nonces, bans); `wall`: UNIX time (binding expiry);
+        """`now`: the engine's monotonic clock (nonces, bans, binding expiry); `wall`: UNIX time,
+        only for the binding's expiry as stored and shown;
         `transport`: what the REGISTER really came over (its binding's, whatever the Via says).
         None: the source is banned after repeated failures and gets no answer at all."""
         if self.banned(source[0], now):
@@ -149,7 +196,7 @@ class Registrar:
             self.counters["bad_requests"] += 1
             return RegisterOutcome(self._reply(req, 404, "Not Found", source))
         name = uri.user
-        result = self.auth.verify("REGISTER", req.headers.get("Authorization"), self._credentials, now)
+        result = self.auth.verify("REGISTER", req.headers.get("Authorization"), self._credentials, now, source[0])
         if not result.ok:
             if result.reason in ("no-credentials", "stale", "bad-nonce"):
                 key = "stale" if result.reason == "stale" else "challenged"
@@ -157,11 +204,13 @@ class Registrar:
                 # the same challenge for every user, known or not, secret or md5secret (no user
                 # enumeration); with SHA-256 offered too, MD5 comes first, which UAs pick (RFC 8760
                 # §2.4), and an md5secret user answering with SHA-256 is refused like a wrong password
-                challenge = self.auth.challenge(now, stale=result.reason == "stale")
+                challenge = self.auth.challenge(now, source[0], stale=result.reason == "stale")
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
                                                    [("WWW-Authenticate", c) for c in challenge]))
             self.counters["forbidden"] += 1
-            if self._failed(source[0], now):
+            # held against the source only with a nonce that was sent to it: anyone can forge a
+            # phone's address, nobody else receives its nonces (see sip/digest.py)
+            if result.nonce_issued and self.count_failure(source[0], now):
                 logmsg = (f"{source[0]}: {self.settings.authfail_limit} failed registrations: ignored for "
                           f"{self.settings.authfail_ban:.0f} s")
             else:
@@ -177,19 +226,16 @@ class Registrar:
                                    cause="AUTH_USERNAME_MISMATCH", peer=name)
         peer = self.peers(name)
         assert peer is not None
-        return self._update(req, peer, source, wall, transport)
+        return self._update(req, peer, source, now, wall, transport)
 
-    def _update(self, req: Request, peer: PeerConfig, source: Addr, wall: float, transport: str) -> RegisterOutcome:
+    def _update(self, req: Request, peer: PeerConfig, source: Addr, now: float, wall: float,
+                transport: str) -> RegisterOutcome:
         s = self.settings
         contacts = req.headers.get_all("Contact")
-        header_exp = req.headers.get("Expires")
-        try:
-            default = int(header_exp) if header_exp is not None else s.defaultexpiry
-        except ValueError:
-            default = s.defaultexpiry
+        default = _delta_seconds(req.headers.get("Expires"), s.defaultexpiry)
         if not contacts:  # a query: answer with the current binding
             b = self.bindings.get(peer.name)
-            extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_at - wall))}")] if b else []
+            extra = [("Contact", f"<{b.contact}>;expires={max(0, int(b.expires_mono - now))}")] if b else []
             return RegisterOutcome(self._reply(req, 200, "OK", source, extra))
         if contacts == ["*"]:
             if default != 0:
@@ -205,11 +251,7 @@ class Registrar:
         if not isinstance(cu, SipUri):
             self.counters["bad_requests"] += 1
             return RegisterOutcome(self._reply(req, 400, "Bad Contact", source))
-        exp_param = cparams.get("expires")
-        try:
-            expires = int(exp_param) if exp_param is not None else default
-        except ValueError:
-            expires = default
+        expires = _delta_seconds(cparams.get("expires"), default)
         if expires == 0:
             return self._remove(req, peer, source)
         if expires < s.minexpiry:
@@ -224,7 +266,7 @@ class Registrar:
         addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
         b = Binding(peer.name, curi, addr, transport, wall + expires,
                     req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
-                    req.call_id or "", req.cseq[0], nat)
+                    req.call_id or "", req.cseq[0], nat, now + expires, expires)
         old = self.bindings.get(peer.name)
         self.bindings[peer.name] = b
         self.counters["registered"] += 1
@@ -243,6 +285,20 @@ class Registrar:
 
     def expire(self, name: str) -> Binding | None:
         return self.bindings.pop(name, None)
+
+
+_MAX_DELTA = 2**32 - 1  # RFC 3261 §20.19: larger delta-seconds mean this
+
+
+def _delta_seconds(value: str | None, default: int) -> int:
+    """An Expires value (RFC 3261 delta-seconds, 1*DIGIT): ASCII digits only, since `int()` also
+    takes full-width or Arabic-Indic digits, signs and underscores; anything else is `default`."""
+    if value is None:
+        return default
+    v = value.strip(" \t")
+    if not v or not v.isascii() or not v.isdigit():
+        return default
+    return _MAX_DELTA if len(v) > 10 else min(int(v), _MAX_DELTA)
 
 
 def _is_ip(host: str) -> bool:

@@ -1,16 +1,27 @@
 """HTTP Digest authentication, server side, for REGISTER (RFC 2617 / RFC 7616 / RFC 3261 §22).
 
-Sans-I/O: `DigestAuthenticator.challenge(now)` gives the WWW-Authenticate value(s);
-`verify(method, header, lookup, now)` checks an Authorization header.
+Sans-I/O: `DigestAuthenticator.challenge(now, source_ip)` gives the WWW-Authenticate value(s);
+`verify(method, header, lookup, now, source_ip)` checks an Authorization header.
 
 * MD5 and SHA-256 (RFC 7616), `qop=auth` (and the RFC 2069 form without qop, which RFC 3261
   phones still send).
-* Nonces are bound to this server and expire: `nonce = <time>.<random>.<HMAC(key, time.random)>`;
-  no per-nonce state is needed to check one, and an expired but genuine nonce gives
-  `stale=true` so the phone retries without asking the user.
+* Nonces are bound to this server and to the source address they were sent to, and expire:
+  `nonce = <time>.<random>.<HMAC(key, time.random + source IP)>` (the address is signed, not
+  written out); no per-nonce state is needed to check one, and an expired but genuine nonce
+  gives `stale=true` so the phone retries without asking the user. A nonce presented from
+  another address is "bad-nonce" (a fresh challenge), and `AuthResult.nonce_issued` says
+  whether a failure can be held against the source at all: a UDP source is forged at will,
+  but a nonce only reaches the address it was sent to, so counting only failures that carry
+  the source's own nonce means nobody can get someone else's address banned. The IP, not
+  the port: a phone behind NAT keeps its public address between the 401 and the
+  authenticated REGISTER, but its NAT may give the second one another source port.
 * Replay protection: with qop, each nonce's `nc` must grow (a small bounded table of the
   highest nc seen per nonce); without qop, a nonce is single-use.
 * Secrets compared in constant time. `md5secret` (sip.conf) is HA1 = MD5(user:realm:secret).
+* ASCII only: header text arrives decoded with surrogateescape, so it may hold any code point;
+  a non-ASCII Authorization is "malformed" (never an exception: `hmac.compare_digest` raises
+  TypeError on non-ASCII str, `float()`/`int()` take Unicode digits, `.encode()` fails on
+  surrogates), and nonces are parsed with ASCII-only patterns.
 """
 
 from __future__ import annotations
@@ -24,13 +35,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?')
-_ESCAPED = re.compile(r"\\(.)")
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]+)\s*,?', re.ASCII)
+_ESCAPED = re.compile(r"\\(.)", re.ASCII)
+# <issued, engine time with 3 decimals>.<8 random bytes>.<truncated HMAC>, all ASCII
+_NONCE = re.compile(r"(-?[0-9]{1,15}\.[0-9]{3}\.[0-9a-f]{16})\.([0-9a-f]{32})", re.ASCII)
+_NC = re.compile(r"[0-9a-fA-F]{8}", re.ASCII)
 
 
 def parse_auth_header(value: str) -> tuple[str, dict[str, str]]:
     """`Digest username="a", realm="b", ...` -> ("Digest", {"username": "a", ...})."""
-    scheme, _, rest = value.strip().partition(" ")
+    scheme, _, rest = value.strip(" \t\r\n").partition(" ")
     params: dict[str, str] = {}
     pos, end, match = 0, len(rest), _PARAM.match
     while pos < end:
@@ -90,6 +104,9 @@ class AuthResult:
     ok: bool
     reason: str  # "ok", "stale", "no-credentials", "bad-response", "replay", "bad-nonce", "malformed", "unknown-user"
     username: str = ""
+    # the nonce is genuine and was issued to this source address (fresh or stale): only then
+    # does the failure say anything about whoever is at that address
+    nonce_issued: bool = False
 
 
 class DigestAuthenticator:
@@ -104,31 +121,34 @@ class DigestAuthenticator:
 
     # ---------------------------------------------------------------- nonces
 
-    def _sign(self, body: str) -> str:
-        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()[:32]
+    def _sign(self, body: str, source_ip: str) -> str:
+        msg = f"{body} {source_ip}".encode("utf-8", "surrogateescape")
+        return hmac.new(self.key, msg, hashlib.sha256).hexdigest()[:32]
 
-    def new_nonce(self, now: float) -> str:
+    def new_nonce(self, now: float, source_ip: str) -> str:
         body = f"{now:.3f}.{os.urandom(8).hex()}"
-        return f"{body}.{self._sign(body)}"
+        return f"{body}.{self._sign(body, source_ip)}"
 
-    def nonce_state(self, nonce: str, now: float) -> str:
-        """"ok", "stale" (ours, expired) or "bad" (not made by this server)."""
-        body, _, sig = nonce.rpartition(".")
-        if not body or not hmac.compare_digest(sig, self._sign(body)):
+    def nonce_state(self, nonce: str, now: float, source_ip: str) -> str:
+        """"ok", "stale" (ours, issued to `source_ip`, expired) or "bad" (not made by this
+        server, or made for another address)."""
+        m = _NONCE.fullmatch(nonce) if nonce.isascii() else None
+        if m is None:
             return "bad"
-        try:
-            issued = float(body.split(".", 1)[0] + "." + body.split(".")[1])
-        except (ValueError, IndexError):
+        body, sig = m.group(1, 2)
+        if not hmac.compare_digest(sig, self._sign(body, source_ip)):
             return "bad"
+        issued = float(body.rpartition(".")[0])
         if now - issued > self.nonce_ttl or issued - now > 5:
             return "stale"
         return "ok"
 
-    def challenge(self, now: float, *, stale: bool = False, algorithms: tuple[str, ...] | None = None) -> list[str]:
+    def challenge(self, now: float, source_ip: str, *, stale: bool = False,
+                  algorithms: tuple[str, ...] | None = None) -> list[str]:
         """WWW-Authenticate values. MD5 comes first by default: UAs take the first challenge they
         support (RFC 8760 §2.4) and many (SIPp, older phones) know only MD5, which is all
         chan_sip ever offered; SHA-256 is offered too for those that prefer it."""
-        nonce = self.new_nonce(now)
+        nonce = self.new_nonce(now, source_ip)
         out = []
         for alg in algorithms or self.algorithms:
             v = f'Digest realm="{self.realm}", nonce="{nonce}", algorithm={alg}, qop="auth"'
@@ -140,9 +160,11 @@ class DigestAuthenticator:
     # ---------------------------------------------------------------- verification
 
     def verify(self, method: str, header: str | None, lookup: Callable[[str], Credentials | None],
-               now: float) -> AuthResult:
+               now: float, source_ip: str) -> AuthResult:
         if not header:
             return AuthResult(False, "no-credentials")
+        if not header.isascii():
+            return AuthResult(False, "malformed")
         scheme, p = parse_auth_header(header)
         if scheme.lower() != "digest":
             return AuthResult(False, "malformed")
@@ -153,7 +175,7 @@ class DigestAuthenticator:
         h = ALGORITHMS.get(alg)
         if h is None or alg not in self.algorithms:  # noqa: SIM114
             return AuthResult(False, "malformed", user)
-        state = self.nonce_state(nonce, now)
+        state = self.nonce_state(nonce, now, source_ip)
         if state == "bad":
             return AuthResult(False, "bad-nonce", user)
         creds = lookup(user)
@@ -168,22 +190,22 @@ class DigestAuthenticator:
             ha1 = creds.md5_ha1.lower()
         else:
             ha1 = ha1_of(alg, user, self.realm, os.urandom(8).hex())
-        if qop not in (None, "auth") or (qop == "auth" and (not re.fullmatch(r"[0-9a-fA-F]{8}", nc) or not cnonce)):
-            return AuthResult(False, "malformed", user)
+        if qop not in (None, "auth") or (qop == "auth" and (not _NC.fullmatch(nc) or not cnonce)):
+            return AuthResult(False, "malformed", user, True)
         expected = digest_response(alg, ha1, method, uri, nonce, nc, cnonce, qop)
         good = hmac.compare_digest(expected, response.lower())
         if creds is None or (creds.secret is None and (creds.md5_ha1 is None or alg != "MD5")):
-            return AuthResult(False, "unknown-user", user)
+            return AuthResult(False, "unknown-user", user, True)
         if not good:
-            return AuthResult(False, "bad-response", user)
+            return AuthResult(False, "bad-response", user, True)
         if state == "stale":
-            return AuthResult(False, "stale", user)
+            return AuthResult(False, "stale", user, True)
         count = int(nc, 16) if qop else 1
         last = self._nc.get(nonce)
         if last is not None and count <= last:
-            return AuthResult(False, "replay", user)
+            return AuthResult(False, "replay", user, True)
         self._nc[nonce] = count
         self._nc.move_to_end(nonce)
         while len(self._nc) > self._max:
             self._nc.popitem(last=False)
-        return AuthResult(True, "ok", user)
+        return AuthResult(True, "ok", user, True)

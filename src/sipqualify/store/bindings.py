@@ -12,18 +12,20 @@ from ..qualify.registrar import Binding
 SCHEMA = """CREATE TABLE IF NOT EXISTS bindings (
     peer TEXT PRIMARY KEY, contact TEXT NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     transport TEXT NOT NULL, expires_at REAL NOT NULL, useragent TEXT NOT NULL, path TEXT NOT NULL,
-    call_id TEXT NOT NULL, cseq INTEGER NOT NULL, nat INTEGER NOT NULL)"""
+    call_id TEXT NOT NULL, cseq INTEGER NOT NULL, nat INTEGER NOT NULL, granted INTEGER)"""
+# `granted` (the seconds granted) came later: NULL in rows written before, added to old tables
 
+_COLUMNS = "peer, contact, ip, port, transport, expires_at, useragent, path, call_id, cseq, nat, granted"
 _UPSERT = (
-    "INSERT INTO bindings VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
+    f"INSERT INTO bindings ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(peer) DO UPDATE SET "
     "contact=excluded.contact, ip=excluded.ip, port=excluded.port, transport=excluded.transport, "
     "expires_at=excluded.expires_at, useragent=excluded.useragent, path=excluded.path, "
-    "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat")
+    "call_id=excluded.call_id, cseq=excluded.cseq, nat=excluded.nat, granted=excluded.granted")
 
 
 def _row(b: Binding) -> tuple[object, ...]:
     return (b.peer, b.contact, b.addr[0], b.addr[1], b.transport, b.expires_at, b.useragent, b.path,
-            b.call_id, b.cseq, int(b.nat))
+            b.call_id, b.cseq, int(b.nat), b.granted or None)
 
 
 class BindingStore:
@@ -32,6 +34,8 @@ class BindingStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(SCHEMA)
+        if "granted" not in {r[1] for r in self.db.execute("PRAGMA table_info(bindings)")}:
+            self.db.execute("ALTER TABLE bindings ADD COLUMN granted INTEGER")
         self.lock = threading.Lock()
 
     def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
@@ -67,13 +71,30 @@ class BindingStore:
         with self.lock:
             self.db.execute("DELETE FROM bindings WHERE peer=?", (peer,))
 
-    def load(self, now_wall: float) -> list[Binding]:
-        """Bindings still valid at `now_wall`; expired ones are removed (expiry honoured across restarts)."""
+    def load(self, now_wall: float, now_mono: float, maxexpiry: int) -> list[Binding]:
+        """Bindings still valid at `now_wall`, armed on the monotonic clock (`now_mono`); expired
+        ones are removed (expiry honoured across restarts).
+
+        Only the wall clock spans a restart, and it may have been stepped meanwhile: a binding
+        gets what its stored expiry leaves, but never more than it was granted (`maxexpiry` for
+        rows that predate `granted`), and a clamped expiry is stored, so that restarting again
+        while the clock is behind gains nothing either."""
+        out: list[Binding] = []
+        clamped: list[tuple[float, str]] = []
         with self.lock:
             self.db.execute("DELETE FROM bindings WHERE expires_at <= ?", (now_wall,))
-            rows = self.db.execute("SELECT peer, contact, ip, port, transport, expires_at, useragent, path, call_id, "
-                                   "cseq, nat FROM bindings").fetchall()
-        return [Binding(r[0], r[1], (r[2], r[3]), r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10])) for r in rows]
+            rows = self.db.execute(f"SELECT {_COLUMNS} FROM bindings").fetchall()
+            for r in rows:
+                granted = int(r[11]) if r[11] is not None and r[11] > 0 else maxexpiry
+                expires_at = float(r[5])
+                if expires_at - now_wall > granted:
+                    expires_at = now_wall + granted
+                    clamped.append((expires_at, r[0]))
+                out.append(Binding(r[0], r[1], (r[2], r[3]), r[4], expires_at, r[6], r[7], r[8], r[9], bool(r[10]),
+                                   now_mono + (expires_at - now_wall), granted))
+            if clamped:
+                self.db.executemany("UPDATE bindings SET expires_at=? WHERE peer=?", clamped)
+        return out
 
     def close(self) -> None:
         with self.lock:
