@@ -369,6 +369,8 @@ class Service:
         if addr is not None:
             self._tcp_flows[peer] = addr
             self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
+            if self.tcp is not None:  # that connection is kept when room is needed
+                self.tcp.mark_registered(addr)
 
     def _arm_expiry(self, b: Any) -> None:
         delay = max(0.0, b.expires_at - time.time())
@@ -471,7 +473,8 @@ class Service:
             svc = self.config.service
             self.tcp = TcpServer(self._on_tcp_message, clock=self.clock, on_batch_done=self._on_batch_done,
                                  idle_timeout=svc.tcp_idle_timeout_s, max_connections=svc.tcp_max_connections,
-                                 max_per_ip=svc.tcp_max_connections_per_ip)
+                                 max_per_ip=svc.tcp_max_connections_per_ip,
+                                 max_unfinished=svc.tcp_max_unfinished_bytes, message_timeout=svc.tcp_message_timeout_s)
             self.tcp.on_connect_error = self._on_tcp_connect_error
             for ep in self.endpoints.values():
                 try:
