@@ -11,6 +11,13 @@ the connection it has (`send`). Bad input never raises: a framing error closes t
 connection, idle connections are closed after `idle_timeout` seconds without a byte, and
 connections beyond `max_per_ip` (from one address) are refused at once.
 
+The listeners accept themselves rather than through `loop.create_server`, so that a
+connection is admitted or refused as it is accepted: a refused one is closed before it has a
+transport (its file is free at once, not after a burst of accepts has taken them all), and an
+accept() that fails for want of files is counted, logged once a minute without a traceback,
+and pauses that listener for `ACCEPT_PAUSE` seconds (asyncio 3.11 logs one traceback per
+waiting connection there).
+
 What a connection costs is bounded, so that many hostile connections cannot take memory nor
 lock phones out:
 - an unfinished message (bytes the framer holds, at most `max_message` per connection) must be
@@ -20,7 +27,8 @@ lock phones out:
   of small ones costs one sort per quarter of the budget, not one per read);
 - at `max_connections`, a new connection closes the least recently active one that never
   carried a successful REGISTER (`mark_registered`), and is refused only when there is none.
-Connections we opened (`outbound`) and registered ones are never closed to make room.
+Connections we opened (`outbound`) and registered ones are never closed to make room; those
+closed for a limit are aborted, so that their file is free at once.
 Everything is counted in `stats`; closures for a limit are logged at most once a minute.
 """
 
@@ -44,8 +52,13 @@ MAX_WRITE_BUFFER = 1024 * 1024  # a peer that does not read: closed rather than 
 MAX_UNFINISHED = 4 * 1024 * 1024  # unfinished-message bytes held by all connections together
 MESSAGE_TIMEOUT = 10.0  # seconds an unfinished message may take to be finished
 LOG_EVERY = 60.0  # seconds between two log lines about the same kind of limit
-STATS = ("accepted", "refused", "evicted", "closed", "idle_closed", "message_timeouts", "unfinished_evicted",
-         "pings", "pongs", "framing_errors", "messages_in", "bytes_in", "messages_out", "bytes_out",
+BACKLOG = 1024  # phones reconnecting at once after a restart
+ACCEPT_BATCH = 32  # accepts per readiness: other work runs between batches
+ACCEPT_PAUSE = 0.5  # seconds a listener rests after accept() failed for want of files
+OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+STATS = ("accepted", "refused", "evicted", "accept_errors", "closed", "idle_closed", "message_timeouts",
+         "unfinished_evicted", "pings", "pongs", "framing_errors", "messages_in", "bytes_in", "messages_out",
+         "bytes_out",
          "write_overflows", "no_connection", "connects", "connect_errors")
 
 
@@ -58,21 +71,24 @@ def unfinished_bytes(framer: StreamFramer) -> int:
 
 
 class RateLog:
-    """One warning per `every` seconds for one kind of event, with how many happened since."""
+    """One warning per `every` seconds for one kind of event; the next says how many were not logged."""
 
-    __slots__ = ("every", "next", "count")
+    __slots__ = ("every", "next", "suppressed")
 
     def __init__(self, every: float = LOG_EVERY) -> None:
         self.every = every
         self.next = float("-inf")
-        self.count = 0
+        self.suppressed = 0
 
     def __call__(self, now: float, msg: str, *args: object) -> None:
-        self.count += 1
         if now < self.next:
+            self.suppressed += 1
             return
-        log.warning(msg + " (%d time(s) since the last such message)", *args, self.count)
-        self.count = 0
+        if self.suppressed:
+            log.warning(msg + " (and %d more like it since the last such message)", *args, self.suppressed)
+        else:
+            log.warning(msg, *args)
+        self.suppressed = 0
         self.next = now + self.every
 
 
@@ -98,20 +114,21 @@ class TcpConnection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         srv = self.server
-        peer = transport.get_extra_info("peername")
-        if not peer:
+        if self.outbound:
+            peer = transport.get_extra_info("peername")
+            if not peer:
+                transport.abort()
+                return
+            self.addr = norm_addr(peer)
+            if not srv._admit(self):
+                transport.abort()
+                return
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                nodelay(sock)
+        elif not self.open:  # admitted when accepted, closed (to make room) before it was up
             transport.abort()
             return
-        self.addr = norm_addr(peer)
-        if not srv._admit(self):
-            transport.abort()
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.last_rx = srv.clock()
         if srv.idle_timeout > 0:
             self._arm(srv.idle_timeout)
@@ -186,7 +203,7 @@ class TcpConnection(asyncio.Protocol):
             srv.stats["message_timeouts"] += 1
             srv.log_timeouts(now, "TCP %s:%d: a message unfinished after %.0f s: connection closed",
                              self.addr[0], self.addr[1], now - since)
-            self.close()
+            self.close(abort=True)
         else:  # that message was finished and a later one began: it has its own time
             self.msg_timer = asyncio.get_running_loop().call_later(srv.message_timeout - (now - since),
                                                                    self._message_check)
@@ -206,10 +223,13 @@ class TcpConnection(asyncio.Protocol):
             t.abort()
         return True
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self.server._forget(self)
         if self.transport is not None:
-            self.transport.close()
+            if abort:  # closed for a limit: its file now, not once what it was sent is flushed
+                self.transport.abort()
+            else:
+                self.transport.close()
 
 
 class TcpServer:
@@ -250,29 +270,88 @@ class TcpServer:
         self.log_full = RateLog()
         self.log_shed = RateLog()
         self.log_timeouts = RateLog()
+        self.log_accept = RateLog()
         self.per_ip: dict[str, int] = {}
         self.stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self.locals: list[Addr] = []
-        self._servers: list[asyncio.AbstractServer] = []
+        self._listeners: dict[socket.socket, asyncio.TimerHandle | None] = {}  # -> its pause, if paused
         self.closed = False
         # outbound connections being opened: remote address -> what waits to be sent over it
         self._connecting: dict[Addr, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[None]] = set()  # accepted connections getting their transport
         self.connect_timeout = connect_timeout
         self.on_connect_error: Callable[[Addr, str], None] | None = None
 
     async def listen(self, host: str, port: int) -> Addr:
         sock = make_tcp_socket(host.strip("[]"), port)
         try:
-            server = await asyncio.get_running_loop().create_server(
-                lambda: TcpConnection(self), sock=sock, backlog=1024)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept, sock)
         except BaseException:
             sock.close()
             raise
-        self._servers.append(server)
+        self._listeners[sock] = None
         local = norm_addr(sock.getsockname())
         self.locals.append(local)
         return local
+
+    def _accept(self, lsock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # gone before we got to it
+                continue
+            except OSError as e:
+                self.stats["accept_errors"] += 1
+                ip, port = norm_addr(lsock.getsockname())
+                if e.errno not in OUT_OF_FILES:  # the connection's own trouble (ECONNRESET, EPROTO, ...)
+                    self.log_accept(self.clock(), "TCP %s:%d: accept() failed: %s", ip, port, e)
+                    continue
+                # the listener stays readable while the connection waits: rest, or spin
+                self.log_accept(self.clock(), "TCP %s:%d: accept() failed: %s; not accepting for %.1f s",
+                                ip, port, e, ACCEPT_PAUSE)
+                loop = asyncio.get_running_loop()
+                loop.remove_reader(lsock.fileno())
+                self._listeners[lsock] = loop.call_later(ACCEPT_PAUSE, self._resume, lsock)
+                return
+            self._accepted(sock, norm_addr(peer))
+
+    def _resume(self, lsock: socket.socket) -> None:
+        if lsock in self._listeners and not self.closed:
+            self._listeners[lsock] = None
+            asyncio.get_running_loop().add_reader(lsock.fileno(), self._accept, lsock)
+
+    def _accepted(self, sock: socket.socket, addr: Addr) -> None:
+        conn = TcpConnection(self)
+        conn.addr = addr
+        conn.last_rx = self.clock()
+        if not self._admit(conn):
+            sock.close()  # before it has a transport: the file is free now
+            return
+        try:
+            sock.setblocking(False)
+            nodelay(sock)
+        except OSError:
+            self._forget(conn)
+            sock.close()
+            return
+        # not cancelled by close(): a connection closed meanwhile is aborted in connection_made
+        task = asyncio.get_running_loop().create_task(self._start(conn, sock))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start(self, conn: TcpConnection, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
+        except BaseException as e:
+            conn.close(abort=True)
+            sock.close()
+            if not isinstance(e, Exception):
+                raise
 
     def _admit(self, conn: TcpConnection) -> bool:
         ip = conn.addr[0]
@@ -305,7 +384,7 @@ class TcpServer:
         self.stats["evicted"] += 1
         self.log_full(self.clock(), "TCP: %d connections: %s:%d (unregistered, the least recently active) "
                       "closed for %s:%d", len(self.conns), victim.addr[0], victim.addr[1], addr[0], addr[1])
-        victim.close()
+        victim.close(abort=True)
 
     def _account(self, conn: TcpConnection, now: float) -> None:
         """After a read: what `conn` holds of an unfinished message; enforces the total budget."""
@@ -338,7 +417,7 @@ class TcpServer:
             self.stats["unfinished_evicted"] += 1
             self.log_shed(now, "TCP: %d bytes of unfinished messages (limit %d): %s:%d holding %d closed",
                           self.unfinished_total, self.max_unfinished, c.addr[0], c.addr[1], c.unfinished)
-            c.close()
+            c.close(abort=True)
 
     def mark_registered(self, addr: Addr) -> None:
         """A REGISTER over the connection from `addr` succeeded: it is kept when room is needed."""
@@ -434,14 +513,25 @@ class TcpServer:
         for task in list(self._tasks):
             task.cancel()
         self._connecting.clear()
-        for server in self._servers:
-            server.close()
-        self._servers.clear()
+        for lsock, pause in self._listeners.items():
+            if pause is not None:
+                pause.cancel()
+            else:
+                asyncio.get_running_loop().remove_reader(lsock.fileno())
+            lsock.close()
+        self._listeners.clear()
         for conn in list(self.conns.values()):
             t = conn.transport
             self._forget(conn)
             if t is not None:
                 t.abort()
+
+
+def nodelay(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 def make_tcp_socket(host: str, port: int) -> socket.socket:
