@@ -58,8 +58,7 @@ ACCEPT_PAUSE = 0.5  # seconds a listener rests after accept() failed for want of
 OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 STATS = ("accepted", "refused", "evicted", "accept_errors", "closed", "idle_closed", "message_timeouts",
          "unfinished_evicted", "pings", "pongs", "framing_errors", "messages_in", "bytes_in", "messages_out",
-         "bytes_out",
-         "write_overflows", "no_connection", "connects", "connect_errors")
+         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors")
 
 
 def unfinished_bytes(framer: StreamFramer) -> int:
