@@ -301,3 +301,137 @@ async def test_restart_keeps_tcp_binding_but_no_connection(tmp_path: Path) -> No
         again.close()
     finally:
         await svc.close()
+
+
+def unfinished_options(server: tuple[str, int], body: int) -> tuple[bytes, bytes]:
+    """An OPTIONS with a `body`-byte body, split into its first part (all but the last 1000
+    bytes: an unfinished message) and the rest."""
+    head = "\r\n".join(options_lines(server)) + f"\r\nContent-Length: {body}\r\n\r\n"
+    raw = head.encode() + b"b" * body
+    return raw[:-1000], raw[-1000:]
+
+
+def buffered(svc: Service) -> int:
+    """What the framers of all open connections hold now, counted independently of the server."""
+    assert svc.tcp is not None
+    return sum(len(c.framer._buf) for c in svc.tcp.conns.values())
+
+
+async def test_unfinished_bytes_budget_closes_hostile_connections_not_a_registered_phone(tmp_path: Path) -> None:
+    """Item 2: many connections each holding an unfinished 60 KB message may not hold more
+    than the total budget; the ones closed are never the connection a phone registered over,
+    even when that phone holds an unfinished message just as big."""
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.tcp is not None
+        budget = 256 * 1024
+        svc.tcp.max_unfinished = budget
+        svc.tcp.message_timeout = 3600  # only the budget closes connections here
+        phone = await TcpPhone().connect(server)
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+        phone.answer = False  # its answers to our OPTIONS would land inside its unfinished message
+        first, rest = unfinished_options(server, 59_000)
+        phone.writer.write(first)  # the phone's own unfinished 60 KB message
+        await wait_for(lambda: buffered(svc) >= len(first), timeout=5)
+        hostile = []
+        for i in range(40):  # from 4 addresses, 10 each
+            r, w = await asyncio.open_connection(*server, local_addr=(f"127.0.0.{2 + i % 4}", 0))
+            w.write(unfinished_options(server, 59_000)[0])
+            hostile.append((r, w, asyncio.create_task(read_closed(r, timeout=30))))
+        # 256 KiB hold four messages of 60 KB: the phone's and at most three hostile ones
+        await wait_for(lambda: sum(t.done() for _, _, t in hostile) >= 40 - 3, timeout=15)
+        assert buffered(svc) <= budget
+        snap = svc.tcp.snapshot()
+        assert snap["unfinished_evicted"] >= 40 - 3
+        assert snap["now"]["unfinished_bytes"] == buffered(svc)
+        assert snap["now"]["unfinished_bytes_peak"] <= budget
+        assert ("127.0.0.1", phone.port) in svc.tcp.conns  # the registered phone kept its connection
+        phone.writer.write(rest)  # ... and its message, finished now, is answered
+        ok = await asyncio.wait_for(phone.responses.get(), 5)
+        assert ok.status == 200 and ok.headers.get("CSeq") == "1 OPTIONS"
+        assert (await phone.request(options_lines(server))).status == 200
+        for _, w, t in hostile:
+            w.close()
+            t.cancel()
+        phone.close()
+    finally:
+        await svc.close()
+
+
+async def poll_closed(reader: asyncio.StreamReader, deadline: float, trickle: Any = None) -> float:
+    """Reads until the server closes the connection; `trickle()` runs between reads (a
+    slowloris sending a byte now and then). Returns when it closed (monotonic)."""
+    t_end = time.monotonic() + deadline
+    while time.monotonic() < t_end:
+        try:
+            data = await asyncio.wait_for(reader.read(65536), 0.1)
+            if not data:
+                return time.monotonic()
+        except TimeoutError:
+            if trickle is not None:
+                trickle()
+        except ConnectionError:
+            return time.monotonic()
+    raise AssertionError("the server did not close the connection")
+
+
+async def test_unfinished_message_times_out(tmp_path: Path) -> None:
+    """Item 2 (slowloris): a message that is not finished within tcp_message_timeout closes
+    its connection, even while bytes keep trickling in (which resets the idle timeout); a
+    phone sending single-CRLF keepalives holds no unfinished message and stays."""
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.tcp is not None
+        svc.tcp.message_timeout = 0.5
+        keepalive = await TcpPhone().connect(server)
+        keepalive.writer.write(b"\r\n")  # a lone CRLF: not the start of a message
+        r1, w1 = await asyncio.open_connection(*server)
+        t0 = time.monotonic()
+        w1.write(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999\r\n")
+        t_closed = await poll_closed(r1, 10)
+        assert t_closed - t0 >= 0.4
+        r2, w2 = await asyncio.open_connection(*server)
+        w2.write(b"OPTIONS sip:x SIP/2.0\r\n")
+        await poll_closed(r2, 10, trickle=lambda: w2.write(b"X"))  # a byte every 0.1 s
+        assert svc.tcp.stats["message_timeouts"] == 2 and svc.tcp.stats["idle_closed"] == 0
+        assert ("127.0.0.1", keepalive.port) in svc.tcp.conns
+        assert (await keepalive.request(options_lines(server))).status == 200
+        for w in (w1, w2):
+            w.close()
+        keepalive.close()
+    finally:
+        await svc.close()
+
+
+async def test_connection_cap_evicts_the_least_active_unregistered_never_a_registered(tmp_path: Path) -> None:
+    """Item 2 (lock-out): with the cap reached by idle connections that never registered, a
+    phone still gets in (the least recently active unregistered connection makes room); once
+    the cap is all registered phones, a newcomer is refused instead."""
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.tcp is not None
+        svc.tcp.max_connections = 3
+        a = await TcpPhone().connect(server)
+        assert (await a.register_auth(server, "1001", "s3cret")).status == 200
+        idle = [await asyncio.open_connection(*server, local_addr=(f"127.0.0.{i}", 0)) for i in (2, 3)]
+        for r, w in idle:  # both admitted
+            w.write(b"\r\n\r\n")
+            assert await asyncio.wait_for(r.readexactly(2), 2) == b"\r\n"
+        idle[1][1].write(b"\r\n\r\n")  # the second one was active last
+        assert await asyncio.wait_for(idle[1][0].readexactly(2), 2) == b"\r\n"
+        b = await TcpPhone().connect(server)  # the cap is reached: the first idle one goes
+        assert await read_closed(idle[0][0])
+        assert (await b.register_auth(server, "1003", "pw3")).status == 200
+        c = await TcpPhone().connect(server)  # ... then the second
+        assert await read_closed(idle[1][0])
+        assert (await c.register_auth(server, "1004", "pw4")).status == 200
+        r4, w4 = await asyncio.open_connection(*server)  # all three registered: refused
+        assert await read_closed(r4)
+        assert svc.tcp.stats["evicted"] == 2 and svc.tcp.stats["refused"] == 1
+        for ph in (a, b, c):
+            assert (await ph.request(options_lines(server))).status == 200
+            ph.close()
+        for _, w in (*idle, (r4, w4)):
+            w.close()
+    finally:
+        await svc.close()

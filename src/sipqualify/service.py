@@ -26,6 +26,7 @@ from typing import Any
 
 from .config.load import load_config
 from .model import Config, ConfigError, ConfigMessage, PeerConfig
+from .net.limits import prepare_open_files, tcp_connection_cap
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.tcp import TcpServer
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
@@ -141,6 +142,7 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        prepare_open_files(self.loop)  # before anything opens a file: each TCP connection is one
         self.config = self.opts.config if self.opts.config is not None else self._read_config()
         svc = self.config.service
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
@@ -370,6 +372,8 @@ class Service:
         if addr is not None:
             self._tcp_flows[peer] = addr
             self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
+            if self.tcp is not None:  # that connection is kept when room is needed
+                self.tcp.mark_registered(addr)
 
     def _arm_expiry(self, b: Any) -> None:
         # monotonic, as the loop's timers: a wall-clock step neither ends a binding nor stretches it
@@ -472,8 +476,10 @@ class Service:
         if g.tcpenable:  # a TCP listener on the address and port of each UDP socket
             svc = self.config.service
             self.tcp = TcpServer(self._on_tcp_message, clock=self.clock, on_batch_done=self._on_batch_done,
-                                 idle_timeout=svc.tcp_idle_timeout_s, max_connections=svc.tcp_max_connections,
-                                 max_per_ip=svc.tcp_max_connections_per_ip)
+                                 idle_timeout=svc.tcp_idle_timeout_s,
+                                 max_connections=tcp_connection_cap(svc.tcp_max_connections),
+                                 max_per_ip=svc.tcp_max_connections_per_ip,
+                                 max_unfinished=svc.tcp_max_unfinished_bytes, message_timeout=svc.tcp_message_timeout_s)
             self.tcp.on_connect_error = self._on_tcp_connect_error
             for ep in self.endpoints.values():
                 try:

@@ -314,11 +314,15 @@ class TomlReader:
                 b = self.want_bool(w, v)
                 if b is not None:
                     setattr(cfg.service, k, b)
-            elif k == "tcp_idle_timeout":
+            elif k in ("tcp_idle_timeout", "tcp_message_timeout"):
                 try:
-                    cfg.service.tcp_idle_timeout_s = parse_duration(v)
+                    setattr(cfg.service, f"{k}_s", parse_duration(v))
                 except ValueError as err:
                     self.error(w, f"{k}: {err}")
+            elif k == "tcp_max_unfinished_bytes":  # less than one message of 64 KiB would refuse a valid one
+                n = self.want_int(w, v, 65536)
+                if n is not None:
+                    cfg.service.tcp_max_unfinished_bytes = n
             elif k in ("tcp_max_connections", "tcp_max_connections_per_ip"):
                 n = self.want_int(w, v, 1)
                 if n is not None:
