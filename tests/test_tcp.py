@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sipqualify.api.metrics import SipqualifyCollector
 from sipqualify.service import Service, ServiceOptions
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.framing import StreamFramer
@@ -346,6 +347,10 @@ async def test_unfinished_bytes_budget_closes_hostile_connections_not_a_register
         assert snap["now"]["unfinished_bytes"] == buffered(svc)
         assert snap["now"]["unfinished_bytes_peak"] <= budget
         assert ("127.0.0.1", phone.port) in svc.tcp.conns  # the registered phone kept its connection
+        gauges = {s.labels["what"]: s.value for fam in SipqualifyCollector(svc).collect()
+                  if getattr(fam, "name", "") == "sipqualify_tcp_gauge" for s in fam.samples}  # type: ignore[attr-defined]
+        assert gauges["registered_connections"] == 1 and gauges["max_unfinished_bytes"] == budget
+        assert gauges["unfinished_bytes"] == snap["now"]["unfinished_bytes"]
         phone.writer.write(rest)  # ... and its message, finished now, is answered
         ok = await asyncio.wait_for(phone.responses.get(), 5)
         assert ok.status == 200 and ok.headers.get("CSeq") == "1 OPTIONS"

@@ -173,6 +173,13 @@ class SipqualifyCollector(Collector):
             yield c
             yield GaugeMetricFamily("sipqualify_tcp_connections", "open SIP TCP connections",
                                     value=float(snap["connections"]))
+            g = GaugeMetricFamily("sipqualify_tcp_gauge", "SIP over TCP levels now (registered connections, "
+                                  "unfinished-message bytes) and the limits in force", labels=["what"])
+            for group in ("now", "limits"):
+                for what, v in snap.get(group, {}).items():
+                    if isinstance(v, int | float):
+                        g.add_metric([what], float(v))
+            yield g
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, value=value)
