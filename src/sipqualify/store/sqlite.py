@@ -206,6 +206,21 @@ class Store:
         self._last_error: str | None = None
         self._failing_since: float | None = None
         self._last_error_log = 0.0
+        self._anchor()
+
+    def _anchor(self) -> None:
+        # Retention measures age against the wall clock read once, here, and advanced by
+        # monotonic time: a wall-clock step while running (NTP, `date -s`) moves nothing. The
+        # service stamps rows the same way (its wall offset is fixed at start), so rows written
+        # since start age exactly by elapsed time: a +91 d step deletes none of them early and a
+        # -N step keeps none of them past its window. Only rows from earlier runs depend on the
+        # clock being right at start; if it was N ahead or behind then, they go N early or late,
+        # once, and never "never".
+        self._wall_at_start = time.time()
+        self._mono_at_start = time.monotonic()
+
+    def _retention_now(self) -> float:
+        return self._wall_at_start + (time.monotonic() - self._mono_at_start)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,6 +263,7 @@ class Store:
             db.close()
             raise
         self._db = db
+        self._anchor()
         self._thread = threading.Thread(target=self._run, args=(db,), name="sipqualify-store", daemon=True)
         self._thread.start()
         return states
@@ -486,7 +502,7 @@ class Store:
     def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
         """Delete one bounded chunk of expired rows; True if there may be more."""
         keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
-        cutoff = time.time() - keep
+        cutoff = self._retention_now() - keep
         sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
