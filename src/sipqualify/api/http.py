@@ -58,13 +58,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: peers loaded, SIP socket(s) open and the store writer alive (503 otherwise)."""
+    """Ready: peers loaded, SIP socket(s) open, and the databases taking writes (503 otherwise,
+    with the cause of each storage failure under `errors`)."""
     svc = _svc(request)
-    store_ok = svc.store is not None and bool(svc.store.stats.get("writer_alive", True))
+    health = svc.storage_health()
     checks = {"engine": svc.engine is not None and svc.loaded, "sip_sockets": bool(svc.endpoints),
-              "store": store_ok}
+              "store": svc.store is not None and bool(health.get("store", {}).get("ok", False))}
+    if "bindings" in health:
+        checks["bindings"] = bool(health["bindings"]["ok"])
+    errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
     ok = all(checks.values())
-    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks}
+    if errors:
+        body["errors"] = errors
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def peers(request: web.Request) -> web.Response:
