@@ -147,6 +147,7 @@ class Service:
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = ensure_token(self.state_dir, svc.api_token)
+        self.events.max_subscribers = svc.api_max_event_subscribers
         self.store = Store(
             str(self.state_dir / "sipqualify.sqlite"),
             sample_retention_s=svc.sample_retention_s,
