@@ -134,3 +134,14 @@ async def test_a_large_post_body_is_refused_before_it_is_read(tmp_path: Path) ->
         assert status_of(await asyncio.to_thread(exchange, svc.api_addr, head.encode())) == 200
     finally:
         await svc.close()
+
+
+def test_api_limits_are_read_from_the_config(tmp_path: Path) -> None:
+    toml = tmp_path / "sipqualify.toml"
+    toml.write_text('[api]\nheader_timeout = "5s"\nmax_event_subscribers = 7\n')
+    cfg = load_config(str(toml))
+    assert (cfg.service.api_header_timeout_s, cfg.service.api_max_event_subscribers) == (5, 7)
+    toml.write_text("[api]\nheader_timeout = 0\nmax_event_subscribers = 0\n")
+    with pytest.raises(Exception, match="header_timeout") as err:
+        load_config(str(toml))
+    assert "max_event_subscribers" in str(err.value)

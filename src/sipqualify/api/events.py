@@ -38,7 +38,7 @@ QUEUE_BYTES_MAX = 4 * 1024 * 1024
 WRITE_BUFFER_MAX = 256 * 1024
 # a stream's socket send buffer: the kernel's autotuning grows it to megabytes for a peer that
 # never reads (1,000 such streams held 219 MB); this is plenty for a stream of small events
-SNDBUF = 64 * 1024
+SNDBUF = 16 * 1024  # the kernel doubles it
 OVERFLOW_GRACE_S = 5.0  # a dropped subscriber's connection is aborted if not closed by then
 DEFAULT_MAX_SUBSCRIBERS = 100
 KEEPALIVE_S = 15.0
