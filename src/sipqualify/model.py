@@ -113,6 +113,8 @@ class ServiceConfig:
     tcp_message_timeout_s: int = 10  # SIP over TCP: an unfinished message older than this closes its connection
     api_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS
     api_tls_key: str | None = None  # PEM private key (defaults to the certificate file)
+    api_header_timeout_s: float = 10.0  # API: no complete request head this long after connect/last answer: closed
+    api_max_event_subscribers: int = 100  # API: concurrent /events streams; more get 503
     manager_conf: str | None = None  # Asterisk manager.conf for the AMI port
     ami_enabled: bool | None = None  # None: as manager.conf [general] enabled says (off without one)
     ami_listen: tuple[str, int] | None = None  # overrides manager.conf bindaddr/port

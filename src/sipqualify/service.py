@@ -123,6 +123,8 @@ class Service:
         self.bindings: Any = None
         self._binding_queue: list[tuple[str, Any, asyncio.Future[None]]] = []
         self._binding_flushing = False
+        self._binding_failure: dict[str, Any] | None = None  # cause and since, until a store succeeds
+        self._bindings_file: Any = None
         self.loaded = False  # peers loaded and scheduled (readiness)
         self.webhooks: Any = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
@@ -148,6 +150,7 @@ class Service:
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = ensure_token(self.state_dir, svc.api_token)
+        self.events.max_subscribers = svc.api_max_event_subscribers
         self.store = Store(
             str(self.state_dir / "sipqualify.sqlite"),
             sample_retention_s=svc.sample_retention_s,
@@ -223,6 +226,9 @@ class Service:
                                                      authfail_ban=g.authfail_ban, algorithms=g.auth_algorithms),
                                    useragent=self.engine.useragent)
         self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
+        from .store.sqlite import FileWatch
+
+        self._bindings_file = FileWatch(str(self.state_dir / "bindings.sqlite"))
         restored: dict[str, Addr | None] = {}
         for b in await asyncio.to_thread(self.bindings.load, self.wallclock(), self.clock(), g.maxexpiry):
             p = self.config.peers.get(b.peer)
@@ -280,13 +286,32 @@ class Service:
             elif out.removed is not None:
                 await self._store_binding(out.removed, None)
         except sqlite3.Error as e:
-            log.error("cannot store the binding of '%s' (%s): answering 500", req.headers.get("To"), e)
+            if self._binding_failure is None:  # once per episode: it ends at the next stored binding
+                self._binding_failure = {"cause": f"{type(e).__name__}: {e}", "since": time.time()}
+                log.error("cannot store the binding of '%s' (%s): answering 500 until bindings can be stored",
+                          req.headers.get("To"), e)
             from .sip.message import make_response
 
             out.response = make_response(req, 500, "Server Internal Error", received=addr)
             out.binding = out.removed = None
             out.peer_status = None
+        else:
+            if self._binding_failure is not None:
+                log.warning("bindings are stored again (failing since %.0f s)",
+                            time.time() - self._binding_failure["since"])
+                self._binding_failure = None
         self._answer_register(req, addr, out, tcp, key)
+
+    def storage_health(self) -> dict[str, dict[str, Any]]:
+        """Per database: `ok`, and while not, the `cause` and `since` of the failure (for /readyz)."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.store is not None:
+            out["store"] = self.store.health()
+        if self.bindings is not None:
+            vanished = self._bindings_file.check() if self._bindings_file is not None else None
+            failure = vanished or self._binding_failure
+            out["bindings"] = {"ok": False, **failure} if failure else {"ok": True, "cause": None, "since": None}
+        return out
 
     def _send_register_answer(self, req: Any, addr: Addr, data: bytes, tcp: bool) -> None:
         if tcp:  # RFC 3261 §18.2.2: on the connection the request came over, whatever the Via says

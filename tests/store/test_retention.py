@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from sipqualify.store import Store
+from sipqualify.store import sqlite as sqlite_module
 
 from .conftest import wait_until
 
@@ -32,3 +35,65 @@ def test_retention_deletes_only_old_rows(make_store: Callable[..., Store]) -> No
     assert sorted(r.time for r in s.samples("p")) == sorted(now - 100 - i for i in range(5))
     assert sorted(r.time for r in s.transitions("p")) == sorted(now - 4000 - i for i in range(3))
     assert "p" in s.states()
+
+
+class _SteppedTime:
+    """Stands in for the `time` module inside the store: the wall clock can be stepped (an NTP
+    correction, an operator's `date -s`), monotonic time and sleeps are the real ones."""
+
+    def __init__(self) -> None:
+        self.step = 0.0
+
+    monotonic = staticmethod(time.monotonic)
+    perf_counter = staticmethod(time.perf_counter)
+    sleep = staticmethod(time.sleep)
+
+    def time(self) -> float:
+        return _real_time() + self.step
+
+
+_real_time = time.time
+
+
+DAY = 86400.0
+
+
+def test_a_forward_wall_clock_step_deletes_nothing_recent(
+    make_store: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _SteppedTime()
+    monkeypatch.setattr(sqlite_module, "time", clock)
+    s = make_store(sample_retention_s=7 * DAY, transition_retention_s=90 * DAY, retention_interval_s=0.05)
+    s.open()
+    now = clock.time()
+    for i in range(5):
+        s.record_sample("p", now - 60 - i, 1.0, 200, 1)  # written just before the step
+    s.record_transition("p", now - 60, "UNKNOWN", "OK", 1, 2000, 1.0)
+    s.flush()
+    clock.step = 91 * DAY
+    # rows that are expired in real time: once both are gone, retention has run after the step
+    s.record_sample("p", now - 8 * DAY, 1.0, 200, 1)
+    s.record_transition("p", now - 91 * DAY, "OK", "UNREACHABLE", -1, 2000, None)
+    s.flush()
+    wait_until(lambda: s.stats["retention_deleted"] >= 2)
+    assert sorted(r.time for r in s.samples("p")) == sorted(now - 60 - i for i in range(5))
+    assert [r.time for r in s.transitions("p")] == [now - 60]
+
+
+def test_a_backward_wall_clock_step_does_not_keep_rows_forever(
+    make_store: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _SteppedTime()
+    monkeypatch.setattr(sqlite_module, "time", clock)
+    s = make_store(sample_retention_s=7 * DAY, transition_retention_s=90 * DAY, retention_interval_s=0.05)
+    s.open()
+    now = clock.time()
+    s.record_sample("p", now - 60, 1.0, 200, 1)
+    s.flush()
+    clock.step = -365 * DAY
+    s.record_sample("p", now - 8 * DAY, 1.0, 200, 1)  # expired in real (elapsed) time
+    s.record_transition("p", now - 91 * DAY, "OK", "UNREACHABLE", -1, 2000, None)
+    s.flush()
+    wait_until(lambda: s.stats["retention_deleted"] >= 2)
+    assert [r.time for r in s.samples("p")] == [now - 60]
+    assert s.transitions("p") == []

@@ -4,8 +4,14 @@ Each event's `id:` is the transition's row id in SQLite, and events are publishe
 their COMMIT, so a client that reconnects with `Last-Event-ID` (the EventSource standard)
 gets exactly what it missed, from the database, then the live stream, with no gap and no
 duplicate. Filters: `?peer=a,b` and `?status=Unreachable,Reachable` (PeerStatus words) or
-`?state=UNREACHABLE,OK`. A subscriber that cannot keep up (queue of 10,000 events) is cut off;
-it can resume with its last id.
+`?state=UNREACHABLE,OK`.
+
+Fan-out is bounded: publishing appends to each subscriber's queue and never waits on a socket,
+so its cost does not depend on how slow subscribers are. A subscriber whose queue is full
+(`queue_max` events or `queue_bytes_max` bytes), or whose connection holds more than
+`write_buffer_max` unsent bytes, is dropped: it gets (best effort) a final `event: overflow`
+carrying the id of the last transition it was sent, and the connection is closed; it resumes
+with that id. At most `max_subscribers` streams run at once; more are refused with 503.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -26,7 +34,16 @@ log = logging.getLogger("sipqualify.events")
 
 PEER_STATUS = {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable", "UNKNOWN": "Unknown"}
 QUEUE_MAX = 10_000
+QUEUE_BYTES_MAX = 4 * 1024 * 1024
+WRITE_BUFFER_MAX = 256 * 1024
+# a stream's socket send buffer: the kernel's autotuning grows it to megabytes for a peer that
+# never reads (1,000 such streams held 219 MB); this is plenty for a stream of small events
+SNDBUF = 16 * 1024  # the kernel doubles it
+OVERFLOW_GRACE_S = 5.0  # a dropped subscriber's connection is aborted if not closed by then
+DEFAULT_MAX_SUBSCRIBERS = 100
 KEEPALIVE_S = 15.0
+
+Item = TransitionRecord | dict[str, Any]
 
 
 def event_json(rec: TransitionRecord) -> dict[str, Any]:
@@ -37,35 +54,94 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
     }
 
 
+def _cost(item: Item) -> int:
+    """About what the event takes on the wire, without encoding it (publish stays cheap)."""
+    if isinstance(item, TransitionRecord):
+        return 220 + len(item.peer)
+    return 120 + sum(len(str(v)) for v in item.values())
+
+
+class Subscriber:
+    """One stream's bounded queue. `dropped` ends the stream; `overflowed` says why."""
+
+    __slots__ = ("items", "size", "wake", "dropped", "overflowed", "transport")
+
+    def __init__(self, transport: asyncio.BaseTransport | None) -> None:
+        self.items: deque[tuple[Item, int]] = deque()
+        self.size = 0
+        self.wake = asyncio.Event()
+        self.dropped = False
+        self.overflowed = False
+        self.transport = transport
+
+    def pop(self) -> Item:
+        item, cost = self.items.popleft()
+        self.size -= cost
+        return item
+
+
 class EventHub:
     """Fan-out of committed transitions to SSE subscribers (and anything else in-process)."""
 
-    def __init__(self) -> None:
-        self.subscribers: set[asyncio.Queue[TransitionRecord | dict[str, Any] | None]] = set()
+    def __init__(self, max_subscribers: int = DEFAULT_MAX_SUBSCRIBERS) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.max_subscribers = max_subscribers
+        self.queue_max = QUEUE_MAX
+        self.queue_bytes_max = QUEUE_BYTES_MAX
+        self.write_buffer_max = WRITE_BUFFER_MAX
+        self.overflow_grace_s = OVERFLOW_GRACE_S
         self.dropped_subscribers = 0
+        self.refused_subscribers = 0
+        self.max_queued = 0  # high-water mark of any subscriber's queue (events)
 
-    def publish(self, rec: TransitionRecord | dict[str, Any]) -> None:
+    def publish(self, rec: Item) -> None:
         """A committed transition, or a registry event (a dict: live only, no id to resume by)."""
-        for q in list(self.subscribers):
-            try:
-                q.put_nowait(rec)
-            except asyncio.QueueFull:
-                self.subscribers.discard(q)
-                self.dropped_subscribers += 1
-                q._queue.clear()  # type: ignore[attr-defined]
-                q.put_nowait(None)  # tells the handler to end the stream
+        if not self.subscribers:
+            return
+        cost = _cost(rec)
+        for sub in list(self.subscribers):
+            t = sub.transport
+            if (len(sub.items) >= self.queue_max or sub.size + cost > self.queue_bytes_max
+                    or (isinstance(t, asyncio.WriteTransport) and t.get_write_buffer_size() > self.write_buffer_max)):
+                self._drop(sub, overflow=True)
+                continue
+            sub.items.append((rec, cost))
+            sub.size += cost
+            if len(sub.items) > self.max_queued:
+                self.max_queued = len(sub.items)
+            sub.wake.set()
+
+    def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
+        self.subscribers.discard(sub)
+        sub.dropped = True
+        sub.overflowed = overflow
+        sub.items.clear()
+        sub.size = 0
+        sub.wake.set()
+        if overflow:
+            self.dropped_subscribers += 1
+            t = sub.transport
+            if t is not None:
+                # the handler may be stuck waiting for this peer to read: do not wait for ever
+                asyncio.get_running_loop().call_later(self.overflow_grace_s, _abort, t)
 
     def close(self) -> None:
         """End every stream (daemon shutdown); clients resume with their last id."""
-        for q in list(self.subscribers):
-            self.subscribers.discard(q)
-            q._queue.clear()  # type: ignore[attr-defined]
-            q.put_nowait(None)
+        for sub in list(self.subscribers):
+            self._drop(sub, overflow=False)
 
-    def subscribe(self) -> asyncio.Queue[TransitionRecord | dict[str, Any] | None]:
-        q: asyncio.Queue[TransitionRecord | dict[str, Any] | None] = asyncio.Queue(QUEUE_MAX)
-        self.subscribers.add(q)
-        return q
+    def subscribe(self, transport: asyncio.BaseTransport | None = None) -> Subscriber:
+        sub = Subscriber(transport)
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+
+
+def _abort(t: asyncio.BaseTransport) -> None:
+    if isinstance(t, asyncio.WriteTransport):
+        t.abort()  # also when closing: close() waits for a peer that may never read
 
 
 def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
@@ -93,10 +169,21 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         last_id = int(last) if last else None
     except ValueError:
         raise web.HTTPBadRequest(text="Last-Event-ID must be a number") from None
+    if len(hub.subscribers) >= hub.max_subscribers:
+        hub.refused_subscribers += 1
+        return web.json_response({"error": f"too many event stream subscribers ({hub.max_subscribers})"},
+                                 status=503, headers={"Retry-After": "10"})
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+        except OSError:
+            pass
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    q = hub.subscribe()  # before the replay: nothing committed meanwhile is missed
+    sub = hub.subscribe(transport)  # before the replay: nothing committed meanwhile is missed
 
     def wanted(rec: TransitionRecord) -> bool:
         return (peers is None or rec.peer in peers) and (states is None or rec.new in states)
@@ -104,11 +191,11 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     async def send(rec: TransitionRecord) -> None:
         await resp.write(f"id: {rec.id}\nevent: transition\ndata: {json.dumps(event_json(rec))}\n\n".encode())
 
+    sent = last_id or 0
     try:
         await resp.write(b": sipqualify event stream\nretry: 2000\n\n")
-        sent = last_id or 0
         if last_id is not None and svc.store is not None:
-            while True:
+            while not sub.dropped:
                 rows = await asyncio.to_thread(svc.store.transitions_after, sent, 5000)
                 for rec in rows:
                     if wanted(rec):
@@ -116,16 +203,28 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                     sent = rec.id
                 if len(rows) < 5000:
                     break
+        loop = asyncio.get_running_loop()
+        keepalive_at = loop.time() + KEEPALIVE_S
         while True:
-            try:
-                item = await asyncio.wait_for(q.get(), KEEPALIVE_S)
-            except TimeoutError:
-                await resp.write(b": keepalive\n\n")
-                continue
-            if item is None:
-                if q not in hub.subscribers and hub.dropped_subscribers:
-                    log.warning("event stream subscriber %s ended (too slow, or shutdown)", request.remote)
+            if not sub.items and not sub.dropped:
+                sub.wake.clear()
+                try:
+                    # aiohttp does not cancel a handler whose client went away: look every second,
+                    # so a closed stream does not hold a subscriber slot until its next keepalive
+                    await asyncio.wait_for(sub.wake.wait(), min(1.0, max(0.0, keepalive_at - loop.time())))
+                except TimeoutError:
+                    if transport is None or transport.is_closing():
+                        break
+                    if loop.time() >= keepalive_at:
+                        keepalive_at = loop.time() + KEEPALIVE_S
+                        await resp.write(b": keepalive\n\n")
+                    continue
+            if sub.dropped:
+                if sub.overflowed:
+                    log.warning("event stream subscriber %s too slow: dropped after id %d", request.remote, sent)
+                    await _overflow(resp, sent, hub.overflow_grace_s)
                 break
+            item = sub.pop()
             if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
                 if (peers is None or item["peer"] in peers) and (
                         states is None or str(item["peer_status"]).upper() in states):
@@ -136,8 +235,24 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             sent = item.id
             if wanted(item):
                 await send(item)
-    except (ConnectionResetError, asyncio.CancelledError):
+    except (ConnectionError, asyncio.CancelledError):
         pass
     finally:
-        hub.subscribers.discard(q)
+        hub.unsubscribe(sub)
     return resp
+
+
+async def _overflow(resp: web.StreamResponse, sent: int, grace: float) -> None:
+    """Best effort: tell the subscriber where to resume, end the stream, close the connection."""
+    resp.force_close()
+    data = json.dumps({"last_id": sent, "reason": "subscriber too slow; resume with Last-Event-ID"})
+    head = f"id: {sent}\n" if sent else ""
+    try:
+        await asyncio.wait_for(_finish(resp, f"{head}event: overflow\ndata: {data}\n\n".encode()), grace)
+    except (TimeoutError, ConnectionError):
+        pass
+
+
+async def _finish(resp: web.StreamResponse, data: bytes) -> None:
+    await resp.write(data)
+    await resp.write_eof()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..model import ConfigError, ConfigMessage
 
@@ -20,6 +23,10 @@ if TYPE_CHECKING:
     from ..service import Service
 
 API = "/api/v1"
+# Requests with a body (POST) carry at most this much: the API takes no documents, and a body
+# is refused with 413 before it is read, never buffered whole.
+MAX_BODY = 64 * 1024
+log = logging.getLogger("sipqualify.api")
 SERVICE_KEY = web.AppKey("service", object)
 REGISTRY_KEY = web.AppKey("registry", object)
 
@@ -33,24 +40,71 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def token_ok(header: str, token: str) -> bool:
+    """`Authorization: Bearer <token>`, compared in constant time on bytes. Header bytes that are
+    not UTF-8 reach us as surrogate escapes (or are not encodable at all): never the token."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        raw = given.strip().encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return False
+    return hmac.compare_digest(raw, token.encode())
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path == "/healthz":
         return await handler(request)  # type: ignore[no-any-return]
     svc = _svc(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), svc.token.encode()):
+    if not token_ok(request.headers.get("Authorization", ""), svc.token):
         return _error(401, "missing or wrong API token")
+    if request.body_exists:
+        # No handler reads the body, so aiohttp's client_max_size never applied: refuse a large
+        # one here, by its Content-Length, or while reading a chunked one (read() stops at the
+        # limit). What the client still sends is discarded by aiohttp's lingering close.
+        length = request.content_length
+        too_large = length is not None and length > MAX_BODY
+        if not too_large:
+            try:
+                await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                too_large = True
+        if too_large:
+            resp = _error(413, f"request body larger than {MAX_BODY} bytes")
+            resp.force_close()  # the rest of the body is discarded, then the connection closed
+            return resp
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except web.HTTPException:
         raise
     except Exception as e:  # a bug in one handler must not take the daemon down
-        import logging
-
-        logging.getLogger("sipqualify.api").exception("API handler failed")
+        log.exception("API handler failed")
         return _error(500, f"internal error: {type(e).__name__}")
+
+
+class _ServerLog(logging.Logger):
+    """aiohttp's server logs every request it cannot parse (a 100 KB header, a bad request line)
+    with a traceback. Those come from the network, not from a bug: one rate-limited line
+    without a traceback, with a count. Anything else is logged as aiohttp logs it."""
+
+    def __init__(self) -> None:
+        super().__init__("sipqualify.api.server")
+        self.parent = log
+        self.rejected = 0
+        self._last_log = -1e9
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if not isinstance(exc, HttpProcessingError):
+            super().exception(msg, *args, exc_info=exc_info, **kw)
+            return
+        self.rejected += 1
+        now = time.monotonic()
+        if now - self._last_log >= 60.0:
+            self._last_log = now
+            log.warning("API: malformed HTTP request refused (%s; %d so far)", exc.message or exc, self.rejected)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,13 +112,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: peers loaded, SIP socket(s) open and the store writer alive (503 otherwise)."""
+    """Ready: peers loaded, SIP socket(s) open, and the databases taking writes (503 otherwise,
+    with the cause of each storage failure under `errors`)."""
     svc = _svc(request)
-    store_ok = svc.store is not None and bool(svc.store.stats.get("writer_alive", True))
+    health = svc.storage_health()
     checks = {"engine": svc.engine is not None and svc.loaded, "sip_sockets": bool(svc.endpoints),
-              "store": store_ok}
+              "store": svc.store is not None and bool(health.get("store", {}).get("ok", False))}
+    if "bindings" in health:
+        checks["bindings"] = bool(health["bindings"]["ok"])
+    errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
     ok = all(checks.values())
-    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks}
+    if errors:
+        body["errors"] = errors
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def peers(request: web.Request) -> web.Response:
@@ -238,7 +299,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 def make_app(svc: Service) -> web.Application:
-    app = web.Application(middlewares=[auth_middleware], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY)
     app[SERVICE_KEY] = svc
     from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
@@ -292,7 +353,12 @@ async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, 
 
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(cfg.api_tls_cert, cfg.api_tls_key or None)
-    runner = web.AppRunner(make_app(svc), access_log=None, handle_signals=False)
+    # aiohttp has no request-head timeout of its own, but its keep-alive timer is armed at
+    # connect and after every answer and closes a connection still waiting for a complete
+    # request head when it fires: set to the header timeout, it ends slowloris connections
+    # (a handler that is running, such as an event stream, is not affected).
+    runner = web.AppRunner(make_app(svc), access_log=None, handle_signals=False,
+                           keepalive_timeout=cfg.api_header_timeout_s, logger=_ServerLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_ctx)
     await site.start()

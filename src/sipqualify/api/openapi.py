@@ -108,7 +108,11 @@ def document() -> dict[str, Any]:
                 "200": _json({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}})}}},
             "/readyz": {"get": {"operationId": "readyz", "responses": {
                 "200": _json({"type": "object", "required": ["ready", "checks"]}),
-                "503": _json({"type": "object", "required": ["ready", "checks"]}, "not ready"), **UNAUTH}}},
+                "503": _json({"type": "object", "required": ["ready", "checks"], "properties": {
+                    "errors": {"type": "object", "description": "per failing database: cause and since",
+                               "additionalProperties": {"type": "object", "properties": {
+                                   "cause": {"type": "string"}, "since": {"type": ["number", "null"]}}}}}},
+                    "not ready"), **UNAUTH}}},
             "/api/v1/peers": {"get": {"operationId": "listPeers", "responses": {
                 "200": _json({"type": "object", "required": ["peers"], "properties": {
                     "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}}), **UNAUTH}}},

@@ -280,6 +280,20 @@ class TomlReader:
                 n = self.want_int(w, v, 0)
                 if n is not None:
                     svc.metrics_peer_limit = n
+            elif k == "header_timeout":
+                try:
+                    d = parse_duration(v)
+                except ValueError as err:
+                    self.error(w, f"{k}: {err}")
+                else:
+                    if d < 1:
+                        self.error(w, f"{k} must be at least 1 second")
+                    else:
+                        svc.api_header_timeout_s = d
+            elif k == "max_event_subscribers":
+                n = self.want_int(w, v, 1)
+                if n is not None:
+                    svc.api_max_event_subscribers = n
             elif k in ("tls_cert", "tls_key"):
                 s = self.want_str(w, v)
                 if s is not None:

@@ -57,7 +57,13 @@ class BindingStore:
                     i = j
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                # SQLite may already have rolled back (SQLITE_FULL, I/O errors) or BEGIN itself
+                # failed: a ROLLBACK then fails too, and its error must not replace the cause
+                if self.db.in_transaction:
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
 
     def save(self, b: Binding) -> None:

@@ -19,8 +19,10 @@ does), and large backlogs are split into transactions of `batch_rows` rows so a 
 holds a transition back for long.
 
 When the disk stalls (disk full, a lock held by another process, a slow device), writes fail
-or block in the writer only. Errors are counted in `stats`, logged on the
-"sipqualify.store" logger and retried with backoff, forever; they never reach the caller.
+or block in the writer only. Errors are counted in `stats`, retried with backoff, forever, and
+never reach the caller; `health()` reports the failure with its cause (logged once per episode
+on the "sipqualify.store" logger; the episode ends at the next successful commit), and so does
+a database file removed or replaced under the running store (checked at most once a second).
 The only thing ever dropped is samples: their queue is bounded (`max_queued_samples`), and
 overflow is counted in `stats["samples_dropped"]`. Transitions are never dropped; state
 upserts are bounded by the number of peers.
@@ -36,6 +38,7 @@ and may be called from any thread; the service calls them through `asyncio.to_th
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -205,7 +208,26 @@ class Store:
         self._max_commit_ms = 0.0
         self._last_error: str | None = None
         self._failing_since: float | None = None
-        self._last_error_log = 0.0
+        self._failing_cause: str | None = None
+        self._vanished: str | None = None
+        self._vanished_since: float | None = None
+        self._file_id: tuple[int, int] | None = None
+        self._next_file_check = 0.0
+        self._anchor()
+
+    def _anchor(self) -> None:
+        # Retention measures age against the wall clock read once, here, and advanced by
+        # monotonic time: a wall-clock step while running (NTP, `date -s`) moves nothing. The
+        # service stamps rows the same way (its wall offset is fixed at start), so rows written
+        # since start age exactly by elapsed time: a +91 d step deletes none of them early and a
+        # -N step keeps none of them past its window. Only rows from earlier runs depend on the
+        # clock being right at start; if it was N ahead or behind then, they go N early or late,
+        # once, and never "never".
+        self._wall_at_start = time.time()
+        self._mono_at_start = time.monotonic()
+
+    def _retention_now(self) -> float:
+        return self._wall_at_start + (time.monotonic() - self._mono_at_start)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,6 +270,8 @@ class Store:
             db.close()
             raise
         self._db = db
+        self._file_id = _file_id(self.path)
+        self._anchor()
         self._thread = threading.Thread(target=self._run, args=(db,), name="sipqualify-store", daemon=True)
         self._thread.start()
         return states
@@ -362,6 +386,43 @@ class Store:
         d["writer_alive"] = self._thread is not None and self._thread.is_alive()
         return d
 
+    def health(self) -> dict[str, Any]:
+        """`ok`, and while not: the `cause` and `since` (wall time) of the current failure.
+
+        Failing means writes are not reaching the database file the daemon will read at its next
+        start: commits failing (disk full, read-only, I/O, locked), the writer thread gone, or the
+        file removed or replaced under us (writes then go to a deleted inode, lost at restart).
+        """
+        cause: str | None = None
+        since: float | None = None
+        if self._vanished is not None:
+            cause, since = self._vanished, self._vanished_since
+        elif self._failing_since is not None:
+            cause, since = self._failing_cause or self._last_error, self._failing_since
+        elif self._thread is not None and not self._thread.is_alive() and not self._closed:
+            cause = "the store writer thread has stopped"
+        if cause is None:
+            return {"ok": True, "cause": None, "since": None}
+        wall_since = None if since is None else time.time() - (time.monotonic() - since)
+        return {"ok": False, "cause": cause, "since": wall_since}
+
+    def _check_file(self) -> None:
+        """Writer thread, at most once a second: is the path still the file we have open?"""
+        now = time.monotonic()
+        if self._vanished is not None or now < self._next_file_check or self._file_id is None:
+            return
+        self._next_file_check = now + 1.0
+        try:
+            current = _file_id(self.path)
+        except OSError:
+            return  # cannot tell (permissions, a flaky mount): a failing commit will say more
+        if current == self._file_id:
+            return
+        self._vanished_since = now
+        self._vanished = (f"database file {self.path} was removed or replaced while open; what is "
+                          "written now is lost at restart (restart the daemon to recreate it)")
+        log.error("store: %s", self._vanished)
+
     # ------------------------------------------------------------------ writer thread
 
     def _run(self, db: sqlite3.Connection) -> None:
@@ -371,6 +432,7 @@ class Store:
         retention_todo: list[str] = []
         while True:
             try:
+                self._check_file()
                 with self._wake:
                     while not (self._transitions or self._flush_waiters or self._stop):
                         now = time.monotonic()
@@ -486,7 +548,7 @@ class Store:
     def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
         """Delete one bounded chunk of expired rows; True if there may be more."""
         keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
-        cutoff = time.time() - keep
+        cutoff = self._retention_now() - keep
         sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
@@ -520,9 +582,14 @@ class Store:
                 db.execute("COMMIT")
             except sqlite3.OperationalError as e:
                 self._rollback(db)
-                self._failed(e, transient=True)
                 if not persist:
+                    # housekeeping (retention) tries again at its next turn; it loses no data, so
+                    # on its own it does not make the store unhealthy
+                    self._n["errors"] += 1
+                    self._last_error = f"{type(e).__name__}: {e}"
+                    log.debug("store housekeeping failed (%s); next turn", self._last_error)
                     return False, None
+                self._failed(e, transient=True)
                 if self._abandon.wait(delay):
                     raise _Abandoned from e
                 delay = min(delay * 2, 2.0)
@@ -539,6 +606,7 @@ class Store:
             if self._failing_since is not None:
                 log.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
                 self._failing_since = None
+                self._failing_cause = None
             return True, result
 
     @staticmethod
@@ -556,10 +624,12 @@ class Store:
         if not transient:
             return  # the caller logs the row it rejects
         if self._failing_since is None:
+            # once per episode (it ends at the next successful commit): a full disk fails every
+            # retry, and the first error is the one that names the cause
             self._failing_since = now
-        if now - self._last_error_log >= 10.0:  # a stalled disk fails every second; log every 10
-            self._last_error_log = now
-            log.warning("store write failed (%s); retrying, queue %s", self._last_error, self._depths())
+            self._failing_cause = self._last_error
+            log.error("store writes failing (%s); retrying until they succeed, queue %s",
+                      self._last_error, self._depths())
 
     # ------------------------------------------------------------------ reads (any thread)
 
@@ -643,6 +713,39 @@ class Store:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+class FileWatch:
+    """Notices that a database file was removed or replaced since it was opened (SQLite keeps
+    writing to the open, deleted inode without an error)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._id = _file_id(path)
+        self._failure: dict[str, Any] | None = None
+
+    def check(self) -> dict[str, Any] | None:
+        """None while the path is the file opened; else the cause and since (logged once)."""
+        if self._failure is None and self._id is not None:
+            try:
+                current = _file_id(self.path)
+            except OSError:
+                return None
+            if current != self._id:
+                cause = (f"database file {self.path} was removed or replaced while open; what is written "
+                         "now is lost at restart (restart the daemon to recreate it)")
+                log.error("store: %s", cause)
+                self._failure = {"cause": cause, "since": time.time()}
+        return self._failure
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of `path`, None if it does not exist: what identifies the open file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _read_states(db: sqlite3.Connection) -> dict[str, PeerStateRecord]:
