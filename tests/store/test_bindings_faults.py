@@ -25,7 +25,7 @@ def test_disk_full_is_reported_as_disk_full_and_the_store_recovers(tmp_path: Pat
         assert not bs.db.in_transaction
         bs.db.execute("PRAGMA max_page_count=1073741823")  # space again
         bs.apply([(f"p{i}", _binding(i)) for i in range(50)])
-        assert len(bs.load(0.0)) == 50
+        assert len(bs.load(0.0, 0.0, 3600)) == 50
     finally:
         bs.close()
 
@@ -40,7 +40,7 @@ def test_a_failed_begin_is_reported_as_itself(tmp_path: Path) -> None:
             bs.apply([("p1", _binding(1))])
         other.execute("ROLLBACK")
         bs.apply([("p1", _binding(1))])
-        assert [b.peer for b in bs.load(0.0)] == ["p1"]
+        assert [b.peer for b in bs.load(0.0, 0.0, 3600)] == ["p1"]
     finally:
         other.close()
         bs.close()
