@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -9,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from sipqualify.qualify.engine import QualifyEngine
+from sipqualify.model import GeneralConfig
+from sipqualify.qualify import engine as engine_module
+from sipqualify.qualify.engine import MALFORMED_LOG_INTERVAL, MALFORMED_LOG_SOURCES, QualifyEngine
 
 from .sim import answer, build, ok_after, peer, silent
 
@@ -243,3 +246,128 @@ def test_answer_goes_to_the_via_port_without_rport() -> None:
     sim.engine.receive_datagram(req, ("127.0.0.1", 40000), 0.0)
     (_, dest), = sim.engine.datagrams_to_send()
     assert dest == ("127.0.0.1", 15095)
+
+
+def _probe(*, start: str = "OPTIONS sip:127.0.0.1:15060 SIP/2.0", via_port: str = "5060", rport: str = "",
+           mf: str = "70", from_port: str = "5060", cseq: str = "1", clen: str = "0", extra: str = "") -> bytes:
+    return (f"{start}\r\nVia: SIP/2.0/UDP 10.9.9.9:{via_port};branch=z9hG4bKp{rport}\r\nMax-Forwards: {mf}\r\n"
+            f"From: <sip:p@10.9.9.9:{from_port}>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: probe\r\n"
+            f"CSeq: {cseq} OPTIONS\r\n{extra}Content-Length: {clen}\r\n\r\n").encode()
+
+
+# One datagram per place where a Unicode digit once gave a ValueError (a traceback in the log,
+# internal_errors) or was read as a number (an answer): RFC 3261 §25.1 DIGIT is ASCII.
+UNICODE_DIGIT_DATAGRAMS = {
+    "via-port": _probe(via_port="\u00b2"),
+    "via-port-fullwidth": _probe(via_port="\uff15\uff10\uff16\uff10"),
+    "via-port-lws": _probe(via_port="\u0665\u0660\u0666\u0660").replace(b"UDP 10.9.9.9:", b"UDP 10.9.9.9 : "),
+    "via-rport": _probe(rport=";rport=\u00b2"),
+    "cseq": _probe(cseq="\u00b2"),
+    "content-length": _probe(clen="\u00b2"),
+    "content-length-conflict": _probe(extra="Content-Length: \uff10\r\n"),
+    "max-forwards": _probe(mf="\u00b2"),
+    "request-uri-port": _probe(start="OPTIONS sip:127.0.0.1:\u00b2 SIP/2.0"),
+    "from-uri-port": _probe(from_port="\u0663"),
+    "status-code": _probe(start="SIP/2.0 \u00b200 OK"),
+    "huge-max-forwards": _probe(mf="9" * 5000),
+}
+
+
+@pytest.mark.parametrize("where", sorted(UNICODE_DIGIT_DATAGRAMS))
+def test_unicode_digits_are_malformed_input_not_internal_errors(where: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sipqualify.engine")
+    sim = build([], {})
+    sim.engine.receive_datagram(UNICODE_DIGIT_DATAGRAMS[where], ("10.9.9.9", 5060), 0.0)
+    st = sim.engine.stats
+    assert (st.rx_malformed, st.internal_errors, st.requests_answered) == (1, 0, 0)
+    assert sim.engine.datagrams_to_send() == []
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert caplog.records[0].exc_info is None and "Traceback" not in caplog.text
+
+
+def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    parsed: list[bytes] = []
+    real = engine_module.parse_message
+
+    def counting(data: bytes) -> engine_module.Request | engine_module.Response:
+        parsed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(engine_module, "parse_message", counting)
+    return parsed
+
+
+@pytest.mark.parametrize("worst", [UNICODE_DIGIT_DATAGRAMS["content-length"],
+                                   b"SIP/2.0 200 OK\r\n" + UNICODE_DIGIT_DATAGRAMS["cseq"].split(b"\r\n", 1)[1]],
+                         ids=["request", "response"])
+def test_a_flood_from_one_source_is_dropped_before_parsing(worst: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-source budget (2,000/s, burst 4,000) is charged before parse_message, for requests
+    and for responses that answer none of our pokes: beyond it a datagram is never parsed."""
+    parsed = _count_parses(monkeypatch)
+    sim = build([], {})
+    for _ in range(10_000):
+        sim.engine.receive_datagram(worst, ("10.9.9.9", 5060), 0.0)
+    st = sim.engine.stats
+    assert len(parsed) == st.rx_malformed == 4000  # the burst
+    assert st.rate_limited == 6000 and st.internal_errors == 0
+    for _ in range(3000):  # one second later the bucket holds 2,000 datagrams
+        sim.engine.receive_datagram(worst, ("10.9.9.9", 5060), 1.0)
+    assert len(parsed) == 6000 and sim.engine.stats.rate_limited == 7000
+    sim.engine.receive_datagram(worst, ("10.8.8.8", 5060), 1.0)  # another source has its own budget
+    assert len(parsed) == 6001
+
+
+def test_a_peer_is_answered_whoever_floods_from_its_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A response naming the branch of one of our pokes skips the budget: a flood from the peer's
+    own address (spoofed) arriving just before each answer costs it nothing."""
+    garbage = UNICODE_DIGIT_DATAGRAMS["status-code"]
+
+    def flooded(req: bytes, t: float) -> list[tuple[float, bytes]]:
+        return [(0.001, garbage)] * 5000 + [(0.001, answer(req))]
+
+    sim = build([peer("p", A[1], 2000, freq_s=1)], {A: flooded})
+    sim.run_until(3.5)
+    st = sim.engine.stats
+    assert sim.engine.peer("p").status == "OK (1 ms)"  # type: ignore[union-attr]
+    assert [c[1] for c in sim.changes()] == ["OK"] and st.answered == 4 and st.timeouts == 0
+    assert st.rate_limited > 0 and st.internal_errors == 0
+
+
+def test_answers_from_one_address_are_never_budgeted() -> None:
+    """An SBC or a Kamailio answering for thousands of peers from one address: 6,000 answers in
+    the same millisecond, beyond the burst of 4,000, all count."""
+    peers = [peer(f"p{i}", A[1], 2000, freq_s=60) for i in range(6000)]
+    sim = build(peers, {A: ok_after(0.001)}, GeneralConfig(qualifypeers=-1))
+    sim.run_until(0.5)
+    st = sim.engine.stats
+    assert (st.answered, st.rate_limited, st.rx_malformed) == (6000, 0, 0)
+
+
+def test_malformed_input_is_logged_once_per_source_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="sipqualify.engine")
+    sim = build([], {})
+    bad = UNICODE_DIGIT_DATAGRAMS["cseq"]
+    for t in range(int(MALFORMED_LOG_INTERVAL)):  # 1 per second per source: inside the budget
+        for src in (("10.9.9.9", 5060), ("10.9.9.9", 5061), ("10.8.8.8", 5060)):
+            sim.engine.receive_datagram(bad, src, float(t))
+    assert sim.engine.stats.rx_malformed == 3 * int(MALFORMED_LOG_INTERVAL)
+    assert [r.getMessage().split(" port ")[0] for r in caplog.records] == [
+        "malformed SIP from 10.9.9.9", "malformed SIP from 10.8.8.8"]
+    assert "bad CSeq number" in caplog.records[0].getMessage()
+    sim.engine.receive_datagram(bad, ("10.9.9.9", 5060), MALFORMED_LOG_INTERVAL)  # the next interval
+    assert len(caplog.records) == 3
+    caplog.clear()
+    for i in range(1000):  # spoofed sources: the number of lines stays bounded
+        sim.engine.receive_datagram(bad, (f"10.7.{i // 250}.{i % 250}", 5060), 2 * MALFORMED_LOG_INTERVAL)
+    assert len(caplog.records) == MALFORMED_LOG_SOURCES
+    assert all(r.exc_info is None and r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_log_line_for_bad_input_is_ascii(caplog: pytest.LogCaptureFixture) -> None:
+    """Invalid UTF-8 reaches the parser as lone surrogates; the log line escapes them (a log file
+    opened as UTF-8 would otherwise fail to write it)."""
+    caplog.set_level(logging.INFO, logger="sipqualify.engine")
+    sim = build([], {})
+    sim.engine.receive_datagram(_probe(cseq="\u00b2").replace("\u00b2".encode(), b"\xff\xfe"), ("10.9.9.9", 5060), 0.0)
+    assert sim.engine.stats.rx_malformed == 1
+    assert caplog.records[0].getMessage().isascii()

@@ -41,7 +41,7 @@ from urllib.parse import unquote
 
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Request, Response, SipParseError, make_response, parse_message
-from ..sip.options import ALLOW, build_options, format_host
+from ..sip.options import ALLOW, BRANCH_LEN, build_options, format_host
 from ..sip.transaction import FINAL, PROVISIONAL, RETRANSMIT, RETRANSMITTED, TIMEOUT, ClientTransaction
 from . import state as st
 from .events import Event, QualifyResult, StateChanged, TransportError
@@ -62,9 +62,11 @@ LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs
 ACCEPT = "application/sdp"
 KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
                            "UPDATE", "PRACK"))
-REQUEST_RATE = 2000.0  # answers per second per source address (an SBC fronts many phones)
+REQUEST_RATE = 2000.0  # datagrams per second per source address (an SBC fronts many phones)
 REQUEST_BURST = 4000.0
 MAX_DATAGRAM = 65535
+MALFORMED_LOG_INTERVAL = 60.0  # s: one line per source per interval for bad input, the rest is counted
+MALFORMED_LOG_SOURCES = 64  # sources named per interval: spoofed source addresses cannot flood the log
 
 
 class Peer:
@@ -163,7 +165,7 @@ class EngineStats:
     internal_errors: int = 0
     transitions: int = 0
     keepalives: int = 0
-    rate_limited: int = 0  # requests from one address beyond its answer budget, dropped
+    rate_limited: int = 0  # datagrams from one address beyond its budget, dropped before parsing
 
 
 @dataclass(slots=True)
@@ -231,7 +233,9 @@ class QualifyEngine:
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
         self._by_class = [0] * 7  # responses by status class (index 1..6)
-        self._buckets: dict[str, list[float]] = {}  # per-source answer budget (token bucket)
+        self._buckets: dict[str, list[float]] = {}  # per-source budget (token bucket)
+        self._malformed_logged: set[str] = set()  # sources whose bad input was logged this interval
+        self._malformed_interval_end = float("-inf")
         self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
@@ -412,21 +416,30 @@ class QualifyEngine:
         if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
             self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
             return
+        # The per-source budget is charged before any parsing, so beyond it a flood costs a dict
+        # lookup per datagram whatever it holds (and gets no answers: never amplify). Requests
+        # and responses alike: a response to nobody's poke is worth nothing, and starting with
+        # "SIP/2.0 " must not be a way around the budget. The one exemption is a response naming
+        # the branch of one of our pokes in flight or lingering: 64 random bits that only the
+        # peer we sent it to can know, so its answers are never dropped, whoever floods from
+        # whatever address (its own, spoofed, included) and however the flood is shaped.
+        if not self._answers_our_poke(data) and not self._allow_from(addr[0], now):
+            self.stats.rate_limited += 1
+            return
         if len(data) > MAX_DATAGRAM:
-            self.stats.rx_malformed += 1
+            self._malformed(addr, now, f"datagram of {len(data)} bytes")
             return
         try:
             msg = parse_message(data)
         except SipParseError as e:
-            self.stats.rx_malformed += 1
-            log.debug("malformed datagram from %s: %s", addr, e)
+            self._malformed(addr, now, e.reason)
             return
-        except Exception:
+        except Exception:  # a bug in the parser (it raises SipParseError for any bad input)
             self.stats.internal_errors += 1
             log.exception("parser failed on a datagram from %s", addr)
             return
         if msg.defects and isinstance(msg, Response):
-            self.stats.rx_malformed += 1
+            self._malformed(addr, now, msg.defects[0])
             return
         try:
             if isinstance(msg, Response):
@@ -434,8 +447,7 @@ class QualifyEngine:
             else:
                 self._on_request(msg, addr, now)
         except SipParseError as e:
-            self.stats.rx_malformed += 1
-            log.debug("malformed message from %s: %s", addr, e)
+            self._malformed(addr, now, e.reason)
         except Exception:
             self.stats.internal_errors += 1
             log.exception("internal error handling a message from %s", addr)
@@ -697,8 +709,29 @@ class QualifyEngine:
         else:
             self._schedule_poke(p, now + self.policy.freq_notok_s)
 
+    def _answers_our_poke(self, data: bytes) -> bool:
+        """A response whose first branch starts with one of our transactions' (bytes, no parsing:
+        0.4 µs). Wrong either way only decides whether the datagram is charged to its source."""
+        i = data.find(b";branch=z9hG4bK") + 8
+        return i > 7 and data[i:i + BRANCH_LEN].decode("latin-1") in self._txns and data.startswith(b"SIP/2.0 ")
+
+    def _malformed(self, addr: Addr, now: float, reason: str) -> None:
+        """Bad input: counted; logged without a traceback, once per source per interval, for
+        at most MALFORMED_LOG_SOURCES sources per interval (bounded memory, bounded log)."""
+        self.stats.rx_malformed += 1
+        if now >= self._malformed_interval_end:
+            self._malformed_interval_end = now + MALFORMED_LOG_INTERVAL
+            self._malformed_logged.clear()
+        ip = addr[0]
+        if ip in self._malformed_logged or len(self._malformed_logged) >= MALFORMED_LOG_SOURCES:
+            return
+        self._malformed_logged.add(ip)
+        log.info("malformed SIP from %s port %s: %s (more bad input from %s is counted, not logged, for %.0f s)",
+                 ip, addr[1], reason[:200].encode("ascii", "backslashreplace").decode(), ip,
+                 self._malformed_interval_end - now)
+
     def _allow_from(self, ip: str, now: float) -> bool:
-        """Token bucket per source address for answers to requests (RATE per second, BURST)."""
+        """Token bucket per source address for what it sends us (RATE per second, BURST)."""
         b = self._buckets.get(ip)
         if b is None:
             if len(self._buckets) > 100_000:
@@ -730,15 +763,12 @@ class QualifyEngine:
         """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
         if req.method == "ACK":
             return
-        if not self._allow_from(addr[0], now):
-            self.stats.rate_limited += 1  # never amplify: one address gets a bounded answer rate
-            return
         if req.method == "REGISTER" and self.register_hook is not None and not req.defects:
             self.register_hook(req, addr, now)
             return
         if req.defects:
             if req.top_via is None or req.call_id is None:
-                self.stats.rx_malformed += 1  # nowhere to send an answer to
+                self._malformed(addr, now, req.defects[0])  # nowhere to send an answer to
                 return
             d = req.defects[0][:100]
             status, reason = 400, d[:1].upper() + d[1:]

@@ -7,6 +7,7 @@ is in `pings` so the transport can answer them.
 
 from __future__ import annotations
 
+from .abnf import digits_value
 from .errors import SipParseError
 
 MAX_MESSAGE = 65535
@@ -40,11 +41,11 @@ class StreamFramer:
             clen = None
             for line in head.split(b"\r\n")[1:]:
                 name, colon, value = line.partition(b":")
-                if colon and name.strip().lower() in (b"content-length", b"l"):
-                    v = value.strip()
-                    if not v.isdigit():
+                if colon and name.strip(b" \t").lower() in (b"content-length", b"l"):
+                    v = value.strip(b" \t")
+                    clen = digits_value(v, 10)  # more digits than that would exceed max_message anyway
+                    if clen is None:
                         raise SipParseError(f"bad Content-Length {v[:20]!r} on a stream")
-                    clen = int(v)
             if clen is None:
                 raise SipParseError("no Content-Length on a stream transport (RFC 3261 §18.3)")
             total = end + 4 + clen

@@ -5,7 +5,10 @@ Theory of operation: `parse_message` validates what every receiver must be able 
 framing, top-level Via / From / To syntax) and raises `SipParseError` with a specific reason
 for anything else; it never raises anything other than SipParseError on bytes from the
 network and its cost is linear in the size of the datagram (bounded at 65535 bytes). Header
-values stay text; Via and URIs are parsed when asked for.
+values stay text; Via and URIs are parsed when asked for, and those accessors (`cseq`,
+`top_via`, `branch`, `Via.rport`, `Request.response_dest`, `make_response`) raise nothing but
+SipParseError either (tests/sip/test_parser_property.py). Numbers, spaces and tokens are
+ASCII, as RFC 3261's ABNF says (`abnf.py`): '²' or '５' in a port is a parse error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .abnf import LWS, TOKEN_RE, digits_value, is_digits, is_quoted, is_token
 from .errors import SipParseError
 from .headers import Headers, canonical, split_commas
 from .uri import SipUri, format_host, parse_name_addr, parse_uri
@@ -33,24 +37,23 @@ __all__ = [
 MAX_MESSAGE = 65535
 MAX_HEADERS = 256
 MAX_LINE = 8192
-_TOKEN = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")
 _WANTED = frozenset((*_REQUIRED, "max-forwards", "content-length"))
 _HOSTCHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-."
-_TOKEN_RE = r"[A-Za-z0-9.!%*_+`'~-]+"
 _PORT_RE = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 # `SIP/2.0/UDP host[:port][;params]` with no LWS: what nearly every UA sends. Group 1 is the
-# branch (None when the Via has none). Anything else goes through parse_via.
+# branch (None when the Via has none). Anything else goes through parse_via. re.ASCII: under
+# IGNORECASE alone, [a-z] also matches KELVIN SIGN and LATIN SMALL LETTER LONG S.
 _VIA_OK = re.compile(
-    rf"SIP/2\.0/{_TOKEN_RE} [A-Za-z0-9.-]+(?::{_PORT_RE})?"
-    rf"(?:;(?:branch=({_TOKEN_RE})|(?!branch=){_TOKEN_RE}(?:={_TOKEN_RE})?))*",
-    re.IGNORECASE,
+    rf"SIP/2\.0/{TOKEN_RE} [A-Za-z0-9.-]+(?::{_PORT_RE})?"
+    rf"(?:;(?:branch=({TOKEN_RE})|(?!branch=){TOKEN_RE}(?:={TOKEN_RE})?))*",
+    re.IGNORECASE | re.ASCII,
 )
 _NAME_CACHE: dict[str, tuple[str, str, bool]] = {}  # raw name as seen -> (canonical, lower, wanted)
-_VIA_RE = re.compile(
-    r"^\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9.!%*_+`'~-]+)\s+"
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:\s*:\s*(\d{1,5}))?\s*(.*)$",
-    re.S,
+_VIA_RE = re.compile(  # LWS is SP / HTAB, a port ASCII digits (`\s` and `\d` are Unicode)
+    rf"[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*({TOKEN_RE})[ \t]+"
+    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(.*)",
+    re.S | re.ASCII,
 )
 
 
@@ -67,9 +70,10 @@ class Via:
 
     @property
     def rport(self) -> int | None:
-        """The rport value filled in by a server; None when absent or requested (bare)."""
+        """The rport value filled in by a server; None when absent, requested (bare) or not a port."""
         v = self.params.get("rport")
-        return int(v) if v is not None and v.isdigit() else None
+        port = digits_value(v, 5) if v is not None else None
+        return port if port and port < 65536 else None
 
     @property
     def wants_rport(self) -> bool:
@@ -87,10 +91,10 @@ class Via:
 
 def _parse_via_fast(value: str) -> Via | None:
     """The common shape `SIP/2.0/UDP host[:port][;params]` without a regex; None if odd."""
-    if not value.startswith("SIP/2.0/"):
+    if not value.startswith("SIP/2.0/") or not value.isascii():
         return None
     transport, sp, rest = value[8:].partition(" ")
-    if not sp or not transport or transport.strip(_TOKEN) or " " in rest or "\t" in rest:
+    if not sp or not is_token(transport) or " " in rest or "\t" in rest:
         return None
     sentby, _, ptext = rest.partition(";")
     if sentby.startswith("["):
@@ -100,16 +104,14 @@ def _parse_via_fast(value: str) -> Via | None:
         return None
     port = None
     if colon:
-        if not port_s.isdigit() or len(port_s) > 5:
-            return None
-        port = int(port_s)
-        if not 0 < port < 65536:
+        port = digits_value(port_s, 5)
+        if port is None or not 0 < port < 65536:
             return None
     params: dict[str, str | None] = {}
     if ptext:
         for part in ptext.split(";"):
             name, eq, v = part.partition("=")
-            if not name or name.strip(_TOKEN) or (eq and not v):
+            if not is_token(name) or (eq and not v):
                 return None
             params[name.lower()] = v if eq else None
     return Via(transport.upper(), host, port, params)
@@ -119,7 +121,7 @@ def parse_via(value: str) -> Via:
     fast = _parse_via_fast(value)
     if fast is not None:
         return fast
-    m = _VIA_RE.match(value)
+    m = _VIA_RE.fullmatch(value)
     if m is None:
         raise SipParseError(f"bad Via: {value!r}")
     transport, host, port_s, rest = m.groups()
@@ -128,22 +130,24 @@ def parse_via(value: str) -> Via:
     if port is not None and not 0 < port < 65536:
         raise SipParseError(f"Via port out of range: {value!r}")
     params: dict[str, str | None] = {}
-    rest = rest.strip()
+    rest = rest.strip(LWS)
     if rest:
         if not rest.startswith(";"):
             raise SipParseError(f"junk after Via sent-by: {value!r}")
         for part in rest[1:].split(";"):
-            part = part.strip()
+            part = part.strip(LWS)
             if not part:
                 raise SipParseError(f"empty Via parameter in {value!r}")
             name, eq, v = part.partition("=")
-            name = name.strip().lower()
-            if not name or name.strip(_TOKEN.lower()):
+            name = name.strip(LWS)
+            if not is_token(name):
                 raise SipParseError(f"bad Via parameter {part!r}")
-            v = v.strip()
+            v = v.strip(LWS)
             if eq and not v:
                 raise SipParseError(f"Via parameter {name} without a value")
-            params[name] = v if eq else None
+            if not v.isascii() and not is_quoted(v):  # via-extension: token / host / quoted-string
+                raise SipParseError(f"Via parameter {name} is not ASCII and not quoted: {v[:40]!r}")
+            params[name.lower()] = v if eq else None
     return Via(transport.upper(), host, port, params)
 
 
@@ -200,7 +204,7 @@ class _Common:
         if v is None:
             return None
         if "," in v:
-            v = split_commas(v)[0]
+            v = next(iter(split_commas(v)), "")
         via = parse_via(v)
         if self._first is not None:
             self._first[" via"] = via
@@ -264,14 +268,14 @@ Message = Request | Response
 
 
 def _parse_cseq(v: str) -> tuple[int, str]:
-    num, _, method = v.strip().partition(" ")
-    method = method.strip()
-    if not num.isdigit() or len(num) > 10:
+    num, _, method = v.strip(LWS).partition(" ")
+    method = method.strip(LWS)
+    n = digits_value(num, 10)
+    if n is None:
         raise SipParseError(f"bad CSeq number: {v!r}")
-    n = int(num)
     if n >= 2**31:
         raise SipParseError(f"CSeq number {num} is not below 2**31 (RFC 3261 §8.1.1.5)")
-    if not method or method.strip(_TOKEN):
+    if not is_token(method):
         raise SipParseError(f"bad CSeq method: {v!r}")
     return n, method
 
@@ -311,7 +315,8 @@ def parse_message(data: bytes) -> Message:
             if not items:
                 raise SipParseError("continuation line before any header")
             name, val = items[-1]
-            items[-1] = (name, f"{val} {line.strip()}" if val else line.strip())
+            cont = line.strip(LWS)
+            items[-1] = (name, f"{val} {cont}" if val else cont)
             low = name.lower()
             if low == "content-length":
                 clen = items[-1][1]
@@ -323,22 +328,25 @@ def parse_message(data: bytes) -> Message:
             raise SipParseError(f"header line without ':': {line[:60]!r}")
         known = cache.get(raw)
         if known is None:
-            nm = raw.rstrip(" \t")
-            if not nm or nm.strip(_TOKEN):
+            nm = raw.rstrip(LWS)
+            if not is_token(nm):
                 raise SipParseError(f"bad header name {nm[:40]!r}")
             cn = canonical(nm)
             known = (cn, cn.lower(), cn.lower() in _WANTED)
             if len(cache) < 1024:
                 cache[raw] = known
         name, low, wanted = known
-        value = value.strip()
+        value = value.strip(LWS)
         items.append((name, value))
         if wanted:
             if low == "content-length":
                 if clen is not None and clen != value:
                     # RFC 4475 §3.3.9: parses; the application answers 400
                     defects.append(f"conflicting Content-Length values {clen!r} and {value!r}")
-                    if value.isdigit() and clen.isdigit() and int(value) < int(clen):
+                    new, old = digits_value(value, 6), digits_value(clen, 6)
+                    if new is None or old is None:
+                        raise SipParseError(f"bad Content-Length {(clen if old is None else value)[:20]!r}")
+                    if new < old:
                         clen = value
                 else:
                     clen = value
@@ -359,15 +367,18 @@ def parse_message(data: bytes) -> Message:
         seen[" defects"] = defects
 
     if clen is not None:
-        if not clen.isdigit() or len(clen) > 6:
-            raise SipParseError(f"bad Content-Length {clen!r}")
-        n = int(clen)
+        n = digits_value(clen, 6)
+        if n is None:
+            raise SipParseError(f"bad Content-Length {clen[:20]!r}")
         if n > len(rest):
             raise SipParseError(f"Content-Length {n} exceeds the {len(rest)} bytes received")
         body = rest[:n]
     else:
         body = rest  # RFC 3261 §18.3: over UDP the body runs to the end of the datagram
 
+    call_id = seen.get("call-id")
+    if isinstance(call_id, str) and not call_id.isascii():  # callid = word ["@" word]
+        raise SipParseError(f"Call-ID is not ASCII: {call_id[:40]!r}")
     cseq = _parse_cseq(str(seen["cseq"])) if "cseq" in seen else (0, "")
     if "cseq" in seen:
         seen[" cseq"] = cseq
@@ -381,6 +392,8 @@ def parse_message(data: bytes) -> Message:
             seen[" branch"] = m.group(1)
         else:
             seen[" via"] = parse_via(v0)
+    elif not vias:
+        raise SipParseError(f"Via without a value: {str(seen['via'])[:40]!r}")
     else:
         for i, v in enumerate(vias):
             parsed = parse_via(v)
@@ -393,7 +406,7 @@ def parse_message(data: bytes) -> Message:
         if version != "SIP/2.0":
             raise SipParseError(f"unsupported version {version[:20]!r}")
         code, _, reason = rest_line.partition(" ")
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
             raise SipParseError(f"bad status code {code[:20]!r}")
         msg = Response(int(code), reason, headers, body, _first=seen)
     else:
@@ -403,9 +416,9 @@ def parse_message(data: bytes) -> Message:
         method, uri, version = parts
         if version != "SIP/2.0":
             raise SipParseError(f"unsupported version {version[:20]!r}")
-        if not method or method.strip(_TOKEN):
+        if not is_token(method):
             raise SipParseError(f"bad method {method[:40]!r}")
-        if not uri or "<" in uri or ">" in uri:
+        if not uri or "<" in uri or ">" in uri or not uri.isascii():
             raise SipParseError(f"bad Request-URI {uri[:80]!r}")
         scheme = uri.split(":", 1)[0].lower()
         if scheme in ("sip", "sips", "tel"):
@@ -417,7 +430,7 @@ def parse_message(data: bytes) -> Message:
         if "cseq" in seen and cseq[1] != method:
             raise SipParseError(f"CSeq method {cseq[1]} does not match request method {method}")
         mf = seen.get("max-forwards")
-        if isinstance(mf, str) and (not mf.isdigit() or int(mf) > 255):
+        if isinstance(mf, str) and ((hops := digits_value(mf, 10)) is None or hops > 255):
             raise SipParseError(f"bad Max-Forwards {mf[:20]!r}")
         # From/To syntax is checked on requests (RFC 4475 §3.1.2); on responses the engine
         # matches on Via branch, CSeq and Call-ID only, so their display names are not parsed.

@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from .uri import format_host
 
-__all__ = ["ALLOW", "OutgoingOptions", "build_options", "format_host"]
+__all__ = ["ALLOW", "BRANCH_LEN", "OutgoingOptions", "build_options", "format_host"]
 
 ALLOW = "OPTIONS"
+BRANCH_LEN = 23  # "z9hG4bK" and 16 hex digits: a receiver can find our branches in raw bytes
 
 
 class OutgoingOptions(NamedTuple):  # a NamedTuple: one is built per poke, and it is cheap
@@ -39,7 +40,7 @@ def build_options(
     to_uri: str | None = None,
 ) -> OutgoingOptions:
     rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
-    branch = "z9hG4bK" + rnd[:16]
+    branch = "z9hG4bK" + rnd[:16]  # BRANCH_LEN
     hostport = f"{format_host(local[0])}:{local[1]}"
     call_id = f"{rnd[24:]}@{hostport}"
     date_line = f"Date: {date}\r\n" if date else ""

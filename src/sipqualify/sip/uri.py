@@ -1,10 +1,15 @@
-"""SIP/SIPS/TEL URIs and name-addr values (RFC 3261 §19.1, §20.10, §25.1; RFC 3966)."""
+"""SIP/SIPS/TEL URIs and name-addr values (RFC 3261 §19.1, §20.10, §25.1; RFC 3966).
+
+A URI is ASCII (anything else is %-escaped); in a name-addr only the quoted display name and
+quoted parameter values may hold UTF-8 (abnf.py).
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
+from .abnf import LWS, digits_value, is_quoted
 from .errors import SipParseError
 
 _ESCAPE_OK = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -22,14 +27,17 @@ def _params(text: str, what: str) -> dict[str, str | None]:
     if not text:
         return out
     for part in text.split(";"):
-        part = part.strip()
+        part = part.strip(LWS)
         if not part:
             raise SipParseError(f"empty {what} parameter")
         name, eq, value = part.partition("=")
-        name = name.strip().lower()
+        name = name.strip(LWS)
         if not name:
             raise SipParseError(f"{what} parameter without a name: {part!r}")
-        out[name] = value.strip() if eq else None
+        value = value.strip(LWS)
+        if not name.isascii() or not (value.isascii() or is_quoted(value)):
+            raise SipParseError(f"{what} parameter is not ASCII and not quoted: {part[:40]!r}")
+        out[name.lower()] = value if eq else None
     return out
 
 
@@ -72,13 +80,18 @@ class TelUri:
         return s
 
 
+def _check_ascii(uri: str) -> None:
+    if not uri.isascii():
+        raise SipParseError(f"URI is not ASCII (RFC 3261 §25.1: escape it): {uri[:80]!r}")
+
+
 def _check_escapes(text: str, what: str) -> None:
     if "%" in text and _ESCAPE_OK.search(text):
         raise SipParseError(f"bad %-escape in {what}: {text!r}")
 
 
 def parse_hostport(text: str) -> tuple[str, int | None]:
-    text = text.strip()
+    text = text.strip(LWS)
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -89,22 +102,23 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
     else:
         host, sep, port_s = text.partition(":")
         rest = ":" + port_s if sep else ""
-        if not host or not _HOST_RE.match(host):
+        if not host or not _HOST_RE.fullmatch(host):
             raise SipParseError(f"bad host: {host!r}")
     port: int | None = None
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit():
-            raise SipParseError(f"bad port in {text!r}")
-        port = int(rest[1:])
+        port = digits_value(rest[1:], 5) if rest.startswith(":") else None
+        if port is None:
+            raise SipParseError(f"bad port in {text[:80]!r}")
         if not 0 < port < 65536:
             raise SipParseError(f"port out of range in {text!r}")
     return host, port
 
 
 def parse_uri(text: str) -> SipUri | TelUri:
-    text = text.strip()
+    text = text.strip(LWS)
+    _check_ascii(text)
     scheme, colon, rest = text.partition(":")
-    if not colon or not _SCHEME_RE.match(scheme):
+    if not colon or not _SCHEME_RE.fullmatch(scheme):
         raise SipParseError(f"not a URI: {text!r}")
     scheme = scheme.lower()
     if any(c in rest for c in " \t\r\n<>"):
@@ -175,20 +189,22 @@ def parse_name_addr(value: str) -> tuple[str | None, str, dict[str, str | None]]
     Lenient where RFC 4475 §3.1.2 allows it (unquoted display names with commas, spaces
     inside <...>); strict on unbalanced quotes and angle brackets.
     """
-    value = value.strip()
+    value = value.strip(LWS)
     if not value:
         raise SipParseError("empty name-addr")
     display: str | None = None
     if value.startswith('"'):
         end = _quoted_end(value, 0)
         display = _unquote(value[: end + 1])
-        rest = value[end + 1:].lstrip()
+        rest = value[end + 1:].lstrip(LWS)
         if not rest.startswith("<"):
             raise SipParseError(f"quoted display name not followed by <URI>: {value!r}")
     else:
         lt = value.find("<")
         if lt >= 0:
-            d = value[:lt].strip()
+            d = value[:lt].strip(LWS)
+            if not d.isascii():  # display-name = *(token LWS) / quoted-string
+                raise SipParseError(f"unquoted display name is not ASCII: {d[:40]!r}")
             display = d or None
             rest = value[lt:]
         else:
@@ -199,8 +215,8 @@ def parse_name_addr(value: str) -> tuple[str | None, str, dict[str, str | None]]
         gt = rest.find(">")
         if gt < 0:
             raise SipParseError(f"unterminated <URI> in {value!r}")
-        uri = rest[1:gt].strip()
-        params = rest[gt + 1:].strip()
+        uri = rest[1:gt].strip(LWS)
+        params = rest[gt + 1:].strip(LWS)
         if params and not params.startswith(";"):
             raise SipParseError(f"junk after <URI>: {params!r}")
         params = params[1:]
@@ -208,11 +224,8 @@ def parse_name_addr(value: str) -> tuple[str | None, str, dict[str, str | None]]
         if '"' in rest or ">" in rest:
             raise SipParseError(f"unbalanced quotes or brackets in {value!r}")
         uri, _, params = rest.partition(";")
-        uri = uri.strip()
+        uri = uri.strip(LWS)
     if not uri:
         raise SipParseError(f"no URI in {value!r}")
-    hp = _params(params, "header") if params.strip() else {}
-    for k, v in list(hp.items()):
-        if v is not None:
-            hp[k] = v.strip()
-    return display, uri, hp
+    _check_ascii(uri)
+    return display, uri, _params(params, "header") if params.strip(LWS) else {}
