@@ -37,17 +37,19 @@ class Phone(asyncio.DatagramProtocol):
 
     async def register(self, server: tuple[str, int], user: str, *, password: str | None = None,
                        expires: int = 300, contact: str | None = None, auth: str | None = None,
-                       cseq: int = 1) -> Response:
+                       cseq: int = 1, useragent: str = "TestPhone/1.0") -> Response:
         port = self.transport.get_extra_info("sockname")[1]
         contact = contact or f"<sip:{user}@127.0.0.1:{port}>"
         lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
                  f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
                  "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
                  "Call-ID: reg-1@phone", f"CSeq: {cseq} REGISTER", f"Contact: {contact}", f"Expires: {expires}",
-                 "User-Agent: TestPhone/1.0"]
+                 f"User-Agent: {useragent}"]
         if auth:
             lines.append(f"Authorization: {auth}")
-        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode(), server)
+        # surrogateescape: a test can send bytes that are not UTF-8 (lone surrogates in `useragent`)
+        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape"),
+                              server)
         return await asyncio.wait_for(self.responses.get(), 5)
 
     async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:

@@ -52,9 +52,11 @@ def test_fullwidth_expires_is_not_a_number() -> None:
         return register("1001", auth, 2 if auth else 1).replace(
             b"Contact: <sip:1001@192.0.2.50>", "Contact: <sip:1001@192.0.2.50>;expires=٣٠".encode())
 
+    # in a Contact parameter it is not even a token (RFC 3261 §25.1: the grammar is ASCII): the
+    # Contact is refused, rather than read as 30 s or as the header's value
     out = _registered(reg, param, now=200.0)
-    assert out.response.status == 200, out.response.status
-    assert out.response.headers.get("Expires") == "600"  # the header's
+    assert out.response.status == 400 and out.response.reason.startswith("Bad Contact"), out.response
+    assert out.binding is None
 
 
 # ---------------------------------------------------------------- nobody else can get a phone banned
@@ -267,6 +269,26 @@ async def test_wall_clock_steps_neither_expire_nor_extend_a_binding(tmp_path: Pa
         assert (await phone.register_auth(server, "1001", "s3cret", expires=2)).status == 200
         assert "1001" in svc.registrar.bindings
         await wait_for(lambda: "1001" not in svc.registrar.bindings, timeout=30)  # type: ignore[union-attr]
+    finally:
+        await svc.close()
+        t.close()
+
+
+async def test_a_user_agent_that_is_not_utf8_is_stored_and_shown_replaced(tmp_path: Path) -> None:
+    """Free text that is not UTF-8 (here 0xff 0xfe) reaches the registrar as lone surrogates,
+    which SQLite refuses to store: the phone got a 500 on every REGISTER and /readyz turned
+    503. The binding is stored with U+FFFD in their place, and the phone is registered."""
+    from .test_registrar import Phone, start
+
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start(tmp_path)
+    try:
+        ua = "Evil\udcff\udcfePhone/1.0"
+        assert (await phone.register_auth(server, "1001", "s3cret", useragent=ua)).status == 200
+        (reg,) = svc.registrations()
+        assert reg["useragent"] == "Evil\ufffd\ufffdPhone/1.0"
+        assert all(h["ok"] for h in svc.storage_health().values())
     finally:
         await svc.close()
         t.close()

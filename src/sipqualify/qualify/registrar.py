@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..model import DEFAULT_SIP_PORT, PeerConfig
+from ..sip.abnf import delta_seconds
 from ..sip.digest import Credentials, DigestAuthenticator
 from ..sip.message import Request, Response, SipParseError, make_response
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
@@ -265,7 +266,7 @@ class Registrar:
         # a Contact host name is not resolved on the event loop: the source address is used
         addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
         b = Binding(peer.name, curi, addr, transport, wall + expires,
-                    req.headers.get("User-Agent") or "", ", ".join(req.headers.get_all("Path")),
+                    storable(req.headers.get("User-Agent") or ""), storable(", ".join(req.headers.get_all("Path"))),
                     req.call_id or "", req.cseq[0], nat, now + expires, expires)
         old = self.bindings.get(peer.name)
         self.bindings[peer.name] = b
@@ -287,18 +288,20 @@ class Registrar:
         return self.bindings.pop(name, None)
 
 
-_MAX_DELTA = 2**32 - 1  # RFC 3261 §20.19: larger delta-seconds mean this
-
-
 def _delta_seconds(value: str | None, default: int) -> int:
-    """An Expires value (RFC 3261 delta-seconds, 1*DIGIT): ASCII digits only, since `int()` also
-    takes full-width or Arabic-Indic digits, signs and underscores; anything else is `default`."""
-    if value is None:
-        return default
-    v = value.strip(" \t")
-    if not v or not v.isascii() or not v.isdigit():
-        return default
-    return _MAX_DELTA if len(v) > 10 else min(int(v), _MAX_DELTA)
+    """An Expires value (ASCII delta-seconds only: `int()` also takes full-width digits, signs
+    and underscores), or `default` when absent or not a number."""
+    n = delta_seconds(value) if value is not None else None
+    return default if n is None else n
+
+
+def storable(text: str) -> str:
+    """Free text a phone sent (User-Agent, Path) as SQLite can store it: the parser keeps
+    invalid UTF-8 as lone surrogates, which sqlite3 refuses to encode (the binding could not be
+    stored, so the phone would get a 500 on every REGISTER and the store would look failed)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _is_ip(host: str) -> bool:
