@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigMessage
 from ..qualify.events import StateChanged
+from ..ratelog import RateLog
 from ..views import PeerView
 
 if TYPE_CHECKING:
@@ -304,29 +305,6 @@ def source_key(host: str) -> str:
     return str(addr)
 
 
-class RateLimitedLog:
-    """A warning per reason at most every `interval` seconds, with how many were held back:
-    a flood of refused connections must not become a flood of log lines."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def warning(self, reason: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._held[reason] = self._held.get(reason, 0) + 1
-            return
-        self._last[reason] = now
-        held = self._held.pop(reason, 0)
-        if held:
-            log.warning(msg + " (%d more like it not logged)", *args, held)
-        else:
-            log.warning(msg, *args)
-
-
 class AmiSession(asyncio.Protocol):
     def __init__(self, server: AmiServer) -> None:
         self.server = server
@@ -354,14 +332,14 @@ class AmiSession(asyncio.Protocol):
         per_ip = srv.config.authlimit_per_ip
         if per_ip and srv.unauthenticated(self.source) >= per_ip:
             srv.counters["refused_authlimit_per_ip"] += 1
-            srv.ratelog.warning("authlimit_per_ip", "AMI: refusing %s:%d, %d unauthenticated sessions from %s "
-                                "(authlimit_per_ip)", *self.peer, per_ip, self.source)
+            srv.ratelog(time.monotonic(), "AMI: refusing %s:%d, %d unauthenticated sessions from %s (authlimit_per_ip)",
+                        *self.peer, per_ip, self.source, key="authlimit_per_ip")
             transport.close()
             return
         if srv.unauthenticated() >= srv.config.authlimit:
             srv.counters["refused_authlimit"] += 1
-            srv.ratelog.warning("authlimit", "AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)",
-                                *self.peer, srv.config.authlimit)
+            srv.ratelog(time.monotonic(), "AMI: refusing %s:%d, %d unauthenticated sessions (authlimit)",
+                        *self.peer, srv.config.authlimit, key="authlimit")
             transport.close()
             return
         srv.sessions.add(self)
@@ -441,8 +419,8 @@ class AmiSession(asyncio.Protocol):
             self.handle(hdrs)
         except Exception as e:  # noqa: BLE001 - the last line of defence of one session
             self.server.counters["action_errors"] += 1
-            self.server.ratelog.warning("action_error", "AMI: %s:%d: action failed: %s: %s", *self.peer,
-                                        type(e).__name__, e)
+            self.server.ratelog(time.monotonic(), "AMI: %s:%d: action failed: %s: %s", *self.peer,
+                                type(e).__name__, e, key="action_error")
             log.debug("AMI: action failed", exc_info=True)
             aid = next((v for k, v in hdrs if k.lower() == "actionid"), None)
             self.busy = False
@@ -641,7 +619,7 @@ class AmiServer:
             ("connections", "actions", "unknown_actions", "auth_failures", "auth_timeouts", "refused_authlimit",
              "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
-        self.ratelog = RateLimitedLog()
+        self.ratelog = RateLog(log, 10.0)
 
     def unauthenticated(self, source: str | None = None) -> int:
         """Sessions not logged in yet (from `source`, a source_key(), if given)."""

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..model import ConfigError, ConfigMessage
+from ..ratelog import RateLog
 
 if TYPE_CHECKING:
     from ..service import Service
@@ -93,7 +94,7 @@ class _ServerLog(logging.Logger):
         super().__init__("sipqualify.api.server")
         self.parent = log
         self.rejected = 0
-        self._last_log = -1e9
+        self._say = RateLog(log)
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
         exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
@@ -101,10 +102,8 @@ class _ServerLog(logging.Logger):
             super().exception(msg, *args, exc_info=exc_info, **kw)
             return
         self.rejected += 1
-        now = time.monotonic()
-        if now - self._last_log >= 60.0:
-            self._last_log = now
-            log.warning("API: malformed HTTP request refused (%s; %d so far)", exc.message or exc, self.rejected)
+        self._say(time.monotonic(), "API: malformed HTTP request refused (%s; %d so far)", exc.message or exc,
+                  self.rejected)
 
 
 async def healthz(request: web.Request) -> web.Response:

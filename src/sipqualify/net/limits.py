@@ -18,7 +18,7 @@ import logging
 import resource
 from typing import Any
 
-from .tcp import RateLog
+from ..ratelog import RateLog
 
 log = logging.getLogger("sipqualify.net")
 
@@ -72,7 +72,7 @@ def prepare_open_files(loop: asyncio.AbstractEventLoop) -> int:
     prev = loop.get_exception_handler()
     if getattr(prev, "sipqualify_accept", False):
         return soft  # already there (a service started again on the same loop)
-    say = RateLog()
+    say = RateLog(log)
 
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..ratelog import RateLog
 from ..sip.errors import SipParseError
 from ..sip.framing import MAX_MESSAGE, StreamFramer
 from .udp import Addr, bound_socket, norm_addr
@@ -67,28 +68,6 @@ def unfinished_bytes(framer: StreamFramer) -> int:
     buf = framer._buf  # private: a public `pending` on StreamFramer is asked for
     n = len(buf)
     return n if n > 3 or buf.strip(b"\r\n") else 0
-
-
-class RateLog:
-    """One warning per `every` seconds for one kind of event; the next says how many were not logged."""
-
-    __slots__ = ("every", "next", "suppressed")
-
-    def __init__(self, every: float = LOG_EVERY) -> None:
-        self.every = every
-        self.next = float("-inf")
-        self.suppressed = 0
-
-    def __call__(self, now: float, msg: str, *args: object) -> None:
-        if now < self.next:
-            self.suppressed += 1
-            return
-        if self.suppressed:
-            log.warning(msg + " (and %d more like it since the last such message)", *args, self.suppressed)
-        else:
-            log.warning(msg, *args)
-        self.suppressed = 0
-        self.next = now + self.every
 
 
 class TcpConnection(asyncio.Protocol):
@@ -266,10 +245,10 @@ class TcpServer:
         self.unfinished_total = 0
         self.unfinished_peak = 0
         self.registered = 0  # open connections a REGISTER succeeded over
-        self.log_full = RateLog()
-        self.log_shed = RateLog()
-        self.log_timeouts = RateLog()
-        self.log_accept = RateLog()
+        self.log_full = RateLog(log, LOG_EVERY)
+        self.log_shed = RateLog(log, LOG_EVERY)
+        self.log_timeouts = RateLog(log, LOG_EVERY)
+        self.log_accept = RateLog(log, LOG_EVERY)
         self.per_ip: dict[str, int] = {}
         self.stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self.locals: list[Addr] = []
