@@ -292,3 +292,24 @@ async def test_a_user_agent_that_is_not_utf8_is_stored_and_shown_replaced(tmp_pa
     finally:
         await svc.close()
         t.close()
+
+
+async def test_a_refresh_replaces_the_expiry_timer(tmp_path: Path) -> None:
+    """One expiry timer per binding: a re-REGISTER cancels the one it replaces, an unregister
+    cancels it (10,000 phones refreshing each minute kept an hour of dead timers each)."""
+    from .test_registrar import Phone, start
+
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start(tmp_path)
+    try:
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+        first = svc._expiry_timers["1001"]
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+        assert first.cancelled() and not svc._expiry_timers["1001"].cancelled()
+        second = svc._expiry_timers["1001"]
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=0)).status == 200
+        assert second.cancelled() and "1001" not in svc._expiry_timers
+    finally:
+        await svc.close()
+        t.close()

@@ -440,3 +440,20 @@ async def test_connection_cap_evicts_the_least_active_unregistered_never_a_regis
             w.close()
     finally:
         await svc.close()
+
+
+async def test_a_connection_whose_binding_is_gone_may_make_room_again(tmp_path: Path) -> None:
+    """Kept when room is needed only while a phone is registered over it: after Expires: 0 the
+    connection is an ordinary one again (the least recently active makes room first)."""
+    svc, server = await start(tmp_path)
+    try:
+        assert svc.tcp is not None
+        phone = await TcpPhone().connect(server)
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+        addr = ("127.0.0.1", phone.port)
+        assert svc.tcp.registered == 1 and svc.tcp.conns[addr].registered and addr not in svc.tcp.lru
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=0)).status == 200
+        assert svc.tcp.registered == 0 and not svc.tcp.conns[addr].registered and addr in svc.tcp.lru
+        phone.close()
+    finally:
+        await svc.close()

@@ -123,6 +123,7 @@ class Service:
         self.bindings: Any = None
         self._binding_queue: list[tuple[str, Any, asyncio.Future[None]]] = []
         self._binding_flushing = False
+        self._expiry_timers: dict[str, asyncio.TimerHandle] = {}  # peer -> its binding's expiry
         self._binding_failure: dict[str, Any] | None = None  # cause and since, until a store succeeds
         self._bindings_file: Any = None
         self.loaded = False  # peers loaded and scheduled (readiness)
@@ -339,6 +340,7 @@ class Service:
             self._set_tcp_flow(b.peer, flow)
             self.engine.registered(b.peer, b.addr, self.clock(), b.contact, transport=b.transport, dest=flow)
         elif out.removed is not None:
+            self._disarm_expiry(out.removed)
             self._set_tcp_flow(out.removed, None)
             self.engine.unregistered(out.removed)
         if out.peer_status is not None:
@@ -394,6 +396,8 @@ class Service:
                 self._tcp_dests[old] = n
             else:
                 self._tcp_dests.pop(old, None)
+                if self.tcp is not None:  # no binding over it any more: no longer kept for room
+                    self.tcp.mark_registered(old, False)
         if addr is not None:
             self._tcp_flows[peer] = addr
             self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
@@ -403,9 +407,18 @@ class Service:
     def _arm_expiry(self, b: Any) -> None:
         # monotonic, as the loop's timers: a wall-clock step neither ends a binding nor stretches it
         delay = max(0.0, b.expires_mono - self.clock())
-        self.loop.call_later(delay, self._expire, b.peer, b.expires_mono)
+        old = self._expiry_timers.pop(b.peer, None)
+        if old is not None:  # a refresh replaces the timer (10,000 phones re-registering each
+            old.cancel()  # minute would otherwise keep an hour of dead timers each)
+        self._expiry_timers[b.peer] = self.loop.call_later(delay, self._expire, b.peer, b.expires_mono)
+
+    def _disarm_expiry(self, peer: str) -> None:
+        old = self._expiry_timers.pop(peer, None)
+        if old is not None:
+            old.cancel()
 
     def _expire(self, peer: str, expires_mono: float) -> None:
+        self._expiry_timers.pop(peer, None)
         if self.registrar is None or self.bindings is None:
             return  # closed
         b = self.registrar.bindings.get(peer)
@@ -532,6 +545,9 @@ class Service:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        for handle in self._expiry_timers.values():
+            handle.cancel()
+        self._expiry_timers.clear()
         if self.ami is not None:
             await self.ami.close()
             self.ami = None

@@ -397,13 +397,19 @@ class TcpServer:
                           self.unfinished_total, self.max_unfinished, c.addr[0], c.addr[1], c.unfinished)
             c.close(abort=True)
 
-    def mark_registered(self, addr: Addr) -> None:
-        """A REGISTER over the connection from `addr` succeeded: it is kept when room is needed."""
+    def mark_registered(self, addr: Addr, registered: bool = True) -> None:
+        """A REGISTER over the connection from `addr` succeeded: it is kept when room is needed.
+        `registered=False`: its last binding is gone (unregistered, expired): it may make room again."""
         conn = self.conns.get(addr)
-        if conn is not None and not conn.registered:
-            conn.registered = True
+        if conn is None or conn.registered == registered or conn.outbound:
+            return
+        conn.registered = registered
+        if registered:
             self.registered += 1
             self.lru.pop(addr, None)
+        else:
+            self.registered -= 1
+            self.lru[addr] = conn  # as if just active: it made room for nobody yet
 
     def _forget(self, conn: TcpConnection) -> None:
         if not conn.open:
