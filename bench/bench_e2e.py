@@ -28,28 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port
-
-KAMAILIO_CFG = """#!KAMAILIO
-debug=0
-log_stderror=yes
-fork=yes
-children=2
-auto_aliases=no
-listen=udp:127.0.0.1:{port}
-mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
-loadmodule "sl.so"
-loadmodule "textops.so"
-loadmodule "maxfwd.so"
-loadmodule "ctl.so"
-modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
-request_route {{
-    if (is_method("OPTIONS")) {{ sl_send_reply("200", "OK"); exit; }}
-    sl_send_reply("404", "Not here");
-}}
-"""
-
-
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary
 
 
 def api(base: str, token: str, path: str) -> object:
@@ -69,15 +48,15 @@ def main() -> int:
     args = ap.parse_args()
     if args.short:
         args.peers, args.duration, args.warmup = 2000, 10, 3
-    kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    if not os.path.exists(kam):
+    kam = kamailio_binary()
+    if kam is None:
         print("bench_e2e: kamailio not installed (apt-get install kamailio); skipped")
         return 0 if not os.environ.get("CI") else 1
     tmp = Path(tempfile.mkdtemp(prefix="sq-e2e-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         kport, sport, aport = free_port(), free_port(), free_port(socket.SOCK_STREAM)
-        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp))
+        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
         procs.append(subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
                                       stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb")))
         lines = ["[general]", f"udpbindaddr=127.0.0.1:{sport}", "qualifygap=100",

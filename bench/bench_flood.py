@@ -13,8 +13,12 @@ Printed: datagrams sent and received by the engine (the rest the kernel dropped)
 engine's verdicts (rate-limited before parsing, malformed, internal errors), the daemon's
 CPU (user + sys from /proc/PID/stat) over the flood and per datagram sent, the log bytes
 the daemon wrote during the flood, and whether the healthy peer stayed OK throughout (its
-state transitions and timeouts from the HTTP API, docs/api.md). It prints figures; it never
-passes or fails on time.
+state transitions and timeouts from the HTTP API, docs/api.md). Then the same flood, same
+datagram, same rate, goes to a reference measured in the same run: Kamailio answering OPTIONS
+(fork=no: one SIP worker, like the daemon's one event loop; CPU summed over all its
+processes), its CPU per datagram and the ratio
+(machines differ by up to 2x; the ratio much less). It prints figures; it never passes or
+fails on time.
 
     python3 bench/bench_flood.py                      # 20,000/s for 30 s (docs/performance.md)
     python3 bench/bench_flood.py --short              # CI: 20,000/s for 5 s
@@ -35,7 +39,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {  # --kind: (Via port, Content-Length)
@@ -44,12 +48,15 @@ KINDS = {  # --kind: (Via port, Content-Length)
 }
 
 
-def worst_datagram(kind: str, daemon_port: int) -> bytes:
-    via_port, clen = KINDS[kind]
-    return (f"OPTIONS sip:127.0.0.1:{daemon_port} SIP/2.0\r\n"
+def options_datagram(dest_port: int, via_port: str = "5060", clen: str = "0") -> bytes:
+    return (f"OPTIONS sip:127.0.0.1:{dest_port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:{via_port};branch=z9hG4bKflood;rport\r\n"
             "Max-Forwards: 70\r\nFrom: <sip:flood@127.0.0.1>;tag=f1\r\nTo: <sip:127.0.0.1>\r\n"
             f"Call-ID: flood@127.0.0.1\r\nCSeq: 1 OPTIONS\r\nContent-Length: {clen}\r\n\r\n").encode()
+
+
+def worst_datagram(kind: str, daemon_port: int) -> bytes:
+    return options_datagram(daemon_port, *KINDS[kind])
 
 
 def responder(port: int) -> None:
@@ -88,6 +95,49 @@ def flood(data: bytes, dest: tuple[str, int], rate: float, duration: float) -> i
         time.sleep(0.001)
     sock.close()
     return sent
+
+
+def kamailio_reference(kind: str, rate: float, duration: float) -> tuple[float, int, int] | None:
+    """(CPU seconds, datagrams sent, log bytes) of a one-process Kamailio under the same flood;
+    None when Kamailio is not installed."""
+    kam = kamailio_binary()
+    if kam is None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="sq-flood-kam-"))
+    port = free_port()
+    (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=port, rundir=tmp, fork="no", children=1))
+    log_path = tmp / "kam.log"
+    with open(log_path, "wb") as klog:
+        proc = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
+                                stdout=subprocess.DEVNULL, stderr=klog)
+    try:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(0.2)
+        ready = False
+        for _ in range(100):  # until it answers an OPTIONS
+            probe.sendto(options_datagram(port), ("127.0.0.1", port))
+            try:
+                ready = probe.recv(65535).startswith(b"SIP/2.0 200")
+                break
+            except OSError:
+                continue
+        probe.close()
+        if not ready:
+            print(f"bench_flood: kamailio did not answer:\n{log_path.read_text()[-2000:]}")
+            return None
+        log0, cpu0 = log_path.stat().st_size, tree_cpu_seconds(proc.pid)
+        sent = flood(worst_datagram(kind, port), ("127.0.0.1", port), rate, duration)
+        time.sleep(0.5)  # what it still had queued
+        return tree_cpu_seconds(proc.pid) - cpu0, sent, log_path.stat().st_size - log0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -169,6 +219,17 @@ def main() -> int:
         stayed = not changes and timeouts == 0 and p1["state"] == "OK"
         print(f"healthy peer stayed OK         {'yes' if stayed else 'NO'}: {answered} pokes answered, "
               f"{timeouts} timeouts, transitions {changes or 'none'}, now {p1['status']}")
+        ref = kamailio_reference(args.kind, args.rate, args.duration)
+        if ref is None:
+            print("reference                      kamailio not installed (apt-get install kamailio): no ratio")
+            if os.environ.get("CI"):
+                return 1
+        else:
+            kcpu, ksent, klog = ref
+            ours, theirs = cpu / max(sent, 1) * 1e6, kcpu / max(ksent, 1) * 1e6
+            print(f"reference: Kamailio (fork=no)  {kcpu:.2f} s for {ksent:,} datagrams, {theirs:.2f} us per datagram, "
+                  f"{klog:,} bytes of log")
+            print(f"ratio sipqualify / Kamailio    {ours / theirs if theirs else float('inf'):.2f}x CPU per datagram")
     finally:
         for p in reversed(procs):
             if p.poll() is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -17,3 +18,55 @@ def cpu_seconds(pid: int) -> float:
     """user + sys CPU of a process, from /proc/PID/stat (the anchors' method)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user + sys CPU of a process and all its descendants alive now (Kamailio forks its workers)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, todo = {pid}, [pid]
+    while todo:
+        p = todo.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in tree:
+                tree.add(child)
+                todo.append(child)
+    total = 0.0
+    for p in tree:
+        try:
+            total += cpu_seconds(p)
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
+# The reference SIP server of the benches (anchors-performance.md): answers OPTIONS with 200 from
+# the stateless reply module, anything else 404 (fork=no: one process does everything).
+KAMAILIO_CFG = """#!KAMAILIO
+debug=0
+log_stderror=yes
+fork={fork}
+children={children}
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "textops.so"
+loadmodule "maxfwd.so"
+loadmodule "ctl.so"
+modparam("ctl", "binrpc", "unix:{rundir}/kamailio_ctl")
+request_route {{
+    if (is_method("OPTIONS")) {{ sl_send_reply("200", "OK"); exit; }}
+    sl_send_reply("404", "Not here");
+}}
+"""
+
+
+def kamailio_binary() -> str | None:
+    kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    return kam if os.path.exists(kam) else None
