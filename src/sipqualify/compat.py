@@ -107,10 +107,6 @@ def format_sip_show_peers(views: Sequence[PeerView]) -> str:
     return "".join(out)
 
 
-def sip_peer_not_found(name: str) -> str:
-    return f"Peer {name} not found.\n"
-
-
 def _yn(b: bool) -> str:
     return "Yes" if b else "No"
 
