@@ -185,7 +185,7 @@ def format_sip_show_peer(v: PeerView) -> str:
         f"  Useragent    : {v.useragent}",
         f"  Reg. Contact : {v.regcontact}",
         f"  Qualify Freq : {v.qualifyfreq_ms} ms",
-        "  Keepalive    : 0 ms",
+        f"  Keepalive    : {v.keepalive_ms} ms",
         "  Sess-Timers  : Accept",
         "  Sess-Refresh : uas",
         "  Sess-Expires : 1800 secs",
