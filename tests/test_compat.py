@@ -18,11 +18,11 @@ def view(name: str, port: int, maxms: int, lastms: int, *, defaultuser: str | No
          freq: int = 5000, **kw: object) -> PeerView:
     base: dict[str, object] = dict(
         name=name, status=status_string(maxms, lastms), state=state_of(maxms, lastms), lastms=lastms, maxms=maxms,
-        qualifyfreq_ms=freq, host="127.0.0.1", addr_ip="127.0.0.1", addr_port=port, dynamic=False, transport="udp",
-        nat=["auto_force_rport"], nat_detected=False, acl=False, defaultuser=defaultuser, fromuser=None,
-        fromdomain=None, description="", context="default", secret_set=False, md5secret_set=False, useragent="",
-        regcontact="", regexten="", expire=-1, rtt_ms=None, last_qualify=None, last_change=None, qualifies=0,
-        timeouts=0, retransmissions=0,
+        qualifyfreq_ms=freq, keepalive_ms=0, host="127.0.0.1", addr_ip="127.0.0.1", addr_port=port, dynamic=False,
+        transport="udp", nat=["auto_force_rport"], nat_detected=False, acl=False, defaultuser=defaultuser,
+        fromuser=None, fromdomain=None, description="", context="default", secret_set=False, md5secret_set=False,
+        useragent="", regcontact="", regexten="", expire=-1, rtt_ms=None, last_qualify=None, last_change=None,
+        qualifies=0, timeouts=0, retransmissions=0,
     )
     base.update(kw)
     return PeerView(**base)  # type: ignore[arg-type]
@@ -57,6 +57,15 @@ def test_summary_counts_lagged_online_unknown_offline() -> None:
 def test_sip_show_peer_ok_yes_byte_for_byte() -> None:
     v = view("ok-yes", 15070, 2000, 1)
     assert format_sip_show_peer(v) == (DATA / "observed_show_peer_ok_yes.txt").read_text()
+
+
+def test_sip_show_peer_keepalive_in_ms() -> None:
+    """chan_sip prints the peer's keepalive= (seconds) times 1000 (asterisk-qualify.md §1.1);
+    every other line stays the observed one."""
+    observed = (DATA / "observed_show_peer_ok_yes.txt").read_text()
+    shown = format_sip_show_peer(view("ok-yes", 15070, 2000, 1, keepalive_ms=30_000))
+    assert shown == observed.replace("  Keepalive    : 0 ms\n", "  Keepalive    : 30000 ms\n")
+    assert shown != observed
 
 
 def test_dynamic_unregistered_row() -> None:

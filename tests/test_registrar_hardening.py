@@ -196,8 +196,8 @@ def test_restart_rearms_from_stored_wall_time_never_beyond_what_was_granted(tmp_
     a 600 s registration to hours (and the clamp is stored: restarting again gains nothing).
     Rows written before the granted seconds were stored are clamped to maxexpiry."""
     store = BindingStore(tmp_path / "b.sqlite")
-    store.save(Binding("1001", "sip:1001@192.0.2.5", ("192.0.2.5", 5060), "udp", 1e9 + 600, expires_mono=700.0,
-                       granted=600))
+    store.apply([("1001", Binding("1001", "sip:1001@192.0.2.5", ("192.0.2.5", 5060), "udp", 1e9 + 600,
+                                  expires_mono=700.0, granted=600))])
     (b,) = store.load(1e9 - 7200, 50.0, 3600)  # back 2 h while down: 7,800 s "left"
     assert (b.expires_mono, b.expires_at, b.granted) == (650.0, 1e9 - 7200 + 600, 600)
     (b,) = store.load(1e9 - 7200 + 100, 80.0, 3600)  # restarted again 100 s later
@@ -219,7 +219,8 @@ def test_restart_rearms_from_stored_wall_time_never_beyond_what_was_granted(tmp_
     (b,) = store.load(1e9, 5.0, 3600)
     assert (b.peer, b.addr, b.useragent, b.cseq, b.nat) == ("1002", ("192.0.2.6", 5060), "UA", 3, True)
     assert (b.expires_mono, b.expires_at, b.granted) == (3605.0, 1e9 + 3600, 3600)
-    store.save(Binding("1003", "sip:1003@h", ("192.0.2.7", 5060), "tcp", 1e9 + 60, expires_mono=65.0, granted=60))
+    store.apply([("1003", Binding("1003", "sip:1003@h", ("192.0.2.7", 5060), "tcp", 1e9 + 60, expires_mono=65.0,
+                                  granted=60))])
     assert sorted((x.peer, x.granted) for x in store.load(1e9, 5.0, 3600)) == [("1002", 3600), ("1003", 60)]
     store.close()
 

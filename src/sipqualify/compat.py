@@ -107,10 +107,6 @@ def format_sip_show_peers(views: Sequence[PeerView]) -> str:
     return "".join(out)
 
 
-def sip_peer_not_found(name: str) -> str:
-    return f"Peer {name} not found.\n"
-
-
 def _yn(b: bool) -> str:
     return "Yes" if b else "No"
 
@@ -189,7 +185,7 @@ def format_sip_show_peer(v: PeerView) -> str:
         f"  Useragent    : {v.useragent}",
         f"  Reg. Contact : {v.regcontact}",
         f"  Qualify Freq : {v.qualifyfreq_ms} ms",
-        "  Keepalive    : 0 ms",
+        f"  Keepalive    : {v.keepalive_ms} ms",
         "  Sess-Timers  : Accept",
         "  Sess-Refresh : uas",
         "  Sess-Expires : 1800 secs",

@@ -875,6 +875,7 @@ class Service:
             lastms=p.lastms,
             maxms=p.maxms,
             qualifyfreq_ms=cfg.qualifyfreq_ms,
+            keepalive_ms=cfg.keepalive_s * 1000,
             host="dynamic" if cfg.dynamic else (cfg.host or ""),
             addr_ip=addr[0] if addr else None,
             addr_port=addr[1] if addr else 0,

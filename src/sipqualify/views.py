@@ -19,6 +19,7 @@ class PeerView:
     lastms: int  # chan_sip encoding: -1 no answer, 0 unknown, >0 last RTT in whole ms (floor 1)
     maxms: int  # qualify threshold, 0 = unmonitored
     qualifyfreq_ms: int
+    keepalive_ms: int  # keepalive= (a CRLF every N s) in ms, as `sip show peer` prints it; 0 = off
     host: str  # as configured ("dynamic" for dynamic peers)
     addr_ip: str | None  # address in use (resolved / registered); None when unknown
     addr_port: int  # 0 when unknown

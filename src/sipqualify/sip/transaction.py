@@ -82,7 +82,6 @@ class ClientTransaction:
         "_offset",
         "_interval",
         "status",
-        "completed_at",
         "owner",
         "call_id",
         "giveup_at",
@@ -112,7 +111,6 @@ class ClientTransaction:
         self._offset = 0.0  # offset of the next retransmission from first_sent
         self._interval = policy.first_interval
         self.status: int | None = None
-        self.completed_at: float | None = None
         self.owner = owner  # whatever the driver wants back (the engine puts the peer here)
         self.call_id = call_id  # checked on responses: a wrong Call-ID never completes us
         self.giveup_at: float | None = None  # the driver's own deadline (qualify: 2 x maxms)
@@ -174,7 +172,6 @@ class ClientTransaction:
                     self._interval = self.policy.max_interval
             return PROVISIONAL
         self.status = status
-        self.completed_at = now
         if self.reliable:
             self.state = TERMINATED
             self.next_timer = None

@@ -66,17 +66,6 @@ class BindingStore:
                         pass
                 raise
 
-    def save(self, b: Binding) -> None:
-        with self.lock:
-            self._save(b)
-
-    def _save(self, b: Binding) -> None:
-        self.db.execute(_UPSERT, _row(b))
-
-    def delete(self, peer: str) -> None:
-        with self.lock:
-            self.db.execute("DELETE FROM bindings WHERE peer=?", (peer,))
-
     def load(self, now_wall: float, now_mono: float, maxexpiry: int) -> list[Binding]:
         """Bindings still valid at `now_wall`, armed on the monotonic clock (`now_mono`); expired
         ones are removed (expiry honoured across restarts).
