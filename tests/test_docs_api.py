@@ -59,6 +59,13 @@ def documented_metrics() -> dict[str, str]:
     return out
 
 
+def test_openapi_peer_schema_matches_the_doc() -> None:
+    from sipqualify.api.openapi import PEER
+
+    documented = {n for row in doc_table("## Peer object") for n in names(row[0])}
+    assert set(PEER["properties"]) == documented, sorted(set(PEER["properties"]) ^ documented)  # type: ignore[arg-type]
+
+
 def test_doc_tables_parse() -> None:
     metrics = documented_metrics()
     assert metrics["sipqualify_peer_status"] == "gauge" and metrics["sipqualify_rtt_seconds"] == "histogram"

@@ -34,6 +34,7 @@ PEER = {
         "lastms": {"type": "integer"},
         "maxms": {"type": "integer"},
         "qualifyfreq_ms": {"type": "integer"},
+        "keepalive_ms": {"type": "integer"},
         "host": {"type": "string"},
         "addr_ip": {"type": ["string", "null"]},
         "addr_port": {"type": "integer"},
