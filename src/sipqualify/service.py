@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .config.load import load_config
+from .config import load_config
 from .model import Config, ConfigError, ConfigMessage, PeerConfig
 from .net.limits import prepare_open_files, tcp_connection_cap
 from .net.resolve import resolve_peers, resolve_proxies

@@ -104,7 +104,7 @@ def user_from_options(name: str, opts: dict[str, object]) -> AmiUser:
 
 def load_manager_conf(path: str) -> AmiConfig:
     """Read an Asterisk manager.conf ([general] enabled/port/bindaddr + one section per user)."""
-    from ..config.astconf import parse_file
+    from ..config import read_asterisk_config as parse_file
 
     parsed = parse_file(path)
     cfg = AmiConfig(messages=list(parsed.messages))

@@ -354,6 +354,3 @@ def read_asterisk_config(path: str) -> AsteriskConfig:
     """Read `path` and its includes. Never raises for content; problems are in `.messages`."""
     return AsteriskConfigParser().parse(path)
 
-
-# The name api/ami.py (manager.conf) imports.
-parse_file = read_asterisk_config

@@ -23,20 +23,24 @@ def scan_int(text: str) -> tuple[int, str] | None:
     return int(m.group(1)), text[m.end():].strip()
 
 
-def is_ipv6(text: str) -> bool:
+def ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`text` as an address if it is an IPv4 or IPv6 literal (an IPv6 may carry a `%zone`), else None.
+
+    The one IP-literal check of the configuration readers. Brackets are not part of the
+    literal: `split_hostport` takes them off.
+    """
     try:
-        ipaddress.IPv6Address(text.split("%", 1)[0])
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return is_ipv6(text)
-    return True
+    return ip_literal(text) is not None
+
+
+def _is_ipv6(text: str) -> bool:
+    return isinstance(ip_literal(text), ipaddress.IPv6Address)
 
 
 def parse_port(text: str, *, allow_zero: bool = False) -> int:
@@ -46,31 +50,44 @@ def parse_port(text: str, *, allow_zero: bool = False) -> int:
     return int(text)
 
 
-def split_hostport(text: str, *, allow_zero_port: bool = False) -> tuple[str, int | None]:
-    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal -> (host, port or None)."""
+def split_hostport(text: str, *, allow_zero_port: bool = False, ip_only: bool = False,
+                   need_port: bool = False) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal -> (host, port or None).
+
+    The one host:port parser of both configuration readers (sip.conf `host=`, `udpbindaddr=`,
+    `externip=`; TOML `host`, `bind`, `listen`, `externip`). `ip_only`: the host must be an
+    IP literal; `need_port`: a port must be written.
+    """
     t = text.strip()
     if not t:
         raise ValueError("empty address")
+    port: int | None = None
     if t.startswith("["):
         end = t.find("]")
         if end < 0:
             raise ValueError(f"'{t}': no closing ']'")
         host, rest = t[1:end], t[end + 1:]
-        if not is_ipv6(host):
+        if not _is_ipv6(host):
             raise ValueError(f"'{host}' in brackets is not an IPv6 address")
-        if not rest:
-            return host, None
-        if not rest.startswith(":"):
-            raise ValueError(f"'{t}': junk after ']'")
-        return host, parse_port(rest[1:], allow_zero=allow_zero_port)
-    if t.count(":") > 1:
-        if not is_ipv6(t):
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"'{t}': junk after ']'")
+            port = parse_port(rest[1:], allow_zero=allow_zero_port)
+    elif t.count(":") > 1:
+        if not _is_ipv6(t):
             raise ValueError(f"'{t}' is neither host:port nor an IPv6 address")
-        return t, None
-    host, sep, port = t.partition(":")
-    if not host or any(c.isspace() for c in host) or "/" in host or "@" in host:
-        raise ValueError(f"'{host}' is not a host name or IP address")
-    return host, (parse_port(port, allow_zero=allow_zero_port) if sep else None)
+        host = t
+    else:
+        host, sep, port_text = t.partition(":")
+        if not host or any(c.isspace() for c in host) or "/" in host or "@" in host:
+            raise ValueError(f"'{host}' is not a host name or IP address")
+        if sep:
+            port = parse_port(port_text, allow_zero=allow_zero_port)
+    if ip_only and not is_ip(host):
+        raise ValueError(f"'{host}' is not an IP address")
+    if need_port and port is None:
+        raise ValueError("a port is required")
+    return host, port
 
 
 def parse_nat(words: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:
