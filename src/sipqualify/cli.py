@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .addr import split_hostport
 from .compat import escape_controls
 from .model import DEFAULT_API_HOST, DEFAULT_API_PORT, ConfigError
 
@@ -40,16 +41,12 @@ def _die(message: str, code: int = EXIT_FAIL) -> NoReturn:
 
 
 def parse_hostport(text: str, default_port: int = DEFAULT_API_PORT) -> tuple[str, int]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, ""
-    if port and not port.isdigit():
-        raise CliError(f"bad address {text!r}: port must be a number", EXIT_USAGE)
-    return host or DEFAULT_API_HOST, int(port) if port else default_port
+    """`--api HOST[:PORT]` (`:PORT` alone: the default host; port 0: any free one)."""
+    try:
+        host, port = split_hostport(DEFAULT_API_HOST + text if text.startswith(":") else text, allow_zero_port=True)
+    except ValueError as e:
+        raise CliError(f"bad address {text!r}: {e}", EXIT_USAGE) from None
+    return host, default_port if port is None else port
 
 
 # ---------------------------------------------------------------------- client side

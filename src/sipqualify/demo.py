@@ -16,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .addr import Addr
 from .model import Config, GeneralConfig, PeerConfig, ServiceConfig
 from .sip.message import Request, SipParseError, make_response, parse_message
-
-Addr = tuple[str, int]
 
 
 class DemoEndpoint(asyncio.DatagramProtocol):

@@ -24,12 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from .addr import Addr
 from .config import load_config
 from .model import Config, ConfigError, ConfigMessage, PeerConfig
 from .net.limits import prepare_open_files, tcp_connection_cap
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.tcp import TcpServer
-from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
+from .net.udp import LocalAddressSelector, UdpEndpoint, open_udp
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
 from .sip.server_txn import PENDING, ServerTransactions

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..addr import ip_literal
 from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigMessage
 from ..qualify.events import StateChanged
@@ -47,9 +48,8 @@ class AmiUser:
     acl: list[tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]] = field(default_factory=list)
 
     def allowed_from(self, host: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(host)
-        except ValueError:
+        addr = ip_literal(host)
+        if addr is None:
             return False
         ok = True
         for permit, net in self.acl:
@@ -294,9 +294,8 @@ ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", 
 def source_key(host: str) -> str:
     """What one client controls: an IPv4 address, or an IPv6 /64 (one host usually holds a whole
     /64, so counting single IPv6 addresses would be no limit at all)."""
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
+    addr = ip_literal(host)
+    if addr is None:
         return host
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..addr import ip_literal
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
 
@@ -332,10 +332,8 @@ def make_app(svc: Service) -> web.Application:
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    addr = ip_literal(host.strip("[]"))
+    return addr is not None and addr.is_loopback
 
 
 async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:

@@ -25,8 +25,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from ..addr import parse_port, split_hostport
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, NAT_MODES, RETRANSMIT_POLICIES, TRANSPORTS, GeneralConfig
-from .values import parse_algorithms, parse_duration, parse_nat, parse_port, scan_int, split_hostport
+from .values import parse_algorithms, parse_duration, parse_nat, scan_int
 
 SIPCONF: Final = "sip.conf"
 TOML: Final = "TOML"

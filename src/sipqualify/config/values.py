@@ -6,13 +6,12 @@ whether a bad value is an error or (as chan_sip would have it) a warning.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 
 from ..model import NAT_MODES
 
-_SCANF_INT = re.compile(r"\s*([+-]?\d+)")
+_SCANF_INT = re.compile(r"[ \t]*([+-]?[0-9]+)")  # ASCII, as C's %d
 
 
 def scan_int(text: str) -> tuple[int, str] | None:
@@ -21,73 +20,6 @@ def scan_int(text: str) -> tuple[int, str] | None:
     if not m:
         return None
     return int(m.group(1)), text[m.end():].strip()
-
-
-def ip_literal(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """`text` as an address if it is an IPv4 or IPv6 literal (an IPv6 may carry a `%zone`), else None.
-
-    The one IP-literal check of the configuration readers. Brackets are not part of the
-    literal: `split_hostport` takes them off.
-    """
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def is_ip(text: str) -> bool:
-    return ip_literal(text) is not None
-
-
-def _is_ipv6(text: str) -> bool:
-    return isinstance(ip_literal(text), ipaddress.IPv6Address)
-
-
-def parse_port(text: str, *, allow_zero: bool = False) -> int:
-    lo = 0 if allow_zero else 1
-    if not text.strip().isdigit() or not lo <= int(text) <= 65535:
-        raise ValueError(f"port '{text}' is not a number {lo}..65535")
-    return int(text)
-
-
-def split_hostport(text: str, *, allow_zero_port: bool = False, ip_only: bool = False,
-                   need_port: bool = False) -> tuple[str, int | None]:
-    """`host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 literal -> (host, port or None).
-
-    The one host:port parser of both configuration readers (sip.conf `host=`, `udpbindaddr=`,
-    `externip=`; TOML `host`, `bind`, `listen`, `externip`). `ip_only`: the host must be an
-    IP literal; `need_port`: a port must be written.
-    """
-    t = text.strip()
-    if not t:
-        raise ValueError("empty address")
-    port: int | None = None
-    if t.startswith("["):
-        end = t.find("]")
-        if end < 0:
-            raise ValueError(f"'{t}': no closing ']'")
-        host, rest = t[1:end], t[end + 1:]
-        if not _is_ipv6(host):
-            raise ValueError(f"'{host}' in brackets is not an IPv6 address")
-        if rest:
-            if not rest.startswith(":"):
-                raise ValueError(f"'{t}': junk after ']'")
-            port = parse_port(rest[1:], allow_zero=allow_zero_port)
-    elif t.count(":") > 1:
-        if not _is_ipv6(t):
-            raise ValueError(f"'{t}' is neither host:port nor an IPv6 address")
-        host = t
-    else:
-        host, sep, port_text = t.partition(":")
-        if not host or any(c.isspace() for c in host) or "/" in host or "@" in host:
-            raise ValueError(f"'{host}' is not a host name or IP address")
-        if sep:
-            port = parse_port(port_text, allow_zero=allow_zero_port)
-    if ip_only and not is_ip(host):
-        raise ValueError(f"'{host}' is not an IP address")
-    if need_port and port is None:
-        raise ValueError("a port is required")
-    return host, port
 
 
 def parse_nat(words: Iterable[str]) -> tuple[tuple[str, ...], list[str]]:

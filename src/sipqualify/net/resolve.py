@@ -8,16 +8,15 @@ literals never leave the process. SRV/NAPTR come later.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterable
 
+from ..addr import Addr, ip_literal
 from ..model import DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, PeerConfig
 
 log = logging.getLogger("sipqualify.resolve")
 
-Addr = tuple[str, int]
 
 
 def default_port(transport: str) -> int:
@@ -25,10 +24,8 @@ def default_port(transport: str) -> int:
 
 
 def literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
-        return None
+    addr = ip_literal(host.strip("[]"))
+    return None if addr is None else str(addr)
 
 
 async def resolve_host(host: str, *, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> str | None:

@@ -42,10 +42,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..addr import Addr
 from ..ratelog import RateLog
 from ..sip.errors import SipParseError
 from ..sip.framing import MAX_MESSAGE, StreamFramer
-from .udp import Addr, bound_socket, norm_addr
+from .udp import bound_socket, norm_addr
 
 log = logging.getLogger("sipqualify.net")
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import struct
 import time
 from collections.abc import Callable
 
+from ..addr import Addr, ip_literal
+
 log = logging.getLogger("sipqualify.net")
 
-Addr = tuple[str, int]
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
@@ -241,8 +241,7 @@ class LocalAddressSelector:
 
 
 def _is_local(ip: str) -> bool:
-    try:
-        a = ipaddress.ip_address(ip)
-    except ValueError:
+    a = ip_literal(ip)
+    if a is None:
         return False
     return a.is_private or a.is_loopback or a.is_link_local
