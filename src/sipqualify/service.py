@@ -30,6 +30,7 @@ from .net.limits import prepare_open_files, tcp_connection_cap
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.tcp import TcpServer
 from .net.udp import Addr, LocalAddressSelector, UdpEndpoint, open_udp
+from .qualify import state as st
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
 from .sip.server_txn import PENDING, ServerTransactions
@@ -61,11 +62,6 @@ def ensure_token(state_dir: Path, configured: str | None) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
-
-
-@dataclass
-class Waiter:
-    future: asyncio.Future[QualifyResult]
 
 
 @dataclass
@@ -755,7 +751,7 @@ class Service:
         store = self.store
         assert store is not None and self.engine is not None
         if isinstance(ev, QualifyResult):
-            if ev.state != "UNMONITORED":  # a forced poke of an unmonitored peer records nothing
+            if ev.state != st.UNMONITORED:  # a forced poke of an unmonitored peer records nothing
                 if ev.rtt is not None:
                     self._observe_rtt(ev.peer, ev.rtt)
                 if ev.status_code is not None:
@@ -828,7 +824,7 @@ class Service:
             return
         if not ev.silent:
             line = ev.log_line()
-            log.warning("%s", line) if ev.new == "UNREACHABLE" else log.info("%s", line)
+            log.warning("%s", line) if ev.new == st.UNREACHABLE else log.info("%s", line)
         for cb in self._listeners:
             cb(ev)
 

@@ -42,7 +42,17 @@ from urllib.parse import unquote
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Request, Response, SipParseError, make_response, parse_message
 from ..sip.options import ALLOW, BRANCH_LEN, build_options, format_host
-from ..sip.transaction import FINAL, PROVISIONAL, RETRANSMIT, RETRANSMITTED, TIMEOUT, ClientTransaction
+from ..sip.transaction import (
+    COMPLETED,
+    FINAL,
+    PROCEEDING,
+    PROVISIONAL,
+    RETRANSMIT,
+    RETRANSMITTED,
+    TIMEOUT,
+    TRYING,
+    ClientTransaction,
+)
 from . import state as st
 from .events import Event, QualifyResult, StateChanged, TransportError
 from .policy import CHAN_SIP, QualifyPolicy
@@ -57,6 +67,7 @@ Addr = tuple[str, int]
 _K_TXN = 0  # retransmission / Timer F / give-up (sip_poke_noanswer)
 _K_POKE = 2  # scheduled poke
 _K_KEEPALIVE = 3  # keepalive= CRLF
+_RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
 ACCEPT = "application/sdp"
@@ -313,14 +324,6 @@ class QualifyEngine:
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
 
-    def set_address(self, name: str, addr: Addr | None, now: float, dest: Addr | None = None) -> None:
-        """A peer's address changed (DNS re-resolution, later: REGISTER)."""
-        p = self._peers.get(name)
-        if p is None:
-            return
-        p.addr = addr
-        p.dest = dest or addr
-
     def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
                    transport: str | None = None, dest: Addr | None = None) -> None:
         """A dynamic peer registered (or refreshed): new address, and a poke right away
@@ -349,11 +352,6 @@ class QualifyEngine:
             p.addr = p.dest = None
             p.ruri = None
             p.transport = p.cfg.transport
-
-    def remove(self, name: str) -> None:
-        p = self._peers.pop(name, None)
-        if p is not None:
-            self._drop(p)
 
     def _drop(self, p: Peer) -> None:
         p.removed = True
@@ -522,7 +520,7 @@ class QualifyEngine:
         while linger and linger[0][0] <= now:
             _, branch = linger.popleft()
             txn = txns.get(branch)
-            if txn is not None and txn.state == "Completed":
+            if txn is not None and txn.state == COMPLETED:
                 txn.terminate()
                 del txns[branch]
 
@@ -539,8 +537,7 @@ class QualifyEngine:
         if (p.maxms == 0 and not forced) or p.dest is None:
             p.poke_gen += 1
             self._end_txn(p)
-            if p.maxms and p.lastms != 0:
-                p.lastms = 0  # chan_sip: silently UNKNOWN (an expired registration)
+            p.lastms = st.lastms_without_address(p.maxms, p.lastms)
             return
         # step 2: a still-running poke is abandoned
         if p.txn is not None:
@@ -606,13 +603,13 @@ class QualifyEngine:
         if txn.giveup_at is not None and txn.giveup_at <= now:
             self._give_up(txn, now)
             return
-        if txn.state in ("Trying", "Proceeding"):
+        if txn.state in _RUNNING:
             self._arm_txn(txn)
 
     def _give_up(self, txn: ClientTransaction, now: float, force: bool = False) -> None:
         p = txn.owner
         assert isinstance(p, Peer)
-        if not force and txn.state not in ("Trying", "Proceeding"):
+        if not force and txn.state not in _RUNNING:
             return
         txn.terminate()
         self._txns.pop(txn.branch, None)
@@ -629,7 +626,7 @@ class QualifyEngine:
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + self.policy.freq_notok_s)
+        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
 
     def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
         """Record one result through the transition table; report a change. Returns the new state."""
@@ -704,10 +701,7 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
-        if new == st.OK:
-            self._schedule_poke(p, now + p.cfg.qualifyfreq_ms / 1000.0)
-        else:
-            self._schedule_poke(p, now + self.policy.freq_notok_s)
+        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
 
     def _answers_our_poke(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

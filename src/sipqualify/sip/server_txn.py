@@ -77,9 +77,6 @@ class ServerTransactions:
         if key in self._table:
             self._table[key] = answer
 
-    def forget(self, key: Hashable) -> None:
-        self._table.pop(key, None)
-
     def _expire(self, now: float) -> None:
         order, table = self._order, self._table
         while order and order[0][0] <= now:
