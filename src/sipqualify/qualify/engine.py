@@ -31,17 +31,15 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from urllib.parse import unquote
 
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
-from ..sip.message import Request, Response, SipParseError, make_response, parse_message
-from ..sip.options import ALLOW, BRANCH_LEN, build_options, format_host
+from ..sip.message import Response, SipParseError, parse_message
+from ..sip.options import BRANCH_LEN, build_options, format_host
 from ..sip.transaction import (
     COMPLETED,
     FINAL,
@@ -55,6 +53,7 @@ from ..sip.transaction import (
 )
 from . import state as st
 from .events import Event, QualifyResult, StateChanged, TransportError
+from .inbound import UDP, Flow, InboundEndpoint
 from .policy import CHAN_SIP, QualifyPolicy
 
 log = logging.getLogger("sipqualify.engine")
@@ -70,9 +69,6 @@ _K_KEEPALIVE = 3  # keepalive= CRLF
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
-ACCEPT = "application/sdp"
-KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
-                           "UPDATE", "PRACK"))
 REQUEST_RATE = 2000.0  # datagrams per second per source address (an SBC fronts many phones)
 REQUEST_BURST = 4000.0
 MAX_DATAGRAM = 65535
@@ -231,11 +227,10 @@ class QualifyEngine:
         self.respond_options = respond_options
         self.from_user = from_user
         self.from_display = from_display
-        # REGISTER goes to the registrar through this hook (the shell owns persistence)
-        self.register_hook: Callable[[Request, Addr, float], None] | None = None
-        # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
-        self.known_user: Callable[[str], bool] | None = None
         self.stats = EngineStats()
+        # every request sent to us (OPTIONS answers, REGISTER, 405/501) and where answers go
+        self.inbound = InboundEndpoint(self, self.stats, useragent=self.useragent, respond_options=respond_options,
+                                       wallclock=wallclock)
         self._peers: dict[str, Peer] = {}
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, int, object, int]] = []
@@ -344,6 +339,19 @@ class QualifyEngine:
         if p.maxms:
             self._poke(p, now, forced=False)
 
+    def bound(self, name: str, addr: Addr, contact: str, transport: str, dest: Addr | None) -> bool:
+        """A dynamic peer's binding, applied after a (re)load without a poke. False: no such
+        dynamic peer."""
+        p = self._peers.get(name)
+        if p is None or not p.cfg.dynamic:
+            return False
+        p.addr = addr
+        p.dest = dest or addr
+        p.ruri = contact
+        if transport == "tcp":
+            p.transport = "tcp"
+        return True
+
     def unregistered(self, name: str) -> None:
         """Registration removed or expired: no address; the next poke makes it UNKNOWN
         silently, as chan_sip's expire_register does."""
@@ -409,7 +417,10 @@ class QualifyEngine:
                 log.exception("internal error handling a timer")
         return False
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, transport: str = UDP) -> None:
+        """The one front door for what arrives (a datagram, or a message framed off a TCP
+        connection from `addr`): parsed once; responses complete our pokes, requests go to
+        `self.inbound` with the flow they came over."""
         self.stats.rx_datagrams += 1
         if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
             self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
@@ -442,8 +453,10 @@ class QualifyEngine:
         try:
             if isinstance(msg, Response):
                 self._on_response(msg, addr, now)
+            elif msg.defects and msg.method != "ACK" and (msg.top_via is None or msg.call_id is None):
+                self._malformed(addr, now, msg.defects[0])  # nowhere to send an answer to
             else:
-                self._on_request(msg, addr, now)
+                self.inbound.receive_request(msg, Flow(transport, addr), now)
         except SipParseError as e:
             self._malformed(addr, now, e.reason)
         except Exception:
@@ -738,52 +751,3 @@ class QualifyEngine:
             return False
         b[0] = tokens - 1.0
         return True
-
-    def _options_status(self, uri: str) -> tuple[int, str]:
-        """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
-        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
-        scheme, _, rest = uri.partition(":")
-        if scheme.lower() not in ("sip", "sips"):
-            return 416, "Unsupported URI Scheme"
-        if self.known_user is not None:
-            user, at, _ = rest.partition("@")
-            if at:
-                user = unquote(user.partition(";")[0].partition(":")[0])
-                if user and not self.known_user(user):
-                    return 404, "Not Found"
-        return 200, "OK"
-
-    def _on_request(self, req: Request, addr: Addr, now: float) -> None:
-        """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
-        if req.method == "ACK":
-            return
-        if req.method == "REGISTER" and self.register_hook is not None and not req.defects:
-            self.register_hook(req, addr, now)
-            return
-        if req.defects:
-            if req.top_via is None or req.call_id is None:
-                self._malformed(addr, now, req.defects[0])  # nowhere to send an answer to
-                return
-            d = req.defects[0][:100]
-            status, reason = 400, d[:1].upper() + d[1:]
-        elif req.method == "OPTIONS" and self.respond_options:
-            status, reason = self._options_status(req.uri)
-        elif req.method == "OPTIONS":
-            status, reason = 404, "Not Found"
-        elif req.method in KNOWN_METHODS:
-            status, reason = 405, "Method Not Allowed"  # RFC 3261 §8.2.1, with Allow
-        else:
-            status, reason = 501, "Not Implemented"
-        extra = [
-            ("Server", self.useragent),
-            ("Allow", ALLOW),
-            ("Accept", ACCEPT),
-            ("Accept-Encoding", "identity"),
-            ("Accept-Language", "en"),
-            ("Supported", ""),
-        ]
-        if status != 200:
-            extra = extra[:2]
-        resp = make_response(req, status, reason, received=addr, to_tag="as" + os.urandom(4).hex(), extra=extra)
-        self._out.append((resp.to_bytes(), req.response_dest(addr)))
-        self.stats.requests_answered += 1
