@@ -35,6 +35,7 @@ from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
 from .qualify.inbound import (
     TCP,
+    UDP,
     BindingArmed,
     BindingChanged,
     BindingDisarmed,
@@ -576,12 +577,12 @@ class Service:
         if self.engine is None:  # sockets open a moment before the engine exists
             return
         # t_rx: the kernel's receive time, so loop delays do not inflate RTTs
-        self.engine.receive_datagram(data, addr, t_rx)
+        self.engine.front.receive(data, addr, t_rx, UDP)
 
     def _on_tcp_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
         if self.engine is None or self.tcp is None:
             return
-        self.engine.receive_datagram(data, addr, t_rx, TCP)  # answers go back over this connection
+        self.engine.front.receive(data, addr, t_rx, TCP)  # answers go back over this connection
 
     def _on_batch_done(self) -> None:
         if self.engine is not None:

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from sipqualify.model import GeneralConfig
-from sipqualify.qualify import engine as engine_module
-from sipqualify.qualify.engine import MALFORMED_LOG_INTERVAL, MALFORMED_LOG_SOURCES, QualifyEngine
+from sipqualify.qualify import dispatch as dispatch_module
+from sipqualify.qualify.dispatch import MALFORMED_LOG_INTERVAL, MALFORMED_LOG_SOURCES
+from sipqualify.qualify.engine import QualifyEngine
 
 from .sim import answer, build, ok_after, peer, silent
 
@@ -287,13 +288,13 @@ def test_unicode_digits_are_malformed_input_not_internal_errors(where: str, capl
 
 def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     parsed: list[bytes] = []
-    real = engine_module.parse_message
+    real = dispatch_module.parse_message
 
-    def counting(data: bytes) -> engine_module.Request | engine_module.Response:
+    def counting(data: bytes) -> dispatch_module.Request | dispatch_module.Response:
         parsed.append(data)
         return real(data)
 
-    monkeypatch.setattr(engine_module, "parse_message", counting)
+    monkeypatch.setattr(dispatch_module, "parse_message", counting)
     return parsed
 
 

@@ -3,7 +3,7 @@
 Surface (the shape of aioquic's QuicConnection; see ../shared/STYLE.md):
 
     engine.load(peers, now, addresses=..., restored=...)   # start-up and `sip reload`
-    engine.receive_datagram(data, addr, now)                # anything that arrived
+    engine.receive_datagram(data, addr, now)                # anything that arrived (dispatch.py)
     engine.handle_timer(now)                                # when get_timer() said so
     engine.get_timer() -> float | None                      # next wake-up
     engine.datagrams_to_send() -> [(bytes, (ip, port))]
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
-from ..sip.message import Response, SipParseError, parse_message
+from ..sip.message import Response
 from ..sip.options import BRANCH_LEN, build_options, format_host
 from ..sip.transaction import (
     COMPLETED,
@@ -52,8 +52,9 @@ from ..sip.transaction import (
     ClientTransaction,
 )
 from . import state as st
+from .dispatch import Dispatcher
 from .events import Event, QualifyResult, StateChanged, TransportError
-from .inbound import UDP, Flow, InboundEndpoint
+from .inbound import UDP, InboundEndpoint
 from .policy import CHAN_SIP, QualifyPolicy
 
 log = logging.getLogger("sipqualify.engine")
@@ -69,11 +70,6 @@ _K_KEEPALIVE = 3  # keepalive= CRLF
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
 
-REQUEST_RATE = 2000.0  # datagrams per second per source address (an SBC fronts many phones)
-REQUEST_BURST = 4000.0
-MAX_DATAGRAM = 65535
-MALFORMED_LOG_INTERVAL = 60.0  # s: one line per source per interval for bad input, the rest is counted
-MALFORMED_LOG_SOURCES = 64  # sources named per interval: spoofed source addresses cannot flood the log
 
 
 class Peer:
@@ -231,6 +227,8 @@ class QualifyEngine:
         # every request sent to us (OPTIONS answers, REGISTER, 405/501) and where answers go
         self.inbound = InboundEndpoint(self, self.stats, useragent=self.useragent, respond_options=respond_options,
                                        wallclock=wallclock)
+        # what arrives is parsed once there: responses come back to receive_response
+        self.front = Dispatcher(self, self.inbound, self.stats)
         self._peers: dict[str, Peer] = {}
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, int, object, int]] = []
@@ -239,9 +237,6 @@ class QualifyEngine:
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
         self._by_class = [0] * 7  # responses by status class (index 1..6)
-        self._buckets: dict[str, list[float]] = {}  # per-source budget (token bucket)
-        self._malformed_logged: set[str] = set()  # sources whose bad input was logged this interval
-        self._malformed_interval_end = float("-inf")
         self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
@@ -418,50 +413,8 @@ class QualifyEngine:
         return False
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, transport: str = UDP) -> None:
-        """The one front door for what arrives (a datagram, or a message framed off a TCP
-        connection from `addr`): parsed once; responses complete our pokes, requests go to
-        `self.inbound` with the flow they came over."""
-        self.stats.rx_datagrams += 1
-        if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
-            self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
-            return
-        # The per-source budget is charged before any parsing, so beyond it a flood costs a dict
-        # lookup per datagram whatever it holds (and gets no answers: never amplify). Requests
-        # and responses alike: a response to nobody's poke is worth nothing, and starting with
-        # "SIP/2.0 " must not be a way around the budget. The one exemption is a response naming
-        # the branch of one of our pokes in flight or lingering: 64 random bits that only the
-        # peer we sent it to can know, so its answers are never dropped, whoever floods from
-        # whatever address (its own, spoofed, included) and however the flood is shaped.
-        if not self._answers_our_poke(data) and not self._allow_from(addr[0], now):
-            self.stats.rate_limited += 1
-            return
-        if len(data) > MAX_DATAGRAM:
-            self._malformed(addr, now, f"datagram of {len(data)} bytes")
-            return
-        try:
-            msg = parse_message(data)
-        except SipParseError as e:
-            self._malformed(addr, now, e.reason)
-            return
-        except Exception:  # a bug in the parser (it raises SipParseError for any bad input)
-            self.stats.internal_errors += 1
-            log.exception("parser failed on a datagram from %s", addr)
-            return
-        if msg.defects and isinstance(msg, Response):
-            self._malformed(addr, now, msg.defects[0])
-            return
-        try:
-            if isinstance(msg, Response):
-                self._on_response(msg, addr, now)
-            elif msg.defects and msg.method != "ACK" and (msg.top_via is None or msg.call_id is None):
-                self._malformed(addr, now, msg.defects[0])  # nowhere to send an answer to
-            else:
-                self.inbound.receive_request(msg, Flow(transport, addr), now)
-        except SipParseError as e:
-            self._malformed(addr, now, e.reason)
-        except Exception:
-            self.stats.internal_errors += 1
-            log.exception("internal error handling a message from %s", addr)
+        """Anything that arrived, through the front door (`self.front`, qualify/dispatch.py)."""
+        self.front.receive(data, addr, now, transport)
 
     def transport_error(self, addr: Addr, now: float, reason: str) -> None:
         """ICMP error for a datagram we sent to `addr`. Counted and reported; the state
@@ -656,7 +609,8 @@ class QualifyEngine:
             )
         return new
 
-    def _on_response(self, msg: Response, addr: Addr, now: float) -> None:
+    def receive_response(self, msg: Response, addr: Addr, now: float) -> None:
+        """A parsed response (from the front door): it completes one of our pokes, or is counted."""
         status = msg.status
         branch = msg.branch
         txn = self._txns.get(branch) if branch else None
@@ -716,38 +670,8 @@ class QualifyEngine:
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
         self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
 
-    def _answers_our_poke(self, data: bytes) -> bool:
+    def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:
         0.4 µs). Wrong either way only decides whether the datagram is charged to its source."""
         i = data.find(b";branch=z9hG4bK") + 8
         return i > 7 and data[i:i + BRANCH_LEN].decode("latin-1") in self._txns and data.startswith(b"SIP/2.0 ")
-
-    def _malformed(self, addr: Addr, now: float, reason: str) -> None:
-        """Bad input: counted; logged without a traceback, once per source per interval, for
-        at most MALFORMED_LOG_SOURCES sources per interval (bounded memory, bounded log)."""
-        self.stats.rx_malformed += 1
-        if now >= self._malformed_interval_end:
-            self._malformed_interval_end = now + MALFORMED_LOG_INTERVAL
-            self._malformed_logged.clear()
-        ip = addr[0]
-        if ip in self._malformed_logged or len(self._malformed_logged) >= MALFORMED_LOG_SOURCES:
-            return
-        self._malformed_logged.add(ip)
-        log.info("malformed SIP from %s port %s: %s (more bad input from %s is counted, not logged, for %.0f s)",
-                 ip, addr[1], reason[:200].encode("ascii", "backslashreplace").decode(), ip,
-                 self._malformed_interval_end - now)
-
-    def _allow_from(self, ip: str, now: float) -> bool:
-        """Token bucket per source address for what it sends us (RATE per second, BURST)."""
-        b = self._buckets.get(ip)
-        if b is None:
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()
-            b = self._buckets[ip] = [REQUEST_BURST, now]
-        tokens = min(REQUEST_BURST, b[0] + (now - b[1]) * REQUEST_RATE)
-        b[1] = now
-        if tokens < 1.0:
-            b[0] = tokens
-            return False
-        b[0] = tokens - 1.0
-        return True
