@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config.load import load_config
 from .model import Config, ConfigError, ConfigMessage, PeerConfig
@@ -49,6 +49,12 @@ from .store import Store, TransitionRecord
 from .store.bindings import BindingStore
 from .store.sqlite import FileWatch
 from .views import PeerView
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .api.ami import AmiServer
+    from .api.webhooks import WebhookDispatcher
 
 log = logging.getLogger("sipqualify")
 
@@ -122,8 +128,8 @@ class Service:
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
         self._listeners: list[Callable[[StateChanged], None]] = []
         self._stopped = asyncio.Event()
-        self._api_runner: Any = None
-        self.ami: Any = None
+        self._api_runner: web.AppRunner | None = None
+        self.ami: AmiServer | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
         self.bindings: BindingStore | None = None
         self._binding_queue: list[tuple[str, Binding | None, asyncio.Future[None]]] = []
@@ -132,7 +138,7 @@ class Service:
         self._binding_failure: dict[str, Any] | None = None  # cause and since, until a store succeeds
         self._bindings_file: FileWatch | None = None
         self.loaded = False  # peers loaded and scheduled (readiness)
-        self.webhooks: Any = None
+        self.webhooks: WebhookDispatcher | None = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._committed_lock = threading.Lock()
@@ -258,7 +264,7 @@ class Service:
             if self._binding_failure is None:  # once per episode: it ends at the next stored binding
                 self._binding_failure = {"cause": error, "since": time.time()}
                 log.error("cannot store the binding of '%s' (%s): answering 500 until bindings can be stored",
-                          ev.peer, e)
+                          ev.to, e)
         else:
             if self._binding_failure is not None:
                 log.warning("bindings are stored again (failing since %.0f s)",

@@ -1,7 +1,7 @@
 """Inbound SIP, sans-I/O: every request sent to sipqualify, and where each answer goes.
 
-The qualify engine parses what arrives once (its per-source budget and the malformed-input
-log stay at that front door) and hands every request here with the `Flow` it came over.
+The front door (dispatch.py) parses what arrives once (the per-source budget and the
+malformed-input log live there) and hands every request here with the `Flow` it came over.
 This endpoint owns what a UAS does:
 
 * OPTIONS answered like res_pjsip (200 with Allow/Accept/Supported; 404 for a user that
@@ -17,7 +17,7 @@ This endpoint owns what a UAS does:
 
 Surface (the engine's shape, STYLE.md §2):
 
-    endpoint.receive_request(request, flow, now)   # from the engine's dispatcher
+    endpoint.receive_request(request, flow, now)   # from the front door (dispatch.py)
     endpoint.commit_done(token, error, now)        # the shell stored a BindingChanged
     endpoint.expire(peer, expires_mono, now)       # a binding's expiry timer fired
     endpoint.sends() -> [(bytes, Flow)]
@@ -76,6 +76,7 @@ class BindingChanged:
     token: int
     peer: str
     binding: Binding | None
+    to: str = ""  # the REGISTER's To header (what a failure is logged about)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +301,7 @@ class InboundEndpoint:
             return
         token = next(self._tokens)
         self._commits[token] = _Commit(req, flow, out, key)
-        self._events.append(BindingChanged(token, peer, out.binding))
+        self._events.append(BindingChanged(token, peer, out.binding, req.headers.get("To") or ""))
 
     def _finish(self, req: Request, flow: Flow, out: RegisterOutcome, key: Hashable | None, now: float) -> None:
         data = out.response.to_bytes()
