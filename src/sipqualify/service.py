@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .addr import Addr
 from .config import load_config
@@ -31,11 +31,31 @@ from .net.limits import prepare_open_files, tcp_connection_cap
 from .net.resolve import resolve_peers, resolve_proxies
 from .net.tcp import TcpServer
 from .net.udp import LocalAddressSelector, UdpEndpoint, open_udp
+from .qualify import state as st
 from .qualify.engine import Peer, QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult, StateChanged, TransportError
-from .sip.server_txn import PENDING, ServerTransactions
+from .qualify.inbound import (
+    TCP,
+    UDP,
+    BindingArmed,
+    BindingChanged,
+    BindingDisarmed,
+    Flow,
+    FlowPinned,
+    InboundEvent,
+    RegistryChanged,
+)
+from .qualify.registrar import Binding, Registrar, RegistrarSettings
 from .store import Store, TransitionRecord
+from .store.bindings import BindingStore
+from .store.sqlite import FileWatch
 from .views import PeerView
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .api.ami import AmiServer
+    from .api.webhooks import WebhookDispatcher
 
 log = logging.getLogger("sipqualify")
 
@@ -62,11 +82,6 @@ def ensure_token(state_dir: Path, configured: str | None) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
     return token
-
-
-@dataclass
-class Waiter:
-    future: asyncio.Future[QualifyResult]
 
 
 @dataclass
@@ -99,10 +114,6 @@ class Service:
         self.store: Store | None = None
         self.endpoints: dict[int, UdpEndpoint] = {}
         self.tcp: TcpServer | None = None  # [general] tcpenable: SIP over TCP, inbound
-        self.server_txns = ServerTransactions()  # REGISTER retransmissions: absorbed or answered again
-        self._rx_tcp: Addr | None = None  # the TCP connection of the message being handled
-        self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection's address
-        self._tcp_dests: dict[Addr, int] = {}  # those addresses (refcount): TCP only, never UDP
         self._tcp_static: set[Addr] = set()  # static transport=tcp peers: we connect to them
         self.counters = Counters()
         self.token = ""
@@ -118,17 +129,17 @@ class Service:
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
         self._listeners: list[Callable[[StateChanged], None]] = []
         self._stopped = asyncio.Event()
-        self._api_runner: Any = None
-        self.ami: Any = None
-        self.registrar: Any = None
-        self.bindings: Any = None
-        self._binding_queue: list[tuple[str, Any, asyncio.Future[None]]] = []
+        self._api_runner: web.AppRunner | None = None
+        self.ami: AmiServer | None = None
+        self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
+        self.bindings: BindingStore | None = None
+        self._binding_queue: list[tuple[str, Binding | None, asyncio.Future[None]]] = []
         self._binding_flushing = False
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}  # peer -> its binding's expiry
         self._binding_failure: dict[str, Any] | None = None  # cause and since, until a store succeeds
-        self._bindings_file: Any = None
+        self._bindings_file: FileWatch | None = None
         self.loaded = False  # peers loaded and scheduled (readiness)
-        self.webhooks: Any = None
+        self.webhooks: WebhookDispatcher | None = None
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._committed_lock = threading.Lock()
@@ -168,11 +179,12 @@ class Service:
                 {fam: ep.local for fam, ep in self.endpoints.items()}, externip=g.externip
             ),
             useragent=g.useragent,
+            wallclock=self.wallclock,
             match_source=svc.match_source_address,
             respond_options=svc.respond_options,
         )
         if svc.options_unknown_user_404:  # OPTIONS to a user that is not a peer: 404, like res_pjsip
-            self.engine.known_user = lambda user: user in self.config.peers
+            self.engine.inbound.known_user = lambda user: user in self.config.peers
         # the registrar answers REGISTER from the first datagram on (never a 501 during start-up)
         registered = await self._start_registrar()
         from .api.http import start_api
@@ -195,7 +207,8 @@ class Service:
             restored_changed={n: r.changed_at - self._wall_offset for n, r in restored.items()
                               if r.changed_at is not None},
         )
-        self._apply_bindings()
+        self.engine.inbound.apply_bindings()
+        self._pump_inbound()
         self._collect_tcp_peers()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
@@ -216,9 +229,6 @@ class Service:
 
     async def _start_registrar(self) -> dict[str, Addr | None]:
         """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
-        from .qualify.registrar import Registrar, RegistrarSettings
-        from .store.bindings import BindingStore
-
         assert self.engine is not None
         g = self.config.general
         self.registrar = Registrar(lambda name: self.config.peers.get(name),
@@ -228,81 +238,42 @@ class Service:
                                                      authfail_ban=g.authfail_ban, algorithms=g.auth_algorithms),
                                    useragent=self.engine.useragent)
         self.bindings = BindingStore(self.state_dir / "bindings.sqlite")
-        from .store.sqlite import FileWatch
-
         self._bindings_file = FileWatch(str(self.state_dir / "bindings.sqlite"))
-        restored: dict[str, Addr | None] = {}
-        for b in await asyncio.to_thread(self.bindings.load, self.wallclock(), self.clock(), g.maxexpiry):
-            p = self.config.peers.get(b.peer)
-            if p is None or not p.dynamic:
-                continue
-            self.registrar.bindings[b.peer] = b
-            restored[b.peer] = b.addr
-            self._arm_expiry(b)
-        self.engine.register_hook = self._on_register
-        return restored
+        loaded = await asyncio.to_thread(self.bindings.load, self.wallclock(), self.clock(), g.maxexpiry)
+        restored = [b for b in loaded if (p := self.config.peers.get(b.peer)) is not None and p.dynamic]
+        inbound = self.engine.inbound
+        inbound.registrar = self.registrar
+        inbound.restore(restored)
+        self._pump_inbound()
+        return {b.peer: b.addr for b in restored}
 
-    def _apply_bindings(self) -> None:
-        """Registered peers keep their address and Contact across (re)loads."""
-        if self.registrar is None or self.engine is None:
-            return
-        for b in self.registrar.bindings.values():
-            p = self.engine.peer(b.peer)
-            if p is not None and p.cfg.dynamic:
-                p.addr = p.dest = b.addr
-                p.ruri = b.contact
-                if b.transport == "tcp":  # over its connection only
-                    # none yet (a restart): port 0, never a UDP peer's address; the pokes are
-                    # dropped, so UNREACHABLE until the phone connects and registers again
-                    p.dest = self._tcp_flows.get(b.peer) or (b.addr[0], 0)
-                    p.transport = "tcp"
-                    self._set_tcp_flow(b.peer, p.dest)
-
-    def _on_register(self, req: Any, addr: Addr, now: float) -> None:
-        """Challenges and refusals are answered at once; a binding change is committed to SQLite
-        first (in a task, group-committed with its neighbours) and answered after the commit.
-        A retransmitted REGISTER is not handled again (RFC 3261 §17.2.2): absorbed while the
-        first copy is being committed, else answered with the very same response."""
-        assert self.registrar is not None
-        tcp = self._rx_tcp == addr
-        key = self.server_txns.key(req, addr)
-        if key is not None:
-            hit = self.server_txns.lookup(key, now)
-            if hit is PENDING:
-                return
-            if hit is not None:
-                self._send_register_answer(req, addr, hit, tcp)  # type: ignore[arg-type]
-                return
-        out = self.registrar.handle(req, addr, now, self.wallclock(), "tcp" if tcp else "udp")
-        if out is None:
-            return  # banned source: no answer (never amplify, never help a guesser)
-        if out.binding is None and out.removed is None:
-            self._answer_register(req, addr, out, tcp, key)
+    def _commit_binding(self, ev: BindingChanged) -> None:
+        """A binding change is stored before its REGISTER is answered (in a task, group-committed
+        with its neighbours); then the endpoint answers (500 if it could not be stored)."""
+        if ev.token == 0:  # an expired binding: nothing waits for its delete
+            task = self.loop.create_task(self._store_binding(ev.peer, None))
+            task.add_done_callback(partial(_log_expiry_failure, ev.peer))
         else:
-            self.loop.create_task(self._commit_register(req, addr, out, tcp, key))
+            self.loop.create_task(self._commit_register(ev))
 
-    async def _commit_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False, key: Any = None) -> None:
+    async def _commit_register(self, ev: BindingChanged) -> None:
+        error = None
         try:
-            if out.binding is not None:
-                await self._store_binding(out.binding.peer, out.binding)  # stored before the 200 is sent
-            elif out.removed is not None:
-                await self._store_binding(out.removed, None)
+            await self._store_binding(ev.peer, ev.binding)  # stored before the 200 is sent
         except sqlite3.Error as e:
+            error = f"{type(e).__name__}: {e}"
             if self._binding_failure is None:  # once per episode: it ends at the next stored binding
-                self._binding_failure = {"cause": f"{type(e).__name__}: {e}", "since": time.time()}
+                self._binding_failure = {"cause": error, "since": time.time()}
                 log.error("cannot store the binding of '%s' (%s): answering 500 until bindings can be stored",
-                          req.headers.get("To"), e)
-            from .sip.message import make_response
-
-            out.response = make_response(req, 500, "Server Internal Error", received=addr)
-            out.binding = out.removed = None
-            out.peer_status = None
+                          ev.to, e)
         else:
             if self._binding_failure is not None:
                 log.warning("bindings are stored again (failing since %.0f s)",
                             time.time() - self._binding_failure["since"])
                 self._binding_failure = None
-        self._answer_register(req, addr, out, tcp, key)
+        if self.engine is not None:
+            self.engine.inbound.commit_done(ev.token, error, self.clock())
+            self._pump()  # the answer, and the poke that follows a REGISTER, go out now
 
     def storage_health(self) -> dict[str, dict[str, Any]]:
         """Per database: `ok`, and while not, the `cause` and `since` of the failure (for /readyz)."""
@@ -315,41 +286,7 @@ class Service:
             out["bindings"] = {"ok": False, **failure} if failure else {"ok": True, "cause": None, "since": None}
         return out
 
-    def _send_register_answer(self, req: Any, addr: Addr, data: bytes, tcp: bool) -> None:
-        if tcp:  # RFC 3261 §18.2.2: on the connection the request came over, whatever the Via says
-            assert self.tcp is not None
-            if not self.tcp.send(addr, data):
-                self.tcp.stats["no_connection"] += 1
-        else:
-            dest = req.response_dest(addr)
-            ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
-            if ep is not None:
-                ep.sendto(data, dest)
-
-    def _answer_register(self, req: Any, addr: Addr, out: Any, tcp: bool = False, key: Any = None) -> None:
-        assert self.engine is not None
-        data = out.response.to_bytes()
-        if key is not None:
-            self.server_txns.answered(key, data)
-        self._send_register_answer(req, addr, data, tcp)
-        if out.log:
-            log.info("%s", out.log)
-        if out.binding is not None:
-            b = out.binding
-            self._arm_expiry(b)
-            flow = addr if b.transport == "tcp" else None  # qualified over the REGISTER's connection
-            self._set_tcp_flow(b.peer, flow)
-            self.engine.registered(b.peer, b.addr, self.clock(), b.contact, transport=b.transport, dest=flow)
-        elif out.removed is not None:
-            self._disarm_expiry(out.removed)
-            self._set_tcp_flow(out.removed, None)
-            self.engine.unregistered(out.removed)
-        if out.peer_status is not None:
-            self._publish_registry(out.peer, out.peer_status, out.cause, out.binding.addr if out.binding else addr)
-        if out.binding is not None or out.removed is not None:
-            self._pump()  # the poke that follows a REGISTER goes out now
-
-    async def _store_binding(self, peer: str, b: Any) -> None:
+    async def _store_binding(self, peer: str, b: Binding | None) -> None:
         """Group commit: every binding change that arrives while a commit is running goes into
         the next one, so a burst of REGISTERs costs a few transactions, not one each."""
         fut: asyncio.Future[None] = self.loop.create_future()
@@ -368,6 +305,7 @@ class Service:
                     await asyncio.sleep(self.BINDING_WINDOW)
                 batch, self._binding_queue = self._binding_queue, []
                 try:
+                    assert self.bindings is not None
                     await asyncio.to_thread(self.bindings.apply, [(p, b) for p, b, _ in batch])
                 except Exception as e:  # each waiter gets the error and answers 500
                     for _, _, fut in batch:
@@ -387,25 +325,7 @@ class Service:
         self.events.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
                              "address": f"{addr[0]}:{addr[1]}" if addr else None})
 
-    def _set_tcp_flow(self, peer: str, addr: Addr | None) -> None:
-        """A peer registered over TCP is qualified over that connection only: `addr` (its remote
-        end) is then never sent to over UDP. None: the peer has no TCP binding (any more)."""
-        old = self._tcp_flows.pop(peer, None)
-        if old is not None:
-            n = self._tcp_dests.get(old, 1) - 1
-            if n > 0:
-                self._tcp_dests[old] = n
-            else:
-                self._tcp_dests.pop(old, None)
-                if self.tcp is not None:  # no binding over it any more: no longer kept for room
-                    self.tcp.mark_registered(old, False)
-        if addr is not None:
-            self._tcp_flows[peer] = addr
-            self._tcp_dests[addr] = self._tcp_dests.get(addr, 0) + 1
-            if self.tcp is not None:  # that connection is kept when room is needed
-                self.tcp.mark_registered(addr)
-
-    def _arm_expiry(self, b: Any) -> None:
+    def _arm_expiry(self, b: Binding) -> None:
         # monotonic, as the loop's timers: a wall-clock step neither ends a binding nor stretches it
         delay = max(0.0, b.expires_mono - self.clock())
         old = self._expiry_timers.pop(b.peer, None)
@@ -420,21 +340,10 @@ class Service:
 
     def _expire(self, peer: str, expires_mono: float) -> None:
         self._expiry_timers.pop(peer, None)
-        if self.registrar is None or self.bindings is None:
+        if self.engine is None or self.bindings is None:
             return  # closed
-        b = self.registrar.bindings.get(peer)
-        if b is None or b.expires_mono != expires_mono:
-            return  # refreshed or removed since
-        self.registrar.expire(peer)
-        # through the group-commit queue: ordered with a REGISTER that follows at once (if the
-        # delete fails, BindingStore.load drops the expired row at the next start anyway)
-        task = self.loop.create_task(self._store_binding(peer, None))
-        task.add_done_callback(partial(_log_expiry_failure, peer))
-        log.info("Unregistered SIP '%s' (expired)", peer)
-        self._set_tcp_flow(peer, None)
-        if self.engine is not None:
-            self.engine.unregistered(peer)
-        self._publish_registry(peer, "Unregistered", "Expired", None)
+        self.engine.inbound.expire(peer, expires_mono, self.clock())
+        self._pump()
 
     async def _start_webhooks(self) -> None:
         from .api.webhooks import Webhook, WebhookDispatcher
@@ -607,7 +516,8 @@ class Service:
         self.config = cfg
         self.store.forget_peers(summary.removed)
         self.counters.reloads += 1
-        self._apply_bindings()
+        self.engine.inbound.apply_bindings()
+        self._pump_inbound()
         self._collect_tcp_peers()
         self._log_unresolved(peers, addrs)
         self._settle_gc()
@@ -674,24 +584,12 @@ class Service:
         if self.engine is None:  # sockets open a moment before the engine exists
             return
         # t_rx: the kernel's receive time, so loop delays do not inflate RTTs
-        self.engine.receive_datagram(data, addr, t_rx)
+        self.engine.front.receive(data, addr, t_rx, UDP)
 
     def _on_tcp_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
-        eng = self.engine
-        if eng is None or self.tcp is None:
+        if self.engine is None or self.tcp is None:
             return
-        self._rx_tcp = addr  # a REGISTER handled now came over this connection
-        try:
-            eng.receive_datagram(data, addr, t_rx)
-        finally:
-            self._rx_tcp = None
-        # what the engine produced now answers this request: on its connection, not to the
-        # Via's sent-by port (RFC 3261 §18.2.2); the rest of the output goes out in _pump
-        for msg, dest in eng.datagrams_to_send():
-            if dest[0] != addr[0]:
-                self._send(msg, dest)  # not an answer to this request
-            elif not self.tcp.send(addr, msg):
-                self.tcp.stats["no_connection"] += 1
+        self.engine.front.receive(data, addr, t_rx, TCP)  # answers go back over this connection
 
     def _on_batch_done(self) -> None:
         if self.engine is not None:
@@ -717,6 +615,7 @@ class Service:
     def _pump(self) -> None:
         eng = self.engine
         assert eng is not None
+        self._pump_inbound()  # answers first: a REGISTER's 200 OK goes out before the poke it causes
         send = self._send
         for data, dest in eng.datagrams_to_send():
             send(data, dest)
@@ -731,6 +630,40 @@ class Service:
             )
             self._timer_at = when
 
+    def _pump_inbound(self) -> None:
+        """The inbound endpoint's answers, each over the flow it names, and its events."""
+        assert self.engine is not None
+        inbound = self.engine.inbound
+        for data, flow in inbound.sends():
+            self._send_on(data, flow)
+        while (ev := inbound.next_event()) is not None:
+            self._dispatch_inbound(ev)
+
+    def _dispatch_inbound(self, ev: InboundEvent) -> None:
+        if isinstance(ev, BindingChanged):
+            self._commit_binding(ev)
+        elif isinstance(ev, BindingArmed):
+            self._arm_expiry(ev.binding)
+        elif isinstance(ev, BindingDisarmed):
+            self._disarm_expiry(ev.peer)
+        elif isinstance(ev, FlowPinned):
+            if self.tcp is not None:  # a pinned connection is kept when room is needed
+                self.tcp.mark_registered(ev.remote, ev.pinned)
+        elif isinstance(ev, RegistryChanged):
+            self._publish_registry(ev.peer, ev.status, ev.cause, ev.addr)
+
+    def _send_on(self, data: bytes, flow: Flow) -> None:
+        """An answer: over the connection its request came over (dropped and counted when that
+        is gone), else over UDP."""
+        if flow.transport == TCP:
+            if self.tcp is not None and not self.tcp.send(flow.remote, data):
+                self.tcp.stats["no_connection"] += 1
+            return
+        dest = flow.remote
+        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+        if ep is not None:
+            ep.sendto(data, dest)
+
     def _send(self, data: bytes, dest: Addr) -> None:
         """Over the TCP connection from `dest` if there is one, else over UDP; but never over UDP
         to a peer registered over TCP whose connection is gone (dropped and counted: its give-up
@@ -742,7 +675,7 @@ class Service:
             if dest in self._tcp_static:  # a tcp peer: open (or wait for) our connection to it
                 tcp.connect_and_send(dest, data)
                 return
-            if dest in self._tcp_dests:
+            if self.engine is not None and self.engine.inbound.pinned(dest):
                 tcp.stats["no_connection"] += 1
                 return
         ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
@@ -756,7 +689,7 @@ class Service:
         store = self.store
         assert store is not None and self.engine is not None
         if isinstance(ev, QualifyResult):
-            if ev.state != "UNMONITORED":  # a forced poke of an unmonitored peer records nothing
+            if ev.state != st.UNMONITORED:  # a forced poke of an unmonitored peer records nothing
                 if ev.rtt is not None:
                     self._observe_rtt(ev.peer, ev.rtt)
                 if ev.status_code is not None:
@@ -829,7 +762,7 @@ class Service:
             return
         if not ev.silent:
             line = ev.log_line()
-            log.warning("%s", line) if ev.new == "UNREACHABLE" else log.info("%s", line)
+            log.warning("%s", line) if ev.new == st.UNREACHABLE else log.info("%s", line)
         for cb in self._listeners:
             cb(ev)
 
@@ -939,9 +872,11 @@ class Service:
     def registrar_stats(self) -> dict[str, int] | None:
         if self.registrar is None:
             return None
+        txns = self.engine.inbound.server_txns if self.engine is not None else None
+        assert txns is not None
         return {**self.registrar.counters, "bindings": len(self.registrar.bindings),
-                "retransmissions_absorbed": self.server_txns.absorbed,
-                "retransmissions_answered": self.server_txns.resent,
+                "retransmissions_absorbed": txns.absorbed,
+                "retransmissions_answered": txns.resent,
                 "banned_sources": self.registrar.banned_count(self.clock())}
 
 

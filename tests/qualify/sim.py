@@ -70,8 +70,16 @@ class Sim:
             if r is not None:
                 for delay, resp in r(data, self.now):
                     heapq.heappush(self._pending, (self.now + delay, next(self._seq), dest, resp))
+        for data, flow in self.engine.inbound.sends():
+            self.sent.append((self.now, flow.remote, data))
         while (ev := self.engine.next_event()) is not None:
             self.events.append((self.now, ev))
+
+    def answers(self) -> list[tuple[bytes, Addr]]:
+        """What was sent since the last look, answers to requests included (to their flow's address)."""
+        out = self.engine.datagrams_to_send()
+        out += [(data, flow.remote) for data, flow in self.engine.inbound.sends()]
+        return out
 
     def deliver(self, data: bytes, src: Addr) -> None:
         self.engine.receive_datagram(data, src, self.now)

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from sipqualify.model import GeneralConfig
-from sipqualify.qualify import engine as engine_module
-from sipqualify.qualify.engine import MALFORMED_LOG_INTERVAL, MALFORMED_LOG_SOURCES, QualifyEngine
+from sipqualify.qualify import dispatch as dispatch_module
+from sipqualify.qualify.dispatch import MALFORMED_LOG_INTERVAL, MALFORMED_LOG_SOURCES
+from sipqualify.qualify.engine import QualifyEngine
 
 from .sim import answer, build, ok_after, peer, silent
 
@@ -146,7 +147,7 @@ def test_inbound_requests_answered(method: str) -> None:
         "Content-Length: 0\r\n\r\n"
     ).encode()
     sim.engine.receive_datagram(req, ("127.0.0.1", 15096), 0.0)
-    (data, dest), = sim.engine.datagrams_to_send()
+    (data, dest), = sim.answers()
     text = data.decode()
     assert dest == ("127.0.0.1", 15096)  # rport: back to the source port
     assert "received=127.0.0.1" in text and "rport=15096" in text
@@ -170,7 +171,7 @@ def test_request_with_defects_gets_400() -> None:
         b"Content-Length: 13\r\nContent-Length: 5\r\n\r\nhello"
     )
     sim.engine.receive_datagram(req, ("127.0.0.1", 15095), 0.0)
-    (data, _), = sim.engine.datagrams_to_send()
+    (data, _), = sim.answers()
     assert data.startswith(b"SIP/2.0 400 Conflicting Content-Length")
 
 
@@ -183,14 +184,14 @@ def test_answers_to_one_source_are_rate_limited() -> None:
            b"Content-Length: 0\r\n\r\n")
     for _ in range(10000):
         sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.0)
-    assert len(sim.engine.datagrams_to_send()) == 4000  # the burst, then nothing within the same instant
+    assert len(sim.answers()) == 4000  # the burst, then nothing within the same instant
     assert sim.engine.stats.rate_limited == 6000
     sim.engine.receive_datagram(req, ("10.8.8.8", 5060), 0.0)
-    assert len(sim.engine.datagrams_to_send()) == 1
+    assert len(sim.answers()) == 1
     sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)  # refilled at 2000/s: 2 tokens
     sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
     sim.engine.receive_datagram(req, ("10.9.9.9", 5060), 0.001)
-    assert len(sim.engine.datagrams_to_send()) == 2
+    assert len(sim.answers()) == 2
 
 
 def _options_to(uri: str, mf: int = 70) -> bytes:
@@ -211,9 +212,9 @@ def test_inbound_options_user_check(uri: str, check: bool, status: int) -> None:
     sim = build([peer("p", A[1], 2000, freq_s=5)], {A: silent})
     sim.engine.datagrams_to_send()
     if check:
-        sim.engine.known_user = lambda user: user == "p"
+        sim.engine.inbound.known_user = lambda user: user == "p"
     sim.engine.receive_datagram(_options_to(uri), ("127.0.0.1", 15095), 0.0)
-    (data, _), = sim.engine.datagrams_to_send()
+    (data, _), = sim.answers()
     assert data.startswith(f"SIP/2.0 {status} ".encode()), data[:40]
 
 
@@ -222,7 +223,7 @@ def test_max_forwards_zero_is_answered_by_the_uas() -> None:
     Max-Forwards: 0 (a classic "ping the next hop" probe) gets its 200."""
     sim = build([], {})
     sim.engine.receive_datagram(_options_to("sip:127.0.0.1:15060", mf=0), ("127.0.0.1", 15095), 0.0)
-    (data, _), = sim.engine.datagrams_to_send()
+    (data, _), = sim.answers()
     assert data.startswith(b"SIP/2.0 200 OK\r\n")
 
 
@@ -235,7 +236,7 @@ def test_answers_to_unauthenticated_requests_do_not_amplify(method: str) -> None
            f"From: <sip:a@9.9.9.9>;tag=1\r\nTo: <sip:x@1.2.3.4>\r\nCall-ID: a\r\nCSeq: 1 {method}\r\n"
            "Content-Length: 0\r\n\r\n").encode()
     sim.engine.receive_datagram(req, ("9.9.9.9", 5060), 0.0)
-    (data, _), = sim.engine.datagrams_to_send()
+    (data, _), = sim.answers()
     assert len(data) <= 2 * len(req), (len(data), len(req))
 
 
@@ -244,7 +245,7 @@ def test_answer_goes_to_the_via_port_without_rport() -> None:
     sim = build([], {})
     req = _options_to("sip:127.0.0.1:15060").replace(b";rport", b"")
     sim.engine.receive_datagram(req, ("127.0.0.1", 40000), 0.0)
-    (_, dest), = sim.engine.datagrams_to_send()
+    (_, dest), = sim.answers()
     assert dest == ("127.0.0.1", 15095)
 
 
@@ -280,20 +281,20 @@ def test_unicode_digits_are_malformed_input_not_internal_errors(where: str, capl
     sim.engine.receive_datagram(UNICODE_DIGIT_DATAGRAMS[where], ("10.9.9.9", 5060), 0.0)
     st = sim.engine.stats
     assert (st.rx_malformed, st.internal_errors, st.requests_answered) == (1, 0, 0)
-    assert sim.engine.datagrams_to_send() == []
+    assert sim.answers() == []
     assert [r.levelname for r in caplog.records] == ["INFO"]
     assert caplog.records[0].exc_info is None and "Traceback" not in caplog.text
 
 
 def _count_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     parsed: list[bytes] = []
-    real = engine_module.parse_message
+    real = dispatch_module.parse_message
 
-    def counting(data: bytes) -> engine_module.Request | engine_module.Response:
+    def counting(data: bytes) -> dispatch_module.Request | dispatch_module.Response:
         parsed.append(data)
         return real(data)
 
-    monkeypatch.setattr(engine_module, "parse_message", counting)
+    monkeypatch.setattr(dispatch_module, "parse_message", counting)
     return parsed
 
 

@@ -26,6 +26,7 @@ from ..addr import ip_literal
 from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigMessage
 from ..qualify.events import StateChanged
+from ..qualify.state import peer_status_word
 from ..ratelog import RateLog
 from ..views import PeerView
 
@@ -257,11 +258,6 @@ def peerstatus_list(views: list[PeerView], aid: str | None) -> str:
         out.append(block(*pairs))
     out.append(_list_complete("SIPpeerstatusComplete", aid, len(views)))
     return "".join(out)
-
-
-def peer_status_word(state: str) -> str:
-    return {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable", "UNMONITORED": "Unmonitored"}.get(
-        state, "Unknown")
 
 
 def peerstatus_event(ev: StateChanged, with_time: bool) -> str:

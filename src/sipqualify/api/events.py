@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipqualify.events")
 
-PEER_STATUS = {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable", "UNKNOWN": "Unknown"}
 QUEUE_MAX = 10_000
 QUEUE_BYTES_MAX = 4 * 1024 * 1024
 WRITE_BUFFER_MAX = 256 * 1024
@@ -49,7 +49,7 @@ Item = TransitionRecord | dict[str, Any]
 def event_json(rec: TransitionRecord) -> dict[str, Any]:
     return {
         "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
-        "peer_status": PEER_STATUS.get(rec.new, "Unknown"), "lastms": rec.lastms, "maxms": rec.maxms,
+        "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
         "rtt_ms": rec.rtt_ms,
     }
 

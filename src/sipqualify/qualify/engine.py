@@ -3,7 +3,7 @@
 Surface (the shape of aioquic's QuicConnection; see ../shared/STYLE.md):
 
     engine.load(peers, now, addresses=..., restored=...)   # start-up and `sip reload`
-    engine.receive_datagram(data, addr, now)                # anything that arrived
+    engine.receive_datagram(data, addr, now)                # anything that arrived (dispatch.py)
     engine.handle_timer(now)                                # when get_timer() said so
     engine.get_timer() -> float | None                      # next wake-up
     engine.datagrams_to_send() -> [(bytes, (ip, port))]
@@ -31,25 +31,36 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from urllib.parse import unquote
 
+from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
-from ..sip.message import Request, Response, SipParseError, make_response, parse_message
-from ..sip.options import ALLOW, BRANCH_LEN, build_options, format_host
-from ..sip.transaction import FINAL, PROVISIONAL, RETRANSMIT, RETRANSMITTED, TIMEOUT, ClientTransaction
+from ..sip.message import Response
+from ..sip.options import BRANCH_LEN, build_options, format_host
+from ..sip.transaction import (
+    COMPLETED,
+    FINAL,
+    PROCEEDING,
+    PROVISIONAL,
+    RETRANSMIT,
+    RETRANSMITTED,
+    T4,
+    TIMEOUT,
+    TRYING,
+    ClientTransaction,
+)
 from . import state as st
+from .dispatch import Dispatcher
 from .events import Event, QualifyResult, StateChanged, TransportError
+from .inbound import UDP, InboundEndpoint
 from .policy import CHAN_SIP, QualifyPolicy
 
 log = logging.getLogger("sipqualify.engine")
 
-Addr = tuple[str, int]
 
 # Timer kinds, in the order they fire when due at the same instant. A transaction has ONE
 # heap entry at a time, due at min(next retransmission, give-up); when both fall on the same
@@ -57,16 +68,9 @@ Addr = tuple[str, int]
 _K_TXN = 0  # retransmission / Timer F / give-up (sip_poke_noanswer)
 _K_POKE = 2  # scheduled poke
 _K_KEEPALIVE = 3  # keepalive= CRLF
-LINGER_S = 5.0  # Timer K (T4): how long a completed poke's branch still absorbs retransmitted responses
+_RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
+LINGER_S = T4  # Timer K: how long a completed poke's branch still absorbs retransmitted responses
 
-ACCEPT = "application/sdp"
-KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
-                           "UPDATE", "PRACK"))
-REQUEST_RATE = 2000.0  # datagrams per second per source address (an SBC fronts many phones)
-REQUEST_BURST = 4000.0
-MAX_DATAGRAM = 65535
-MALFORMED_LOG_INTERVAL = 60.0  # s: one line per source per interval for bad input, the rest is counted
-MALFORMED_LOG_SOURCES = 64  # sources named per interval: spoofed source addresses cannot flood the log
 
 
 class Peer:
@@ -220,11 +224,12 @@ class QualifyEngine:
         self.respond_options = respond_options
         self.from_user = from_user
         self.from_display = from_display
-        # REGISTER goes to the registrar through this hook (the shell owns persistence)
-        self.register_hook: Callable[[Request, Addr, float], None] | None = None
-        # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
-        self.known_user: Callable[[str], bool] | None = None
         self.stats = EngineStats()
+        # every request sent to us (OPTIONS answers, REGISTER, 405/501) and where answers go
+        self.inbound = InboundEndpoint(self, self.stats, useragent=self.useragent, respond_options=respond_options,
+                                       wallclock=wallclock)
+        # what arrives is parsed once there: responses come back to receive_response
+        self.front = Dispatcher(self, self.inbound, self.stats)
         self._peers: dict[str, Peer] = {}
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, int, object, int]] = []
@@ -233,9 +238,6 @@ class QualifyEngine:
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
         self._by_class = [0] * 7  # responses by status class (index 1..6)
-        self._buckets: dict[str, list[float]] = {}  # per-source budget (token bucket)
-        self._malformed_logged: set[str] = set()  # sources whose bad input was logged this interval
-        self._malformed_interval_end = float("-inf")
         self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
@@ -313,14 +315,6 @@ class QualifyEngine:
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
 
-    def set_address(self, name: str, addr: Addr | None, now: float, dest: Addr | None = None) -> None:
-        """A peer's address changed (DNS re-resolution, later: REGISTER)."""
-        p = self._peers.get(name)
-        if p is None:
-            return
-        p.addr = addr
-        p.dest = dest or addr
-
     def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
                    transport: str | None = None, dest: Addr | None = None) -> None:
         """A dynamic peer registered (or refreshed): new address, and a poke right away
@@ -341,6 +335,19 @@ class QualifyEngine:
         if p.maxms:
             self._poke(p, now, forced=False)
 
+    def bound(self, name: str, addr: Addr, contact: str, transport: str, dest: Addr | None) -> bool:
+        """A dynamic peer's binding, applied after a (re)load without a poke. False: no such
+        dynamic peer."""
+        p = self._peers.get(name)
+        if p is None or not p.cfg.dynamic:
+            return False
+        p.addr = addr
+        p.dest = dest or addr
+        p.ruri = contact
+        if transport == "tcp":
+            p.transport = "tcp"
+        return True
+
     def unregistered(self, name: str) -> None:
         """Registration removed or expired: no address; the next poke makes it UNKNOWN
         silently, as chan_sip's expire_register does."""
@@ -349,11 +356,6 @@ class QualifyEngine:
             p.addr = p.dest = None
             p.ruri = None
             p.transport = p.cfg.transport
-
-    def remove(self, name: str) -> None:
-        p = self._peers.pop(name, None)
-        if p is not None:
-            self._drop(p)
 
     def _drop(self, p: Peer) -> None:
         p.removed = True
@@ -411,46 +413,9 @@ class QualifyEngine:
                 log.exception("internal error handling a timer")
         return False
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        self.stats.rx_datagrams += 1
-        if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
-            self.stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
-            return
-        # The per-source budget is charged before any parsing, so beyond it a flood costs a dict
-        # lookup per datagram whatever it holds (and gets no answers: never amplify). Requests
-        # and responses alike: a response to nobody's poke is worth nothing, and starting with
-        # "SIP/2.0 " must not be a way around the budget. The one exemption is a response naming
-        # the branch of one of our pokes in flight or lingering: 64 random bits that only the
-        # peer we sent it to can know, so its answers are never dropped, whoever floods from
-        # whatever address (its own, spoofed, included) and however the flood is shaped.
-        if not self._answers_our_poke(data) and not self._allow_from(addr[0], now):
-            self.stats.rate_limited += 1
-            return
-        if len(data) > MAX_DATAGRAM:
-            self._malformed(addr, now, f"datagram of {len(data)} bytes")
-            return
-        try:
-            msg = parse_message(data)
-        except SipParseError as e:
-            self._malformed(addr, now, e.reason)
-            return
-        except Exception:  # a bug in the parser (it raises SipParseError for any bad input)
-            self.stats.internal_errors += 1
-            log.exception("parser failed on a datagram from %s", addr)
-            return
-        if msg.defects and isinstance(msg, Response):
-            self._malformed(addr, now, msg.defects[0])
-            return
-        try:
-            if isinstance(msg, Response):
-                self._on_response(msg, addr, now)
-            else:
-                self._on_request(msg, addr, now)
-        except SipParseError as e:
-            self._malformed(addr, now, e.reason)
-        except Exception:
-            self.stats.internal_errors += 1
-            log.exception("internal error handling a message from %s", addr)
+    def receive_datagram(self, data: bytes, addr: Addr, now: float, transport: str = UDP) -> None:
+        """Anything that arrived, through the front door (`self.front`, qualify/dispatch.py)."""
+        self.front.receive(data, addr, now, transport)
 
     def transport_error(self, addr: Addr, now: float, reason: str) -> None:
         """ICMP error for a datagram we sent to `addr`. Counted and reported; the state
@@ -522,7 +487,7 @@ class QualifyEngine:
         while linger and linger[0][0] <= now:
             _, branch = linger.popleft()
             txn = txns.get(branch)
-            if txn is not None and txn.state == "Completed":
+            if txn is not None and txn.state == COMPLETED:
                 txn.terminate()
                 del txns[branch]
 
@@ -539,8 +504,7 @@ class QualifyEngine:
         if (p.maxms == 0 and not forced) or p.dest is None:
             p.poke_gen += 1
             self._end_txn(p)
-            if p.maxms and p.lastms != 0:
-                p.lastms = 0  # chan_sip: silently UNKNOWN (an expired registration)
+            p.lastms = st.lastms_without_address(p.maxms, p.lastms)
             return
         # step 2: a still-running poke is abandoned
         if p.txn is not None:
@@ -606,13 +570,13 @@ class QualifyEngine:
         if txn.giveup_at is not None and txn.giveup_at <= now:
             self._give_up(txn, now)
             return
-        if txn.state in ("Trying", "Proceeding"):
+        if txn.state in _RUNNING:
             self._arm_txn(txn)
 
     def _give_up(self, txn: ClientTransaction, now: float, force: bool = False) -> None:
         p = txn.owner
         assert isinstance(p, Peer)
-        if not force and txn.state not in ("Trying", "Proceeding"):
+        if not force and txn.state not in _RUNNING:
             return
         txn.terminate()
         self._txns.pop(txn.branch, None)
@@ -629,7 +593,7 @@ class QualifyEngine:
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + self.policy.freq_notok_s)
+        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
 
     def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
         """Record one result through the transition table; report a change. Returns the new state."""
@@ -646,7 +610,8 @@ class QualifyEngine:
             )
         return new
 
-    def _on_response(self, msg: Response, addr: Addr, now: float) -> None:
+    def receive_response(self, msg: Response, addr: Addr, now: float) -> None:
+        """A parsed response (from the front door): it completes one of our pokes, or is counted."""
         status = msg.status
         branch = msg.branch
         txn = self._txns.get(branch) if branch else None
@@ -704,92 +669,10 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
-        if new == st.OK:
-            self._schedule_poke(p, now + p.cfg.qualifyfreq_ms / 1000.0)
-        else:
-            self._schedule_poke(p, now + self.policy.freq_notok_s)
+        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
 
-    def _answers_our_poke(self, data: bytes) -> bool:
+    def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:
         0.4 µs). Wrong either way only decides whether the datagram is charged to its source."""
         i = data.find(b";branch=z9hG4bK") + 8
         return i > 7 and data[i:i + BRANCH_LEN].decode("latin-1") in self._txns and data.startswith(b"SIP/2.0 ")
-
-    def _malformed(self, addr: Addr, now: float, reason: str) -> None:
-        """Bad input: counted; logged without a traceback, once per source per interval, for
-        at most MALFORMED_LOG_SOURCES sources per interval (bounded memory, bounded log)."""
-        self.stats.rx_malformed += 1
-        if now >= self._malformed_interval_end:
-            self._malformed_interval_end = now + MALFORMED_LOG_INTERVAL
-            self._malformed_logged.clear()
-        ip = addr[0]
-        if ip in self._malformed_logged or len(self._malformed_logged) >= MALFORMED_LOG_SOURCES:
-            return
-        self._malformed_logged.add(ip)
-        log.info("malformed SIP from %s port %s: %s (more bad input from %s is counted, not logged, for %.0f s)",
-                 ip, addr[1], reason[:200].encode("ascii", "backslashreplace").decode(), ip,
-                 self._malformed_interval_end - now)
-
-    def _allow_from(self, ip: str, now: float) -> bool:
-        """Token bucket per source address for what it sends us (RATE per second, BURST)."""
-        b = self._buckets.get(ip)
-        if b is None:
-            if len(self._buckets) > 100_000:
-                self._buckets.clear()
-            b = self._buckets[ip] = [REQUEST_BURST, now]
-        tokens = min(REQUEST_BURST, b[0] + (now - b[1]) * REQUEST_RATE)
-        b[1] = now
-        if tokens < 1.0:
-            b[0] = tokens
-            return False
-        b[0] = tokens - 1.0
-        return True
-
-    def _options_status(self, uri: str) -> tuple[int, str]:
-        """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
-        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
-        scheme, _, rest = uri.partition(":")
-        if scheme.lower() not in ("sip", "sips"):
-            return 416, "Unsupported URI Scheme"
-        if self.known_user is not None:
-            user, at, _ = rest.partition("@")
-            if at:
-                user = unquote(user.partition(";")[0].partition(":")[0])
-                if user and not self.known_user(user):
-                    return 404, "Not Found"
-        return 200, "OK"
-
-    def _on_request(self, req: Request, addr: Addr, now: float) -> None:
-        """Answer OPTIONS sent to us like res_pjsip (200 + Allow/Accept/Supported)."""
-        if req.method == "ACK":
-            return
-        if req.method == "REGISTER" and self.register_hook is not None and not req.defects:
-            self.register_hook(req, addr, now)
-            return
-        if req.defects:
-            if req.top_via is None or req.call_id is None:
-                self._malformed(addr, now, req.defects[0])  # nowhere to send an answer to
-                return
-            d = req.defects[0][:100]
-            status, reason = 400, d[:1].upper() + d[1:]
-        elif req.method == "OPTIONS" and self.respond_options:
-            status, reason = self._options_status(req.uri)
-        elif req.method == "OPTIONS":
-            status, reason = 404, "Not Found"
-        elif req.method in KNOWN_METHODS:
-            status, reason = 405, "Method Not Allowed"  # RFC 3261 §8.2.1, with Allow
-        else:
-            status, reason = 501, "Not Implemented"
-        extra = [
-            ("Server", self.useragent),
-            ("Allow", ALLOW),
-            ("Accept", ACCEPT),
-            ("Accept-Encoding", "identity"),
-            ("Accept-Language", "en"),
-            ("Supported", ""),
-        ]
-        if status != 200:
-            extra = extra[:2]
-        resp = make_response(req, status, reason, received=addr, to_tag="as" + os.urandom(4).hex(), extra=extra)
-        self._out.append((resp.to_bytes(), req.response_dest(addr)))
-        self.stats.requests_answered += 1

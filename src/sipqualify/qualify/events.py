@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from .state import notice_line, peer_status_word
+
 
 @dataclass(frozen=True, slots=True)
 class StateChanged:
@@ -31,16 +33,11 @@ class StateChanged:
     @property
     def peer_status(self) -> str:
         """The AMI `PeerStatus:` value for this transition."""
-        return {"OK": "Reachable", "LAGGED": "Lagged", "UNREACHABLE": "Unreachable"}.get(
-            self.new, "Unknown"
-        )
+        return peer_status_word(self.new)
 
     def log_line(self) -> str:
         """chan_sip's NOTICE line for this transition, byte for byte."""
-        if self.new == "UNREACHABLE":
-            return f"Peer '{self.peer}' is now UNREACHABLE!  Last qualify: {self.prev_lastms}"
-        word = "Reachable" if self.new == "OK" else "Lagged"
-        return f"Peer '{self.peer}' is now {word}. ({self.lastms}ms / {self.maxms}ms)"
+        return notice_line(self.peer, self.new, self.lastms, self.maxms, self.prev_lastms)
 
 
 class QualifyResult(NamedTuple):

@@ -32,13 +32,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..addr import Addr, is_ip
 from ..model import DEFAULT_SIP_PORT, PeerConfig
 from ..sip.abnf import delta_seconds
 from ..sip.digest import Credentials, DigestAuthenticator
 from ..sip.message import Request, Response, SipParseError, make_response
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
 
-Addr = tuple[str, int]
 ALLOW = "OPTIONS, REGISTER"
 
 
@@ -264,7 +264,7 @@ class Registrar:
         contact_addr = (cu.host.strip("[]"), cu.port or DEFAULT_SIP_PORT)
         nat = _nat_detected(via.host if via else None, source)
         # a Contact host name is not resolved on the event loop: the source address is used
-        addr = source if _use_source(peer, nat) or not _is_ip(contact_addr[0]) else contact_addr
+        addr = source if _use_source(peer, nat) or not is_ip(contact_addr[0]) else contact_addr
         b = Binding(peer.name, curi, addr, transport, wall + expires,
                     storable(req.headers.get("User-Agent") or ""), storable(", ".join(req.headers.get_all("Path"))),
                     req.call_id or "", req.cseq[0], nat, now + expires, expires)
@@ -302,14 +302,6 @@ def storable(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def _nat_detected(via_host: str | None, source: Addr) -> bool:

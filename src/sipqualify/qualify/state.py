@@ -89,6 +89,36 @@ def result_kind(maxms: int, pingtime: int | None) -> str:
     return REPLY_OK if pingtime <= maxms else REPLY_LATE
 
 
+def next_poke_in(state: str, qualifyfreq_s: float, freq_notok_s: float) -> float:
+    """chan_sip's re-poll rule: `qualifyfreq` after an OK answer, the short `freq_notok` after
+    a LAGGED answer or a give-up (the peer is looked at again soon)."""
+    return qualifyfreq_s if state == OK else freq_notok_s
+
+
+def lastms_without_address(maxms: int, lastms: int) -> int:
+    """A qualified peer that has lost its address (an expired or removed registration) becomes
+    UNKNOWN at its next poke, silently: chan_sip's expire_register sets lastms to 0 and
+    publishes nothing, so no StateChanged is made for it either."""
+    return 0 if maxms else lastms
+
+
+# The one state -> words table: AMI `PeerStatus:` (events and SIPpeerstatus), the event stream's
+# `peer_status` and its `?status=` filter
+PEER_STATUS = {OK: "Reachable", LAGGED: "Lagged", UNREACHABLE: "Unreachable", UNKNOWN: "Unknown",
+               UNMONITORED: "Unmonitored"}
+
+
+def peer_status_word(state: str) -> str:
+    return PEER_STATUS.get(state, "Unknown")
+
+
+def notice_line(peer: str, new: str, lastms: int, maxms: int, prev_lastms: int) -> str:
+    """chan_sip's NOTICE line for a transition into `new`, byte for byte."""
+    if new == UNREACHABLE:
+        return f"Peer '{peer}' is now UNREACHABLE!  Last qualify: {prev_lastms}"
+    return f"Peer '{peer}' is now {PEER_STATUS[new]}. ({lastms}ms / {maxms}ms)"
+
+
 def is_online(maxms: int, lastms: int) -> bool:
     """`sip show peers` summary: LAGGED counts as online (§1.3)."""
     return state_of(maxms, lastms) in (OK, LAGGED)

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable
 
+from ..addr import Addr
 from .message import Request
 from .transaction import T1
 
-Addr = tuple[str, int]
 TIMER_J = 64 * T1
 
 
@@ -76,9 +76,6 @@ class ServerTransactions:
         """The final response went out: retransmissions get `answer` from now on."""
         if key in self._table:
             self._table[key] = answer
-
-    def forget(self, key: Hashable) -> None:
-        self._table.pop(key, None)
 
     def _expire(self, now: float) -> None:
         order, table = self._order, self._table

@@ -1,0 +1,345 @@
+"""Inbound SIP, sans-I/O: every request sent to sipqualify, and where each answer goes.
+
+The front door (dispatch.py) parses what arrives once (the per-source budget and the
+malformed-input log live there) and hands every request here with the `Flow` it came over.
+This endpoint owns what a UAS does:
+
+* OPTIONS answered like res_pjsip (200 with Allow/Accept/Supported; 404 for a user that
+  names no peer when `known_user` is set; 416 for a URI that is not sip:/sips:), 405 for a
+  method we know but do not serve (RFC 3261 §8.2.1, with Allow), 501 for the rest, 400 for
+  a request with defects;
+* REGISTER: the registrar, behind non-INVITE server transactions (RFC 3261 §17.2.2): a
+  retransmission is absorbed while the first copy is being committed, answered again with
+  the very same bytes after;
+* where each answer goes: back over the TCP connection a request came over (§18.2.2), else
+  to the UDP address the top Via asks for (RFC 3581); a peer registered over TCP is
+  qualified over that connection only (`pinned`).
+
+Surface (the engine's shape, STYLE.md §2):
+
+    endpoint.receive_request(request, flow, now)   # from the front door (dispatch.py)
+    endpoint.commit_done(token, error, now)        # the shell stored a BindingChanged
+    endpoint.expire(peer, expires_mono, now)       # a binding's expiry timer fired
+    endpoint.sends() -> [(bytes, Flow)]
+    endpoint.next_event() -> InboundEvent | None
+
+A binding change is never answered before it is stored: `receive_request` emits
+`BindingChanged(token, ...)`, the shell commits it (group commit, SQLite) and calls
+`commit_done(token, error, now)`, which answers (500 when the store failed), tells the
+qualify engine (`registered`: a poke at once, as chan_sip) and publishes the PeerStatus.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import unquote
+
+from ..addr import Addr
+from ..sip.message import Request, make_response
+from ..sip.options import ALLOW
+from ..sip.server_txn import PENDING, ServerTransactions
+from .registrar import Binding, RegisterOutcome, Registrar
+
+log = logging.getLogger("sipqualify")
+
+UDP = "udp"
+TCP = "tcp"
+
+ACCEPT = "application/sdp"
+KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
+                           "UPDATE", "PRACK"))
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """What a message came over, and so where its answer goes. UDP: the datagram's source
+    address; TCP: the remote end of the connection (later TLS/WS: the same)."""
+
+    transport: str  # UDP | TCP
+    remote: Addr
+
+
+# ---------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class BindingChanged:
+    """Store this (None: delete the peer's binding), then call `commit_done(token, ...)`.
+    token 0: nothing waits for it (an expired binding's delete)."""
+
+    token: int
+    peer: str
+    binding: Binding | None
+    to: str = ""  # the REGISTER's To header (what a failure is logged about)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingArmed:
+    """A binding is in force until `binding.expires_mono`: call `expire` then."""
+
+    binding: Binding
+
+
+@dataclass(frozen=True, slots=True)
+class BindingDisarmed:
+    """The peer's binding is gone: its expiry timer is no longer needed."""
+
+    peer: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPinned:
+    """A connection now carries (True) or no longer carries (False) a registered peer's
+    traffic: the transport keeps a pinned connection when it must make room."""
+
+    remote: Addr
+    pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChanged:
+    """AMI PeerStatus `Registered` / `Unregistered` / `Rejected` (and the event stream)."""
+
+    peer: str
+    status: str
+    cause: str
+    addr: Addr | None
+
+
+InboundEvent = BindingChanged | BindingArmed | BindingDisarmed | FlowPinned | RegistryChanged
+
+
+class Qualifier(Protocol):
+    """What the endpoint tells the qualify engine about registrations."""
+
+    def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
+                   transport: str | None = None, dest: Addr | None = None) -> None: ...
+
+    def unregistered(self, name: str) -> None: ...
+
+    def bound(self, name: str, addr: Addr, contact: str, transport: str, dest: Addr | None) -> bool: ...
+
+
+class AnswerCounter(Protocol):
+    requests_answered: int
+
+
+@dataclass(slots=True)
+class _Commit:
+    req: Request
+    flow: Flow
+    out: RegisterOutcome
+    key: Hashable | None
+
+
+class InboundEndpoint:
+    def __init__(self, qualifier: Qualifier, stats: AnswerCounter, *, useragent: str,
+                 respond_options: bool = True, wallclock: Callable[[], float]) -> None:
+        self.qualifier = qualifier
+        self.stats = stats
+        self.useragent = useragent
+        self.respond_options = respond_options
+        self.wallclock = wallclock  # only for a binding's expiry as stored and shown
+        # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
+        self.known_user: Callable[[str], bool] | None = None
+        self.registrar: Registrar | None = None  # None: REGISTER is answered 501
+        self.server_txns = ServerTransactions()
+        self._out: list[tuple[bytes, Flow]] = []
+        self._events: deque[InboundEvent] = deque()
+        self._commits: dict[int, _Commit] = {}
+        self._tokens = itertools.count(1)
+        self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection
+        self._pinned: dict[Addr, int] = {}  # those connections (refcount): TCP only, never UDP
+
+    # ------------------------------------------------------------------ surface
+
+    def sends(self) -> list[tuple[bytes, Flow]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> InboundEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def pinned(self, dest: Addr) -> bool:
+        """A peer registered over the connection from `dest`: never sent to over UDP."""
+        return dest in self._pinned
+
+    def receive_request(self, req: Request, flow: Flow, now: float) -> None:
+        """A parsed request (the dispatcher has dropped those with no Via or Call-ID)."""
+        method = req.method
+        if method == "ACK":
+            return
+        if method == "REGISTER" and self.registrar is not None and not req.defects:
+            self._register(self.registrar, req, flow, now)
+            return
+        if req.defects:
+            d = req.defects[0][:100]
+            status, reason = 400, d[:1].upper() + d[1:]
+        elif method == "OPTIONS" and self.respond_options:
+            status, reason = self._options_status(req.uri)
+        elif method == "OPTIONS":
+            status, reason = 404, "Not Found"
+        elif method in KNOWN_METHODS:
+            status, reason = 405, "Method Not Allowed"  # RFC 3261 §8.2.1, with Allow
+        else:
+            status, reason = 501, "Not Implemented"
+        extra = [
+            ("Server", self.useragent),
+            ("Allow", ALLOW),
+            ("Accept", ACCEPT),
+            ("Accept-Encoding", "identity"),
+            ("Accept-Language", "en"),
+            ("Supported", ""),
+        ]
+        if status != 200:
+            extra = extra[:2]
+        resp = make_response(req, status, reason, received=flow.remote, to_tag="as" + os.urandom(4).hex(), extra=extra)
+        self._answer(resp.to_bytes(), req, flow)
+        self.stats.requests_answered += 1
+
+    def commit_done(self, token: int, error: str | None, now: float) -> None:
+        """The BindingChanged with this token is stored (`error` None) or could not be (the
+        REGISTER is answered 500 and nothing changes for the engine)."""
+        c = self._commits.pop(token, None)
+        if c is None:
+            return
+        out = c.out
+        if error is not None:
+            out.response = make_response(c.req, 500, "Server Internal Error", received=c.flow.remote)
+            out.binding = out.removed = None
+            out.peer_status = None
+        self._finish(c.req, c.flow, out, c.key, now)
+
+    def expire(self, peer: str, expires_mono: float, now: float) -> None:
+        """The expiry timer of the binding in force until `expires_mono` fired."""
+        reg = self.registrar
+        if reg is None:
+            return
+        b = reg.bindings.get(peer)
+        if b is None or b.expires_mono != expires_mono:
+            return  # refreshed or removed since
+        reg.expire(peer)
+        # stored through the same queue as a REGISTER that follows at once (if the delete
+        # fails, BindingStore.load drops the expired row at the next start anyway)
+        self._events.append(BindingChanged(0, peer, None))
+        log.info("Unregistered SIP '%s' (expired)", peer)
+        self._unpin(peer)
+        self.qualifier.unregistered(peer)
+        self._events.append(RegistryChanged(peer, "Unregistered", "Expired", None))
+
+    def restore(self, bindings: Iterable[Binding]) -> None:
+        """Bindings read back from storage at start-up."""
+        assert self.registrar is not None
+        for b in bindings:
+            self.registrar.bindings[b.peer] = b
+            self._events.append(BindingArmed(b))
+
+    def apply_bindings(self) -> None:
+        """After a (re)load: registered peers keep their address and Contact. A TCP binding
+        with no connection yet (a restart) gets port 0, never a UDP peer's address: its pokes
+        are dropped, so it is UNREACHABLE until the phone connects and registers again."""
+        if self.registrar is None:
+            return
+        for b in self.registrar.bindings.values():
+            dest = None
+            if b.transport == TCP:
+                dest = self._tcp_flows.get(b.peer) or (b.addr[0], 0)
+            if self.qualifier.bound(b.peer, b.addr, b.contact, b.transport, dest) and dest is not None:
+                self._pin(b.peer, dest)
+
+    # ------------------------------------------------------------------ internals
+
+    def _answer(self, data: bytes, req: Request, flow: Flow) -> None:
+        if flow.transport == UDP:  # RFC 3261 §18.2.2 / RFC 3581: the Via's port unless rport
+            dest = req.response_dest(flow.remote)
+            self._out.append((data, flow if dest == flow.remote else Flow(UDP, dest)))
+        else:  # on the connection the request came over, whatever the Via says
+            self._out.append((data, flow))
+
+    def _options_status(self, uri: str) -> tuple[int, str]:
+        """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
+        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
+        scheme, _, rest = uri.partition(":")
+        if scheme.lower() not in ("sip", "sips"):
+            return 416, "Unsupported URI Scheme"
+        if self.known_user is not None:
+            user, at, _ = rest.partition("@")
+            if at:
+                user = unquote(user.partition(";")[0].partition(":")[0])
+                if user and not self.known_user(user):
+                    return 404, "Not Found"
+        return 200, "OK"
+
+    def _register(self, reg: Registrar, req: Request, flow: Flow, now: float) -> None:
+        """Challenges and refusals are answered at once; a binding change is stored first
+        (BindingChanged) and answered in `commit_done`. A retransmitted REGISTER is not
+        handled again (RFC 3261 §17.2.2): absorbed while the first copy is being stored,
+        else answered with the very same response."""
+        key = self.server_txns.key(req, flow.remote)
+        if key is not None:
+            hit = self.server_txns.lookup(key, now)
+            if hit is PENDING:
+                return
+            if isinstance(hit, bytes):
+                self._answer(hit, req, flow)
+                return
+        out = reg.handle(req, flow.remote, now, self.wallclock(), flow.transport)
+        if out is None:
+            return  # banned source: no answer (never amplify, never help a guesser)
+        if out.binding is not None:
+            peer = out.binding.peer
+        elif out.removed is not None:
+            peer = out.removed
+        else:
+            self._finish(req, flow, out, key, now)
+            return
+        token = next(self._tokens)
+        self._commits[token] = _Commit(req, flow, out, key)
+        self._events.append(BindingChanged(token, peer, out.binding, req.headers.get("To") or ""))
+
+    def _finish(self, req: Request, flow: Flow, out: RegisterOutcome, key: Hashable | None, now: float) -> None:
+        data = out.response.to_bytes()
+        if key is not None:
+            self.server_txns.answered(key, data)
+        self._answer(data, req, flow)
+        if out.log:
+            log.info("%s", out.log)
+        if out.binding is not None:
+            b = out.binding
+            self._events.append(BindingArmed(b))
+            conn = flow.remote if b.transport == TCP else None  # qualified over the REGISTER's connection
+            self._unpin(b.peer)
+            if conn is not None:
+                self._pin(b.peer, conn)
+            self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
+        elif out.removed is not None:
+            self._events.append(BindingDisarmed(out.removed))
+            self._unpin(out.removed)
+            self.qualifier.unregistered(out.removed)
+        if out.peer_status is not None:
+            self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
+                                                out.binding.addr if out.binding else flow.remote))
+
+    def _pin(self, peer: str, conn: Addr) -> None:
+        self._unpin(peer)
+        self._tcp_flows[peer] = conn
+        n = self._pinned.get(conn, 0)
+        self._pinned[conn] = n + 1
+        self._events.append(FlowPinned(conn, True))
+
+    def _unpin(self, peer: str) -> None:
+        old = self._tcp_flows.pop(peer, None)
+        if old is None:
+            return
+        n = self._pinned.get(old, 1) - 1
+        if n > 0:
+            self._pinned[old] = n
+        else:
+            self._pinned.pop(old, None)
+            self._events.append(FlowPinned(old, False))  # no binding over it any more
