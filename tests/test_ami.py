@@ -13,8 +13,7 @@ from sipqualify.api.ami import peer_entry, peerstatus_event, peerstatus_list, sh
 from sipqualify.qualify.events import StateChanged
 from sipqualify.service import Service, ServiceOptions
 
-from .test_compat import phase2, view
-from .test_service import endpoint, free_port, sip_conf, wait_for
+from .helpers import endpoint, free_port, phase2, sip_conf, view, wait_for
 
 DATA = Path(__file__).parent / "data"
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipqualify.service import Service, ServiceOptions
 
-from .test_service import endpoint, free_port, sip_conf, wait_for
+from .helpers import endpoint, free_port, sip_conf, wait_for
 
 
 def scrape(svc: Service, token: str | None = None) -> tuple[int, str]:

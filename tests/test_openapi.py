@@ -16,7 +16,7 @@ from schemathesis.specs.openapi import checks
 
 from sipqualify.api.openapi import document
 
-from .test_service import free_port
+from .helpers import free_port
 
 # /events is an endless stream and /probe sends SIP to its target (tested in test_metrics.py)
 schema = schemathesis.openapi.from_dict(document()).exclude(path="/events").exclude(path="/probe")

@@ -18,8 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .test_registrar import Phone
-from .test_service import free_port, wait_for
+from .helpers import Phone, free_port, wait_for
 
 CONF = """[general]
 udpbindaddr=127.0.0.1:{port}

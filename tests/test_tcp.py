@@ -5,7 +5,6 @@ the limits (framing errors, connections per address, idle timeout)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sqlite3
 import time
@@ -14,11 +13,8 @@ from typing import Any
 
 from sipqualify.api.metrics import SipqualifyCollector
 from sipqualify.service import Service, ServiceOptions
-from sipqualify.sip.digest import authorization
-from sipqualify.sip.framing import StreamFramer
-from sipqualify.sip.message import Request, Response, make_response, parse_message
 
-from .test_service import free_port, wait_for
+from .helpers import TcpPhone, free_port, options_lines, wait_for
 
 CONF = """[general]
 udpbindaddr=127.0.0.1:{port}
@@ -57,75 +53,6 @@ async def start(tmp_path: Path, port: int = 0) -> tuple[Service, tuple[str, int]
     svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
     await svc.start()
     return svc, ("127.0.0.1", port)
-
-
-class TcpPhone:
-    """A UA on one TCP connection: REGISTERs, answers OPTIONS with 200 on the connection."""
-
-    def __init__(self) -> None:
-        self.responses: asyncio.Queue[Response] = asyncio.Queue()
-        self.options: list[Request] = []
-        self.answer = True
-        self.closed = asyncio.Event()
-        self.writer: Any = None
-
-    async def connect(self, server: tuple[str, int]) -> TcpPhone:
-        self.reader, self.writer = await asyncio.open_connection(*server)
-        self.port = self.writer.get_extra_info("sockname")[1]
-        self.task = asyncio.get_running_loop().create_task(self._read())
-        return self
-
-    async def _read(self) -> None:
-        framer = StreamFramer()
-        try:
-            while data := await self.reader.read(65536):
-                for raw in framer.feed(data):
-                    msg = parse_message(raw)
-                    if isinstance(msg, Request) and msg.method == "OPTIONS":
-                        self.options.append(msg)
-                        if self.answer:
-                            self.writer.write(make_response(msg, 200, "OK", to_tag="ua").to_bytes())
-                    elif isinstance(msg, Response):
-                        self.responses.put_nowait(msg)
-        except ConnectionError:
-            pass
-        finally:
-            self.closed.set()
-
-    def close(self) -> None:
-        self.writer.close()
-
-    async def request(self, lines: list[str]) -> Response:
-        self.writer.write(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
-        return await asyncio.wait_for(self.responses.get(), 3)
-
-    async def register(self, server: tuple[str, int], user: str, *, expires: int = 300, auth: str | None = None,
-                       cseq: int = 1) -> Response:
-        # the Via and Contact name the phone's listening port, not the connection's: the
-        # answer must still come back on the connection (RFC 3261 §18.2.2)
-        lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
-                 f"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{os.urandom(6).hex()}",
-                 "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
-                 f"Call-ID: reg-{user}@phone", f"CSeq: {cseq} REGISTER",
-                 f"Contact: <sip:{user}@127.0.0.1:5999;transport=tcp>", f"Expires: {expires}",
-                 "User-Agent: TcpPhone/1.0"]
-        if auth:
-            lines.append(f"Authorization: {auth}")
-        return await self.request(lines)
-
-    async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
-        first = await self.register(server, user, **kw)
-        assert first.status == 401, first.status
-        auth = authorization(first.headers.get_all("WWW-Authenticate")[0], user, password, "REGISTER",
-                             f"sip:127.0.0.1:{server[1]}")
-        return await self.register(server, user, auth=auth, cseq=2, **kw)
-
-
-def options_lines(server: tuple[str, int], via_port: int = 5999) -> list[str]:
-    return [f"OPTIONS sip:127.0.0.1:{server[1]} SIP/2.0",
-            f"Via: SIP/2.0/TCP 127.0.0.1:{via_port};branch=z9hG4bK{os.urandom(6).hex()}",
-            "Max-Forwards: 70", "From: <sip:mon@127.0.0.1>;tag=m1", f"To: <sip:127.0.0.1:{server[1]}>",
-            f"Call-ID: {os.urandom(6).hex()}@mon", "CSeq: 1 OPTIONS"]
 
 
 async def read_closed(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:

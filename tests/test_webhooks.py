@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .test_service import cli, endpoint, free_port
+from .helpers import cli, endpoint, free_port
 
 SECRET = "whsec-0123456789"
 
