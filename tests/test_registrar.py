@@ -115,7 +115,7 @@ async def test_registry_events_on_the_event_stream(tmp_path: Path) -> None:
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {svc.token}"}) as http:
             async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=1001") as r:
-                await asyncio.sleep(0.2)
+                await wait_for(lambda: len(svc.events.subscribers) == 1)  # subscribed before the REGISTER
                 assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
                 got: list[dict[str, Any]] = []
 
@@ -170,7 +170,7 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
         t.sendto(raw(2, auth), server)
         t.sendto(raw(2, auth), server)
         r1 = await asyncio.wait_for(phone.responses.get(), 5)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: svc.registrar_stats()["retransmissions_absorbed"] == 1)  # type: ignore[index]
         assert r1.status == 200 and phone.responses.empty()
         # ... and a later one (the phone's T1 retransmission) gets the stored 200 again
         t.sendto(raw(2, auth), server)
