@@ -300,7 +300,7 @@ class TcpPhone:
 
     async def request(self, lines: list[str]) -> Response:
         self.writer.write(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
-        return await asyncio.wait_for(self.responses.get(), 3)
+        return await asyncio.wait_for(self.responses.get(), 10)
 
     async def register(self, server: tuple[str, int], user: str, *, expires: int = 300, auth: str | None = None,
                        cseq: int = 1) -> Response:

@@ -62,7 +62,8 @@ class Daemon:
             sys.executable, "-m", "sipqualify.cli", "run", "-c", str(self.conf),
             "--api", f"127.0.0.1:{self.api_port}", "--state-dir", str(self.state),
             stderr=open(self.tmp / "daemon.log", "ab"))  # noqa: SIM115
-        for _ in range(150):
+        t_end = time.monotonic() + 30  # a deadline, not a count of tries: start-up is slow on a loaded machine
+        while time.monotonic() < t_end:
             if self.proc.returncode is not None:
                 break
             tok = self.state / "api-token"  # written before the API listens
