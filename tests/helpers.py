@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,15 @@ async def wait_for(pred: Any, timeout: float = 10.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met in time")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """wait_for for code without an event loop (the store's writer is a thread)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
 
 
 async def api(svc: Service, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
@@ -329,3 +339,8 @@ def options_lines(server: tuple[str, int], via_port: int = 5999) -> list[str]:
             f"Via: SIP/2.0/TCP 127.0.0.1:{via_port};branch=z9hG4bK{os.urandom(6).hex()}",
             "Max-Forwards: 70", "From: <sip:mon@127.0.0.1>;tag=m1", f"To: <sip:127.0.0.1:{server[1]}>",
             f"Call-ID: {os.urandom(6).hex()}@mon", "CSeq: 1 OPTIONS"]
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+T0 = time.time() - 10_000  # recent enough that default retention (7 d / 90 d) keeps it

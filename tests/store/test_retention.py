@@ -11,7 +11,7 @@ import pytest
 from sipqualify.store import Store
 from sipqualify.store import sqlite as sqlite_module
 
-from .conftest import wait_until
+from ..helpers import wait_until
 
 
 def test_retention_deletes_only_old_rows(make_store: Callable[..., Store]) -> None:
