@@ -19,9 +19,7 @@ from hypothesis import strategies as hs
 from sipqualify.api.ami import ACTIONS, AmiSession, block
 from sipqualify.service import Service, ServiceOptions
 
-from .test_registrar import CONF as REGISTRAR_CONF
-from .test_registrar import Phone
-from .test_service import free_port, wait_for
+from .helpers import REGISTRAR_CONF, Phone, free_port, register_with_useragent, wait_for
 
 MANAGER_CONF = """[general]
 enabled = yes
@@ -76,22 +74,6 @@ class Conn:
 
     def close(self) -> None:
         self.w.close()
-
-
-async def register_with_useragent(phone: Phone, t: Any, server: tuple[str, int], useragent: str) -> None:
-    """Phone.register sends `User-Agent: TestPhone/1.0`; swap it on the wire for `useragent`."""
-    class Rewriting:
-        def sendto(self, data: bytes, addr: Any) -> None:
-            t.sendto(data.replace(b"User-Agent: TestPhone/1.0", b"User-Agent: " + useragent.encode()), addr)
-
-        def get_extra_info(self, name: str) -> Any:
-            return t.get_extra_info(name)
-
-    phone.transport = Rewriting()
-    try:
-        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
-    finally:
-        phone.transport = t
 
 
 def lines_of(text: str) -> list[str]:

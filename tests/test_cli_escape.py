@@ -9,11 +9,7 @@ from pathlib import Path
 
 from sipqualify.compat import escape_controls, format_sip_show_peers
 
-from .test_ami_hardening import register_with_useragent
-from .test_compat import view
-from .test_registrar import Phone
-from .test_registrar import start as start_registrar
-from .test_service import cli
+from .helpers import Phone, cli, register_with_useragent, start_registrar, view
 
 HOSTILE = "\x1b[31mRed\x1b[0m\nFake: line\x07"
 SHOWN = r"\x1b[31mRed\x1b[0m\nFake: line\x07"

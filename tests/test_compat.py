@@ -8,35 +8,10 @@ from pathlib import Path
 import pytest
 
 from sipqualify.compat import format_sip_show_peer, format_sip_show_peers, sippeer_item, status_counts
-from sipqualify.qualify.state import state_of, status_string
-from sipqualify.views import PeerView
+
+from .helpers import phase2, view
 
 DATA = Path(__file__).parent / "data"
-
-
-def view(name: str, port: int, maxms: int, lastms: int, *, defaultuser: str | None = None,
-         freq: int = 5000, **kw: object) -> PeerView:
-    base: dict[str, object] = dict(
-        name=name, status=status_string(maxms, lastms), state=state_of(maxms, lastms), lastms=lastms, maxms=maxms,
-        qualifyfreq_ms=freq, keepalive_ms=0, host="127.0.0.1", addr_ip="127.0.0.1", addr_port=port, dynamic=False,
-        transport="udp", nat=["auto_force_rport"], nat_detected=False, acl=False, defaultuser=defaultuser,
-        fromuser=None, fromdomain=None, description="", context="default", secret_set=False, md5secret_set=False,
-        useragent="", regcontact="", regexten="", expire=-1, rtt_ms=None, last_qualify=None, last_change=None,
-        qualifies=0, timeouts=0, retransmissions=0,
-    )
-    base.update(kw)
-    return PeerView(**base)  # type: ignore[arg-type]
-
-
-def phase2(outage: bool = False) -> list[PeerView]:
-    down = -1 if outage else 1
-    return [
-        view("ok-yes", 15070, 2000, down), view("ok-500", 15072, 500, 1), view("ok-default-freq", 15073, 2000, 1),
-        view("lagged-500", 15071, 500, 700), view("resp-404", 15076, 2000, 1),
-        view("trying-only", 15077, 2000, -1), view("user-peer", 15075, 2000, 1, defaultuser="alice"),
-        view("sipp-uas", 15078, 2000, 1), view("flap", 15090, 500, down), view("dead-yes", 15080, 2000, -1),
-        view("dead-500", 15081, 500, -1), view("dead-3000", 15082, 3000, -1), view("noqualify", 15074, 0, 0),
-    ]
 
 
 def test_sip_show_peers_phase2_byte_for_byte() -> None:

@@ -15,9 +15,7 @@ from sipqualify.compat import format_sip_show_peer
 from sipqualify.service import Service, ServiceOptions
 from sipqualify.views import PeerView
 
-from .test_ami import MANAGER_CONF
-from .test_metrics import scrape
-from .test_service import api, free_port, sip_conf
+from .helpers import MANAGER_CONF, api, free_port, scrape, sip_conf
 
 API_MD = Path(__file__).parent.parent / "docs" / "api.md"
 _CELL = re.compile(r"(?<!\\)\|")

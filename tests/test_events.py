@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import aiohttp
 
 from sipqualify.service import Service, ServiceOptions
 
-from .test_service import endpoint, free_port, sip_conf, wait_for
-
-
-async def read_events(resp: aiohttp.ClientResponse, n: int, timeout: float = 15) -> list[tuple[int, dict]]:
-    out: list[tuple[int, dict]] = []
-    ev_id = None
-
-    async def run() -> None:
-        nonlocal ev_id
-        async for raw in resp.content:
-            line = raw.decode().rstrip("\n")
-            if line.startswith("id: "):
-                ev_id = int(line[4:])
-            elif line.startswith("data: "):
-                assert ev_id is not None
-                out.append((ev_id, json.loads(line[6:])))
-                if len(out) >= n:
-                    return
-
-    await asyncio.wait_for(run(), timeout)
-    return out
+from .helpers import endpoint, free_port, read_events, sip_conf, wait_for
 
 
 async def test_event_stream_filters_and_resume(tmp_path: Path) -> None:

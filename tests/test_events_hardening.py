@@ -13,8 +13,7 @@ import aiohttp
 from sipqualify.service import Service
 from sipqualify.store import TransitionRecord
 
-from .test_http_hardening import start
-from .test_service import wait_for
+from .helpers import start_api, wait_for
 
 PEER = "p" * 400  # large events fill socket buffers quickly
 
@@ -33,7 +32,7 @@ def rec(i: int) -> TransitionRecord:
 
 
 async def test_slow_subscribers_are_dropped_and_a_reader_gets_every_event(tmp_path: Path) -> None:
-    svc = await start(tmp_path)
+    svc = await start_api(tmp_path)
     hub = svc.events
     hub.queue_max = 200
     slow = [stalled_subscriber(svc) for _ in range(50)]
@@ -78,7 +77,7 @@ async def test_slow_subscribers_are_dropped_and_a_reader_gets_every_event(tmp_pa
 
 
 async def test_a_dropped_subscriber_is_told_where_to_resume(tmp_path: Path) -> None:
-    svc = await start(tmp_path)
+    svc = await start_api(tmp_path)
     hub = svc.events
     hub.queue_max = 100
     s = stalled_subscriber(svc)
@@ -111,7 +110,7 @@ async def test_a_dropped_subscriber_is_told_where_to_resume(tmp_path: Path) -> N
 
 
 async def test_concurrent_subscribers_are_capped(tmp_path: Path) -> None:
-    svc = await start(tmp_path, api_max_event_subscribers=2)
+    svc = await start_api(tmp_path, api_max_event_subscribers=2)
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {svc.token}"}) as http:
             url = f"http://127.0.0.1:{svc.api_addr[1]}/events"

@@ -7,24 +7,12 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sipqualify.config import load_config
-from sipqualify.service import Service, ServiceOptions
 
-from .test_service import free_port, sip_conf
-
-
-async def start(tmp_path: Path, **service: Any) -> Service:
-    conf = sip_conf(tmp_path / "sip.conf", free_port(), {"p": {"host": "127.0.0.1", "port": 9, "qualify": "no"}})
-    cfg = load_config(conf)
-    for k, v in service.items():
-        setattr(cfg.service, k, v)
-    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "s"), config=cfg))
-    await svc.start()
-    return svc
+from .helpers import start_api
 
 
 def exchange(addr: tuple[str, int], data: bytes, timeout: float = 20.0) -> bytes:
@@ -64,7 +52,7 @@ async def test_an_undecodable_bearer_token_is_401_on_every_endpoint(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    svc = await start(tmp_path)
+    svc = await start_api(tmp_path)
     try:
         for token in (b"\xff\xfe\x80garbage", "é-not-the-token".encode(), b"\xc3"):
             for method, path in ENDPOINTS:
@@ -78,7 +66,7 @@ async def test_an_undecodable_bearer_token_is_401_on_every_endpoint(
 
 
 async def test_a_connection_without_a_complete_request_head_is_closed(tmp_path: Path) -> None:
-    svc = await start(tmp_path, api_header_timeout_s=1.0)
+    svc = await start_api(tmp_path, api_header_timeout_s=1.0)
     try:
         def slowloris(first: bytes) -> float:
             t0 = time.monotonic()
@@ -102,7 +90,7 @@ async def test_an_oversized_header_is_refused_without_a_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    svc = await start(tmp_path)
+    svc = await start_api(tmp_path)
     try:
         for req in (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
                     b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -116,7 +104,7 @@ async def test_an_oversized_header_is_refused_without_a_traceback(
 
 
 async def test_a_large_post_body_is_refused_before_it_is_read(tmp_path: Path) -> None:
-    svc = await start(tmp_path)
+    svc = await start_api(tmp_path)
     try:
         auth = f"Authorization: Bearer {svc.token}\r\n"
         body = b"x" * (10 * 1024 * 1024)

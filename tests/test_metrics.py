@@ -10,17 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sipqualify.service import Service, ServiceOptions
 
-from .test_service import endpoint, free_port, sip_conf, wait_for
-
-
-def scrape(svc: Service, token: str | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(f"http://127.0.0.1:{svc.api_addr[1]}/metrics")
-    req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, ""
+from .helpers import endpoint, free_port, scrape, sip_conf, wait_for
 
 
 async def test_metrics_exposition(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from schemathesis.specs.openapi import checks
 
 from sipqualify.api.openapi import document
 
-from .test_service import free_port
+from .helpers import free_port
 
 # /events is an endless stream and /probe sends SIP to its target (tested in test_metrics.py)
 schema = schemathesis.openapi.from_dict(document()).exclude(path="/events").exclude(path="/probe")
@@ -33,7 +33,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     proc = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api",
                              f"127.0.0.1:{port}", "--state-dir", str(tmp / "s")], stderr=subprocess.DEVNULL)
     token_file = tmp / "s" / "api-token"
-    for _ in range(100):
+    t_end = time.monotonic() + 30  # a deadline, not a count of tries: start-up is slow on a loaded machine
+    while time.monotonic() < t_end:
         if token_file.exists():
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()

@@ -4,100 +4,21 @@ qualify through the address the REGISTER came from, expiry, unregister, restart.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sipqualify.service import Service, ServiceOptions
 from sipqualify.sip.digest import authorization
-from sipqualify.sip.message import Request, Response, make_response, parse_message
+from sipqualify.sip.message import Response
 
-from .test_service import free_port, wait_for
-
-
-class Phone(asyncio.DatagramProtocol):
-    """A UA on 127.0.0.1: sends REGISTERs, answers OPTIONS with 200."""
-
-    def __init__(self) -> None:
-        self.responses: asyncio.Queue[Response] = asyncio.Queue()
-        self.options = 0
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        msg = parse_message(data)
-        if isinstance(msg, Request) and msg.method == "OPTIONS":
-            self.options += 1
-            self.transport.sendto(make_response(msg, 200, "OK", to_tag="ua").to_bytes(), addr)
-        elif isinstance(msg, Response):
-            self.responses.put_nowait(msg)
-
-    async def register(self, server: tuple[str, int], user: str, *, password: str | None = None,
-                       expires: int = 300, contact: str | None = None, auth: str | None = None,
-                       cseq: int = 1, useragent: str = "TestPhone/1.0") -> Response:
-        port = self.transport.get_extra_info("sockname")[1]
-        contact = contact or f"<sip:{user}@127.0.0.1:{port}>"
-        lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
-                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
-                 "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
-                 "Call-ID: reg-1@phone", f"CSeq: {cseq} REGISTER", f"Contact: {contact}", f"Expires: {expires}",
-                 f"User-Agent: {useragent}"]
-        if auth:
-            lines.append(f"Authorization: {auth}")
-        # surrogateescape: a test can send bytes that are not UTF-8 (lone surrogates in `useragent`)
-        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape"),
-                              server)
-        return await asyncio.wait_for(self.responses.get(), 5)
-
-    async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
-        first = await self.register(server, user, **kw)
-        assert first.status == 401, first.status
-        challenge = first.headers.get_all("WWW-Authenticate")[0]
-        auth = authorization(challenge, user, password, "REGISTER", f"sip:127.0.0.1:{server[1]}")
-        return await self.register(server, user, auth=auth, cseq=2, **kw)
-
-
-CONF = """[general]
-udpbindaddr=127.0.0.1:{port}
-realm=pbx.test
-minexpiry=30
-[phone](!)
-type=friend
-host=dynamic
-qualify=yes
-qualifyfreq=1
-nat=force_rport
-[1001](phone)
-secret=s3cret
-[1002](phone)
-md5secret={md5}
-[trunk]
-type=peer
-host=127.0.0.1
-port=9
-qualify=no
-"""
-
-
-async def start(tmp_path: Path) -> tuple[Service, tuple[str, int]]:
-    import hashlib
-
-    port = free_port()
-    conf = tmp_path / "sip.conf"
-    conf.write_text(CONF.format(port=port, md5=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()))
-    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
-    await svc.start()
-    return svc, ("127.0.0.1", port)
+from .helpers import Phone, start_registrar, wait_for
 
 
 async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     phone_port = t.get_extra_info("sockname")[1]
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         assert svc.engine is not None
         assert svc.engine.peer("1001").status == "UNKNOWN"  # type: ignore[union-attr]
@@ -135,7 +56,7 @@ async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
         await svc.close()
 
     # restart: 1002's binding is restored and qualified; expiry still honoured
-    svc2, _ = await start(tmp_path)
+    svc2, _ = await start_registrar(tmp_path)
     try:
         assert svc2.engine is not None
         assert svc2.engine.peer("1002").addr == ("127.0.0.1", phone_port)  # type: ignore[union-attr]
@@ -149,7 +70,7 @@ async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
 async def test_binding_expires_on_time(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         assert svc.registrar is not None and svc.engine is not None
         svc.registrar.settings.minexpiry = 1
@@ -166,7 +87,7 @@ async def test_repeated_failures_ban_one_source_only(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     t1, attacker = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     t2, good = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.2", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         assert svc.registrar is not None
         svc.registrar.settings.authfail_limit = 3
@@ -188,15 +109,13 @@ async def test_repeated_failures_ban_one_source_only(tmp_path: Path) -> None:
 async def test_registry_events_on_the_event_stream(tmp_path: Path) -> None:
     import aiohttp
 
-    from .test_events import read_events  # noqa: F401 - same SSE framing
-
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {svc.token}"}) as http:
             async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=1001") as r:
-                await asyncio.sleep(0.2)
+                await wait_for(lambda: len(svc.events.subscribers) == 1)  # subscribed before the REGISTER
                 assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
                 got: list[dict[str, Any]] = []
 
@@ -225,7 +144,7 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     port = t.get_extra_info("sockname")[1]
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         def raw(cseq: int, auth: str = "") -> bytes:
             lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
@@ -251,7 +170,7 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
         t.sendto(raw(2, auth), server)
         t.sendto(raw(2, auth), server)
         r1 = await asyncio.wait_for(phone.responses.get(), 5)
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: svc.registrar_stats()["retransmissions_absorbed"] == 1)  # type: ignore[index]
         assert r1.status == 200 and phone.responses.empty()
         # ... and a later one (the phone's T1 retransmission) gets the stored 200 again
         t.sendto(raw(2, auth), server)

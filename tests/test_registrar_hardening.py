@@ -19,7 +19,7 @@ from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
 from sipqualify.store.bindings import BindingStore
 
-from .test_registrar_rules import PEERS, SRC, auth_for, register
+from .helpers import PEERS, SRC, Phone, auth_for, register, start_registrar, wait_for
 
 
 def _registered(reg: Registrar, data_for: Callable[[str], bytes], source: tuple[str, int] = SRC,
@@ -247,14 +247,11 @@ async def test_wall_clock_steps_neither_expire_nor_extend_a_binding(tmp_path: Pa
     2 s, not 2 h later. What is shown is relative to the (stepped) wall clock."""
     from sipqualify import service as service_module
 
-    from .test_registrar import Phone, start
-    from .test_service import wait_for
-
     clock = SteppedTime()
     monkeypatch.setattr(service_module, "time", clock)
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         assert svc.registrar is not None and svc.engine is not None
         svc.registrar.settings.minexpiry = 1
@@ -279,11 +276,9 @@ async def test_a_user_agent_that_is_not_utf8_is_stored_and_shown_replaced(tmp_pa
     """Free text that is not UTF-8 (here 0xff 0xfe) reaches the registrar as lone surrogates,
     which SQLite refuses to store: the phone got a 500 on every REGISTER and /readyz turned
     503. The binding is stored with U+FFFD in their place, and the phone is registered."""
-    from .test_registrar import Phone, start
-
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         ua = "Evil\udcff\udcfePhone/1.0"
         assert (await phone.register_auth(server, "1001", "s3cret", useragent=ua)).status == 200
@@ -298,11 +293,9 @@ async def test_a_user_agent_that_is_not_utf8_is_stored_and_shown_replaced(tmp_pa
 async def test_a_refresh_replaces_the_expiry_timer(tmp_path: Path) -> None:
     """One expiry timer per binding: a re-REGISTER cancels the one it replaces, an unregister
     cancels it (10,000 phones refreshing each minute kept an hour of dead timers each)."""
-    from .test_registrar import Phone, start
-
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
         first = svc._expiry_timers["1001"]

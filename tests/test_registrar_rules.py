@@ -10,7 +10,6 @@ detected from the Via, comedia for media only)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import statistics
 import time
@@ -22,32 +21,12 @@ from sipqualify.qualify.registrar import Registrar, RegistrarSettings
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
 
-PEERS = {
-    "1001": PeerConfig(name="1001", host="dynamic", dynamic=True, secret="s3cret"),
-    "1002": PeerConfig(name="1002", host="dynamic", dynamic=True,
-                       md5secret=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()),
-    "trunk": PeerConfig(name="trunk", host="192.0.2.1", secret="x"),
-}
-SRC = ("192.0.2.50", 5060)
+from .helpers import PEERS, SRC, auth_for, register
 
 
 def registrar(algorithms: tuple[str, ...] = ("MD5",)) -> Registrar:
     # no bans here: the point is what a guesser sees before being banned
     return Registrar(PEERS.get, RegistrarSettings(realm="pbx.test", authfail_ban=0, algorithms=algorithms))
-
-
-def register(user: str, auth: str = "", cseq: int = 1) -> bytes:
-    lines = ["REGISTER sip:pbx.test SIP/2.0", f"Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bK{user}{cseq};rport",
-             "Max-Forwards: 70", f"From: <sip:{user}@pbx.test>;tag=g", f"To: <sip:{user}@pbx.test>",
-             f"Call-ID: guess-{user}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:{user}@192.0.2.50>",
-             "Expires: 600"]
-    if auth:
-        lines.append(f"Authorization: {auth}")
-    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
-
-
-def auth_for(challenge: str, user: str, password: str) -> str:
-    return authorization(challenge, user, password, "REGISTER", "sip:pbx.test", cnonce="abcd")
 
 
 def normalise(data: bytes, user: str) -> str:

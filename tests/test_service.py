@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,59 +17,7 @@ import pytest
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
 
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def endpoint(status: int, delay: float = 0.0) -> tuple[asyncio.BaseTransport, int]:
-    loop = asyncio.get_running_loop()
-    t, _ = await loop.create_datagram_endpoint(lambda: DemoEndpoint(status, "OK" if status == 200 else "Not Found",
-                                                                    delay=delay),
-                                               local_addr=("127.0.0.1", 0))
-    return t, int(t.get_extra_info("sockname")[1])
-
-
-def sip_conf(path: Path, sip_port: int, peers: dict[str, dict[str, Any]], general: str = "") -> str:
-    lines = ["[general]", f"udpbindaddr=127.0.0.1:{sip_port}", general, ""]
-    for name, opts in peers.items():
-        lines.append(f"[{name}]")
-        lines.append("type=peer")
-        lines += [f"{k}={v}" for k, v in opts.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return str(path)
-
-
-async def wait_for(pred: Any, timeout: float = 10.0) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-async def api(svc: Service, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
-    def call() -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://{svc.api_addr[0]}:{svc.api_addr[1]}{path}", method=method,
-                                     data=b"" if method == "POST" else None)
-        req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-    return await asyncio.to_thread(call)
-
-
-async def cli(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sipqualify.cli", *args,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
+from .helpers import api, cli, endpoint, free_port, sip_conf, wait_for
 
 
 @pytest.fixture

@@ -19,8 +19,7 @@ from typing import Any
 from sipqualify.config import check_config, load_config
 from sipqualify.net.limits import connection_cap
 
-from .test_service import free_port
-from .test_tcp import TcpPhone, options_lines
+from .helpers import TcpPhone, free_port, options_lines
 
 
 def test_unfinished_message_options(tmp_path: Path) -> None:

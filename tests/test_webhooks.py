@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .test_service import cli, endpoint, free_port
+from .helpers import cli, endpoint, free_port, wait_for
 
 SECRET = "whsec-0123456789"
 
@@ -67,18 +67,18 @@ secret = "{SECRET}"
     # receiver down from the start
     proc = await start_daemon(tmp_path, conf, api_port)
     try:
-        await asyncio.sleep(2.0)  # flap OK, dead UNREACHABLE: 2 events queued for a dead receiver
+        # flap OK, dead UNREACHABLE: 2 events queued for a dead receiver
+        await wait_for(lambda: {("flap", "OK"), ("dead", "UNREACHABLE")} <= {t[1:] for t in transitions(tmp_path)},
+                       timeout=30)
         flap_t.close()  # flap goes UNREACHABLE
-        for _ in range(50):
-            if len(transitions(tmp_path)) >= 3:
-                break
-            await asyncio.sleep(0.2)
+        await wait_for(lambda: len(transitions(tmp_path)) >= 3, timeout=30)
         os.kill(proc.pid, signal.SIGKILL)
         await proc.wait()
         before = transitions(tmp_path)
         assert len(before) >= 3
 
         proc = await start_daemon(tmp_path, conf, api_port)
+        # the outage outlasts the restart: the new process first retries against a dead receiver
         await asyncio.sleep(1.0)
         # receiver back
         got: list[dict[str, Any]] = []

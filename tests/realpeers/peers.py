@@ -29,6 +29,8 @@ from typing import IO, Any
 
 import pytest
 
+from .. import helpers
+
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 KAMAILIO_TEMPLATE = HERE / "kamailio.cfg.tmpl"
@@ -55,19 +57,8 @@ def require_binary(binary: str, package: str) -> str:
 
 
 def free_port(*, udp: bool = True, tcp: bool = False) -> int:
-    """A port on 127.0.0.1 that is free right now for UDP (and TCP when asked)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if udp else socket.SOCK_STREAM) as s:
-            s.bind((LOOPBACK, 0))
-            port = int(s.getsockname()[1])
-            if udp and tcp:
-                try:
-                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                        t.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port on 127.0.0.1")
+    """A port on 127.0.0.1 free for UDP and TCP (tests/helpers.py: below the ephemeral range)."""
+    return helpers.free_port()
 
 
 def free_tcp_port() -> int:

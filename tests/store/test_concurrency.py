@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from sipqualify.store import Store
 
-from .conftest import T0
+from ..helpers import T0
 
 
 def test_concurrent_reads_while_writing(make_store: Callable[..., Store]) -> None:

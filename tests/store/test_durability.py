@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sipqualify.store import Store, TransitionRecord
 
-from .conftest import T0
+from ..helpers import T0
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 

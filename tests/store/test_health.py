@@ -11,7 +11,7 @@ import pytest
 
 from sipqualify.store import Store
 
-from .conftest import T0, wait_until
+from ..helpers import T0, wait_until
 
 
 def _fill(s: Store, n: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from sipqualify.store import SampleRecord, Store
 
-from .conftest import T0
+from ..helpers import T0
 
 
 def test_transitions_by_peer_and_time_range(make_store: Callable[..., Store]) -> None:

@@ -13,8 +13,7 @@ import pytest
 
 from sipqualify.service import Service
 
-from ..test_registrar import Phone, start
-from ..test_service import api, wait_for
+from ..helpers import Phone, api, start_registrar, wait_for
 
 UNLIMITED = 1073741823
 
@@ -24,7 +23,7 @@ async def readyz(svc: Service) -> tuple[int, Any]:
 
 
 async def test_store_disk_full_and_removed_file_fail_readyz(tmp_path: Path) -> None:
-    svc, _server = await start(tmp_path)
+    svc, _server = await start_registrar(tmp_path)
     try:
         assert (await readyz(svc))[0] == 200
         store = svc.store
@@ -55,7 +54,7 @@ async def test_register_store_failure_is_logged_once_and_fails_readyz(
     caplog.set_level(logging.INFO, logger="sipqualify")
     loop = asyncio.get_running_loop()
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
-    svc, server = await start(tmp_path)
+    svc, server = await start_registrar(tmp_path)
     try:
         db = svc.bindings.db
         pages = db.execute("PRAGMA page_count").fetchone()[0]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from sipqualify.store import Store
 from sipqualify.store import sqlite as sqlite_module
 
-from .conftest import wait_until
+from ..helpers import wait_until
 
 
 def test_retention_deletes_only_old_rows(make_store: Callable[..., Store]) -> None:
@@ -18,6 +19,16 @@ def test_retention_deletes_only_old_rows(make_store: Callable[..., Store]) -> No
     s = make_store(
         sample_retention_s=3600, transition_retention_s=7200, retention_interval_s=0.2, retention_chunk_rows=7
     )
+    chunks = 0
+    retention_chunk = s._retention_chunk  # type: ignore[attr-defined]
+
+    def counted(db: Any, table: str) -> bool:
+        nonlocal chunks
+        more = retention_chunk(db, table)
+        chunks += 1
+        return bool(more)
+
+    s._retention_chunk = counted  # type: ignore[attr-defined]
     s.open()
     for i in range(30):
         s.record_sample("p", now - 4000 - i, 1.0, 200, 1)  # expired
@@ -30,7 +41,8 @@ def test_retention_deletes_only_old_rows(make_store: Callable[..., Store]) -> No
     s.save_state("p", "OK", 1, 2000, 1.0, now - 1_000_000, now - 1_000_000)  # current state never expires
     s.flush()
     wait_until(lambda: s.stats["retention_deleted"] == 50)
-    time.sleep(0.5)  # further passes find nothing more
+    seen = chunks
+    wait_until(lambda: chunks >= seen + 4)  # further passes (two chunks at least each) find nothing more
     assert s.stats["retention_deleted"] == 50
     assert sorted(r.time for r in s.samples("p")) == sorted(now - 100 - i for i in range(5))
     assert sorted(r.time for r in s.transitions("p")) == sorted(now - 4000 - i for i in range(3))

@@ -10,7 +10,7 @@ import pytest
 from sipqualify.store import PeerStateRecord, Store
 from sipqualify.store.sqlite import SCHEMA_VERSION
 
-from .conftest import T0
+from ..helpers import T0
 
 
 def test_round_trip_restores_state(make_store: Callable[..., Store], db_path: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sipqualify.store import Store
 
-from .conftest import T0, wait_until
+from ..helpers import T0, wait_until
 
 
 def test_enqueue_never_blocks_when_the_database_is_locked(make_store: Callable[..., Store], db_path: str) -> None:

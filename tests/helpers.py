@@ -1,0 +1,401 @@
+"""Helpers shared by the test modules: ports, daemons started in-process, phones, waiting on a
+condition. Test modules import from here, never from each other."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from sipqualify.config import load_config
+from sipqualify.demo import DemoEndpoint
+from sipqualify.model import PeerConfig
+from sipqualify.qualify.state import state_of, status_string
+from sipqualify.service import Service, ServiceOptions
+from sipqualify.sip.digest import authorization
+from sipqualify.sip.framing import StreamFramer
+from sipqualify.sip.message import Request, Response, make_response, parse_message
+from sipqualify.views import PeerView
+
+# --- ports, endpoints, the daemon in-process, the CLI, waiting -----------------------------------
+
+# Ports handed out below Linux's ephemeral range (32768-60999 by default): between our check and
+# the daemon's bind, the kernel may give a port of that range to any outgoing connection (an
+# HTTP client, a CLI subprocess, a TCP phone), and the daemon then fails with EADDRINUSE. Each
+# process walks its own shuffled order and never hands a port out twice.
+_PORT_ORDER = iter(random.Random(os.getpid()).sample(range(20000, 32768), 32768 - 20000))
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port on 127.0.0.1 free right now for both UDP and TCP (`kind` is kept for callers that say
+    which one they need: a daemon with tcpenable binds both)."""
+    for port in _PORT_ORDER:
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port left on 127.0.0.1 below the ephemeral range")
+
+
+async def endpoint(status: int, delay: float = 0.0) -> tuple[asyncio.BaseTransport, int]:
+    loop = asyncio.get_running_loop()
+    t, _ = await loop.create_datagram_endpoint(lambda: DemoEndpoint(status, "OK" if status == 200 else "Not Found",
+                                                                    delay=delay),
+                                               local_addr=("127.0.0.1", 0))
+    return t, int(t.get_extra_info("sockname")[1])
+
+
+def sip_conf(path: Path, sip_port: int, peers: dict[str, dict[str, Any]], general: str = "") -> str:
+    lines = ["[general]", f"udpbindaddr=127.0.0.1:{sip_port}", general, ""]
+    for name, opts in peers.items():
+        lines.append(f"[{name}]")
+        lines.append("type=peer")
+        lines += [f"{k}={v}" for k, v in opts.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return str(path)
+
+
+async def wait_for(pred: Any, timeout: float = 10.0) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    """wait_for for code without an event loop (the store's writer is a thread)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+async def api(svc: Service, method: str, path: str, token: str | None = None) -> tuple[int, Any]:
+    def call() -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://{svc.api_addr[0]}:{svc.api_addr[1]}{path}", method=method,
+                                     data=b"" if method == "POST" else None)
+        req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    return await asyncio.to_thread(call)
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "sipqualify.cli", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def start_api(tmp_path: Path, **service: Any) -> Service:
+    conf = sip_conf(tmp_path / "sip.conf", free_port(), {"p": {"host": "127.0.0.1", "port": 9, "qualify": "no"}})
+    cfg = load_config(conf)
+    for k, v in service.items():
+        setattr(cfg.service, k, v)
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "s"), config=cfg))
+    await svc.start()
+    return svc
+
+
+async def read_events(resp: aiohttp.ClientResponse, n: int, timeout: float = 15) -> list[tuple[int, dict]]:
+    out: list[tuple[int, dict]] = []
+    ev_id = None
+
+    async def run() -> None:
+        nonlocal ev_id
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("id: "):
+                ev_id = int(line[4:])
+            elif line.startswith("data: "):
+                assert ev_id is not None
+                out.append((ev_id, json.loads(line[6:])))
+                if len(out) >= n:
+                    return
+
+    await asyncio.wait_for(run(), timeout)
+    return out
+
+
+# --- sip show peers views --------------------------------------------------------------------
+
+def view(name: str, port: int, maxms: int, lastms: int, *, defaultuser: str | None = None,
+         freq: int = 5000, **kw: object) -> PeerView:
+    base: dict[str, object] = dict(
+        name=name, status=status_string(maxms, lastms), state=state_of(maxms, lastms), lastms=lastms, maxms=maxms,
+        qualifyfreq_ms=freq, keepalive_ms=0, host="127.0.0.1", addr_ip="127.0.0.1", addr_port=port, dynamic=False,
+        transport="udp",
+        nat=["auto_force_rport"], nat_detected=False, acl=False, defaultuser=defaultuser, fromuser=None,
+        fromdomain=None, description="", context="default", secret_set=False, md5secret_set=False, useragent="",
+        regcontact="", regexten="", expire=-1, rtt_ms=None, last_qualify=None, last_change=None, qualifies=0,
+        timeouts=0, retransmissions=0,
+    )
+    base.update(kw)
+    return PeerView(**base)  # type: ignore[arg-type]
+
+
+def phase2(outage: bool = False) -> list[PeerView]:
+    down = -1 if outage else 1
+    return [
+        view("ok-yes", 15070, 2000, down), view("ok-500", 15072, 500, 1), view("ok-default-freq", 15073, 2000, 1),
+        view("lagged-500", 15071, 500, 700), view("resp-404", 15076, 2000, 1),
+        view("trying-only", 15077, 2000, -1), view("user-peer", 15075, 2000, 1, defaultuser="alice"),
+        view("sipp-uas", 15078, 2000, 1), view("flap", 15090, 500, down), view("dead-yes", 15080, 2000, -1),
+        view("dead-500", 15081, 500, -1), view("dead-3000", 15082, 3000, -1), view("noqualify", 15074, 0, 0),
+    ]
+
+
+# --- the registrar: a UDP phone, a daemon with dynamic peers ----------------------------------
+
+class Phone(asyncio.DatagramProtocol):
+    """A UA on 127.0.0.1: sends REGISTERs, answers OPTIONS with 200."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.options = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        msg = parse_message(data)
+        if isinstance(msg, Request) and msg.method == "OPTIONS":
+            self.options += 1
+            self.transport.sendto(make_response(msg, 200, "OK", to_tag="ua").to_bytes(), addr)
+        elif isinstance(msg, Response):
+            self.responses.put_nowait(msg)
+
+    async def register(self, server: tuple[str, int], user: str, *, password: str | None = None,
+                       expires: int = 300, contact: str | None = None, auth: str | None = None,
+                       cseq: int = 1, useragent: str = "TestPhone/1.0") -> Response:
+        port = self.transport.get_extra_info("sockname")[1]
+        contact = contact or f"<sip:{user}@127.0.0.1:{port}>"
+        lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{os.urandom(6).hex()};rport",
+                 "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
+                 "Call-ID: reg-1@phone", f"CSeq: {cseq} REGISTER", f"Contact: {contact}", f"Expires: {expires}",
+                 f"User-Agent: {useragent}"]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        # surrogateescape: a test can send bytes that are not UTF-8 (lone surrogates in `useragent`)
+        self.transport.sendto(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape"),
+                              server)
+        return await asyncio.wait_for(self.responses.get(), 5)
+
+    async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
+        first = await self.register(server, user, **kw)
+        assert first.status == 401, first.status
+        challenge = first.headers.get_all("WWW-Authenticate")[0]
+        auth = authorization(challenge, user, password, "REGISTER", f"sip:127.0.0.1:{server[1]}")
+        return await self.register(server, user, auth=auth, cseq=2, **kw)
+
+
+REGISTRAR_CONF = """[general]
+udpbindaddr=127.0.0.1:{port}
+realm=pbx.test
+minexpiry=30
+[phone](!)
+type=friend
+host=dynamic
+qualify=yes
+qualifyfreq=1
+nat=force_rport
+[1001](phone)
+secret=s3cret
+[1002](phone)
+md5secret={md5}
+[trunk]
+type=peer
+host=127.0.0.1
+port=9
+qualify=no
+"""
+
+
+async def start_registrar(tmp_path: Path) -> tuple[Service, tuple[str, int]]:
+    port = free_port()
+    conf = tmp_path / "sip.conf"
+    conf.write_text(REGISTRAR_CONF.format(port=port, md5=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()))
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    return svc, ("127.0.0.1", port)
+
+
+async def register_with_useragent(phone: Phone, t: Any, server: tuple[str, int], useragent: str) -> None:
+    """Phone.register sends `User-Agent: TestPhone/1.0`; swap it on the wire for `useragent`."""
+    class Rewriting:
+        def sendto(self, data: bytes, addr: Any) -> None:
+            t.sendto(data.replace(b"User-Agent: TestPhone/1.0", b"User-Agent: " + useragent.encode()), addr)
+
+        def get_extra_info(self, name: str) -> Any:
+            return t.get_extra_info(name)
+
+    phone.transport = Rewriting()
+    try:
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+    finally:
+        phone.transport = t
+
+
+# --- the registrar sans-I/O ---------------------------------------------------------------------
+
+PEERS = {
+    "1001": PeerConfig(name="1001", host="dynamic", dynamic=True, secret="s3cret"),
+    "1002": PeerConfig(name="1002", host="dynamic", dynamic=True,
+                       md5secret=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()),
+    "trunk": PeerConfig(name="trunk", host="192.0.2.1", secret="x"),
+}
+SRC = ("192.0.2.50", 5060)
+
+
+def register(user: str, auth: str = "", cseq: int = 1) -> bytes:
+    lines = ["REGISTER sip:pbx.test SIP/2.0", f"Via: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bK{user}{cseq};rport",
+             "Max-Forwards: 70", f"From: <sip:{user}@pbx.test>;tag=g", f"To: <sip:{user}@pbx.test>",
+             f"Call-ID: guess-{user}", f"CSeq: {cseq} REGISTER", f"Contact: <sip:{user}@192.0.2.50>",
+             "Expires: 600"]
+    if auth:
+        lines.append(f"Authorization: {auth}")
+    return ("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def auth_for(challenge: str, user: str, password: str) -> str:
+    return authorization(challenge, user, password, "REGISTER", "sip:pbx.test", cnonce="abcd")
+
+
+
+
+# --- SIP over TCP --------------------------------------------------------------------------------
+
+class TcpPhone:
+    """A UA on one TCP connection: REGISTERs, answers OPTIONS with 200 on the connection."""
+
+    def __init__(self) -> None:
+        self.responses: asyncio.Queue[Response] = asyncio.Queue()
+        self.options: list[Request] = []
+        self.answer = True
+        self.closed = asyncio.Event()
+        self.writer: Any = None
+
+    async def connect(self, server: tuple[str, int]) -> TcpPhone:
+        self.reader, self.writer = await asyncio.open_connection(*server)
+        self.port = self.writer.get_extra_info("sockname")[1]
+        self.task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        framer = StreamFramer()
+        try:
+            while data := await self.reader.read(65536):
+                for raw in framer.feed(data):
+                    msg = parse_message(raw)
+                    if isinstance(msg, Request) and msg.method == "OPTIONS":
+                        self.options.append(msg)
+                        if self.answer:
+                            self.writer.write(make_response(msg, 200, "OK", to_tag="ua").to_bytes())
+                    elif isinstance(msg, Response):
+                        self.responses.put_nowait(msg)
+        except ConnectionError:
+            pass
+        finally:
+            self.closed.set()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def request(self, lines: list[str]) -> Response:
+        self.writer.write(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+        return await asyncio.wait_for(self.responses.get(), 10)
+
+    async def register(self, server: tuple[str, int], user: str, *, expires: int = 300, auth: str | None = None,
+                       cseq: int = 1) -> Response:
+        # the Via and Contact name the phone's listening port, not the connection's: the
+        # answer must still come back on the connection (RFC 3261 §18.2.2)
+        lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
+                 f"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{os.urandom(6).hex()}",
+                 "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
+                 f"Call-ID: reg-{user}@phone", f"CSeq: {cseq} REGISTER",
+                 f"Contact: <sip:{user}@127.0.0.1:5999;transport=tcp>", f"Expires: {expires}",
+                 "User-Agent: TcpPhone/1.0"]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        return await self.request(lines)
+
+    async def register_auth(self, server: tuple[str, int], user: str, password: str, **kw: Any) -> Response:
+        first = await self.register(server, user, **kw)
+        assert first.status == 401, first.status
+        auth = authorization(first.headers.get_all("WWW-Authenticate")[0], user, password, "REGISTER",
+                             f"sip:127.0.0.1:{server[1]}")
+        return await self.register(server, user, auth=auth, cseq=2, **kw)
+
+
+def options_lines(server: tuple[str, int], via_port: int = 5999) -> list[str]:
+    return [f"OPTIONS sip:127.0.0.1:{server[1]} SIP/2.0",
+            f"Via: SIP/2.0/TCP 127.0.0.1:{via_port};branch=z9hG4bK{os.urandom(6).hex()}",
+            "Max-Forwards: 70", "From: <sip:mon@127.0.0.1>;tag=m1", f"To: <sip:127.0.0.1:{server[1]}>",
+            f"Call-ID: {os.urandom(6).hex()}@mon", "CSeq: 1 OPTIONS"]
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+T0 = time.time() - 10_000  # recent enough that default retention (7 d / 90 d) keeps it
+
+
+# the AMI tests' manager.conf (one user, admin/amp111, from 127.0.0.1 only)
+MANAGER_CONF = """[general]
+enabled = yes
+port = {port}
+bindaddr = 127.0.0.1
+authtimeout = 2
+
+[admin]
+secret = amp111
+deny = 0.0.0.0/0.0.0.0
+permit = 127.0.0.1/255.255.255.255
+read = all
+write = all
+
+[readonly]
+secret = ro
+read = system
+write = system
+
+[nothere]
+secret = x
+deny = 0.0.0.0/0.0.0.0
+read = all
+write = all
+"""
+
+
+def scrape(svc: Service, token: str | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{svc.api_addr[1]}/metrics")
+    req.add_header("Authorization", f"Bearer {svc.token if token is None else token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
