@@ -113,8 +113,7 @@ def _yn(b: bool) -> str:
 
 def format_sip_show_peer(v: PeerView) -> str:
     addr = f"{v.addr_ip}:{v.addr_port}" if v.addr_ip else "(null)"
-    symmetric = "Yes" if "comedia" in v.nat else ("Auto (Yes)" if "auto_comedia" in v.nat and v.nat_detected
-                                                 else "Auto (No)" if "auto_comedia" in v.nat else "No")
+    symmetric = comedia(v)  # chan_sip's "Symmetric RTP" line is the comedia setting, worded alike
     transport = v.transport.upper()
     lines = [
         "",
