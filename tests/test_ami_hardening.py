@@ -92,7 +92,7 @@ async def test_sipshowpeer_useragent_with_bare_lf_injects_nothing(tmp_path: Path
     try:
         await register_with_useragent(phone, t, server, EVIL_UA)
         assert svc.engine is not None
-        v = svc.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
+        v = svc.model.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
         assert v.useragent == EVIL_UA  # the hostile value really reached the peer
         await c.login()
         await c.send("Action: SIPshowpeer\nPeer: 1001\nActionID: s\n\n")

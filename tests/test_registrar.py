@@ -31,7 +31,7 @@ async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
                 "127.0.0.1", phone_port)
         await wait_for(lambda: svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
         assert phone.options >= 1  # OPTIONS went to the received address, not 192.168.1.50
-        v = svc.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
+        v = svc.model.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
         assert (v.addr_ip, v.addr_port, v.useragent) == ("127.0.0.1", phone_port, "TestPhone/1.0")
         assert 290 < v.expire <= 300 and v.regcontact == "sip:1001@192.168.1.50:5060"
 
@@ -176,7 +176,7 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
         t.sendto(raw(2, auth), server)
         r2 = await asyncio.wait_for(phone.responses.get(), 5)
         assert r2.to_bytes() == r1.to_bytes()
-        stats = svc.registrar_stats()
+        stats = svc.model.registrar_stats()
         assert stats is not None and stats["forbidden"] == 0 and stats["registered"] == 1
         assert stats["retransmissions_absorbed"] == 1 and stats["retransmissions_answered"] == 2
     finally:

@@ -259,8 +259,8 @@ async def test_wall_clock_steps_neither_expire_nor_extend_a_binding(tmp_path: Pa
         assert (await phone.register_auth(server, "1001", "s3cret", expires=300)).status == 200
         await wait_for(lambda: svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
         assert "1001" in svc.registrar.bindings
-        assert 290 < svc.view(svc.engine.peer("1001")).expire <= 300  # type: ignore[arg-type]
-        (reg,) = svc.registrations()
+        assert 290 < svc.model.view(svc.engine.peer("1001")).expire <= 300  # type: ignore[arg-type]
+        (reg,) = svc.model.registrations()
         assert 290 < reg["expires_in"] <= 300 and abs(reg["expires_at"] - (clock.time() + 300)) < 10
 
         clock.step = -7200.0
@@ -282,9 +282,9 @@ async def test_a_user_agent_that_is_not_utf8_is_stored_and_shown_replaced(tmp_pa
     try:
         ua = "Evil\udcff\udcfePhone/1.0"
         assert (await phone.register_auth(server, "1001", "s3cret", useragent=ua)).status == 200
-        (reg,) = svc.registrations()
+        (reg,) = svc.model.registrations()
         assert reg["useragent"] == "Evil\ufffd\ufffdPhone/1.0"
-        assert all(h["ok"] for h in svc.storage_health().values())
+        assert all(h["ok"] for h in svc.model.storage_health().values())
     finally:
         await svc.close()
         t.close()
@@ -297,13 +297,16 @@ async def test_a_refresh_replaces_the_expiry_timer(tmp_path: Path) -> None:
     t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
     svc, server = await start_registrar(tmp_path)
     try:
+        assert svc.engine is not None
+        inbound = svc.engine.inbound  # expiry runs on the endpoint's timers, driven by the shell's one timer
         assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
-        first = svc._expiry_timers["1001"]
+        first = inbound.expiries["1001"]
+        assert inbound.get_timer() == first
         assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
-        assert first.cancelled() and not svc._expiry_timers["1001"].cancelled()
-        second = svc._expiry_timers["1001"]
+        assert list(inbound.expiries) == ["1001"] and inbound.expiries["1001"] > first  # replaced
+        assert inbound.get_timer() == inbound.expiries["1001"]
         assert (await phone.register_auth(server, "1001", "s3cret", expires=0)).status == 200
-        assert second.cancelled() and "1001" not in svc._expiry_timers
+        assert "1001" not in inbound.expiries and inbound.get_timer() is None
     finally:
         await svc.close()
         t.close()

@@ -107,7 +107,7 @@ async def test_daemon_states_api_cli_reload_restart(tmp_path: Path, state: Path)
         assert svc2.engine is not None
         st = {p.name: p.status for p in svc2.engine.peers()}
         assert st["dead"] == "UNREACHABLE" and st["slow"].startswith("LAGGED") and st["ok"].startswith("OK")
-        assert svc2.view(svc2.engine.peer("dead")).last_change is not None  # type: ignore[arg-type]
+        assert svc2.model.view(svc2.engine.peer("dead")).last_change is not None  # type: ignore[arg-type]
     finally:
         await svc2.close()
         for t in (ok_t, nf_t, slow_t):

@@ -90,7 +90,7 @@ async def test_options_over_tcp_answered_on_the_connection(tmp_path: Path) -> No
         phone = await TcpPhone().connect(server)
         ok = await phone.request(options_lines(server, via_port=5999))  # Via names another port
         assert ok.status == 200 and ok.top_via is not None and ok.top_via.transport == "TCP"
-        st = svc.status()["tcp"]
+        st = svc.model.status()["tcp"]
         assert st["accepted"] == 1 and st["messages_in"] == 1 and st["messages_out"] == 1
         assert st["listen"] == [{"ip": "127.0.0.1", "port": server[1]}]
         phone.close()
@@ -112,7 +112,7 @@ async def test_register_over_tcp_and_qualify_over_the_connection(tmp_path: Path)
         opt = phone.options[0]  # the daemon's OPTIONS came over the phone's connection
         assert opt.top_via is not None and opt.top_via.transport == "TCP"
         assert opt.uri == "sip:1001@127.0.0.1:5999;transport=tcp"  # the registered Contact
-        v = svc.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
+        v = svc.model.view(svc.engine.peer("1001"))  # type: ignore[arg-type]
         assert (v.addr_ip, v.addr_port, v.transport) == ("127.0.0.1", phone.port, "tcp")
         assert svc.engine.stats.retransmissions == 0  # none on TCP
         # nat=no: the binding is the Contact's address, but OPTIONS still use the connection
@@ -221,7 +221,7 @@ async def test_restart_keeps_tcp_binding_but_no_connection(tmp_path: Path) -> No
     svc, _ = await start(tmp_path, server[1])
     try:
         assert svc.engine is not None and svc.tcp is not None
-        v = svc.view(svc.engine.peer("1003"))  # type: ignore[arg-type]
+        v = svc.model.view(svc.engine.peer("1003"))  # type: ignore[arg-type]
         assert (v.addr_port, v.transport) == (phone.port, "tcp")  # the binding survived
         # its connection did not: the pokes are dropped (never sent over UDP) -> UNREACHABLE
         await wait_for(lambda: svc.engine.peer("1003").state == "UNREACHABLE", timeout=8)  # type: ignore[union-attr]
@@ -277,7 +277,7 @@ async def test_unfinished_bytes_budget_closes_hostile_connections_not_a_register
         assert snap["now"]["unfinished_bytes"] == buffered(svc)
         assert snap["now"]["unfinished_bytes_peak"] <= budget
         assert ("127.0.0.1", phone.port) in svc.tcp.conns  # the registered phone kept its connection
-        gauges = {s.labels["what"]: s.value for fam in SipqualifyCollector(svc).collect()
+        gauges = {s.labels["what"]: s.value for fam in SipqualifyCollector(svc.model).collect()
                   if getattr(fam, "name", "") == "sipqualify_tcp_gauge" for s in fam.samples}  # type: ignore[attr-defined]
         assert gauges["registered_connections"] == 1 and gauges["max_unfinished_bytes"] == budget
         assert gauges["unfinished_bytes"] == snap["now"]["unfinished_bytes"]

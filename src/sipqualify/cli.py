@@ -54,7 +54,7 @@ def parse_hostport(text: str, default_port: int = DEFAULT_API_PORT) -> tuple[str
 
 class Client:
     def __init__(self, args: argparse.Namespace) -> None:
-        from .service import default_state_dir
+        from .store.statedir import default_state_dir
 
         host, port, token, state_dir = DEFAULT_API_HOST, DEFAULT_API_PORT, None, None
         self.ssl: Any = None
@@ -276,7 +276,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     _event_loop_policy()
-    return asyncio.run(run_demo(duration=args.duration, interval=args.interval, api=args.api,
+    api = parse_hostport(args.api) if args.api else None
+    return asyncio.run(run_demo(duration=args.duration, interval=args.interval, api=api,
                                 state_dir=args.state_dir))
 
 

@@ -141,15 +141,16 @@ async def start_endpoints(t0: float) -> tuple[list[asyncio.DatagramTransport], l
     return transports, peers
 
 
-async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | None = None,
+async def run_demo(*, duration: float = 0, interval: float = 5.0, api: Addr | None = None,
                    state_dir: str | None = None) -> int:
-    from .cli import parse_hostport
+    """`api`: where the demo daemon's API listens (the CLI parses `--api`); default any free port."""
     from .compat import format_sip_show_peers
-    from .service import Service, ServiceOptions, default_state_dir
+    from .service import Service, ServiceOptions
+    from .store.statedir import default_state_dir
 
     t0 = time.monotonic()
     transports, peers = await start_endpoints(t0)
-    api_host, api_port = parse_hostport(api) if api else ("127.0.0.1", 0)
+    api_host, api_port = api or ("127.0.0.1", 0)
     sdir = Path(state_dir) if state_dir else default_state_dir() / "demo"
     cfg = Config(
         general=GeneralConfig(udpbindaddr="127.0.0.1", bindport=0),
@@ -159,7 +160,7 @@ async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | Non
     )
     svc = Service(ServiceOptions(None, config=cfg, api_host=api_host, api_port=api_port, state_dir=str(sdir)))
     await svc.start()
-    sip = next(iter(svc.endpoints.values())).local
+    sip = svc.sockets.local_addresses()[0]
     phone_t, phone = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: DemoPhone("phone-1002", "demo-1002"), local_addr=("127.0.0.1", 0))
     transports.append(phone_t)
@@ -188,7 +189,7 @@ async def run_demo(*, duration: float = 0, interval: float = 5.0, api: str | Non
             except TimeoutError:
                 pass
             print(f"--- {time.strftime('%H:%M:%S')} (+{time.monotonic() - t0:.0f} s)")
-            sys.stdout.write(format_sip_show_peers(svc.views()))
+            sys.stdout.write(format_sip_show_peers(svc.model.views()))
             sys.stdout.flush()
     finally:
         await svc.close()

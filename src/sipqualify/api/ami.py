@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING
 
 from ..addr import ip_literal
 from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
-from ..model import ConfigMessage
+from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
 from ..qualify.state import peer_status_word
 from ..ratelog import RateLog
 from ..views import PeerView
 
 if TYPE_CHECKING:
-    from ..service import Service
+    from ..model import ServiceConfig
+    from ..readmodel import ReadModel
 
 log = logging.getLogger("sipqualify.ami")
 
@@ -493,7 +494,7 @@ class AmiSession(asyncio.Protocol):
         log.info("AMI: manager '%s' logged on from %s", user.name if user else "", self.peer[0])
         self.reply(aid, ("Message", "Authentication accepted"))
         if self.events_on and user is not None and "system" in user.read:
-            uptime = int(time.time() - srv.svc.counters.started)
+            uptime = int(time.time() - srv.model.counters.started)
             self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
                              ("LastReload", uptime), ("Status", "Fully Booted")))
 
@@ -530,7 +531,7 @@ class AmiSession(asyncio.Protocol):
         self.reply(aid, *pairs)
 
     def _views(self) -> list[PeerView]:
-        return sorted(self.server.svc.views(), key=lambda v: v.name.encode())
+        return sorted(self.server.model.views(), key=lambda v: v.name.encode())
 
     def do_sippeers(self, m: dict[str, str], aid: str | None) -> None:
         self.write(sippeers_list(self._views(), aid))
@@ -542,9 +543,9 @@ class AmiSession(asyncio.Protocol):
         if not name:
             self.error(aid, f"Peer: {name} missing.")
             return None
-        eng = self.server.svc.engine
-        p = eng.peer(name) if eng is not None else None
-        return self.server.svc.view(p) if p is not None else None
+        model = self.server.model
+        p = model.peer(name)
+        return model.view(p) if p is not None else None
 
     def do_sipshowpeer(self, m: dict[str, str], aid: str | None) -> None:
         name = m.get("peer", "")
@@ -565,7 +566,7 @@ class AmiSession(asyncio.Protocol):
                 return
             views = [v]
         else:
-            views = self.server.svc.views()
+            views = self.server.model.views()
         self.write(peerstatus_list(views, aid))
 
     def do_sipqualifypeer(self, m: dict[str, str], aid: str | None) -> None:
@@ -573,11 +574,11 @@ class AmiSession(asyncio.Protocol):
         if not name:
             self.error(aid, "Peer: <name> missing.")
             return
-        svc = self.server.svc
-        if svc.engine is None or svc.engine.peer(name) is None:
+        model = self.server.model
+        if model.peer(name) is None:
             self.error(aid, "Peer not found")
             return
-        asyncio.get_running_loop().create_task(svc.qualify(name, wait=False))
+        asyncio.get_running_loop().create_task(model.qualify(name, wait=False))
         self.reply(aid, ("Message", "SIP peer found - will qualify"))
         pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"),
                                            ("Peer", name)]
@@ -588,13 +589,13 @@ class AmiSession(asyncio.Protocol):
 
     def do_command(self, m: dict[str, str], aid: str | None) -> None:
         cmd = " ".join(m.get("command", "").split()).lower()
-        svc = self.server.svc
+        model = self.server.model
         if cmd == "sip show peers":
-            text = format_sip_show_peers(svc.views())
+            text = format_sip_show_peers(model.views())
         elif cmd.startswith("sip show peer "):
             name = m.get("command", "").split()[-1]
-            p = svc.engine.peer(name) if svc.engine is not None else None
-            text = format_sip_show_peer(svc.view(p)) if p is not None else f"Peer {name} not found.\n"
+            p = model.peer(name)
+            text = format_sip_show_peer(model.view(p)) if p is not None else f"Peer {name} not found.\n"
         else:
             self.error(aid, "Command output follows")
             return
@@ -605,8 +606,8 @@ class AmiSession(asyncio.Protocol):
 
 
 class AmiServer:
-    def __init__(self, svc: Service, config: AmiConfig) -> None:
-        self.svc = svc
+    def __init__(self, model: ReadModel, config: AmiConfig) -> None:
+        self.model = model
         self.config = config
         self.sessions: set[AmiSession] = set()
         self.server: asyncio.base_events.Server | None = None
@@ -615,6 +616,45 @@ class AmiServer:
              "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
         self.ratelog = RateLog(log, 10.0)
+
+    @classmethod
+    def from_config(cls, model: ReadModel, svc: ServiceConfig, manager_conf: str | None) -> AmiServer | None:
+        """The AMI port as configured: a manager.conf (`run --manager-conf` or [ami] manager_conf)
+        with the native [ami] options over it; None when it is not enabled. ConfigError for an
+        enabled port with no user, or errors in manager.conf (each logged)."""
+        from .http import is_loopback
+
+        log = logging.getLogger("sipqualify")  # the daemon's start-up lines, as before this moved here
+        path = manager_conf or svc.manager_conf
+        cfg = load_manager_conf(path) if path else AmiConfig()
+        errors = [m for m in cfg.messages if m.severity == "error"]
+        for m in cfg.messages:
+            (log.error if m.severity == "error" else log.warning)("%s", m)
+        if errors:
+            raise ConfigError(errors)
+        for name, opts in svc.ami_users.items():
+            cfg.users[name] = user_from_options(name, opts)
+        if svc.ami_enabled is not None:
+            cfg.enabled = svc.ami_enabled
+        elif not path and svc.ami_users:
+            cfg.enabled = True
+        if svc.ami_listen is not None:
+            cfg.bindaddr, cfg.port = svc.ami_listen
+        if svc.ami_banner:
+            cfg.banner = svc.ami_banner
+        cfg.peerstatus_time = svc.ami_peerstatus_time
+        if not cfg.enabled:
+            return None
+        if not cfg.users:
+            raise ConfigError([ConfigMessage("error", path or "ami", 0, "AMI is enabled but no manager user is "
+                                             "configured", option="users")])
+        if not is_loopback(cfg.bindaddr) and not any(u.acl for u in cfg.users.values()):
+            log.warning("AMI listens on %s with no permit/deny ACL on any user", cfg.bindaddr)
+        return cls(model, cfg)
+
+    @property
+    def session_count(self) -> int:
+        return len(self.sessions)
 
     def unauthenticated(self, source: str | None = None) -> int:
         """Sessions not logged in yet (from `source`, a source_key(), if given)."""
@@ -625,7 +665,8 @@ class AmiServer:
         self.server = await loop.create_server(lambda: AmiSession(self), self.config.bindaddr, self.config.port)
         sock = self.server.sockets[0]
         self.port = int(sock.getsockname()[1])
-        self.svc.add_listener(self.on_state_changed)
+        self.model.add_listener(self.on_state_changed)
+        self.model.add_registry_listener(self.publish_registry)
         log.info("AMI listening on %s:%d", self.config.bindaddr, self.port)
 
     async def close(self) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
 if TYPE_CHECKING:
-    from ..service import Service
+    from ..addr import Addr
 
 log = logging.getLogger("sipqualify.events")
 
@@ -111,6 +112,11 @@ class EventHub:
                 self.max_queued = len(sub.items)
             sub.wake.set()
 
+    def publish_registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        """Registered / Unregistered / Rejected, as the `registry` event."""
+        self.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
+                      "address": f"{addr[0]}:{addr[1]}" if addr else None})
+
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
         sub.dropped = True
@@ -158,11 +164,14 @@ def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
     return peers, states or None
 
 
-async def events_handler(request: web.Request) -> web.StreamResponse:
-    from .http import SERVICE_KEY
+HUB_KEY: web.AppKey[EventHub] = web.AppKey("events")
 
-    svc: Service = request.app[SERVICE_KEY]  # type: ignore[assignment]
-    hub = svc.events
+
+async def events_handler(request: web.Request) -> web.StreamResponse:
+    from .keys import MODEL_KEY
+
+    store = request.app[MODEL_KEY].store
+    hub = request.app[HUB_KEY]
     peers, states = _filter(request)
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     try:
@@ -194,9 +203,9 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     sent = last_id or 0
     try:
         await resp.write(b": sipqualify event stream\nretry: 2000\n\n")
-        if last_id is not None and svc.store is not None:
+        if last_id is not None and store is not None:
             while not sub.dropped:
-                rows = await asyncio.to_thread(svc.store.transitions_after, sent, 5000)
+                rows = await asyncio.to_thread(store.transitions_after, sent, 5000)
                 for rec in rows:
                     if wanted(rec):
                         await send(rec)

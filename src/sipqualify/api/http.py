@@ -19,22 +19,22 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..addr import ip_literal
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
+from .events import HUB_KEY, EventHub
+from .keys import MODEL_KEY, REGISTRY_KEY
 
 if TYPE_CHECKING:
-    from ..service import Service
+    from ..model import ServiceConfig
+    from ..readmodel import ReadModel
 
 API = "/api/v1"
 # Requests with a body (POST) carry at most this much: the API takes no documents, and a body
 # is refused with 413 before it is read, never buffered whole.
 MAX_BODY = 64 * 1024
 log = logging.getLogger("sipqualify.api")
-SERVICE_KEY = web.AppKey("service", object)
-REGISTRY_KEY = web.AppKey("registry", object)
 
 
-def _svc(request: web.Request) -> Service:
-    svc = request.app[SERVICE_KEY]
-    return svc  # type: ignore[return-value]
+def _model(request: web.Request) -> ReadModel:
+    return request.app[MODEL_KEY]
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -58,8 +58,7 @@ def token_ok(header: str, token: str) -> bool:
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path == "/healthz":
         return await handler(request)  # type: ignore[no-any-return]
-    svc = _svc(request)
-    if not token_ok(request.headers.get("Authorization", ""), svc.token):
+    if not token_ok(request.headers.get("Authorization", ""), _model(request).token):
         return _error(401, "missing or wrong API token")
     if request.body_exists:
         # No handler reads the body, so aiohttp's client_max_size never applied: refuse a large
@@ -113,10 +112,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready: peers loaded, SIP socket(s) open, and the databases taking writes (503 otherwise,
     with the cause of each storage failure under `errors`)."""
-    svc = _svc(request)
-    health = svc.storage_health()
-    checks = {"engine": svc.engine is not None and svc.loaded, "sip_sockets": bool(svc.endpoints),
-              "store": svc.store is not None and bool(health.get("store", {}).get("ok", False))}
+    model = _model(request)
+    health = model.storage_health()
+    checks = {**model.ready(),
+              "store": model.store is not None and bool(health.get("store", {}).get("ok", False))}
     if "bindings" in health:
         checks["bindings"] = bool(health["bindings"]["ok"])
     errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
@@ -128,30 +127,28 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    return web.json_response({"peers": [v.to_json() for v in _svc(request).views()]})
+    return web.json_response({"peers": [v.to_json() for v in _model(request).views()]})
 
 
 async def peer(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    assert svc.engine is not None
-    p = svc.engine.peer(request.match_info["name"])
+    model = _model(request)
+    p = model.peer(request.match_info["name"])
     if p is None:
         return _error(404, f"Peer {request.match_info['name']} not found.")
-    return web.json_response(svc.view(p).to_json())
+    return web.json_response(model.view(p).to_json())
 
 
 async def qualify(request: web.Request) -> web.Response:
-    svc = _svc(request)
+    model = _model(request)
     name = request.match_info["name"]
     wait = request.query.get("wait", "1") not in ("0", "false", "no")
     try:
-        res = await svc.qualify(name, wait=wait)
+        res = await model.qualify(name, wait=wait)
     except KeyError:
         return _error(404, f"Peer {name} not found or has no address.")
     except TimeoutError:
         return _error(504, "no result in time")
-    assert svc.engine is not None
-    p = svc.engine.peer(name)
+    p = model.peer(name)
     body: dict[str, Any] = {"peer": name, "queued": True}
     if res is not None:
         body["result"] = {
@@ -166,9 +163,8 @@ async def qualify(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    svc = _svc(request)
     try:
-        s = await svc.reload()
+        s = await _model(request).reload()
     except ConfigError as e:
         return _error(400, str(e))
     return web.json_response(
@@ -190,8 +186,8 @@ def _float(request: web.Request, key: str, default: float | None) -> float | Non
 
 
 async def history(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    assert svc.store is not None
+    store = _model(request).store
+    assert store is not None
     name = request.match_info["name"]
     since = _float(request, "since", time.time() - 86400)  # default: the last 24 hours
     until = _float(request, "until", None)
@@ -199,7 +195,7 @@ async def history(request: web.Request) -> web.Response:
     if limit_f is None or limit_f < 1 or limit_f != int(limit_f):
         raise web.HTTPBadRequest(text="limit must be a whole number >= 1")
     limit = min(int(limit_f), 100_000)
-    rows = await asyncio.to_thread(svc.store.transitions, name, since, until, limit)
+    rows = await asyncio.to_thread(store.transitions, name, since, until, limit)
     return web.json_response(
         {
             "peer": name,
@@ -212,8 +208,8 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def rtt(request: web.Request) -> web.Response:
-    svc = _svc(request)
-    assert svc.store is not None
+    store = _model(request).store
+    assert store is not None
     name = request.match_info["name"]
     now = time.time()
     since = _float(request, "since", now - 3600) or now - 3600
@@ -221,7 +217,7 @@ async def rtt(request: web.Request) -> web.Response:
     step = _float(request, "step", 60.0)
     if step is None or not step > 0.001:
         raise web.HTTPBadRequest(text="step must be > 0.001 seconds")
-    series = await asyncio.to_thread(svc.store.rtt_series, name, since, until, step)
+    series = await asyncio.to_thread(store.rtt_series, name, since, until, step)
     return web.json_response({"peer": name, "since": since, "until": until, "step": step, "series": series})
 
 
@@ -230,9 +226,9 @@ async def metrics(request: web.Request) -> web.Response:
 
     from .metrics import render_peer_series
 
-    svc = _svc(request)
+    model = _model(request)
     data = generate_latest(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
-    data += render_peer_series(svc, svc.config.service.metrics_peer_limit).encode()
+    data += render_peer_series(model, model.config.service.metrics_peer_limit).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -290,22 +286,23 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def registrations(request: web.Request) -> web.Response:
-    return web.json_response({"registrations": _svc(request).registrations()})
+    return web.json_response({"registrations": _model(request).registrations()})
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(_svc(request).status())
+    return web.json_response(_model(request).status())
 
 
-def make_app(svc: Service) -> web.Application:
+def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY)
-    app[SERVICE_KEY] = svc
+    app[MODEL_KEY] = model
+    app[HUB_KEY] = hub
     from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
     from .metrics import SipqualifyCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SipqualifyCollector(svc, svc.config.service.metrics_peer_limit))
+    registry.register(SipqualifyCollector(model, model.config.service.metrics_peer_limit))
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -336,15 +333,16 @@ def is_loopback(host: str) -> bool:
     return addr is not None and addr.is_loopback
 
 
-async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, tuple[str, int]]:
-    if not is_loopback(host) and not svc.config.service.api_token:
+async def start_api(model: ReadModel, hub: EventHub, host: str,
+                    port: int) -> tuple[web.AppRunner, tuple[str, int]]:
+    cfg: ServiceConfig = model.config.service
+    if not is_loopback(host) and not cfg.api_token:
         raise ConfigError([ConfigMessage(
             "error", "api", 0,
             f"refusing to serve the API on non-loopback address {host}: configure [api] token first",
             option="listen",
         )])
     ssl_ctx = None
-    cfg = svc.config.service
     if cfg.api_tls_cert:
         import ssl
 
@@ -354,7 +352,7 @@ async def start_api(svc: Service, host: str, port: int) -> tuple[web.AppRunner, 
     # connect and after every answer and closes a connection still waiting for a complete
     # request head when it fires: set to the header timeout, it ends slowloris connections
     # (a handler that is running, such as an event stream, is not affected).
-    runner = web.AppRunner(make_app(svc), access_log=None, handle_signals=False,
+    runner = web.AppRunner(make_app(model, hub), access_log=None, handle_signals=False,
                            keepalive_timeout=cfg.api_header_timeout_s, logger=_ServerLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_ctx)

@@ -8,7 +8,6 @@ histogram (bucket counts in a list) that the collector exposes; buckets are fit 
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -20,35 +19,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from ..service import Service
+    from ..readmodel import ReadModel
 
-RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
 STATES = ("OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED")
-
-
-class RttHistogram:
-    """Cumulative-at-scrape histogram: observe() is a bisect and two adds."""
-
-    __slots__ = ("counts", "sum", "count")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(RTT_BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(RTT_BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        acc = 0
-        for bound, n in zip(RTT_BUCKETS, self.counts, strict=False):
-            acc += n
-            out.append((repr(bound), float(acc)))
-        out.append(("+Inf", float(self.count)))
-        return out
 
 
 def _label(v: str) -> str:
@@ -57,20 +30,19 @@ def _label(v: str) -> str:
     return v
 
 
-def render_peer_series(svc: Service, limit: int) -> str:
+def render_peer_series(model: ReadModel, limit: int) -> str:
     """The per-peer families in the Prometheus text format, written directly: with 10,000
     peers this is ~20x faster than going through prometheus-client's objects, so a scrape
     stays well under a second and never holds the event loop for long."""
-    eng = svc.engine
-    if eng is None or limit <= 0:
+    if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
         "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp")}
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
-    by_class = svc.responses_by_peer
+    by_class = model.metrics.responses_by_peer
     n = 0
-    for p in eng.peers():
+    for p in model.peers():
         if n >= limit:
             break
         n += 1
@@ -112,18 +84,17 @@ def render_peer_series(svc: Service, limit: int) -> str:
 
 
 class SipqualifyCollector(Collector):
-    def __init__(self, svc: Service, max_peer_series: int = 10_000) -> None:
-        self.svc = svc
+    def __init__(self, model: ReadModel, max_peer_series: int = 10_000) -> None:
+        self.model = model
         self.max_peer_series = max_peer_series
 
     def collect(self) -> Iterator[object]:  # type: ignore[override]
-        svc = self.svc
-        eng = svc.engine
-        if eng is None:
+        model = self.model
+        st = model.engine_stats()
+        if st is None:
             return
-        st = eng.snapshot_stats()
         counts = dict.fromkeys(STATES, 0)
-        for p in eng.peers():
+        for p in model.peers():
             counts[p.state] += 1
         g = GaugeMetricFamily("sipqualify_peers", "peers by qualify state", labels=["state"])
         for k, v in counts.items():
@@ -133,23 +104,24 @@ class SipqualifyCollector(Collector):
                                 value=float(self.max_peer_series))
         groups = HistogramMetricFamily("sipqualify_rtt_seconds", "qualify RTT of answered transactions, per group",
                                        labels=["group"])
-        for gname, h in sorted(svc.rtt_groups.items()):
+        for gname, h in sorted(model.metrics.rtt_groups.items()):
             groups.add_metric([gname], h.buckets(), h.sum)
         yield groups
         per_peer = HistogramMetricFamily("sipqualify_peer_rtt_histogram_seconds",
                                          "qualify RTT of peers marked rtt_histogram = true", labels=["peer"])
-        for pname, h in sorted(svc.rtt_peers.items())[: self.max_peer_series]:
+        for pname, h in sorted(model.metrics.rtt_peers.items())[: self.max_peer_series]:
             per_peer.add_metric([pname], h.buckets(), h.sum)
         yield per_peer
-        ami = getattr(svc, "ami", None)
+        ami = model.ami_stats()
         if ami is not None:
+            ami_counters, sessions = ami
             c = CounterMetricFamily("sipqualify_ami_events", "AMI port happenings", labels=["what"])
-            for what, v in ami.counters.items():
+            for what, v in ami_counters.items():
                 c.add_metric([what], float(v))
             yield c
-            yield GaugeMetricFamily("sipqualify_ami_sessions", "connected AMI clients", value=float(len(ami.sessions)))
+            yield GaugeMetricFamily("sipqualify_ami_sessions", "connected AMI clients", value=float(sessions))
 
-        reg = svc.registrar_stats() if hasattr(svc, "registrar_stats") else None
+        reg = model.registrar_stats()
         if reg is not None:
             gauges = ("bindings", "banned_sources")
             c = CounterMetricFamily("sipqualify_registrar_events", "REGISTER outcomes and registrar happenings",
@@ -163,9 +135,8 @@ class SipqualifyCollector(Collector):
             yield GaugeMetricFamily("sipqualify_registrar_banned_sources",
                                     "source addresses banned after repeated failures",
                                     value=float(reg["banned_sources"]))
-        tcp = getattr(svc, "tcp", None)
-        if tcp is not None:
-            snap = tcp.snapshot()
+        snap = model.tcp_stats()
+        if snap is not None:
             c = CounterMetricFamily("sipqualify_tcp_events", "SIP over TCP happenings", labels=["what"])
             for what, v in snap.items():
                 if isinstance(v, int | float) and what != "connections":
@@ -204,14 +175,14 @@ class SipqualifyCollector(Collector):
         yield counter("sipqualify_datagrams_received", "datagrams received on SIP sockets", st.rx_datagrams)
         yield counter("sipqualify_requests_answered", "requests sent to sipqualify and answered",
                       st.requests_answered)
-        yield counter("sipqualify_icmp_errors", "ICMP errors for datagrams we sent", svc.counters.icmp_errors)
+        yield counter("sipqualify_icmp_errors", "ICMP errors for datagrams we sent", model.counters.icmp_errors)
         yield counter("sipqualify_internal_errors", "bugs caught and survived", st.internal_errors)
         yield GaugeMetricFamily("sipqualify_event_loop_lag_seconds", "recent maximum event-loop lag",
-                                value=svc.counters.loop_lag_max_ms / 1000.0)
+                                value=model.counters.loop_lag_max_ms / 1000.0)
         yield GaugeMetricFamily("sipqualify_scheduler_lag_seconds", "how late the last timer batch ran",
-                                value=svc.counters.scheduler_lag_s)
-        if svc.store is not None:
-            ss = svc.store.stats
+                                value=model.counters.scheduler_lag_s)
+        if model.store is not None:
+            ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",
                                     value=float(ss.get("queue", 0)))
             yield GaugeMetricFamily("sipqualify_store_last_commit_seconds", "duration of the last SQLite commit",

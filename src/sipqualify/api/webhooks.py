@@ -30,7 +30,8 @@ import aiohttp
 from .events import event_json
 
 if TYPE_CHECKING:
-    from ..service import Service
+    from ..model import ServiceConfig
+    from ..readmodel import ReadModel
     from ..store import TransitionRecord
 
 log = logging.getLogger("sipqualify.webhooks")
@@ -76,8 +77,8 @@ class Cursors:
 
 
 class WebhookDispatcher:
-    def __init__(self, svc: Service, hooks: list[Webhook], path: Path) -> None:
-        self.svc = svc
+    def __init__(self, model: ReadModel, hooks: list[Webhook], path: Path) -> None:
+        self.model = model
         self.hooks = hooks
         self.cursors = Cursors(path)
         self.wake: dict[str, asyncio.Event] = {h.id: asyncio.Event() for h in hooks}
@@ -85,15 +86,30 @@ class WebhookDispatcher:
         self.stats: dict[str, dict[str, int]] = {h.id: {"delivered": 0, "failures": 0, "skipped": 0} for h in hooks}
         self.http: aiohttp.ClientSession | None = None
 
+    @classmethod
+    def from_config(cls, model: ReadModel, svc: ServiceConfig, path: Path) -> WebhookDispatcher | None:
+        """The [[webhooks]] receivers as configured; None when there are none."""
+        hooks = []
+        for raw in svc.webhooks:
+            hooks.append(Webhook(
+                id=str(raw["id"]), url=str(raw["url"]), secret=str(raw.get("secret", "")),
+                peers=[str(x) for x in raw.get("peers", [])],  # type: ignore[attr-defined]
+                states=[str(x).upper() for x in raw.get("states", [])],  # type: ignore[attr-defined]
+                timeout_s=float(raw.get("timeout", 5.0)),  # type: ignore[arg-type]
+            ))
+        return cls(model, hooks, path) if hooks else None
+
     async def start(self) -> None:
-        assert self.svc.store is not None
+        store = self.model.store
+        assert store is not None
         self.http = aiohttp.ClientSession()
-        newest = await asyncio.to_thread(self.svc.store.last_transition_id)
+        newest = await asyncio.to_thread(store.last_transition_id)
         for h in self.hooks:
             if await asyncio.to_thread(self.cursors.get, h.id) is None:
                 # a new receiver starts at "now", not with the whole history
                 await asyncio.to_thread(self.cursors.set, h.id, newest)
             self.tasks.append(asyncio.get_running_loop().create_task(self._run(h)))
+        self.model.add_record_listener(lambda rec: self.notify())
 
     def notify(self) -> None:
         for ev in self.wake.values():
@@ -112,7 +128,7 @@ class WebhookDispatcher:
         self.cursors.close()
 
     async def _run(self, h: Webhook) -> None:
-        store = self.svc.store
+        store = self.model.store
         assert store is not None and self.http is not None
         wake = self.wake[h.id]
         while True:

@@ -19,9 +19,14 @@ Surface (the engine's shape, STYLE.md §2):
 
     endpoint.receive_request(request, flow, now)   # from the front door (dispatch.py)
     endpoint.commit_done(token, error, now)        # the shell stored a BindingChanged
-    endpoint.expire(peer, expires_mono, now)       # a binding's expiry timer fired
+    endpoint.get_timer() -> float | None           # when the next binding expires
+    endpoint.handle_timer(now)                     # expire the bindings due by `now`
     endpoint.sends() -> [(bytes, Flow)]
     endpoint.next_event() -> InboundEvent | None
+
+Binding expiry runs on the endpoint's own timers, on the shell's clock (monotonic, as
+`Binding.expires_mono`): one pending expiry per binding, replaced by a refresh, removed by an
+unregister. BindingArmed / BindingDisarmed still say so, for a shell that keeps its own.
 
 A binding change is never answered before it is stored: `receive_request` emits
 `BindingChanged(token, ...)`, the shell commits it (group commit, SQLite) and calls
@@ -31,6 +36,7 @@ qualify engine (`registered`: a poke at once, as chan_sip) and publishes the Pee
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import os
@@ -156,6 +162,8 @@ class InboundEndpoint:
         self._tokens = itertools.count(1)
         self._tcp_flows: dict[str, Addr] = {}  # peer registered over TCP -> its connection
         self._pinned: dict[Addr, int] = {}  # those connections (refcount): TCP only, never UDP
+        self.expiries: dict[str, float] = {}  # peer -> when its binding expires (one each)
+        self._expiry_heap: list[tuple[float, str]] = []  # may hold replaced entries, see _arm
 
     # ------------------------------------------------------------------ surface
 
@@ -165,6 +173,20 @@ class InboundEndpoint:
 
     def next_event(self) -> InboundEvent | None:
         return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When the next binding expires (None: no binding)."""
+        heap, live = self._expiry_heap, self.expiries
+        while heap and live.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)  # replaced by a refresh or removed
+        return heap[0][0] if heap else None
+
+    def handle_timer(self, now: float) -> None:
+        """Expire every binding due by `now`."""
+        while (when := self.get_timer()) is not None and when <= now:
+            _, peer = heapq.heappop(self._expiry_heap)
+            del self.expiries[peer]
+            self.expire(peer, when, now)
 
     def pinned(self, dest: Addr) -> bool:
         """A peer registered over the connection from `dest`: never sent to over UDP."""
@@ -225,6 +247,7 @@ class InboundEndpoint:
         if b is None or b.expires_mono != expires_mono:
             return  # refreshed or removed since
         reg.expire(peer)
+        self.expiries.pop(peer, None)
         # stored through the same queue as a REGISTER that follows at once (if the delete
         # fails, BindingStore.load drops the expired row at the next start anyway)
         self._events.append(BindingChanged(0, peer, None))
@@ -238,7 +261,7 @@ class InboundEndpoint:
         assert self.registrar is not None
         for b in bindings:
             self.registrar.bindings[b.peer] = b
-            self._events.append(BindingArmed(b))
+            self._arm(b)
 
     def apply_bindings(self) -> None:
         """After a (re)load: registered peers keep their address and Contact. A TCP binding
@@ -312,19 +335,36 @@ class InboundEndpoint:
             log.info("%s", out.log)
         if out.binding is not None:
             b = out.binding
-            self._events.append(BindingArmed(b))
+            self._arm(b)
             conn = flow.remote if b.transport == TCP else None  # qualified over the REGISTER's connection
             self._unpin(b.peer)
             if conn is not None:
                 self._pin(b.peer, conn)
             self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
         elif out.removed is not None:
-            self._events.append(BindingDisarmed(out.removed))
+            self._disarm(out.removed)
             self._unpin(out.removed)
             self.qualifier.unregistered(out.removed)
         if out.peer_status is not None:
             self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
                                                 out.binding.addr if out.binding else flow.remote))
+
+    def _arm(self, b: Binding) -> None:
+        # a refresh replaces the pending expiry (10,000 phones re-registering each minute would
+        # otherwise keep an hour of dead timers each): the replaced heap entry is skipped when
+        # it comes up, and the heap is rebuilt when such entries outnumber the live ones
+        self.expiries[b.peer] = b.expires_mono
+        heap = self._expiry_heap
+        if len(heap) > 2 * len(self.expiries) + 64:
+            heap[:] = [(when, peer) for peer, when in self.expiries.items()]
+            heapq.heapify(heap)
+        else:
+            heapq.heappush(heap, (b.expires_mono, b.peer))
+        self._events.append(BindingArmed(b))
+
+    def _disarm(self, peer: str) -> None:
+        self.expiries.pop(peer, None)
+        self._events.append(BindingDisarmed(peer))
 
     def _pin(self, peer: str, conn: Addr) -> None:
         self._unpin(peer)

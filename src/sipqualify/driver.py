@@ -1,0 +1,170 @@
+"""The asyncio adapter of the sans-I/O core (STYLE.md §2): what arrives goes in, what the
+core returns goes out, one timer, events dispatched.
+
+On every datagram batch, TCP message batch or timer it calls the core (the engine's front
+door, the inbound endpoint), sends what they return over the flow each names (sockets.py),
+re-arms one timer (the earlier of the engine's and the inbound endpoint's binding expiry)
+and dispatches events: qualify results and transitions to the store (store/recorder.py),
+the RTT histograms and the committed-transition feed (readmodel.py); binding changes to
+the committer (store/committer.py), whose answer goes back to the endpoint. Nothing here
+decides qualify or registrar semantics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .addr import Addr
+from .qualify import state as st
+from .qualify.engine import QualifyEngine
+from .qualify.events import QualifyResult, StateChanged, TransportError
+from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
+from .readmodel import Counters, QualifyMetrics, TransitionFeed
+from .sockets import SipSockets
+from .store.committer import BindingCommitter
+from .store.recorder import StateRecorder
+
+log = logging.getLogger("sipqualify")
+
+
+class CoreDriver:
+    TIMER_BATCH = 4  # pokes per loop turn: each batch is sent with its own fresh timestamp
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], sockets: SipSockets,
+                 feed: TransitionFeed, metrics: QualifyMetrics, counters: Counters) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.sockets = sockets
+        self.feed = feed
+        self.metrics = metrics
+        self.counters = counters
+        self.engine: QualifyEngine | None = None
+        self.recorder: StateRecorder | None = None
+        self.committer: BindingCommitter | None = None
+        self.metrics_peer_limit = 10_000  # peers with per-peer response counts ([api] metrics_peer_limit)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
+
+    # ------------------------------------------------------------------ what arrives
+
+    def on_datagram(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        if self.engine is not None:  # sockets open a moment before the engine exists
+            # t_rx: the kernel's receive time, so loop delays do not inflate RTTs
+            self.engine.front.receive(data, addr, t_rx, UDP)
+
+    def on_tcp_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        if self.engine is not None:  # answers go back over this connection
+            self.engine.front.receive(data, addr, t_rx, TCP)
+
+    def on_batch_done(self) -> None:
+        if self.engine is not None:
+            self.pump()  # answers, events and the timer, once per batch of datagrams
+
+    def on_icmp(self, addr: Addr, reason: str) -> None:
+        self.counters.icmp_errors += 1
+        if self.engine is not None:
+            self.engine.transport_error(addr, self.clock(), reason)
+
+    def on_tcp_connect_error(self, addr: Addr, reason: str) -> None:
+        # like an ICMP error for UDP: counted on the peer; its give-up timer decides the state
+        if self.engine is not None:
+            self.engine.transport_error(addr, self.clock(), f"tcp-connect-{reason}")
+            self.pump()
+
+    def _on_timer(self) -> None:
+        now = self.clock()
+        if self._timer_at is not None:
+            self.counters.scheduler_lag_s = max(0.0, now - self._timer_at)
+        self._timer = None
+        self._timer_at = None
+        assert self.engine is not None
+        self.engine.inbound.handle_timer(now)  # binding expiry
+        self.engine.handle_timer(now, limit=self.TIMER_BATCH)
+        self.pump()  # re-arms at once (call_later 0) when more timers are due
+
+    async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:
+        assert self.engine is not None
+        fut: asyncio.Future[QualifyResult] = self.loop.create_future()
+        if not self.engine.qualify(name, self.clock()):
+            raise KeyError(name)
+        self._waiters.setdefault(name, []).append(fut)
+        self.pump()
+        if not wait:
+            return None
+        return await asyncio.wait_for(fut, timeout=70)
+
+    # ------------------------------------------------------------------ what goes out
+
+    def pump(self) -> None:
+        eng = self.engine
+        assert eng is not None
+        self.pump_inbound()  # answers first: a REGISTER's 200 OK goes out before the poke it causes
+        send = self.sockets.send
+        for data, dest in eng.datagrams_to_send():
+            send(data, dest)
+        while (ev := eng.next_event()) is not None:
+            self._dispatch(ev)
+        when, expiry = eng.get_timer(), eng.inbound.get_timer()
+        if expiry is not None and (when is None or expiry < when):
+            when = expiry
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = (
+                self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) if when is not None else None
+            )
+            self._timer_at = when
+
+    def pump_inbound(self) -> None:
+        """The inbound endpoint's answers, each over the flow it names, and its events."""
+        assert self.engine is not None
+        inbound = self.engine.inbound
+        for data, flow in inbound.sends():
+            self.sockets.send_on(data, flow)
+        while (ev := inbound.next_event()) is not None:
+            self._dispatch_inbound(ev)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _dispatch_inbound(self, ev: InboundEvent) -> None:
+        # BindingArmed / BindingDisarmed: expiry runs on the endpoint's own timers (see pump)
+        if isinstance(ev, BindingChanged):
+            if self.committer is not None and ev.token == 0:  # an expired binding: nothing waits
+                self.committer.delete_expired(ev.peer)
+            elif self.committer is not None:
+                self.loop.create_task(self._commit_binding(self.committer, ev))
+        elif isinstance(ev, FlowPinned):
+            self.sockets.mark_registered(ev.remote, ev.pinned)
+        elif isinstance(ev, RegistryChanged):
+            self.feed.registry(ev.peer, ev.status, ev.cause, ev.addr)
+
+    async def _commit_binding(self, committer: BindingCommitter, ev: BindingChanged) -> None:
+        """A binding change is stored (group-committed with its neighbours) before its REGISTER
+        is answered; then the endpoint answers (500 if it could not be stored)."""
+        error = await committer.commit(ev.peer, ev.binding, ev.to)
+        if self.engine is not None:
+            self.engine.inbound.commit_done(ev.token, error, self.clock())
+            self.pump()  # the answer, and the poke that follows a REGISTER, go out now
+
+    def _dispatch(self, ev: StateChanged | QualifyResult | TransportError) -> None:
+        recorder = self.recorder
+        assert recorder is not None and self.engine is not None
+        if isinstance(ev, QualifyResult):
+            if ev.state != st.UNMONITORED:  # a forced poke of an unmonitored peer records nothing
+                p = self.engine.peer(ev.peer)
+                self.metrics.observe(ev, p.cfg if p is not None else None, self.metrics_peer_limit)
+                recorder.sample(ev)
+            if self._waiters:
+                for fut in self._waiters.pop(ev.peer, ()):
+                    if not fut.done():
+                        fut.set_result(ev)
+        elif isinstance(ev, StateChanged):
+            recorder.transition(ev, self.engine.peer(ev.peer))
+            self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
+        elif isinstance(ev, TransportError):
+            log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

@@ -1,0 +1,401 @@
+"""What the surfaces (HTTP API, /metrics, the AMI port, the event stream, webhooks) read.
+
+`ReadModel` is the one protocol they depend on: peer views, status, registrations, the
+store's history queries, the RTT histograms, subscriptions to committed transitions and
+registry events, and the two commands they may give (qualify a peer, reload). The surfaces
+never see the service object; `ShellReadModel` answers from what the shell (`Shell`) holds,
+and `TransitionFeed` fans out what has been committed. The RTT histograms are kept here
+(`QualifyMetrics`), fed by the shell with each qualify result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .addr import Addr
+from .qualify import state as st
+from .qualify.events import QualifyResult, StateChanged
+from .views import PeerView
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .model import Config, PeerConfig
+    from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
+    from .qualify.registrar import Registrar
+    from .store import Store, TransitionRecord
+
+log = logging.getLogger("sipqualify")
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Counters:
+    started: float = field(default_factory=time.time)
+    reloads: int = 0
+    reload_errors: int = 0
+    icmp_errors: int = 0
+    loop_lag_max_ms: float = 0.0
+    scheduler_lag_s: float = 0.0  # how late the last timer batch ran
+
+
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
+
+
+class RttHistogram:
+    """Cumulative-at-scrape histogram: observe() is a bisect and two adds."""
+
+    __slots__ = ("counts", "sum", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(RTT_BUCKETS) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(RTT_BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        acc = 0
+        for bound, n in zip(RTT_BUCKETS, self.counts, strict=False):
+            acc += n
+            out.append((repr(bound), float(acc)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+class QualifyMetrics:
+    """What the engine does not count itself: RTT histograms per group and for peers marked
+    `rtt_histogram = true`, and responses by status class for the peers that get per-peer
+    series (the first `peer_limit` that answer)."""
+
+    def __init__(self) -> None:
+        self.rtt_groups: dict[str, RttHistogram] = {}  # per PeerConfig.group
+        self.rtt_peers: dict[str, RttHistogram] = {}  # peers with rtt_histogram = true
+        self.responses_by_peer: dict[str, list[int]] = {}
+
+    def observe(self, ev: QualifyResult, cfg: PeerConfig | None, peer_limit: int) -> None:
+        if ev.rtt is not None and cfg is not None:
+            h = self.rtt_groups.get(cfg.group)
+            if h is None:
+                h = self.rtt_groups[cfg.group] = RttHistogram()
+            h.observe(ev.rtt)
+            if cfg.rtt_histogram:
+                ph = self.rtt_peers.get(ev.peer)
+                if ph is None:
+                    ph = self.rtt_peers[ev.peer] = RttHistogram()
+                ph.observe(ev.rtt)
+        if ev.status_code is not None:
+            classes = self.responses_by_peer.get(ev.peer)
+            if classes is None and len(self.responses_by_peer) < peer_limit:
+                classes = self.responses_by_peer[ev.peer] = [0] * 7
+            if classes is not None:
+                classes[min(ev.status_code // 100, 6)] += 1
+
+
+class ReadModel(Protocol):
+    """The surfaces' view of the daemon."""
+
+    @property
+    def token(self) -> str: ...  # the API's bearer token
+    @property
+    def config(self) -> Config: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def metrics(self) -> QualifyMetrics: ...
+    @property
+    def store(self) -> Store | None: ...  # history: transitions, RTT series, stats
+    @property
+    def loaded(self) -> bool: ...  # peers loaded and scheduled
+
+    def peers(self) -> Iterable[Peer]: ...
+    def peer(self, name: str) -> Peer | None: ...
+    def view(self, p: Peer) -> PeerView: ...
+    def views(self) -> list[PeerView]: ...
+    def engine_stats(self) -> EngineStats | None: ...
+    def status(self) -> Json: ...
+    def registrations(self) -> list[Json]: ...
+    def registrar_stats(self) -> dict[str, int] | None: ...
+    def tcp_stats(self) -> Json | None: ...
+    def ami_stats(self) -> tuple[dict[str, int], int] | None: ...  # counters, sessions
+    def storage_health(self) -> dict[str, Json]: ...
+    def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
+    def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
+    def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
+    def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
+    def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]: ...
+    def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+
+
+class Sockets(Protocol):
+    def local_addresses(self) -> list[Addr]: ...
+    def tcp_snapshot(self) -> Json | None: ...
+
+
+class AmiStats(Protocol):
+    @property
+    def counters(self) -> dict[str, int]: ...
+    @property
+    def session_count(self) -> int: ...
+
+
+class BindingHealth(Protocol):
+    def health(self) -> Json: ...
+
+
+class Shell(Protocol):
+    """What ShellReadModel reads from the composition root."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def feed(self) -> TransitionFeed: ...
+    @property
+    def metrics(self) -> QualifyMetrics: ...
+    @property
+    def store(self) -> Store | None: ...
+    @property
+    def engine(self) -> QualifyEngine | None: ...
+    @property
+    def registrar(self) -> Registrar | None: ...
+    @property
+    def committer(self) -> BindingHealth | None: ...
+    @property
+    def sockets(self) -> Sockets: ...
+    @property
+    def ami(self) -> AmiStats | None: ...
+    @property
+    def loaded(self) -> bool: ...
+
+    def clock(self) -> float: ...
+    def wallclock(self) -> float: ...
+    def wall(self, t: float) -> float: ...
+    def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]: ...
+    def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+
+
+class ShellReadModel:
+    def __init__(self, shell: Shell) -> None:
+        self.shell = shell
+
+    @property
+    def token(self) -> str:
+        return self.shell.token
+
+    @property
+    def config(self) -> Config:
+        return self.shell.config
+
+    @property
+    def counters(self) -> Counters:
+        return self.shell.counters
+
+    @property
+    def metrics(self) -> QualifyMetrics:
+        return self.shell.metrics
+
+    @property
+    def store(self) -> Store | None:
+        return self.shell.store
+
+    @property
+    def loaded(self) -> bool:
+        return self.shell.engine is not None and self.shell.loaded
+
+    def peers(self) -> Iterable[Peer]:
+        eng = self.shell.engine
+        return eng.peers() if eng is not None else ()
+
+    def peer(self, name: str) -> Peer | None:
+        eng = self.shell.engine
+        return eng.peer(name) if eng is not None else None
+
+    def engine_stats(self) -> EngineStats | None:
+        eng = self.shell.engine
+        return eng.snapshot_stats() if eng is not None else None
+
+    def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]:
+        return self.shell.qualify(name, wait)
+
+    def reload(self) -> Coroutine[Any, Any, ReloadSummary]:
+        return self.shell.reload()
+
+    def add_listener(self, cb: Callable[[StateChanged], None]) -> None:
+        self.shell.feed.listeners.append(cb)
+
+    def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None:
+        self.shell.feed.registry_listeners.append(cb)
+
+    def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
+        self.shell.feed.record_listeners.append(cb)
+
+    def view(self, p: Peer) -> PeerView:
+        shell = self.shell
+        cfg = p.cfg
+        b = shell.registrar.bindings.get(p.name) if shell.registrar is not None else None
+        addr = p.addr
+        return PeerView(
+            name=p.name,
+            status=p.status,
+            state=p.state,
+            lastms=p.lastms,
+            maxms=p.maxms,
+            qualifyfreq_ms=cfg.qualifyfreq_ms,
+            keepalive_ms=cfg.keepalive_s * 1000,
+            host="dynamic" if cfg.dynamic else (cfg.host or ""),
+            addr_ip=addr[0] if addr else None,
+            addr_port=addr[1] if addr else 0,
+            dynamic=cfg.dynamic,
+            transport=b.transport if b else cfg.transport,
+            nat=list(cfg.nat),
+            nat_detected=bool(b.nat) if b else False,
+            acl=False,
+            defaultuser=cfg.defaultuser,
+            fromuser=cfg.fromuser,
+            fromdomain=cfg.fromdomain,
+            description=cfg.description,
+            context=cfg.context,
+            secret_set=bool(cfg.secret),
+            md5secret_set=bool(cfg.md5secret),
+            useragent=b.useragent if b else "",
+            regcontact=b.contact if b else "",
+            regexten="",
+            expire=max(0, int(b.expires_mono - shell.clock())) if b else -1,
+            rtt_ms=p.rtt * 1000 if p.rtt is not None else None,
+            last_qualify=shell.wall(p.last_qualify) if p.last_qualify is not None else None,
+            last_change=shell.wall(p.last_change) if p.last_change is not None else None,
+            qualifies=p.qualifies,
+            timeouts=p.timeouts,
+            retransmissions=p.retransmissions,
+        )
+
+    def views(self) -> list[PeerView]:
+        return [self.view(p) for p in self.peers()]
+
+    def status(self) -> Json:
+        shell = self.shell
+        eng = shell.engine
+        assert eng is not None
+        return {
+            "uptime_s": round(time.time() - shell.counters.started, 3),
+            "peers": len(eng),
+            "qualified": sum(1 for p in eng.peers() if p.maxms),
+            "engine": dataclasses.asdict(eng.snapshot_stats()),
+            "service": dataclasses.asdict(shell.counters),
+            "store": shell.store.stats if shell.store is not None else {},
+            "sip": [{"ip": ip, "port": port} for ip, port in shell.sockets.local_addresses()],
+            "tcp": shell.sockets.tcp_snapshot(),
+            "registrar": self.registrar_stats(),
+        }
+
+    def registrations(self) -> list[Json]:
+        """The registrar's bindings (like `pjsip show contacts`), by peer name."""
+        reg = self.shell.registrar
+        if reg is None:
+            return []
+        now, wall = self.shell.clock(), self.shell.wallclock()
+        # what is left is monotonic; expires_at is when that is by the wall clock as it is now
+        return [{"peer": b.peer, "contact": b.contact, "address": b.addr[0], "port": b.addr[1],
+                 "transport": b.transport, "useragent": b.useragent, "path": b.path, "call_id": b.call_id,
+                 "cseq": b.cseq, "nat": b.nat, "expires_at": round(wall + max(0.0, b.expires_mono - now), 3),
+                 "expires_in": max(0, int(b.expires_mono - now))}
+                for _, b in sorted(reg.bindings.items())]
+
+    def registrar_stats(self) -> dict[str, int] | None:
+        reg, eng = self.shell.registrar, self.shell.engine
+        if reg is None:
+            return None
+        assert eng is not None
+        txns = eng.inbound.server_txns
+        return {**reg.counters, "bindings": len(reg.bindings),
+                "retransmissions_absorbed": txns.absorbed,
+                "retransmissions_answered": txns.resent,
+                "banned_sources": reg.banned_count(self.shell.clock())}
+
+    def tcp_stats(self) -> Json | None:
+        return self.shell.sockets.tcp_snapshot()
+
+    def ami_stats(self) -> tuple[dict[str, int], int] | None:
+        ami = self.shell.ami
+        return (ami.counters, ami.session_count) if ami is not None else None
+
+    def storage_health(self) -> dict[str, Json]:
+        """Per database: `ok`, and while not, the `cause` and `since` of the failure (for /readyz)."""
+        out: dict[str, Json] = {}
+        if self.shell.store is not None:
+            out["store"] = self.shell.store.health()
+        if self.shell.committer is not None:
+            out["bindings"] = self.shell.committer.health()
+        return out
+
+    def ready(self) -> dict[str, bool]:
+        return {"engine": self.loaded, "sip_sockets": bool(self.shell.sockets.local_addresses())}
+
+
+class TransitionFeed:
+    """State transitions are logged and published (AMI, event stream, webhooks) only once
+    their row is committed, so whatever was reported survives a kill -9; registry events
+    (Registered / Unregistered / Rejected) go out at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.listeners: list[Callable[[StateChanged], None]] = []  # committed transitions (AMI)
+        self.record_listeners: list[Callable[[TransitionRecord], None]] = []  # event stream, webhooks
+        self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
+        self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
+        self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
+        self._lock = threading.Lock()
+
+    def pending(self, ev: StateChanged) -> None:
+        self._pending.setdefault(ev.peer, deque()).append(ev)
+
+    def committed(self, rec: TransitionRecord) -> None:
+        # called on the store's writer thread after COMMIT: one loop wake-up per batch, not per
+        # record (each wake-up is a write to the loop's self-pipe)
+        with self._lock:
+            self._committed.append(rec)
+            if len(self._committed) > 1:
+                return
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        for cb in self.registry_listeners:
+            cb(peer, status, cause, addr)
+
+    def _drain(self) -> None:
+        with self._lock:
+            recs, self._committed = self._committed, []
+        for rec in recs:
+            self._publish(rec)
+
+    def _publish(self, rec: TransitionRecord) -> None:
+        for notify in self.record_listeners:
+            notify(rec)
+        q = self._pending.get(rec.peer)
+        ev = q.popleft() if q else None
+        if q is not None and not q:
+            del self._pending[rec.peer]
+        if ev is None:
+            return
+        if not ev.silent:
+            line = ev.log_line()
+            log.warning("%s", line) if ev.new == st.UNREACHABLE else log.info("%s", line)
+        for listener in self.listeners:
+            listener(ev)

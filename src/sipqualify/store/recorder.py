@@ -1,0 +1,34 @@
+"""What the qualify engine reports, written to the Store with wall-clock times.
+
+Samples for every answered or given-up qualify; a transition row and the peer's current
+state on every transition (and every peer's state at shutdown): enough to restore the state
+at the next start without an upsert per transaction.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..qualify.engine import Peer
+from ..qualify.events import QualifyResult, StateChanged
+from .sqlite import Store
+
+
+class StateRecorder:
+    def __init__(self, store: Store, wall_offset: float) -> None:
+        self.store = store
+        self.wall_offset = wall_offset  # engine (monotonic) time -> UNIX time
+
+    def sample(self, ev: QualifyResult) -> None:
+        self.store.record_sample(ev.peer, self.wall_offset + ev.time, ev.rtt * 1000 if ev.rtt is not None else None,
+                                 ev.status_code, ev.transmissions)
+
+    def transition(self, ev: StateChanged, p: Peer | None) -> None:
+        if p is not None:
+            self.save_state(p)
+        self.store.record_transition(ev.peer, self.wall_offset + ev.time, ev.old, ev.new, ev.lastms, ev.maxms,
+                                     ev.rtt * 1000 if ev.rtt is not None else None)
+
+    def save_state(self, p: Peer) -> None:
+        self.store.save_state(p.name, p.state, p.lastms, p.maxms, p.rtt * 1000 if p.rtt is not None else None,
+                              self.wall_offset + p.last_change if p.last_change is not None else None, time.time())
