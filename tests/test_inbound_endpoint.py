@@ -22,7 +22,7 @@ from sipqualify.qualify.inbound import (
     InboundEvent,
     RegistryChanged,
 )
-from sipqualify.qualify.registrar import Registrar, RegistrarSettings
+from sipqualify.qualify.registrar import Binding, Registrar, RegistrarSettings
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
 
@@ -289,3 +289,32 @@ def test_rport_answer_goes_to_the_source_port_and_without_rport_to_the_via_port(
     s.deliver(request("OPTIONS"), PHONE)  # Via 5070 with rport, source 5060
     s.deliver(request("OPTIONS", via="UDP 192.0.2.50:5070"), PHONE)
     assert [f for _, _, f in s.sent] == [Flow(UDP, PHONE), Flow(UDP, ("192.0.2.50", 5070))]
+
+# ---------------------------------------------------------------- binding expiry on the endpoint's own timers
+# (virtual clock): one pending expiry per binding, a refresh replaces it, an unregister removes it,
+# and the timer heap stays bounded however often bindings are refreshed.
+
+
+def test_expiry_fires_on_the_endpoints_timer() -> None:
+    s = make_shell()
+    s.deliver(register(1, expires=60), PHONE)
+    s.deliver(register(2, credentials(s), expires=60), PHONE)
+    s.store_all()
+    inbound = s.engine.inbound
+    when = inbound.get_timer()
+    assert when is not None and inbound.expiries == {"1001": when}
+    inbound.handle_timer(when - 0.001)
+    assert inbound.registrar is not None and "1001" in inbound.registrar.bindings
+    inbound.handle_timer(when)
+    s.flush()
+    assert "1001" not in inbound.registrar.bindings and inbound.get_timer() is None
+    assert s.commits[-1].token == 0 and s.commits[-1].binding is None  # the delete to store
+
+
+def test_refreshes_keep_one_pending_expiry_and_a_bounded_heap() -> None:
+    s = make_shell()
+    inbound = s.engine.inbound
+    for i in range(10_000):
+        inbound._arm(Binding("1001", "<sip:1001@192.0.2.50>", PHONE, "udp", 1e9 + 100.0 + i, expires_mono=100.0 + i))
+    assert inbound.expiries == {"1001": 10_099.0} and inbound.get_timer() == 10_099.0
+    assert len(inbound._expiry_heap) <= 2 * len(inbound.expiries) + 65
