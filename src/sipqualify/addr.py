@@ -25,6 +25,15 @@ def is_ip(text: str) -> bool:
     return ip_literal(text) is not None
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback literal (bracketed or not): where an admin surface may listen
+    without credentials or ACLs being insisted on."""
+    if host == "localhost":
+        return True
+    addr = ip_literal(host.strip("[]"))
+    return addr is not None and addr.is_loopback
+
+
 def _is_ipv6(text: str) -> bool:
     return isinstance(ip_literal(text), ipaddress.IPv6Address)
 

@@ -17,12 +17,12 @@ import logging
 from collections.abc import Callable
 
 from .addr import Addr
+from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
 from .qualify.events import QualifyResult, StateChanged, TransportError
 from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
-from .sockets import SipSockets
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 

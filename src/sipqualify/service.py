@@ -26,11 +26,11 @@ from .driver import CoreDriver
 from .model import Config, ConfigError
 from .net.limits import prepare_open_files
 from .net.resolve import resolve_peers, resolve_proxies
+from .net.sockets import SipSockets, daemon_transports
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
 from .qualify.registrar import Registrar, RegistrarSettings
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
-from .sockets import SipSockets, daemon_transports
 from .store import Store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder

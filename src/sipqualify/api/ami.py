@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..addr import ip_literal
+from ..addr import ip_literal, is_loopback
 from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
@@ -622,7 +622,6 @@ class AmiServer:
         """The AMI port as configured: a manager.conf (`run --manager-conf` or [ami] manager_conf)
         with the native [ami] options over it; None when it is not enabled. ConfigError for an
         enabled port with no user, or errors in manager.conf (each logged)."""
-        from .http import is_loopback
 
         log = logging.getLogger("sipqualify")  # the daemon's start-up lines, as before this moved here
         path = manager_conf or svc.manager_conf

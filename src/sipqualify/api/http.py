@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..addr import ip_literal
+from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
 from .events import HUB_KEY, EventHub
@@ -324,13 +324,6 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
     return app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    addr = ip_literal(host.strip("[]"))
-    return addr is not None and addr.is_loopback
 
 
 async def start_api(model: ReadModel, hub: EventHub, host: str,

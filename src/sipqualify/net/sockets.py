@@ -15,13 +15,13 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .addr import Addr
-from .model import GeneralConfig, PeerConfig, ServiceConfig
-from .net.limits import tcp_connection_cap
-from .net.tcp import TcpServer
-from .net.udp import LocalAddressSelector, UdpEndpoint, open_udp
-from .qualify.engine import Peer
-from .qualify.inbound import TCP, Flow
+from ..addr import Addr
+from ..model import GeneralConfig, PeerConfig, ServiceConfig
+from ..qualify.engine import Peer
+from ..qualify.inbound import TCP, Flow
+from .limits import tcp_connection_cap
+from .tcp import TcpServer
+from .udp import LocalAddressSelector, UdpEndpoint, open_udp
 
 log = logging.getLogger("sipqualify")
 
