@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .abnf import LWS, TOKEN_RE, digits_value, is_digits, is_quoted, is_token
+from .abnf import LWS, TOKEN, TOKEN_RE, digits_value, is_digits, is_quoted, is_token
 from .errors import SipParseError
 from .headers import Headers, canonical, split_commas
 from .uri import SipUri, format_host, parse_name_addr, parse_uri
@@ -270,12 +270,13 @@ Message = Request | Response
 def _parse_cseq(v: str) -> tuple[int, str]:
     num, _, method = v.strip(LWS).partition(" ")
     method = method.strip(LWS)
-    n = digits_value(num, 10)
-    if n is None:
+    # abnf's digits_value and is_token, inlined: this runs for every response we receive
+    if not (len(num) <= 10 and num.isascii() and num.isdigit()):
         raise SipParseError(f"bad CSeq number: {v!r}")
+    n = int(num)
     if n >= 2**31:
         raise SipParseError(f"CSeq number {num} is not below 2**31 (RFC 3261 §8.1.1.5)")
-    if not is_token(method):
+    if not method or method.strip(TOKEN):
         raise SipParseError(f"bad CSeq method: {v!r}")
     return n, method
 
@@ -366,7 +367,9 @@ def parse_message(data: bytes) -> Message:
     if defects:
         seen[" defects"] = defects
 
-    if clen is not None:
+    if clen == "0":  # nearly every message we receive: no number to read
+        body = b""
+    elif clen is not None:
         n = digits_value(clen, 6)
         if n is None:
             raise SipParseError(f"bad Content-Length {clen[:20]!r}")
