@@ -170,7 +170,7 @@ async def test_retransmitted_register_gets_the_same_answer(tmp_path: Path) -> No
         t.sendto(raw(2, auth), server)
         t.sendto(raw(2, auth), server)
         r1 = await asyncio.wait_for(phone.responses.get(), 5)
-        await wait_for(lambda: svc.registrar_stats()["retransmissions_absorbed"] == 1)  # type: ignore[index]
+        await wait_for(lambda: svc.model.registrar_stats()["retransmissions_absorbed"] == 1)  # type: ignore[index]
         assert r1.status == 200 and phone.responses.empty()
         # ... and a later one (the phone's T1 retransmission) gets the stored 200 again
         t.sendto(raw(2, auth), server)
