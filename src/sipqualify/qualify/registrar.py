@@ -37,9 +37,8 @@ from ..model import DEFAULT_SIP_PORT, PeerConfig
 from ..sip.abnf import delta_seconds
 from ..sip.digest import Credentials, DigestAuthenticator
 from ..sip.message import Request, Response, SipParseError, make_response
+from ..sip.options import ALLOW
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
-
-ALLOW = "OPTIONS, REGISTER"
 
 
 @dataclass(slots=True)

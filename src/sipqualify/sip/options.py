@@ -16,7 +16,9 @@ from .uri import format_host
 
 __all__ = ["ALLOW", "BRANCH_LEN", "OutgoingOptions", "build_options", "format_host"]
 
-ALLOW = "OPTIONS"
+# The methods sipqualify serves, in every Allow it writes (its OPTIONS, its answers, the
+# registrar's): the daemon always runs the registrar, so REGISTER is one of them.
+ALLOW = "OPTIONS, REGISTER"
 BRANCH_LEN = 23  # "z9hG4bK" and 16 hex digits: a receiver can find our branches in raw bytes
 
 
