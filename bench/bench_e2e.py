@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop
 
 
 def api(base: str, token: str, path: str) -> object:
@@ -118,12 +118,7 @@ def main() -> int:
             rtt_accuracy(tmp, pcap, tshark)
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, tree_cpu_seconds
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, tree_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {  # --kind: (Via port, Content-Length)
@@ -131,12 +130,7 @@ def kamailio_reference(kind: str, rate: float, duration: float) -> tuple[float, 
         time.sleep(0.5)  # what it still had queued
         return tree_cpu_seconds(proc.pid) - cpu0, sent, log_path.stat().st_size - log0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 10)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -232,13 +226,7 @@ def main() -> int:
             print(f"ratio sipqualify / Kamailio    {ours / theirs if theirs else float('inf'):.2f}x CPU per datagram")
     finally:
         for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop(p, 10)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -50,7 +50,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port
+from common import cpu_seconds, free_port, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -128,16 +128,6 @@ def wait_for_api(port: int, proc: subprocess.Popen[bytes], seconds: float = 60) 
         except OSError:
             time.sleep(0.1)
     raise SystemExit("error: the daemon's API did not come up")
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 5) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main() -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -70,3 +72,14 @@ request_route {{
 def kamailio_binary() -> str | None:
     kam = shutil.which("kamailio") or "/usr/sbin/kamailio"
     return kam if os.path.exists(kam) else None
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
