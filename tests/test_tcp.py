@@ -387,3 +387,17 @@ async def test_a_connection_whose_binding_is_gone_may_make_room_again(tmp_path: 
         phone.close()
     finally:
         await svc.close()
+
+
+async def test_ping_over_tcp_is_one_transaction_without_retransmissions(tmp_path: Path) -> None:
+    """`sipqualify ping` over TCP drives the same ClientTransaction as over UDP (reliable: one
+    send); the daemon answers the OPTIONS on the connection."""
+    from sipqualify.net.ping import Target, ping
+
+    svc, server = await start(tmp_path)
+    try:
+        uri = f"sip:127.0.0.1:{server[1]};transport=tcp"
+        probes = await ping(Target(uri, "127.0.0.1", server, "tcp"), count=2, interval=0.0, timeout=10)
+        assert [(p.answered, p.status, p.transmissions) for p in probes] == [(True, 200, 1), (True, 200, 1)]
+    finally:
+        await svc.close()

@@ -1,7 +1,7 @@
 """`sipqualify ping`: one-shot SIP OPTIONS probes (a sipsak / check_sip replacement).
 
-Each probe is one non-INVITE client transaction (RFC 3261 Timer E retransmissions on UDP,
-none on TCP); RTT is measured from the first transmission, like qualify. Any final
+Each probe is one non-INVITE client transaction, the engine's `ClientTransaction` (RFC 3261
+Timer E retransmissions on UDP, none on TCP); RTT is measured from the first transmission, like qualify. Any final
 response counts as an answer (as chan_sip does), and its status is reported.
 """
 
@@ -166,8 +166,12 @@ async def _ping_tcp(
                 await asyncio.sleep(interval)
             req = build_options(_ruri(target), local, transport="TCP", from_user=from_user,
                                 from_display=from_user, useragent=useragent, cseq=seq)
+            # the same transaction as over UDP, reliable: no retransmissions (RFC 3261 §17.1.2.2)
+            txn = ClientTransaction(req.branch, req.data, target.addr, reliable=True, policy=RFC3261,
+                                    call_id=req.call_id)
             t0 = loop.time()
             writer.write(req.data)
+            txn.start(t0)
             await writer.drain()
             deadline = t0 + timeout
             probe = Probe(seq, False, None, None, "timeout", 1)
@@ -189,9 +193,11 @@ async def _ping_tcp(
                         msg = parse_message(frame)
                     except SipParseError:
                         continue
-                    if isinstance(msg, Response) and msg.branch == req.branch and msg.status >= 200:
-                        t = loop.time()
-                        probe = Probe(seq, True, (t - t0) * 1000, msg.status, msg.reason, 1)
+                    if not isinstance(msg, Response) or msg.branch != req.branch or msg.call_id != req.call_id:
+                        continue
+                    t = loop.time()
+                    if txn.on_response(msg.status, t) == FINAL:
+                        probe = Probe(seq, True, (t - t0) * 1000, msg.status, msg.reason, txn.transmissions)
                         break
             results.append(probe)
     finally:

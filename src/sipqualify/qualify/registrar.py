@@ -26,13 +26,12 @@ Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..addr import Addr, is_ip
+from ..addr import Addr, ip_literal, is_ip
 from ..model import DEFAULT_SIP_PORT, PeerConfig
 from ..sip.abnf import delta_seconds
 from ..sip.digest import Credentials, DigestAuthenticator
@@ -308,10 +307,8 @@ def _nat_detected(via_host: str | None, source: Addr) -> bool:
     request came from (addresses only, not ports; a host name never equals an address)."""
     if via_host is None:
         return True
-    try:
-        return ipaddress.ip_address(via_host.strip("[]")) != ipaddress.ip_address(source[0])
-    except ValueError:
-        return True
+    via = ip_literal(via_host.strip("[]"))
+    return via is None or via != ip_literal(source[0])
 
 
 def _use_source(peer: PeerConfig, detected: bool) -> bool:
