@@ -117,7 +117,9 @@ class ServiceConfig:
     ami_enabled: bool | None = None  # None: as manager.conf [general] enabled says (off without one)
     ami_listen: tuple[str, int] | None = None  # overrides manager.conf bindaddr/port
     ami_banner: str | None = None
-    ami_peerstatus_time: bool = True  # Time: in Reachable/Lagged PeerStatus (false = exactly Asterisk 12+)
+    # Time: in Reachable/Lagged PeerStatus (false = exactly Asterisk 12+); None: as manager.conf
+    # [general] peerstatus_time says (yes without one)
+    ami_peerstatus_time: bool | None = None
     ami_users: dict[str, dict[str, object]] = field(default_factory=dict)
     webhooks: list[dict[str, object]] = field(default_factory=list)  # [[webhooks]] tables, checked by the reader
 

@@ -105,7 +105,10 @@ def user_from_options(name: str, opts: dict[str, object]) -> AmiUser:
 
 
 def load_manager_conf(path: str) -> AmiConfig:
-    """Read an Asterisk manager.conf ([general] enabled/port/bindaddr + one section per user)."""
+    """Read an Asterisk manager.conf ([general] enabled/port/bindaddr + one section per user).
+
+    sipqualify's own [general] options: `authlimit_per_ip`, and `peerstatus_time` (yes/no:
+    `Time:` in Reachable/Lagged PeerStatus; `no` gives Asterisk 12+'s blocks byte for byte)."""
     from ..config import read_asterisk_config as parse_file
 
     parsed = parse_file(path)
@@ -136,6 +139,12 @@ def load_manager_conf(path: str) -> AmiConfig:
                         cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad authlimit_per_ip '{v}': "
                                                           "a number of connections (0: no limit)",
                                                           "authlimit_per_ip"))
+                elif k == "peerstatus_time":
+                    if v.lower() in ("yes", "true", "on", "1", "no", "false", "off", "0"):
+                        cfg.peerstatus_time = v.lower() in ("yes", "true", "on", "1")
+                    else:
+                        cfg.messages.append(ConfigMessage("error", e.file, e.line, f"bad peerstatus_time '{v}': "
+                                                          "yes or no", "peerstatus_time"))
             continue
         user = AmiUser(sec.name, "", frozenset(), frozenset())
         for e in sec.entries:
@@ -641,7 +650,8 @@ class AmiServer:
             cfg.bindaddr, cfg.port = svc.ami_listen
         if svc.ami_banner:
             cfg.banner = svc.ami_banner
-        cfg.peerstatus_time = svc.ami_peerstatus_time
+        if svc.ami_peerstatus_time is not None:
+            cfg.peerstatus_time = svc.ami_peerstatus_time
         if not cfg.enabled:
             return None
         if not cfg.users:
