@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import urllib.error
@@ -222,11 +221,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- daemon side
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, fmt: str = "plain") -> None:
+    from .logformat import setup
+
+    setup(level, fmt)
 
 
 def _event_loop_policy() -> None:
@@ -243,9 +241,12 @@ def _event_loop_policy() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .logformat import set_format, toml_log_format
     from .service import Service, ServiceOptions
 
-    _setup_logging(args.log_level)
+    # --log-format, else the TOML's [service] log_format (peeked so that the start-up lines
+    # come out in it too; the service's own reading of the file is the one that checks it)
+    _setup_logging(args.log_level, args.log_format or toml_log_format(args.config) or "plain")
     api_host = api_port = None
     if args.api:
         api_host, api_port = parse_hostport(args.api)
@@ -264,6 +265,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             await svc.close()
             print(f"sipqualify: cannot start: {e}", file=sys.stderr)
             return EXIT_FAIL
+        if args.log_format is None:
+            set_format(svc.config.service.log_format)
         await svc.run_forever()
         return EXIT_OK
 
@@ -342,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(p)
     p.add_argument("--manager-conf", metavar="FILE", help="Asterisk manager.conf: users and port of the AMI port")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--log-format", choices=("plain", "asterisk", "json"),
+                   help="log lines as plain (default), asterisk (chan_sip's NOTICE[tid] chan_sip.c: ...) "
+                        "or json (one object a line); default: the TOML's [service] log_format")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="built-in endpoints on loopback and a daemon watching them")

@@ -100,6 +100,7 @@ class ServiceConfig:
     state_dir: str | None = None  # None: decided by the CLI (see docs/cli.md)
     sample_retention_s: int = 7 * 24 * 3600
     transition_retention_s: int = 90 * 24 * 3600
+    log_format: str = "plain"  # plain | asterisk | json (logformat.py); `run --log-format` beats it
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
     options_unknown_user_404: bool = False  # ... but 404 when the Request-URI user is not a peer
     match_source_address: bool = True  # responses must come from where the request went

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from ..addr import parse_port, split_hostport
+from ..logformat import FORMATS as LOG_FORMATS
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, NAT_MODES, RETRANSMIT_POLICIES, TRANSPORTS, GeneralConfig
 from .values import parse_algorithms, parse_duration, parse_nat, scan_int
 
@@ -672,6 +673,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "seconds or a duration string", "how long RTT samples are kept"),
     _toml("store", "transition_retention", Duration(), "service.transition_retention_s", '`"90d"`',
           "seconds or a duration string", "how long state transitions are kept"),
+    _toml("service", "log_format", Choice(LOG_FORMATS), "service.log_format", '`"plain"`',
+          '`"plain"`, `"asterisk"` or `"json"`', "shape of the log lines; `run --log-format` beats it"),
     _toml("service", "respond_options", Bool(), "service.respond_options", "`true`", "`true` or `false`",
           "answer OPTIONS sent to sipqualify with 200 (else 404)"),
     _toml("service", "options_unknown_user_404", Bool(), "service.options_unknown_user_404", "`false`",
