@@ -273,6 +273,18 @@ def peerstatus_event(ev: StateChanged, with_time: bool) -> str:
     return block(*pairs)
 
 
+#: chan_sip's sip_devicestate for a peer with an address and no calls: UNAVAILABLE when
+#: `maxms && (lastms > maxms || lastms < 0)` (lagged or unreachable), NOT_INUSE otherwise
+DEVICE_STATE = {"OK": "NOT_INUSE", "UNKNOWN": "NOT_INUSE", "UNMONITORED": "NOT_INUSE",
+                "LAGGED": "UNAVAILABLE", "UNREACHABLE": "UNAVAILABLE"}
+
+
+def device_state_event(peer: str, state: str) -> str:
+    """DeviceStateChange as Asterisk 20 sends it for a chan_sip peer (asterisk-differences.md 1)."""
+    return block(("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", f"SIP/{peer}"),
+                 ("State", state))
+
+
 ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", synopsis)
     "Login": ("", "Login Manager."),
     "Challenge": ("", "Generate Challenge for MD5 Auth."),
@@ -311,6 +323,7 @@ class AmiSession(asyncio.Protocol):
         self.headers: list[tuple[str, str]] = []
         self.user: AmiUser | None = None
         self.events_on = True
+        self.mask: frozenset[str] | None = None  # `Events: system,call`: only these classes
         self.challenge: str | None = None
         self.closed = False
         self.busy = False  # a login failure is being delayed: ignore further input
@@ -349,6 +362,11 @@ class AmiSession(asyncio.Protocol):
         self.server.sessions.discard(self)
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+
+    def wants(self, cls: str) -> bool:
+        """Unsolicited events of class `cls` go to this session (logged in, read class, mask)."""
+        return (self.user is not None and self.events_on and cls in self.user.read
+                and (self.mask is None or cls in self.mask))
 
     def _auth_expired(self) -> None:
         if self.user is None and not self.closed:
@@ -489,11 +507,14 @@ class AmiSession(asyncio.Protocol):
         self.user = user
         if self._auth_timer is not None:
             self._auth_timer.cancel()
-        ev = m.get("events", "on").lower()
+        ev = m.get("events", "on").strip().lower()
         self.events_on = ev not in ("off", "0", "no")
+        classes = frozenset(c.strip() for c in ev.split(","))
+        if classes <= set(CLASSES) and "all" not in classes:
+            self.mask = classes
         log.info("AMI: manager '%s' logged on from %s", user.name if user else "", self.peer[0])
         self.reply(aid, ("Message", "Authentication accepted"))
-        if self.events_on and user is not None and "system" in user.read:
+        if self.wants("system"):
             uptime = int(time.time() - srv.model.counters.started)
             self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
                              ("LastReload", uptime), ("Status", "Fully Booted")))
@@ -514,11 +535,12 @@ class AmiSession(asyncio.Protocol):
     def do_events(self, m: dict[str, str], aid: str | None) -> None:
         mask = m.get("eventmask", "").strip().lower()
         if mask in ("on", "all", "1", "yes", "true"):
-            self.events_on = True
+            self.events_on, self.mask = True, None
         elif mask in ("off", "0", "no", "false", "none"):
-            self.events_on = False
+            self.events_on, self.mask = False, None
         elif mask and all(c.strip() in CLASSES for c in mask.split(",")):
-            self.events_on = "system" in mask or "call" in mask
+            self.mask = frozenset(c.strip() for c in mask.split(","))
+            self.events_on = bool(self.mask & {"system", "call", "security"})
         else:
             self.error(aid, "Invalid event mask")
             return
@@ -616,6 +638,7 @@ class AmiServer:
              "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
         self.ratelog = RateLog(log, 10.0)
+        self.device_states: dict[str, str] = {}  # peer -> the last DeviceStateChange State sent
 
     @classmethod
     def from_config(cls, model: ReadModel, svc: ServiceConfig, manager_conf: str | None) -> AmiServer | None:
@@ -688,17 +711,22 @@ class AmiServer:
             pairs.append(("Cause", cause))
             if addr is not None:
                 pairs += [("Address", addr[0]), ("Port", addr[1])]
-        text = block(*pairs)
+        self.broadcast("system", block(*pairs))
+
+    def broadcast(self, cls: str, text: str) -> None:
+        """One unsolicited event to every session that wants class `cls`."""
         self.counters["events"] += 1
         for s in list(self.sessions):
-            if s.user is not None and s.events_on and "system" in s.user.read:
+            if s.wants(cls):
                 s.write(text)
 
     def on_state_changed(self, ev: StateChanged) -> None:
-        if ev.silent:
-            return
-        text = peerstatus_event(ev, self.config.peerstatus_time)
-        self.counters["events"] += 1
-        for s in list(self.sessions):
-            if s.user is not None and s.events_on and "system" in s.user.read:
-                s.write(text)
+        """PeerStatus, then DeviceStateChange when the device state changes (chan_sip calls
+        ast_devstate_changed after manager_event PeerStatus; the device-state cache drops
+        repeats). A peer's first one stands for the one Asterisk sends at start-up."""
+        if not ev.silent:
+            self.broadcast("system", peerstatus_event(ev, self.config.peerstatus_time))
+        state = DEVICE_STATE.get(ev.new)
+        if state is not None and self.device_states.get(ev.peer) != state:
+            self.device_states[ev.peer] = state
+            self.broadcast("call", device_state_event(ev.peer, state))

@@ -1,0 +1,105 @@
+"""Unsolicited AMI events against Asterisk 20 chan_sip's bytes (asterisk-differences.md items 1,
+4, 5): DeviceStateChange, SIPQualifyPeerDone broadcast, security events for manager logins."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from sipqualify.demo import DemoEndpoint
+from sipqualify.service import Service, ServiceOptions
+
+from .helpers import MANAGER_CONF, free_port, sip_conf, wait_for
+
+
+def crlf(text: str) -> str:
+    return text.replace("\n", "\r\n")
+
+
+class Session:
+    """A raw AMI session whose blocks a reader task collects."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+        self.blocks: list[str] = []
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def login(cls, port: int, user: str = "admin", secret: str = "amp111", events: str = "on") -> Session:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        await r.readline()
+        s = cls(r, w)
+        await s.send(f"Action: Login\nUsername: {user}\nSecret: {secret}\nEvents: {events}\nActionID: l\n\n")
+        await wait_for(lambda: any(b.startswith("Response: ") for b in s.blocks))
+        return s
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                self.blocks.append((await self.r.readuntil(b"\r\n\r\n")).decode())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    async def send(self, text: str) -> None:
+        self.w.write(crlf(text).encode())
+        await self.w.drain()
+
+    def events(self, name: str) -> list[str]:
+        return [b for b in self.blocks if b.startswith(f"Event: {name}\r\n")]
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.w.close()
+
+
+async def start(tmp_path: Path, peers: dict[str, dict[str, object]]) -> tuple[Service, int]:
+    ami_port = free_port(socket.SOCK_STREAM)
+    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), peers, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
+                                 manager_conf=str(tmp_path / "manager.conf")))
+    await svc.start()
+    return svc, ami_port
+
+
+async def flapping_peer(tmp_path: Path) -> tuple[Service, int, DemoEndpoint, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    t, ep = await loop.create_datagram_endpoint(lambda: DemoEndpoint(200, "OK"), local_addr=("127.0.0.1", 0))
+    port = int(t.get_extra_info("sockname")[1])
+    svc, ami_port = await start(tmp_path, {"flap": {"host": "127.0.0.1", "port": port, "qualify": 500,
+                                                    "qualifyfreq": 1}})
+    return svc, ami_port, ep, t
+
+
+def dsc(state: str) -> str:
+    return crlf(f"Event: DeviceStateChange\nPrivilege: call,all\nDevice: SIP/flap\nState: {state}\n\n")
+
+
+async def test_device_state_change_on_every_reachability_change(tmp_path: Path) -> None:
+    svc, ami_port, ep, t = await flapping_peer(tmp_path)
+    try:
+        call = await Session.login(ami_port)
+        system_only = await Session.login(ami_port, events="system")
+        await wait_for(lambda: svc.engine.peer("flap").state == "OK")  # type: ignore[union-attr]
+        ep.status = 0  # the peer goes silent
+        await wait_for(lambda: dsc("UNAVAILABLE") in call.blocks)
+        ep.status = 200
+        await call.send("Action: SIPqualifypeer\nPeer: flap\nActionID: q\n\n")
+        await wait_for(lambda: dsc("NOT_INUSE") in call.blocks[call.blocks.index(dsc("UNAVAILABLE")):])
+        # after PeerStatus, as chan_sip (manager_event, then ast_devstate_changed)
+        down = call.blocks.index(dsc("UNAVAILABLE"))
+        assert "PeerStatus: Unreachable\r\n" in call.blocks[down - 1]
+        up = call.blocks.index(dsc("NOT_INUSE"), down)
+        assert "PeerStatus: Reachable\r\n" in call.blocks[up - 1]
+        # one per change: no repeats while the state stays
+        assert call.events("DeviceStateChange").count(dsc("UNAVAILABLE")) == 1
+        # a session whose event mask leaves `call` out gets PeerStatus but no DeviceStateChange
+        await wait_for(lambda: len(system_only.events("PeerStatus")) >= 2)
+        assert system_only.events("DeviceStateChange") == []
+        call.close()
+        system_only.close()
+    finally:
+        await svc.close()
+        t.close()
