@@ -10,7 +10,7 @@ from pathlib import Path
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
 
-from .helpers import MANAGER_CONF, free_port, sip_conf, wait_for
+from .helpers import MANAGER_CONF, api, endpoint, free_port, sip_conf, wait_for
 
 
 def crlf(text: str) -> str:
@@ -100,6 +100,38 @@ async def test_device_state_change_on_every_reachability_change(tmp_path: Path) 
         assert system_only.events("DeviceStateChange") == []
         call.close()
         system_only.close()
+    finally:
+        await svc.close()
+        t.close()
+
+
+async def test_sipqualifypeerdone_broadcast_for_ami_and_cli_qualifies(tmp_path: Path) -> None:
+    t, port = await endpoint(200)
+    svc, ami_port = await start(tmp_path, {"forced-ok": {"host": "127.0.0.1", "port": port, "qualify": "yes"}})
+    try:
+        asker = await Session.login(ami_port)
+        other = await Session.login(ami_port)
+        quiet = await Session.login(ami_port, events="system")
+        await asker.send("Action: SIPqualifypeer\nPeer: forced-ok\nActionID: qualify-forced-ok\n\n")
+        done = crlf("Event: SIPQualifyPeerDone\nPrivilege: call,all\nPeer: forced-ok\n"
+                    "ActionID: qualify-forced-ok\n\n")
+        await wait_for(lambda: done in other.blocks and done in asker.blocks)
+        reply = asker.blocks.index(crlf("Response: Success\nActionID: qualify-forced-ok\n"
+                                        "Message: SIP peer found - will qualify\n\n"))
+        assert asker.blocks.index(done) == reply + 1  # at once, after the reply (as Asterisk)
+        # the CLI's `sip qualify peer` goes through the HTTP API: no ActionID
+        status, _ = await api(svc, "POST", "/api/v1/peers/forced-ok/qualify?wait=0")
+        assert status == 200
+        bare = crlf("Event: SIPQualifyPeerDone\nPrivilege: call,all\nPeer: forced-ok\n\n")
+        await wait_for(lambda: bare in other.blocks and bare in asker.blocks)
+        assert quiet.events("SIPQualifyPeerDone") == []
+        # an unknown peer: an error, no event
+        n = len(other.events("SIPQualifyPeerDone"))
+        await asker.send("Action: SIPqualifypeer\nPeer: nope\nActionID: q3\n\n")
+        await wait_for(lambda: any("ActionID: q3" in b for b in asker.blocks))
+        assert len(other.events("SIPQualifyPeerDone")) == n
+        for s in (asker, other, quiet):
+            s.close()
     finally:
         await svc.close()
         t.close()

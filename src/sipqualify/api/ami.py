@@ -285,6 +285,13 @@ def device_state_event(peer: str, state: str) -> str:
                  ("State", state))
 
 
+def qualify_done_event(peer: str, action_id: str | None) -> str:
+    pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"), ("Peer", peer)]
+    if action_id is not None:
+        pairs.append(("ActionID", action_id))
+    return block(*pairs)
+
+
 ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", synopsis)
     "Login": ("", "Login Manager."),
     "Challenge": ("", "Generate Challenge for MD5 Auth."),
@@ -600,14 +607,9 @@ class AmiSession(asyncio.Protocol):
         if model.peer(name) is None:
             self.error(aid, "Peer not found")
             return
-        asyncio.get_running_loop().create_task(model.qualify(name, wait=False))
         self.reply(aid, ("Message", "SIP peer found - will qualify"))
-        pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"),
-                                           ("Peer", name)]
-        if aid is not None:
-            pairs.append(("ActionID", aid))
-        if self.events_on and self.user is not None and "call" in self.user.read:
-            self.write(block(*pairs))
+        # SIPQualifyPeerDone goes to every session with `call` events (on_qualify), after the reply
+        asyncio.get_running_loop().create_task(model.qualify(name, wait=False, action_id=aid))
 
     def do_command(self, m: dict[str, str], aid: str | None) -> None:
         cmd = " ".join(m.get("command", "").split()).lower()
@@ -689,6 +691,7 @@ class AmiServer:
         self.port = int(sock.getsockname()[1])
         self.model.add_listener(self.on_state_changed)
         self.model.add_registry_listener(self.publish_registry)
+        self.model.add_qualify_listener(self.on_qualify)
         log.info("AMI listening on %s:%d", self.config.bindaddr, self.port)
 
     async def close(self) -> None:
@@ -719,6 +722,11 @@ class AmiServer:
         for s in list(self.sessions):
             if s.wants(cls):
                 s.write(text)
+
+    def on_qualify(self, peer: str, action_id: str | None) -> None:
+        """SIPQualifyPeerDone, broadcast as chan_sip does for AMI and CLI qualifies; the
+        ActionID only when an AMI action asked (asterisk-differences.md 4)."""
+        self.broadcast("call", qualify_done_event(peer, action_id))
 
     def on_state_changed(self, ev: StateChanged) -> None:
         """PeerStatus, then DeviceStateChange when the device state changes (chan_sip calls
