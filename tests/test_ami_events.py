@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
+import time
 from pathlib import Path
+
+import pytest
 
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
@@ -135,3 +139,63 @@ async def test_sipqualifypeerdone_broadcast_for_ami_and_cli_qualifies(tmp_path: 
     finally:
         await svc.close()
         t.close()
+
+
+def masked(block: str) -> str:
+    """The reference's masking: times, session id, ports."""
+    block = re.sub(r"(EventTV|SessionTV): (?!1970)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}", r"\1: TV", block)
+    block = re.sub(r"SessionID: 0x[0-9a-f]+", "SessionID: 0xID", block)
+    return re.sub(r"/TCP/127\.0\.0\.1/\d+", "/TCP/127.0.0.1/PORT", block)
+
+
+async def test_security_events_for_manager_logins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")  # the reference's zone: the epoch prints as 1970-01-01T00:00:00.000+0000
+    time.tzset()
+    t, port = await endpoint(200)
+    svc, ami_port = await start(tmp_path, {"p": {"host": "127.0.0.1", "port": port, "qualify": "no"}})
+    try:
+        watcher = await Session.login(ami_port)
+        # SuccessfulAuth: to every security session, the new one included (after FullyBooted)
+        await wait_for(lambda: len(watcher.events("SuccessfulAuth")) == 1)
+        ok = watcher.events("SuccessfulAuth")[0]
+        assert masked(ok) == crlf(
+            "Event: SuccessfulAuth\nPrivilege: security,all\nEventTV: TV\nSeverity: Informational\n"
+            "Service: AMI\nEventVersion: 1\nAccountID: admin\nSessionID: 0xID\n"
+            "LocalAddress: IPV4/TCP/127.0.0.1/PORT\nRemoteAddress: IPV4/TCP/127.0.0.1/PORT\n"
+            "UsingPassword: 0\nSessionTV: TV\n\n")
+        assert f"LocalAddress: IPV4/TCP/127.0.0.1/{ami_port}\r\n" in ok
+        local = watcher.w.get_extra_info("sockname")
+        assert f"RemoteAddress: IPV4/TCP/127.0.0.1/{local[1]}\r\n" in ok
+        tv = re.findall(r"(?:EventTV|SessionTV): (\S+)", ok)
+        assert tv[0] == tv[1]  # SessionTV: the login instant
+        assert [b.split("\r\n")[0] for b in watcher.blocks[:3]] == [
+            "Response: Success", "Event: FullyBooted", "Event: SuccessfulAuth"]
+        second = await Session.login(ami_port, events="system")  # no `security` in its mask
+        await wait_for(lambda: len(watcher.events("SuccessfulAuth")) == 2)
+        assert second.events("SuccessfulAuth") == []
+        # wrong secret: InvalidPassword, EventVersion 2, SessionTV 1970 (not logged in)
+        bad = await Session.login(ami_port, secret="wrong")
+        await wait_for(lambda: len(watcher.events("InvalidPassword")) == 1)
+        assert masked(watcher.events("InvalidPassword")[0]) == crlf(
+            "Event: InvalidPassword\nPrivilege: security,all\nEventTV: TV\nSeverity: Error\n"
+            "Service: AMI\nEventVersion: 2\nAccountID: admin\nSessionID: 0xID\n"
+            "LocalAddress: IPV4/TCP/127.0.0.1/PORT\nRemoteAddress: IPV4/TCP/127.0.0.1/PORT\n"
+            "SessionTV: 1970-01-01T00:00:00.000+0000\n\n")
+        # unknown user: InvalidAccountID (manager.c report_invalid_user), EventVersion 1
+        ghost = await Session.login(ami_port, user="ghost")
+        await wait_for(lambda: len(watcher.events("InvalidAccountID")) == 1)
+        assert masked(watcher.events("InvalidAccountID")[0]) == crlf(
+            "Event: InvalidAccountID\nPrivilege: security,all\nEventTV: TV\nSeverity: Error\n"
+            "Service: AMI\nEventVersion: 1\nAccountID: ghost\nSessionID: 0xID\n"
+            "LocalAddress: IPV4/TCP/127.0.0.1/PORT\nRemoteAddress: IPV4/TCP/127.0.0.1/PORT\n"
+            "SessionTV: 1970-01-01T00:00:00.000+0000\n\n")
+        ids = {re.search(r"SessionID: (\S+)", b).group(1)  # type: ignore[union-attr]
+               for b in watcher.blocks if "SessionID" in b}
+        assert len(ids) == 4  # one per session
+        for s in (watcher, second, bad, ghost):
+            s.close()
+    finally:
+        await svc.close()
+        t.close()
+        monkeypatch.undo()
+        time.tzset()

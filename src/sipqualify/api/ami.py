@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..addr import ip_literal, is_loopback
@@ -285,6 +286,30 @@ def device_state_event(peer: str, state: str) -> str:
                  ("State", state))
 
 
+def security_tv(t: float | None) -> str:
+    """A security event's EventTV / SessionTV (`%FT%T.%q%z`, local time); none is the epoch
+    (Asterisk formats its zeroed sessionstart_tv: `1970-01-01T00:00:00.000+0000` in UTC)."""
+    d = datetime.fromtimestamp(t or 0.0).astimezone()
+    return f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond // 1000:03d}{d:%z}"
+
+
+def security_addr(addr: tuple[str, int]) -> str:
+    kind = "IPV6" if ":" in addr[0] else "IPV4"
+    return f"{kind}/TCP/{addr[0]}/{addr[1]}"
+
+
+def security_event(event: str, severity: str, version: int, account: str, session_id: str,
+                   local: tuple[str, int], remote: tuple[str, int], session_tv: float | None,
+                   *extra: tuple[str, object], now: float | None = None) -> str:
+    """An AMI security event (main/security_events.c field order): the common fields, then the
+    event's own, then SessionTV."""
+    return block(("Event", event), ("Privilege", "security,all"),
+                 ("EventTV", security_tv(time.time() if now is None else now)), ("Severity", severity),
+                 ("Service", "AMI"), ("EventVersion", version), ("AccountID", account), ("SessionID", session_id),
+                 ("LocalAddress", security_addr(local)), ("RemoteAddress", security_addr(remote)), *extra,
+                 ("SessionTV", security_tv(session_tv)))
+
+
 def qualify_done_event(peer: str, action_id: str | None) -> str:
     pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"), ("Peer", peer)]
     if action_id is not None:
@@ -325,6 +350,9 @@ class AmiSession(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
+        self.local = ("", 0)
+        self.session_id = f"0x{id(self):x}"  # Asterisk: the session's address (`0x%p`)
+        self.session_tv: float | None = None  # set at login, as Asterisk's sessionstart_tv
         self.source = ""
         self.buf = b""
         self.headers: list[tuple[str, str]] = []
@@ -342,6 +370,8 @@ class AmiSession(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.local = (str(local[0]), int(local[1]))
         self.source = source_key(self.peer[0])
         srv = self.server
         srv.counters["connections"] += 1
@@ -506,6 +536,11 @@ class AmiSession(asyncio.Protocol):
         if not ok:
             # the same words and the same delay whether or not the user exists
             srv.counters["auth_failures"] += 1
+            name = m.get("username", "")
+            if user is None:  # manager.c report_invalid_user
+                self._security("InvalidAccountID", "Error", 1, name)
+            elif user.allowed_from(self.peer[0]) and m.get("authtype", "").lower() != "md5":
+                self._security("InvalidPassword", "Error", 2, name)  # report_inval_password
             log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer,
                         escape_controls(m.get("username", "")))
             self.busy = True
@@ -525,6 +560,15 @@ class AmiSession(asyncio.Protocol):
             uptime = int(time.time() - srv.model.counters.started)
             self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
                              ("LastReload", uptime), ("Status", "Fully Booted")))
+        self.session_tv = time.time()
+        self._security("SuccessfulAuth", "Informational", 1, user.name if user else "",
+                       ("UsingPassword", 0), now=self.session_tv)
+
+    def _security(self, event: str, severity: str, version: int, account: str, *extra: tuple[str, object],
+                  now: float | None = None) -> None:
+        self.server.broadcast("security", security_event(
+            event, severity, version, account, self.session_id, self.local, self.peer,
+            self.session_tv, *extra, now=now))
 
     def _fail_login(self, aid: str | None) -> None:
         self.busy = False
