@@ -136,7 +136,9 @@ class ReadModel(Protocol):
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
-    def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]: ...
+    def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
+    def qualify(self, name: str, wait: bool = True,
+                action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
 
 
@@ -194,6 +196,7 @@ class Shell(Protocol):
 class ShellReadModel:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
+        self.qualify_listeners: list[Callable[[str, str | None], None]] = []  # (peer, AMI ActionID)
 
     @property
     def token(self) -> str:
@@ -231,8 +234,17 @@ class ShellReadModel:
         eng = self.shell.engine
         return eng.snapshot_stats() if eng is not None else None
 
-    def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]:
+    def qualify(self, name: str, wait: bool = True,
+                action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]:
+        """A forced qualify (AMI, HTTP, CLI). Listeners hear of it at once, as chan_sip sends
+        SIPQualifyPeerDone when the poke is queued; `action_id` is the AMI action's, if any."""
+        if self.peer(name) is not None:
+            for cb in self.qualify_listeners:
+                cb(name, action_id)
         return self.shell.qualify(name, wait)
+
+    def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None:
+        self.qualify_listeners.append(cb)
 
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]:
         return self.shell.reload()

@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..addr import ip_literal, is_loopback
@@ -282,6 +283,49 @@ def peerstatus_event(ev: StateChanged, with_time: bool) -> str:
     return block(*pairs)
 
 
+#: chan_sip's sip_devicestate for a peer with an address and no calls: UNAVAILABLE when
+#: `maxms && (lastms > maxms || lastms < 0)` (lagged or unreachable), NOT_INUSE otherwise
+DEVICE_STATE = {"OK": "NOT_INUSE", "UNKNOWN": "NOT_INUSE", "UNMONITORED": "NOT_INUSE",
+                "LAGGED": "UNAVAILABLE", "UNREACHABLE": "UNAVAILABLE"}
+
+
+def device_state_event(peer: str, state: str) -> str:
+    """DeviceStateChange as Asterisk 20 sends it for a chan_sip peer (asterisk-differences.md 1)."""
+    return block(("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", f"SIP/{peer}"),
+                 ("State", state))
+
+
+def security_tv(t: float | None) -> str:
+    """A security event's EventTV / SessionTV (`%FT%T.%q%z`, local time); none is the epoch
+    (Asterisk formats its zeroed sessionstart_tv: `1970-01-01T00:00:00.000+0000` in UTC)."""
+    d = datetime.fromtimestamp(t or 0.0).astimezone()
+    return f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond // 1000:03d}{d:%z}"
+
+
+def security_addr(addr: tuple[str, int]) -> str:
+    kind = "IPV6" if ":" in addr[0] else "IPV4"
+    return f"{kind}/TCP/{addr[0]}/{addr[1]}"
+
+
+def security_event(event: str, severity: str, version: int, account: str, session_id: str,
+                   local: tuple[str, int], remote: tuple[str, int], session_tv: float | None,
+                   *extra: tuple[str, object], now: float | None = None) -> str:
+    """An AMI security event (main/security_events.c field order): the common fields, then the
+    event's own, then SessionTV."""
+    return block(("Event", event), ("Privilege", "security,all"),
+                 ("EventTV", security_tv(time.time() if now is None else now)), ("Severity", severity),
+                 ("Service", "AMI"), ("EventVersion", version), ("AccountID", account), ("SessionID", session_id),
+                 ("LocalAddress", security_addr(local)), ("RemoteAddress", security_addr(remote)), *extra,
+                 ("SessionTV", security_tv(session_tv)))
+
+
+def qualify_done_event(peer: str, action_id: str | None) -> str:
+    pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"), ("Peer", peer)]
+    if action_id is not None:
+        pairs.append(("ActionID", action_id))
+    return block(*pairs)
+
+
 ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", synopsis)
     "Login": ("", "Login Manager."),
     "Challenge": ("", "Generate Challenge for MD5 Auth."),
@@ -315,11 +359,15 @@ class AmiSession(asyncio.Protocol):
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
+        self.local = ("", 0)
+        self.session_id = f"0x{id(self):x}"  # Asterisk: the session's address (`0x%p`)
+        self.session_tv: float | None = None  # set at login, as Asterisk's sessionstart_tv
         self.source = ""
         self.buf = b""
         self.headers: list[tuple[str, str]] = []
         self.user: AmiUser | None = None
         self.events_on = True
+        self.mask: frozenset[str] | None = None  # `Events: system,call`: only these classes
         self.challenge: str | None = None
         self.closed = False
         self.busy = False  # a login failure is being delayed: ignore further input
@@ -331,6 +379,8 @@ class AmiSession(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.local = (str(local[0]), int(local[1]))
         self.source = source_key(self.peer[0])
         srv = self.server
         srv.counters["connections"] += 1
@@ -358,6 +408,11 @@ class AmiSession(asyncio.Protocol):
         self.server.sessions.discard(self)
         if self._auth_timer is not None:
             self._auth_timer.cancel()
+
+    def wants(self, cls: str) -> bool:
+        """Unsolicited events of class `cls` go to this session (logged in, read class, mask)."""
+        return (self.user is not None and self.events_on and cls in self.user.read
+                and (self.mask is None or cls in self.mask))
 
     def _auth_expired(self) -> None:
         if self.user is None and not self.closed:
@@ -490,6 +545,11 @@ class AmiSession(asyncio.Protocol):
         if not ok:
             # the same words and the same delay whether or not the user exists
             srv.counters["auth_failures"] += 1
+            name = m.get("username", "")
+            if user is None:  # manager.c report_invalid_user
+                self._security("InvalidAccountID", "Error", 1, name)
+            elif user.allowed_from(self.peer[0]) and m.get("authtype", "").lower() != "md5":
+                self._security("InvalidPassword", "Error", 2, name)  # report_inval_password
             log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer,
                         escape_controls(m.get("username", "")))
             self.busy = True
@@ -498,14 +558,26 @@ class AmiSession(asyncio.Protocol):
         self.user = user
         if self._auth_timer is not None:
             self._auth_timer.cancel()
-        ev = m.get("events", "on").lower()
+        ev = m.get("events", "on").strip().lower()
         self.events_on = ev not in ("off", "0", "no")
+        classes = frozenset(c.strip() for c in ev.split(","))
+        if classes <= set(CLASSES) and "all" not in classes:
+            self.mask = classes
         log.info("AMI: manager '%s' logged on from %s", user.name if user else "", self.peer[0])
         self.reply(aid, ("Message", "Authentication accepted"))
-        if self.events_on and user is not None and "system" in user.read:
+        if self.wants("system"):
             uptime = int(time.time() - srv.model.counters.started)
             self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
                              ("LastReload", uptime), ("Status", "Fully Booted")))
+        self.session_tv = time.time()
+        self._security("SuccessfulAuth", "Informational", 1, user.name if user else "",
+                       ("UsingPassword", 0), now=self.session_tv)
+
+    def _security(self, event: str, severity: str, version: int, account: str, *extra: tuple[str, object],
+                  now: float | None = None) -> None:
+        self.server.broadcast("security", security_event(
+            event, severity, version, account, self.session_id, self.local, self.peer,
+            self.session_tv, *extra, now=now))
 
     def _fail_login(self, aid: str | None) -> None:
         self.busy = False
@@ -523,11 +595,12 @@ class AmiSession(asyncio.Protocol):
     def do_events(self, m: dict[str, str], aid: str | None) -> None:
         mask = m.get("eventmask", "").strip().lower()
         if mask in ("on", "all", "1", "yes", "true"):
-            self.events_on = True
+            self.events_on, self.mask = True, None
         elif mask in ("off", "0", "no", "false", "none"):
-            self.events_on = False
+            self.events_on, self.mask = False, None
         elif mask and all(c.strip() in CLASSES for c in mask.split(",")):
-            self.events_on = "system" in mask or "call" in mask
+            self.mask = frozenset(c.strip() for c in mask.split(","))
+            self.events_on = bool(self.mask & {"system", "call", "security"})
         else:
             self.error(aid, "Invalid event mask")
             return
@@ -587,14 +660,9 @@ class AmiSession(asyncio.Protocol):
         if model.peer(name) is None:
             self.error(aid, "Peer not found")
             return
-        asyncio.get_running_loop().create_task(model.qualify(name, wait=False))
         self.reply(aid, ("Message", "SIP peer found - will qualify"))
-        pairs: list[tuple[str, object]] = [("Event", "SIPQualifyPeerDone"), ("Privilege", "call,all"),
-                                           ("Peer", name)]
-        if aid is not None:
-            pairs.append(("ActionID", aid))
-        if self.events_on and self.user is not None and "call" in self.user.read:
-            self.write(block(*pairs))
+        # SIPQualifyPeerDone goes to every session with `call` events (on_qualify), after the reply
+        asyncio.get_running_loop().create_task(model.qualify(name, wait=False, action_id=aid))
 
     def do_command(self, m: dict[str, str], aid: str | None) -> None:
         cmd = " ".join(m.get("command", "").split()).lower()
@@ -625,6 +693,7 @@ class AmiServer:
              "refused_authlimit_per_ip", "slow_disconnects", "oversize_lines", "events", "action_errors"), 0)
         self.port = config.port
         self.ratelog = RateLog(log, 10.0)
+        self.device_states: dict[str, str] = {}  # peer -> the last DeviceStateChange State sent
 
     @classmethod
     def from_config(cls, model: ReadModel, svc: ServiceConfig, manager_conf: str | None) -> AmiServer | None:
@@ -676,6 +745,7 @@ class AmiServer:
         self.port = int(sock.getsockname()[1])
         self.model.add_listener(self.on_state_changed)
         self.model.add_registry_listener(self.publish_registry)
+        self.model.add_qualify_listener(self.on_qualify)
         log.info("AMI listening on %s:%d", self.config.bindaddr, self.port)
 
     async def close(self) -> None:
@@ -698,17 +768,27 @@ class AmiServer:
             pairs.append(("Cause", cause))
             if addr is not None:
                 pairs += [("Address", addr[0]), ("Port", addr[1])]
-        text = block(*pairs)
+        self.broadcast("system", block(*pairs))
+
+    def broadcast(self, cls: str, text: str) -> None:
+        """One unsolicited event to every session that wants class `cls`."""
         self.counters["events"] += 1
         for s in list(self.sessions):
-            if s.user is not None and s.events_on and "system" in s.user.read:
+            if s.wants(cls):
                 s.write(text)
 
+    def on_qualify(self, peer: str, action_id: str | None) -> None:
+        """SIPQualifyPeerDone, broadcast as chan_sip does for AMI and CLI qualifies; the
+        ActionID only when an AMI action asked (asterisk-differences.md 4)."""
+        self.broadcast("call", qualify_done_event(peer, action_id))
+
     def on_state_changed(self, ev: StateChanged) -> None:
-        if ev.silent:
-            return
-        text = peerstatus_event(ev, self.config.peerstatus_time)
-        self.counters["events"] += 1
-        for s in list(self.sessions):
-            if s.user is not None and s.events_on and "system" in s.user.read:
-                s.write(text)
+        """PeerStatus, then DeviceStateChange when the device state changes (chan_sip calls
+        ast_devstate_changed after manager_event PeerStatus; the device-state cache drops
+        repeats). A peer's first one stands for the one Asterisk sends at start-up."""
+        if not ev.silent:
+            self.broadcast("system", peerstatus_event(ev, self.config.peerstatus_time))
+        state = DEVICE_STATE.get(ev.new)
+        if state is not None and self.device_states.get(ev.peer) != state:
+            self.device_states[ev.peer] = state
+            self.broadcast("call", device_state_event(ev.peer, state))
