@@ -226,9 +226,13 @@ def sippeer_item(v: PeerView, item: str = "ip") -> str:
     if it == "expire":
         return str(v.expire)
     if it == "limit":
-        return "2147483647"
+        return "0"  # chan_sip: call-limit 0 unless call-limit= / callcounter= is set (neither is modelled)
     if it in ("busylevel", "curcalls", "maxforwards", "encryption"):
         return "0"
     if it == "codecs":
         return "(ulaw)"
+    if it.startswith("codec[") and it.endswith("]"):
+        # the x-th preferred codec of the peer's list, which is "(ulaw)" (see Codecs above)
+        n = it[6:-1].strip()
+        return "ulaw" if n.isascii() and n.isdigit() and int(n) == 0 else ""
     return ""
