@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..addr import ip_literal, is_loopback
-from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
+from ..compat import (
+    escape_controls,
+    format_sip_show_peer,
+    format_sip_show_peers,
+    fromdomain_parts,
+    only_line_ends,
+)
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
 from ..qualify.state import peer_status_word
@@ -200,13 +206,18 @@ def _nat_flag(v: PeerView, mode: str) -> str:
 
 
 def show_peer(v: PeerView, action_id: str | None) -> str:
-    """`Action: SIPshowpeer`, keys in chan_sip's order (asterisk-observed.md §8.1)."""
+    """`Action: SIPshowpeer`, keys in chan_sip's order (asterisk-observed.md §8.1); SIP-FromUser,
+    SIP-FromDomain and Sip-FromDomain-Port (sic) only when set, as chan_sip."""
     aid = [("ActionID", action_id)] if action_id is not None else []
+    from_pairs: list[tuple[str, object]] = [("SIP-FromUser", v.fromuser)] if v.fromuser else []
+    fdom, fport = fromdomain_parts(v.fromdomain)
+    if fdom:
+        from_pairs += [("SIP-FromDomain", fdom), ("Sip-FromDomain-Port", fport)]
     return block(
         ("Response", "Success"), *aid, ("Channeltype", "SIP"), ("ObjectName", v.name), ("ChanObjectType", "peer"),
         ("SecretExist", _YN(v.secret_set)), ("RemoteSecretExist", "N"), ("MD5SecretExist", _YN(v.md5secret_set)),
         ("Context", v.context), ("Language", ""), ("ToneZone", "<Not set>"), ("AMAflags", "Unknown"),
-        ("CID-CallingPres", "Presentation Allowed, Not Screened"), ("Callgroup", ""), ("Pickupgroup", ""),
+        ("CID-CallingPres", "Presentation Allowed, Not Screened"), *from_pairs, ("Callgroup", ""), ("Pickupgroup", ""),
         ("Named Callgroup", ""), ("Named Pickupgroup", ""), ("MOHSuggest", ""), ("VoiceMailbox", ""),
         ("TransferMode", "open"), ("LastMsgsSent", 0), ("Maxforwards", 0), ("Call-limit", 0), ("Busy-level", 0),
         ("MaxCallBR", "384 kbps"), ("Dynamic", _YN(v.dynamic)), ("Callerid", '"" <>'),
