@@ -54,6 +54,12 @@ def test_only_fromuser() -> None:
     assert "SIP-FromUser: u\r\nCallgroup: \r\n" in show_peer(v, None)
 
 
+# --- item 8 ------------------------------------------------------------------------------------
+
+def test_sip_show_peer_ends_with_an_empty_line() -> None:
+    assert format_sip_show_peer(view("ok-yes", 15070, 2000, 1)).endswith("  RTCP Mux     : No\n\n")
+
+
 # --- item 9 ----------------------------------------------------------------------------------
 
 def test_sippeer_limit_and_codecs() -> None:

@@ -198,8 +198,9 @@ def format_sip_show_peer(v: PeerView) -> str:
         "  Encryption   : No",
         "  RTCP Mux     : No",
     ]
-    # a registered phone chooses its User-Agent and Contact: none of it may start a line
-    return "\n".join(escape_controls(ln) for ln in lines) + "\n"
+    # a registered phone chooses its User-Agent and Contact: none of it may start a line;
+    # chan_sip ends the page with an empty line (`ast_cli(fd, "\n")`)
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
 
 
 STANDARD_SIP_PORT = 5060
