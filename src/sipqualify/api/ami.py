@@ -29,6 +29,7 @@ from ..compat import (
     format_sip_show_peers,
     fromdomain_parts,
     only_line_ends,
+    sippeer_item,
 )
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
@@ -296,6 +297,7 @@ ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", 
     "SIPpeerstatus": ("system", "Show the status of one or all of the sip peers."),
     "SIPqualifypeer": ("system", "Qualify SIP peers."),
     "Command": ("command", "Execute Asterisk CLI Command."),
+    "Getvar": ("call,reporting", "Gets a channel variable or function value."),
 }
 
 
@@ -453,7 +455,7 @@ class AmiSession(asyncio.Protocol):
             self.error(aid, f"Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.")
             return
         need = ACTIONS[name][0]
-        if need and self.user is not None and need not in self.user.write:
+        if need and self.user is not None and not any(c in self.user.write for c in need.split(",")):
             self.error(aid, "Permission denied")
             return
         getattr(self, f"do_{name.lower()}")(m, aid)
@@ -597,6 +599,27 @@ class AmiSession(asyncio.Protocol):
             pairs.append(("ActionID", aid))
         if self.events_on and self.user is not None and "call" in self.user.read:
             self.write(block(*pairs))
+
+    def do_getvar(self, m: dict[str, str], aid: str | None) -> None:
+        """manager.c action_getvar without channels: `SIPPEER(peer[,item])` is read as chan_sip
+        reads it; any other variable or function is unset here and, as in Asterisk for an unset
+        variable or a function that fails, answers Success with an empty Value."""
+        var = m.get("variable", "")
+        if not var:
+            self.error(aid, "No variable specified")
+            return
+        if m.get("channel"):
+            self.error(aid, "No such channel")
+            return
+        value = ""
+        fn, paren, args = var.partition("(")
+        if paren and var.endswith(")") and fn == "SIPPEER":
+            name, _, item = args[:-1].partition(",")
+            model = self.server.model
+            p = model.peer(name) if name else None
+            if p is not None:
+                value = sippeer_item(model.view(p), item)
+        self.reply(aid, ("Variable", var), ("Value", value))
 
     def do_command(self, m: dict[str, str], aid: str | None) -> None:
         cmd = " ".join(m.get("command", "").split()).lower()
