@@ -29,13 +29,19 @@ EXIT_USAGE = 2
 
 
 class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+    """`bare`: the message is chan_sip's own words (`Peer nope not found.`), printed without the
+    `sipqualify: ` prefix; `status`: the daemon's HTTP status, when it answered."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL, *, bare: bool = False, status: int = 0) -> None:
         super().__init__(message)
         self.code = code
+        self.bare = bare
+        self.status = status
 
 
-def _die(message: str, code: int = EXIT_FAIL) -> NoReturn:
-    print(f"sipqualify: {escape_controls(message)}", file=sys.stderr)  # the daemon's words may quote a peer's
+def _die(message: str, code: int = EXIT_FAIL, bare: bool = False) -> NoReturn:
+    # the daemon's words may quote a peer's
+    print(escape_controls(message) if bare else f"sipqualify: {escape_controls(message)}", file=sys.stderr)
     raise SystemExit(code)
 
 
@@ -98,7 +104,7 @@ class Client:
                 msg = e.reason
             if e.code == 401:
                 msg = f"{msg} (token from {self.state_dir / 'api-token'}; use --state-dir or -c)"
-            raise CliError(str(msg)) from None
+            raise CliError(str(msg), status=e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise CliError(f"cannot reach the daemon at {self.base} ({reason}): is `sipqualify run` running?") from None
@@ -127,7 +133,12 @@ def _peer(client: Client, name: str) -> Any:
 
     from .views import PeerView
 
-    return PeerView.from_json(client.call("GET", f"/api/v1/peers/{quote(name, safe='')}"))
+    try:
+        return PeerView.from_json(client.call("GET", f"/api/v1/peers/{quote(name, safe='')}"))
+    except CliError as e:
+        if e.status == 404:  # `sip show peer nope`'s words
+            raise CliError(f"Peer {name} not found.", bare=True) from None
+        raise
 
 
 def cmd_peer(args: argparse.Namespace) -> int:
@@ -155,7 +166,18 @@ def cmd_qualify(args: argparse.Namespace) -> int:
 
     client = Client(args)
     wait = "0" if args.no_wait else "1"
-    body = client.call("POST", f"/api/v1/peers/{quote(args.name, safe='')}/qualify?wait={wait}")
+    try:
+        body = client.call("POST", f"/api/v1/peers/{quote(args.name, safe='')}/qualify?wait={wait}")
+    except CliError as e:
+        if e.status != 404:
+            raise
+        try:
+            _peer(client, args.name)
+        except CliError as e2:
+            if e2.bare:  # no such peer: `sip qualify peer nope`'s words
+                raise CliError(f"Peer '{args.name}' not found", bare=True) from None
+            raise
+        raise  # the peer exists but has no address to qualify: the daemon's words
     res = body.get("result")
     if res is None:
         print(f"Qualifying peer '{args.name}'")
@@ -167,11 +189,8 @@ def cmd_qualify(args: argparse.Namespace) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    body = Client(args).call("POST", "/api/v1/reload")
-    print(
-        f"Reloaded: {len(body['added'])} added, {len(body['removed'])} removed, "
-        f"{len(body['changed'])} changed, {body['unchanged']} unchanged"
-    )
+    # like `sip reload`, nothing on success (what changed: the API's answer, the daemon's log)
+    Client(args).call("POST", "/api/v1/reload")
     return EXIT_OK
 
 
@@ -416,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except CliError as e:
-        _die(str(e), e.code)
+        _die(str(e), e.code, e.bare)
     except KeyboardInterrupt:
         return 130
     return code

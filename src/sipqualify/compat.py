@@ -115,6 +115,7 @@ def format_sip_show_peer(v: PeerView) -> str:
     addr = f"{v.addr_ip}:{v.addr_port}" if v.addr_ip else "(null)"
     symmetric = comedia(v)  # chan_sip's "Symmetric RTP" line is the comedia setting, worded alike
     transport = v.transport.upper()
+    fdom, fport = fromdomain_parts(v.fromdomain)
     lines = [
         "",
         "",
@@ -132,6 +133,8 @@ def format_sip_show_peer(v: PeerView) -> str:
         "  AMA flags    : Unknown",
         "  Transfer mode: open",
         "  CallingPres  : Presentation Allowed, Not Screened",
+        *([f"  FromUser     : {v.fromuser}"] if v.fromuser else []),
+        *([f"  FromDomain   : {fdom} Port {fport}"] if fdom else []),
         "  Callgroup    : ",
         "  Pickupgroup  : ",
         "  Named Callgr : ",
@@ -195,8 +198,23 @@ def format_sip_show_peer(v: PeerView) -> str:
         "  Encryption   : No",
         "  RTCP Mux     : No",
     ]
-    # a registered phone chooses its User-Agent and Contact: none of it may start a line
-    return "\n".join(escape_controls(ln) for ln in lines) + "\n"
+    # a registered phone chooses its User-Agent and Contact: none of it may start a line;
+    # chan_sip ends the page with an empty line (`ast_cli(fd, "\n")`)
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
+
+
+STANDARD_SIP_PORT = 5060
+
+
+def fromdomain_parts(fromdomain: str | None) -> tuple[str, int]:
+    """chan_sip's `fromdomain=host[:port]` split at the first colon into (domain, port): the
+    port is 5060 when absent or not a valid port (chan_sip's fromdomainport 0 shows as
+    STANDARD_SIP_PORT). ("", 5060) when unset."""
+    if not fromdomain:
+        return "", STANDARD_SIP_PORT
+    dom, colon, rest = fromdomain.partition(":")
+    port = int(rest) if colon and rest.isascii() and rest.isdigit() and 0 < int(rest) < 65536 else 0
+    return dom, port or STANDARD_SIP_PORT
 
 
 SIPPEER_ITEMS: tuple[str, ...] = (
@@ -226,9 +244,13 @@ def sippeer_item(v: PeerView, item: str = "ip") -> str:
     if it == "expire":
         return str(v.expire)
     if it == "limit":
-        return "2147483647"
+        return "0"  # chan_sip: call-limit 0 unless call-limit= / callcounter= is set (neither is modelled)
     if it in ("busylevel", "curcalls", "maxforwards", "encryption"):
         return "0"
     if it == "codecs":
         return "(ulaw)"
+    if it.startswith("codec[") and it.endswith("]"):
+        # the x-th preferred codec of the peer's list, which is "(ulaw)" (see Codecs above)
+        n = it[6:-1].strip()
+        return "ulaw" if n.isascii() and n.isdigit() and int(n) == 0 else ""
     return ""

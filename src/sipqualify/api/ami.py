@@ -24,7 +24,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..addr import ip_literal, is_loopback
-from ..compat import escape_controls, format_sip_show_peer, format_sip_show_peers, only_line_ends
+from ..compat import (
+    escape_controls,
+    format_sip_show_peer,
+    format_sip_show_peers,
+    fromdomain_parts,
+    only_line_ends,
+    sippeer_item,
+)
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
 from ..qualify.state import peer_status_word
@@ -210,13 +217,18 @@ def _nat_flag(v: PeerView, mode: str) -> str:
 
 
 def show_peer(v: PeerView, action_id: str | None) -> str:
-    """`Action: SIPshowpeer`, keys in chan_sip's order (asterisk-observed.md §8.1)."""
+    """`Action: SIPshowpeer`, keys in chan_sip's order (asterisk-observed.md §8.1); SIP-FromUser,
+    SIP-FromDomain and Sip-FromDomain-Port (sic) only when set, as chan_sip."""
     aid = [("ActionID", action_id)] if action_id is not None else []
+    from_pairs: list[tuple[str, object]] = [("SIP-FromUser", v.fromuser)] if v.fromuser else []
+    fdom, fport = fromdomain_parts(v.fromdomain)
+    if fdom:
+        from_pairs += [("SIP-FromDomain", fdom), ("Sip-FromDomain-Port", fport)]
     return block(
         ("Response", "Success"), *aid, ("Channeltype", "SIP"), ("ObjectName", v.name), ("ChanObjectType", "peer"),
         ("SecretExist", _YN(v.secret_set)), ("RemoteSecretExist", "N"), ("MD5SecretExist", _YN(v.md5secret_set)),
         ("Context", v.context), ("Language", ""), ("ToneZone", "<Not set>"), ("AMAflags", "Unknown"),
-        ("CID-CallingPres", "Presentation Allowed, Not Screened"), ("Callgroup", ""), ("Pickupgroup", ""),
+        ("CID-CallingPres", "Presentation Allowed, Not Screened"), *from_pairs, ("Callgroup", ""), ("Pickupgroup", ""),
         ("Named Callgroup", ""), ("Named Pickupgroup", ""), ("MOHSuggest", ""), ("VoiceMailbox", ""),
         ("TransferMode", "open"), ("LastMsgsSent", 0), ("Maxforwards", 0), ("Call-limit", 0), ("Busy-level", 0),
         ("MaxCallBR", "384 kbps"), ("Dynamic", _YN(v.dynamic)), ("Callerid", '"" <>'),
@@ -338,6 +350,7 @@ ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", 
     "SIPpeerstatus": ("system", "Show the status of one or all of the sip peers."),
     "SIPqualifypeer": ("system", "Qualify SIP peers."),
     "Command": ("command", "Execute Asterisk CLI Command."),
+    "Getvar": ("call,reporting", "Gets a channel variable or function value."),
 }
 
 
@@ -506,7 +519,7 @@ class AmiSession(asyncio.Protocol):
             self.error(aid, f"Invalid/unknown command: {action}. Use Action: ListCommands to show available commands.")
             return
         need = ACTIONS[name][0]
-        if need and self.user is not None and need not in self.user.write:
+        if need and self.user is not None and not any(c in self.user.write for c in need.split(",")):
             self.error(aid, "Permission denied")
             return
         getattr(self, f"do_{name.lower()}")(m, aid)
@@ -663,6 +676,27 @@ class AmiSession(asyncio.Protocol):
         self.reply(aid, ("Message", "SIP peer found - will qualify"))
         # SIPQualifyPeerDone goes to every session with `call` events (on_qualify), after the reply
         asyncio.get_running_loop().create_task(model.qualify(name, wait=False, action_id=aid))
+
+    def do_getvar(self, m: dict[str, str], aid: str | None) -> None:
+        """manager.c action_getvar without channels: `SIPPEER(peer[,item])` is read as chan_sip
+        reads it; any other variable or function is unset here and, as in Asterisk for an unset
+        variable or a function that fails, answers Success with an empty Value."""
+        var = m.get("variable", "")
+        if not var:
+            self.error(aid, "No variable specified")
+            return
+        if m.get("channel"):
+            self.error(aid, "No such channel")
+            return
+        value = ""
+        fn, paren, args = var.partition("(")
+        if paren and var.endswith(")") and fn == "SIPPEER":
+            name, _, item = args[:-1].partition(",")
+            model = self.server.model
+            p = model.peer(name) if name else None
+            if p is not None:
+                value = sippeer_item(model.view(p), item)
+        self.reply(aid, ("Variable", var), ("Value", value))
 
     def do_command(self, m: dict[str, str], aid: str | None) -> None:
         cmd = " ".join(m.get("command", "").split()).lower()
