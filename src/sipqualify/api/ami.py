@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import itertools
 import logging
 import os
 import time
@@ -367,13 +368,18 @@ def source_key(host: str) -> str:
     return str(addr)
 
 
+_SESSION_IDS = itertools.count(1)
+
+
 class AmiSession(asyncio.Protocol):
     def __init__(self, server: AmiServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.peer = ("", 0)
         self.local = ("", 0)
-        self.session_id = f"0x{id(self):x}"  # Asterisk: the session's address (`0x%p`)
+        # Asterisk prints the session's address (`0x%p`); an address is reused once a session is
+        # freed, so two sessions of one log could share an id: a counter, shaped like one
+        self.session_id = f"0x{0x7f0000000000 + next(_SESSION_IDS) * 0x10:x}"
         self.session_tv: float | None = None  # set at login, as Asterisk's sessionstart_tv
         self.source = ""
         self.buf = b""
