@@ -399,3 +399,31 @@ def scrape(svc: Service, token: str | None = None) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, ""
+
+
+async def start_ami(tmp_path: Path, peers: dict[str, dict[str, object]]) -> tuple[Service, int]:
+    """A daemon with the AMI port on (MANAGER_CONF: admin/amp111) and these sip.conf peers."""
+    ami_port = free_port(socket.SOCK_STREAM)
+    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), peers, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
+                                 manager_conf=str(tmp_path / "manager.conf")))
+    await svc.start()
+    return svc, ami_port
+
+
+async def api_get(api_port: int, token: str, path: str) -> tuple[int, Any]:
+    """GET a daemon's API (one started as a process) with its token: (status, JSON body or None);
+    (0, None) while it does not answer."""
+    def call() -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{api_port}{path}")
+        req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, None
+        except OSError:
+            return 0, None
+    return await asyncio.to_thread(call)

@@ -12,9 +12,8 @@ import pytest
 
 from sipqualify.api.ami import peer_entry, peerstatus_event, peerstatus_list, show_peer, sippeers_list
 from sipqualify.qualify.events import StateChanged
-from sipqualify.service import Service, ServiceOptions
 
-from .helpers import MANAGER_CONF, endpoint, free_port, phase2, sip_conf, view, wait_for
+from .helpers import endpoint, free_port, phase2, start_ami, view, wait_for
 
 DATA = Path(__file__).parent / "data"
 
@@ -60,17 +59,6 @@ def test_peer_entry_without_address() -> None:
 
 
 
-async def start(tmp_path: Path, peers: dict[str, dict[str, object]]) -> tuple[Service, int]:
-    ami_port = free_port(__import__("socket").SOCK_STREAM)
-    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
-    conf = tmp_path / "sip.conf"
-    sip_conf(conf, free_port(), peers, "qualifygap=10")
-    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
-                                 manager_conf=str(tmp_path / "manager.conf")))
-    await svc.start()
-    return svc, ami_port
-
-
 class Raw:
     def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.r, self.w = r, w
@@ -90,7 +78,7 @@ class Raw:
 
 async def test_ami_protocol_and_errors(tmp_path: Path) -> None:
     t, port = await endpoint(200)
-    svc, ami_port = await start(tmp_path, {"ok-yes": {"host": "127.0.0.1", "port": port, "qualify": "yes",
+    svc, ami_port = await start_ami(tmp_path, {"ok-yes": {"host": "127.0.0.1", "port": port, "qualify": "yes",
                                                       "qualifyfreq": 5}})
     try:
         c = await Raw.connect(ami_port)
@@ -173,7 +161,7 @@ async def test_panoramisk_actions_and_events_with_sipp(tmp_path: Path) -> None:
     sipp_port = free_port()
     lab = Lab(tmp_path)
     sipp = Sipp(lab, "uas_200.xml", sipp_port)
-    svc, ami_port = await start(tmp_path, {"trunk": {"host": "127.0.0.1", "port": sipp_port, "qualify": 500,
+    svc, ami_port = await start_ami(tmp_path, {"trunk": {"host": "127.0.0.1", "port": sipp_port, "qualify": 500,
                                                      "qualifyfreq": 1}})
     events: list[dict[str, str]] = []
     manager = Manager(host="127.0.0.1", port=ami_port, username="admin", secret="amp111", ping_delay=0)

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from sipqualify.demo import DemoEndpoint
-from sipqualify.service import Service, ServiceOptions
+from sipqualify.service import Service
 
-from .helpers import MANAGER_CONF, api, endpoint, free_port, sip_conf, wait_for
+from .helpers import api, endpoint, start_ami, wait_for
 
 
 def crlf(text: str) -> str:
@@ -57,22 +56,11 @@ class Session:
         self.w.close()
 
 
-async def start(tmp_path: Path, peers: dict[str, dict[str, object]]) -> tuple[Service, int]:
-    ami_port = free_port(socket.SOCK_STREAM)
-    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
-    conf = tmp_path / "sip.conf"
-    sip_conf(conf, free_port(), peers, "qualifygap=10")
-    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
-                                 manager_conf=str(tmp_path / "manager.conf")))
-    await svc.start()
-    return svc, ami_port
-
-
 async def flapping_peer(tmp_path: Path) -> tuple[Service, int, DemoEndpoint, asyncio.BaseTransport]:
     loop = asyncio.get_running_loop()
     t, ep = await loop.create_datagram_endpoint(lambda: DemoEndpoint(200, "OK"), local_addr=("127.0.0.1", 0))
     port = int(t.get_extra_info("sockname")[1])
-    svc, ami_port = await start(tmp_path, {"flap": {"host": "127.0.0.1", "port": port, "qualify": 500,
+    svc, ami_port = await start_ami(tmp_path, {"flap": {"host": "127.0.0.1", "port": port, "qualify": 500,
                                                     "qualifyfreq": 1}})
     return svc, ami_port, ep, t
 
@@ -111,7 +99,7 @@ async def test_device_state_change_on_every_reachability_change(tmp_path: Path) 
 
 async def test_sipqualifypeerdone_broadcast_for_ami_and_cli_qualifies(tmp_path: Path) -> None:
     t, port = await endpoint(200)
-    svc, ami_port = await start(tmp_path, {"forced-ok": {"host": "127.0.0.1", "port": port, "qualify": "yes"}})
+    svc, ami_port = await start_ami(tmp_path, {"forced-ok": {"host": "127.0.0.1", "port": port, "qualify": "yes"}})
     try:
         asker = await Session.login(ami_port)
         other = await Session.login(ami_port)
@@ -152,7 +140,7 @@ async def test_security_events_for_manager_logins(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("TZ", "UTC")  # the reference's zone: the epoch prints as 1970-01-01T00:00:00.000+0000
     time.tzset()
     t, port = await endpoint(200)
-    svc, ami_port = await start(tmp_path, {"p": {"host": "127.0.0.1", "port": port, "qualify": "no"}})
+    svc, ami_port = await start_ami(tmp_path, {"p": {"host": "127.0.0.1", "port": port, "qualify": "no"}})
     try:
         watcher = await Session.login(ami_port)
         # SuccessfulAuth: to every security session, the new one included (after FullyBooted)

@@ -6,19 +6,16 @@ that expired while the daemon was down."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .helpers import Phone, free_port, wait_for
+from .helpers import Phone, api_get, free_port, wait_for
 
 # added to the bounds that are about time (expiry on time): room for a loaded 2-core machine
 LOADED = 2.0
@@ -86,17 +83,7 @@ class Daemon:
             await self.proc.wait()
 
     async def get(self, path: str) -> tuple[int, Any]:
-        def call() -> tuple[int, Any]:
-            req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}")
-            req.add_header("Authorization", f"Bearer {self.token}")
-            try:
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    return r.status, json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                return e.code, None
-            except OSError:
-                return 0, None
-        return await asyncio.to_thread(call)
+        return await api_get(self.api_port, self.token, path)
 
     async def peers(self) -> dict[str, dict[str, Any]]:
         status, body = await self.get("/api/v1/peers")

@@ -5,21 +5,18 @@ issue), run as a process with a low RLIMIT_NOFILE of its own."""
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from sipqualify.config import check_config, load_config
 from sipqualify.net.limits import connection_cap
 
-from .helpers import TcpPhone, free_port, options_lines
+from .helpers import TcpPhone, api_get, free_port, options_lines
 
 
 def test_unfinished_message_options(tmp_path: Path) -> None:
@@ -99,17 +96,7 @@ class LimitedDaemon:
             self.proc.wait()
 
     async def get(self, path: str) -> tuple[int, Any]:
-        def call() -> tuple[int, Any]:
-            req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}")
-            req.add_header("Authorization", f"Bearer {self.token}")
-            try:
-                with urllib.request.urlopen(req, timeout=5) as r:
-                    return r.status, json.loads(r.read())
-            except urllib.error.HTTPError as e:
-                return e.code, None
-            except OSError:
-                return 0, None
-        return await asyncio.to_thread(call)
+        return await api_get(self.api_port, self.token, path)
 
     async def tcp_status(self, pred: Any, timeout: float = 20) -> dict[str, Any]:
         """Polls /api/v1/status until pred(its `tcp`) holds; every answer must be a 200."""
