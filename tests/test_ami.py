@@ -12,6 +12,7 @@ import pytest
 
 from sipqualify.api.ami import peer_entry, peerstatus_event, peerstatus_list, show_peer, sippeers_list
 from sipqualify.qualify.events import StateChanged
+from sipqualify.qualify.order import container_order
 
 from .helpers import endpoint, free_port, phase2, start_ami, view, wait_for
 
@@ -33,11 +34,9 @@ def test_sippeers_list_byte_for_byte() -> None:
 
 
 def test_sippeerstatus_byte_for_byte() -> None:
-    by = {v.name: v for v in phase2()}
-    order = ["ok-yes", "sipp-uas", "flap", "resp-404", "lagged-500", "noqualify", "dead-500", "user-peer",
-             "trying-only", "dead-3000", "dead-yes", "ok-500", "ok-default-freq"]  # Asterisk's hash order
-    assert peerstatus_list([by[n] for n in order], "pstatus-1") == crlf(
-        (DATA / "ami_sippeerstatus.txt").read_text())
+    """The captured list, peers in Asterisk's container order derived from the config order."""
+    views = container_order(phase2(), lambda v: v.name)
+    assert peerstatus_list(views, "pstatus-1") == crlf((DATA / "ami_sippeerstatus.txt").read_text())
 
 
 def test_peerstatus_events_like_asterisk_20() -> None:

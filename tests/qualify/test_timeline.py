@@ -143,18 +143,21 @@ def test_stagger_offsets_formula() -> None:
 
 
 def test_startup_stagger_reproduces_observed_offsets() -> None:
-    """observed §6 start-up order: 12 qualified peers at 0, 100, 100, ..., 500, 500, 600 ms;
-    the unqualified peer takes no slot."""
-    names = ["ok-yes", "sipp-uas", "flap", "resp-404", "lagged-500", "user-peer", "dead-500",
-             "trying-only", "dead-3000", "ok-500", "noqualify", "dead-yes", "ok-default-freq"]
+    """observed §6 start-up: 12 qualified peers at 0, 100, 100, ..., 500, 500, 600 ms, each in
+    the slot Asterisk 20.20.1 gave it (its peers container order, not the config order); the
+    unqualified peer takes no slot. The names are in the order of the captured sip.conf."""
+    names = ["ok-yes", "ok-500", "ok-default-freq", "lagged-500", "resp-404", "trying-only", "user-peer",
+             "sipp-uas", "flap", "dead-yes", "dead-500", "dead-3000", "noqualify"]
     peers = [peer(n, 15000 + i, 0 if n == "noqualify" else 2000) for i, n in enumerate(names)]
     sim = build(peers, {}, GeneralConfig(qualifygap_ms=100, qualifypeers=1))
     sim.run_until(0.65)
-    first = {}
+    first: dict[int, int] = {}
     for t, dst, _ in sim.sent:
         first.setdefault(dst[1], round(t * 1000))
-    got = [first.get(15000 + i) for i in range(len(names))]
-    assert got == [0, 100, 100, 200, 200, 300, 300, 400, 400, 500, None, 500, 600]
+    slots = {"ok-yes": 0, "sipp-uas": 100, "flap": 100, "resp-404": 200, "lagged-500": 200, "user-peer": 300,
+             "dead-500": 300, "trying-only": 400, "dead-3000": 400, "ok-500": 500, "dead-yes": 500,
+             "ok-default-freq": 600}  # captured first-TX slots, asterisk-observed.md §6
+    assert {n: first.get(15000 + i) for i, n in enumerate(names)} == {**slots, "noqualify": None}
 
 
 def test_forced_qualify_keeps_the_schedule() -> None:

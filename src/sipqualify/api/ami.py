@@ -35,6 +35,7 @@ from ..compat import (
 )
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import StateChanged
+from ..qualify.order import container_order
 from ..qualify.state import peer_status_word
 from ..ratelog import RateLog
 from ..views import PeerView
@@ -184,6 +185,10 @@ def block(*pairs: tuple[str, object]) -> str:
     if only_line_ends(text, len(pairs)):  # the usual case, in one pass over the message
         return text + "\r\n"
     return "".join(f"{escape_controls(k)}: {escape_controls(str(v))}\r\n" for k, v in pairs) + "\r\n"
+
+
+def _view_name(v: PeerView) -> str:
+    return v.name
 
 
 def _yn(b: bool) -> str:
@@ -666,8 +671,8 @@ class AmiSession(asyncio.Protocol):
                 self.error(aid, "No such peer")
                 return
             views = [v]
-        else:
-            views = self.server.model.views()
+        else:  # chan_sip walks its peers container: hash order, not names (qualify/order.py)
+            views = container_order(self.server.model.views(), _view_name)
         self.write(peerstatus_list(views, aid))
 
     def do_sipqualifypeer(self, m: dict[str, str], aid: str | None) -> None:

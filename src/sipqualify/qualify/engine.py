@@ -57,6 +57,7 @@ from . import state as st
 from .dispatch import Dispatcher
 from .events import Event, QualifyResult, StateChanged, TransportError
 from .inbound import UDP, InboundEndpoint
+from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy
 
 log = logging.getLogger("sipqualify.engine")
@@ -178,6 +179,10 @@ class ReloadSummary:
     removed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+
+
+def _peer_name(p: Peer) -> str:
+    return p.name
 
 
 def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
@@ -309,8 +314,9 @@ class QualifyEngine:
         return summary
 
     def poke_all(self, now: float) -> None:
-        """Schedule every qualified peer at its stagger offset (replacing pending pokes)."""
-        qualified = [p for p in self._peers.values() if p.maxms > 0]
+        """Schedule every qualified peer at its stagger offset (replacing pending pokes), in
+        chan_sip's container order (qualify/order.py)."""
+        qualified = container_order((p for p in self._peers.values() if p.maxms > 0), _peer_name)
         offsets = stagger_offsets_ms(len(qualified), self.general.qualifygap_ms, self.general.qualifypeers)
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
