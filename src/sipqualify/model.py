@@ -25,6 +25,7 @@ DEFAULT_API_PORT = 7060  # documented in README and docs/cli.md
 TRANSPORTS = ("udp", "tcp", "tls")
 NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
 RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
+QUALIFY_HEADERS = ("own", "asterisk")  # Allow/Supported of the qualify OPTIONS (sip/options.py)
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class GeneralConfig:
     qualifygap_ms: int = DEFAULT_QUALIFY_GAP_MS
     qualifypeers: int = DEFAULT_QUALIFY_PEERS
     useragent: str = ""  # empty: "sipqualify <version>"
+    qualify_headers: str = "own"  # one of QUALIFY_HEADERS
     fromdomain: str | None = None
     externip: str | None = None
     context: str = "default"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -372,3 +373,34 @@ def test_log_line_for_bad_input_is_ascii(caplog: pytest.LogCaptureFixture) -> No
     sim.engine.receive_datagram(_probe(cseq="\u00b2").replace("\u00b2".encode(), b"\xff\xfe"), ("10.9.9.9", 5060), 0.0)
     assert sim.engine.stats.rx_malformed == 1
     assert caplog.records[0].getMessage().isascii()
+
+
+ASTERISK_OPTIONS = (Path(__file__).parent.parent / "data" / "asterisk_options_ok_yes.bin").read_bytes()
+
+
+def _mask_ids(data: bytes) -> bytes:
+    """Branch, tag and Call-ID are random on both sides; sipqualify's branch is 64 bits and asks
+    for rport (deliberate, README): both are masked to compare the rest byte for byte."""
+    data = re.sub(rb"branch=z9hG4bK[0-9a-f]+(;rport)?", b"branch=B", data)
+    data = re.sub(rb"tag=as[0-9a-f]{8}", b"tag=T", data)
+    return re.sub(rb"Call-ID: [0-9a-f]{32}@", b"Call-ID: C@", data)
+
+
+def test_qualify_headers_asterisk_gives_chan_sips_request_byte_for_byte() -> None:
+    """asterisk-differences.md item 6: with `qualify_headers = asterisk` the OPTIONS carries
+    chan_sip's Allow and Supported lines, and is Asterisk's request (asterisk-observed.md §4)."""
+    assert len(ASTERISK_OPTIONS) == 522
+    g = GeneralConfig(qualify_headers="asterisk")
+    sim = build([peer("ok-yes", A[1], 2000, freq_s=5)], {A: silent}, g, useragent="Asterisk PBX 20.20.1")
+    ours = sim.sent[0][2]
+    assert _mask_ids(ours) == _mask_ids(ASTERISK_OPTIONS)
+    assert len(ours) == 522 + 8 + len(";rport")  # the 64-bit branch and rport, nothing else
+
+
+def test_qualify_headers_own_lists_only_what_we_serve() -> None:
+    sim = build([peer("ok-yes", A[1], 2000, freq_s=5)], {A: silent}, useragent="Asterisk PBX 20.20.1")
+    ours = _mask_ids(sim.sent[0][2])
+    theirs = _mask_ids(ASTERISK_OPTIONS)
+    assert ours == theirs.replace(b"Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, "
+                                  b"PUBLISH, MESSAGE\r\nSupported: replaces, timer\r\n",
+                                  b"Allow: OPTIONS, REGISTER\r\n")

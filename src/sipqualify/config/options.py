@@ -27,7 +27,15 @@ from typing import Any, Final, Protocol
 
 from ..addr import parse_port, split_hostport
 from ..logformat import FORMATS as LOG_FORMATS
-from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, NAT_MODES, RETRANSMIT_POLICIES, TRANSPORTS, GeneralConfig
+from ..model import (
+    DEFAULT_MAXMS,
+    DEFAULT_SIP_PORT,
+    NAT_MODES,
+    QUALIFY_HEADERS,
+    RETRANSMIT_POLICIES,
+    TRANSPORTS,
+    GeneralConfig,
+)
 from .values import parse_algorithms, parse_duration, parse_nat, scan_int
 
 SIPCONF: Final = "sip.conf"
@@ -266,6 +274,9 @@ class Choice(Kind):
             r.error(where, f"{key} must be one of {', '.join(self.values)}, not {v!r}")
             return NOTHING
         return v
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return self.toml(r, where, key, text.strip().lower(), ctx)
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,6 +580,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "`yes` (60), `no` or seconds", "default `keepalive` of peers"),
     _general("useragent", Text(), "general.useragent", "`sipqualify <version>`", "text",
              "`User-Agent` of our OPTIONS and `Server` of our answers"),
+    _general("qualify_headers", Choice(QUALIFY_HEADERS), "general.qualify_headers", "`own`",
+             "`own` or `asterisk`", "`Allow`/`Supported` of our OPTIONS: what we serve, or chan_sip's lines"),
     _general("fromdomain", Text(empty="unset"), "general.fromdomain", "unset", "domain",
              "kept; not copied into peers, not used in qualify OPTIONS (as chan_sip)"),
     _general("externip", ExternAddr(), "general.externip", "unset", "IP address or host name",

@@ -40,7 +40,7 @@ from email.utils import formatdate
 from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Response
-from ..sip.options import BRANCH_LEN, build_options, format_host
+from ..sip.options import ALLOW, ASTERISK_ALLOW, ASTERISK_SUPPORTED, BRANCH_LEN, build_options, format_host
 from ..sip.transaction import (
     COMPLETED,
     FINAL,
@@ -181,6 +181,11 @@ class ReloadSummary:
     unchanged: list[str] = field(default_factory=list)
 
 
+def qualify_headers(general: GeneralConfig) -> tuple[str, str]:
+    """Allow and Supported of our OPTIONS: what sipqualify serves (no Supported), or chan_sip's."""
+    return (ASTERISK_ALLOW, ASTERISK_SUPPORTED) if general.qualify_headers == "asterisk" else (ALLOW, "")
+
+
 def _peer_name(p: Peer) -> str:
     return p.name
 
@@ -246,6 +251,7 @@ class QualifyEngine:
         self._linger: deque[tuple[float, str]] = deque()  # (expiry, branch) of completed pokes
         self._date_sec = -1
         self._date = ""
+        self._allow, self._supported = qualify_headers(self.general)
 
     # ------------------------------------------------------------------ peers
 
@@ -278,6 +284,7 @@ class QualifyEngine:
         """
         if general is not None:
             self.general = general
+            self._allow, self._supported = qualify_headers(general)
         addresses = addresses or {}
         destinations = destinations or {}
         restored = restored or {}
@@ -525,6 +532,8 @@ class QualifyEngine:
             from_display=self.from_display,
             useragent=self.useragent,
             date=self._date_header(),
+            allow=self._allow,
+            supported=self._supported,
         )
         data, branch, call_id = req.data, req.branch, req.call_id
         reliable = p.transport in ("tcp", "tls")

@@ -1,9 +1,10 @@
 """The qualify OPTIONS request, shaped like chan_sip's (asterisk-observed.md §4).
 
 Header order as Asterisk sends it: Via, Max-Forwards, From, To, Contact, Call-ID, CSeq,
-User-Agent, Date, Allow, Content-Length. Differences, on purpose: the branch carries 64
-random bits (Asterisk: 32), the Via asks for `rport` (RFC 3581), and Allow/Supported list
-only what sipqualify really serves. One `os.urandom` call per request provides branch,
+User-Agent, Date, Allow, (Supported,) Content-Length. Differences, on purpose: the branch
+carries 64 random bits (Asterisk: 32), the Via asks for `rport` (RFC 3581), and Allow lists
+only what sipqualify really serves, with no Supported (chan_sip's lines with
+`qualify_headers = asterisk`). One `os.urandom` call per request provides branch,
 tag and Call-ID.
 """
 
@@ -14,11 +15,17 @@ from typing import NamedTuple
 
 from .uri import format_host
 
-__all__ = ["ALLOW", "BRANCH_LEN", "OutgoingOptions", "build_options", "format_host"]
+__all__ = ["ALLOW", "ASTERISK_ALLOW", "ASTERISK_SUPPORTED", "BRANCH_LEN", "OutgoingOptions", "build_options",
+           "format_host"]
 
 # The methods sipqualify serves, in every Allow it writes (its OPTIONS, its answers, the
 # registrar's): the daemon always runs the registrar, so REGISTER is one of them.
 ALLOW = "OPTIONS, REGISTER"
+# chan_sip's lines (ALLOWED_METHODS and SUPPORTED_EXTENSIONS in chan_sip.c, asterisk-observed.md
+# §4), for `qualify_headers = asterisk`: byte-exact requests at the price of advertising
+# methods and extensions sipqualify does not implement.
+ASTERISK_ALLOW = "INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, SUBSCRIBE, NOTIFY, INFO, PUBLISH, MESSAGE"
+ASTERISK_SUPPORTED = "replaces, timer"
 BRANCH_LEN = 23  # "z9hG4bK" and 16 hex digits: a receiver can find our branches in raw bytes
 
 
@@ -40,12 +47,15 @@ def build_options(
     date: str = "",
     cseq: int = 102,
     to_uri: str | None = None,
+    allow: str = ALLOW,
+    supported: str = "",
 ) -> OutgoingOptions:
     rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
     branch = "z9hG4bK" + rnd[:16]  # BRANCH_LEN
     hostport = f"{format_host(local[0])}:{local[1]}"
     call_id = f"{rnd[24:]}@{hostport}"
     date_line = f"Date: {date}\r\n" if date else ""
+    supported_line = f"Supported: {supported}\r\n" if supported else ""
     data = (
         f"OPTIONS {ruri} SIP/2.0\r\n"
         f"Via: SIP/2.0/{transport} {hostport};branch={branch};rport\r\n"
@@ -57,7 +67,8 @@ def build_options(
         f"CSeq: {cseq} OPTIONS\r\n"
         f"User-Agent: {useragent}\r\n"
         f"{date_line}"
-        f"Allow: {ALLOW}\r\n"
+        f"Allow: {allow}\r\n"
+        f"{supported_line}"
         "Content-Length: 0\r\n\r\n"
     ).encode()
     return OutgoingOptions(data, branch, call_id, cseq)
