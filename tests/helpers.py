@@ -427,3 +427,36 @@ async def api_get(api_port: int, token: str, path: str) -> tuple[int, Any]:
         except OSError:
             return 0, None
     return await asyncio.to_thread(call)
+
+
+class AmiClient:
+    """One raw AMI connection (CRLF on the wire), read one block at a time."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w = r, w
+
+    @classmethod
+    async def login(cls, port: int, user: str = "admin", secret: str = "amp111", events: str = "off") -> AmiClient:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.wait_for(r.readline(), 5)  # the banner
+        c = cls(r, w)
+        await c.send(f"Action: Login\nUsername: {user}\nSecret: {secret}\nEvents: {events}\n\n")
+        assert "Message: Authentication accepted" in await c.block()
+        return c
+
+    async def send(self, text: str) -> None:
+        self.w.write(text.replace("\n", "\r\n").encode())
+        await self.w.drain()
+
+    async def block(self, timeout: float = 5.0) -> str:
+        return (await asyncio.wait_for(self.r.readuntil(b"\r\n\r\n"), timeout)).decode()
+
+    async def until(self, text: str) -> str:
+        """Blocks up to and including the first that contains `text`, joined."""
+        out = [await self.block()]
+        while text not in out[-1]:
+            out.append(await self.block())
+        return "".join(out)
+
+    def close(self) -> None:
+        self.w.close()

@@ -42,6 +42,7 @@ Json = dict[str, Any]
 class Counters:
     started: float = field(default_factory=time.time)
     reloads: int = 0
+    last_reload: float | None = None  # wall clock of the last successful reload
     reload_errors: int = 0
     icmp_errors: int = 0
     loop_lag_max_ms: float = 0.0

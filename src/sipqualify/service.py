@@ -245,6 +245,7 @@ class Service:
         summary = await self._load(cfg, restored)
         self.store.forget_peers(summary.removed)
         self.counters.reloads += 1
+        self.counters.last_reload = time.time()
         self.core.pump()
         log.info("Reloading SIP: %d added, %d removed, %d changed, %d unchanged", len(summary.added),
                  len(summary.removed), len(summary.changed), len(summary.unchanged))

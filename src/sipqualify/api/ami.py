@@ -39,6 +39,7 @@ from ..qualify.order import container_order
 from ..qualify.state import peer_status_word
 from ..ratelog import RateLog
 from ..views import PeerView
+from .ami_actions import DEVICE_STATE, core_settings, core_status, device_state, event_mask, list_commands, mask_classes
 
 if TYPE_CHECKING:
     from ..model import ServiceConfig
@@ -301,12 +302,6 @@ def peerstatus_event(ev: StateChanged, with_time: bool) -> str:
     return block(*pairs)
 
 
-#: chan_sip's sip_devicestate for a peer with an address and no calls: UNAVAILABLE when
-#: `maxms && (lastms > maxms || lastms < 0)` (lagged or unreachable), NOT_INUSE otherwise
-DEVICE_STATE = {"OK": "NOT_INUSE", "UNKNOWN": "NOT_INUSE", "UNMONITORED": "NOT_INUSE",
-                "LAGGED": "UNAVAILABLE", "UNREACHABLE": "UNAVAILABLE"}
-
-
 def device_state_event(peer: str, state: str) -> str:
     """DeviceStateChange as Asterisk 20 sends it for a chan_sip peer (asterisk-differences.md 1)."""
     return block(("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", f"SIP/{peer}"),
@@ -344,19 +339,23 @@ def qualify_done_event(peer: str, action_id: str | None) -> str:
     return block(*pairs)
 
 
-ACTIONS: dict[str, tuple[str, str]] = {  # name -> (required write class or "", synopsis)
+ACTIONS: dict[str, tuple[str, str]] = {  # name -> (write classes, any one of them will do; synopsis)
     "Login": ("", "Login Manager."),
     "Challenge": ("", "Generate Challenge for MD5 Auth."),
     "Logoff": ("", "Logoff Manager."),
     "Ping": ("", "Keepalive command."),
     "Events": ("", "Control Event Flow."),
     "ListCommands": ("", "List available manager commands."),
-    "SIPpeers": ("system", "List SIP peers (text format)."),
-    "SIPshowpeer": ("system", "show SIP peer (text format)."),
+    "SIPpeers": ("system,reporting", "List SIP peers (text format)."),
+    "SIPshowpeer": ("system,reporting", "show SIP peer (text format)."),
     "SIPpeerstatus": ("system", "Show the status of one or all of the sip peers."),
-    "SIPqualifypeer": ("system", "Qualify SIP peers."),
+    "SIPqualifypeer": ("system,reporting", "Qualify SIP peers."),
     "Command": ("command", "Execute Asterisk CLI Command."),
     "Getvar": ("call,reporting", "Gets a channel variable or function value."),
+    "CoreSettings": ("system,reporting", "Show PBX core settings (version etc)."),
+    "CoreStatus": ("system,reporting", "Show PBX core status variables."),
+    "DeviceStateList": ("call,reporting", "List the current known device states."),
+    "ExtensionStateList": ("call,reporting", "List the current known extension states."),
 }
 
 
@@ -515,7 +514,7 @@ class AmiSession(asyncio.Protocol):
         for k, v in hdrs:
             m.setdefault(k.lower(), v)
         action = m.get("action", "")
-        aid = m.get("actionid")
+        aid = m.get("actionid") or None  # astman_get_header: an empty ActionID is not echoed
         srv = self.server
         srv.counters["actions"] += 1
         if not action:
@@ -617,24 +616,39 @@ class AmiSession(asyncio.Protocol):
         self.reply(aid, ("Ping", "Pong"), ("Timestamp", f"{int(t)}.{int((t % 1) * 1e6):06d}"))
 
     def do_events(self, m: dict[str, str], aid: str | None) -> None:
-        mask = m.get("eventmask", "").strip().lower()
-        if mask in ("on", "all", "1", "yes", "true"):
-            self.events_on, self.mask = True, None
-        elif mask in ("off", "0", "no", "false", "none"):
-            self.events_on, self.mask = False, None
-        elif mask and all(c.strip() in CLASSES for c in mask.split(",")):
-            self.mask = frozenset(c.strip() for c in mask.split(","))
-            self.events_on = bool(self.mask & {"system", "call", "security"})
-        else:
+        """manager.c action_events: the mask as strings_to_mask reads it, On for any class."""
+        mask = event_mask(m.get("eventmask", ""))
+        if mask < 0:
             self.error(aid, "Invalid event mask")
             return
+        self.events_on, self.mask = mask > 0, mask_classes(mask)
         self.reply(aid, ("Events", "On" if self.events_on else "Off"))
 
     def do_listcommands(self, m: dict[str, str], aid: str | None) -> None:
-        pairs = []
-        for a, (cls, syn) in ACTIONS.items():
-            pairs.append((a, f"{syn}  (Priv: {cls or '<none>'})"))
-        self.reply(aid, *pairs)
+        self.reply(aid, *list_commands(ACTIONS, self.user.write if self.user else frozenset()))
+
+    def do_coresettings(self, m: dict[str, str], aid: str | None) -> None:
+        self.reply(aid, *core_settings(self.server.config.banner))
+
+    def do_corestatus(self, m: dict[str, str], aid: str | None) -> None:
+        counters = self.server.model.counters
+        self.reply(aid, *core_status(counters.started, counters.last_reload))
+
+    def do_devicestatelist(self, m: dict[str, str], aid: str | None) -> None:
+        """res_manager_devicestate.c action_devicestatelist: the device-state cache as
+        DeviceStateChange events without Privilege, ActionID after Event; here every peer."""
+        views = self._views()
+        head: list[tuple[str, object]] = [("Event", "DeviceStateChange")]
+        if aid is not None:
+            head.append(("ActionID", aid))
+        self.write(_listack(aid, "Device State Changes will follow")
+                   + "".join(block(*head, ("Device", f"SIP/{v.name}"), ("State", device_state(v))) for v in views)
+                   + _list_complete("DeviceStateListComplete", aid, len(views)))
+
+    def do_extensionstatelist(self, m: dict[str, str], aid: str | None) -> None:
+        """pbx.c action_extensionstatelist with no dialplan hints (sipqualify has no dialplan)."""
+        self.write(_listack(aid, "Extension Statuses will follow")
+                   + _list_complete("ExtensionStateListComplete", aid, 0))
 
     def _views(self) -> list[PeerView]:
         return sorted(self.server.model.views(), key=lambda v: v.name.encode())
