@@ -1,7 +1,8 @@
 """Registrar for dynamic peers (RFC 3261 §10), sans-I/O, with chan_sip's behaviour.
 
 `Registrar.handle(request, source, now)` returns a `RegisterOutcome`: the response to send,
-and what changed (a binding added/refreshed or removed, and the AMI PeerStatus to publish).
+and what changed (a binding added/refreshed or removed, the AMI PeerStatus to publish, and
+the security event chan_sip would report for it: `sip_report_security_event`).
 The shell must store a new binding before it sends the 200 OK (so a daemon killed right
 after answering still has it) and must then tell the engine, which pokes the peer at once,
 like chan_sip after every REGISTER.
