@@ -236,11 +236,16 @@ qualify=no
 """
 
 
-async def start_registrar(tmp_path: Path) -> tuple[Service, tuple[str, int]]:
+async def start_registrar(tmp_path: Path, ami_port: int | None = None) -> tuple[Service, tuple[str, int]]:
+    """A daemon with REGISTRAR_CONF's peers; with `ami_port`, the AMI port on it (MANAGER_CONF)."""
     port = free_port()
     conf = tmp_path / "sip.conf"
     conf.write_text(REGISTRAR_CONF.format(port=port, md5=hashlib.md5(b"1002:pbx.test:pw2").hexdigest()))
-    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    manager_conf = None
+    if ami_port is not None:
+        manager_conf = str(tmp_path / "manager.conf")
+        Path(manager_conf).write_text(MANAGER_CONF.format(port=ami_port))
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"), manager_conf=manager_conf))
     await svc.start()
     return svc, ("127.0.0.1", port)
 

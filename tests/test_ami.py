@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sipqualify.api.ami import peer_entry, peerstatus_event, peerstatus_list, show_peer, sippeers_list
+from sipqualify.api.ami import (
+    load_manager_conf,
+    peer_entry,
+    peerstatus_event,
+    peerstatus_list,
+    security_addr,
+    show_peer,
+    sippeers_list,
+)
 from sipqualify.qualify.events import StateChanged
 from sipqualify.qualify.order import container_order
 
@@ -184,3 +192,33 @@ async def test_panoramisk_actions_and_events_with_sipp(tmp_path: Path) -> None:
         manager.close()
         await svc.close()
         lab.close()
+
+
+def test_manager_user_acl_as_ast_apply_ha(tmp_path: Path) -> None:
+    """manager.conf deny/permit per user (acl.c ast_apply_ha): rules in file order, the last one
+    that matches wins, default permit; netmask and CIDR forms; an IPv4 rule also judges an
+    IPv4-mapped IPv6 client (a dual-stack `::` listener), an IPv6 rule only real IPv6 ones."""
+    conf = tmp_path / "manager.conf"
+    conf.write_text("[general]\nenabled=yes\n"
+                    "[usual]\nsecret=s\ndeny=0.0.0.0/0.0.0.0\npermit=127.0.0.1/255.255.255.255\n"
+                    "[order]\nsecret=s\npermit=10.0.0.0/8\ndeny=10.1.0.0/16\n"
+                    "[v6]\nsecret=s\ndeny=::/0\npermit=2001:db8::/32\n"
+                    "[open]\nsecret=s\n")
+    users = load_manager_conf(str(conf)).users
+    allowed = {name: [h for h in ("127.0.0.1", "::ffff:127.0.0.1", "10.2.3.4", "10.1.2.3", "::ffff:10.1.2.3",
+                                  "::1", "2001:db8::5") if u.allowed_from(h)] for name, u in users.items()}
+    assert allowed == {
+        "usual": ["127.0.0.1", "::ffff:127.0.0.1", "::1", "2001:db8::5"],  # no IPv6 rule: permitted
+        "order": ["127.0.0.1", "::ffff:127.0.0.1", "10.2.3.4", "::1", "2001:db8::5"],  # the later deny wins
+        "v6": ["127.0.0.1", "::ffff:127.0.0.1", "10.2.3.4", "10.1.2.3", "::ffff:10.1.2.3", "2001:db8::5"],
+        "open": ["127.0.0.1", "::ffff:127.0.0.1", "10.2.3.4", "10.1.2.3", "::ffff:10.1.2.3", "::1", "2001:db8::5"],
+    }
+
+
+def test_security_event_addresses_as_ast_json_ipaddr() -> None:
+    """main/json.c ast_json_ipaddr: family/transport/address/port, IPv6 unbracketed, an
+    IPv4-mapped address as the IPv4 one (netsock2.c)."""
+    assert security_addr(("127.0.0.1", 5038)) == "IPV4/TCP/127.0.0.1/5038"
+    assert security_addr(("127.0.0.1", 5060), "udp") == "IPV4/UDP/127.0.0.1/5060"
+    assert security_addr(("::ffff:192.0.2.1", 5038)) == "IPV4/TCP/192.0.2.1/5038"
+    assert security_addr(("2001:db8::1", 5060), "tcp") == "IPV6/TCP/2001:db8::1/5060"

@@ -1,19 +1,25 @@
 """Unsolicited AMI events against Asterisk 20 chan_sip's bytes (asterisk-differences.md items 1,
-4, 5): DeviceStateChange, SIPQualifyPeerDone broadcast, security events for manager logins."""
+4, 5): DeviceStateChange, SIPQualifyPeerDone broadcast, security events for manager logins and
+for the registrar's REGISTERs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import re
+import socket
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service
+from sipqualify.sip.digest import authorization, parse_auth_header
 
-from .helpers import api, endpoint, start_ami, wait_for
+from .helpers import Phone, api, endpoint, free_port, start_ami, start_registrar, wait_for
 
 
 def crlf(text: str) -> str:
@@ -129,19 +135,38 @@ async def test_sipqualifypeerdone_broadcast_for_ami_and_cli_qualifies(tmp_path: 
         t.close()
 
 
-def masked(block: str) -> str:
-    """The reference's masking: times, session id, ports."""
+def masked(block: str, ports: bool = True) -> str:
+    """The reference's masking: times, session id, ports (unless `ports` is False)."""
     block = re.sub(r"(EventTV|SessionTV): (?!1970)\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}", r"\1: TV", block)
     block = re.sub(r"SessionID: 0x[0-9a-f]+", "SessionID: 0xID", block)
-    return re.sub(r"/TCP/127\.0\.0\.1/\d+", "/TCP/127.0.0.1/PORT", block)
+    return re.sub(r"/TCP/127\.0\.0\.1/\d+", "/TCP/127.0.0.1/PORT", block) if ports else block
 
 
-async def test_security_events_for_manager_logins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "UTC")  # the reference's zone: the epoch prints as 1970-01-01T00:00:00.000+0000
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The reference's zone: the epoch prints as 1970-01-01T00:00:00.000+0000."""
+    monkeypatch.setenv("TZ", "UTC")
     time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@contextlib.asynccontextmanager
+async def ami_daemon(tmp_path: Path) -> AsyncIterator[int]:
+    """A daemon with the AMI port (MANAGER_CONF) and one unqualified peer: its AMI port."""
     t, port = await endpoint(200)
     svc, ami_port = await start_ami(tmp_path, {"p": {"host": "127.0.0.1", "port": port, "qualify": "no"}})
     try:
+        yield ami_port
+    finally:
+        await svc.close()
+        t.close()
+
+
+@pytest.mark.usefixtures("utc")
+async def test_security_events_for_manager_logins(tmp_path: Path) -> None:
+    async with ami_daemon(tmp_path) as ami_port:
         watcher = await Session.login(ami_port)
         # SuccessfulAuth: to every security session, the new one included (after FullyBooted)
         await wait_for(lambda: len(watcher.events("SuccessfulAuth")) == 1)
@@ -182,8 +207,156 @@ async def test_security_events_for_manager_logins(tmp_path: Path, monkeypatch: p
         assert len(ids) == 4  # one per session
         for s in (watcher, second, bad, ghost):
             s.close()
+
+
+# Expected blocks read from Asterisk 20's source, not captured from a running Asterisk:
+# main/manager.c authenticate() and report_failed_challenge_response() / report_failed_acl(),
+# rendered by main/security_events.c security_event_to_ami_blob() (required IEs, then optional
+# ones, in the `sec_events` table's order; an IE left NULL is left out).
+# ChallengeResponseFailed: AccountID is the session's user name, still empty before a login
+# succeeded; Response is the Key as sent, ExpectedResponse the MD5 manager.c computed.
+AMI_CHALLENGE_RESPONSE_FAILED = (
+    "Event: ChallengeResponseFailed\nPrivilege: security,all\nEventTV: TV\nSeverity: Error\nService: AMI\n"
+    "EventVersion: 1\nAccountID: \nSessionID: 0xID\nLocalAddress: IPV4/TCP/127.0.0.1/PORT\n"
+    "RemoteAddress: IPV4/TCP/127.0.0.1/PORT\nChallenge: {challenge}\nResponse: {key}\n"
+    "ExpectedResponse: {expected}\nSessionTV: 1970-01-01T00:00:00.000+0000\n\n")
+# FailedACL: manager.c sets no ACLName
+AMI_FAILED_ACL = (
+    "Event: FailedACL\nPrivilege: security,all\nEventTV: TV\nSeverity: Error\nService: AMI\n"
+    "EventVersion: 1\nAccountID: nothere\nSessionID: 0xID\nLocalAddress: IPV4/TCP/127.0.0.1/PORT\n"
+    "RemoteAddress: IPV4/TCP/127.0.0.1/PORT\nSessionTV: 1970-01-01T00:00:00.000+0000\n\n")
+
+
+async def failed_login(ami_port: int, lines: str, challenge: bool = False) -> tuple[Session, str]:
+    """A session that sends `lines` (after an MD5 Challenge if asked): (session, its challenge)."""
+    r, w = await asyncio.open_connection("127.0.0.1", ami_port)
+    await r.readline()
+    s = Session(r, w)
+    got = ""
+    if challenge:
+        await s.send("Action: Challenge\nAuthType: MD5\nActionID: c\n\n")
+        await wait_for(lambda: any("Challenge: " in b for b in s.blocks))
+        got = re.search(r"Challenge: (\S+)", s.blocks[-1]).group(1)  # type: ignore[union-attr]
+    await s.send(lines)
+    return s, got
+
+
+@pytest.mark.usefixtures("utc")
+async def test_security_events_for_md5_and_acl_login_failures(tmp_path: Path) -> None:
+    async with ami_daemon(tmp_path) as ami_port:
+        watcher = await Session.login(ami_port)
+        # a wrong MD5 Key (here: the right one in capitals, which manager.c's strcmp refuses)
+        md5, challenge = await failed_login(ami_port, "", challenge=True)
+        want = hashlib.md5((challenge + "amp111").encode()).hexdigest()
+        await md5.send(f"Action: Login\nAuthType: MD5\nUsername: admin\nKey: {want.upper()}\nActionID: l\n\n")
+        await wait_for(lambda: len(watcher.events("ChallengeResponseFailed")) == 1)
+        assert masked(watcher.events("ChallengeResponseFailed")[0]) == crlf(AMI_CHALLENGE_RESPONSE_FAILED.format(
+            challenge=challenge, key=want.upper(), expected=want))
+        await wait_for(lambda: any(b.startswith("Response: Error") for b in md5.blocks))
+        assert crlf("Response: Error\nActionID: l\nMessage: Authentication failed\n\n") in md5.blocks
+        # the right password from an address the user's deny/permit refuses: FailedACL, and the
+        # same reply as any other failure
+        acl, _ = await failed_login(ami_port, "Action: Login\nUsername: nothere\nSecret: x\nActionID: a\n\n")
+        await wait_for(lambda: len(watcher.events("FailedACL")) == 1)
+        assert masked(watcher.events("FailedACL")[0]) == crlf(AMI_FAILED_ACL)
+        await wait_for(lambda: any(b.startswith("Response: Error") for b in acl.blocks))
+        assert crlf("Response: Error\nActionID: a\nMessage: Authentication failed\n\n") in acl.blocks
+        # nothing else was reported for them (no InvalidPassword besides), and a Login with no
+        # Username, an MD5 Login with no Key or before any Challenge report nothing (manager.c)
+        quiet = [await failed_login(ami_port, "Action: Login\nSecret: amp111\n\n"),
+                 await failed_login(ami_port, "Action: Login\nAuthType: MD5\nUsername: admin\n\n", challenge=True),
+                 await failed_login(ami_port, "Action: Login\nAuthType: MD5\nUsername: admin\nKey: 00\n\n")]
+        for q, _ in quiet:
+            await wait_for(lambda q=q: any(b.startswith("Response: Error") for b in q.blocks))  # type: ignore[misc]
+        assert [b.split("\r\n")[0] for b in watcher.blocks if "security,all" in b] == [
+            "Event: SuccessfulAuth", "Event: ChallengeResponseFailed", "Event: FailedACL"]
+        for s in (watcher, md5, acl, *(q for q, _ in quiet)):
+            s.close()
+
+
+# chan_sip's security events for REGISTER, read from Asterisk 20's source (not captured):
+# channels/sip/security_events.c sip_report_security_event() maps register_verify()'s result
+# (channels/chan_sip.c, with alwaysauthreject=yes): AUTH_NOT_FOUND -> sip_report_invalid_peer
+# (InvalidAccountID, for the 401 and for the 403 alike), AUTH_PEER_NOT_DYNAMIC ->
+# sip_report_failed_acl("peer_not_dynamic"), AUTH_CHALLENGE_SENT -> sip_report_chal_sent,
+# AUTH_SECRET_FAILED (a wrong digest response) -> sip_report_inval_password, AUTH_USERNAME_MISMATCH
+# -> sip_report_failed_challenge_response(digest username, the peer's username), AUTH_SUCCESSFUL ->
+# sip_report_auth_success(UsingPassword 1 for a peer with a secret). Rendered by
+# main/security_events.c: no SessionTV (chan_sip sets none), addresses as main/json.c
+# ast_json_ipaddr (`IPV4/UDP/ip/port`), LocalAddress chan_sip's own (p->ourip), RemoteAddress the
+# REGISTER's source (p->sa), AccountID the To user (p->exten).
+SIP_HEAD = ("Event: {event}\nPrivilege: security,all\nEventTV: TV\nSeverity: {severity}\nService: SIP\n"
+            "EventVersion: {version}\nAccountID: {account}\nSessionID: 0xID\n"
+            "LocalAddress: IPV4/UDP/127.0.0.1/{sip}\nRemoteAddress: IPV4/UDP/127.0.0.1/{phone}\n")
+SIP_INVALID_ACCOUNT = SIP_HEAD.format(event="InvalidAccountID", severity="Error", version=1, account="ghost",
+                                      sip="{sip}", phone="{phone}") + "\n"
+SIP_FAILED_ACL = SIP_HEAD.format(event="FailedACL", severity="Error", version=1, account="trunk",
+                                 sip="{sip}", phone="{phone}") + "ACLName: peer_not_dynamic\n\n"
+SIP_CHALLENGE_SENT = SIP_HEAD.format(event="ChallengeSent", severity="Informational", version=1, account="1001",
+                                     sip="{sip}", phone="{phone}") + "Challenge: {nonce}\n\n"
+SIP_INVALID_PASSWORD = (SIP_HEAD.format(event="InvalidPassword", severity="Error", version=2, account="1001",
+                                        sip="{sip}", phone="{phone}")
+                        + "Challenge: {nonce}\nReceivedChallenge: {nonce}\nReceivedHash: {hash}\n\n")
+SIP_CHALLENGE_RESPONSE_FAILED = (SIP_HEAD.format(event="ChallengeResponseFailed", severity="Error", version=1,
+                                                 account="1001", sip="{sip}", phone="{phone}")
+                                 + "Challenge: {nonce}\nResponse: 1002\nExpectedResponse: \n\n")
+SIP_SUCCESSFUL_AUTH = SIP_HEAD.format(event="SuccessfulAuth", severity="Informational", version=1, account="1001",
+                                      sip="{sip}", phone="{phone}") + "UsingPassword: 1\n\n"
+
+
+async def test_security_events_for_registers(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    ports = {"phone": t.get_extra_info("sockname")[1]}
+    svc, server = await start_registrar(tmp_path, ami_port := free_port(socket.SOCK_STREAM))
+    ports["sip"] = server[1]
+    uri = f"sip:127.0.0.1:{server[1]}"
+    try:
+        watcher = await Session.login(ami_port)
+        expected: list[str] = []
+
+        async def register(user: str, password: str | None = None, as_user: str | None = None) -> tuple[str, str]:
+            """A REGISTER, then (with a password) its authenticated retry: (nonce, digest response)."""
+            first = await phone.register(server, user)
+            assert first.status == 401
+            nonce = parse_auth_header(first.headers.get_all("WWW-Authenticate")[0])[1]["nonce"]
+            if password is None:
+                return nonce, ""
+            auth = authorization(first.headers.get_all("WWW-Authenticate")[0], as_user or user, password,
+                                 "REGISTER", uri)
+            await phone.register(server, user, auth=auth, cseq=2)
+            return nonce, parse_auth_header(auth)[1]["response"]
+
+        # an unknown user: InvalidAccountID for the 401 and again for the 403
+        await register("ghost", "nope")
+        expected += [SIP_INVALID_ACCOUNT] * 2
+        # a peer that is not host=dynamic: FailedACL peer_not_dynamic, twice too
+        await register("trunk", "x")
+        expected += [SIP_FAILED_ACL] * 2
+        # a wrong password: ChallengeSent, then InvalidPassword quoting the nonce and the hash
+        nonce, digest = await register("1001", "wrong")
+        expected += [SIP_CHALLENGE_SENT.format(nonce=nonce, sip="{sip}", phone="{phone}"),
+                     SIP_INVALID_PASSWORD.format(nonce=nonce, hash=digest, sip="{sip}", phone="{phone}")]
+        # 1002's credentials in a REGISTER for 1001: ChallengeResponseFailed
+        nonce, _ = await register("1001", "pw2", as_user="1002")
+        expected += [SIP_CHALLENGE_SENT.format(nonce=nonce, sip="{sip}", phone="{phone}"),
+                     SIP_CHALLENGE_RESPONSE_FAILED.format(nonce=nonce, sip="{sip}", phone="{phone}")]
+        # the right one: ChallengeSent, SuccessfulAuth (after the PeerStatus Registered)
+        nonce, _ = await register("1001", "s3cret")
+        expected += [SIP_CHALLENGE_SENT.format(nonce=nonce, sip="{sip}", phone="{phone}"), SIP_SUCCESSFUL_AUTH]
+
+        def sip_events() -> list[str]:
+            return [b for b in watcher.blocks if "Service: SIP\r\n" in b]
+
+        await wait_for(lambda: len(sip_events()) == len(expected))
+        # field by field, in order; the ports are the SIP socket's and the phone's
+        assert [masked(b, ports=False) for b in sip_events()] == [crlf(e.format(**ports)) for e in expected]
+        # one dialog (the phone keeps its Call-ID), one SessionID, unlike the AMI sessions'
+        sids = {re.search(r"SessionID: (\S+)", b).group(1) for b in sip_events()}  # type: ignore[union-attr]
+        assert len(sids) == 1 and re.fullmatch(r"0x7f[0-9a-f]{10}", sids.pop())
+        registered = next(i for i, b in enumerate(watcher.blocks) if "PeerStatus: Registered" in b)
+        assert watcher.blocks.index(sip_events()[-1]) > registered
+        watcher.close()
     finally:
         await svc.close()
         t.close()
-        monkeypatch.undo()
-        time.tzset()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from sipqualify.model import PeerConfig
 from sipqualify.qualify.engine import QualifyEngine
+from sipqualify.qualify.events import SecurityEvent
 from sipqualify.qualify.inbound import (
     TCP,
     UDP,
@@ -22,7 +23,7 @@ from sipqualify.qualify.inbound import (
     InboundEvent,
     RegistryChanged,
 )
-from sipqualify.qualify.registrar import Binding, Registrar, RegistrarSettings
+from sipqualify.qualify.registrar import Binding, Registrar, RegistrarSettings, dialog_id
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
 
@@ -162,6 +163,8 @@ def test_retransmission_is_absorbed_while_committing_and_answered_with_the_same_
     s.deliver(again, PHONE)
     assert s.sent[-1][1] == first_200 and s.answers().count("SIP/2.0 200 OK") == 2
     assert s.engine.inbound.server_txns.resent == 1 and not s.commits
+    # reported once, for the REGISTER handled (chan_sip would report each copy again)
+    assert [e.event for e in s.events if isinstance(e, SecurityEvent)] == ["ChallengeSent", "SuccessfulAuth"]
 
 
 def test_a_failed_commit_answers_500_and_changes_nothing() -> None:
@@ -223,7 +226,10 @@ def test_unregister_disarms_expiry_and_unregisters() -> None:
     s.store_all()
     assert s.answers()[-1] == "SIP/2.0 200 OK" and not s.expiry
     assert s.engine.peer("1001").addr is None  # type: ignore[union-attr]
-    assert s.events[-1] == RegistryChanged("1001", "Unregistered", "Expired", PHONE)
+    # chan_sip reports the REGISTER's security event once it is handled: after the PeerStatus
+    assert s.events[-2:] == [RegistryChanged("1001", "Unregistered", "Expired", PHONE),
+                             SecurityEvent("SuccessfulAuth", "1001", dialog_id("reg-1001"), PHONE, UDP,
+                                           (("UsingPassword", "1"),))]
 
 
 # ---------------------------------------------------------------------- TCP flows
@@ -244,7 +250,8 @@ def test_tcp_register_is_answered_on_its_connection_and_the_peer_is_qualified_ov
     assert p is not None and p.transport == "tcp" and p.dest == CONN
     s.deliver(register(3, credentials(s, nc=2), via="TCP 192.0.2.60:5060", expires=0), CONN, TCP)
     s.store_all()
-    assert s.events[-2:][0] == FlowPinned(CONN, False) and not s.engine.inbound.pinned(CONN)
+    assert s.events[-3] == FlowPinned(CONN, False) and not s.engine.inbound.pinned(CONN)
+    assert isinstance(s.events[-1], SecurityEvent) and s.events[-1].transport == TCP
 
 
 def test_options_over_tcp_are_answered_on_the_connection() -> None:

@@ -20,7 +20,7 @@ from .addr import Addr
 from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
-from .qualify.events import QualifyResult, StateChanged, TransportError
+from .qualify.events import QualifyResult, SecurityEvent, StateChanged, TransportError
 from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
@@ -142,6 +142,12 @@ class CoreDriver:
             self.sockets.mark_registered(ev.remote, ev.pinned)
         elif isinstance(ev, RegistryChanged):
             self.feed.registry(ev.peer, ev.status, ev.cause, ev.addr)
+        elif isinstance(ev, SecurityEvent):
+            # chan_sip's LocalAddress is its own address towards the phone: the SIP socket's, of
+            # the phone's address family (TCP listens on the same address and port)
+            v6 = ":" in ev.remote[0]
+            local = next((a for a in self.sockets.local_addresses() if (":" in a[0]) == v6), ("", 0))
+            self.feed.security(ev, local)
 
     async def _commit_binding(self, committer: BindingCommitter, ev: BindingChanged) -> None:
         """A binding change is stored (group-committed with its neighbours) before its REGISTER

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .addr import Addr
 from .qualify import state as st
-from .qualify.events import QualifyResult, StateChanged
+from .qualify.events import QualifyResult, SecurityEvent, StateChanged
 from .views import PeerView
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class ReadModel(Protocol):
     def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
+    def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
@@ -256,6 +257,9 @@ class ShellReadModel:
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None:
         self.shell.feed.registry_listeners.append(cb)
 
+    def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None:
+        self.shell.feed.security_listeners.append(cb)
+
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
         self.shell.feed.record_listeners.append(cb)
 
@@ -372,6 +376,7 @@ class TransitionFeed:
         self.listeners: list[Callable[[StateChanged], None]] = []  # committed transitions (AMI)
         self.record_listeners: list[Callable[[TransitionRecord], None]] = []  # event stream, webhooks
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
+        self.security_listeners: list[Callable[[SecurityEvent, Addr], None]] = []  # (event, local address)
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -391,6 +396,10 @@ class TransitionFeed:
     def registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
         for cb in self.registry_listeners:
             cb(peer, status, cause, addr)
+
+    def security(self, ev: SecurityEvent, local: Addr) -> None:
+        for cb in self.security_listeners:
+            cb(ev, local)
 
     def _drain(self) -> None:
         with self._lock:

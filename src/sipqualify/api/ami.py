@@ -34,7 +34,7 @@ from ..compat import (
     sippeer_item,
 )
 from ..model import ConfigError, ConfigMessage
-from ..qualify.events import StateChanged
+from ..qualify.events import SecurityEvent, StateChanged
 from ..qualify.order import container_order
 from ..qualify.state import peer_status_word
 from ..ratelog import RateLog
@@ -61,12 +61,17 @@ class AmiUser:
     acl: list[tuple[bool, ipaddress.IPv4Network | ipaddress.IPv6Network]] = field(default_factory=list)
 
     def allowed_from(self, host: str) -> bool:
+        """acl.c ast_apply_ha: every rule in order, the last that matches wins, default permit.
+        An IPv4 rule applies to an IPv4 address and to an IPv4-mapped IPv6 one (what a client
+        of a dual-stack `::` listener looks like), an IPv6 rule only to a real IPv6 address."""
         addr = ip_literal(host)
         if addr is None:
             return False
+        v4 = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr
         ok = True
         for permit, net in self.acl:
-            if addr.version == net.version and addr in net:
+            a = v4 if net.version == 4 else (addr if v4 is None else None)
+            if a is not None and a in net:
                 ok = permit
         return ok
 
@@ -315,21 +320,48 @@ def security_tv(t: float | None) -> str:
     return f"{d:%Y-%m-%dT%H:%M:%S}.{d.microsecond // 1000:03d}{d:%z}"
 
 
-def security_addr(addr: tuple[str, int]) -> str:
-    kind = "IPV6" if ":" in addr[0] else "IPV4"
-    return f"{kind}/TCP/{addr[0]}/{addr[1]}"
+def security_addr(addr: tuple[str, int], transport: str = "tcp") -> str:
+    """main/json.c ast_json_ipaddr: `IPV4/UDP/127.0.0.1/5060`; an IPv6 address unbracketed, an
+    IPv4-mapped one as the IPv4 address (netsock2.c stringifies the mapped address)."""
+    ip = addr[0]
+    a = ip_literal(ip)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        ip = str(a.ipv4_mapped)
+    return f"{'IPV6' if ':' in ip else 'IPV4'}/{transport.upper()}/{ip}/{addr[1]}"
 
 
-def security_event(event: str, severity: str, version: int, account: str, session_id: str,
-                   local: tuple[str, int], remote: tuple[str, int], session_tv: float | None,
-                   *extra: tuple[str, object], now: float | None = None) -> str:
-    """An AMI security event (main/security_events.c field order): the common fields, then the
-    event's own, then SessionTV."""
+#: main/security_events.c `sec_events`: severity, EventVersion, and the IEs after RemoteAddress
+#: in the order the AMI text lists them (required ones, then optional ones; `Module` is set by
+#: neither manager.c nor chan_sip). An IE the reporter leaves NULL is left out: chan_sip sets no
+#: SessionTV, manager.c sets no ACLName.
+SECURITY_EVENTS: dict[str, tuple[str, int, tuple[str, ...]]] = {
+    "FailedACL": ("Error", 1, ("ACLName", "SessionTV")),
+    "InvalidAccountID": ("Error", 1, ("SessionTV",)),
+    "SuccessfulAuth": ("Informational", 1, ("UsingPassword", "SessionTV")),
+    "ChallengeResponseFailed": ("Error", 1, ("Challenge", "Response", "ExpectedResponse", "SessionTV")),
+    "InvalidPassword": ("Error", 2, ("SessionTV", "Challenge", "ReceivedChallenge", "ReceivedHash")),
+    "ChallengeSent": ("Informational", 1, ("Challenge", "SessionTV")),
+}
+
+
+def security_event(event: str, service: str, account: str, session_id: str, local: tuple[str, int],
+                   remote: tuple[str, int], fields: dict[str, object], *, transport: str = "tcp",
+                   now: float | None = None) -> str:
+    """An AMI security event as main/security_events.c's security_event_to_ami_blob writes it:
+    EventTV, Severity, Service, EventVersion, AccountID, SessionID, LocalAddress, RemoteAddress,
+    then the event's own `fields` in its table order (SECURITY_EVENTS). `SessionTV` in `fields`
+    is a time (None: the epoch); absent, there is no SessionTV line (chan_sip's events)."""
+    severity, version, order = SECURITY_EVENTS[event]
+    own: list[tuple[str, object]] = []
+    for k in order:
+        if k in fields:
+            v = fields[k]
+            own.append((k, security_tv(v if isinstance(v, float) else None) if k == "SessionTV" else v))
     return block(("Event", event), ("Privilege", "security,all"),
                  ("EventTV", security_tv(time.time() if now is None else now)), ("Severity", severity),
-                 ("Service", "AMI"), ("EventVersion", version), ("AccountID", account), ("SessionID", session_id),
-                 ("LocalAddress", security_addr(local)), ("RemoteAddress", security_addr(remote)), *extra,
-                 ("SessionTV", security_tv(session_tv)))
+                 ("Service", service), ("EventVersion", version), ("AccountID", account), ("SessionID", session_id),
+                 ("LocalAddress", security_addr(local, transport)), ("RemoteAddress", security_addr(remote, transport)),
+                 *own)
 
 
 def qualify_done_event(peer: str, action_id: str | None) -> str:
@@ -550,29 +582,46 @@ class AmiSession(asyncio.Protocol):
         self.challenge = f"{int.from_bytes(os.urandom(4), 'big'):d}"
         self.reply(aid, ("Challenge", self.challenge))
 
+    def _authenticate(self, m: dict[str, str]) -> AmiUser | None:
+        """manager.c authenticate(): the user, or None after reporting the failure as Asterisk
+        does, in its order: no Username (nothing reported), unknown user (InvalidAccountID), the
+        user's deny/permit refuses the address (FailedACL), MD5 with a wrong Key
+        (ChallengeResponseFailed; no Key, no Challenge or no secret: nothing reported), a wrong
+        Secret (InvalidPassword; a user without a secret: nothing reported)."""
+        name = m.get("username", "")
+        if not name:
+            return None
+        user = self.server.config.users.get(name)
+        if user is None:
+            self._security("InvalidAccountID", name)
+        elif not user.allowed_from(self.peer[0]):
+            self._security("FailedACL", name)
+        elif m.get("authtype", "").lower() == "md5":
+            key = m.get("key", "")
+            if key and self.challenge and user.secret:
+                want = hashlib.md5((self.challenge + user.secret).encode()).hexdigest()
+                # bytes: compare_digest refuses str with non-ASCII characters (TypeError); case
+                # counts, as strcmp
+                if hmac.compare_digest(want.encode(), key.encode("utf-8", "replace")):
+                    return user
+                # AccountID: the session's user name, empty until a login succeeded
+                self._security("ChallengeResponseFailed", "", Challenge=self.challenge, Response=key,
+                               ExpectedResponse=want)
+        elif user.secret:
+            if hmac.compare_digest(user.secret.encode(), m.get("secret", "").encode()):
+                return user
+            self._security("InvalidPassword", name)
+        return None
+
     def do_login(self, m: dict[str, str], aid: str | None) -> None:
         if self.user is not None:
             self.reply(aid, ("Message", "Already authenticated"))
             return
         srv = self.server
-        user = srv.config.users.get(m.get("username", ""))
-        ok = False
-        if user is not None and user.secret and user.allowed_from(self.peer[0]):
-            if m.get("authtype", "").lower() == "md5":
-                if self.challenge:
-                    want = hashlib.md5((self.challenge + user.secret).encode()).hexdigest()
-                    # bytes: compare_digest refuses str with non-ASCII characters (TypeError)
-                    ok = hmac.compare_digest(want.encode(), m.get("key", "").lower().encode("utf-8", "replace"))
-            else:
-                ok = hmac.compare_digest(user.secret.encode(), m.get("secret", "").encode())
-        if not ok:
-            # the same words and the same delay whether or not the user exists
+        user = self._authenticate(m)
+        if user is None:
+            # the same words and the same delay whatever failed
             srv.counters["auth_failures"] += 1
-            name = m.get("username", "")
-            if user is None:  # manager.c report_invalid_user
-                self._security("InvalidAccountID", "Error", 1, name)
-            elif user.allowed_from(self.peer[0]) and m.get("authtype", "").lower() != "md5":
-                self._security("InvalidPassword", "Error", 2, name)  # report_inval_password
             log.warning("AMI: %s:%d failed to authenticate as '%s'", *self.peer,
                         escape_controls(m.get("username", "")))
             self.busy = True
@@ -593,14 +642,14 @@ class AmiSession(asyncio.Protocol):
             self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
                              ("LastReload", uptime), ("Status", "Fully Booted")))
         self.session_tv = time.time()
-        self._security("SuccessfulAuth", "Informational", 1, user.name if user else "",
-                       ("UsingPassword", 0), now=self.session_tv)
+        self._security("SuccessfulAuth", user.name, UsingPassword=0, now=self.session_tv)
 
-    def _security(self, event: str, severity: str, version: int, account: str, *extra: tuple[str, object],
-                  now: float | None = None) -> None:
+    def _security(self, event: str, account: str, now: float | None = None, **fields: object) -> None:
+        """A security event about this session (`Service: AMI`; SessionTV the login instant,
+        the epoch before one)."""
         self.server.broadcast("security", security_event(
-            event, severity, version, account, self.session_id, self.local, self.peer,
-            self.session_tv, *extra, now=now))
+            event, "AMI", account, self.session_id, self.local, self.peer,
+            {**fields, "SessionTV": self.session_tv}, now=now))
 
     def _fail_login(self, aid: str | None) -> None:
         self.busy = False
@@ -804,6 +853,7 @@ class AmiServer:
         self.port = int(sock.getsockname()[1])
         self.model.add_listener(self.on_state_changed)
         self.model.add_registry_listener(self.publish_registry)
+        self.model.add_security_listener(self.publish_security)
         self.model.add_qualify_listener(self.on_qualify)
         log.info("AMI listening on %s:%d", self.config.bindaddr, self.port)
 
@@ -828,6 +878,14 @@ class AmiServer:
             if addr is not None:
                 pairs += [("Address", addr[0]), ("Port", addr[1])]
         self.broadcast("system", block(*pairs))
+
+    def publish_security(self, ev: SecurityEvent, local: tuple[str, int]) -> None:
+        """chan_sip's security events for REGISTERs (`Service: SIP`, no SessionTV). A flood of
+        bad REGISTERs is bounded before it gets here (the per-source budget, authfail bans) and
+        per session by its output bound (max_queue_bytes: a reader that falls behind is
+        disconnected)."""
+        self.broadcast("security", security_event(ev.event, "SIP", ev.account, ev.session_id, local, ev.remote,
+                                                  dict(ev.fields), transport=ev.transport))
 
     def broadcast(self, cls: str, text: str) -> None:
         """One unsolicited event to every session that wants class `cls`."""

@@ -67,3 +67,20 @@ class TransportError:
 
 
 Event = StateChanged | QualifyResult | TransportError
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEvent:
+    """A security event as chan_sip reports one for a REGISTER (channels/sip/security_events.c,
+    `sip_report_security_event`), for the AMI `security` class: `event` is Asterisk's name
+    (InvalidAccountID, FailedACL, ChallengeSent, InvalidPassword, ChallengeResponseFailed,
+    SuccessfulAuth), `account` the To user (chan_sip's `p->exten`), `session_id` one id per
+    dialog (chan_sip prints its dialog's address), `fields` the event's own IEs by their AMI
+    names (Challenge, ReceivedHash ...). The shell adds the local address and the times."""
+
+    event: str
+    account: str
+    session_id: str
+    remote: tuple[str, int]
+    transport: str  # udp | tcp
+    fields: tuple[tuple[str, str], ...] = ()

@@ -50,6 +50,7 @@ from ..addr import Addr
 from ..sip.message import Request, make_response
 from ..sip.options import ALLOW
 from ..sip.server_txn import PENDING, ServerTransactions
+from .events import SecurityEvent
 from .registrar import Binding, RegisterOutcome, Registrar
 
 log = logging.getLogger("sipqualify")
@@ -118,7 +119,7 @@ class RegistryChanged:
     addr: Addr | None
 
 
-InboundEvent = BindingChanged | BindingArmed | BindingDisarmed | FlowPinned | RegistryChanged
+InboundEvent = BindingChanged | BindingArmed | BindingDisarmed | FlowPinned | RegistryChanged | SecurityEvent
 
 
 class Qualifier(Protocol):
@@ -348,6 +349,8 @@ class InboundEndpoint:
         if out.peer_status is not None:
             self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
                                                 out.binding.addr if out.binding else flow.remote))
+        if out.security is not None:  # chan_sip reports it once handle_request_register returns
+            self._events.append(out.security)
 
     def _arm(self, b: Binding) -> None:
         # a refresh replaces the pending expiry (10,000 phones re-registering each minute would

@@ -1,7 +1,8 @@
 """Registrar for dynamic peers (RFC 3261 §10), sans-I/O, with chan_sip's behaviour.
 
 `Registrar.handle(request, source, now)` returns a `RegisterOutcome`: the response to send,
-and what changed (a binding added/refreshed or removed, and the AMI PeerStatus to publish).
+and what changed (a binding added/refreshed or removed, the AMI PeerStatus to publish, and
+the security event chan_sip would report for it: `sip_report_security_event`).
 The shell must store a new binding before it sends the 200 OK (so a daemon killed right
 after answering still has it) and must then tell the engine, which pokes the peer at once,
 like chan_sip after every REGISTER.
@@ -26,6 +27,7 @@ Rules (chan_sip `register_verify` with `alwaysauthreject=yes`):
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,10 +36,11 @@ from dataclasses import dataclass, field
 from ..addr import Addr, ip_literal, is_ip
 from ..model import DEFAULT_SIP_PORT, PeerConfig
 from ..sip.abnf import delta_seconds
-from ..sip.digest import Credentials, DigestAuthenticator
+from ..sip.digest import Credentials, DigestAuthenticator, parse_auth_header
 from ..sip.message import Request, Response, SipParseError, make_response
 from ..sip.options import ALLOW
 from ..sip.uri import SipUri, parse_name_addr, parse_uri
+from .events import SecurityEvent
 
 
 @dataclass(slots=True)
@@ -67,6 +70,7 @@ class RegisterOutcome:
     peer: str = ""  # the peer (To user) the PeerStatus is about
     cause: str = ""  # AMI Cause for Unregistered / Rejected
     log: str = ""
+    security: SecurityEvent | None = None  # chan_sip's security event for this REGISTER
 
 
 @dataclass(slots=True)
@@ -204,8 +208,11 @@ class Registrar:
                 # enumeration); with SHA-256 offered too, MD5 comes first, which UAs pick (RFC 8760
                 # §2.4), and an md5secret user answering with SHA-256 is refused like a wrong password
                 challenge = self.auth.challenge(now, source[0], stale=result.reason == "stale")
+                nonce = parse_auth_header(challenge[0])[1].get("nonce", "")
                 return RegisterOutcome(self._reply(req, 401, "Unauthorized", source,
-                                                   [("WWW-Authenticate", c) for c in challenge]))
+                                                   [("WWW-Authenticate", c) for c in challenge]),
+                                       security=self._security(req, name, source, transport, "ChallengeSent",
+                                                               ("Challenge", nonce)))
             self.counters["forbidden"] += 1
             # held against the source only with a nonce that was sent to it: anyone can forge a
             # phone's address, nobody else receives its nonces (see sip/digest.py)
@@ -217,15 +224,44 @@ class Registrar:
             peer = self.peers(name)
             cause = "AUTH_SECRET_FAILED" if peer is not None and peer.dynamic else (
                 "AUTH_PEER_NOT_DYNAMIC" if peer is not None else "URI_NOT_FOUND")
+            # security_events.c: the nonce of the dialog (the one answered: a nonce that is not
+            # ours got a fresh 401 above), the nonce and the response received
+            sent = _digest_params(req)
+            nonce = sent.get("nonce", "")
+            security = self._security(req, name, source, transport, "InvalidPassword", ("Challenge", nonce),
+                                      ("ReceivedChallenge", nonce), ("ReceivedHash", sent.get("response", "")))
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected" if peer else None,
-                                   cause=cause, log=logmsg, peer=name)
+                                   cause=cause, log=logmsg, peer=name, security=security)
         if result.username != name:
             self.counters["forbidden"] += 1
+            peer = self.peers(name)
+            # chan_sip reports AUTH_USERNAME_MISMATCH with the digest username as the response and
+            # the peer's `defaultuser` (its `username`) as the expected one
+            security = self._security(req, name, source, transport, "ChallengeResponseFailed",
+                                      ("Challenge", _digest_params(req).get("nonce", "")),
+                                      ("Response", result.username),
+                                      ("ExpectedResponse", (peer.defaultuser or "") if peer else ""))
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected",
-                                   cause="AUTH_USERNAME_MISMATCH", peer=name)
+                                   cause="AUTH_USERNAME_MISMATCH", peer=name, security=security)
         peer = self.peers(name)
         assert peer is not None
-        return self._update(req, peer, source, now, wall, transport)
+        out = self._update(req, peer, source, now, wall, transport)
+        # AUTH_SUCCESSFUL whatever the Contact then gives (200, 400, 423): the peer has a secret
+        out.security = self._security(req, name, source, transport, "SuccessfulAuth", ("UsingPassword", "1"))
+        return out
+
+    def _security(self, req: Request, name: str, source: Addr, transport: str, event: str,
+                  *fields: tuple[str, str]) -> SecurityEvent:
+        """The security event chan_sip's `sip_report_security_event` reports for this REGISTER,
+        after register_verify's order: an unknown peer is InvalidAccountID (AUTH_NOT_FOUND) and a
+        peer that is not `host=dynamic` FailedACL `peer_not_dynamic`, whatever the digest said;
+        only a dynamic peer gets `event` (check_auth's verdict)."""
+        peer = self.peers(name)
+        if peer is None:
+            event, fields = "InvalidAccountID", ()
+        elif not peer.dynamic:
+            event, fields = "FailedACL", (("ACLName", "peer_not_dynamic"),)
+        return SecurityEvent(event, name, dialog_id(req.call_id or ""), source, transport, fields)
 
     def _update(self, req: Request, peer: PeerConfig, source: Addr, now: float, wall: float,
                 transport: str) -> RegisterOutcome:
@@ -284,6 +320,19 @@ class Registrar:
 
     def expire(self, name: str) -> Binding | None:
         return self.bindings.pop(name, None)
+
+
+def _digest_params(req: Request) -> dict[str, str]:
+    """The Authorization's parameters, which chan_sip's security events quote (sip_digest_parser)."""
+    return parse_auth_header(req.headers.get("Authorization") or "")[1]
+
+
+def dialog_id(call_id: str) -> str:
+    """A security event's SessionID: chan_sip prints its dialog's address (`%p` of the sip_pvt,
+    one per Call-ID, shared by the 401 and the REGISTER that answers it); the same shape here,
+    the same for every REGISTER of one Call-ID."""
+    h = hashlib.blake2b(call_id.encode("utf-8", "surrogateescape"), digest_size=4).digest()
+    return f"0x{0x7f0000000000 + int.from_bytes(h, 'big') * 0x10:x}"
 
 
 def _delta_seconds(value: str | None, default: int) -> int:
