@@ -149,6 +149,11 @@ def cmd_peer(args: argparse.Namespace) -> int:
         print(json.dumps(v.to_json(), indent=2))
     else:
         sys.stdout.write(format_sip_show_peer(v))
+        # ours, after chan_sip's block (which it leaves byte for byte): only when there is something to say
+        if v.transport_error:
+            print(f"  Transport err: {escape_controls(v.transport_error)}")
+        if v.tls_cert_days_left is not None:
+            print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
     return EXIT_OK
 
 
