@@ -226,3 +226,26 @@ async def test_phone_registers_over_tls_and_is_qualified_over_its_connection(tmp
         assert svc.sockets.tls.stats["no_connection"] >= 1
     finally:
         await svc.close()
+
+
+async def test_ping_over_tls_verifies_and_reports_why(tmp_path: Path, monkeypatch: Any) -> None:
+    """`sipqualify ping sips:host`: one transaction per probe over a verified TLS connection
+    (the system store, here SSL_CERT_FILE = the test CA); an expired certificate is the reason."""
+    from sipqualify.net.ping import Target, ping, resolve_target
+
+    certs = Certs(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs.cafile))
+    good = await TlsResponder(certs.server_ctx("localhost")).start()
+    bad = await TlsResponder(certs.server_ctx("localhost", expired=True)).start()
+    try:
+        t = await resolve_target(f"sips:localhost:{good.port}", None)
+        assert (t.transport, t.addr) == ("tls", ("127.0.0.1", good.port))
+        probes = await ping(t, count=2, interval=0.0, timeout=10)
+        assert [(p.answered, p.status, p.transmissions) for p in probes] == [(True, 200, 1), (True, 200, 1)]
+        assert good.connections == 1 and good.options[0].headers.get("Via", "").startswith("SIP/2.0/TLS ")
+        probes = await ping(Target(f"sips:localhost:{bad.port}", "localhost", ("127.0.0.1", bad.port), "tls"),
+                            count=1, timeout=10)
+        assert not probes[0].answered and probes[0].reason == "certificate has expired"
+    finally:
+        good.close()
+        bad.close()
