@@ -304,9 +304,12 @@ class TcpPhone:
         self.answer = True
         self.closed = asyncio.Event()
         self.writer: Any = None
+        self.tp = "tcp"
 
-    async def connect(self, server: tuple[str, int]) -> TcpPhone:
-        self.reader, self.writer = await asyncio.open_connection(*server)
+    async def connect(self, server: tuple[str, int], ssl: Any = None, server_hostname: str | None = None) -> TcpPhone:
+        """`ssl`: an SSLContext: a TLS phone (Via `SIP/2.0/TLS`, Contact `;transport=tls`)."""
+        self.tp = "tls" if ssl is not None else "tcp"
+        self.reader, self.writer = await asyncio.open_connection(*server, ssl=ssl, server_hostname=server_hostname)
         self.port = self.writer.get_extra_info("sockname")[1]
         self.task = asyncio.get_running_loop().create_task(self._read())
         return self
@@ -340,10 +343,10 @@ class TcpPhone:
         # the Via and Contact name the phone's listening port, not the connection's: the
         # answer must still come back on the connection (RFC 3261 §18.2.2)
         lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
-                 f"Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK{os.urandom(6).hex()}",
+                 f"Via: SIP/2.0/{self.tp.upper()} 127.0.0.1:5999;branch=z9hG4bK{os.urandom(6).hex()}",
                  "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
                  f"Call-ID: reg-{user}@phone", f"CSeq: {cseq} REGISTER",
-                 f"Contact: <sip:{user}@127.0.0.1:5999;transport=tcp>", f"Expires: {expires}",
+                 f"Contact: <sip:{user}@127.0.0.1:5999;transport={self.tp}>", f"Expires: {expires}",
                  "User-Agent: TcpPhone/1.0"]
         if auth:
             lines.append(f"Authorization: {auth}")
@@ -465,3 +468,39 @@ class AmiClient:
 
     def close(self) -> None:
         self.w.close()
+
+
+class TlsResponder:
+    """A SIP-over-TLS server answering every OPTIONS with 200 on its connection (a TLS trunk);
+    `connections` counts the connections it accepted."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.connections = 0
+        self.options: list[Request] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str = "127.0.0.1") -> TlsResponder:
+        self.server = await asyncio.start_server(self._serve, host, 0, ssl=self.ctx)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        framer = StreamFramer()
+        try:
+            while data := await reader.read(65536):
+                for raw in framer.feed(data):
+                    msg = parse_message(raw)
+                    if isinstance(msg, Request) and msg.method == "OPTIONS":
+                        self.options.append(msg)
+                        writer.write(make_response(msg, 200, "OK", to_tag="tr").to_bytes())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()

@@ -149,6 +149,11 @@ def cmd_peer(args: argparse.Namespace) -> int:
         print(json.dumps(v.to_json(), indent=2))
     else:
         sys.stdout.write(format_sip_show_peer(v))
+        # ours, after chan_sip's block (which it leaves byte for byte): only when there is something to say
+        if v.transport_error:
+            print(f"  Transport err: {escape_controls(v.transport_error)}")
+        if v.tls_cert_days_left is not None:
+            print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
     return EXIT_OK
 
 
@@ -422,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", "-n", type=int, default=1)
     p.add_argument("--interval", "-i", type=float, default=1.0, help="seconds between probes")
     p.add_argument("--timeout", "-t", type=float, default=5.0, help="seconds to wait for each answer")
-    p.add_argument("--transport", choices=["udp", "tcp"])
+    p.add_argument("--transport", choices=["udp", "tcp", "tls"])
     p.add_argument("-w", "--warning", type=float, metavar="MS", help="WARNING if average RTT exceeds MS")
     p.add_argument("-c", "--critical", type=float, metavar="MS", help="CRITICAL if average RTT exceeds MS")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the Nagios status line")

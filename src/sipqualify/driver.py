@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from .addr import Addr
@@ -21,7 +22,7 @@ from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
 from .qualify.events import QualifyResult, SecurityEvent, StateChanged, TransportError
-from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
+from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
@@ -59,6 +60,10 @@ class CoreDriver:
         if self.engine is not None:  # answers go back over this connection
             self.engine.front.receive(data, addr, t_rx, TCP)
 
+    def on_tls_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        if self.engine is not None:
+            self.engine.front.receive(data, addr, t_rx, TLS)
+
     def on_batch_done(self) -> None:
         if self.engine is not None:
             self.pump()  # answers, events and the timer, once per batch of datagrams
@@ -69,9 +74,9 @@ class CoreDriver:
             self.engine.transport_error(addr, self.clock(), reason)
 
     def on_tcp_connect_error(self, addr: Addr, reason: str) -> None:
-        # like an ICMP error for UDP: counted on the peer; its give-up timer decides the state
+        # like an ICMP error for UDP, but kept as the peers' reason; their give-up timer decides the state
         if self.engine is not None:
-            self.engine.transport_error(addr, self.clock(), f"tcp-connect-{reason}")
+            self.engine.transport_error(addr, self.clock(), reason, connection=True)
             self.pump()
 
     def _on_timer(self) -> None:
@@ -165,6 +170,10 @@ class CoreDriver:
                 p = self.engine.peer(ev.peer)
                 self.metrics.observe(ev, p.cfg if p is not None else None, self.metrics_peer_limit)
                 recorder.sample(ev)
+                if p is not None and p.transport == "tls" and ev.answered:
+                    days = self.sockets.certs.crossed(p.dest, time.time())
+                    if days is not None:
+                        self.feed.tls_expiring(ev.peer, days, p.dest)
             if self._waiters:
                 for fut in self._waiters.pop(ev.peer, ()):
                     if not fut.done():
@@ -173,4 +182,4 @@ class CoreDriver:
             recorder.transition(ev, self.engine.peer(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
         elif isinstance(ev, TransportError):
-            log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)
+            log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

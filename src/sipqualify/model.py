@@ -90,6 +90,17 @@ class GeneralConfig:
     authfail_limit: int = 10  # failed REGISTERs from one address within authfail_window before a ban
     authfail_window: int = 60  # seconds
     authfail_ban: int = 300  # seconds during which that address is ignored (0 = never ban)
+    # TLS (chan_sip's [general] tls* names; net/tls.py says what each means)
+    tlsenable: bool = False  # a TLS listener on tlsbindaddr, and peers may use transport=tls
+    tlsbindaddr: tuple[str, int] = ("0.0.0.0", DEFAULT_SIPS_PORT)
+    tlscertfile: str | None = None  # PEM: our certificate (chain), server and client
+    tlsprivatekey: str | None = None  # PEM: its key (default: in tlscertfile)
+    tlscafile: str | None = None  # what peers' certificates are verified against (default: system store)
+    tlscapath: str | None = None
+    tlscipher: str | None = None  # OpenSSL cipher list
+    tlsclientmethod: str = "sslv23"  # sslv23 (negotiate) | tlsv1_2 | tlsv1_3
+    tlsdontverifyserver: bool = False
+    tls_expiry_warn_days: int = 14  # a TLS peer's certificate with fewer days left: a warning event
 
 
 @dataclass(slots=True)

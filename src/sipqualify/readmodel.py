@@ -126,6 +126,7 @@ class ReadModel(Protocol):
     def peer(self, name: str) -> Peer | None: ...
     def view(self, p: Peer) -> PeerView: ...
     def views(self) -> list[PeerView]: ...
+    def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
     def engine_stats(self) -> EngineStats | None: ...
     def status(self) -> Json: ...
     def registrations(self) -> list[Json]: ...
@@ -138,6 +139,7 @@ class ReadModel(Protocol):
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
+    def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
@@ -147,6 +149,8 @@ class ReadModel(Protocol):
 class Sockets(Protocol):
     def local_addresses(self) -> list[Addr]: ...
     def tcp_snapshot(self) -> Json | None: ...
+    def tls_snapshot(self) -> Json | None: ...
+    def cert_days_left(self, dest: Addr | None, now_wall: float) -> float | None: ...
 
 
 class AmiStats(Protocol):
@@ -263,6 +267,9 @@ class ShellReadModel:
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
         self.shell.feed.record_listeners.append(cb)
 
+    def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None:
+        self.shell.feed.tls_listeners.append(cb)
+
     def view(self, p: Peer) -> PeerView:
         shell = self.shell
         cfg = p.cfg
@@ -301,10 +308,17 @@ class ShellReadModel:
             qualifies=p.qualifies,
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
+            transport_error=p.transport_error,
+            tls_cert_days_left=self.tls_cert_days_left(p),
         )
 
     def views(self) -> list[PeerView]:
         return [self.view(p) for p in self.peers()]
+
+    def tls_cert_days_left(self, p: Peer) -> float | None:
+        if p.transport != "tls":
+            return None
+        return self.shell.sockets.cert_days_left(p.dest, self.shell.wallclock())
 
     def status(self) -> Json:
         shell = self.shell
@@ -319,6 +333,7 @@ class ShellReadModel:
             "store": shell.store.stats if shell.store is not None else {},
             "sip": [{"ip": ip, "port": port} for ip, port in shell.sockets.local_addresses()],
             "tcp": shell.sockets.tcp_snapshot(),
+            "tls": shell.sockets.tls_snapshot(),
             "registrar": self.registrar_stats(),
         }
 
@@ -377,6 +392,7 @@ class TransitionFeed:
         self.record_listeners: list[Callable[[TransitionRecord], None]] = []  # event stream, webhooks
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
         self.security_listeners: list[Callable[[SecurityEvent, Addr], None]] = []  # (event, local address)
+        self.tls_listeners: list[Callable[[str, float, Addr | None], None]] = []  # certificate expiry warnings
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -401,6 +417,12 @@ class TransitionFeed:
         for cb in self.security_listeners:
             cb(ev, local)
 
+    def tls_expiring(self, peer: str, days: float, addr: Addr | None) -> None:
+        """A TLS peer's certificate fell under `tls_expiry_warn_days` (once per crossing)."""
+        log.warning("peer '%s': TLS certificate expires in %.1f days", peer, days)
+        for cb in self.tls_listeners:
+            cb(peer, days, addr)
+
     def _drain(self) -> None:
         with self._lock:
             recs, self._committed = self._committed, []
@@ -419,5 +441,7 @@ class TransitionFeed:
         if not ev.silent:
             line = ev.log_line()
             log.warning("%s", line) if ev.new == st.UNREACHABLE else log.info("%s", line)
+            if ev.reason:
+                log.warning("peer '%s': %s", ev.peer, ev.reason)
         for listener in self.listeners:
             listener(ev)

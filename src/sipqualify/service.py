@@ -26,7 +26,7 @@ from .driver import CoreDriver
 from .model import Config, ConfigError
 from .net.limits import prepare_open_files
 from .net.resolve import resolve_peers, resolve_proxies
-from .net.sockets import SipSockets, daemon_transports
+from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
 from .qualify.registrar import Registrar, RegistrarSettings
@@ -128,7 +128,7 @@ class Service:
         await self.sockets.open(self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs], g, svc,
                                 on_datagram=core.on_datagram, on_tcp_message=core.on_tcp_message,
                                 on_icmp=core.on_icmp, on_batch_done=core.on_batch_done,
-                                on_tcp_connect_error=core.on_tcp_connect_error)
+                                on_tcp_connect_error=core.on_tcp_connect_error, on_tls_message=core.on_tls_message)
         engine = core.engine = QualifyEngine(g, local_address=self.sockets.local_address_selector(g.externip),
                                     useragent=g.useragent, wallclock=self.wallclock,
                                     match_source=svc.match_source_address, respond_options=svc.respond_options)
@@ -172,7 +172,7 @@ class Service:
                     registered: dict[str, Addr | None] | None = None) -> ReloadSummary:
         """(Re)load the peer set: resolved, handed to the engine, registered peers kept bound."""
         assert self.engine is not None
-        peers = daemon_transports(list(cfg.peers.values()), cfg.general.tcpenable)
+        peers = list(cfg.peers.values())
         addrs = await resolve_peers(peers)
         proxies = await resolve_proxies(peers)
         addrs.update(registered or {})

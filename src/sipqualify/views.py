@@ -45,6 +45,8 @@ class PeerView:
     qualifies: int  # qualify transactions completed since start
     timeouts: int
     retransmissions: int
+    transport_error: str | None = None  # why the last TCP/TLS connection could not be opened; None: it could
+    tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

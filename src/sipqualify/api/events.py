@@ -51,7 +51,7 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
     return {
         "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
         "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
-        "rtt_ms": rec.rtt_ms,
+        "rtt_ms": rec.rtt_ms, "reason": rec.reason,
     }
 
 
@@ -115,6 +115,11 @@ class EventHub:
     def publish_registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
         """Registered / Unregistered / Rejected, as the `registry` event."""
         self.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
+                      "address": f"{addr[0]}:{addr[1]}" if addr else None})
+
+    def publish_tls_expiry(self, peer: str, days: float, addr: Addr | None) -> None:
+        """A TLS peer's certificate fell under `tls_expiry_warn_days`, as the `tls_expiry` event."""
+        self.publish({"event": "tls_expiry", "peer": peer, "days_left": round(days, 3), "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
@@ -234,6 +239,11 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                     await _overflow(resp, sent, hub.overflow_grace_s)
                 break
             item = sub.pop()
+            if isinstance(item, dict) and item.get("event") == "tls_expiry":  # certificate expiry warning
+                if peers is None or item["peer"] in peers:
+                    body = {k: v for k, v in item.items() if k != "event"}
+                    await resp.write(f"event: tls_expiry\ndata: {json.dumps(body)}\n\n".encode())
+                continue
             if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
                 if (peers is None or item["peer"] in peers) and (
                         states is None or str(item["peer_status"]).upper() in states):

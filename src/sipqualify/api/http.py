@@ -200,7 +200,8 @@ async def history(request: web.Request) -> web.Response:
         {
             "peer": name,
             "transitions": [
-                {"time": r.time, "old": r.old, "new": r.new, "lastms": r.lastms, "maxms": r.maxms, "rtt_ms": r.rtt_ms}
+                {"time": r.time, "old": r.old, "new": r.new, "lastms": r.lastms, "maxms": r.maxms, "rtt_ms": r.rtt_ms,
+                 "reason": r.reason}
                 for r in rows
             ],
         }

@@ -37,7 +37,7 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
-        "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp")}
+        "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp", "tls")}
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -59,6 +59,10 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         qual.append(f'sipqualify_peer_qualifies_total{{peer="{name}",outcome="timeout"}} {p.timeouts}')
         retx.append(f"sipqualify_peer_retransmissions_total{lab} {p.retransmissions}")
         trans.append(f"sipqualify_peer_transitions_total{lab} {p.transitions}")
+        if p.transport == "tls":
+            days = model.tls_cert_days_left(p)
+            if days is not None:
+                fams["tls"].append(f"sipqualify_tls_cert_days_left{lab} {days!r}")
         classes = by_class.get(p.name)
         if classes is not None:
             for i in range(1, 7):
@@ -73,6 +77,7 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "retx": ("sipqualify_peer_retransmissions_total", "counter", "OPTIONS retransmissions"),
         "trans": ("sipqualify_peer_transitions_total", "counter", "state transitions"),
         "resp": ("sipqualify_peer_responses_total", "counter", "responses to the peer's OPTIONS by status class"),
+        "tls": ("sipqualify_tls_cert_days_left", "gauge", "days until the TLS peer's verified certificate expires"),
     }
     out: list[str] = []
     for key, lines in fams.items():

@@ -60,6 +60,11 @@ PEER = {
         "qualifies": {"type": "integer"},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
+        "transport_error": {"type": ["string", "null"],
+                            "description": "why the last TCP/TLS connection could not be opened, e.g. "
+                                           "`certificate has expired`; null once the peer answers"},
+        "tls_cert_days_left": {"type": ["number", "null"],
+                               "description": "TLS peers: days until the peer's verified certificate expires"},
     },
 }
 
@@ -71,6 +76,7 @@ TRANSITION = {
         "old": {"type": "string", "enum": STATES},
         "new": {"type": "string", "enum": STATES},
         "lastms": {"type": "integer"}, "maxms": {"type": "integer"}, "rtt_ms": {"type": ["number", "null"]},
+        "reason": {"type": ["string", "null"], "description": "UNREACHABLE because a connection failed: why"},
     },
 }
 
@@ -81,7 +87,7 @@ REGISTRATION: dict[str, Any] = {
     "properties": {
         "peer": {"type": "string"}, "contact": {"type": "string"},
         "address": {"type": "string", "description": "where OPTIONS go (the source address when NAT applies)"},
-        "port": {"type": "integer"}, "transport": {"type": "string", "enum": ["udp", "tcp"]},
+        "port": {"type": "integer"}, "transport": {"type": "string", "enum": ["udp", "tcp", "tls"]},
         "useragent": {"type": "string"}, "path": {"type": "string"}, "call_id": {"type": "string"},
         "cseq": {"type": "integer"}, "nat": {"type": "boolean", "description": "NAT detected or forced"},
         "expires_at": {"type": "number", "description": "UNIX time"},

@@ -30,6 +30,7 @@ from ..logformat import FORMATS as LOG_FORMATS
 from ..model import (
     DEFAULT_MAXMS,
     DEFAULT_SIP_PORT,
+    DEFAULT_SIPS_PORT,
     NAT_MODES,
     QUALIFY_HEADERS,
     RETRANSMIT_POLICIES,
@@ -304,6 +305,39 @@ class Transport(Choice):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsMethod(Choice):
+    """`tlsclientmethod`: chan_sip's obsolete words (tlsv1, sslv3, sslv2) are warned and negotiate."""
+
+    values: tuple[str, ...] = ("sslv23", "tlsv1_2", "tlsv1_3")
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        word = text.strip().lower()
+        if word in self.values:
+            return word
+        if word in ("tlsv1", "sslv3", "sslv2"):
+            r.warning(where, f"{key}={word}: that protocol is obsolete and refused by OpenSSL: using sslv23 "
+                             "(negotiate TLS 1.2 or 1.3)")
+        else:
+            r.warning(where, f"{key} should be one of {', '.join(self.values)}, not '{text}': using sslv23")
+        return "sslv23"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort(Kind):
+    """An IP literal, perhaps with a port (`tlsbindaddr`) -> (ip, port), `port` when none."""
+
+    port: int
+    toml_type = '`"ip:port"`, `"[v6]:port"` or `"ip"`'
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return self.toml(r, where, key, text.strip(), ctx)
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        hp = _address(r, where, key, v, allow_zero_port=True, ip_only=True)
+        return hp if hp is NOTHING else (hp[0], self.port if hp[1] is None else hp[1])
+
+
+@dataclass(frozen=True, slots=True)
 class Nat(Kind):
     """chan_sip `nat=` words (values.parse_nat). sip.conf warns about the words it maps; TOML refuses them."""
 
@@ -466,17 +500,20 @@ class Duration(Kind):
 
 @dataclass(frozen=True, slots=True)
 class FilePath(Kind):
-    """TOML: a path, relative to the TOML file. Empty: unset."""
+    """A path; in TOML relative to the TOML file. Empty: unset."""
 
     must_exist: bool = False
 
     toml_type = "string (a path)"
 
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return self.toml(r, where, key, text.strip(), ctx) if text.strip() else None
+
     def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
         s = want_str(r, where, key, v)
         if s is NOTHING or not s:
             return NOTHING
-        path = s if os.path.isabs(s) else os.path.join(ctx.base, s)
+        path = s if os.path.isabs(s) or not ctx.base else os.path.join(ctx.base, s)
         if self.must_exist and not os.path.isfile(path):
             r.error(where, f"{key} {path}: no such file")
             return NOTHING
@@ -594,8 +631,26 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "default transport of peers", last=True),
     _general("tcpenable", Bool(), "general.tcpenable", "`no`", _YES_NO,
              "also SIP over TCP; lets peers use `transport=tcp`"),
-    _general("tlsenable", Bool(), "defaults.tlsenable", "`no`", _YES_NO,
-             "lets peers use `transport=tls` (qualified over UDP)", readers=(SIPCONF,)),
+    _general("tlsenable", Bool(), "general.tlsenable", "`no`", _YES_NO,
+             "SIP over TLS: a listener on `tlsbindaddr`; lets peers use `transport=tls`"),
+    _general("tlsbindaddr", HostPort(DEFAULT_SIPS_PORT), "general.tlsbindaddr", "`0.0.0.0:5061`",
+             "IP address, optionally with `:port` (5061)", "address of the TLS listener"),
+    _general("tlscertfile", FilePath(), "general.tlscertfile", "unset", "path of a PEM file",
+             "our certificate (chain): the listener's, and the client certificate towards peers"),
+    _general("tlsprivatekey", FilePath(), "general.tlsprivatekey", "in `tlscertfile`", "path of a PEM file",
+             "the private key of `tlscertfile`"),
+    _general("tlscafile", FilePath(), "general.tlscafile", "unset (the system store)", "path of a PEM file",
+             "CA certificates TLS peers' certificates are verified against"),
+    _general("tlscapath", FilePath(), "general.tlscapath", "unset (the system store)",
+             "path of a directory (OpenSSL hashed)", "a directory of CA certificates, like `tlscafile`"),
+    _general("tlscipher", Text(empty="unset"), "general.tlscipher", "unset (OpenSSL's)", "OpenSSL cipher list",
+             "ciphers offered and accepted (TLS 1.2)"),
+    _general("tlsclientmethod", TlsMethod(), "general.tlsclientmethod", "`sslv23`",
+             "`sslv23`, `tlsv1_2` or `tlsv1_3`", "TLS version: `sslv23` negotiates (1.2 or 1.3), the others pin"),
+    _general("tlsdontverifyserver", Bool(), "general.tlsdontverifyserver", "`no`", _YES_NO,
+             "`yes`: TLS peers' certificates are not verified (warned)"),
+    _general("tls_expiry_warn_days", Number(lo=0, unit="days"), "general.tls_expiry_warn_days", "`14`", "days",
+             "a TLS peer's certificate with fewer days left gets a warning event"),
     _general("realm", Text(empty="ignore"), "general.realm", "`sipqualify`", "text",
              "digest realm of the registrar"),
     _general("minexpiry", _SECONDS_POS, "general.minexpiry", "`60`", "seconds",

@@ -55,8 +55,8 @@ CHAN_SIP_KNOWN = frozenset("""
     sendrpid session-expires session-minse session-refresher session-timers setvar shrinkcallerid sipdebug
     snom_aoc_enabled srvlookup storesipcause stunaddr subscribe_network_change_event subscribecontext
     subscribemwi supportpath t1min t38_udptl t38pt_udptl t38pt_usertpsource tcpauthlimit tcpauthtimeout
-    tcpbindaddr textsupport timerb timert1 tlsbindaddr tlscafile tlscapath tlscertfile tlscipher tlsclientmethod
-    tlsdontverifyserver tlsprivatekey tlsverifyclient tonezone tos tos_audio tos_sip tos_text tos_video
+    tcpbindaddr textsupport timerb timert1
+    tlsverifyclient tonezone tos tos_audio tos_sip tos_text tos_video
     trunkname trustid_outbound trustrpid udptl unsolicited_mailbox use_q850_reason useclientcode usereqphone
     videosupport vmexten websocket_enabled websocket_write_timeout
 """.split())
@@ -74,7 +74,6 @@ class PeerDefaults:
     nat: tuple[str, ...] = ("auto_force_rport",)
     transport: str = "udp"
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
-    tlsenable: bool = False  # only decides whether `tls` is a usable transport word
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -169,7 +168,7 @@ class SipConfReader:
                 late[opt.name] = (opt, e)  # the last one counts
             else:
                 self._apply(opt, e, objs, base, ctx)
-        ctx.tcp, ctx.tls = g.tcpenable, self.defaults.tlsenable
+        ctx.tcp, ctx.tls = g.tcpenable, g.tlsenable
         for opt, e in late.values():
             self._apply(opt, e, objs, base, ctx)
         if "bindaddr" in local:
@@ -200,7 +199,7 @@ class SipConfReader:
         objs = {"peer": p, "local": local}
         base = {"peer": proto}  # a junk value falls back to what the peer inherits (chan_sip)
         ctx = Ctx(general=self.cfg.general, peer=sec.name, tcp=self.cfg.general.tcpenable,
-                  tls=self.defaults.tlsenable)
+                  tls=self.cfg.general.tlsenable)
         options = SIPCONF_OPTIONS["peer"]
         has_host = False
         for e in sec.entries:

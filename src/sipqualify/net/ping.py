@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..sip.options import build_options, format_host
 from ..sip.transaction import FINAL, RETRANSMIT, RFC3261, ClientTransaction
 from ..sip.uri import SipUri, parse_uri
 from .resolve import default_port, resolve_host
+from .tls import failure_reason
 from .udp import norm_addr
 
 
@@ -53,8 +55,8 @@ async def resolve_target(text: str, transport: str | None) -> Target:
     if not isinstance(uri, SipUri):
         raise PingError(f"not a sip: or sips: URI: {text!r}")
     tp = (transport or str(uri.params.get("transport") or ("tls" if uri.scheme == "sips" else "udp"))).lower()
-    if tp not in ("udp", "tcp"):
-        raise PingError(f"transport {tp} is not supported by ping (udp, tcp)")
+    if tp not in ("udp", "tcp", "tls"):
+        raise PingError(f"transport {tp} is not supported by ping (udp, tcp, tls)")
     ip = await resolve_host(uri.host)
     if ip is None:
         raise PingError(f"cannot resolve {uri.host}")
@@ -88,7 +90,7 @@ async def ping(
     useragent: str = "sipqualify-ping",
     from_user: str = "sipqualify",
 ) -> list[Probe]:
-    if target.transport == "tcp":
+    if target.transport in ("tcp", "tls"):
         return await _ping_tcp(target, count=count, interval=interval, timeout=timeout, useragent=useragent,
                                from_user=from_user)
     loop = asyncio.get_running_loop()
@@ -154,9 +156,14 @@ async def _ping_tcp(
     loop = asyncio.get_running_loop()
     results: list[Probe] = []
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*target.addr), timeout)
+        if target.transport == "tls":  # verified against the system store (SSL_CERT_FILE), SNI = the host
+            ctx = ssl.create_default_context()
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                *target.addr, ssl=ctx, server_hostname=target.host, ssl_handshake_timeout=timeout), timeout)
+        else:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*target.addr), timeout)
     except (TimeoutError, OSError) as e:
-        reason = "connection refused" if isinstance(e, ConnectionRefusedError) else "connect failed"
+        reason = failure_reason(e)
         return [Probe(i, False, None, None, reason, 0) for i in range(1, count + 1)]
     try:
         local = norm_addr(writer.get_extra_info("sockname"))
@@ -164,7 +171,7 @@ async def _ping_tcp(
         for seq in range(1, count + 1):
             if seq > 1:
                 await asyncio.sleep(interval)
-            req = build_options(_ruri(target), local, transport="TCP", from_user=from_user,
+            req = build_options(_ruri(target), local, transport=target.transport.upper(), from_user=from_user,
                                 from_display=from_user, useragent=useragent, cseq=seq)
             # the same transaction as over UDP, reliable: no retransmissions (RFC 3261 §17.1.2.2)
             txn = ClientTransaction(req.branch, req.data, target.addr, reliable=True, policy=RFC3261,

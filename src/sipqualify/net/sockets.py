@@ -1,26 +1,28 @@
 """The daemon's SIP sockets, and which flow each message goes out over.
 
-One UDP socket per address family (a wildcard IPv4 bind also gets the IPv6 wildcard), and
-with [general] tcpenable a TCP listener on the address and port of each. Sending: an answer
-goes over the flow its request came over; a poke over the TCP connection from its
-destination if there is one, over a connection we open to a static tcp peer, never over
-UDP to a peer registered over TCP whose connection is gone, else over UDP.
+One UDP socket per address family (a wildcard IPv4 bind also gets the IPv6 wildcard), with
+[general] tcpenable a TCP listener on the address and port of each, with tlsenable a TLS
+listener on tlsbindaddr. Sending: an answer goes over the flow its request came over; a poke
+over the TCP/TLS connection from its destination if there is one, over a connection we open
+to a static tcp/tls peer, never over UDP to a peer registered over TCP/TLS whose connection
+is gone, else over UDP. No transport stands in for another: a tcp or tls peer is qualified
+over its own transport (its connection error is its reason) or not at all.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..addr import Addr
-from ..model import GeneralConfig, PeerConfig, ServiceConfig
+from ..addr import Addr, ip_literal
+from ..model import GeneralConfig, ServiceConfig
 from ..qualify.engine import Peer
-from ..qualify.inbound import TCP, Flow
+from ..qualify.inbound import TCP, TLS, Flow
 from .limits import tcp_connection_cap
-from .tcp import TcpServer
+from .tcp import TcpConnection, TcpServer
+from .tls import CertWatch, client_context, server_context
 from .udp import LocalAddressSelector, UdpEndpoint, open_udp
 
 log = logging.getLogger("sipqualify")
@@ -32,13 +34,25 @@ class SipSockets:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.endpoints: dict[int, UdpEndpoint] = {}
-        self.tcp: TcpServer | None = None  # [general] tcpenable: SIP over TCP, inbound
-        self._tcp_static: set[Addr] = set()  # static transport=tcp peers: we connect to them
-        self.pinned: Callable[[Addr], bool] = lambda dest: False  # registered over TCP: never UDP
+        self.tcp: TcpServer | None = None  # SIP over TCP: the tcpenable listener, and/or tcp peers we connect to
+        self.tls: TcpServer | None = None  # SIP over TLS: the tlsenable listener, and/or tls peers we connect to
+        self.certs = CertWatch()  # TLS peers' certificates (days left)
+        self._static: dict[Addr, TcpServer] = {}  # static tcp/tls peers' destinations: we connect to them
+        self.pinned: Callable[[Addr], bool] = lambda dest: False  # registered over TCP/TLS: never UDP
+        self._general = GeneralConfig()
+        self._svc = ServiceConfig()
+        self._on_message: dict[str, Receive] = {}
+        self._on_batch_done: Callable[[], None] | None = None
+        self._on_connect_error: Callable[[Addr, str], None] | None = None
+        self.on_tls_connected: Callable[[Addr], None] | None = None  # a TLS connection we opened is up
 
     async def open(self, binds: list[Addr], g: GeneralConfig, svc: ServiceConfig, *, on_datagram: Receive,
                    on_tcp_message: Receive, on_icmp: Callable[[Addr, str], None], on_batch_done: Callable[[], None],
-                   on_tcp_connect_error: Callable[[Addr, str], None]) -> None:
+                   on_tcp_connect_error: Callable[[Addr, str], None], on_tls_message: Receive | None = None) -> None:
+        self._general, self._svc = g, svc
+        self._on_message = {TCP: on_tcp_message, TLS: on_tls_message or on_tcp_message}
+        self._on_batch_done, self._on_connect_error = on_batch_done, on_tcp_connect_error
+        self.certs.warn_days = g.tls_expiry_warn_days
         binds = list(binds)
         optional: set[Addr] = set()
         if binds[0][0] == "0.0.0.0" and not any(":" in h for h, _ in binds):
@@ -57,24 +71,59 @@ class SipSockets:
                     continue
                 raise OSError(e.errno, f"cannot bind SIP socket {host}:{port}: {e.strerror}") from None
             self.endpoints[fam] = ep
+        if g.tlsenable:
+            tls = self._server(TLS)
+            host, port = g.tlsbindaddr
+            try:
+                await tls.listen(host, port)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot bind SIP TLS socket {host}:{port}: {e.strerror}") from None
+            log.info("SIP over TLS on %s", ", ".join(f"{ip}:{port}" for ip, port in tls.locals))
         if not g.tcpenable:
             return
-        self.tcp = TcpServer(on_tcp_message, clock=self.clock, on_batch_done=on_batch_done,
-                             idle_timeout=svc.tcp_idle_timeout_s,
-                             max_connections=tcp_connection_cap(svc.tcp_max_connections),
-                             max_per_ip=svc.tcp_max_connections_per_ip,
-                             max_unfinished=svc.tcp_max_unfinished_bytes, message_timeout=svc.tcp_message_timeout_s)
-        self.tcp.on_connect_error = on_tcp_connect_error
+        tcp = self._server(TCP)
         for ep in self.endpoints.values():
             try:
-                await self.tcp.listen(*ep.local)
+                await tcp.listen(*ep.local)
             except OSError as e:
                 if any(ep.local[1] == port and ep.local[0] == host.strip("[]") for host, port in optional):
                     log.info("no IPv6 SIP TCP socket on [%s]:%d (%s)", ep.local[0], ep.local[1], e)
                     continue
                 raise OSError(e.errno, f"cannot bind SIP TCP socket {ep.local[0]}:{ep.local[1]}: "
                                        f"{e.strerror}") from None
-        log.info("SIP over TCP on %s", ", ".join(f"{ip}:{port}" for ip, port in self.tcp.locals))
+        log.info("SIP over TCP on %s", ", ".join(f"{ip}:{port}" for ip, port in tcp.locals))
+
+    def _server(self, transport: str) -> TcpServer:
+        """The TCP or TLS server, made on first need (a listener, or a peer to connect to).
+        TLS: raises TlsConfigError when the tls* options cannot make a context."""
+        srv = self.tcp if transport == TCP else self.tls
+        if srv is not None:
+            return srv
+        g, svc = self._general, self._svc
+        tls = transport == TLS
+        srv = TcpServer(self._on_message[transport], clock=self.clock, on_batch_done=self._on_batch_done,
+                        idle_timeout=svc.tcp_idle_timeout_s,
+                        max_connections=tcp_connection_cap(svc.tcp_max_connections),
+                        max_per_ip=svc.tcp_max_connections_per_ip,
+                        max_unfinished=svc.tcp_max_unfinished_bytes, message_timeout=svc.tcp_message_timeout_s,
+                        name=transport.upper(), ssl_server=server_context(g) if tls and g.tlsenable else None,
+                        ssl_client=client_context(g) if tls else None)
+        srv.on_connect_error = self._on_connect_error
+        if tls:
+            srv.on_connected = self._tls_connected
+            self.tls = srv
+        else:
+            self.tcp = srv
+        return srv
+
+    def _tls_connected(self, addr: Addr, conn: TcpConnection) -> None:
+        t = conn.transport
+        self.certs.record(addr, t.get_extra_info("peercert") if t is not None else None)
+        if self.on_tls_connected is not None:
+            self.on_tls_connected(addr)
+
+    def cert_days_left(self, dest: Addr | None, now_wall: float) -> float | None:
+        return self.certs.days_left(dest, now_wall)
 
     def local_addresses(self) -> list[Addr]:
         return [ep.local for ep in self.endpoints.values()]
@@ -85,23 +134,37 @@ class SipSockets:
     def tcp_snapshot(self) -> dict[str, Any] | None:
         return self.tcp.snapshot() if self.tcp is not None else None
 
+    def tls_snapshot(self) -> dict[str, Any] | None:
+        return self.tls.snapshot() if self.tls is not None else None
+
     def collect_tcp_peers(self, peers: Iterable[Peer]) -> None:
-        """Destinations of static tcp peers: sending to one opens a connection if there is none."""
-        if self.tcp is None:  # no tcpenable: no tcp peers (and no walk over a million peers)
-            return
-        self._tcp_static = {p.dest for p in peers
-                            if p.transport == "tcp" and not p.cfg.dynamic and p.dest is not None}
+        """Destinations of static tcp/tls peers: sending to one opens a connection if there is
+        none (the server is made here if no listener made it; a TLS peer's host name is its SNI)."""
+        static: dict[Addr, TcpServer] = {}
+        for p in peers:
+            if p.transport == "udp" or p.cfg.dynamic or p.dest is None:
+                continue
+            srv = self._server(TLS if p.transport == "tls" else TCP)
+            static[p.dest] = srv
+            host = p.cfg.host
+            if srv is self.tls and host and ip_literal(host.strip("[]")) is None and p.dest == p.addr:
+                srv.sni[p.dest] = host
+        self._static = static
+
+    def _servers(self) -> tuple[TcpServer, ...]:
+        return tuple(s for s in (self.tcp, self.tls) if s is not None)
 
     def mark_registered(self, remote: Addr, pinned: bool) -> None:
-        if self.tcp is not None:  # a pinned connection is kept when room is needed
-            self.tcp.mark_registered(remote, pinned)
+        for srv in self._servers():  # a pinned connection is kept when room is needed
+            srv.mark_registered(remote, pinned)
 
     def send_on(self, data: bytes, flow: Flow) -> None:
         """An answer: over the connection its request came over (dropped and counted when that
         is gone), else over UDP."""
-        if flow.transport == TCP:
-            if self.tcp is not None and not self.tcp.send(flow.remote, data):
-                self.tcp.stats["no_connection"] += 1
+        if flow.transport in (TCP, TLS):
+            srv = self.tcp if flow.transport == TCP else self.tls
+            if srv is not None and not srv.send(flow.remote, data):
+                srv.stats["no_connection"] += 1
             return
         dest = flow.remote
         ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
@@ -109,18 +172,21 @@ class SipSockets:
             ep.sendto(data, dest)
 
     def send(self, data: bytes, dest: Addr) -> None:
-        """Over the TCP connection from `dest` if there is one, else over UDP; but never over UDP
-        to a peer registered over TCP whose connection is gone (dropped and counted: its give-up
-        timer makes it UNREACHABLE, as Asterisk does when the connection is lost)."""
-        tcp = self.tcp
-        if tcp is not None:
-            if tcp.send(dest, data):
-                return
-            if dest in self._tcp_static:  # a tcp peer: open (or wait for) our connection to it
-                tcp.connect_and_send(dest, data)
+        """Over the TCP/TLS connection from `dest` if there is one, else over UDP; but never over
+        UDP to a tcp/tls peer or to a peer registered over TCP/TLS whose connection is gone
+        (dropped and counted: its give-up timer makes it UNREACHABLE, as Asterisk does when the
+        connection is lost)."""
+        servers = self._servers()
+        if servers:
+            for srv in servers:
+                if srv.send(dest, data):
+                    return
+            static = self._static.get(dest)
+            if static is not None:  # a tcp/tls peer: open (or wait for) our connection to it
+                static.connect_and_send(dest, data)
                 return
             if self.pinned(dest):
-                tcp.stats["no_connection"] += 1
+                servers[0].stats["no_connection"] += 1
                 return
         ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
         if ep is not None:
@@ -130,22 +196,5 @@ class SipSockets:
         for ep in self.endpoints.values():
             ep.close()
         self.endpoints.clear()
-        if self.tcp is not None:
-            self.tcp.close()
-
-
-def daemon_transports(peers: list[PeerConfig], tcp: bool = False) -> list[PeerConfig]:
-    """With `tcpenable`, a static `transport=tcp` peer is qualified over a TCP connection
-    sipqualify opens (and keeps), as chan_sip does. A dynamic peer is qualified over the
-    transport it registered with (its binding's). TLS is not implemented: warned, and
-    qualified over UDP rather than with a Via naming a transport the datagram does not use."""
-    out = []
-    for p in peers:
-        if p.transport == "udp" or (tcp and p.transport == "tcp" and not p.dynamic):
-            out.append(p)
-            continue
-        if not (tcp and p.transport == "tcp"):  # a dynamic tcp peer: its binding says (no warning)
-            log.warning("peer '%s' (%s): transport=%s is not supported by the daemon yet; qualified over UDP",
-                        p.name, p.source, p.transport)
-        out.append(dataclasses.replace(p, transport="udp"))
-    return out
+        for srv in self._servers():
+            srv.close()

@@ -1,5 +1,14 @@
-"""SIP over TCP: a listener next to each UDP socket (RFC 3261 §18.3), and the connections
-sipqualify opens to the `transport=tcp` peers it qualifies (`connect_and_send`).
+"""SIP over TCP and TLS: a listener next to each UDP socket (RFC 3261 §18.3) or on
+`tlsbindaddr`, and the connections sipqualify opens to the `transport=tcp|tls` peers it
+qualifies (`connect_and_send`).
+
+TLS is the same code over an `ssl` transport: a `TcpServer` made with `ssl_server` (the
+listener's context) and `ssl_client` (the context of the connections we open; the peer's host
+name, `sni[addr]`, is the SNI and what its certificate must name). Handshakes have a timeout
+(`HANDSHAKE_TIMEOUT`); a failed one closes that connection only: accepted, it is counted
+(`handshake_errors`); opened by us, `on_connect_error(addr, reason)` gets why ("certificate
+has expired", "hostname mismatch, ...", "connection refused"). `on_connected(addr, conn)` is
+told of each connection we opened, once it is up (for its peer certificate).
 
 Phones connect, REGISTER and are qualified over their own connection. Each connection runs
 a `StreamFramer` (Content-Length framing, 64 KiB limit); complete messages go to
@@ -38,6 +47,7 @@ import asyncio
 import errno
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +56,7 @@ from ..addr import Addr
 from ..ratelog import RateLog
 from ..sip.errors import SipParseError
 from ..sip.framing import MAX_MESSAGE, StreamFramer
+from .tls import HANDSHAKE_TIMEOUT, failure_reason
 from .udp import bound_socket, norm_addr
 
 log = logging.getLogger("sipqualify.net")
@@ -60,7 +71,7 @@ ACCEPT_PAUSE = 0.5  # seconds a listener rests after accept() failed for want of
 OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 STATS = ("accepted", "refused", "evicted", "accept_errors", "closed", "idle_closed", "message_timeouts",
          "unfinished_evicted", "pings", "pongs", "framing_errors", "messages_in", "bytes_in", "messages_out",
-         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors")
+         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors", "handshake_errors")
 
 
 def unfinished_bytes(framer: StreamFramer) -> int:
@@ -228,7 +239,15 @@ class TcpServer:
         connect_timeout: float = 5.0,
         max_unfinished: int = MAX_UNFINISHED,
         message_timeout: float = MESSAGE_TIMEOUT,
+        name: str = "TCP",
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
     ) -> None:
+        self.name = name  # TCP | TLS: in log lines
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
+        self.sni: dict[Addr, str] = {}  # TLS peers we connect to: their host name, when not an IP
+        self.on_connected: Callable[[Addr, TcpConnection], None] | None = None
         self.on_message = on_message
         self.on_batch_done = on_batch_done  # called once after each read that produced messages
         self.clock = clock
@@ -325,12 +344,18 @@ class TcpServer:
 
     async def _start(self, conn: TcpConnection, sock: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: conn, sock, ssl=self.ssl_server,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self.ssl_server is not None else None)
         except BaseException as e:
             conn.close(abort=True)
             sock.close()
             if not isinstance(e, Exception):
                 raise
+            if self.ssl_server is not None:
+                self.stats["handshake_errors"] += 1
+                self.log_accept(self.clock(), "%s %s:%d: handshake failed: %s", self.name, conn.addr[0],
+                                conn.addr[1], failure_reason(e))
 
     def _admit(self, conn: TcpConnection) -> bool:
         ip = conn.addr[0]
@@ -467,18 +492,26 @@ class TcpServer:
 
     async def _connect(self, addr: Addr) -> None:
         loop = asyncio.get_running_loop()
+        tls = self.ssl_client
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: TcpConnection(self, outbound=True), addr[0], addr[1])
+            async with asyncio.timeout(self.connect_timeout + (HANDSHAKE_TIMEOUT if tls is not None else 0.0)):
+                if tls is None:
+                    _, conn = await loop.create_connection(lambda: TcpConnection(self, outbound=True),
+                                                           addr[0], addr[1])
+                else:  # SNI and the name the certificate must carry: the peer's host name, else its IP
+                    _, conn = await loop.create_connection(
+                        lambda: TcpConnection(self, outbound=True), addr[0], addr[1], ssl=tls,
+                        server_hostname=self.sni.get(addr, addr[0]), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, TimeoutError) as e:
             self._connecting.pop(addr, None)
             self.stats["connect_errors"] += 1
-            no = getattr(e, "errno", None)
-            reason = "timeout" if isinstance(e, TimeoutError) else errno.errorcode.get(no or 0, str(e))
-            log.debug("TCP connect to %s:%d failed: %s", addr[0], addr[1], reason)
+            reason = failure_reason(e)
+            log.debug("%s connect to %s:%d failed: %s", self.name, addr[0], addr[1], reason)
             if self.on_connect_error is not None:
                 self.on_connect_error(addr, reason)
             return
+        if self.on_connected is not None and conn.open:
+            self.on_connected(addr, conn)
         for data in self._connecting.pop(addr, []):
             if not conn.send(data):
                 self.stats["no_connection"] += 1

@@ -97,6 +97,7 @@ class Peer:
         "ka_gen",
         "_ruri",
         "transport",
+        "transport_error",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -119,6 +120,9 @@ class Peer:
         self.ka_gen = 0
         self._ruri: str | None = None  # a registered Contact; None: request_uri(cfg), made per poke
         self.transport = cfg.transport  # of the OPTIONS: the config's, or the registration's
+        # why the last connection to the peer could not be opened (TCP/TLS): "connection refused",
+        # "certificate has expired" ...; cleared by the next answer
+        self.transport_error: str | None = None
 
     @property
     def ruri(self) -> str:
@@ -357,8 +361,8 @@ class QualifyEngine:
         p.addr = addr
         p.dest = dest or addr
         p.ruri = contact
-        if transport == "tcp":
-            p.transport = "tcp"
+        if transport in ("tcp", "tls"):
+            p.transport = transport
         return True
 
     def unregistered(self, name: str) -> None:
@@ -430,15 +434,20 @@ class QualifyEngine:
         """Anything that arrived, through the front door (`self.front`, qualify/dispatch.py)."""
         self.front.receive(data, addr, now, transport)
 
-    def transport_error(self, addr: Addr, now: float, reason: str) -> None:
-        """ICMP error for a datagram we sent to `addr`. Counted and reported; the state
-        still follows chan_sip (the give-up timer decides), as Asterisk ignores ICMP."""
+    def transport_error(self, addr: Addr, now: float, reason: str, *, connection: bool = False) -> None:
+        """ICMP error for a datagram we sent to `addr`, or (`connection`) a TCP/TLS connection to
+        `addr` that could not be opened. Counted and reported; the state still follows chan_sip
+        (the give-up timer decides), as Asterisk ignores ICMP. A connection failure is also kept
+        as the reason of each peer waiting on it (`Peer.transport_error`, shown in `peer X` and
+        carried by its transition to UNREACHABLE)."""
         self.stats.transport_errors += 1
         peer = None
         for txn in self._txns.values():
             if txn.dest == addr and isinstance(txn.owner, Peer):
-                peer = txn.owner.name
-                break
+                peer = peer or txn.owner.name
+                if not connection:
+                    break
+                txn.owner.transport_error = reason
         self._events.append(TransportError(peer, addr, now, reason))
 
     def snapshot_stats(self) -> EngineStats:
@@ -621,7 +630,8 @@ class QualifyEngine:
             self.stats.transitions += 1
             p.transitions += 1
             self._events.append(
-                StateChanged(p.name, old, new, lastms, p.maxms, rtt, now, prev_lastms=prev, silent=not publish)
+                StateChanged(p.name, old, new, lastms, p.maxms, rtt, now, prev_lastms=prev, silent=not publish,
+                             reason=p.transport_error if new == st.UNREACHABLE else None)
             )
         return new
 
@@ -665,6 +675,7 @@ class QualifyEngine:
 
     def _on_answer(self, p: Peer, txn: ClientTransaction, status: int, now: float) -> None:
         self.stats.answered += 1
+        p.transport_error = None
         p.qualifies += 1
         p.last_qualify = now
         rtt = now - txn.first_sent

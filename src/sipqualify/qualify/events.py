@@ -29,6 +29,7 @@ class StateChanged:
     time: float
     prev_lastms: int = 0  # lastms before this transition ("Last qualify: N")
     silent: bool = False
+    reason: str | None = None  # UNREACHABLE because a connection failed: why ("certificate has expired")
 
     @property
     def peer_status(self) -> str:
@@ -58,7 +59,8 @@ class QualifyResult(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class TransportError:
-    """An ICMP error (port/host unreachable) seen for a datagram sent to a peer."""
+    """An ICMP error (port/host unreachable) seen for a datagram sent to a peer, or a TCP/TLS
+    connection to it that could not be opened."""
 
     peer: str | None
     addr: tuple[str, int]

@@ -57,6 +57,8 @@ log = logging.getLogger("sipqualify")
 
 UDP = "udp"
 TCP = "tcp"
+TLS = "tls"
+STREAMS = (TCP, TLS)  # connection transports: answers and pokes go over the request's connection
 
 ACCEPT = "application/sdp"
 KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
@@ -66,9 +68,9 @@ KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "RE
 @dataclass(frozen=True, slots=True)
 class Flow:
     """What a message came over, and so where its answer goes. UDP: the datagram's source
-    address; TCP: the remote end of the connection (later TLS/WS: the same)."""
+    address; TCP, TLS: the remote end of the connection (later WS: the same)."""
 
-    transport: str  # UDP | TCP
+    transport: str  # UDP | TCP | TLS
     remote: Addr
 
 
@@ -272,7 +274,7 @@ class InboundEndpoint:
             return
         for b in self.registrar.bindings.values():
             dest = None
-            if b.transport == TCP:
+            if b.transport in STREAMS:
                 dest = self._tcp_flows.get(b.peer) or (b.addr[0], 0)
             if self.qualifier.bound(b.peer, b.addr, b.contact, b.transport, dest) and dest is not None:
                 self._pin(b.peer, dest)
@@ -337,7 +339,7 @@ class InboundEndpoint:
         if out.binding is not None:
             b = out.binding
             self._arm(b)
-            conn = flow.remote if b.transport == TCP else None  # qualified over the REGISTER's connection
+            conn = flow.remote if b.transport in STREAMS else None  # qualified over the REGISTER's connection
             self._unpin(b.peer)
             if conn is not None:
                 self._pin(b.peer, conn)

@@ -27,7 +27,7 @@ class StateRecorder:
         if p is not None:
             self.save_state(p)
         self.store.record_transition(ev.peer, self.wall_offset + ev.time, ev.old, ev.new, ev.lastms, ev.maxms,
-                                     ev.rtt * 1000 if ev.rtt is not None else None)
+                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.reason)
 
     def save_state(self, p: Peer) -> None:
         self.store.save_state(p.name, p.state, p.lastms, p.maxms, p.rtt * 1000 if p.rtt is not None else None,

@@ -91,10 +91,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # retention deletes by time across all peers; without this it would scan the table
         "CREATE INDEX IF NOT EXISTS samples_time ON samples(time)",
     ),
+    # why a transition to UNREACHABLE happened when a connection could not be opened (TCP/TLS)
+    ("ALTER TABLE transitions ADD COLUMN reason TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_TRANSITION = "INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms) VALUES (?,?,?,?,?,?,?)"
+_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason) "
+                      "VALUES (?,?,?,?,?,?,?,?)")
 _INSERT_SAMPLE = "INSERT INTO samples(peer, time, rtt_ms, status_code, transmissions) VALUES (?,?,?,?,?)"
 _UPSERT_STATE = (
     "INSERT INTO peer_state(peer, state, lastms, maxms, rtt_ms, changed_at, updated_at) VALUES (?,?,?,?,?,?,?) "
@@ -126,6 +129,7 @@ class TransitionRecord:
     lastms: int
     maxms: int
     rtt_ms: float | None
+    reason: str | None = None  # a connection failure behind a transition to UNREACHABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,9 +320,10 @@ class Store:
     # ------------------------------------------------------------------ enqueue (event loop; never blocks)
 
     def record_transition(
-        self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None
+        self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None,
+        reason: str | None = None,
     ) -> None:
-        row = (peer, time, old, new, lastms, maxms, rtt_ms)
+        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason)
         with self._wake:
             self._transitions.append(row)
             self._wake.notify()
@@ -658,7 +663,7 @@ class Store:
     ) -> list[TransitionRecord]:
         """Transitions in time order (oldest first), `since <= time <= until`."""
         where, args = _where(peer, since, until)
-        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms"
+        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason"
         sql = f"SELECT {cols} FROM transitions{where} ORDER BY time, id LIMIT ?"
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
@@ -669,7 +674,8 @@ class Store:
 
     def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
         """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
-        sql = "SELECT id, peer, time, old, new, lastms, maxms, rtt_ms FROM transitions WHERE id > ? ORDER BY id LIMIT ?"
+        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason FROM transitions WHERE id > ? "
+               "ORDER BY id LIMIT ?")
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
 
