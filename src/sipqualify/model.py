@@ -88,6 +88,8 @@ class GeneralConfig:
     authfail_limit: int = 10  # failed REGISTERs from one address within authfail_window before a ban
     authfail_window: int = 60  # seconds
     authfail_ban: int = 300  # seconds during which that address is ignored (0 = never ban)
+    srvlookup: bool = True  # chan_sip: SRV of the peer's transport before A/AAAA (net/dns.py)
+    dns_server: tuple[str, int] | None = None  # (ip, port) to ask instead of the system's resolv.conf
 
 
 @dataclass(slots=True)
