@@ -148,8 +148,18 @@ def cmd_peer(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(v.to_json(), indent=2))
     else:
-        sys.stdout.write(format_sip_show_peer(v))
+        sys.stdout.write(format_sip_show_peer(v) + dns_lines(v))
     return EXIT_OK
+
+
+def dns_lines(v: Any) -> str:
+    """After the `sip show peer` block (which stays chan_sip's): how a host name resolved, or why not."""
+    if v.dns is None and v.dns_error is None:
+        return ""
+    lines = [f"  DNS          : {v.dns or '(unresolved)'}"]
+    if v.dns_error:
+        lines.append(f"  DNS error    : {v.dns_error}")
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -158,6 +158,10 @@ class BindingHealth(Protocol):
     def health(self) -> Json: ...
 
 
+class DnsStatus(Protocol):
+    def describe(self, name: str) -> tuple[str | None, str | None]: ...  # (how it resolved, why it does not)
+
+
 class Shell(Protocol):
     """What ShellReadModel reads from the composition root."""
 
@@ -185,6 +189,8 @@ class Shell(Protocol):
     def ami(self) -> AmiStats | None: ...
     @property
     def loaded(self) -> bool: ...
+    @property
+    def dns(self) -> DnsStatus: ...
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -263,6 +269,7 @@ class ShellReadModel:
         cfg = p.cfg
         b = shell.registrar.bindings.get(p.name) if shell.registrar is not None else None
         addr = p.addr
+        dns, dns_error = shell.dns.describe(p.name)
         return PeerView(
             name=p.name,
             status=p.status,
@@ -296,6 +303,8 @@ class ShellReadModel:
             qualifies=p.qualifies,
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
+            dns=dns,
+            dns_error=dns_error,
         )
 
     def views(self) -> list[PeerView]:

@@ -45,6 +45,8 @@ class PeerView:
     qualifies: int  # qualify transactions completed since start
     timeouts: int
     retransmissions: int
+    dns: str | None = None  # how the host name resolved (net/dns.py Resolution.path); None: no name
+    dns_error: str | None = None  # why it does not resolve now
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -117,6 +117,13 @@ class EventHub:
         self.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
 
+    def publish_dns(self, peer: str, what: str, addr: Addr | None, previous: Addr | None, path: str | None,
+                    reason: str | None) -> None:
+        """A static peer's name resolved to a new address (`changed`) or stopped resolving (`failed`)."""
+        self.publish({"peer": peer, "dns": what, "address": f"{addr[0]}:{addr[1]}" if addr else None,
+                      "previous": f"{previous[0]}:{previous[1]}" if previous else None, "path": path,
+                      "reason": reason, "time": time.time()})
+
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
         sub.dropped = True
@@ -234,6 +241,10 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                     await _overflow(resp, sent, hub.overflow_grace_s)
                 break
             item = sub.pop()
+            if isinstance(item, dict) and "dns" in item:  # live only, like registry events
+                if (peers is None or item["peer"] in peers) and states is None:
+                    await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())
+                continue
             if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
                 if (peers is None or item["peer"] in peers) and (
                         states is None or str(item["peer_status"]).upper() in states):

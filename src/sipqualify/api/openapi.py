@@ -60,6 +60,8 @@ PEER = {
         "qualifies": {"type": "integer"},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
+        "dns": {"type": ["string", "null"]},
+        "dns_error": {"type": ["string", "null"]},
     },
 }
 

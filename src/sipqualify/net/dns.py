@@ -150,6 +150,12 @@ def srv_order(records: Sequence[SrvRecord], rng: random.Random) -> list[SrvRecor
     return out
 
 
+def _special(host: str) -> bool:
+    """RFC 6761 §6.3/§6.4: `localhost` and `.invalid` names never go to a DNS server for SRV."""
+    h = host.lower().rstrip(".")
+    return h == "localhost" or h.endswith((".localhost", ".invalid")) or h == "invalid"
+
+
 def _text(v: bytes | str) -> str:
     return v.decode("ascii", "replace") if isinstance(v, bytes) else v
 
@@ -254,7 +260,7 @@ class SipResolver:
         if lit is not None:
             t = transport or "udp"
             return Resolution(host, (Target(t, host, port or default_port(t), str(lit)),), float("inf"), "literal")
-        if port is not None or not srv:
+        if port is not None or not srv or _special(host):
             t = transport or "udp"
             ttl, addrs = await self.addresses(host)
             return self._make(host, [(t, host, port or default_port(t), ttl, addrs)], ttl, "A/AAAA")
