@@ -6,6 +6,7 @@ import asyncio
 import random
 import socket
 from collections import Counter
+from pathlib import Path
 
 import dns.message
 import dns.rdatatype
@@ -205,3 +206,16 @@ async def test_nodata(lab: Lab) -> None:
         await SipResolver(d.server).resolve("words.test", 5060)
     assert ei.value.kind == NODATA
     assert ei.value.reason == "words.test A/AAAA: no record of that type"
+
+
+async def test_no_resolv_conf_falls_back_to_getaddrinfo(tmp_path: Path) -> None:
+    """Without a dns_server and with a resolv.conf that names no server, SRV cannot be asked:
+    the system resolver (getaddrinfo: /etc/hosts, nsswitch) still finds the name. The host's own
+    name is one getaddrinfo knows on any machine the suite runs on."""
+    empty = tmp_path / "resolv.conf"
+    empty.write_text("# no nameserver\n")
+    host = socket.gethostname()
+    expected = {str(i[4][0]) for i in socket.getaddrinfo(host, None)}
+    res = await SipResolver(resolv_conf=str(empty)).resolve(host, transport="udp")
+    assert res.targets[0].address in expected and res.targets[0].port == 5060
+    assert res.path.startswith("no SRV")

@@ -60,6 +60,9 @@ NO_CONFIG = "no-config"
 BAD_NAME = "bad-name"
 NO_TARGET = "no-target"
 
+# no records to follow: go on to the next step (no resolv.conf: getaddrinfo may still know the name)
+_NO_RECORDS = (NXDOMAIN, NODATA, NO_CONFIG)
+
 _KIND_TEXT = {
     NXDOMAIN: "no such domain (NXDOMAIN)",
     NODATA: "no record of that type",
@@ -175,8 +178,9 @@ class SipResolver:
 
     def __init__(self, server: Addr | None = None, *, transports: Sequence[str] = ("udp", "tcp"),
                  rng: random.Random | None = None, clock: Callable[[], float] = time.monotonic,
-                 lifetime: float = DEFAULT_LIFETIME_S) -> None:
+                 lifetime: float = DEFAULT_LIFETIME_S, resolv_conf: str = "/etc/resolv.conf") -> None:
         self.server = server
+        self.resolv_conf = resolv_conf
         self.transports = tuple(transports)
         self.rng = rng or random.Random()
         self.clock = clock
@@ -195,7 +199,7 @@ class SipResolver:
                 r.port = self.server[1]
             else:
                 try:
-                    r = dns.asyncresolver.Resolver()
+                    r = dns.asyncresolver.Resolver(filename=self.resolv_conf)
                 except (dns.resolver.NoResolverConfiguration, OSError) as e:
                     raise DnsError(NO_CONFIG, "-", "-", str(e) or "resolv.conf has no nameserver") from None
             r.cache = None  # ours, below: it also keeps negative answers and failures typed
@@ -277,7 +281,7 @@ class SipResolver:
         try:
             ttl, records = await self.query(host, "NAPTR")
         except DnsError as e:
-            if e.kind not in (NXDOMAIN, NODATA):
+            if e.kind not in _NO_RECORDS:
                 raise
             records, ttl = [], float("inf")
         naptrs = [NaptrRecord(r.order, r.preference, _text(r.flags).lower(), _text(r.service).upper(),
@@ -315,7 +319,7 @@ class SipResolver:
         try:
             return await self._srv(f"{SRV_PREFIX[transport]}.{host}", transport)
         except DnsError as e:
-            if e.kind in (NXDOMAIN, NODATA):
+            if e.kind in _NO_RECORDS:
                 return None
             raise
 
