@@ -1,9 +1,11 @@
-"""Peer hosts resolved without blocking the loop (A before AAAA), literals untouched."""
+"""Peer hosts resolved without blocking the loop (A before AAAA), literals untouched. (RFC 3263
+SRV/NAPTR against a real DNS server: tests/dns/.)"""
 
 from __future__ import annotations
 
-from sipqualify.model import PeerConfig
-from sipqualify.net.resolve import resolve_peers, resolve_proxies
+from sipqualify.model import GeneralConfig, PeerConfig
+from sipqualify.net.dnswatch import PeerDns
+from sipqualify.net.resolve import resolve_proxies
 
 
 async def test_resolve_peers() -> None:
@@ -14,12 +16,17 @@ async def test_resolve_peers() -> None:
         PeerConfig(name="bad", host="no-such-host.invalid"),
         PeerConfig(name="dyn", dynamic=True),
     ]
-    got = await resolve_peers(peers)
+    dns = PeerDns(lambda *a: None)
+    got = await dns.load(peers, GeneralConfig())  # system resolver: localhost from /etc/hosts (RFC 6761: no SRV)
     assert got["lit"] == ("192.0.2.7", 5070)
     assert got["v6"] == ("2001:db8::1", 5060)
     assert got["name"] == ("127.0.0.1", 5061)
     assert got["bad"] is None
     assert "dyn" not in got
+    assert dns.describe("lit") == (None, None)
+    path, error = dns.describe("bad")
+    assert path is None and error is not None and error.startswith("no-such-host.invalid A/AAAA: ")
+    dns.close()
 
 
 async def test_resolve_outbound_proxy() -> None:

@@ -154,7 +154,18 @@ def cmd_peer(args: argparse.Namespace) -> int:
             print(f"  Transport err: {escape_controls(v.transport_error)}")
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
+        sys.stdout.write(dns_lines(v))
     return EXIT_OK
+
+
+def dns_lines(v: Any) -> str:
+    """After the `sip show peer` block (which stays chan_sip's): how a host name resolved, or why not."""
+    if v.dns is None and v.dns_error is None:
+        return ""
+    lines = [f"  DNS          : {v.dns or '(unresolved)'}"]
+    if v.dns_error:
+        lines.append(f"  DNS error    : {v.dns_error}")
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
 
 
 def cmd_get(args: argparse.Namespace) -> int:

@@ -101,6 +101,8 @@ class GeneralConfig:
     tlsclientmethod: str = "sslv23"  # sslv23 (negotiate) | tlsv1_2 | tlsv1_3
     tlsdontverifyserver: bool = False
     tls_expiry_warn_days: int = 14  # a TLS peer's certificate with fewer days left: a warning event
+    srvlookup: bool = True  # chan_sip: SRV of the peer's transport before A/AAAA (net/dns.py)
+    dns_server: tuple[str, int] | None = None  # (ip, port) to ask instead of the system's resolv.conf
 
 
 @dataclass(slots=True)

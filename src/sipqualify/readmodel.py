@@ -164,6 +164,10 @@ class BindingHealth(Protocol):
     def health(self) -> Json: ...
 
 
+class DnsStatus(Protocol):
+    def describe(self, name: str) -> tuple[str | None, str | None]: ...  # (how it resolved, why it does not)
+
+
 class Shell(Protocol):
     """What ShellReadModel reads from the composition root."""
 
@@ -191,6 +195,8 @@ class Shell(Protocol):
     def ami(self) -> AmiStats | None: ...
     @property
     def loaded(self) -> bool: ...
+    @property
+    def dns(self) -> DnsStatus: ...
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -275,6 +281,7 @@ class ShellReadModel:
         cfg = p.cfg
         b = shell.registrar.bindings.get(p.name) if shell.registrar is not None else None
         addr = p.addr
+        dns, dns_error = shell.dns.describe(p.name)
         return PeerView(
             name=p.name,
             status=p.status,
@@ -310,6 +317,8 @@ class ShellReadModel:
             retransmissions=p.retransmissions,
             transport_error=p.transport_error,
             tls_cert_days_left=self.tls_cert_days_left(p),
+            dns=dns,
+            dns_error=dns_error,
         )
 
     def views(self) -> list[PeerView]:

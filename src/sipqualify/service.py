@@ -24,8 +24,10 @@ from .api.surfaces import Surfaces
 from .config import load_config
 from .driver import CoreDriver
 from .model import Config, ConfigError
+from .net.dns import DnsError, Resolution
+from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
-from .net.resolve import resolve_peers, resolve_proxies
+from .net.resolve import resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
@@ -80,6 +82,7 @@ class Service:
         self.model = ShellReadModel(self)  # what the surfaces read
         self.surfaces = Surfaces(self.model)
         self.core = CoreDriver(self.loop, self.clock, self.sockets, self.feed, self.metrics, self.counters)
+        self.dns = PeerDns(self._dns_changed, self._dns_failed)  # static peers' host names, re-resolved on TTL
         self._stopped = asyncio.Event()
 
     @property
@@ -173,7 +176,8 @@ class Service:
         """(Re)load the peer set: resolved, handed to the engine, registered peers kept bound."""
         assert self.engine is not None
         peers = list(cfg.peers.values())
-        addrs = await resolve_peers(peers)
+        self.dns.configure(cfg.general, ("udp", "tcp", "tls"))
+        addrs = await self.dns.load(peers, cfg.general)
         proxies = await resolve_proxies(peers)
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
@@ -184,11 +188,20 @@ class Service:
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
         self.sockets.collect_tcp_peers(self.engine.peers())
-        for p in peers:
-            if p.host and not p.dynamic and addrs.get(p.name) is None:
-                log.warning("peer '%s': cannot resolve host '%s' (%s)", p.name, p.host, p.source)
         self._settle_gc()
         return summary
+
+    def _dns_changed(self, name: str, addr: Addr, old: Addr | None, res: Resolution) -> None:
+        """A peer's name resolves to a new address: the engine qualifies it there from now on."""
+        log.info("peer '%s': '%s' now resolves to %s:%d (was %s; %s)", name, res.name, addr[0], addr[1],
+                 f"{old[0]}:{old[1]}" if old else "unresolved", res.path)
+        if self.engine is not None and self.engine.set_address(name, addr, self.clock()):
+            self.core.pump()
+        self.events.publish_dns(name, "changed", addr, old, res.path, None)
+
+    def _dns_failed(self, name: str, err: DnsError) -> None:
+        st = self.dns.state(name)
+        self.events.publish_dns(name, "failed", None, st.addr if st else None, None, err.reason)
 
     def _read_config(self) -> Config:
         if not self.opts.config_path:
@@ -211,6 +224,7 @@ class Service:
         self._stopped.set()
 
     async def close(self) -> None:
+        self.dns.close()
         self.core.close()
         await self.surfaces.close()
         self.sockets.close()

@@ -47,6 +47,8 @@ class PeerView:
     retransmissions: int
     transport_error: str | None = None  # why the last TCP/TLS connection could not be opened; None: it could
     tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
+    dns: str | None = None  # how the host name resolved (net/dns.py Resolution.path); None: no name
+    dns_error: str | None = None  # why it does not resolve now
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

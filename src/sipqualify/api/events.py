@@ -121,6 +121,12 @@ class EventHub:
         """A TLS peer's certificate fell under `tls_expiry_warn_days`, as the `tls_expiry` event."""
         self.publish({"event": "tls_expiry", "peer": peer, "days_left": round(days, 3), "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
+    def publish_dns(self, peer: str, what: str, addr: Addr | None, previous: Addr | None, path: str | None,
+                    reason: str | None) -> None:
+        """A static peer's name resolved to a new address (`changed`) or stopped resolving (`failed`)."""
+        self.publish({"peer": peer, "dns": what, "address": f"{addr[0]}:{addr[1]}" if addr else None,
+                      "previous": f"{previous[0]}:{previous[1]}" if previous else None, "path": path,
+                      "reason": reason, "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -243,6 +249,9 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 if peers is None or item["peer"] in peers:
                     body = {k: v for k, v in item.items() if k != "event"}
                     await resp.write(f"event: tls_expiry\ndata: {json.dumps(body)}\n\n".encode())
+            if isinstance(item, dict) and "dns" in item:  # live only, like registry events
+                if (peers is None or item["peer"] in peers) and states is None:
+                    await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())
                 continue
             if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
                 if (peers is None or item["peer"] in peers) and (

@@ -65,6 +65,8 @@ PEER = {
                                            "`certificate has expired`; null once the peer answers"},
         "tls_cert_days_left": {"type": ["number", "null"],
                                "description": "TLS peers: days until the peer's verified certificate expires"},
+        "dns": {"type": ["string", "null"]},
+        "dns_error": {"type": ["string", "null"]},
     },
 }
 

@@ -46,6 +46,7 @@ BOTH: Final = (SIPCONF, TOML)
 #: Sections, in the order of docs/configuration.md. `top` is the TOML file's top level.
 SECTIONS: Final = ("general", "peer", "top", "api", "webhooks", "store", "service", "ami")
 
+DEFAULT_DNS_PORT = 53
 DEFAULT_KEEPALIVE_INTERVAL = 60  # chan_sip sip.h: what keepalive=yes means, in seconds
 
 
@@ -384,8 +385,16 @@ class Algorithms(Kind):
         return algs
 
 
+class TextKind(Kind):
+    """A kind whose TOML value is the same text sip.conf has: a string, read by `conf()`."""
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        s = want_str(r, where, key, v)
+        return s if s is NOTHING else self.conf(r, where, key, s, ctx)
+
+
 @dataclass(frozen=True, slots=True)
-class ExternAddr(Kind):
+class ExternAddr(TextKind):
     """An address we advertise: host or IP; a port in it is not used (warned). Empty: unset."""
 
     toml_type = "string"
@@ -402,9 +411,6 @@ class ExternAddr(Kind):
             r.warning(where, f"the port in {key} is not used: sipqualify advertises its own bind port")
         return host
 
-    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
-        s = want_str(r, where, key, v)
-        return s if s is NOTHING else self.conf(r, where, key, s, ctx)
 
 
 def _address(r: Reporter, where: Any, key: str, v: Any, **flags: bool) -> Any:
@@ -429,6 +435,23 @@ class BindAddr(Kind):
         except ValueError as err:
             r.error(where, f"bad bind address: {err}")
             return NOTHING
+
+
+@dataclass(frozen=True, slots=True)
+class DnsServer(TextKind):
+    """`dns_server`: an IP literal, perhaps with a port -> (ip, port), 53 when no port. Empty: unset."""
+
+    toml_type = 'string "ip", "ip:port" or "[v6]:port"'
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        if not text.strip():
+            return None
+        try:
+            ip, port = split_hostport(text, ip_only=True)
+        except ValueError as err:
+            r.error(where, f"bad {key}: {err}")
+            return NOTHING
+        return ip, DEFAULT_DNS_PORT if port is None else port
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,6 +690,10 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "registrar: the window `authfail_limit` counts in"),
     _general("authfail_ban", Number(lo=0, unit="seconds"), "general.authfail_ban", "`300`",
              "seconds (0: never ban)", "registrar: how long a banned address gets no answer"),
+    _general("srvlookup", Bool(), "general.srvlookup", "`yes`", _YES_NO,
+             "look up SRV records of a peer's host (its transport's) before A/AAAA"),
+    _general("dns_server", DnsServer(), "general.dns_server", "unset (the system's resolv.conf)",
+             "IP address, optionally with `:port` (53)", "the DNS server peer host names are resolved with"),
     # ------------------------------------------------------------------ peers
     _peer("type", Whole(), "", "required", "`peer`, `friend` or `user`",
           "what the section is: `peer` and `friend` are monitored peers", readers=(SIPCONF,)),

@@ -53,7 +53,7 @@ CHAN_SIP_KNOWN = frozenset("""
     rfc2833compensate ringinuse rpid_immediate rpid_update rtautoclear rtcachefriends rtcp_mux rtp_engine
     rtpholdtimeout rtpkeepalive rtptimeout rtsavepath rtsavesysname rtupdate sdpowner sdpsession send_diversion
     sendrpid session-expires session-minse session-refresher session-timers setvar shrinkcallerid sipdebug
-    snom_aoc_enabled srvlookup storesipcause stunaddr subscribe_network_change_event subscribecontext
+    snom_aoc_enabled storesipcause stunaddr subscribe_network_change_event subscribecontext
     subscribemwi supportpath t1min t38_udptl t38pt_udptl t38pt_usertpsource tcpauthlimit tcpauthtimeout
     tcpbindaddr textsupport timerb timert1
     tlsverifyclient tonezone tos tos_audio tos_sip tos_text tos_video

@@ -2,7 +2,8 @@
 
 `loop.getaddrinfo` runs the system resolver in the default executor, so /etc/hosts,
 nsswitch and resolv.conf behave exactly as for every other program on the host. IP
-literals never leave the process. SRV/NAPTR come later.
+literals never leave the process. Peer hosts are resolved by net/dns.py (RFC 3263, SRV) and
+net/dnswatch.py; this module resolves outbound proxies and `ping` targets.
 """
 
 from __future__ import annotations
@@ -44,34 +45,6 @@ async def resolve_host(host: str, *, families: tuple[int, ...] = (socket.AF_INET
             if info[0] == fam:
                 return str(info[4][0])
     return None
-
-
-async def resolve_peers(peers: Iterable[PeerConfig], *, concurrency: int = 64) -> dict[str, Addr | None]:
-    """name -> (ip, port) for every peer with a host; None when resolution failed."""
-    sem = asyncio.Semaphore(concurrency)
-    cache: dict[str, asyncio.Task[str | None]] = {}
-    out: dict[str, Addr | None] = {}
-
-    async def one(host: str) -> str | None:
-        async with sem:
-            return await resolve_host(host)
-
-    pending: list[tuple[PeerConfig, asyncio.Task[str | None]]] = []
-    for p in peers:
-        if not p.host or p.dynamic:
-            continue
-        lit = literal(p.host)
-        if lit is not None:
-            out[p.name] = (lit, p.port or default_port(p.transport))
-            continue
-        task = cache.get(p.host)
-        if task is None:
-            task = cache[p.host] = asyncio.ensure_future(one(p.host))
-        pending.append((p, task))
-    for p, task in pending:
-        ip = await task
-        out[p.name] = (ip, p.port or default_port(p.transport)) if ip else None
-    return out
 
 
 async def resolve_proxies(peers: Iterable[PeerConfig]) -> dict[str, Addr | None]:

@@ -365,6 +365,22 @@ class QualifyEngine:
             p.transport = transport
         return True
 
+    def set_address(self, name: str, addr: Addr, now: float) -> bool:
+        """A static peer's host name resolves to a new address (net/dnswatch.py): OPTIONS go
+        there from the next poke on (a poke in flight finishes where it went, as with chan_sip's
+        dnsmgr). A peer that had no address is poked at once; chan_sip would wait for a reload.
+        An outbound proxy stays where OPTIONS go. False: no such static peer."""
+        p = self._peers.get(name)
+        if p is None or p.cfg.dynamic:
+            return False
+        had = p.addr
+        if p.dest is None or p.dest == had:
+            p.dest = addr
+        p.addr = addr
+        if had is None and p.maxms:
+            self._poke(p, now, forced=False)
+        return True
+
     def unregistered(self, name: str) -> None:
         """Registration removed or expired: no address; the next poke makes it UNKNOWN
         silently, as chan_sip's expire_register does."""
