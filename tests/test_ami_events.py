@@ -360,3 +360,31 @@ async def test_security_events_for_registers(tmp_path: Path) -> None:
     finally:
         await svc.close()
         t.close()
+
+
+async def test_device_state_change_on_register_and_unregister(tmp_path: Path) -> None:
+    """chan_sip calls ast_devstate_changed() when a REGISTER stores a binding and when it goes:
+    SIP/1001 becomes NOT_INUSE (an address, no calls) then UNAVAILABLE (no address), each after
+    its PeerStatus; the device-state cache drops the repeat the first qualify would cause."""
+    loop = asyncio.get_running_loop()
+    t, phone = await loop.create_datagram_endpoint(Phone, local_addr=("127.0.0.1", 0))
+    svc, server = await start_registrar(tmp_path, ami_port := free_port(socket.SOCK_STREAM))
+    try:
+        watcher = await Session.login(ami_port)
+        assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
+        await wait_for(lambda: svc.engine is not None and svc.engine.peer("1001").state == "OK")  # type: ignore[union-attr]
+        assert (await phone.register_auth(server, "1001", "s3cret", expires=0)).status == 200
+        dsc = "Event: DeviceStateChange\r\nPrivilege: call,all\r\nDevice: SIP/1001\r\nState: {}\r\n\r\n"
+        await wait_for(lambda: dsc.format("UNAVAILABLE") in watcher.blocks)
+        # the next poke finds no address and makes the peer UNKNOWN, silently: no DeviceStateChange
+        await wait_for(lambda: svc.engine.peer("1001").state == "UNKNOWN")  # type: ignore[union-attr]
+        await watcher.send("Action: Ping\nActionID: barrier\n\n")
+        await wait_for(lambda: any("ActionID: barrier" in b for b in watcher.blocks))
+        mine = [b for b in watcher.blocks if "SIP/1001\r\n" in b and ("PeerStatus: Reg" in b or "PeerStatus: Unreg" in b
+                                                                    or b.startswith("Event: DeviceStateChange"))]
+        assert [b.split("\r\n")[4] if b.startswith("Event: PeerStatus") else b for b in mine] == [
+            "PeerStatus: Registered", dsc.format("NOT_INUSE"), "PeerStatus: Unregistered", dsc.format("UNAVAILABLE")]
+        watcher.close()
+    finally:
+        await svc.close()
+        t.close()

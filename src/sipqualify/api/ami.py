@@ -878,6 +878,13 @@ class AmiServer:
             if addr is not None:
                 pairs += [("Address", addr[0]), ("Port", addr[1])]
         self.broadcast("system", block(*pairs))
+        # chan_sip calls ast_devstate_changed() when a binding is stored or expires; the state
+        # is then sip_devicestate's: an address now (by its qualify state), or none (UNAVAILABLE)
+        if status == "Registered":
+            p = self.model.peer(peer)
+            self._device_state(peer, device_state(self.model.view(p)) if p is not None else "NOT_INUSE")
+        elif status == "Unregistered":
+            self._device_state(peer, "UNAVAILABLE")
 
     def publish_security(self, ev: SecurityEvent, local: tuple[str, int]) -> None:
         """chan_sip's security events for REGISTERs (`Service: SIP`, no SessionTV). A flood of
@@ -906,6 +913,12 @@ class AmiServer:
         if not ev.silent:
             self.broadcast("system", peerstatus_event(ev, self.config.peerstatus_time))
         state = DEVICE_STATE.get(ev.new)
-        if state is not None and self.device_states.get(ev.peer) != state:
-            self.device_states[ev.peer] = state
-            self.broadcast("call", device_state_event(ev.peer, state))
+        if state is not None:
+            p = self.model.peer(ev.peer)  # sip_devicestate: a peer with no address is UNAVAILABLE
+            self._device_state(ev.peer, "UNAVAILABLE" if p is not None and p.addr is None else state)
+
+    def _device_state(self, peer: str, state: str) -> None:
+        """DeviceStateChange when the peer's device state changed (the cache drops repeats)."""
+        if self.device_states.get(peer) != state:
+            self.device_states[peer] = state
+            self.broadcast("call", device_state_event(peer, state))
