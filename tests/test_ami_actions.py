@@ -266,3 +266,27 @@ def test_listcommands_for_a_reporting_writer() -> None:
     names = [n for n, _ in list_commands(ACTIONS, frozenset({"reporting"}))]
     assert "SIPpeers" in names and "SIPshowpeer" in names and "SIPpeerstatus" not in names
     assert "Command" not in names and "Getvar" in names and "Ping" in names
+
+
+async def test_login_events_mask_and_fullybooted_times(tmp_path: Path) -> None:
+    """Login's `Events` is read by the same strings_to_mask as `Action: Events` (manager.c
+    set_eventmask), and FullyBooted's LastReload counts from the last reload, Uptime from start."""
+    svc, ami_port = await start_ami(tmp_path, {"p": {"host": "127.0.0.1", "port": 9, "qualify": "no"}})
+    try:
+        now = svc.counters.started
+        svc.counters.started, svc.counters.last_reload = now - 100, now - 5
+        c = await AmiClient.login(ami_port, events="sys,")  # `sys,` names system, as in Action: Events
+        booted = await c.block()
+        uptime = int(re.search(r"Uptime: (\d+)", booted).group(1))  # type: ignore[union-attr]
+        last = int(re.search(r"LastReload: (\d+)", booted).group(1))  # type: ignore[union-attr]
+        assert uptime >= 100 and 5 <= last < uptime, booted
+        session = next(iter(svc.ami.sessions))  # type: ignore[union-attr]
+        assert session.events_on and session.mask == frozenset({"system"})
+        c.close()
+        c = await AmiClient.login(ami_port, events="junk")  # names no class: events off
+        await c.send("Action: Ping\nActionID: p\n\n")
+        assert "Ping: Pong" in await c.block()
+        assert any(not s.events_on for s in svc.ami.sessions)  # type: ignore[union-attr]
+        c.close()
+    finally:
+        await svc.close()

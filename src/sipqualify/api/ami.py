@@ -630,17 +630,19 @@ class AmiSession(asyncio.Protocol):
         self.user = user
         if self._auth_timer is not None:
             self._auth_timer.cancel()
-        ev = m.get("events", "on").strip().lower()
-        self.events_on = ev not in ("off", "0", "no")
-        classes = frozenset(c.strip() for c in ev.split(","))
-        if classes <= set(CLASSES) and "all" not in classes:
-            self.mask = classes
+        # manager.c set_eventmask: the same strings_to_mask as `Action: Events`; an empty or
+        # invalid one leaves the session's default (every class the user reads)
+        mask = event_mask(m.get("events", "").strip())
+        if mask >= 0:
+            self.events_on, self.mask = mask > 0, mask_classes(mask)
         log.info("AMI: manager '%s' logged on from %s", user.name if user else "", self.peer[0])
         self.reply(aid, ("Message", "Authentication accepted"))
         if self.wants("system"):
-            uptime = int(time.time() - srv.model.counters.started)
-            self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"), ("Uptime", uptime),
-                             ("LastReload", uptime), ("Status", "Fully Booted")))
+            counters, now = srv.model.counters, time.time()
+            self.write(block(("Event", "FullyBooted"), ("Privilege", "system,all"),
+                             ("Uptime", int(now - counters.started)),
+                             ("LastReload", int(now - (counters.last_reload or counters.started))),
+                             ("Status", "Fully Booted")))
         self.session_tv = time.time()
         self._security("SuccessfulAuth", user.name, UsingPassword=0, now=self.session_tv)
 
