@@ -63,6 +63,7 @@ class PeerConfig:
     policy: str = "chan_sip"
     contact_uri: str | None = None
     qualify_2xx_only: bool = False
+    max_initial_qualify_ms: int = 0  # pjsip.conf [global] max_initial_qualify_time
 
 
 @dataclass(slots=True)

@@ -393,6 +393,7 @@ def contact_peer(name: str, aor: PjsipAor, uri: str, ep: PjsipEndpoint | None, p
         policy="pjsip",
         contact_uri=uri,
         qualify_2xx_only=aor.qualify_2xx_only,
+        max_initial_qualify_ms=pj.max_initial_qualify_time * 1000,
         source=aor.source,
     )
 
