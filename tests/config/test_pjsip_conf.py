@@ -57,6 +57,7 @@ def test_observed_config_gives_one_peer_per_static_contact_named_by_contact_id()
     assert pj.endpoints["combo"].aors == ["ok-def", "sil-05"]
     assert pj.endpoints["auth"].outbound_auth == "auth-out" and pj.auths["auth-out"].username == "quser"
     assert pj.transports["transport-udp"] == ("udp", "127.0.0.1:35060")
+    assert (cfg.general.udpbindaddr, cfg.general.bindport) == ("127.0.0.1", 35060)  # where sipqualify listens
 
 
 def test_templates_includes_repeated_and_comma_contacts(write: Write) -> None:
@@ -76,7 +77,7 @@ def test_templates_includes_repeated_and_comma_contacts(write: Write) -> None:
 
 
 def test_bad_values_are_errors_and_unknown_things_warnings_with_file_and_line(write: Write) -> None:
-    path = write("pjsip.conf", "[t]\ntype = transport\nprotocol = sctp\n"          # 1-3
+    path = write("pjsip.conf", "[t]\ntype = transport\nbind = pbx.example:5060\n"  # 1-3
                                "[a]\ntype = aor\ncontact = http://x\n"               # 4-6
                                "qualify_frequency = five\nqualify_timeout = -1\n"   # 7-8
                                "qualify_2xx_only = maybe\nfrobnicate = 1\n"         # 9-10
@@ -85,11 +86,16 @@ def test_bad_values_are_errors_and_unknown_things_warnings_with_file_and_line(wr
                                "[a]\ntype = aor\n")                                 # 19-20
     msgs = [(m.severity, m.line, m.option) for m in check_config(path)]
     assert msgs == [
-        ("error", 3, "protocol"), ("error", 6, "contact"), ("error", 7, "qualify_frequency"),
+        ("error", 3, "bind"), ("error", 6, "contact"), ("error", 7, "qualify_frequency"),
         ("error", 8, "qualify_timeout"), ("error", 9, "qualify_2xx_only"), ("warning", 10, "frobnicate"),
         ("warning", 16, "type"), ("warning", 17, None), ("error", 19, None), ("warning", 13, "aors"),
     ]
     assert all(str(m).startswith(f"{path}:") for m in check_config(path))
+
+
+def test_unknown_transport_protocol_is_an_error(write: Write) -> None:
+    path = write("pjsip.conf", "[t]\ntype = transport\nprotocol = sctp\n")
+    assert [(m.severity, m.line, m.option) for m in check_config(path)] == [("error", 3, "protocol")]
 
 
 def test_detected_by_name_or_content_and_from_toml(write: Write) -> None:

@@ -30,7 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..addr import split_hostport
 from ..model import (
+    DEFAULT_SIP_PORT,
     Config,
     ConfigMessage,
     PeerConfig,
@@ -112,6 +114,10 @@ def _proxy(text: str) -> str:
     return text.strip()
 
 
+def _bind(text: str) -> tuple[str, int | None]:
+    return split_hostport(text, ip_only=True, allow_zero_port=True)
+
+
 def _transport_protocol(text: str) -> str:
     low = text.strip().lower()
     if low not in ("udp", "tcp", "tls", "ws", "wss", "flow"):
@@ -187,7 +193,8 @@ PJSIP_OPTIONS: Final = (
     _o("auth", "realm", _str, "realm", "unset", "text", "kept for the auth views"),
     _o("transport", "protocol", _transport_protocol, "", "`udp`", "word",
        "the protocol of the OPTIONS of endpoints using this transport"),
-    _o("transport", "bind", _str, "", "`0.0.0.0:5060`", "`host[:port]`", "kept for the transport views"),
+    _o("transport", "bind", _bind, "", "`0.0.0.0:5060`", "IP address, optionally with `:port`",
+       "the first UDP transport's is where sipqualify listens"),
     _o("global", "max_initial_qualify_time", _uint, "", "`0`", "seconds",
        "first poll of each AOR spread over this long (0 = over its qualify_frequency)"),
 )
@@ -328,7 +335,13 @@ class PjsipConfReader:
             else:
                 setattr(obj, opt.attr, value)
         if t == "transport":
-            self.pj.transports[sec.name] = (local.get("protocol", "udp"), local.get("bind", ""))
+            protocol = local.get("protocol", "udp")
+            host, port = local.get("bind", ("0.0.0.0", None))
+            bind = f"{host}:{port}" if port is not None else host
+            self.pj.transports[sec.name] = (protocol, bind)
+            if protocol == "udp" and not any(p == "udp" for p, _ in list(self.pj.transports.values())[:-1]):
+                g = self.cfg.general  # res_pjsip's UDP socket: sipqualify's, as sip.conf's udpbindaddr
+                g.udpbindaddr, g.bindport = host, port if port is not None else DEFAULT_SIP_PORT
         elif t == "global" and "max_initial_qualify_time" in local:
             self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
 

@@ -27,6 +27,7 @@ users see lives in this file:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..model import PjsipAor, PjsipConfig
@@ -98,12 +99,13 @@ class ContactState:
         return f"{rtt_usec(self.rtt_s) / 1000:11.3f}" if self.status == REACHABLE else f"{'nan':>11}"
 
 
-def aor_available(aor: PjsipAor, contacts: list[ContactState]) -> bool:
-    if not contacts:
+def aor_available(aor: PjsipAor, statuses: list[str]) -> bool:
+    """`statuses`: the long labels of the AOR's contacts."""
+    if not statuses:
         return False
     if aor.qualify_frequency == 0:
         return True
-    return any(c.status == REACHABLE for c in contacts)
+    return REACHABLE in statuses
 
 
 class PjsipStates:
@@ -120,13 +122,24 @@ class PjsipStates:
         self.online: dict[str, bool] = {name: False for name in pj.endpoints}
         self._by_peer = {peer: key for key, peer in pj.peer_of.items()}
 
+    def knows(self, peer: str) -> bool:
+        return peer in self._by_peer
+
+    def seed(self, state_of: Callable[[str], tuple[str | None, float | None]]) -> None:
+        """Take the contacts' current states without a line (a reload, a restored state)."""
+        for peer in self._by_peer:
+            state, rtt = state_of(peer)
+            if state is not None:
+                self.update(peer, state, rtt)
+
     def of_aor(self, aor: str) -> list[ContactState]:
         a = self.pj.aors.get(aor)
         return [self.contacts[(aor, u)] for u in dict.fromkeys(a.contacts)] if a is not None else []
 
     def endpoint_online(self, name: str) -> bool:
         ep = self.pj.endpoints[name]
-        return any(aor_available(self.pj.aors[a], self.of_aor(a)) for a in ep.aors if a in self.pj.aors)
+        return any(aor_available(self.pj.aors[a], [c.status for c in self.of_aor(a)])
+                   for a in ep.aors if a in self.pj.aors)
 
     def start(self) -> list[str]:
         """Endpoints whose AORs are available at load (unqualified AORs with a contact): their lines."""
