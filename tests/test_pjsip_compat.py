@@ -97,6 +97,8 @@ def test_show_contact_and_its_deliberate_difference() -> None:
     assert got == expected("contact_sil-05.txt").replace(
         "qualify_frequency    : 0", "qualify_frequency    : 5").replace("3.000000", "0.500000")
     assert show_contact(snap, "nq/sip:nq@127.0.0.1:35084") == expected("contact_nq.txt")  # its AOR: 0, 3.0
+    assert show_contact(snap, "sil-0/sip:silent0@127.0.0.1:35086") == expected("contact_sil-0.txt").replace(
+        "qualify_frequency    : 0", "qualify_frequency    : 60").replace("3.000000", "0.000000")
     assert show_contact(snap, "nosuch/sip:x@y") is None
     assert not_found("nosuch/sip:x@y") == "Unable to find object nosuch/sip:x@y.\n\n"
     assert show_contact(snap, contact_id("ok-def", "sip:ok@127.0.0.1:35071")) is None  # ids are not keys (§4.3)
