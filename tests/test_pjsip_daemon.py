@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
+from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
 
-from .helpers import api, cli, endpoint, free_port, wait_for
+from .helpers import MANAGER_CONF, api, cli, endpoint, free_port, wait_for
 
 
 async def test_daemon_qualifies_pjsip_contacts_and_cli_shows_them(tmp_path: Path,
@@ -57,3 +60,60 @@ async def test_daemon_qualifies_pjsip_contacts_and_cli_shows_them(tmp_path: Path
     finally:
         await svc.close()
         ok.close()
+
+
+async def test_ami_contact_status_events_and_pjsip_actions(tmp_path: Path) -> None:
+    """The contact answers only once the session is logged in, so its Reachable events are seen."""
+    gw_port = free_port()
+    ami_port = free_port(socket.SOCK_STREAM)
+    (tmp_path / "manager.conf").write_text(MANAGER_CONF.format(port=ami_port))
+    conf = tmp_path / "pjsip.conf"
+    conf.write_text(f"[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{free_port()}\n"
+                    f"[gw]\ntype = aor\ncontact = sip:gw@127.0.0.1:{gw_port}\nqualify_frequency = 1\n"
+                    "[gw]\ntype = endpoint\naors = gw\n[pbx]\ntype = endpoint\naors = gw\n")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"),
+                                 manager_conf=str(tmp_path / "manager.conf")))
+    await svc.start()
+    r, w = await asyncio.open_connection("127.0.0.1", ami_port)
+    gw: asyncio.BaseTransport | None = None
+
+    async def send(text: str) -> None:
+        w.write(text.replace("\n", "\r\n").encode())
+        await w.drain()
+
+    async def message() -> str:
+        return (await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)).decode()
+
+    try:
+        await r.readline()  # the banner
+        await send("Action: Login\nUsername: admin\nSecret: amp111\nEvents: on\n\n")
+        assert (await message()).startswith("Response: Success")
+        gw, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: DemoEndpoint(200, "OK"), local_addr=("127.0.0.1", gw_port))
+        first = await message()
+        while not first.startswith("Event: PeerStatus"):  # FullyBooted, SuccessfulAuth, the Unreachable of
+            assert "ContactStatus: Reachable" not in first  # polls before the contact answered
+            first = await message()
+        got = [first] + [await message() for _ in range(5)]
+        uri = f"sip:gw@127.0.0.1:{gw_port}"
+        assert [m.split("\r\n")[0] for m in got] == ["Event: PeerStatus"] * 2 + ["Event: ContactStatus"] * 2 + [
+            "Event: DeviceStateChange"] * 2
+        assert got[0] == ("Event: PeerStatus\r\nPrivilege: system,all\r\nChannelType: PJSIP\r\nPeer: PJSIP/gw\r\n"
+                          "PeerStatus: Reachable\r\n\r\n")
+        assert [m.split("EndpointName: ")[1].split("\r\n")[0] for m in got[2:4]] == ["gw", "pbx"]
+        assert all(f"URI: {uri}\r\nContactStatus: Reachable\r\nAOR: gw\r\n" in m for m in got[2:4])
+        await send("Action: PJSIPShowContacts\nActionID: c\n\n")
+        assert await message() == "Response: Error\r\nActionID: c\r\nMessage: No Contacts found\r\n\r\n"  # no bare LF
+        await send("Action: PJSIPQualify\nEndpoint: nosuch\nActionID: q\n\n")
+        assert await message() == "Response: Error\r\nActionID: q\r\nMessage: Unable to retrieve endpoint\r\n\r\n"
+        await send("Action: PJSIPQualify\nEndpoint: pbx\nActionID: q\n\n")
+        assert await message() == "Response: Success\r\nActionID: q\r\nMessage: Endpoint found, will qualify\r\n\r\n"
+        await send("Action: PJSIPShowAors\nActionID: a\n\n")
+        answer = [await message() for _ in range(3)]
+        assert "ObjectName: gw\r\n" in answer[1] and f"Contacts: gw/{uri}\r\n" in answer[1]
+        assert answer[2].endswith("EventList: Complete\r\nListItems: 1\r\n\r\n")
+    finally:
+        w.close()
+        await svc.close()
+        if gw is not None:
+            gw.close()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .addr import Addr
 from .qualify import state as st
 from .qualify.events import QualifyResult, StateChanged
-from .qualify.pjsip_state import PjsipStates
+from .qualify.pjsip_state import PjsipStates, endpoint_line
 from .views import PeerView
 
 if TYPE_CHECKING:
@@ -380,13 +380,9 @@ class TransitionFeed:
     def set_pjsip(self, pj: PjsipConfig | None, state_of: Callable[[str], tuple[str | None, float | None]]) -> None:
         """(Re)load the pjsip.conf objects; the first load logs the endpoints online from the
         start (unqualified AORs with a contact), as res_pjsip does at load."""
-        states = PjsipStates(pj) if pj is not None else None
-        if states is not None:
-            lines = states.start()
-            states.seed(state_of)
-            if self.pjsip is None:
-                for line in lines:
-                    log.info("%s", line)
+        states = PjsipStates(pj, self.pjsip, state_of) if pj is not None else None
+        for name, online in states.initial if states is not None else ():
+            log.info("%s", endpoint_line(name, online))
         self.pjsip = states
 
     def pending(self, ev: StateChanged) -> None:

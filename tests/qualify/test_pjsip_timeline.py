@@ -12,7 +12,7 @@ import pytest
 from sipqualify.config import load_config
 from sipqualify.model import PeerConfig
 from sipqualify.qualify.events import StateChanged
-from sipqualify.qualify.pjsip_state import PjsipStates
+from sipqualify.qualify.pjsip_state import ContactState, PjsipChange, PjsipStates
 from sipqualify.qualify.policy import initial_delay_s
 
 from .sim import Responder, Sim, answer, build, ok_after, silent, trying_only
@@ -151,7 +151,7 @@ def test_contact_and_endpoint_transitions_and_lines() -> None:
     offline, so a first Unreachable says nothing about the endpoint; `nq` online from load."""
     assert CFG.pjsip is not None
     states = PjsipStates(CFG.pjsip)
-    assert states.start() == ["Endpoint nq is now Reachable"]
+    assert states.initial == [("nq", True)]
     ok = contact("ok-def").name
     assert states.update(ok, "OK", 0.501371) == [
         "Endpoint combo is now Reachable", "Endpoint ok-def is now Reachable",
@@ -163,3 +163,8 @@ def test_contact_and_endpoint_transitions_and_lines() -> None:
     assert states.update(ok, "UNREACHABLE", None) == [
         "Endpoint combo is now Unreachable", "Endpoint ok-def is now Unreachable",
         "Contact ok-def/sip:ok@127.0.0.1:35071 is now Unreachable.  RTT: 0.000 msec"]
+    reloaded = PjsipStates(CFG.pjsip, states)  # a reload keeps every status: no line, no event
+    assert reloaded.initial == [] and reloaded.update(ok, "UNREACHABLE", None) == []
+    assert reloaded.change(sil, "OK", 0.002) == PjsipChange(
+        ContactState("sil-05", "sip:silent05@127.0.0.1:35078", "Reachable", 0.002),
+        [("combo", True), ("sil-05", True)], ["combo", "sil-05"])

@@ -108,12 +108,29 @@ def aor_available(aor: PjsipAor, statuses: list[str]) -> bool:
     return REACHABLE in statuses
 
 
+@dataclass(frozen=True, slots=True)
+class PjsipChange:
+    """One contact's status change and what it did to endpoints (log lines, AMI events)."""
+
+    contact: ContactState
+    endpoints: list[tuple[str, bool]]  # endpoints that went online (True) / offline, by name
+    referencing: list[str]  # the endpoints listing the contact's AOR, by name (one ContactStatus each)
+
+    def lines(self) -> list[str]:
+        """The log lines, endpoint lines first (§6 order)."""
+        c = self.contact
+        return [*(endpoint_line(n, on) for n, on in self.endpoints), contact_line(c.aor, c.uri, c.status, c.rtt_s)]
+
+
 class PjsipStates:
-    """Contact statuses in, contact and endpoint transitions out (log lines, AMI later).
+    """Contact statuses in, contact and endpoint transitions out (log lines, AMI events).
 
     Fed with each contact's engine state as it changes; sans-I/O and clock-free."""
 
-    def __init__(self, pj: PjsipConfig) -> None:
+    def __init__(self, pj: PjsipConfig, old: PjsipStates | None = None,
+                 state_of: Callable[[str], tuple[str | None, float | None]] | None = None) -> None:
+        """`old`: the states before a reload, kept for the contacts and endpoints that remain;
+        otherwise `state_of` seeds each contact from its peer's state (a restart)."""
         self.pj = pj
         self.contacts: dict[tuple[str, str], ContactState] = {
             (a.name, uri): ContactState(a.name, uri, NON_QUALIFIED, None)
@@ -121,16 +138,19 @@ class PjsipStates:
         }
         self.online: dict[str, bool] = {name: False for name in pj.endpoints}
         self._by_peer = {peer: key for key, peer in pj.peer_of.items()}
+        self.initial: list[tuple[str, bool]] = []  # endpoints online at (first) load
+        if old is not None:
+            self.contacts.update((k, v) for k, v in old.contacts.items() if k in self.contacts)
+            self.online.update((k, v) for k, v in old.online.items() if k in self.online)
+        else:
+            self.initial = self._endpoints()
+            for peer in self._by_peer:
+                state, rtt = state_of(peer) if state_of is not None else (None, None)
+                if state is not None:
+                    self.change(peer, state, rtt)
 
     def knows(self, peer: str) -> bool:
         return peer in self._by_peer
-
-    def seed(self, state_of: Callable[[str], tuple[str | None, float | None]]) -> None:
-        """Take the contacts' current states without a line (a reload, a restored state)."""
-        for peer in self._by_peer:
-            state, rtt = state_of(peer)
-            if state is not None:
-                self.update(peer, state, rtt)
 
     def of_aor(self, aor: str) -> list[ContactState]:
         a = self.pj.aors.get(aor)
@@ -141,27 +161,30 @@ class PjsipStates:
         return any(aor_available(self.pj.aors[a], [c.status for c in self.of_aor(a)])
                    for a in ep.aors if a in self.pj.aors)
 
-    def start(self) -> list[str]:
-        """Endpoints whose AORs are available at load (unqualified AORs with a contact): their lines."""
-        return self._endpoints()
-
-    def update(self, peer: str, engine_state: str, rtt_s: float | None) -> list[str]:
-        """A contact's peer changed state: the log lines, endpoint lines first (§6 order)."""
+    def change(self, peer: str, engine_state: str, rtt_s: float | None) -> PjsipChange | None:
+        """A contact's peer changed state: None when its PJSIP status did not (or it is not a contact)."""
         key = self._by_peer.get(peer)
         if key is None:
-            return []
+            return None
         old = self.contacts[key]
         status = contact_status(engine_state)
-        self.contacts[key] = ContactState(key[0], key[1], status, rtt_s if status == REACHABLE else None)
+        new = ContactState(key[0], key[1], status, rtt_s if status == REACHABLE else None)
+        self.contacts[key] = new
         if status == old.status:
-            return []
-        return [*self._endpoints(), contact_line(key[0], key[1], status, rtt_s)]
+            return None
+        refs = sorted(n for n, ep in self.pj.endpoints.items() if key[0] in ep.aors)
+        return PjsipChange(new, self._endpoints(), refs)
 
-    def _endpoints(self) -> list[str]:
-        lines = []
+    def update(self, peer: str, engine_state: str, rtt_s: float | None) -> list[str]:
+        """`change()` as log lines."""
+        ch = self.change(peer, engine_state, rtt_s)
+        return ch.lines() if ch is not None else []
+
+    def _endpoints(self) -> list[tuple[str, bool]]:
+        out = []
         for name in sorted(self.pj.endpoints):  # `combo` before `ok-def` (§6)
             now = self.endpoint_online(name)
             if now != self.online[name]:
                 self.online[name] = now
-                lines.append(endpoint_line(name, now))
-        return lines
+                out.append((name, now))
+        return out
