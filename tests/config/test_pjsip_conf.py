@@ -12,7 +12,7 @@ import pytest
 from sipqualify.config import check_config, load_config, read_config
 from sipqualify.config.pjsip import PJSIP_OPTIONS, contact_id, looks_like_pjsip
 
-from .test_options import doc_entries
+from ..helpers import doc_entries
 
 OBSERVED = str(Path(__file__).parents[1] / "data" / "pjsip" / "observed_pjsip.conf")
 Write = Callable[[str, str], str]
