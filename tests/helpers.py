@@ -8,12 +8,14 @@ import hashlib
 import json
 import os
 import random
+import re
 import socket
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -504,3 +506,63 @@ class TlsResponder:
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
+
+
+# --- docs/configuration.md option entries (the sip.conf/TOML table and the pjsip.conf table) -------
+
+CONFIGURATION_MD = Path(__file__).parents[1] / "docs" / "configuration.md"
+FIELDS = re.compile(r"^- \*\*Default:\*\* (.+?) &nbsp; \*\*Unit:\*\* (.+?) &nbsp; \*\*Read from:\*\* (.+)$")
+EXAMPLE = re.compile(r"^- \*\*Example:\*\* (.+)$")
+
+
+@dataclass
+class DocEntry:
+    section: str | None
+    heading: str
+    line: int
+    default: str
+    unit: str
+    read_from: str
+    example: str
+    text: str
+
+
+def _section_of(title: str) -> str | None:
+    """The option section a heading opens: `[general]`, `[peers.NAME]`, `[[webhooks]]`, ..."""
+    if title.startswith("Native TOML"):
+        return "top"
+    if title == "pjsip.conf":
+        return "pjsip"
+    if m := re.fullmatch(r"`type=([a-z]+)`", title):
+        return f"pjsip:{m.group(1)}"  # pjsip.conf options: their own table (test_pjsip_conf.py)
+    m = re.search(r"`\[\[?([a-z]+)", title)
+    if m is None:
+        return None
+    return "peer" if m.group(1) == "peers" else m.group(1)
+
+
+def doc_entries() -> list[DocEntry]:
+    """Every option entry of the page: a heading directly followed by its Default/Unit/Read from line."""
+    lines = CONFIGURATION_MD.read_text().splitlines()
+    headings: list[tuple[int, int, str]] = []
+    in_code = False
+    for i, line in enumerate(lines):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (m := re.match(r"(#{2,4}) (.+)$", line)):
+            headings.append((i, len(m.group(1)), m.group(2)))
+    entries: list[DocEntry] = []
+    section: str | None = None
+    for n, (i, level, title) in enumerate(headings):
+        body = lines[i + 1:headings[n + 1][0] if n + 1 < len(headings) else len(lines)]
+        fields = FIELDS.match(body[0]) if body else None
+        if fields is None:
+            opened = _section_of(title)
+            if level == 2 or opened is not None:
+                section = opened
+            continue
+        example = EXAMPLE.match(body[1]) if len(body) > 1 else None
+        text = " ".join(ln for ln in body[2:] if ln.strip())
+        entries.append(DocEntry(section, title, i + 1, fields.group(1), fields.group(2), fields.group(3),
+                                example.group(1) if example else "", text))
+    return entries

@@ -112,7 +112,7 @@ ListItems: 0
 # main/manager.c action_listcommands: astman_start_ack, "%s: %s (Priv: %s)\r\n" for each action
 # the user may write (or that needs nothing), in ast_manager_register_struct's alphabetical
 # order; the XML synopsis ends in a space, authority_to_str appends "all"; privileges as
-# chan_sip, manager.c, res_manager_devicestate.c and pbx.c register them
+# chan_sip, manager.c, res_manager_devicestate.c, pbx.c and res_pjsip register them
 LISTCOMMANDS_ADMIN = crlf("""Response: Success
 ActionID: lc-1
 Challenge: Generate Challenge for MD5 Auth.  (Priv: <none>)
@@ -127,6 +127,9 @@ ListCommands: List available manager commands.  (Priv: <none>)
 Login: Login Manager.  (Priv: <none>)
 Logoff: Logoff Manager.  (Priv: <none>)
 Ping: Keepalive command.  (Priv: <none>)
+PJSIPQualify: Qualify a chan_pjsip endpoint.  (Priv: system,reporting,all)
+PJSIPShowAors: Lists PJSIP AORs.  (Priv: system,all)
+PJSIPShowContacts: Lists PJSIP Contacts.  (Priv: system,all)
 SIPpeers: List SIP peers (text format).  (Priv: system,reporting,all)
 SIPpeerstatus: Show the status of one or all of the sip peers.  (Priv: system,all)
 SIPqualifypeer: Qualify SIP peers.  (Priv: system,reporting,all)
@@ -207,7 +210,8 @@ async def test_listcommands_events_and_unknown_actions(tmp_path: Path) -> None:
         await ro.send("Action: ListCommands\n\n")
         names = [line.split(":")[0] for line in (await ro.block()).split("\r\n")[1:-2]]
         assert names == ["Challenge", "CoreSettings", "CoreStatus", "Events", "ListCommands", "Login", "Logoff",
-                         "Ping", "SIPpeers", "SIPpeerstatus", "SIPqualifypeer", "SIPshowpeer"]
+                         "Ping", "PJSIPQualify", "PJSIPShowAors", "PJSIPShowContacts", "SIPpeers", "SIPpeerstatus",
+                         "SIPqualifypeer", "SIPshowpeer"]
 
         # main/manager.c action_events: "Response: Success\r\n%sEvents: On\r\n\r\n" / Off, and
         # astman_send_error "Invalid event mask" only when strings_to_mask gives -1 (no mask)

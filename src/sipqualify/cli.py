@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -230,6 +231,43 @@ def cmd_registrations(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+PJSIP_SHOW = ("contacts", "contact", "aors", "aor", "endpoints", "endpoint")
+
+
+def cmd_pjsip(args: argparse.Namespace) -> int:
+    """`pjsip show contacts|aors|endpoints [like REGEX]`, `pjsip show contact AOR/URI|aor NAME|endpoint NAME`."""
+    from . import pjsip_compat as pc
+
+    words = args.words
+    if len(words) < 2 or words[0] != "show" or words[1] not in PJSIP_SHOW:
+        raise CliError("usage: sipqualify pjsip show contacts|aors|endpoints [like REGEX] | "
+                       "contact AOR/URI | aor NAME | endpoint NAME", EXIT_USAGE)
+    what, rest = words[1], words[2:]
+    plural = what.endswith("s")
+    if (plural and rest and (len(rest) != 2 or rest[0] != "like")) or (not plural and len(rest) != 1):
+        raise CliError(f"usage: sipqualify pjsip show {what} " + ("[like REGEX]" if plural else "NAME"), EXIT_USAGE)
+    snap = Client(args).call("GET", "/api/v1/pjsip")
+    if args.json:
+        print(json.dumps(snap, indent=2))
+        return EXIT_OK
+    code = EXIT_OK
+    if plural:
+        show = {"contacts": pc.show_contacts, "aors": pc.show_aors, "endpoints": pc.show_endpoints}[what]
+        try:
+            text = show(snap, rest[1] if rest else None)
+        except re.error as e:
+            raise CliError(f"bad regular expression {rest[1]!r}: {e}", EXIT_USAGE) from None
+    else:
+        one = {"contact": pc.show_contact, "aor": pc.show_aor, "endpoint": pc.show_endpoint}[what]
+        found = one(snap, rest[0])
+        if found is None:  # pjsip_cli.c's words, on stdout as Asterisk prints them
+            text, code = pc.not_found(rest[0]), EXIT_FAIL
+        else:
+            text = found
+    sys.stdout.write("\n".join(escape_controls(line) for line in text.split("\n")))
+    return code
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     print(json.dumps(Client(args).call("GET", "/api/v1/status"), indent=2))
     return EXIT_OK
@@ -425,11 +463,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_registrations)
 
+    p = sub.add_parser("pjsip", help="`pjsip show contacts|contact|aors|aor|endpoints|endpoint` (pjsip.conf)")
+    _client_opts(p)
+    p.add_argument("--json", action="store_true", help="the daemon's snapshot (GET /api/v1/pjsip)")
+    p.add_argument("words", nargs="+", metavar="show WHAT [like REGEX | NAME]")
+    p.set_defaults(func=cmd_pjsip)
+
     p = sub.add_parser("status", help="daemon and engine counters (JSON)")
     _client_opts(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("check-config", help="validate a sip.conf or sipqualify.toml")
+    p = sub.add_parser("check-config", help="validate a sip.conf, pjsip.conf or sipqualify.toml")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
 

@@ -58,6 +58,12 @@ class PeerConfig:
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)
     source: str = ""  # "file:line" of the section header, for messages
+    # pjsip.conf contacts (config/pjsip.py): the qualify policy ("chan_sip" | "pjsip"), the contact
+    # URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact
+    policy: str = "chan_sip"
+    contact_uri: str | None = None
+    qualify_2xx_only: bool = False
+    max_initial_qualify_ms: int = 0  # pjsip.conf [global] max_initial_qualify_time
 
 
 @dataclass(slots=True)
@@ -157,10 +163,74 @@ class ConfigMessage:
 
 
 @dataclass(slots=True)
+class PjsipAor:
+    """A pjsip.conf `type=aor` section: what concerns qualifying and registering."""
+
+    name: str
+    contacts: list[str] = field(default_factory=list)  # static contact= URIs, in order
+    max_contacts: int = 0
+    qualify_frequency: int = 0  # seconds; 0 = not qualified
+    qualify_timeout: float = 3.0  # seconds; 0 = until Timer F (32 s)
+    qualify_2xx_only: bool = False
+    authenticate_qualify: bool = False
+    remove_existing: bool = False
+    remove_unavailable: bool = False
+    minimum_expiration: int = 60
+    maximum_expiration: int = 7200
+    default_expiration: int = 3600
+    outbound_proxy: str = ""
+    support_path: bool = False
+    mailboxes: str = ""
+    voicemail_extension: str = ""
+    source: str = ""
+
+
+@dataclass(slots=True)
+class PjsipEndpoint:
+    """A pjsip.conf `type=endpoint` section: the options that shape its contacts' qualify."""
+
+    name: str
+    aors: list[str] = field(default_factory=list)
+    auth: str = ""
+    outbound_auth: str = ""
+    outbound_proxy: str = ""
+    from_user: str = ""
+    from_domain: str = ""
+    context: str = "default"
+    transport: str = ""
+    device_state_busy_at: int = 0
+    source: str = ""
+
+
+@dataclass(slots=True)
+class PjsipAuth:
+    name: str
+    auth_type: str = "userpass"
+    username: str = ""
+    password: str = ""
+    md5_cred: str = ""
+    realm: str = ""
+    source: str = ""
+
+
+@dataclass(slots=True)
+class PjsipConfig:
+    """The PJSIP objects read from a pjsip.conf, by id in config order."""
+
+    endpoints: dict[str, PjsipEndpoint] = field(default_factory=dict)
+    aors: dict[str, PjsipAor] = field(default_factory=dict)
+    auths: dict[str, PjsipAuth] = field(default_factory=dict)
+    transports: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (protocol, bind)
+    max_initial_qualify_time: int = 0  # [global]; 0 = qualify_frequency
+    peer_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (aor, uri) -> peer name
+
+
+@dataclass(slots=True)
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     peers: dict[str, PeerConfig] = field(default_factory=dict)  # config order preserved
+    pjsip: PjsipConfig | None = None  # read from a pjsip.conf (config/pjsip.py)
     messages: list[ConfigMessage] = field(default_factory=list)
     source: str = ""
 

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .addr import Addr
 from .qualify import state as st
 from .qualify.events import QualifyResult, SecurityEvent, StateChanged
+from .qualify.pjsip_state import PjsipStates, endpoint_line
 from .views import PeerView
 
 if TYPE_CHECKING:
     import asyncio
 
-    from .model import Config, PeerConfig
+    from .model import Config, PeerConfig, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
     from .qualify.registrar import Registrar
     from .store import Store, TransitionRecord
@@ -405,6 +406,15 @@ class TransitionFeed:
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
+        self.pjsip: PjsipStates | None = None  # pjsip.conf contacts log res_pjsip's lines
+
+    def set_pjsip(self, pj: PjsipConfig | None, state_of: Callable[[str], tuple[str | None, float | None]]) -> None:
+        """(Re)load the pjsip.conf objects; the first load logs the endpoints online from the
+        start (unqualified AORs with a contact), as res_pjsip does at load."""
+        states = PjsipStates(pj, self.pjsip, state_of) if pj is not None else None
+        for name, online in states.initial if states is not None else ():
+            log.info("%s", endpoint_line(name, online))
+        self.pjsip = states
 
     def pending(self, ev: StateChanged) -> None:
         self._pending.setdefault(ev.peer, deque()).append(ev)
@@ -447,7 +457,10 @@ class TransitionFeed:
             del self._pending[rec.peer]
         if ev is None:
             return
-        if not ev.silent:
+        if not ev.silent and self.pjsip is not None and self.pjsip.knows(ev.peer):
+            for line in self.pjsip.update(ev.peer, ev.new, ev.rtt):  # Asterisk: verbose, not NOTICE
+                log.info("%s", line)
+        elif not ev.silent:
             line = ev.log_line()
             log.warning("%s", line) if ev.new == st.UNREACHABLE else log.info("%s", line)
             if ev.reason:

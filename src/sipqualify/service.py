@@ -185,6 +185,8 @@ class Service:
         summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
         self.config = cfg
+        engine = self.engine
+        self.feed.set_pjsip(cfg.pjsip, lambda n: (p.state, p.rtt) if (p := engine.peer(n)) else (None, None))
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
         self.sockets.collect_tcp_peers(self.engine.peers())

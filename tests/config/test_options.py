@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,64 +28,14 @@ from sipqualify.config.options import (
 from sipqualify.config.sipconf import CHAN_SIP_KNOWN, PeerDefaults
 from sipqualify.model import GeneralConfig, PeerConfig, ServiceConfig
 
-DOC = Path(__file__).parents[2] / "docs" / "configuration.md"
+from ..helpers import CONFIGURATION_MD as DOC
+from ..helpers import doc_entries
+
 Write = Callable[[str, str], str]
-
-FIELDS = re.compile(r"^- \*\*Default:\*\* (.+?) &nbsp; \*\*Unit:\*\* (.+?) &nbsp; \*\*Read from:\*\* (.+)$")
-EXAMPLE = re.compile(r"^- \*\*Example:\*\* (.+)$")
-
-
-@dataclass
-class DocEntry:
-    section: str | None
-    heading: str
-    line: int
-    default: str
-    unit: str
-    read_from: str
-    example: str
-    text: str
-
-
-def _section_of(title: str) -> str | None:
-    """The option section a heading opens: `[general]`, `[peers.NAME]`, `[[webhooks]]`, ..."""
-    if title.startswith("Native TOML"):
-        return "top"
-    m = re.search(r"`\[\[?([a-z]+)", title)
-    if m is None:
-        return None
-    return "peer" if m.group(1) == "peers" else m.group(1)
-
-
-def doc_entries() -> list[DocEntry]:
-    """Every option entry of the page: a heading directly followed by its Default/Unit/Read from line."""
-    lines = DOC.read_text().splitlines()
-    headings: list[tuple[int, int, str]] = []
-    in_code = False
-    for i, line in enumerate(lines):
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and (m := re.match(r"(#{2,4}) (.+)$", line)):
-            headings.append((i, len(m.group(1)), m.group(2)))
-    entries: list[DocEntry] = []
-    section: str | None = None
-    for n, (i, level, title) in enumerate(headings):
-        body = lines[i + 1:headings[n + 1][0] if n + 1 < len(headings) else len(lines)]
-        fields = FIELDS.match(body[0]) if body else None
-        if fields is None:
-            opened = _section_of(title)
-            if level == 2 or opened is not None:
-                section = opened
-            continue
-        example = EXAMPLE.match(body[1]) if len(body) > 1 else None
-        text = " ".join(ln for ln in body[2:] if ln.strip())
-        entries.append(DocEntry(section, title, i + 1, fields.group(1), fields.group(2), fields.group(3),
-                                example.group(1) if example else "", text))
-    return entries
 
 
 def test_every_option_is_documented_and_nothing_else() -> None:
-    entries = doc_entries()
+    entries = [e for e in doc_entries() if not (e.section or "").startswith("pjsip")]
     by_key = {(e.section, e.heading.split(" (")[0]): e for e in entries}
     assert len(by_key) == len(entries), "an option is documented twice in one section"
     table = {(o.section, o.name): o for o in OPTIONS}
@@ -199,7 +147,7 @@ def test_documented_toml_examples_read_clean(write: Write) -> None:
     for section, lines in tables.items():
         text += f"\n[{section}]\n" + "\n".join(lines)
     msgs = check_config(write("sipqualify.toml", text + "\n"))
-    assert sorted(m.option or "" for m in msgs) == ["sip_conf", "tls_cert", "tls_key"]
+    assert sorted(m.option or "" for m in msgs) == ["pjsip_conf", "sip_conf", "tls_cert", "tls_key"]
     assert all(m.severity == "error" and m.message.endswith("no such file") for m in msgs)
 
 
@@ -211,7 +159,7 @@ def test_documented_toml_example_file_has_only_known_keys(write: Write) -> None:
     text = text[:text.index("```\n")]
     msgs = check_config(write("sipqualify.toml", text))
     assert [m for m in msgs if m.severity == "warning"] == []
-    assert sorted(m.option or "" for m in msgs) == ["sip_conf", "tls_cert", "tls_key"]
+    assert sorted(m.option or "" for m in msgs) == ["pjsip_conf", "sip_conf", "tls_cert", "tls_key"]
 
 
 # ------------------------------------------------------------------ [general] keepalive

@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -564,7 +565,11 @@ class AmiSession(asyncio.Protocol):
         if need and self.user is not None and not any(c in self.user.write for c in need.split(",")):
             self.error(aid, "Permission denied")
             return
-        getattr(self, f"do_{name.lower()}")(m, aid)
+        extra = srv.extra_actions.get(name)
+        if extra is not None:
+            extra(self, m, aid)
+        else:
+            getattr(self, f"do_{name.lower()}")(m, aid)
 
     def reply(self, aid: str | None, *pairs: tuple[str, object], response: str = "Success") -> None:
         head: list[tuple[str, object]] = [("Response", response)]
@@ -804,6 +809,11 @@ class AmiServer:
         self.port = config.port
         self.ratelog = RateLog(log, 10.0)
         self.device_states: dict[str, str] = {}  # peer -> the last DeviceStateChange State sent
+        # actions and state-change events added by other modules (ami_pjsip.py): a hook returning
+        # True has handled the transition (no chan_sip PeerStatus for it)
+        self.extra_actions: dict[str, Callable[[AmiSession, dict[str, str], str | None], None]] = {}
+        self.state_hooks: list[Callable[[StateChanged], bool]] = []
+        self.qualify_hooks: list[Callable[[str], bool]] = []  # True: no SIPQualifyPeerDone for this peer
 
     @classmethod
     def from_config(cls, model: ReadModel, svc: ServiceConfig, manager_conf: str | None) -> AmiServer | None:
@@ -906,12 +916,16 @@ class AmiServer:
     def on_qualify(self, peer: str, action_id: str | None) -> None:
         """SIPQualifyPeerDone, broadcast as chan_sip does for AMI and CLI qualifies; the
         ActionID only when an AMI action asked (asterisk-differences.md 4)."""
+        if any(hook(peer) for hook in self.qualify_hooks):
+            return
         self.broadcast("call", qualify_done_event(peer, action_id))
 
     def on_state_changed(self, ev: StateChanged) -> None:
         """PeerStatus, then DeviceStateChange when the device state changes (chan_sip calls
         ast_devstate_changed after manager_event PeerStatus; the device-state cache drops
         repeats). A peer's first one stands for the one Asterisk sends at start-up."""
+        if any(hook(ev) for hook in self.state_hooks):
+            return
         if not ev.silent:
             self.broadcast("system", peerstatus_event(ev, self.config.peerstatus_time))
         state = DEVICE_STATE.get(ev.new)

@@ -290,6 +290,22 @@ async def registrations(request: web.Request) -> web.Response:
     return web.json_response({"registrations": _model(request).registrations()})
 
 
+async def pjsip(request: web.Request) -> web.Response:
+    """The pjsip.conf objects and their contacts' statuses, for `sipqualify pjsip show ...`."""
+    from ..pjsip_compat import pjsip_snapshot
+
+    model = _model(request)
+    pj = model.config.pjsip
+    if pj is None:
+        return web.json_response({"aors": [], "endpoints": []})
+
+    def state_of(name: str) -> tuple[str | None, float | None]:
+        p = model.peer(name)
+        return (p.state, p.rtt) if p is not None else (None, None)
+
+    return web.json_response(pjsip_snapshot(pj, state_of))
+
+
 async def status(request: web.Request) -> web.Response:
     return web.json_response(_model(request).status())
 
@@ -324,6 +340,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_post(f"{API}/reload", reload)
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
+    app.router.add_get(f"{API}/pjsip", pjsip)
     return app
 
 

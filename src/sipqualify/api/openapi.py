@@ -158,6 +158,10 @@ def document() -> dict[str, Any]:
             "/api/v1/registrations": {"get": {"operationId": "listRegistrations", "responses": {
                 "200": _json({"type": "object", "required": ["registrations"], "properties": {
                     "registrations": {"type": "array", "items": REGISTRATION}}}), **UNAUTH}}},
+            "/api/v1/pjsip": {"get": {"operationId": "pjsip", "responses": {
+                "200": _json({"type": "object", "required": ["aors", "endpoints"], "properties": {
+                    "aors": {"type": "array", "items": {"type": "object"}},
+                    "endpoints": {"type": "array", "items": {"type": "object"}}}}), **UNAUTH}}},
             "/api/v1/status": {"get": {"operationId": "status", "responses": {
                 "200": _json({"type": "object", "required": ["peers", "engine"]}), **UNAUTH}}},
             "/metrics": {"get": {"operationId": "metrics", "responses": {

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..addr import Addr
 from .ami import AmiServer
+from .ami_pjsip import register as register_pjsip
 from .events import EventHub
 from .http import start_api
 from .webhooks import WebhookDispatcher
@@ -36,6 +37,7 @@ class Surfaces:
         self._api_runner, self.api_addr = await start_api(self.model, self.events, host, port)
         self.ami = AmiServer.from_config(self.model, svc, manager_conf)
         if self.ami is not None:
+            register_pjsip(self.ami)  # pjsip.conf contacts: ContactStatus, PJSIPShowAors ...
             await self.ami.start()
         self.webhooks = WebhookDispatcher.from_config(self.model, svc, state_dir / "webhooks.sqlite")
         if self.webhooks is not None:

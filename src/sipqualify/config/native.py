@@ -27,6 +27,7 @@ from typing import Any
 
 from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
 from .options import NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
+from .pjsip import load_pjsip_conf
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
 
 #: what the top level of the file may hold: its own keys (sip_conf) and the tables
@@ -287,6 +288,13 @@ def load_toml(path: str) -> Config:
     if cfg is None:
         cfg = Config()
         apply_general(cfg.general, defaults)
+    pjsip_conf = dict(top).get("local.pjsip_conf")
+    if pjsip_conf is not None:
+        pj = load_pjsip_conf(pjsip_conf)  # its contacts come after the sip.conf peers
+        cfg.messages.extend(pj.messages)
+        cfg.pjsip = pj.pjsip
+        for name, peer in pj.peers.items():
+            cfg.peers.setdefault(name, peer)
     cfg.source = path
     for section in ("api", "store", "service", "ami"):
         r.service(cfg, section, r.table(data, section))

@@ -738,6 +738,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     # ------------------------------------------------------------------ TOML only
     _toml("top", "sip_conf", FilePath(must_exist=True), "local.sip_conf", "none", "path (relative to the TOML file)",
           "read this sip.conf first; the TOML overrides and adds to it"),
+    _toml("top", "pjsip_conf", FilePath(must_exist=True), "local.pjsip_conf", "none",
+          "path (relative to the TOML file)", "also qualify the static contacts of this pjsip.conf"),
     _toml("api", "listen", Listen(), "service.api_host,api_port", '`"127.0.0.1:7060"`', '`"host:port"`',
           "address of the HTTP API"),
     _toml("api", "token", Text(min_len=16), "service.api_token", "generated into `STATE_DIR/api-token`",

@@ -41,6 +41,7 @@ from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Response
 from ..sip.options import ALLOW, ASTERISK_ALLOW, ASTERISK_SUPPORTED, BRANCH_LEN, build_options, format_host
+from ..sip.pjsip_options import build_pjsip_options
 from ..sip.transaction import (
     COMPLETED,
     FINAL,
@@ -58,7 +59,7 @@ from .dispatch import Dispatcher
 from .events import Event, QualifyResult, StateChanged, TransportError
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
-from .policy import CHAN_SIP, QualifyPolicy
+from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 
 log = logging.getLogger("sipqualify.engine")
 
@@ -145,7 +146,9 @@ class Peer:
 
 def request_uri(cfg: PeerConfig) -> str:
     """chan_sip's poke R-URI: `sip:tohost` (no user: defaultuser is not used; no port unless
-    asked with port_in_uri), `sips:` for TLS."""
+    asked with port_in_uri), `sips:` for TLS. A pjsip.conf contact: its URI verbatim."""
+    if cfg.contact_uri:
+        return cfg.contact_uri
     scheme = "sips" if cfg.transport == "tls" else "sip"
     host = format_host(cfg.host or "invalid")
     if cfg.port_in_uri and cfg.port:
@@ -327,10 +330,16 @@ class QualifyEngine:
     def poke_all(self, now: float) -> None:
         """Schedule every qualified peer at its stagger offset (replacing pending pokes), in
         chan_sip's container order (qualify/order.py)."""
-        qualified = container_order((p for p in self._peers.values() if p.maxms > 0), _peer_name)
+        qualified = container_order((p for p in self._peers.values() if p.maxms > 0 and not p.cfg.contact_uri),
+                                    _peer_name)
         offsets = stagger_offsets_ms(len(qualified), self.general.qualifygap_ms, self.general.qualifypeers)
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
+        for p in self._peers.values():  # pjsip.conf contacts: their AOR's first poll (qualify/policy.py)
+            if p.maxms > 0 and p.cfg.contact_uri:
+                c = p.cfg
+                self._schedule_poke(p, now + initial_delay_s(c.name.split("@@")[0], c.qualifyfreq_ms / 1000.0,
+                                                             c.max_initial_qualify_ms / 1000.0))
 
     def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
                    transport: str | None = None, dest: Addr | None = None) -> None:
@@ -549,17 +558,23 @@ class QualifyEngine:
             self._end_txn(p)
         cfg = p.cfg
         dest = p.dest
-        req = build_options(
-            p.ruri,
-            self.local_address(dest),
-            transport=p.transport.upper(),
-            from_user=cfg.fromuser or self.from_user,
-            from_display=self.from_display,
-            useragent=self.useragent,
-            date=self._date_header(),
-            allow=self._allow,
-            supported=self._supported,
-        )
+        policy = policy_for(cfg, self.policy)
+        if cfg.policy == "pjsip":  # res_pjsip's request shape (sip/pjsip_options.py)
+            req = build_pjsip_options(p.ruri, self.local_address(dest), transport=p.transport.upper(),
+                                      from_user=cfg.fromuser or self.from_user, from_domain=cfg.fromdomain,
+                                      useragent=self.useragent)
+        else:
+            req = build_options(
+                p.ruri,
+                self.local_address(dest),
+                transport=p.transport.upper(),
+                from_user=cfg.fromuser or self.from_user,
+                from_display=self.from_display,
+                useragent=self.useragent,
+                date=self._date_header(),
+                allow=self._allow,
+                supported=self._supported,
+            )
         data, branch, call_id = req.data, req.branch, req.call_id
         reliable = p.transport in ("tcp", "tls")
         txn = ClientTransaction(
@@ -567,9 +582,10 @@ class QualifyEngine:
             data,
             dest,
             reliable=reliable,
-            policy=self.policy.retransmit_for(cfg.retransmit),
+            policy=policy.retransmit_for(cfg.retransmit),
             owner=p,
             call_id=call_id,
+            cseq=req.cseq,
         )
         self._txns[branch] = txn
         p.txn = txn
@@ -582,7 +598,7 @@ class QualifyEngine:
         self.stats.transmissions += 1
         txn.start(now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
-        txn.giveup_at = now + self.policy.giveup_s(p.maxms or DEFAULT_MAXMS)
+        txn.giveup_at = now + policy.giveup_s(p.maxms or DEFAULT_MAXMS)
         self._arm_txn(txn)
 
     def _arm_txn(self, txn: ClientTransaction) -> None:
@@ -633,7 +649,7 @@ class QualifyEngine:
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
+        self._schedule_next(p, txn, now, new)
 
     def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
         """Record one result through the transition table; report a change. Returns the new state."""
@@ -662,7 +678,7 @@ class QualifyEngine:
         num, method = msg.cseq
         if (
             method != "OPTIONS"
-            or num != 102
+            or num != txn.cseq
             or msg.call_id != txn.call_id
             or (self.match_source and addr != txn.dest)
         ):
@@ -702,7 +718,7 @@ class QualifyEngine:
             self._forced.discard(txn.branch)
             self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, True, p.state))
             return
-        if not self.policy.counts_as_reply(status):
+        if not policy_for(p.cfg, self.policy).counts_as_reply(status):
             # a policy may refuse some final responses (e.g. 2xx-only): treated as no answer
             self._give_up(txn, now, force=True)
             return
@@ -711,7 +727,11 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
+        self._schedule_next(p, txn, now, new)
+
+    def _schedule_next(self, p: Peer, txn: ClientTransaction, now: float, new: str) -> None:
+        freq = p.cfg.qualifyfreq_ms / 1000.0
+        self._schedule_poke(p, policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new))
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

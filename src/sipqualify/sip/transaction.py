@@ -21,6 +21,10 @@ Two retransmission policies, chosen per peer:
 ``rfc3261``   Timer E starts at T1 and doubles up to T2 (in Proceeding it is T2), Timer F =
               64×T1 ends the transaction, Timer K = T4 keeps a completed UDP transaction
               around to absorb retransmitted responses (0 on reliable transports).
+``pjsip``     rfc3261 as pjproject 2.17 does it (asterisk-pjsip-observed.md §3.2): the first
+              provisional response re-arms the retransmission timer at T2 counted from that
+              response (`tsx_on_state_calling`), so a `100 Trying` at +3 ms gives
+              retransmissions at +4.003, +8.003 ... instead of +0.5, +4.5 ...
 
 No retransmissions on reliable transports (TCP/TLS), with either policy (§17.1.2.2).
 
@@ -59,11 +63,13 @@ class RetransmitPolicy:
     timeout: float  # Timer F
     linger: float  # Timer K on unreliable transports
     provisional_slows: bool  # RFC: in Proceeding the interval becomes T2
+    provisional_rearms: bool = False  # pjproject: the first provisional re-arms Timer E at T2 from now
 
 
 ASTERISK = RetransmitPolicy("asterisk", 1.0, 1.0, 64 * T1, T4, False)
 RFC3261 = RetransmitPolicy("rfc3261", T1, T2, 64 * T1, T4, True)
-POLICIES = {p.name: p for p in (ASTERISK, RFC3261)}
+PJSIP = RetransmitPolicy("pjsip", T1, T2, 64 * T1, T4, True, True)
+POLICIES = {p.name: p for p in (ASTERISK, RFC3261, PJSIP)}
 
 
 class ClientTransaction:
@@ -86,6 +92,7 @@ class ClientTransaction:
         "call_id",
         "giveup_at",
         "wake",
+        "cseq",
     )
 
     def __init__(
@@ -98,6 +105,7 @@ class ClientTransaction:
         policy: RetransmitPolicy = ASTERISK,
         owner: object = None,
         call_id: str = "",
+        cseq: int = 102,
     ) -> None:
         self.branch = branch
         self.request = request
@@ -115,6 +123,7 @@ class ClientTransaction:
         self.call_id = call_id  # checked on responses: a wrong Call-ID never completes us
         self.giveup_at: float | None = None  # the driver's own deadline (qualify: 2 x maxms)
         self.wake: float | None = None  # when the driver's single timer entry for us is due
+        self.cseq = cseq  # checked on responses, like call_id
 
     @property
     def retransmissions(self) -> int:
@@ -170,6 +179,9 @@ class ClientTransaction:
                 if self.policy.provisional_slows and not self.reliable:
                     # RFC 3261 §17.1.2.2: retransmit at T2 while Proceeding
                     self._interval = self.policy.max_interval
+                    if self.policy.provisional_rearms:
+                        self._offset = now - self.first_sent + self._interval
+                        self.next_timer = min(self.first_sent + self._offset, self.deadline)
             return PROVISIONAL
         self.status = status
         if self.reliable:

@@ -1,0 +1,172 @@
+"""The AMI side of pjsip.conf contacts, as Asterisk 20.20.1 sends it (asterisk-pjsip-observed.md §5).
+
+Events, on a contact's status change (qualify/pjsip_state.py decides what changed):
+
+* `PeerStatus` with `ChannelType: PJSIP`, `Peer: PJSIP/<endpoint>`, `PeerStatus:
+  Reachable|Unreachable` (no Time, no Address) for each endpoint that went online or offline,
+  by name; endpoints start offline, so a first Unreachable sends none (§5.6);
+* `ContactStatus` (`URI`, `ContactStatus`, `AOR`, `EndpointName`, `RoundtripUsec`), once per
+  endpoint listing the AOR, by endpoint name;
+* `DeviceStateChange` (`Device: PJSIP/<endpoint>`, `NOT_INUSE` / `UNAVAILABLE`) per endpoint
+  that changed.
+
+In Asterisk the DeviceStateChange of one endpoint may come before the ContactStatus events
+(another thread publishes it); here they always come in that order: PeerStatus, ContactStatus,
+DeviceStateChange. These replace the chan_sip-style PeerStatus a pjsip.conf contact would
+otherwise get.
+
+Actions: `PJSIPShowContacts` (res_pjsip lists registered contacts only, never static ones:
+without a registrar it answers `No Contacts found`), `PJSIPShowAors`, `PJSIPQualify`.
+Three of res_pjsip's error texts end in a newline, which Asterisk sends as a bare LF before the
+CRLF (§5); here they end like every other line (a deliberate difference: a stray LF ends the
+message early for a parser that splits on LF, and no AMI line of sipqualify carries a control
+character).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..pjsip_compat import Json, pjsip_snapshot
+from ..qualify.events import StateChanged
+from ..qualify.pjsip_state import PjsipChange, PjsipStates, rtt_usec
+from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
+
+if TYPE_CHECKING:
+    from ..model import PjsipConfig
+    from .ami import AmiServer
+
+
+def contact_status_event(uri: str, status: str, aor: str, endpoint: str, rtt_us: int) -> str:
+    return block(("Event", "ContactStatus"), ("Privilege", "system,all"), ("URI", uri), ("ContactStatus", status),
+                 ("AOR", aor), ("EndpointName", endpoint), ("RoundtripUsec", rtt_us))
+
+
+def pjsip_peer_status_event(endpoint: str, online: bool) -> str:
+    return block(("Event", "PeerStatus"), ("Privilege", "system,all"), ("ChannelType", "PJSIP"),
+                 ("Peer", f"PJSIP/{endpoint}"), ("PeerStatus", "Reachable" if online else "Unreachable"))
+
+
+def pjsip_device_state_event(endpoint: str, online: bool) -> str:
+    return block(("Event", "DeviceStateChange"), ("Privilege", "call,all"), ("Device", f"PJSIP/{endpoint}"),
+                 ("State", "NOT_INUSE" if online else "UNAVAILABLE"))
+
+
+def change_events(ch: PjsipChange) -> list[tuple[str, str]]:
+    """(event class, message) for one contact change, in the order they are sent."""
+    c = ch.contact
+    usec = rtt_usec(c.rtt_s) if c.status == "Reachable" else 0
+    return [*(("system", pjsip_peer_status_event(n, on)) for n, on in ch.endpoints),
+            *(("system", contact_status_event(c.uri, c.status, c.aor, n, usec)) for n in ch.referencing),
+            *(("call", pjsip_device_state_event(n, on)) for n, on in ch.endpoints)]
+
+
+# AorList's field order: res_pjsip's object set, in its hash order (§5.2)
+_AOR_FIELDS = (("MinimumExpiration", "minimum_expiration"), ("DefaultExpiration", "default_expiration"),
+               ("QualifyTimeout", "qualify_timeout"), ("Qualify2xxOnly", "qualify_2xx_only"),
+               ("Mailboxes", "mailboxes"), ("SupportPath", "support_path"),
+               ("RemoveUnavailable", "remove_unavailable"), ("VoicemailExtension", "voicemail_extension"),
+               ("MaxContacts", "max_contacts"), ("AuthenticateQualify", "authenticate_qualify"))
+_AOR_FIELDS_2 = (("MaximumExpiration", "maximum_expiration"), ("QualifyFrequency", "qualify_frequency"),
+                 ("RemoveExisting", "remove_existing"), ("OutboundProxy", "outbound_proxy"))
+
+
+def aor_list(snap: Json, aid: str | None) -> str:
+    """The whole answer to `Action: PJSIPShowAors`."""
+    out = [_listack(aid, "A listing of AORs follows, presented as AorList events")]
+    for a in snap["aors"]:
+        p = a["params"]
+        head: list[tuple[str, object]] = [("Event", "AorList")]
+        if aid is not None:
+            head.append(("ActionID", aid))
+        contacts = ",".join(f"{a['name']}/{c['uri']}" for c in a["contacts"])
+        out.append(block(*head, ("ObjectType", "aor"), ("ObjectName", a["name"]),
+                         *((k, p[f]) for k, f in _AOR_FIELDS), ("Contacts", contacts),
+                         *((k, p[f]) for k, f in _AOR_FIELDS_2)))
+    return "".join(out) + _list_complete("AorListComplete", aid, len(snap["aors"]))
+
+
+class PjsipAmi:
+    """Hooked into one AmiServer: its pjsip.conf events and actions."""
+
+    def __init__(self, server: AmiServer) -> None:
+        self.server = server
+        self.states: PjsipStates | None = None
+        self._pj: PjsipConfig | None = None
+        self._refresh()
+
+    def _refresh(self) -> PjsipStates | None:
+        model = self.server.model
+        pj = model.config.pjsip
+        if pj is not self._pj:  # loaded or reloaded: keep what remains, seed the rest from the engine
+            self._pj = pj
+            self.states = None if pj is None else PjsipStates(
+                pj, self.states, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None))
+        return self.states
+
+    def on_state_changed(self, ev: StateChanged) -> bool:
+        """True when `ev` is a pjsip.conf contact's (its events are sent here, not chan_sip's)."""
+        states = self._refresh()
+        if states is None or not states.knows(ev.peer):
+            return False
+        ch = states.change(ev.peer, ev.new, ev.rtt)
+        for cls, text in change_events(ch) if ch is not None else ():
+            self.server.broadcast(cls, text)
+        return True
+
+    def is_contact(self, peer: str) -> bool:
+        states = self._refresh()
+        return states is not None and states.knows(peer)
+
+    def snapshot(self) -> Json:
+        model = self.server.model
+        pj = model.config.pjsip
+        if pj is None:
+            return {"aors": [], "endpoints": []}
+        return pjsip_snapshot(pj, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None))
+
+    # ------------------------------------------------------------------ actions
+
+    def show_contacts(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        session.error(aid, "No Contacts found")  # static contacts are never listed (§5.1)
+
+    def show_aors(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        session.write(aor_list(self.snapshot(), aid))
+
+    def qualify(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        name = m.get("endpoint", "")
+        if not name:
+            session.error(aid, "Endpoint parameter missing.")
+            return
+        pj = self.server.model.config.pjsip
+        ep = pj.endpoints.get(name) if pj is not None else None
+        if pj is None or ep is None:
+            session.error(aid, "Unable to retrieve endpoint")
+            return
+        if not ep.aors:
+            session.error(aid, "No AoRs configured for endpoint")
+            return
+        session.reply(aid, ("Message", "Endpoint found, will qualify"))
+        loop = asyncio.get_running_loop()
+        for aor in ep.aors:
+            for uri in dict.fromkeys(pj.aors[aor].contacts if aor in pj.aors else []):
+                loop.create_task(self.server.model.qualify(pj.peer_of[(aor, uri)], wait=False))
+
+
+def register(server: AmiServer) -> PjsipAmi:
+    """Adds the PJSIP actions and events to `server` (called where the server is built)."""
+    ACTIONS.update(PJSIP_ACTIONS)
+    pjsip = PjsipAmi(server)
+    server.extra_actions.update({"PJSIPShowContacts": pjsip.show_contacts, "PJSIPShowAors": pjsip.show_aors,
+                                 "PJSIPQualify": pjsip.qualify})
+    server.state_hooks.append(pjsip.on_state_changed)
+    server.qualify_hooks.append(pjsip.is_contact)  # PJSIPQualify sends no completion event (§5.5)
+    return pjsip
+
+
+PJSIP_ACTIONS = {  # name -> (required write class, synopsis), as ami.ACTIONS
+    "PJSIPShowContacts": ("system", "Lists PJSIP Contacts."),
+    "PJSIPShowAors": ("system", "Lists PJSIP AORs."),
+    "PJSIPQualify": ("system,reporting", "Qualify a chan_pjsip endpoint."),  # pjsip_options.c
+}

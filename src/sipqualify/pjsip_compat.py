@@ -1,0 +1,233 @@
+"""Asterisk 20's `pjsip show ...` layouts, byte for byte, from a PJSIP snapshot.
+
+Sources: asterisk-pjsip-observed.md §4 (real Asterisk 20.20.1 output, which wins), and
+res/res_pjsip/location.c (`cli_contact_print_header/body`, `cli_aor_print_header/body`),
+pjsip_configuration.c (`cli_endpoint_print_header/body`) and pjsip_cli.c
+(`ast_sip_cli_print_sorcery_objectset`) of the 20.20.1 tree.
+
+The daemon builds the snapshot (`pjsip_snapshot`, also `GET /api/v1/pjsip`): AORs and
+endpoints by name, each AOR's contacts in res_pjsip's container order (by contact id), each
+contact's long status label (qualify/pjsip_state.py) and RTT in µs. The CLI formats it here.
+
+Layout rules taken from the captures: indents are 9 + 2 per level; the name column of a
+contact row is `55 - indent` wide, of an AOR row `50 - indent`, of an endpoint row
+`60 - indent`; the headers are printed as Asterisk prints them (copied below).
+
+One difference, on purpose: `pjsip show contact` of a static contact shows its AOR's
+`qualify_frequency`, `qualify_timeout`, `qualify_2xx_only` and `authenticate_qualify`, the
+values it is really qualified with; Asterisk shows the contact object's unused defaults
+(0 and 3.000000), which misleads whoever reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .model import PjsipAor, PjsipConfig
+from .qualify.pjsip_state import REACHABLE, SHORT_LABEL, aor_available, contact_status, rtt_usec, uri_hash
+
+Json = dict[str, Any]
+RULE = "=" * 90 + "\n"
+
+CONTACTS_HEADER = "  Contact:  <Aor/ContactUri..............................> <Hash....> <Status> <RTT(ms)..>\n"
+AORS_HEADER = ("      Aor:  <Aor..............................................>  <MaxContact>\n"
+               "    Contact:  <Aor/ContactUri............................> <Hash....> <Status> <RTT(ms)..>\n")
+ENDPOINTS_HEADER = (
+    " Endpoint:  <Endpoint/CID.....................................>  <State.....>  <Channels.>\n"
+    "    I/OAuth:  <AuthId/UserName...........................................................>\n"
+    "        Aor:  <Aor............................................>  <MaxContact>\n"
+    "      Contact:  <Aor/ContactUri..........................> <Hash....> <Status> <RTT(ms)..>\n"
+    "  Transport:  <TransportId........>  <Type>  <cos>  <tos>  <BindAddress..................>\n"
+    "   Identify:  <Identify/Endpoint.........................................................>\n"
+    "        Match:  <criteria.........................>\n"
+    "    Channel:  <ChannelId......................................>  <State.....>  <Time.....>\n"
+    "        Exten: <DialedExten...........>  CLCID: <ConnectedLineCID.......>\n")
+
+
+def _tf(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _yn(v: bool) -> str:
+    return "yes" if v else "no"
+
+
+# ---------------------------------------------------------------------------- the snapshot
+
+
+Registered = tuple[str, str, "str | None", "float | None"]  # contact id, URI, engine state, RTT (s)
+
+
+def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, float | None]],
+                   registered: dict[str, list[Registered]] | None = None) -> Json:
+    """The PJSIP objects and their contacts' statuses; `state_of(peer)` gives the engine state
+    and last RTT of a static contact's peer ((None, None): no such peer); `registered` the
+    registered contacts of each AOR."""
+    aors = []
+    for a in sorted(pj.aors.values(), key=lambda a: a.name):
+        peers = [pj.peer_of.get((a.name, u), "") for u in dict.fromkeys(a.contacts)]
+        found: list[Registered] = [(p, u, *state_of(p)) for p, u in zip(peers, dict.fromkeys(a.contacts), strict=True)]
+        found += (registered or {}).get(a.name, [])
+        found.sort(key=lambda c: c[0])  # res_pjsip's container order: by contact id
+        statuses = [contact_status(state) for _, _, state, _ in found]
+        contacts: list[Json] = [
+            {"id": cid, "uri": uri, "status": status, "rtt_us": rtt_usec(rtt) if status == REACHABLE else None}
+            for (cid, uri, _, rtt), status in zip(found, statuses, strict=True)]
+        aors.append({"name": a.name, "max_contacts": a.max_contacts, "contacts": contacts,
+                     "params": aor_params(a), "available": aor_available(a, statuses)})
+    avail = {a["name"]: a["available"] for a in aors}
+    endpoints = []
+    for ep in sorted(pj.endpoints.values(), key=lambda e: e.name):
+        auths = {}
+        for what in ("auth", "outbound_auth"):
+            name = getattr(ep, what)
+            if name:
+                auth = pj.auths.get(name)
+                auths[what] = f"{name}/{auth.username if auth else ''}"
+        endpoints.append({"name": ep.name, "aors": ep.aors, "in_auth": auths.get("auth"),
+                          "out_auth": auths.get("outbound_auth"), "busy_at": ep.device_state_busy_at,
+                          "online": any(avail.get(a, False) for a in ep.aors)})
+    return {"aors": aors, "endpoints": endpoints}
+
+
+def aor_params(a: PjsipAor) -> dict[str, str]:
+    """The qualify and registration fields `pjsip show aor` lists (§4.5), as it prints them."""
+    return {
+        "authenticate_qualify": _tf(a.authenticate_qualify),
+        "default_expiration": str(a.default_expiration),
+        "mailboxes": a.mailboxes,
+        "max_contacts": str(a.max_contacts),
+        "maximum_expiration": str(a.maximum_expiration),
+        "minimum_expiration": str(a.minimum_expiration),
+        "outbound_proxy": a.outbound_proxy,
+        "qualify_2xx_only": _tf(a.qualify_2xx_only),
+        "qualify_frequency": str(a.qualify_frequency),
+        "qualify_timeout": f"{a.qualify_timeout:f}",
+        "remove_existing": _tf(a.remove_existing),
+        "remove_unavailable": _tf(a.remove_unavailable),
+        "support_path": _tf(a.support_path),
+        "voicemail_extension": a.voicemail_extension,
+    }
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def _contact_row(aor: str, c: Json, level: int) -> str:
+    indent = 9 + 2 * level
+    w = 55 - indent
+    name = f"{aor}/{c['uri']}"[:w]
+    status = c["status"]
+    rtt = f"{c['rtt_us'] / 1000:11.3f}" if status == REACHABLE and c["rtt_us"] is not None else f"{'nan':>11}"
+    return f"{'Contact':>{indent}}:  {name:<{w}} {uri_hash(c['uri'])} {SHORT_LABEL[status][:7]:<7} {rtt}\n"
+
+
+def _aor_rows(a: Json, level: int) -> str:
+    indent = 9 + 2 * level
+    w = 50 - indent
+    out = f"{'Aor':>{indent}}:  {a['name'][:w]:<{w}} {a['max_contacts']:12d}\n"
+    return out + "".join(_contact_row(a["name"], c, level + 1) for c in a["contacts"])
+
+
+def _objectset(params: list[tuple[str, str]]) -> str:
+    """pjsip_cli.c: names padded to the longest, a rule as long as the longest line."""
+    width = max(len("ParameterName"), *(len(k) for k, _ in params))
+    lines = [f"{'ParameterName':<{width}} : ParameterValue"] + [f"{k:<{width}} : {v}" for k, v in params]
+    rule = "=" * max(len(ln) for ln in lines)
+    return "\n" + "".join(f" {ln}\n" for ln in [lines[0], rule, *lines[1:]])
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _like(pattern: str | None) -> Callable[[str], bool]:
+    if not pattern:
+        return lambda _: True
+    rx = re.compile(pattern)
+    return lambda text: rx.search(text) is not None
+
+
+def _all_contacts(snap: Json) -> list[tuple[str, Json]]:
+    return sorted(((a["name"], c) for a in snap["aors"] for c in a["contacts"]), key=lambda x: f"{x[0]}/{x[1]['uri']}")
+
+
+def show_contacts(snap: Json, like: str | None = None) -> str:
+    """`pjsip show contacts [like REGEX]` (§4.1, §4.2); rows sorted by `aor/uri`."""
+    keep = _like(like)
+    rows = [(a, c) for a, c in _all_contacts(snap) if keep(f"{a}/{c['uri']}")]
+    body = "".join(_contact_row(a, c, 0) for a, c in rows)
+    return f"\n{CONTACTS_HEADER}{RULE}\n{body}\nObjects found: {len(rows)}\n"
+
+
+def not_found(key: str) -> str:
+    """pjsip_cli.c:228, followed by an empty line."""
+    return f"Unable to find object {key}.\n\n"
+
+
+def show_contact(snap: Json, key: str) -> str | None:
+    """`pjsip show contact AOR/URI` (§4.3); None when there is no such contact."""
+    aors = {a["name"]: a for a in snap["aors"]}
+    found = next(((a, c) for a, c in _all_contacts(snap) if f"{a}/{c['uri']}" == key), None)
+    if found is None:
+        return None
+    aor, c = found
+    p = aors[aor]["params"]
+    params = [
+        ("authenticate_qualify", _yn(p["authenticate_qualify"] == "true")),
+        ("call_id", ""), ("endpoint", ""), ("expiration_time", "0"),
+        ("outbound_proxy", p["outbound_proxy"]), ("path", ""), ("prune_on_boot", "no"),
+        ("qualify_2xx_only", p["qualify_2xx_only"]),
+        ("qualify_frequency", p["qualify_frequency"]), ("qualify_timeout", p["qualify_timeout"]),
+        ("reg_server", ""), ("uri", c["uri"]), ("user_agent", ""), ("via_addr", ""), ("via_port", "0"),
+    ]
+    return f"\n{CONTACTS_HEADER}{RULE}\n{_contact_row(aor, c, 0)}{_objectset(params)}"
+
+
+def show_aors(snap: Json, like: str | None = None) -> str:
+    """`pjsip show aors [like REGEX]` (§4.4)."""
+    keep = _like(like)
+    aors = [a for a in snap["aors"] if keep(a["name"])]
+    body = "".join("\n" + _aor_rows(a, 0) for a in aors)
+    return f"\n{AORS_HEADER}{RULE}{body}\n\nObjects found: {len(aors)}\n"
+
+
+def show_aor(snap: Json, name: str) -> str | None:
+    """`pjsip show aor NAME` (§4.5)."""
+    a = next((a for a in snap["aors"] if a["name"] == name), None)
+    if a is None:
+        return None
+    params = list(a["params"].items())
+    contacts = [("contact", c["uri"]) for c in a["contacts"]] or [("contact", "")]
+    params[1:1] = contacts  # after authenticate_qualify: alphabetical
+    return f"\n{AORS_HEADER}{RULE}\n{_aor_rows(a, 0)}\n{_objectset(params)}"
+
+
+def _endpoint_rows(snap: Json, ep: Json) -> str:
+    aors = {a["name"]: a for a in snap["aors"]}
+    state = "Not in use" if ep["online"] else "Unavailable"
+    busy = str(ep["busy_at"]) if ep["busy_at"] else "inf"
+    out = f"{'Endpoint':>9}:  {ep['name'][:51]:<51}  {state:<12.12}  0 of {busy}\n"
+    if ep["in_auth"]:
+        out += f"{'InAuth':>11}:  {ep['in_auth']}\n"
+    if ep["out_auth"]:
+        out += f"{'OutAuth':>11}:  {ep['out_auth']}\n"
+    return out + "".join(_aor_rows(aors[n], 1) for n in ep["aors"] if n in aors)
+
+
+def show_endpoints(snap: Json, like: str | None = None) -> str:
+    """`pjsip show endpoints [like REGEX]` (§4.6): the reachability columns."""
+    keep = _like(like)
+    eps = [e for e in snap["endpoints"] if keep(e["name"])]
+    body = "".join("\n" + _endpoint_rows(snap, e) for e in eps)
+    return f"\n{ENDPOINTS_HEADER}{RULE}{body}\n\nObjects found: {len(eps)}\n"
+
+
+def show_endpoint(snap: Json, name: str) -> str | None:
+    """`pjsip show endpoint NAME` (§4.7), up to its contacts: the endpoint's full parameter
+    list (codecs, media, timers ...) is not modelled and not printed."""
+    ep = next((e for e in snap["endpoints"] if e["name"] == name), None)
+    if ep is None:
+        return None
+    return f"\n{ENDPOINTS_HEADER}{RULE}\n{_endpoint_rows(snap, ep)}\n\n"
