@@ -20,7 +20,7 @@ from .addr import Addr
 from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
-from .qualify.events import QualifyResult, StateChanged, TransportError
+from .qualify.events import Event, QualifyResult, StateChanged, TransportError
 from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
@@ -151,7 +151,7 @@ class CoreDriver:
             self.engine.inbound.commit_done(ev.token, error, self.clock())
             self.pump()  # the answer, and the poke that follows a REGISTER, go out now
 
-    def _dispatch(self, ev: StateChanged | QualifyResult | TransportError) -> None:
+    def _dispatch(self, ev: Event) -> None:
         recorder = self.recorder
         assert recorder is not None and self.engine is not None
         if isinstance(ev, QualifyResult):

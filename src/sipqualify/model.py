@@ -57,6 +57,13 @@ class PeerConfig:
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)
+    # verdict policy (qualify/verdict.py; the defaults are chan_sip's: any final response is up, 1/1, no retry)
+    policy: str = ""  # name of the [[policies]] table in force ("" none)
+    reply_up: str = ""  # status codes that mean up, normalized ("" = every final response)
+    reply_degraded: str = ""  # status codes that mean degraded ("" = none)
+    down_after: int = 1  # consecutive down outcomes before down
+    up_after: int = 1  # consecutive alive outcomes before up
+    retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
     source: str = ""  # "file:line" of the section header, for messages
 
 

@@ -75,6 +75,12 @@ class PeerDefaults:
     transport: str = "udp"
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
     tlsenable: bool = False  # only decides whether `tls` is a usable transport word
+    # verdict policy keys (qualify/verdict.py), copied into every peer like keepalive
+    reply_up: str = ""
+    reply_degraded: str = ""
+    down_after: int = 1
+    up_after: int = 1
+    retry_interval_s: int = 0
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -91,6 +97,11 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         context=general.context,
         transport=defaults.transport,
         keepalive_s=defaults.keepalive_s,
+        reply_up=defaults.reply_up,
+        reply_degraded=defaults.reply_degraded,
+        down_after=defaults.down_after,
+        up_after=defaults.up_after,
+        retry_interval_s=defaults.retry_interval_s,
         source=source,
     )
 

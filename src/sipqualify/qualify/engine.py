@@ -55,10 +55,11 @@ from ..sip.transaction import (
 )
 from . import state as st
 from .dispatch import Dispatcher
-from .events import Event, QualifyResult, StateChanged, TransportError
+from .events import Event, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy
+from .verdict import PeerVerdict, policy_of
 
 log = logging.getLogger("sipqualify.engine")
 
@@ -97,6 +98,7 @@ class Peer:
         "ka_gen",
         "_ruri",
         "transport",
+        "verdict",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -119,6 +121,7 @@ class Peer:
         self.ka_gen = 0
         self._ruri: str | None = None  # a registered Contact; None: request_uri(cfg), made per poke
         self.transport = cfg.transport  # of the OPTIONS: the config's, or the registration's
+        self.verdict = PeerVerdict(policy_of(cfg))  # beside the chan_sip state: qualify/verdict.py
 
     @property
     def ruri(self) -> str:
@@ -305,8 +308,10 @@ class QualifyEngine:
                 p.maxms = cfg.qualify_ms
                 p.ruri = None
                 p.transport = cfg.transport
+                p.verdict.policy = policy_of(cfg)
                 if p.maxms == 0:
                     p.lastms = 0
+                    p.verdict.reset()
             p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
             p.dest = destinations.get(cfg.name) or p.addr
             new[cfg.name] = p
@@ -438,6 +443,7 @@ class QualifyEngine:
         for txn in self._txns.values():
             if txn.dest == addr and isinstance(txn.owner, Peer):
                 peer = txn.owner.name
+                txn.owner.verdict.refused = True  # the give-up's reason: refused, not timeout
                 break
         self._events.append(TransportError(peer, addr, now, reason))
 
@@ -518,6 +524,9 @@ class QualifyEngine:
             p.poke_gen += 1
             self._end_txn(p)
             p.lastms = st.lastms_without_address(p.maxms, p.lastms)
+            old = p.verdict.verdict
+            if p.maxms and p.verdict.reset():
+                self._verdict_changed(p, old, now)
             return
         # step 2: a still-running poke is abandoned
         if p.txn is not None:
@@ -608,7 +617,21 @@ class QualifyEngine:
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
+        self._judge(p, None, False, now)
+        self._schedule_poke(p, now + p.verdict.next_poke_in(
+            st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s)))
+
+    def _judge(self, p: Peer, status: int | None, lagged: bool, now: float) -> None:
+        """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
+        v = p.verdict
+        old = v.verdict
+        if v.observe(status, lagged):
+            self._verdict_changed(p, old, now)
+
+    def _verdict_changed(self, p: Peer, old: str, now: float) -> None:
+        v = p.verdict
+        self._events.append(VerdictChanged(p.name, old, v.verdict, v.reason, v.policy.name, now,
+                                           v.streak, v.threshold))
 
     def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
         """Record one result through the transition table; report a change. Returns the new state."""
@@ -684,7 +707,9 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
-        self._schedule_poke(p, now + st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s))
+        self._judge(p, status, ping > p.maxms, now)
+        self._schedule_poke(p, now + p.verdict.next_poke_in(
+            st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s)))
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

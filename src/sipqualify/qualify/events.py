@@ -66,4 +66,19 @@ class TransportError:
     reason: str
 
 
-Event = StateChanged | QualifyResult | TransportError
+@dataclass(frozen=True, slots=True)
+class VerdictChanged:
+    """The peer's verdict (qualify/verdict.py: up, degraded, down, pending, unknown) or its reason
+    changed. Independent of the chan_sip state and its StateChanged."""
+
+    peer: str
+    old: str
+    new: str
+    reason: str  # "", timeout, refused, auth_required, lagged, degraded:NNN, reply:NNN
+    policy: str  # the [[policies]] name, "" when none
+    time: float
+    count: int  # pending: outcomes counted so far toward ...
+    threshold: int  # ... this many (0 when not pending)
+
+
+Event = StateChanged | QualifyResult | TransportError | VerdictChanged
