@@ -427,3 +427,24 @@ async def api_get(api_port: int, token: str, path: str) -> tuple[int, Any]:
         except OSError:
             return 0, None
     return await asyncio.to_thread(call)
+
+
+async def read_sse(content: Any, event: str, done: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The `data` of the `event` events of an SSE stream (an aiohttp response's `content`),
+    read until `done(got)` (or TimeoutError after `timeout` s)."""
+    got: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        name = ""
+        async for raw in content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name == event:
+                got.append(json.loads(line[6:]))
+                if done(got):
+                    return
+
+    await asyncio.wait_for(read(), timeout)
+    return got

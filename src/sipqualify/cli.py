@@ -143,12 +143,13 @@ def _peer(client: Client, name: str) -> Any:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     from .compat import format_sip_show_peer
+    from .views import format_verdict
 
     v = _peer(Client(args), args.name)
     if args.json:
         print(json.dumps(v.to_json(), indent=2))
     else:
-        sys.stdout.write(format_sip_show_peer(v))
+        sys.stdout.write(format_sip_show_peer(v) + (format_verdict(v) if args.verdict else ""))
     return EXIT_OK
 
 
@@ -386,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(p)
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--verdict", action="store_true", help="also the verdict, its reason and policy")
     p.set_defaults(func=cmd_peer)
 
     p = sub.add_parser("get", help="SIPPEER(NAME,ITEM)")

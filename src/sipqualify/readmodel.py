@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .addr import Addr
 from .qualify import state as st
-from .qualify.events import QualifyResult, StateChanged
+from .qualify.events import QualifyResult, StateChanged, VerdictChanged
 from .views import PeerView
 
 if TYPE_CHECKING:
@@ -135,6 +135,7 @@ class ReadModel(Protocol):
     def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
+    def add_verdict_listener(self, cb: Callable[[VerdictChanged], None]) -> None: ...
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
@@ -255,6 +256,9 @@ class ShellReadModel:
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None:
         self.shell.feed.registry_listeners.append(cb)
 
+    def add_verdict_listener(self, cb: Callable[[VerdictChanged], None]) -> None:
+        self.shell.feed.verdict_listeners.append(cb)
+
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
         self.shell.feed.record_listeners.append(cb)
 
@@ -296,6 +300,12 @@ class ShellReadModel:
             qualifies=p.qualifies,
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
+            verdict=p.verdict.verdict,
+            reason=p.verdict.reason,
+            policy=p.verdict.policy.name,
+            pending_toward=p.verdict.toward,
+            pending_count=p.verdict.streak,
+            pending_of=p.verdict.threshold,
         )
 
     def views(self) -> list[PeerView]:
@@ -371,6 +381,7 @@ class TransitionFeed:
         self.listeners: list[Callable[[StateChanged], None]] = []  # committed transitions (AMI)
         self.record_listeners: list[Callable[[TransitionRecord], None]] = []  # event stream, webhooks
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
+        self.verdict_listeners: list[Callable[[VerdictChanged], None]] = []  # live, like registry events
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -390,6 +401,10 @@ class TransitionFeed:
     def registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
         for cb in self.registry_listeners:
             cb(peer, status, cause, addr)
+
+    def verdict(self, ev: VerdictChanged) -> None:
+        for cb in self.verdict_listeners:
+            cb(ev)
 
     def _drain(self) -> None:
         with self._lock:

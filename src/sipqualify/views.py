@@ -45,6 +45,13 @@ class PeerView:
     qualifies: int  # qualify transactions completed since start
     timeouts: int
     retransmissions: int
+    # beyond chan_sip (qualify/verdict.py): the verdict beside the chan_sip state
+    verdict: str = "unknown"  # up | degraded | down | pending | unknown
+    reason: str = ""  # timeout, refused, auth_required, lagged, degraded:NNN, reply:NNN; "" none
+    policy: str = ""  # the [[policies]] name in force; "" none
+    pending_toward: str = ""  # pending: the verdict being counted toward; "" otherwise
+    pending_count: int = 0  # ... outcomes counted so far
+    pending_of: int = 0  # ... of this many (down_after / up_after)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,3 +60,12 @@ class PeerView:
     def from_json(cls, data: dict[str, Any]) -> PeerView:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def format_verdict(v: PeerView) -> str:
+    """`peer NAME --verdict`: what follows `sip show peer` (which stays chan_sip's, byte for byte)."""
+    verdict = v.verdict + (f" ({v.reason})" if v.reason else "")
+    if v.pending_toward:
+        verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
+    return (f"  Verdict      : {verdict}\n"
+            f"  Policy       : {v.policy or '(none)'}\n\n")

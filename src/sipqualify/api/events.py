@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..qualify.events import VerdictChanged
 from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
@@ -116,6 +117,11 @@ class EventHub:
         """Registered / Unregistered / Rejected, as the `registry` event."""
         self.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
+
+    def publish_verdict(self, ev: VerdictChanged) -> None:
+        """A verdict change (qualify/verdict.py), as the `verdict` event."""
+        self.publish({"event": "verdict", "peer": ev.peer, "old": ev.old, "verdict": ev.new, "reason": ev.reason,
+                      "policy": ev.policy, "count": ev.count, "threshold": ev.threshold, "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -234,9 +240,12 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                     await _overflow(resp, sent, hub.overflow_grace_s)
                 break
             item = sub.pop()
-            if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
-                if (peers is None or item["peer"] in peers) and (
-                        states is None or str(item["peer_status"]).upper() in states):
+            if isinstance(item, dict):  # live only: a verdict change, or Registered / Unregistered / Rejected
+                if peers is not None and item["peer"] not in peers:
+                    continue
+                if item.get("event") == "verdict":
+                    await resp.write(f"event: verdict\ndata: {json.dumps(item)}\n\n".encode())
+                elif states is None or str(item["peer_status"]).upper() in states:
                     await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
                 continue
             if item.id <= sent:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..qualify.verdict import VERDICTS
 
 STATES = ["OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED"]
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -60,6 +61,12 @@ PEER = {
         "qualifies": {"type": "integer"},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
+        "verdict": {"type": "string", "enum": list(VERDICTS)},
+        "reason": {"type": "string"},
+        "policy": {"type": "string"},
+        "pending_toward": {"type": "string"},
+        "pending_count": {"type": "integer"},
+        "pending_of": {"type": "integer"},
     },
 }
 
