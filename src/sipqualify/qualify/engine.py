@@ -623,9 +623,8 @@ class QualifyEngine:
 
     def _judge(self, p: Peer, status: int | None, lagged: bool, now: float) -> None:
         """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
-        v = p.verdict
-        old = v.verdict
-        if v.observe(status, lagged):
+        old = p.verdict.observe(status, lagged)
+        if old is not None:
             self._verdict_changed(p, old, now)
 
     def _verdict_changed(self, p: Peer, old: str, now: float) -> None:

@@ -20,7 +20,6 @@ verdict of the chan_sip state, and changes no timing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ..model import PeerConfig
 
@@ -52,7 +51,7 @@ ALL_FINAL = "200-699"
 class CodeSet:
     """A set of SIP status codes: `2xx`, `200-299`, `404`, comma lists of these. Immutable."""
 
-    __slots__ = ("text", "_ranges")
+    __slots__ = ("text", "_ranges", "_codes")
 
     def __init__(self, text: str) -> None:
         ranges: list[tuple[int, int]] = []
@@ -75,10 +74,11 @@ class CodeSet:
         if not ranges:
             raise ValueError("an empty list of status codes")
         self._ranges = tuple(sorted(ranges))
+        self._codes = frozenset(c for lo, hi in ranges for c in range(lo, hi + 1))  # O(1) per result
         self.text = ",".join(f"{lo}" if lo == hi else f"{lo}-{hi}" for lo, hi in self._ranges)
 
     def __contains__(self, code: int) -> bool:
-        return any(lo <= code <= hi for lo, hi in self._ranges)
+        return code in self._codes
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, CodeSet) and other._ranges == self._ranges
@@ -112,23 +112,21 @@ class VerdictPolicy:
 CHAN_SIP_VERDICT = VerdictPolicy()
 
 
-class Outcome(NamedTuple):
-    verdict: str  # UP | DEGRADED | DOWN
-    reason: str
+Outcome = tuple[str, str]  # (UP | DEGRADED | DOWN, reason); a plain tuple: one is made per result
 
 
 def classify(policy: VerdictPolicy, status: int | None, lagged: bool, refused: bool = False) -> Outcome:
     """One result -> outcome. `status` None: no answer by the give-up time (`refused` when an
     ICMP error or a refused connection was seen for it)."""
     if status is None:
-        return Outcome(DOWN, REFUSED if refused else TIMEOUT)
+        return DOWN, REFUSED if refused else TIMEOUT
     if policy.reply_degraded is not None and status in policy.reply_degraded:
-        return Outcome(DEGRADED, f"degraded:{status}")
+        return DEGRADED, f"degraded:{status}"
     if status in policy.reply_up:
         if lagged:
-            return Outcome(DEGRADED, LAGGED)
-        return Outcome(UP, AUTH_REQUIRED if status in AUTH_CODES else "")
-    return Outcome(DOWN, AUTH_REQUIRED if status in AUTH_CODES else f"reply:{status}")
+            return DEGRADED, LAGGED
+        return UP, AUTH_REQUIRED if status in AUTH_CODES else ""
+    return DOWN, AUTH_REQUIRED if status in AUTH_CODES else f"reply:{status}"
 
 
 class PeerVerdict:
@@ -154,27 +152,31 @@ class PeerVerdict:
         """How many outcomes `toward` needs (0 when not counting)."""
         return getattr(self.policy, THRESHOLD[self.toward]) if self.toward else 0
 
-    def observe(self, status: int | None, lagged: bool) -> bool:
-        """Record one result; True when the shown verdict, its reason or the count changed."""
-        before = (self.verdict, self.reason, self.streak)
-        out = classify(self.policy, status, lagged, self.refused)
+    def observe(self, status: int | None, lagged: bool) -> str | None:
+        """Record one result. When the shown verdict, its reason or the count changed: the
+        verdict shown before; else None."""
+        old_streak, old_reason, old_toward = self.streak, self.reason, self.toward
+        old = PENDING if old_streak else self.confirmed
+        verdict, self.reason = classify(self.policy, status, lagged, self.refused)
         self.refused = False
         self.status = status
-        self.reason = out.reason
-        side = SIDE[out.verdict]
+        side = SIDE[verdict]
         if side == SIDE[self.confirmed]:
-            self.confirmed = out.verdict
+            self.confirmed = verdict
             self.streak, self.toward = 0, ""
         else:
             if self.toward and SIDE[self.toward] == side:
                 self.streak += 1
             else:
                 self.streak = 1
-            self.toward = out.verdict
-            if self.streak >= getattr(self.policy, THRESHOLD[out.verdict]):
-                self.confirmed = out.verdict
+            self.toward = verdict
+            if self.streak >= getattr(self.policy, THRESHOLD[verdict]):
+                self.confirmed = verdict
                 self.streak, self.toward = 0, ""
-        return (self.verdict, self.reason, self.streak) != before
+        shown = PENDING if self.streak else self.confirmed
+        if (shown, self.streak, self.toward, self.reason) == (old, old_streak, old_toward, old_reason):
+            return None
+        return old
 
     def reset(self) -> bool:
         """The peer lost its address or its monitoring: nothing is known any more."""
