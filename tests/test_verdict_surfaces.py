@@ -12,7 +12,7 @@ import aiohttp
 from sipqualify.compat import format_sip_show_peer
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
-from sipqualify.views import PeerView, format_verdict
+from sipqualify.views import PeerView, format_stats, format_verdict
 
 from .helpers import api, free_port, read_sse, scrape, sip_conf, wait_for
 
@@ -52,6 +52,15 @@ async def test_verdict_on_api_metrics_events_and_cli(tmp_path: Path) -> None:
         assert 'sipqualify_peer_verdict{peer="busy",verdict="degraded"} 1' in text
         assert 'sipqualify_peer_verdict{peer="busy",verdict="up"} 0' in text
         assert 'sipqualify_peer_verdict{peer="plain",verdict="up"} 1' in text  # 503 is up without a policy
+
+        assert "sipqualify_peer_latency_estimate_seconds{peer=\"busy\"}" in text
+        assert 'sipqualify_peer_loss_ratio{peer="busy"} 0.0' in text
+        code, stats = await api(svc, "GET", "/api/v1/peers/busy/stats")
+        assert code == 200 and stats["verdict"] == "degraded" and stats["samples"] >= 1
+        assert stats["loss_pct"] == 0.0 and stats["avg_ms"] > 0
+        assert stats["est_ms"] == stats["avg_ms"]  # EST is the mean during the 10-sample warm-up (Kamailio)
+        assert (await api(svc, "GET", "/api/v1/peers/nope/stats"))[0] == 404
+        assert format_stats(stats).startswith("  Latency      : avg ")
 
         v = PeerView.from_json((await api(svc, "GET", "/api/v1/peers/busy"))[1])
         assert format_verdict(v) == "  Verdict      : degraded (degraded:503)\n  Policy       : (none)\n\n"

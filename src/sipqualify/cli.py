@@ -143,13 +143,17 @@ def _peer(client: Client, name: str) -> Any:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     from .compat import format_sip_show_peer
-    from .views import format_verdict
+    from .views import format_stats, format_verdict
 
     v = _peer(Client(args), args.name)
     if args.json:
         print(json.dumps(v.to_json(), indent=2))
     else:
-        sys.stdout.write(format_sip_show_peer(v) + (format_verdict(v) if args.verdict else ""))
+        sys.stdout.write(format_sip_show_peer(v))
+        if args.verdict:
+            from urllib.parse import quote
+            s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")
+            sys.stdout.write(format_verdict(v, format_stats(s)))
     return EXIT_OK
 
 
@@ -387,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(p)
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--verdict", action="store_true", help="also the verdict, its reason and policy")
+    p.add_argument("--verdict", action="store_true",
+                   help="also the verdict, its reason and policy, and the latency statistics")
     p.set_defaults(func=cmd_peer)
 
     p = sub.add_parser("get", help="SIPPEER(NAME,ITEM)")

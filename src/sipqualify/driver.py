@@ -20,7 +20,7 @@ from .addr import Addr
 from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
-from .qualify.events import Event, QualifyResult, StateChanged, TransportError, VerdictChanged
+from .qualify.events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .qualify.inbound import TCP, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
@@ -166,7 +166,7 @@ class CoreDriver:
         elif isinstance(ev, StateChanged):
             recorder.transition(ev, self.engine.peer(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
-        elif isinstance(ev, VerdictChanged):
-            self.feed.verdict(ev)
+        elif isinstance(ev, VerdictChanged | LatencyChanged):
+            self.feed.live(ev)
         elif isinstance(ev, TransportError):
             log.debug("ICMP %s from %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

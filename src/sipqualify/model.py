@@ -64,6 +64,7 @@ class PeerConfig:
     down_after: int = 1  # consecutive down outcomes before down
     up_after: int = 1  # consecutive alive outcomes before up
     retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
+    latency_delta_ms: int = 0  # a LatencyChanged event when the EWMA moves more than this (0 = off)
     source: str = ""  # "file:line" of the section header, for messages
 
 

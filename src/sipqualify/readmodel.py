@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .addr import Addr
 from .qualify import state as st
-from .qualify.events import QualifyResult, StateChanged, VerdictChanged
+from .qualify.events import LiveEvent, QualifyResult, StateChanged
 from .views import PeerView
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class ReadModel(Protocol):
     def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
-    def add_verdict_listener(self, cb: Callable[[VerdictChanged], None]) -> None: ...
+    def add_live_listener(self, cb: Callable[[LiveEvent], None]) -> None: ...
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
@@ -256,8 +256,8 @@ class ShellReadModel:
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None:
         self.shell.feed.registry_listeners.append(cb)
 
-    def add_verdict_listener(self, cb: Callable[[VerdictChanged], None]) -> None:
-        self.shell.feed.verdict_listeners.append(cb)
+    def add_live_listener(self, cb: Callable[[LiveEvent], None]) -> None:
+        self.shell.feed.live_listeners.append(cb)
 
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
         self.shell.feed.record_listeners.append(cb)
@@ -381,7 +381,7 @@ class TransitionFeed:
         self.listeners: list[Callable[[StateChanged], None]] = []  # committed transitions (AMI)
         self.record_listeners: list[Callable[[TransitionRecord], None]] = []  # event stream, webhooks
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
-        self.verdict_listeners: list[Callable[[VerdictChanged], None]] = []  # live, like registry events
+        self.live_listeners: list[Callable[[LiveEvent], None]] = []  # verdict / latency: live, like registry
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -402,8 +402,8 @@ class TransitionFeed:
         for cb in self.registry_listeners:
             cb(peer, status, cause, addr)
 
-    def verdict(self, ev: VerdictChanged) -> None:
-        for cb in self.verdict_listeners:
+    def live(self, ev: LiveEvent) -> None:
+        for cb in self.live_listeners:
             cb(ev)
 
     def _drain(self) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .qualify.stats import LatencyStats
+
 
 @dataclass(slots=True)
 class PeerView:
@@ -62,10 +64,27 @@ class PeerView:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-def format_verdict(v: PeerView) -> str:
+def format_verdict(v: PeerView, stats: str = "") -> str:
     """`peer NAME --verdict`: what follows `sip show peer` (which stays chan_sip's, byte for byte)."""
     verdict = v.verdict + (f" ({v.reason})" if v.reason else "")
     if v.pending_toward:
         verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
-    return (f"  Verdict      : {verdict}\n"
-            f"  Policy       : {v.policy or '(none)'}\n\n")
+    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{stats}\n"
+
+
+def stats_json(name: str, stats: LatencyStats | None, v: PeerView) -> dict[str, Any]:
+    """`GET /api/v1/peers/NAME/stats`: the verdict and the latency statistics (qualify/stats.py)."""
+    body: dict[str, Any] = {"peer": name, "verdict": v.verdict, "reason": v.reason, "policy": v.policy,
+                            "pending_toward": v.pending_toward, "pending_count": v.pending_count,
+                            "pending_of": v.pending_of}
+    body.update((stats or LatencyStats()).to_json())
+    return body
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    """`peer NAME --verdict`: the statistics line."""
+    if s["avg_ms"] is None:
+        return f"  Latency      : no answer yet ({s['loss_pct']:.1f} % lost of {s['loss_window']})\n"
+    return (f"  Latency      : avg {s['avg_ms']:.1f} ms, std {s['std_ms']:.1f} ms, est {s['est_ms']:.1f} ms "
+            f"(dev {s['dev_ms']:.1f}), jitter {s['jitter_ms']:.1f} ms, {s['loss_pct']:.1f} % lost of "
+            f"{s['loss_window']}\n")

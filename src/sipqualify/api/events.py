@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..qualify.events import VerdictChanged
+from ..qualify.events import LiveEvent, VerdictChanged
 from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
@@ -118,10 +118,16 @@ class EventHub:
         self.publish({"peer": peer, "peer_status": status, "cause": cause, "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
 
-    def publish_verdict(self, ev: VerdictChanged) -> None:
-        """A verdict change (qualify/verdict.py), as the `verdict` event."""
-        self.publish({"event": "verdict", "peer": ev.peer, "old": ev.old, "verdict": ev.new, "reason": ev.reason,
-                      "policy": ev.policy, "count": ev.count, "threshold": ev.threshold, "time": time.time()})
+    def publish_live(self, ev: LiveEvent) -> None:
+        """A verdict change (qualify/verdict.py) as the `verdict` event, a latency change
+        (qualify/stats.py) as the `latency` event."""
+        if isinstance(ev, VerdictChanged):
+            self.publish({"event": "verdict", "peer": ev.peer, "old": ev.old, "verdict": ev.new, "reason": ev.reason,
+                          "policy": ev.policy, "count": ev.count, "threshold": ev.threshold, "time": time.time()})
+        else:
+            self.publish({"event": "latency", "peer": ev.peer, "est_ms": round(ev.est * 1000, 3),
+                          "previous_ms": round(ev.previous * 1000, 3), "avg_ms": round(ev.avg * 1000, 3),
+                          "dev_ms": round(ev.dev * 1000, 3), "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -243,8 +249,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             if isinstance(item, dict):  # live only: a verdict change, or Registered / Unregistered / Rejected
                 if peers is not None and item["peer"] not in peers:
                     continue
-                if item.get("event") == "verdict":
-                    await resp.write(f"event: verdict\ndata: {json.dumps(item)}\n\n".encode())
+                if item.get("event") in ("verdict", "latency"):
+                    await resp.write(f"event: {item['event']}\ndata: {json.dumps(item)}\n\n".encode())
                 elif states is None or str(item["peer_status"]).upper() in states:
                     await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
                 continue

@@ -25,6 +25,16 @@ def _num(name: str, description: str, minimum: float | None = None) -> dict[str,
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
+# the verdict beside the chan_sip state (qualify/verdict.py): in Peer and in /peers/{name}/stats
+VERDICT_FIELDS: dict[str, Any] = {
+    "verdict": {"type": "string", "enum": list(VERDICTS)},
+    "reason": {"type": "string"},
+    "policy": {"type": "string"},
+    "pending_toward": {"type": "string"},
+    "pending_count": {"type": "integer"},
+    "pending_of": {"type": "integer"},
+}
+
 PEER = {
     "type": "object",
     "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
@@ -61,12 +71,23 @@ PEER = {
         "qualifies": {"type": "integer"},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
-        "verdict": {"type": "string", "enum": list(VERDICTS)},
-        "reason": {"type": "string"},
-        "policy": {"type": "string"},
-        "pending_toward": {"type": "string"},
-        "pending_count": {"type": "integer"},
-        "pending_of": {"type": "integer"},
+        **VERDICT_FIELDS,
+    },
+}
+
+_MS = {"type": ["number", "null"]}
+STATS = {
+    "type": "object",
+    "required": ["peer", "verdict", "samples", "polls", "avg_ms", "std_ms", "est_ms", "dev_ms", "jitter_ms",
+                 "loss_pct", "loss_window"],
+    "properties": {
+        "peer": {"type": "string"},
+        **VERDICT_FIELDS,
+        "samples": {"type": "integer"},
+        "polls": {"type": "integer"},
+        "avg_ms": _MS, "std_ms": _MS, "est_ms": _MS, "dev_ms": _MS, "jitter_ms": _MS,
+        "loss_pct": {"type": "number"},
+        "loss_window": {"type": "integer"},
     },
 }
 
@@ -151,6 +172,9 @@ def document() -> dict[str, Any]:
                     "peer": {"type": "string"}, "since": {"type": "number"}, "until": {"type": "number"},
                     "step": {"type": "number"}, "series": {"type": "array", "items": {"type": "object"}}}}),
                     "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/api/v1/peers/{name}/stats": {"get": {
+                "operationId": "peerStats", "parameters": [NAME],
+                "responses": {"200": _json(STATS), "404": ERROR, **UNAUTH}}},
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},

@@ -28,7 +28,7 @@ class Surfaces:
         self._api_runner: web.AppRunner | None = None
         model.add_record_listener(self.events.publish)
         model.add_registry_listener(self.events.publish_registry)
-        model.add_verdict_listener(self.events.publish_verdict)
+        model.add_live_listener(self.events.publish_live)
 
     async def start(self, host: str, port: int, manager_conf: str | None, state_dir: Path) -> None:
         svc = self.model.config.service

@@ -580,7 +580,7 @@ def _toml(section: str, name: str, kind: Kind, target: str, default: str, unit: 
 _SECONDS_POS = Number(lo=1, unit="seconds")
 _COUNT = Number(lo=1, unit="results", below="error")
 _RETRY = Number(lo=0, unit="seconds", below="error")
-_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval")
+_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta")
 
 
 def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
@@ -599,6 +599,9 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
                "consecutive alive results before the verdict is up again"),
         Option("retry_interval", section, _RETRY, f"{target}.retry_interval_s", dflt("retry_interval", "`0`"),
                "seconds (0: off)", "re-poll this soon after a down result that is still being counted"),
+        Option("latency_delta", section, Number(lo=0, unit="milliseconds", below="error"),
+               f"{target}.latency_delta_ms", dflt("latency_delta", "`0`"), "milliseconds (0: off)",
+               "a `latency` event when the latency estimate (EWMA) moves by more than this"),
     )
 
 _YES_NO = "`yes` or `no`"

@@ -81,6 +81,7 @@ class PeerDefaults:
     down_after: int = 1
     up_after: int = 1
     retry_interval_s: int = 0
+    latency_delta_ms: int = 0
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -102,6 +103,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         down_after=defaults.down_after,
         up_after=defaults.up_after,
         retry_interval_s=defaults.retry_interval_s,
+        latency_delta_ms=defaults.latency_delta_ms,
         source=source,
     )
 

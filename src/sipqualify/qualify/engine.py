@@ -55,10 +55,11 @@ from ..sip.transaction import (
 )
 from . import state as st
 from .dispatch import Dispatcher
-from .events import Event, QualifyResult, StateChanged, TransportError, VerdictChanged
+from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy
+from .stats import LatencyStats
 from .verdict import PeerVerdict, policy_of
 
 log = logging.getLogger("sipqualify.engine")
@@ -99,6 +100,7 @@ class Peer:
         "_ruri",
         "transport",
         "verdict",
+        "stats",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -122,6 +124,7 @@ class Peer:
         self._ruri: str | None = None  # a registered Contact; None: request_uri(cfg), made per poke
         self.transport = cfg.transport  # of the OPTIONS: the config's, or the registration's
         self.verdict = PeerVerdict(policy_of(cfg))  # beside the chan_sip state: qualify/verdict.py
+        self.stats: LatencyStats | None = None  # qualify/stats.py, from the first result on
 
     @property
     def ruri(self) -> str:
@@ -618,6 +621,7 @@ class QualifyEngine:
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
         self._judge(p, None, False, now)
+        self._stats(p).lost()
         self._schedule_poke(p, now + p.verdict.next_poke_in(
             st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s)))
 
@@ -626,6 +630,13 @@ class QualifyEngine:
         old = p.verdict.observe(status, lagged)
         if old is not None:
             self._verdict_changed(p, old, now)
+
+    @staticmethod
+    def _stats(p: Peer) -> LatencyStats:
+        s = p.stats
+        if s is None:
+            s = p.stats = LatencyStats()
+        return s
 
     def _verdict_changed(self, p: Peer, old: str, now: float) -> None:
         v = p.verdict
@@ -707,6 +718,12 @@ class QualifyEngine:
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
         self._judge(p, status, ping > p.maxms, now)
+        s = self._stats(p)
+        s.answered(rtt)
+        if p.cfg.latency_delta_ms:
+            prev = s.reported
+            if s.latency_changed(p.cfg.latency_delta_ms / 1000.0) and prev is not None:
+                self._events.append(LatencyChanged(p.name, s.est, prev, s.avg, s.dev, now))
         self._schedule_poke(p, now + p.verdict.next_poke_in(
             st.next_poke_in(new, p.cfg.qualifyfreq_ms / 1000.0, self.policy.freq_notok_s)))
 

@@ -81,4 +81,18 @@ class VerdictChanged:
     threshold: int  # ... this many (0 when not pending)
 
 
-Event = StateChanged | QualifyResult | TransportError | VerdictChanged
+@dataclass(frozen=True, slots=True)
+class LatencyChanged:
+    """The peer's latency estimate (qualify/stats.py EST) moved by more than its `latency_delta`
+    since the last such event (OpenSIPS's latency event)."""
+
+    peer: str
+    est: float  # seconds
+    previous: float  # EST at the last event (or after the warm-up)
+    avg: float
+    dev: float
+    time: float
+
+
+Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged
+LiveEvent = VerdictChanged | LatencyChanged  # published at once (event stream), not stored
