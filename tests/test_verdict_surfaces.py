@@ -31,7 +31,7 @@ async def test_verdict_on_api_metrics_events_and_cli(tmp_path: Path) -> None:
     await svc.start()
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {svc.token}"}) as http:
-            async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=busy") as r:
+            async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=busy&include=verdict") as r:
                 await wait_for(lambda: len(svc.events.subscribers) == 1)
                 uas.status, uas.reason = 503, "Service Unavailable"  # up (if polled already), then degraded
                 code, _ = await api(svc, "POST", "/api/v1/peers/busy/qualify")

@@ -177,6 +177,7 @@ def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
 
 
 HUB_KEY: web.AppKey[EventHub] = web.AppKey("events")
+LIVE_EVENTS = frozenset(("verdict", "latency"))  # `/events?include=verdict,latency`
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
@@ -185,6 +186,9 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     store = request.app[MODEL_KEY].store
     hub = request.app[HUB_KEY]
     peers, states = _filter(request)
+    # live verdict / latency events only for streams that ask for them: a stream without
+    # `include` is what it always was (transitions, registry events)
+    include = {w.strip() for w in request.query.get("include", "").split(",")} & LIVE_EVENTS
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     try:
         last_id = int(last) if last else None
@@ -249,8 +253,9 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
             if isinstance(item, dict):  # live only: a verdict change, or Registered / Unregistered / Rejected
                 if peers is not None and item["peer"] not in peers:
                     continue
-                if item.get("event") in ("verdict", "latency"):
-                    await resp.write(f"event: {item['event']}\ndata: {json.dumps(item)}\n\n".encode())
+                if item.get("event") in LIVE_EVENTS:
+                    if item["event"] in include:
+                        await resp.write(f"event: {item['event']}\ndata: {json.dumps(item)}\n\n".encode())
                 elif states is None or str(item["peer_status"]).upper() in states:
                     await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
                 continue

@@ -201,6 +201,8 @@ def document() -> dict[str, Any]:
                 "description": "Server-Sent Events: committed transitions; resume with Last-Event-ID",
                 "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "also the live `verdict` and/or `latency` events (comma list)"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",
