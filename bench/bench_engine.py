@@ -9,6 +9,7 @@ loaded engine) and whether any peer ended in a false state.
 
     python bench/bench_engine.py                     # 1,000,000 peers, 600 s virtual
     python bench/bench_engine.py --peers 20000 --duration 120   # CI short mode
+    python bench/bench_engine.py --peers 10000 --policy         # every peer with a verdict policy
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -48,6 +50,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=600.0, help="virtual seconds")
     ap.add_argument("--freq", type=int, default=60, help="qualifyfreq in seconds")
     ap.add_argument("--rtt", type=float, default=0.001, help="virtual answer delay (s)")
+    ap.add_argument("--policy", action="store_true",
+                    help="every peer with a verdict policy (reply_up, reply_degraded, down_after, up_after, "
+                         "retry_interval)")
     args = ap.parse_args()
 
     n = args.peers
@@ -56,10 +61,12 @@ def main() -> None:
     general = GeneralConfig(qualifygap_ms=100, qualifypeers=max(per_group, 0))
     gc.collect()
     rss0 = rss_bytes()
+    policy: dict[str, Any] = dict(policy="bench", reply_up="200-299", reply_degraded="486,503", down_after=3,
+                                  up_after=2, retry_interval_s=2) if args.policy else {}
     engine = QualifyEngine(general, local_address=lambda d: ("10.0.0.1", 5060), wallclock=lambda: 1795463111.0)
     peers = [
         PeerConfig(name=f"peer{i:07d}", host=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
-                   qualify_ms=2000, qualifyfreq_ms=args.freq * 1000)
+                   qualify_ms=2000, qualifyfreq_ms=args.freq * 1000, **policy)
         for i in range(n)
     ]
     addrs = {p.name: (p.host or "", 5060) for p in peers}
@@ -113,7 +120,7 @@ def main() -> None:
     txns = st.answered + st.timeouts
     false_states = sum(1 for p in engine.peers() if p.state != "OK")
     rss_end = rss_bytes()
-    print(f"peers                         {n:,}")
+    print(f"peers                         {n:,}{' with a verdict policy' if args.policy else ''}")
     print(f"virtual time                  {end:.0f} s (qualifyfreq {args.freq} s, answer after {rtt * 1000:.1f} ms)")
     print(f"load (config -> scheduled)    {t_load:.2f} s CPU")
     print(f"qualify transactions          {txns:,} (answered {st.answered:,}, timeouts {st.timeouts:,}, "

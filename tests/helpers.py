@@ -566,3 +566,24 @@ def doc_entries() -> list[DocEntry]:
         entries.append(DocEntry(section, title, i + 1, fields.group(1), fields.group(2), fields.group(3),
                                 example.group(1) if example else "", text))
     return entries
+
+
+async def read_sse(content: Any, event: str, done: Callable[[list[dict[str, Any]]], bool],
+                   timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The `data` of the `event` events of an SSE stream (an aiohttp response's `content`),
+    read until `done(got)` (or TimeoutError after `timeout` s)."""
+    got: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        name = ""
+        async for raw in content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name == event:
+                got.append(json.loads(line[6:]))
+                if done(got):
+                    return
+
+    await asyncio.wait_for(read(), timeout)
+    return got

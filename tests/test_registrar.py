@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import Response
 
-from .helpers import Phone, start_registrar, wait_for
+from .helpers import Phone, read_sse, start_registrar, wait_for
 
 
 async def test_register_qualify_unregister_restart(tmp_path: Path) -> None:
@@ -117,19 +116,7 @@ async def test_registry_events_on_the_event_stream(tmp_path: Path) -> None:
             async with http.get(f"http://127.0.0.1:{svc.api_addr[1]}/events?peer=1001") as r:
                 await wait_for(lambda: len(svc.events.subscribers) == 1)  # subscribed before the REGISTER
                 assert (await phone.register_auth(server, "1001", "s3cret")).status == 200
-                got: list[dict[str, Any]] = []
-
-                async def read() -> None:
-                    event = ""
-                    async for raw in r.content:
-                        line = raw.decode().rstrip("\n")
-                        if line.startswith("event: "):
-                            event = line[7:]
-                        elif line.startswith("data: ") and event == "registry":
-                            got.append(__import__("json").loads(line[6:]))
-                            return
-
-                await asyncio.wait_for(read(), 5)
+                got = await read_sse(r.content, "registry", bool)
         assert got[0]["peer"] == "1001" and got[0]["peer_status"] == "Registered"
         assert got[0]["address"].startswith("127.0.0.1:")
     finally:

@@ -144,6 +144,7 @@ def _peer(client: Client, name: str) -> Any:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     from .compat import format_sip_show_peer
+    from .views import format_stats, format_verdict
 
     v = _peer(Client(args), args.name)
     if args.json:
@@ -156,6 +157,10 @@ def cmd_peer(args: argparse.Namespace) -> int:
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
         sys.stdout.write(dns_lines(v))
+        if args.verdict:
+            from urllib.parse import quote
+            s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")
+            sys.stdout.write(format_verdict(v, format_stats(s)))
     return EXIT_OK
 
 
@@ -440,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     _client_opts(p)
     p.add_argument("name")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--verdict", action="store_true",
+                   help="also the verdict, its reason and policy, and the latency statistics")
     p.set_defaults(func=cmd_peer)
 
     p = sub.add_parser("get", help="SIPPEER(NAME,ITEM)")

@@ -21,7 +21,15 @@ from .addr import Addr
 from .net.sockets import SipSockets
 from .qualify import state as st
 from .qualify.engine import QualifyEngine
-from .qualify.events import QualifyResult, SecurityEvent, StateChanged, TransportError
+from .qualify.events import (
+    Event,
+    LatencyChanged,
+    QualifyResult,
+    SecurityEvent,
+    StateChanged,
+    TransportError,
+    VerdictChanged,
+)
 from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
@@ -162,7 +170,7 @@ class CoreDriver:
             self.engine.inbound.commit_done(ev.token, error, self.clock())
             self.pump()  # the answer, and the poke that follows a REGISTER, go out now
 
-    def _dispatch(self, ev: StateChanged | QualifyResult | TransportError) -> None:
+    def _dispatch(self, ev: Event) -> None:
         recorder = self.recorder
         assert recorder is not None and self.engine is not None
         if isinstance(ev, QualifyResult):
@@ -181,5 +189,7 @@ class CoreDriver:
         elif isinstance(ev, StateChanged):
             recorder.transition(ev, self.engine.peer(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
+        elif isinstance(ev, VerdictChanged | LatencyChanged):
+            self.feed.live(ev)
         elif isinstance(ev, TransportError):
             log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

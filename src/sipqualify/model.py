@@ -57,10 +57,18 @@ class PeerConfig:
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)
+    # verdict policy (qualify/verdict.py; the defaults are chan_sip's: any final response is up, 1/1, no retry)
+    policy: str = ""  # name of the [[policies]] table in force ("" none)
+    reply_up: str = ""  # status codes that mean up, normalized ("" = every final response)
+    reply_degraded: str = ""  # status codes that mean degraded ("" = none)
+    down_after: int = 1  # consecutive down outcomes before down
+    up_after: int = 1  # consecutive alive outcomes before up
+    retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
+    latency_delta_ms: int = 0  # a LatencyChanged event when the EWMA moves more than this (0 = off)
     source: str = ""  # "file:line" of the section header, for messages
-    # pjsip.conf contacts (config/pjsip.py): the qualify policy ("chan_sip" | "pjsip"), the contact
-    # URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact
-    policy: str = "chan_sip"
+    # pjsip.conf contacts (config/pjsip.py): whose qualify semantics ("chan_sip" | "pjsip"), the
+    # contact URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact
+    semantics: str = "chan_sip"
     contact_uri: str | None = None
     qualify_2xx_only: bool = False
     max_initial_qualify_ms: int = 0  # pjsip.conf [global] max_initial_qualify_time

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .addr import Addr
 from .qualify import state as st
-from .qualify.events import QualifyResult, SecurityEvent, StateChanged
+from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line
 from .views import PeerView
 
@@ -139,6 +139,7 @@ class ReadModel(Protocol):
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
+    def add_live_listener(self, cb: Callable[[LiveEvent], None]) -> None: ...
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
@@ -271,6 +272,9 @@ class ShellReadModel:
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None:
         self.shell.feed.security_listeners.append(cb)
 
+    def add_live_listener(self, cb: Callable[[LiveEvent], None]) -> None:
+        self.shell.feed.live_listeners.append(cb)
+
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None:
         self.shell.feed.record_listeners.append(cb)
 
@@ -320,6 +324,12 @@ class ShellReadModel:
             tls_cert_days_left=self.tls_cert_days_left(p),
             dns=dns,
             dns_error=dns_error,
+            verdict=p.verdict.verdict,
+            reason=p.verdict.reason,
+            policy=p.verdict.policy.name,
+            pending_toward=p.verdict.toward,
+            pending_count=p.verdict.streak,
+            pending_of=p.verdict.threshold,
         )
 
     def views(self) -> list[PeerView]:
@@ -403,6 +413,7 @@ class TransitionFeed:
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
         self.security_listeners: list[Callable[[SecurityEvent, Addr], None]] = []  # (event, local address)
         self.tls_listeners: list[Callable[[str, float, Addr | None], None]] = []  # certificate expiry warnings
+        self.live_listeners: list[Callable[[LiveEvent], None]] = []  # verdict / latency: live, like registry
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -441,6 +452,10 @@ class TransitionFeed:
         log.warning("peer '%s': TLS certificate expires in %.1f days", peer, days)
         for cb in self.tls_listeners:
             cb(peer, days, addr)
+
+    def live(self, ev: LiveEvent) -> None:
+        for cb in self.live_listeners:
+            cb(ev)
 
     def _drain(self) -> None:
         with self._lock:

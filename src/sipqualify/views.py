@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .qualify.stats import LatencyStats
+
 
 @dataclass(slots=True)
 class PeerView:
@@ -49,6 +51,13 @@ class PeerView:
     tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
     dns: str | None = None  # how the host name resolved (net/dns.py Resolution.path); None: no name
     dns_error: str | None = None  # why it does not resolve now
+    # beyond chan_sip (qualify/verdict.py): the verdict beside the chan_sip state
+    verdict: str = "unknown"  # up | degraded | down | pending | unknown
+    reason: str = ""  # timeout, refused, auth_required, lagged, degraded:NNN, reply:NNN; "" none
+    policy: str = ""  # the [[policies]] name in force; "" none
+    pending_toward: str = ""  # pending: the verdict being counted toward; "" otherwise
+    pending_count: int = 0  # ... outcomes counted so far
+    pending_of: int = 0  # ... of this many (down_after / up_after)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,3 +66,29 @@ class PeerView:
     def from_json(cls, data: dict[str, Any]) -> PeerView:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def format_verdict(v: PeerView, stats: str = "") -> str:
+    """`peer NAME --verdict`: what follows `sip show peer` (which stays chan_sip's, byte for byte)."""
+    verdict = v.verdict + (f" ({v.reason})" if v.reason else "")
+    if v.pending_toward:
+        verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
+    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{stats}\n"
+
+
+def stats_json(name: str, stats: LatencyStats | None, v: PeerView) -> dict[str, Any]:
+    """`GET /api/v1/peers/NAME/stats`: the verdict and the latency statistics (qualify/stats.py)."""
+    body: dict[str, Any] = {"peer": name, "verdict": v.verdict, "reason": v.reason, "policy": v.policy,
+                            "pending_toward": v.pending_toward, "pending_count": v.pending_count,
+                            "pending_of": v.pending_of}
+    body.update((stats or LatencyStats()).to_json())
+    return body
+
+
+def format_stats(s: dict[str, Any]) -> str:
+    """`peer NAME --verdict`: the statistics line."""
+    if s["avg_ms"] is None:
+        return f"  Latency      : no answer yet ({s['loss_pct']:.1f} % lost of {s['loss_window']})\n"
+    return (f"  Latency      : avg {s['avg_ms']:.1f} ms, std {s['std_ms']:.1f} ms, est {s['est_ms']:.1f} ms "
+            f"(dev {s['dev_ms']:.1f}), jitter {s['jitter_ms']:.1f} ms, {s['loss_pct']:.1f} % lost of "
+            f"{s['loss_window']}\n")

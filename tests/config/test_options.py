@@ -144,6 +144,7 @@ def test_documented_toml_examples_read_clean(write: Write) -> None:
     text = "\n".join(tables.pop("top"))
     text += '\n[peers.p]\nhost = "dynamic"\n' + "\n".join(tables.pop("peer"))
     text += "\n[[webhooks]]\n" + "\n".join(tables.pop("webhooks"))
+    text += "\n[[policies]]\n" + "\n".join(tables.pop("policies"))  # the peer's `policy` names it
     for section, lines in tables.items():
         text += f"\n[{section}]\n" + "\n".join(lines)
     msgs = check_config(write("sipqualify.toml", text + "\n"))

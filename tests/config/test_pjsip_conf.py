@@ -40,7 +40,7 @@ def test_observed_config_gives_one_peer_per_static_contact_named_by_contact_id()
     assert len(cfg.peers) == 16  # `Objects found: 16` at T0+3 (§4.1)
     ok = cfg.peers["ok-def@@e0152829e49ec8fffb59bb00ed1fd08e"]
     assert (ok.host, ok.port, ok.contact_uri) == ("127.0.0.1", 35071, "sip:ok@127.0.0.1:35071")
-    assert (ok.qualify_ms, ok.qualifyfreq_ms, ok.policy, ok.retransmit) == (3000, 5000, "pjsip", "pjsip")
+    assert (ok.qualify_ms, ok.qualifyfreq_ms, ok.semantics, ok.retransmit) == (3000, 5000, "pjsip", "pjsip")
     assert ok.fromuser == "combo"  # the first endpoint listing the AOR (§2)
     by_aor = {n.split("@@")[0]: p for n, p in cfg.peers.items()}
     assert by_aor["sil-05"].qualify_ms == 500 and by_aor["sil-05"].fromuser == "combo"

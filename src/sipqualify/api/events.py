@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..qualify.events import LiveEvent, VerdictChanged
 from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
@@ -121,12 +122,24 @@ class EventHub:
         """A TLS peer's certificate fell under `tls_expiry_warn_days`, as the `tls_expiry` event."""
         self.publish({"event": "tls_expiry", "peer": peer, "days_left": round(days, 3), "time": time.time(),
                       "address": f"{addr[0]}:{addr[1]}" if addr else None})
+
     def publish_dns(self, peer: str, what: str, addr: Addr | None, previous: Addr | None, path: str | None,
                     reason: str | None) -> None:
         """A static peer's name resolved to a new address (`changed`) or stopped resolving (`failed`)."""
         self.publish({"peer": peer, "dns": what, "address": f"{addr[0]}:{addr[1]}" if addr else None,
                       "previous": f"{previous[0]}:{previous[1]}" if previous else None, "path": path,
                       "reason": reason, "time": time.time()})
+
+    def publish_live(self, ev: LiveEvent) -> None:
+        """A verdict change (qualify/verdict.py) as the `verdict` event, a latency change
+        (qualify/stats.py) as the `latency` event."""
+        if isinstance(ev, VerdictChanged):
+            self.publish({"event": "verdict", "peer": ev.peer, "old": ev.old, "verdict": ev.new, "reason": ev.reason,
+                          "policy": ev.policy, "count": ev.count, "threshold": ev.threshold, "time": time.time()})
+        else:
+            self.publish({"event": "latency", "peer": ev.peer, "est_ms": round(ev.est * 1000, 3),
+                          "previous_ms": round(ev.previous * 1000, 3), "avg_ms": round(ev.avg * 1000, 3),
+                          "dev_ms": round(ev.dev * 1000, 3), "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -176,6 +189,7 @@ def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
 
 
 HUB_KEY: web.AppKey[EventHub] = web.AppKey("events")
+LIVE_EVENTS = frozenset(("verdict", "latency"))  # `/events?include=verdict,latency`
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
@@ -184,6 +198,9 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     store = request.app[MODEL_KEY].store
     hub = request.app[HUB_KEY]
     peers, states = _filter(request)
+    # live verdict / latency events only for streams that ask for them: a stream without
+    # `include` is what it always was (transitions, registry events)
+    include = {w.strip() for w in request.query.get("include", "").split(",")} & LIVE_EVENTS
     last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     try:
         last_id = int(last) if last else None
@@ -245,17 +262,20 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                     await _overflow(resp, sent, hub.overflow_grace_s)
                 break
             item = sub.pop()
-            if isinstance(item, dict) and item.get("event") == "tls_expiry":  # certificate expiry warning
-                if peers is None or item["peer"] in peers:
+            if isinstance(item, dict):  # live only: TLS expiry, DNS, verdict/latency, registry
+                if peers is not None and item["peer"] not in peers:
+                    continue
+                kind = item.get("event")
+                if kind == "tls_expiry":  # certificate expiry warning
                     body = {k: v for k, v in item.items() if k != "event"}
                     await resp.write(f"event: tls_expiry\ndata: {json.dumps(body)}\n\n".encode())
-            if isinstance(item, dict) and "dns" in item:  # live only, like registry events
-                if (peers is None or item["peer"] in peers) and states is None:
-                    await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())
-                continue
-            if isinstance(item, dict):  # registry: Registered / Unregistered / Rejected
-                if (peers is None or item["peer"] in peers) and (
-                        states is None or str(item["peer_status"]).upper() in states):
+                elif "dns" in item:  # a host name resolved to a new address, or stopped resolving
+                    if states is None:
+                        await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())
+                elif kind in LIVE_EVENTS:
+                    if kind in include:
+                        await resp.write(f"event: {kind}\ndata: {json.dumps(item)}\n\n".encode())
+                elif states is None or str(item["peer_status"]).upper() in states:
                     await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
                 continue
             if item.id <= sent:

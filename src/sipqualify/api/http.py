@@ -19,6 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
+from ..views import stats_json
 from .events import HUB_KEY, EventHub
 from .keys import MODEL_KEY, REGISTRY_KEY
 
@@ -136,6 +137,14 @@ async def peer(request: web.Request) -> web.Response:
     if p is None:
         return _error(404, f"Peer {request.match_info['name']} not found.")
     return web.json_response(model.view(p).to_json())
+
+
+async def peer_stats(request: web.Request) -> web.Response:
+    model = _model(request)
+    p = model.peer(request.match_info["name"])
+    if p is None:
+        return _error(404, f"Peer {request.match_info['name']} not found.")
+    return web.json_response(stats_json(p.name, p.stats, model.view(p)))
 
 
 async def qualify(request: web.Request) -> web.Response:
@@ -337,6 +346,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)
     app.router.add_get(f"{API}/peers/{{name}}/history", history)
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
+    app.router.add_get(f"{API}/peers/{{name}}/stats", peer_stats)
     app.router.add_post(f"{API}/reload", reload)
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)

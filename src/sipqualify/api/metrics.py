@@ -18,6 +18,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from ..qualify.verdict import VERDICTS
+
 if TYPE_CHECKING:
     from ..readmodel import ReadModel
 
@@ -37,7 +39,8 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
-        "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp", "tls")}
+        "up", "status", "verdict", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx", "trans", "resp",
+        "tls")}
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -52,6 +55,15 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         up.append(f"sipqualify_peer_up{lab} {1 if s in ('OK', 'LAGGED') else 0}")
         for k in STATES:
             status.append(f'sipqualify_peer_status{{peer="{name}",sipqualify_peer_status="{k}"}} {1 if k == s else 0}')
+        v = p.verdict.verdict
+        for k in VERDICTS:
+            fams["verdict"].append(f'sipqualify_peer_verdict{{peer="{name}",verdict="{k}"}} {1 if k == v else 0}')
+        ls = p.stats
+        if ls is not None:
+            if ls.count:
+                fams["est"].append(f"sipqualify_peer_latency_estimate_seconds{lab} {ls.est!r}")
+                fams["jitter"].append(f"sipqualify_peer_jitter_seconds{lab} {ls.jitter!r}")
+            fams["loss"].append(f"sipqualify_peer_loss_ratio{lab} {ls.loss_pct / 100.0!r}")
         if p.rtt is not None:
             rtt.append(f"sipqualify_peer_rtt_seconds{lab} {p.rtt!r}")
         maxms.append(f"sipqualify_peer_qualify_threshold_seconds{lab} {p.maxms / 1000.0!r}")
@@ -71,6 +83,10 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     heads = {
         "up": ("sipqualify_peer_up", "gauge", "1 if the peer answered its last qualify (OK or LAGGED)"),
         "status": ("sipqualify_peer_status", "gauge", "chan_sip qualify state of the peer (one series per state)"),
+        "verdict": ("sipqualify_peer_verdict", "gauge", "verdict of the peer's policy (one series per verdict)"),
+        "est": ("sipqualify_peer_latency_estimate_seconds", "gauge", "latency estimate (EWMA, Kamailio's EST)"),
+        "jitter": ("sipqualify_peer_jitter_seconds", "gauge", "RFC 3550 jitter of successive RTTs"),
+        "loss": ("sipqualify_peer_loss_ratio", "gauge", "unanswered share of the last 100 polls"),
         "rtt": ("sipqualify_peer_rtt_seconds", "gauge", "RTT of the last answered qualify"),
         "maxms": ("sipqualify_peer_qualify_threshold_seconds", "gauge", "qualify= (maxms) of the peer"),
         "qualifies": ("sipqualify_peer_qualifies_total", "counter", "qualify transactions by outcome"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..qualify.verdict import VERDICTS
 
 STATES = ["OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED"]
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -23,6 +24,16 @@ def _num(name: str, description: str, minimum: float | None = None) -> dict[str,
         schema["minimum"] = minimum
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
+
+# the verdict beside the chan_sip state (qualify/verdict.py): in Peer and in /peers/{name}/stats
+VERDICT_FIELDS: dict[str, Any] = {
+    "verdict": {"type": "string", "enum": list(VERDICTS)},
+    "reason": {"type": "string"},
+    "policy": {"type": "string"},
+    "pending_toward": {"type": "string"},
+    "pending_count": {"type": "integer"},
+    "pending_of": {"type": "integer"},
+}
 
 PEER = {
     "type": "object",
@@ -67,6 +78,23 @@ PEER = {
                                "description": "TLS peers: days until the peer's verified certificate expires"},
         "dns": {"type": ["string", "null"]},
         "dns_error": {"type": ["string", "null"]},
+        **VERDICT_FIELDS,
+    },
+}
+
+_MS = {"type": ["number", "null"]}
+STATS = {
+    "type": "object",
+    "required": ["peer", "verdict", "samples", "polls", "avg_ms", "std_ms", "est_ms", "dev_ms", "jitter_ms",
+                 "loss_pct", "loss_window"],
+    "properties": {
+        "peer": {"type": "string"},
+        **VERDICT_FIELDS,
+        "samples": {"type": "integer"},
+        "polls": {"type": "integer"},
+        "avg_ms": _MS, "std_ms": _MS, "est_ms": _MS, "dev_ms": _MS, "jitter_ms": _MS,
+        "loss_pct": {"type": "number"},
+        "loss_window": {"type": "integer"},
     },
 }
 
@@ -152,6 +180,9 @@ def document() -> dict[str, Any]:
                     "peer": {"type": "string"}, "since": {"type": "number"}, "until": {"type": "number"},
                     "step": {"type": "number"}, "series": {"type": "array", "items": {"type": "object"}}}}),
                     "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/api/v1/peers/{name}/stats": {"get": {
+                "operationId": "peerStats", "parameters": [NAME],
+                "responses": {"200": _json(STATS), "404": ERROR, **UNAUTH}}},
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},
@@ -182,6 +213,8 @@ def document() -> dict[str, Any]:
                 "description": "Server-Sent Events: committed transitions; resume with Last-Event-ID",
                 "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": "also the live `verdict` and/or `latency` events (comma list)"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",

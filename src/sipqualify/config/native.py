@@ -26,12 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
-from .options import NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
+from .options import _POLICY_KEYS, NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
 from .pjsip import load_pjsip_conf
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
 
 #: what the top level of the file may hold: its own keys (sip_conf) and the tables
 TOP_KEYS = (*TOML_OPTIONS["top"], *(s if s != "peer" else "peers" for s in SECTIONS if s != "top"))
+POLICY_KEYS = (*TOML_OPTIONS["policies"], *_POLICY_KEYS)
 WEBHOOK_KEYS = tuple(TOML_OPTIONS["webhooks"])
 
 Path = tuple[str, ...]
@@ -42,6 +43,7 @@ class KeyLines:
 
     def __init__(self, text: str) -> None:
         self.lines: dict[Path, int] = {}
+        arrays: dict[Path, int] = {}  # [[name]] tables seen so far: the n-th is the path (name, "n")
         table: Path = ()
         in_multiline: str | None = None
         for n, raw in enumerate(text.splitlines(), 1):
@@ -58,6 +60,10 @@ class KeyLines:
                 if keys:
                     table = tuple(keys)
                     self.lines.setdefault(table, n)
+                    if s.startswith("[["):
+                        arrays[table] = arrays.get(table, -1) + 1
+                        table = (*table, str(arrays[table]))
+                        self.lines[table] = n
                 continue
             keys, rest = _dotted_keys(s, "=")
             if not keys:
@@ -191,6 +197,8 @@ class TomlReader:
         objs = {"peer": p, "local": local}
         for target, value in values:
             assign(objs, target, value)
+        if "policy" in local:
+            p.policy = local["policy"] or ""
         host_port: int | None = None
         if "host" in local:
             p.host, host_port = local["host"]
@@ -251,6 +259,53 @@ def _webhooks(r: TomlReader, cfg: Config, hooks: Any) -> None:
         cfg.service.webhooks.append(h)
 
 
+def _policies(r: TomlReader, cfg: Config, tables: Any, peer_tables: dict[str, Any]) -> None:
+    """`[[policies]]` tables: name, peers, groups and the verdict keys of peers. A peer gets the
+    policy its `policy` key names, else the first that lists it in `peers`, else the first that
+    lists its group; the policy's keys beat [general] and the sip.conf, the peer's own TOML keys
+    beat the policy."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        r.error(("policies",), "policies must be [[policies]] tables")
+        return
+    found: dict[str, list[tuple[str, str, Any]]] = {}  # name -> [(key, target, value)]
+    by_peer: dict[str, str] = {}
+    by_group: dict[str, str] = {}
+    for i, t in enumerate(tables):
+        w: Path = ("policies", str(i))
+        name = t.get("name")
+        if not isinstance(name, str) or not name or name in found:
+            r.error((*w, "name"), "every [[policies]] needs a unique name = \"...\"")
+            continue
+        lists = [t.get(k, []) for k in ("peers", "groups")]
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+            r.error((*w, "peers" if not isinstance(lists[0], list) else "groups"),
+                    f"policy '{name}': peers and groups must be lists of names")
+            continue
+        for k in t:
+            if k not in POLICY_KEYS:
+                r.warning((*w, k), f"unknown option '{k}' in policy '{name}' ignored")
+        values: list[tuple[str, str, Any]] = []
+        for k in _POLICY_KEYS:
+            if k in t:
+                read, _ = r.read("peer", w, {k: t[k]}, Ctx(base=r.base), "")
+                values += [(k, target, v) for target, v in read]
+        found[name] = values
+        for n in lists[0]:
+            by_peer.setdefault(n.lower(), name)
+        for g in lists[1]:
+            by_group.setdefault(g, name)
+    for key, p in cfg.peers.items():
+        name = p.policy or by_peer.get(key.lower()) or by_group.get(p.group) or ""
+        if name and name not in found:
+            r.error(("peers", key, "policy"), f"peer '{key}': no [[policies]] named '{name}'")
+            continue
+        p.policy = name
+        own = peer_tables.get(key, {})
+        for k, target, value in found.get(name, ()):
+            if k not in own:
+                assign({"peer": p}, target, value)
+
+
 def load_toml(path: str) -> Config:
     """Read a sipqualify.toml. Never raises for content: see `Config.messages`."""
     try:
@@ -299,6 +354,10 @@ def load_toml(path: str) -> Config:
     for section in ("api", "store", "service", "ami"):
         r.service(cfg, section, r.table(data, section))
     _webhooks(r, cfg, data.get("webhooks", []))
-    r.peers(cfg, r.table(data, "peers"), defaults)
+    peer_tables = r.table(data, "peers")
+    r.peers(cfg, peer_tables, defaults)
+    by_lower = {k.lower(): k for k in cfg.peers}
+    _policies(r, cfg, data.get("policies", []),
+              {by_lower.get(k.lower(), k): t for k, t in peer_tables.items() if isinstance(t, dict)})
     cfg.messages.extend(r.messages)
     return cfg

@@ -22,6 +22,7 @@ for values that depend on others: `host` and `port`, `udpbindaddr` and `bindport
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -37,6 +38,7 @@ from ..model import (
     TRANSPORTS,
     GeneralConfig,
 )
+from ..qualify.verdict import normalize_codes
 from .values import parse_algorithms, parse_duration, parse_nat, scan_int
 
 SIPCONF: Final = "sip.conf"
@@ -44,7 +46,7 @@ TOML: Final = "TOML"
 BOTH: Final = (SIPCONF, TOML)
 
 #: Sections, in the order of docs/configuration.md. `top` is the TOML file's top level.
-SECTIONS: Final = ("general", "peer", "top", "api", "webhooks", "store", "service", "ami")
+SECTIONS: Final = ("general", "peer", "top", "api", "webhooks", "policies", "store", "service", "ami")
 
 DEFAULT_DNS_PORT = 53
 DEFAULT_KEEPALIVE_INTERVAL = 60  # chan_sip sip.h: what keepalive=yes means, in seconds
@@ -118,6 +120,15 @@ def want_bool(r: Reporter, where: Any, key: str, v: Any) -> Any:
         r.error(where, f"{key} must be true or false, not {v!r}")
         return NOTHING
     return v
+
+
+def parsed(r: Reporter, where: Any, parse: Callable[[str], Any], text: str, what: str) -> Any:
+    """`parse(text)`, or an error `what: why` and NOTHING when it raises ValueError."""
+    try:
+        return parse(text)
+    except ValueError as err:
+        r.error(where, f"{what}: {err}")
+        return NOTHING
 
 
 # ---------------------------------------------------------------------------- kinds
@@ -481,11 +492,7 @@ class Host(Kind):
     def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
         if text.strip().lower() == "dynamic":
             return None, None
-        try:
-            return split_hostport(text)
-        except ValueError as err:
-            r.error(where, f"bad {key}: {err}")
-            return NOTHING
+        return parsed(r, where, split_hostport, text, f"bad {key}")
 
     def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
         if isinstance(v, str) and v.strip().lower() == "dynamic":
@@ -563,6 +570,21 @@ class AmiUsers(Kind):
 
 
 @dataclass(frozen=True, slots=True)
+class Codes(Kind):
+    """A list of SIP status codes (qualify/verdict.py CodeSet): `2xx`, `200-299,404`; stored normalized.
+    Not chan_sip's: a bad list is an error in both files."""
+
+    toml_type = "string"
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return parsed(r, where, normalize_codes, text, key)
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        s = want_str(r, where, key, v)
+        return s if s is NOTHING else self.conf(r, where, key, s, ctx)
+
+
+@dataclass(frozen=True, slots=True)
 class Whole(Kind):
     """Read by hand, with the other keys of its table (sip.conf `type`, `[[webhooks]]` keys)."""
 
@@ -616,6 +638,32 @@ def _toml(section: str, name: str, kind: Kind, target: str, default: str, unit: 
 
 
 _SECONDS_POS = Number(lo=1, unit="seconds")
+_COUNT = Number(lo=1, unit="results", below="error")
+_RETRY = Number(lo=0, unit="seconds", below="error")
+_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta")
+
+
+def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
+    """The verdict policy keys (qualify/verdict.py), alike in [general] (peers inherit them) and peers."""
+    def dflt(name: str, value: str) -> str:
+        return f"`[general] {name}`" if inherit else value
+
+    return (
+        Option("reply_up", section, Codes(), f"{target}.reply_up", dflt("reply_up", "all final responses"),
+               "status codes: `2xx`, `200-299`, `404`, comma lists", "final responses that mean up"),
+        Option("reply_degraded", section, Codes(), f"{target}.reply_degraded", dflt("reply_degraded", "none"),
+               "status codes, as `reply_up`", "final responses that mean degraded (alive but refusing work)"),
+        Option("down_after", section, _COUNT, f"{target}.down_after", dflt("down_after", "`1`"), "results",
+               "consecutive down results before the verdict is down"),
+        Option("up_after", section, _COUNT, f"{target}.up_after", dflt("up_after", "`1`"), "results",
+               "consecutive alive results before the verdict is up again"),
+        Option("retry_interval", section, _RETRY, f"{target}.retry_interval_s", dflt("retry_interval", "`0`"),
+               "seconds (0: off)", "re-poll this soon after a down result that is still being counted"),
+        Option("latency_delta", section, Number(lo=0, unit="milliseconds", below="error"),
+               f"{target}.latency_delta_ms", dflt("latency_delta", "`0`"), "milliseconds (0: off)",
+               "a `latency` event when the latency estimate (EWMA) moves by more than this"),
+    )
+
 _YES_NO = "`yes` or `no`"
 
 OPTIONS: Final[tuple[Option, ...]] = (
@@ -694,6 +742,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "look up SRV records of a peer's host (its transport's) before A/AAAA"),
     _general("dns_server", DnsServer(), "general.dns_server", "unset (the system's resolv.conf)",
              "IP address, optionally with `:port` (53)", "the DNS server peer host names are resolved with"),
+    *_verdict_options("general", "defaults", inherit=False),
     # ------------------------------------------------------------------ peers
     _peer("type", Whole(), "", "required", "`peer`, `friend` or `user`",
           "what the section is: `peer` and `friend` are monitored peers", readers=(SIPCONF,)),
@@ -727,6 +776,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _peer("md5secret", Text(empty="unset"), "peer.md5secret", "unset", "hex MD5 of `user:realm:password`",
           "registrar: the peer's password, hashed"),
     _peer("context", Text(), "peer.context", "`[general] context`", "context name", "shown only"),
+    *_verdict_options("peer", "peer", inherit=True),
+    _toml("peer", "policy", Text(empty="unset"), "local.policy", "none", "name of a `[[policies]]` table",
+          "the verdict policy of this peer (its own keys beat it)"),
     _toml("peer", "retransmit", Choice(RETRANSMIT_POLICIES), "peer.retransmit", '`"asterisk"`',
           '`"asterisk"` or `"rfc3261"`', "retransmission schedule of the OPTIONS over UDP"),
     _toml("peer", "port_in_uri", Bool(), "peer.port_in_uri", "`false`", "`true` or `false`",
@@ -764,6 +816,12 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _toml("webhooks", "states", Whole("list of strings"), "", "all states",
           "`OK`, `LAGGED`, `UNREACHABLE`, `UNKNOWN`", "only transitions into these states"),
     _toml("webhooks", "timeout", Whole("number > 0"), "", "`5`", "seconds", "time allowed for one attempt"),
+    _toml("policies", "name", Whole("string, unique"), "", "required", "text",
+          "the policy's name, shown with the verdict"),
+    _toml("policies", "peers", Whole("list of strings"), "", "none", "peer names",
+          "the peers the policy applies to"),
+    _toml("policies", "groups", Whole("list of strings"), "", "none", "group names (`group` of peers)",
+          "the groups the policy applies to"),
     _toml("store", "state_dir", FilePath(), "service.state_dir", "decided by the CLI", "path of a directory",
           "where the SQLite database and the API token live"),
     _toml("store", "sample_retention", Duration(), "service.sample_retention_s", '`"7d"`',

@@ -403,7 +403,7 @@ def contact_peer(name: str, aor: PjsipAor, uri: str, ep: PjsipEndpoint | None, p
         outboundproxy=proxy,
         context=ep.context if ep is not None else "default",
         retransmit="pjsip",
-        policy="pjsip",
+        semantics="pjsip",
         contact_uri=uri,
         qualify_2xx_only=aor.qualify_2xx_only,
         max_initial_qualify_ms=pj.max_initial_qualify_time * 1000,

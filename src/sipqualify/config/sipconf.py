@@ -74,6 +74,13 @@ class PeerDefaults:
     nat: tuple[str, ...] = ("auto_force_rport",)
     transport: str = "udp"
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
+    # verdict policy keys (qualify/verdict.py), copied into every peer like keepalive
+    reply_up: str = ""
+    reply_degraded: str = ""
+    down_after: int = 1
+    up_after: int = 1
+    retry_interval_s: int = 0
+    latency_delta_ms: int = 0
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -90,6 +97,12 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         context=general.context,
         transport=defaults.transport,
         keepalive_s=defaults.keepalive_s,
+        reply_up=defaults.reply_up,
+        reply_degraded=defaults.reply_degraded,
+        down_after=defaults.down_after,
+        up_after=defaults.up_after,
+        retry_interval_s=defaults.retry_interval_s,
+        latency_delta_ms=defaults.latency_delta_ms,
         source=source,
     )
 

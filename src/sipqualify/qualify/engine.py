@@ -56,10 +56,12 @@ from ..sip.transaction import (
 )
 from . import state as st
 from .dispatch import Dispatcher
-from .events import Event, QualifyResult, StateChanged, TransportError
+from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
+from .stats import LatencyStats
+from .verdict import PeerVerdict, policy_of
 
 log = logging.getLogger("sipqualify.engine")
 
@@ -99,6 +101,8 @@ class Peer:
         "_ruri",
         "transport",
         "transport_error",
+        "verdict",
+        "stats",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -124,6 +128,8 @@ class Peer:
         # why the last connection to the peer could not be opened (TCP/TLS): "connection refused",
         # "certificate has expired" ...; cleared by the next answer
         self.transport_error: str | None = None
+        self.verdict = PeerVerdict(policy_of(cfg))  # beside the chan_sip state: qualify/verdict.py
+        self.stats: LatencyStats | None = None  # qualify/stats.py, from the first result on
 
     @property
     def ruri(self) -> str:
@@ -312,8 +318,10 @@ class QualifyEngine:
                 p.maxms = cfg.qualify_ms
                 p.ruri = None
                 p.transport = cfg.transport
+                p.verdict.policy = policy_of(cfg)
                 if p.maxms == 0:
                     p.lastms = 0
+                    p.verdict.reset()
             p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
             p.dest = destinations.get(cfg.name) or p.addr
             new[cfg.name] = p
@@ -470,6 +478,7 @@ class QualifyEngine:
         for txn in self._txns.values():
             if txn.dest == addr and isinstance(txn.owner, Peer):
                 peer = peer or txn.owner.name
+                txn.owner.verdict.refused = True  # the give-up's reason: refused, not timeout
                 if not connection:
                     break
                 txn.owner.transport_error = reason
@@ -552,6 +561,9 @@ class QualifyEngine:
             p.poke_gen += 1
             self._end_txn(p)
             p.lastms = st.lastms_without_address(p.maxms, p.lastms)
+            old = p.verdict.verdict
+            if p.maxms and p.verdict.reset():
+                self._verdict_changed(p, old, now)
             return
         # step 2: a still-running poke is abandoned
         if p.txn is not None:
@@ -559,7 +571,7 @@ class QualifyEngine:
         cfg = p.cfg
         dest = p.dest
         policy = policy_for(cfg, self.policy)
-        if cfg.policy == "pjsip":  # res_pjsip's request shape (sip/pjsip_options.py)
+        if cfg.semantics == "pjsip":  # res_pjsip's request shape (sip/pjsip_options.py)
             req = build_pjsip_options(p.ruri, self.local_address(dest), transport=p.transport.upper(),
                                       from_user=cfg.fromuser or self.from_user, from_domain=cfg.fromdomain,
                                       useragent=self.useragent)
@@ -649,7 +661,27 @@ class QualifyEngine:
         # sip_poke_noanswer: only if lastms > -1 (OK, LAGGED or UNKNOWN) does anything change
         new = self._apply(p, p.state, st.NO_REPLY, -1, None, now)
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
+        self._judge(p, None, False, now)
+        self._stats(p).lost()
         self._schedule_next(p, txn, now, new)
+
+    def _judge(self, p: Peer, status: int | None, lagged: bool, now: float) -> None:
+        """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
+        old = p.verdict.observe(status, lagged)
+        if old is not None:
+            self._verdict_changed(p, old, now)
+
+    @staticmethod
+    def _stats(p: Peer) -> LatencyStats:
+        s = p.stats
+        if s is None:
+            s = p.stats = LatencyStats()
+        return s
+
+    def _verdict_changed(self, p: Peer, old: str, now: float) -> None:
+        v = p.verdict
+        self._events.append(VerdictChanged(p.name, old, v.verdict, v.reason, v.policy.name, now,
+                                           v.streak, v.threshold))
 
     def _apply(self, p: Peer, old: str, result: str, lastms: int, rtt: float | None, now: float) -> str:
         """Record one result through the transition table; report a change. Returns the new state."""
@@ -727,11 +759,21 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
+        self._judge(p, status, ping > p.maxms, now)
+        s = self._stats(p)
+        s.answered(rtt)
+        if p.cfg.latency_delta_ms:
+            prev = s.reported
+            if s.latency_changed(p.cfg.latency_delta_ms / 1000.0) and prev is not None:
+                self._events.append(LatencyChanged(p.name, s.est, prev, s.avg, s.dev, now))
         self._schedule_next(p, txn, now, new)
 
     def _schedule_next(self, p: Peer, txn: ClientTransaction, now: float, new: str) -> None:
+        """The next poll at the peer's policy's time (chan_sip: after the result; PJSIP: on its
+        grid), brought forward by a verdict's retry_interval while it counts failures."""
         freq = p.cfg.qualifyfreq_ms / 1000.0
-        self._schedule_poke(p, policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new))
+        at = policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new)
+        self._schedule_poke(p, now + p.verdict.next_poke_in(at - now))
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

@@ -68,7 +68,36 @@ class TransportError:
     reason: str
 
 
-Event = StateChanged | QualifyResult | TransportError
+@dataclass(frozen=True, slots=True)
+class VerdictChanged:
+    """The peer's verdict (qualify/verdict.py: up, degraded, down, pending, unknown) or its reason
+    changed. Independent of the chan_sip state and its StateChanged."""
+
+    peer: str
+    old: str
+    new: str
+    reason: str  # "", timeout, refused, auth_required, lagged, degraded:NNN, reply:NNN
+    policy: str  # the [[policies]] name, "" when none
+    time: float
+    count: int  # pending: outcomes counted so far toward ...
+    threshold: int  # ... this many (0 when not pending)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyChanged:
+    """The peer's latency estimate (qualify/stats.py EST) moved by more than its `latency_delta`
+    since the last such event (OpenSIPS's latency event)."""
+
+    peer: str
+    est: float  # seconds
+    previous: float  # EST at the last event (or after the warm-up)
+    avg: float
+    dev: float
+    time: float
+
+
+Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged
+LiveEvent = VerdictChanged | LatencyChanged  # published at once (event stream), not stored
 
 
 @dataclass(frozen=True, slots=True)

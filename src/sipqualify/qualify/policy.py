@@ -60,7 +60,7 @@ PJSIP_2XX = QualifyPolicy("pjsip_2xx", giveup_factor=1.0, fixed_rate=True, reply
 
 def policy_for(cfg: PeerConfig, default: QualifyPolicy) -> QualifyPolicy:
     """A peer's policy: the engine's own for sip.conf peers, PJSIP's for pjsip.conf contacts."""
-    if cfg.policy != "pjsip":
+    if cfg.semantics != "pjsip":
         return default
     return PJSIP_2XX if cfg.qualify_2xx_only else PJSIP
 
