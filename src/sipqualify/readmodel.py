@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .addr import Addr
 from .qualify import state as st
 from .qualify.events import QualifyResult, SecurityEvent, StateChanged
+from .qualify.targets import TargetChanged
 from .views import PeerView
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class ReadModel(Protocol):
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None: ...
+    def add_target_listener(self, cb: Callable[[TargetChanged], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
@@ -276,6 +278,9 @@ class ShellReadModel:
     def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None:
         self.shell.feed.tls_listeners.append(cb)
 
+    def add_target_listener(self, cb: Callable[[TargetChanged], None]) -> None:
+        self.shell.feed.target_listeners.append(cb)
+
     def view(self, p: Peer) -> PeerView:
         shell = self.shell
         cfg = p.cfg
@@ -402,6 +407,7 @@ class TransitionFeed:
         self.registry_listeners: list[Callable[[str, str, str, Addr | None], None]] = []
         self.security_listeners: list[Callable[[SecurityEvent, Addr], None]] = []  # (event, local address)
         self.tls_listeners: list[Callable[[str, float, Addr | None], None]] = []  # certificate expiry warnings
+        self.target_listeners: list[Callable[[TargetChanged], None]] = []  # a peer's DNS target changed state
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -431,6 +437,13 @@ class TransitionFeed:
         log.warning("peer '%s': TLS certificate expires in %.1f days", peer, days)
         for cb in self.tls_listeners:
             cb(peer, days, addr)
+
+    def target(self, ev: TargetChanged) -> None:
+        """One DNS target of a `qualify_targets = all` peer changed state: a log line and the
+        event stream's `target` event (live only; the peer's own transition is the rollup's)."""
+        log.info("%s", ev.log_line())
+        for cb in self.target_listeners:
+            cb(ev)
 
     def _drain(self) -> None:
         with self._lock:

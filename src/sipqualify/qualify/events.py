@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .state import notice_line, peer_status_word
+from .targets import TargetChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class TransportError:
     reason: str
 
 
-Event = StateChanged | QualifyResult | TransportError
+Event = StateChanged | QualifyResult | TransportError | TargetChanged
 
 
 @dataclass(frozen=True, slots=True)
