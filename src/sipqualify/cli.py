@@ -155,7 +155,19 @@ def cmd_peer(args: argparse.Namespace) -> int:
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
         sys.stdout.write(dns_lines(v))
+        sys.stdout.write(target_lines(v))
     return EXIT_OK
+
+
+def target_lines(v: Any) -> str:
+    """qualify_targets = all: one line per DNS target, after the DNS lines."""
+    if not v.targets:
+        return ""
+    lines = [f"  Targets      : {len(v.targets)}, the peer's state is their rollup"]
+    for t in v.targets:
+        why = f"  ({t['transport_error']})" if t.get("transport_error") else ""
+        lines.append(f"    {t['label']:<52} {t['status']}{why}")
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
 
 
 def dns_lines(v: Any) -> str:

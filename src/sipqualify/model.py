@@ -26,6 +26,7 @@ TRANSPORTS = ("udp", "tcp", "tls")
 NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
 RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
 QUALIFY_HEADERS = ("own", "asterisk")  # Allow/Supported of the qualify OPTIONS (sip/options.py)
+QUALIFY_TARGETS = ("first", "all")  # first: chan_sip's one DNS target; all: every target, rolled up (PJSIP)
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class PeerConfig:
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)
+    qualify_targets: str = "first"  # one of QUALIFY_TARGETS (qualify/targets.py)
     source: str = ""  # "file:line" of the section header, for messages
 
 

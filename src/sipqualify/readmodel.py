@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from .model import Config, PeerConfig
-    from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
+    from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
     from .store import Store, TransitionRecord
 
@@ -125,6 +125,7 @@ class ReadModel(Protocol):
 
     def peers(self) -> Iterable[Peer]: ...
     def peer(self, name: str) -> Peer | None: ...
+    def targets(self, name: str) -> list[TargetPeer]: ...  # qualify_targets = all: the peer's DNS targets
     def view(self, p: Peer) -> PeerView: ...
     def views(self) -> list[PeerView]: ...
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
@@ -244,6 +245,10 @@ class ShellReadModel:
         eng = self.shell.engine
         return eng.peer(name) if eng is not None else None
 
+    def targets(self, name: str) -> list[TargetPeer]:
+        eng = self.shell.engine
+        return eng.targets(name) if eng is not None else []
+
     def engine_stats(self) -> EngineStats | None:
         eng = self.shell.engine
         return eng.snapshot_stats() if eng is not None else None
@@ -324,7 +329,21 @@ class ShellReadModel:
             tls_cert_days_left=self.tls_cert_days_left(p),
             dns=dns,
             dns_error=dns_error,
+            targets=self._targets(p),
         )
+
+    def _targets(self, p: Peer) -> list[Json] | None:
+        targets = self.targets(p.name)
+        if not targets:
+            return None
+        wall = self.shell.wall
+        return [{"label": t.target.label, "transport": t.transport, "host": t.target.host, "port": t.target.port,
+                 "address": t.target.address, "state": t.state, "status": t.status, "lastms": t.lastms,
+                 "rtt_ms": t.rtt * 1000 if t.rtt is not None else None,
+                 "last_change": wall(t.last_change) if t.last_change is not None else None,
+                 "last_qualify": wall(t.last_qualify) if t.last_qualify is not None else None,
+                 "qualifies": t.qualifies, "timeouts": t.timeouts, "transport_error": t.transport_error}
+                for t in targets]
 
     def views(self) -> list[PeerView]:
         return [self.view(p) for p in self.peers()]

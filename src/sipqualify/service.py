@@ -82,7 +82,8 @@ class Service:
         self.model = ShellReadModel(self)  # what the surfaces read
         self.surfaces = Surfaces(self.model)
         self.core = CoreDriver(self.loop, self.clock, self.sockets, self.feed, self.metrics, self.counters)
-        self.dns = PeerDns(self._dns_changed, self._dns_failed)  # static peers' host names, re-resolved on TTL
+        # static peers' host names, re-resolved on TTL
+        self.dns = PeerDns(self._dns_changed, self._dns_failed, self._dns_targets)
         self._stopped = asyncio.Event()
 
     @property
@@ -182,8 +183,12 @@ class Service:
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
-        summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
+        now = self.clock()
+        summary = self.engine.load(peers, now, addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
+        for p in peers:  # qualify_targets = all: each target on its own, started by the peer's staggered poke
+            if p.qualify_targets == "all" or self.engine.targets(p.name):
+                self.engine.set_targets(p.name, self.dns.targets(p.name), now, poke=False)
         self.config = cfg
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
@@ -198,6 +203,19 @@ class Service:
         if self.engine is not None and self.engine.set_address(name, addr, self.clock()):
             self.core.pump()
         self.events.publish_dns(name, "changed", addr, old, res.path, None)
+
+    def _dns_targets(self, name: str, res: Resolution, old: Resolution | None) -> None:
+        """A `qualify_targets = all` peer's set of targets changed: the new ones are qualified at
+        once, the gone ones no more (their samples stay in the store under their keys)."""
+        if self.engine is None:
+            return
+        added, removed = self.engine.set_targets(name, res.targets, self.clock())
+        if not added and not removed:
+            return
+        log.info("peer '%s': '%s' targets changed: %s (%s)", name, res.name,
+                 ", ".join([*(f"+{t}" for t in added), *(f"-{t}" for t in removed)]), res.path)
+        self.core.pump()
+        self.events.publish_targets(name, added, removed, res.path)
 
     def _dns_failed(self, name: str, err: DnsError) -> None:
         st = self.dns.state(name)

@@ -49,6 +49,9 @@ class PeerView:
     tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
     dns: str | None = None  # how the host name resolved (net/dns.py Resolution.path); None: no name
     dns_error: str | None = None  # why it does not resolve now
+    # qualify_targets = all: each DNS target's own state (label, transport, host, port, address,
+    # state, status, lastms, rtt_ms, last_change, last_qualify, qualifies, timeouts, transport_error)
+    targets: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

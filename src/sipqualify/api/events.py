@@ -31,6 +31,7 @@ from ..store import TransitionRecord
 
 if TYPE_CHECKING:
     from ..addr import Addr
+    from ..qualify.targets import TargetChanged
 
 log = logging.getLogger("sipqualify.events")
 
@@ -127,6 +128,17 @@ class EventHub:
         self.publish({"peer": peer, "dns": what, "address": f"{addr[0]}:{addr[1]}" if addr else None,
                       "previous": f"{previous[0]}:{previous[1]}" if previous else None, "path": path,
                       "reason": reason, "time": time.time()})
+
+    def publish_targets(self, peer: str, added: list[str], removed: list[str], path: str) -> None:
+        """A `qualify_targets = all` peer's DNS targets were added or removed, as `event: dns`."""
+        self.publish({"peer": peer, "dns": "targets", "added": added, "removed": removed, "path": path,
+                      "time": time.time()})
+
+    def publish_target(self, ev: TargetChanged) -> None:
+        """One target of a `qualify_targets = all` peer changed state, as `event: target`."""
+        self.publish({"event": "target", "peer": ev.peer, "target": ev.target, "old": ev.old, "new": ev.new,
+                      "lastms": ev.lastms, "rtt_ms": ev.rtt * 1000 if ev.rtt is not None else None,
+                      "reason": ev.reason, "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -249,6 +261,11 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 if peers is None or item["peer"] in peers:
                     body = {k: v for k, v in item.items() if k != "event"}
                     await resp.write(f"event: tls_expiry\ndata: {json.dumps(body)}\n\n".encode())
+            if isinstance(item, dict) and item.get("event") == "target":  # live only, like dns events
+                if (peers is None or item["peer"] in peers) and (states is None or item["new"] in states):
+                    body = {k: v for k, v in item.items() if k != "event"}
+                    await resp.write(f"event: target\ndata: {json.dumps(body)}\n\n".encode())
+                continue
             if isinstance(item, dict) and "dns" in item:  # live only, like registry events
                 if (peers is None or item["peer"] in peers) and states is None:
                     await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())

@@ -24,6 +24,20 @@ def _num(name: str, description: str, minimum: float | None = None) -> dict[str,
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
+TARGET = {
+    "type": "object",
+    "required": ["label", "transport", "host", "port", "address", "state", "status", "lastms"],
+    "properties": {
+        "label": {"type": "string", "description": "`transport:host:port/address`"},
+        "transport": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"},
+        "address": {"type": "string"},
+        "state": {"type": "string", "enum": STATES}, "status": {"type": "string"}, "lastms": {"type": "integer"},
+        "rtt_ms": {"type": ["number", "null"]}, "last_change": {"type": ["number", "null"]},
+        "last_qualify": {"type": ["number", "null"]}, "qualifies": {"type": "integer"},
+        "timeouts": {"type": "integer"}, "transport_error": {"type": ["string", "null"]},
+    },
+}
+
 PEER = {
     "type": "object",
     "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
@@ -67,6 +81,8 @@ PEER = {
                                "description": "TLS peers: days until the peer's verified certificate expires"},
         "dns": {"type": ["string", "null"]},
         "dns_error": {"type": ["string", "null"]},
+        "targets": {"type": ["array", "null"], "items": TARGET,
+                    "description": "qualify_targets = all: each DNS target's own state; null otherwise"},
     },
 }
 

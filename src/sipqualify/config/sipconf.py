@@ -74,6 +74,7 @@ class PeerDefaults:
     nat: tuple[str, ...] = ("auto_force_rport",)
     transport: str = "udp"
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
+    qualify_targets: str = "first"  # sipqualify's: [general] qualify_targets, copied into every peer
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -90,6 +91,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         context=general.context,
         transport=defaults.transport,
         keepalive_s=defaults.keepalive_s,
+        qualify_targets=defaults.qualify_targets,
         source=source,
     )
 
