@@ -41,6 +41,9 @@ class PeerConfig:
     host: str | None = None  # hostname or IP literal as written; None when dynamic
     port: int | None = None  # None: default for the transport, and no port in R-URI/To
     transport: str = "udp"
+    # transport= written (for the peer or in [general]): chan_sip's SRV of that transport; False:
+    # RFC 3263 NAPTR decides (net/dns.py), when no port is written either
+    transport_named: bool = True
     dynamic: bool = False
     qualify_ms: int = 0
     qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS

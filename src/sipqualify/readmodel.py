@@ -304,7 +304,7 @@ class ShellReadModel:
             addr_ip=addr[0] if addr else None,
             addr_port=addr[1] if addr else 0,
             dynamic=cfg.dynamic,
-            transport=b.transport if b else cfg.transport,
+            transport=b.transport if b else p.transport,  # static: the config's, or the one NAPTR chose
             nat=list(cfg.nat),
             nat_detected=bool(b.nat) if b else False,
             acl=False,

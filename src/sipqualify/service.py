@@ -189,10 +189,13 @@ class Service:
         for p in peers:  # qualify_targets = all: each target on its own, started by the peer's staggered poke
             if p.qualify_targets == "all" or self.engine.targets(p.name):
                 self.engine.set_targets(p.name, self.dns.targets(p.name), now, poke=False)
+            transport, addr = self.dns.transport(p.name), addrs.get(p.name)
+            if transport is not None and addr is not None:  # no transport written: the one NAPTR chose
+                self.engine.set_address(p.name, addr, now, transport)
         self.config = cfg
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
-        self.sockets.collect_tcp_peers(self.engine.peers())
+        self.sockets.collect_tcp_peers(self.engine.entries())
         self._settle_gc()
         return summary
 
@@ -200,7 +203,10 @@ class Service:
         """A peer's name resolves to a new address: the engine qualifies it there from now on."""
         log.info("peer '%s': '%s' now resolves to %s:%d (was %s; %s)", name, res.name, addr[0], addr[1],
                  f"{old[0]}:{old[1]}" if old else "unresolved", res.path)
-        if self.engine is not None and self.engine.set_address(name, addr, self.clock()):
+        transport = self.dns.transport(name)
+        if self.engine is not None and self.engine.set_address(name, addr, self.clock(), transport):
+            if transport not in (None, "udp"):
+                self.sockets.collect_tcp_peers(self.engine.entries())
             self.core.pump()
         self.events.publish_dns(name, "changed", addr, old, res.path, None)
 
@@ -212,6 +218,8 @@ class Service:
         added, removed = self.engine.set_targets(name, res.targets, self.clock())
         if not added and not removed:
             return
+        if any(t.transport != "udp" for t in res.targets):  # where a new TCP/TLS target's connection goes
+            self.sockets.collect_tcp_peers(self.engine.entries())
         log.info("peer '%s': '%s' targets changed: %s (%s)", name, res.name,
                  ", ".join([*(f"+{t}" for t in added), *(f"-{t}" for t in removed)]), res.path)
         self.core.pump()

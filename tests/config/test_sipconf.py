@@ -373,3 +373,11 @@ def test_qualify_targets_general_default_peer_override_and_bad_value(write: Writ
     cfg = load_config(write("ok.conf", "[a]\ntype=peer\nhost=a.test\n[b]\ntype=peer\nhost=b.test\n"
                                        "qualify_targets=all\n"))
     assert [p.qualify_targets for p in cfg.peers.values()] == ["first", "all"]
+
+
+def test_transport_named_only_when_written(write: Write) -> None:
+    """RFC 3263 §4.1 NAPTR is for peers whose transport nobody wrote; [general] transport= counts."""
+    cfg = load_config(write("a.conf", "[a]\ntype=peer\nhost=a.test\n[b]\ntype=peer\nhost=b.test\ntransport=udp\n"))
+    assert [p.transport_named for p in cfg.peers.values()] == [False, True]
+    cfg = load_config(write("g.conf", "[general]\ntransport=udp\n[a]\ntype=peer\nhost=a.test\n"))
+    assert cfg.peers["a"].transport_named

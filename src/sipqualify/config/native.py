@@ -155,6 +155,7 @@ class TomlReader:
             objs = {"general": g, "defaults": d}
             for target, value in values:
                 assign(objs, target, value)
+                d.transport_named |= target == "defaults.transport"
 
         return apply
 
@@ -190,6 +191,7 @@ class TomlReader:
         objs = {"peer": p, "local": local}
         for target, value in values:
             assign(objs, target, value)
+            p.transport_named |= target == "peer.transport"
         host_port: int | None = None
         if "host" in local:
             p.host, host_port = local["host"]

@@ -73,6 +73,7 @@ class PeerDefaults:
 
     nat: tuple[str, ...] = ("auto_force_rport",)
     transport: str = "udp"
+    transport_named: bool = False  # [general] transport= written
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
     qualify_targets: str = "first"  # sipqualify's: [general] qualify_targets, copied into every peer
 
@@ -90,6 +91,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         nat=defaults.nat,
         context=general.context,
         transport=defaults.transport,
+        transport_named=defaults.transport_named,
         keepalive_s=defaults.keepalive_s,
         qualify_targets=defaults.qualify_targets,
         source=source,
@@ -173,6 +175,7 @@ class SipConfReader:
         ctx.tcp, ctx.tls = g.tcpenable, g.tlsenable
         for opt, e in late.values():
             self._apply(opt, e, objs, base, ctx)
+            self.defaults.transport_named |= opt.name == "transport"
         if "bindaddr" in local:
             g.udpbindaddr, port = local["bindaddr"]
             if port is not None:  # chan_sip: a port in udpbindaddr beats bindport
@@ -212,6 +215,7 @@ class SipConfReader:
                 continue  # read above
             else:
                 has_host |= opt.name == "host"
+                p.transport_named |= opt.name == "transport"
                 self._apply(opt, e, objs, base, ctx)
         host_port: int | None = None
         if "host" in local:

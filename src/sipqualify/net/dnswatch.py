@@ -39,7 +39,8 @@ LOAD_CONCURRENCY = 64
 class PeerDnsState:
     """What `peer X` and the API show about a peer's name."""
 
-    key: tuple[str, int | None, str, bool, str]  # (host, port, transport, srvlookup, qualify_targets)
+    # (host, port, transport (None: not written, NAPTR decides), srvlookup, qualify_targets)
+    key: tuple[str, int | None, str | None, bool, str]
     resolution: Resolution | None = None
     addr: Addr | None = None  # the target in use (compat: the first)
     error: str | None = None  # the last failure's reason; None after a success
@@ -85,6 +86,14 @@ class PeerDns:
             return ()
         return st.resolution.targets
 
+    def transport(self, name: str) -> str | None:
+        """The transport the DNS chose (NAPTR, or the SRV service it came from) for the first
+        target; None when the peer's config names it or the name never resolved."""
+        st = self._states.get(name)
+        if st is None or st.key[2] is not None or st.resolution is None:
+            return None
+        return st.resolution.targets[0].transport
+
     def describe(self, name: str) -> tuple[str | None, str | None]:
         """(how the peer's name resolved, why it does not resolve now) for `peer X` and the API."""
         st = self._states.get(name)
@@ -103,7 +112,7 @@ class PeerDns:
         """Every static peer's address (IP literals as written); name -> address (None: failed). Peers
         whose (host, port, transport) did not change keep their state and their timer."""
         loop = asyncio.get_running_loop()
-        wanted: dict[str, tuple[str, int | None, str, bool, str]] = {}
+        wanted: dict[str, tuple[str, int | None, str | None, bool, str]] = {}
         out: dict[str, Addr | None] = {}
         for p in peers:
             if not p.host or p.dynamic:
@@ -112,7 +121,8 @@ class PeerDns:
             if lit is not None:
                 out[p.name] = (lit, p.port or default_port(p.transport))
                 continue
-            wanted[p.name] = (p.host, p.port, p.transport, general.srvlookup, p.qualify_targets)
+            transport = p.transport if p.transport_named else None  # RFC 3263 §4.1: NAPTR when not written
+            wanted[p.name] = (p.host, p.port, transport, general.srvlookup, p.qualify_targets)
         for name in list(self._states):
             if wanted.get(name) != self._states[name].key:
                 self._states.pop(name).cancel()
@@ -168,7 +178,8 @@ class PeerDns:
         if mode == "all" and self.on_targets is not None:
             if notify and (previous is None or previous.targets != res.targets):
                 self.on_targets(name, res, previous)
-        elif notify and new != old:
+        elif notify and (new != old or (previous is not None and previous.targets[0].transport
+                                        != res.targets[0].transport)):
             self.on_change(name, new, old, res)
         self._arm(name, st, loop, max(MIN_REFRESH_S, res.ttl))
 

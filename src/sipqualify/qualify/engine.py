@@ -392,11 +392,12 @@ class QualifyEngine:
             p.transport = transport
         return True
 
-    def set_address(self, name: str, addr: Addr, now: float) -> bool:
+    def set_address(self, name: str, addr: Addr, now: float, transport: str | None = None) -> bool:
         """A static peer's host name resolves to a new address (net/dnswatch.py): OPTIONS go
         there from the next poke on (a poke in flight finishes where it went, as with chan_sip's
         dnsmgr). A peer that had no address is poked at once; chan_sip would wait for a reload.
-        An outbound proxy stays where OPTIONS go. False: no such static peer."""
+        An outbound proxy stays where OPTIONS go. `transport`: the one DNS chose (NAPTR), when
+        the config names none. False: no such static peer."""
         p = self._peers.get(name)
         if p is None or p.cfg.dynamic:
             return False
@@ -404,6 +405,8 @@ class QualifyEngine:
         if p.dest is None or p.dest == had:
             p.dest = addr
         p.addr = addr
+        if transport is not None:
+            p.transport = transport
         if had is None and p.maxms:
             self._poke(p, now, forced=False)
         return True
@@ -411,6 +414,12 @@ class QualifyEngine:
     def targets(self, name: str) -> list[TargetPeer]:
         """The targets of a `qualify_targets = all` peer, in resolution order; [] otherwise."""
         return list(self._targets.get(name, {}).values())
+
+    def entries(self) -> Iterator[Peer]:
+        """Everything that is poked: the peers and the targets of `qualify_targets = all` peers."""
+        yield from self._peers.values()
+        for targets in self._targets.values():
+            yield from targets.values()
 
     def target(self, key: str) -> TargetPeer | None:
         """A target by its key (`PEER#LABEL`)."""
