@@ -157,11 +157,23 @@ def cmd_peer(args: argparse.Namespace) -> int:
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
         sys.stdout.write(dns_lines(v))
+        sys.stdout.write(target_lines(v))
         if args.verdict:
             from urllib.parse import quote
             s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")
             sys.stdout.write(format_verdict(v, format_stats(s)))
     return EXIT_OK
+
+
+def target_lines(v: Any) -> str:
+    """qualify_targets = all: one line per DNS target, after the DNS lines."""
+    if not v.targets:
+        return ""
+    lines = [f"  Targets      : {len(v.targets)}, the peer's state is their rollup"]
+    for t in v.targets:
+        why = f"  ({t['transport_error']})" if t.get("transport_error") else ""
+        lines.append(f"    {t['label']:<52} {t['status']}{why}")
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
 
 
 def dns_lines(v: Any) -> str:

@@ -31,6 +31,7 @@ from .qualify.events import (
     VerdictChanged,
 )
 from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
+from .qualify.targets import TargetChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
@@ -174,16 +175,17 @@ class CoreDriver:
         recorder = self.recorder
         assert recorder is not None and self.engine is not None
         if isinstance(ev, QualifyResult):
+            # a target's result (PEER#LABEL) is recorded under its own key: its history outlives it
+            p = self.engine.peer(ev.peer) or self.engine.target(ev.peer)
             if ev.state != st.UNMONITORED:  # a forced poke of an unmonitored peer records nothing
-                p = self.engine.peer(ev.peer)
                 self.metrics.observe(ev, p.cfg if p is not None else None, self.metrics_peer_limit)
                 recorder.sample(ev)
                 if p is not None and p.transport == "tls" and ev.answered:
                     days = self.sockets.certs.crossed(p.dest, time.time())
                     if days is not None:
                         self.feed.tls_expiring(ev.peer, days, p.dest)
-            if self._waiters:
-                for fut in self._waiters.pop(ev.peer, ()):
+            if self._waiters:  # a forced qualify of a peer with targets: the first target's answer
+                for fut in self._waiters.pop(p.parent.name if p is not None and p.parent else ev.peer, ()):
                     if not fut.done():
                         fut.set_result(ev)
         elif isinstance(ev, StateChanged):
@@ -191,5 +193,7 @@ class CoreDriver:
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
         elif isinstance(ev, VerdictChanged | LatencyChanged):
             self.feed.live(ev)
+        elif isinstance(ev, TargetChanged):
+            self.feed.target(ev)
         elif isinstance(ev, TransportError):
             log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

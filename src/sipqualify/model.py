@@ -26,6 +26,7 @@ TRANSPORTS = ("udp", "tcp", "tls")
 NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
 RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
 QUALIFY_HEADERS = ("own", "asterisk")  # Allow/Supported of the qualify OPTIONS (sip/options.py)
+QUALIFY_TARGETS = ("first", "all")  # first: chan_sip's one DNS target; all: every target, rolled up (PJSIP)
 
 
 @dataclass(slots=True)
@@ -40,6 +41,9 @@ class PeerConfig:
     host: str | None = None  # hostname or IP literal as written; None when dynamic
     port: int | None = None  # None: default for the transport, and no port in R-URI/To
     transport: str = "udp"
+    # transport= written (for the peer or in [general]): chan_sip's SRV of that transport; False:
+    # RFC 3263 NAPTR decides (net/dns.py), when no port is written either
+    transport_named: bool = True
     dynamic: bool = False
     qualify_ms: int = 0
     qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
@@ -65,6 +69,7 @@ class PeerConfig:
     up_after: int = 1  # consecutive alive outcomes before up
     retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
     latency_delta_ms: int = 0  # a LatencyChanged event when the EWMA moves more than this (0 = off)
+    qualify_targets: str = "first"  # one of QUALIFY_TARGETS (qualify/targets.py)
     source: str = ""  # "file:line" of the section header, for messages
     # pjsip.conf contacts (config/pjsip.py): whose qualify semantics ("chan_sip" | "pjsip"), the
     # contact URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact

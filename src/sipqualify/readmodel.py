@@ -24,13 +24,14 @@ from .addr import Addr
 from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line
+from .qualify.targets import TargetChanged
 from .views import PeerView
 
 if TYPE_CHECKING:
     import asyncio
 
     from .model import Config, PeerConfig, PjsipConfig
-    from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
+    from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
     from .store import Store, TransitionRecord
 
@@ -125,6 +126,7 @@ class ReadModel(Protocol):
 
     def peers(self) -> Iterable[Peer]: ...
     def peer(self, name: str) -> Peer | None: ...
+    def targets(self, name: str) -> list[TargetPeer]: ...  # qualify_targets = all: the peer's DNS targets
     def view(self, p: Peer) -> PeerView: ...
     def views(self) -> list[PeerView]: ...
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
@@ -142,6 +144,7 @@ class ReadModel(Protocol):
     def add_live_listener(self, cb: Callable[[LiveEvent], None]) -> None: ...
     def add_record_listener(self, cb: Callable[[TransitionRecord], None]) -> None: ...
     def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None: ...
+    def add_target_listener(self, cb: Callable[[TargetChanged], None]) -> None: ...
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None: ...
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
@@ -244,6 +247,10 @@ class ShellReadModel:
         eng = self.shell.engine
         return eng.peer(name) if eng is not None else None
 
+    def targets(self, name: str) -> list[TargetPeer]:
+        eng = self.shell.engine
+        return eng.targets(name) if eng is not None else []
+
     def engine_stats(self) -> EngineStats | None:
         eng = self.shell.engine
         return eng.snapshot_stats() if eng is not None else None
@@ -281,6 +288,9 @@ class ShellReadModel:
     def add_tls_listener(self, cb: Callable[[str, float, Addr | None], None]) -> None:
         self.shell.feed.tls_listeners.append(cb)
 
+    def add_target_listener(self, cb: Callable[[TargetChanged], None]) -> None:
+        self.shell.feed.target_listeners.append(cb)
+
     def view(self, p: Peer) -> PeerView:
         shell = self.shell
         cfg = p.cfg
@@ -299,7 +309,7 @@ class ShellReadModel:
             addr_ip=addr[0] if addr else None,
             addr_port=addr[1] if addr else 0,
             dynamic=cfg.dynamic,
-            transport=b.transport if b else cfg.transport,
+            transport=b.transport if b else p.transport,  # static: the config's, or the one NAPTR chose
             nat=list(cfg.nat),
             nat_detected=bool(b.nat) if b else False,
             acl=False,
@@ -330,7 +340,21 @@ class ShellReadModel:
             pending_toward=p.verdict.toward,
             pending_count=p.verdict.streak,
             pending_of=p.verdict.threshold,
+            targets=self._targets(p),
         )
+
+    def _targets(self, p: Peer) -> list[Json] | None:
+        targets = self.targets(p.name)
+        if not targets:
+            return None
+        wall = self.shell.wall
+        return [{"label": t.target.label, "transport": t.transport, "host": t.target.host, "port": t.target.port,
+                 "address": t.target.address, "state": t.state, "status": t.status, "lastms": t.lastms,
+                 "rtt_ms": t.rtt * 1000 if t.rtt is not None else None,
+                 "last_change": wall(t.last_change) if t.last_change is not None else None,
+                 "last_qualify": wall(t.last_qualify) if t.last_qualify is not None else None,
+                 "qualifies": t.qualifies, "timeouts": t.timeouts, "transport_error": t.transport_error}
+                for t in targets]
 
     def views(self) -> list[PeerView]:
         return [self.view(p) for p in self.peers()]
@@ -414,6 +438,7 @@ class TransitionFeed:
         self.security_listeners: list[Callable[[SecurityEvent, Addr], None]] = []  # (event, local address)
         self.tls_listeners: list[Callable[[str, float, Addr | None], None]] = []  # certificate expiry warnings
         self.live_listeners: list[Callable[[LiveEvent], None]] = []  # verdict / latency: live, like registry
+        self.target_listeners: list[Callable[[TargetChanged], None]] = []  # a peer's DNS target changed state
         self._pending: dict[str, deque[StateChanged]] = {}  # transitions waiting for their COMMIT
         self._committed: list[TransitionRecord] = []  # committed, not yet handled on the loop
         self._lock = threading.Lock()
@@ -455,6 +480,13 @@ class TransitionFeed:
 
     def live(self, ev: LiveEvent) -> None:
         for cb in self.live_listeners:
+            cb(ev)
+
+    def target(self, ev: TargetChanged) -> None:
+        """One DNS target of a `qualify_targets = all` peer changed state: a log line and the
+        event stream's `target` event (live only; the peer's own transition is the rollup's)."""
+        log.info("%s", ev.log_line())
+        for cb in self.target_listeners:
             cb(ev)
 
     def _drain(self) -> None:

@@ -82,7 +82,8 @@ class Service:
         self.model = ShellReadModel(self)  # what the surfaces read
         self.surfaces = Surfaces(self.model)
         self.core = CoreDriver(self.loop, self.clock, self.sockets, self.feed, self.metrics, self.counters)
-        self.dns = PeerDns(self._dns_changed, self._dns_failed)  # static peers' host names, re-resolved on TTL
+        # static peers' host names, re-resolved on TTL
+        self.dns = PeerDns(self._dns_changed, self._dns_failed, self._dns_targets)
         self._stopped = asyncio.Event()
 
     @property
@@ -182,14 +183,21 @@ class Service:
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
-        summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
+        now = self.clock()
+        summary = self.engine.load(peers, now, addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
+        for p in peers:  # qualify_targets = all: each target on its own, started by the peer's staggered poke
+            if p.qualify_targets == "all" or self.engine.targets(p.name):
+                self.engine.set_targets(p.name, self.dns.targets(p.name), now, poke=False)
+            transport, addr = self.dns.transport(p.name), addrs.get(p.name)
+            if transport is not None and addr is not None:  # no transport written: the one NAPTR chose
+                self.engine.set_address(p.name, addr, now, transport)
         self.config = cfg
         engine = self.engine
-        self.feed.set_pjsip(cfg.pjsip, lambda n: (p.state, p.rtt) if (p := engine.peer(n)) else (None, None))
+        self.feed.set_pjsip(cfg.pjsip, lambda n: (e.state, e.rtt) if (e := engine.peer(n)) else (None, None))
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
-        self.sockets.collect_tcp_peers(self.engine.peers())
+        self.sockets.collect_tcp_peers(self.engine.entries())
         self._settle_gc()
         return summary
 
@@ -197,9 +205,27 @@ class Service:
         """A peer's name resolves to a new address: the engine qualifies it there from now on."""
         log.info("peer '%s': '%s' now resolves to %s:%d (was %s; %s)", name, res.name, addr[0], addr[1],
                  f"{old[0]}:{old[1]}" if old else "unresolved", res.path)
-        if self.engine is not None and self.engine.set_address(name, addr, self.clock()):
+        transport = self.dns.transport(name)
+        if self.engine is not None and self.engine.set_address(name, addr, self.clock(), transport):
+            if transport not in (None, "udp"):
+                self.sockets.collect_tcp_peers(self.engine.entries())
             self.core.pump()
         self.events.publish_dns(name, "changed", addr, old, res.path, None)
+
+    def _dns_targets(self, name: str, res: Resolution, old: Resolution | None) -> None:
+        """A `qualify_targets = all` peer's set of targets changed: the new ones are qualified at
+        once, the gone ones no more (their samples stay in the store under their keys)."""
+        if self.engine is None:
+            return
+        added, removed = self.engine.set_targets(name, res.targets, self.clock())
+        if not added and not removed:
+            return
+        if any(t.transport != "udp" for t in res.targets):  # where a new TCP/TLS target's connection goes
+            self.sockets.collect_tcp_peers(self.engine.entries())
+        log.info("peer '%s': '%s' targets changed: %s (%s)", name, res.name,
+                 ", ".join([*(f"+{t}" for t in added), *(f"-{t}" for t in removed)]), res.path)
+        self.core.pump()
+        self.events.publish_targets(name, added, removed, res.path)
 
     def _dns_failed(self, name: str, err: DnsError) -> None:
         st = self.dns.state(name)

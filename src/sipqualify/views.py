@@ -58,6 +58,9 @@ class PeerView:
     pending_toward: str = ""  # pending: the verdict being counted toward; "" otherwise
     pending_count: int = 0  # ... outcomes counted so far
     pending_of: int = 0  # ... of this many (down_after / up_after)
+    # qualify_targets = all: each DNS target's own state (label, transport, host, port, address,
+    # state, status, lastms, rtt_ms, last_change, last_qualify, qualifies, timeouts, transport_error)
+    targets: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

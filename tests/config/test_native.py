@@ -310,3 +310,19 @@ tcp_max_connections_per_ip = 5
     svc = load_config(ok).service
     assert (svc.options_unknown_user_404, svc.tcp_idle_timeout_s, svc.tcp_max_connections,
             svc.tcp_max_connections_per_ip) == (True, 600, 500, 5)
+
+
+def test_toml_qualify_targets(write: Write) -> None:
+    cfg = load_config(write("t.toml", '[general]\nqualify_targets = "all"\n[peers.a]\nhost = "a.test"\n'
+                                      '[peers.b]\nhost = "b.test"\nqualify_targets = "first"\n'))
+    assert [p.qualify_targets for p in cfg.peers.values()] == ["all", "first"]
+    msgs = check_config(write("bad.toml", '[peers.a]\nhost = "a.test"\nqualify_targets = true\n'))
+    assert [(m.severity, m.line) for m in msgs] == [("error", 3)]
+    assert "qualify_targets must be one of first, all" in msgs[0].message
+
+
+def test_toml_transport_named_only_when_written(write: Write) -> None:
+    cfg = load_config(write("n.toml", '[peers.a]\nhost = "a.test"\n[peers.b]\nhost = "b.test"\ntransport = "tcp"\n'))
+    assert [p.transport_named for p in cfg.peers.values()] == [False, True]
+    cfg = load_config(write("g.toml", '[general]\ntransport = "udp"\n[peers.a]\nhost = "a.test"\n'))
+    assert cfg.peers["a"].transport_named

@@ -359,3 +359,25 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_config("/nonexistent/sip.conf")
     assert str(e.value) == "/nonexistent/sip.conf: error: no such file"
     assert [m.message for m in check_config(str(tmp_path))] == ["not a regular file"]
+
+
+def test_qualify_targets_general_default_peer_override_and_bad_value(write: Write) -> None:
+    """sipqualify's extension key: [general] sets the peers' default, a peer overrides it, and a
+    word that is neither `first` nor `all` is an error at its file:line."""
+    path = write("sip.conf", "[general]\nqualify_targets=all\n[a]\ntype=peer\nhost=a.test\n"
+                             "[b]\ntype=peer\nhost=b.test\nqualify_targets=First\n"
+                             "[c]\ntype=peer\nhost=c.test\nqualify_targets=every\n")
+    msgs = check_config(path)
+    assert [(m.severity, m.line, m.message) for m in msgs] == [
+        ("error", 13, "qualify_targets must be one of first, all, not 'every'")]
+    cfg = load_config(write("ok.conf", "[a]\ntype=peer\nhost=a.test\n[b]\ntype=peer\nhost=b.test\n"
+                                       "qualify_targets=all\n"))
+    assert [p.qualify_targets for p in cfg.peers.values()] == ["first", "all"]
+
+
+def test_transport_named_only_when_written(write: Write) -> None:
+    """RFC 3263 §4.1 NAPTR is for peers whose transport nobody wrote; [general] transport= counts."""
+    cfg = load_config(write("a.conf", "[a]\ntype=peer\nhost=a.test\n[b]\ntype=peer\nhost=b.test\ntransport=udp\n"))
+    assert [p.transport_named for p in cfg.peers.values()] == [False, True]
+    cfg = load_config(write("g.conf", "[general]\ntransport=udp\n[a]\ntype=peer\nhost=a.test\n"))
+    assert cfg.peers["a"].transport_named

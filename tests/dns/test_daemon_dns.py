@@ -68,3 +68,25 @@ async def test_address_change_is_an_event_and_moves_the_pokes(lab: Lab, tmp_path
         await svc.close()
         t1.close()
         t2.close()
+
+
+def test_naptr_chooses_the_transport_only_when_none_is_written(lab: Lab) -> None:
+    """RFC 3263 §4.1: a peer with neither transport= nor a port follows the NAPTR records (here
+    SIP+D2T first: qualified over TCP at the _sip._tcp target); a peer that writes transport=udp
+    keeps chan_sip's SRV of its transport, NAPTR unasked."""
+    tcp, udp = Sipp(lab, "uas_200.xml", transport="tcp"), Sipp(lab, "uas_200.xml")
+    dnsmasq = Dnsmasq(lab, [
+        "--naptr-record=trunk.test,10,10,s,SIP+D2T,,_sip._tcp.trunk.test",
+        "--naptr-record=trunk.test,20,10,s,SIP+D2U,,_sip._udp.trunk.test",
+        f"--srv-host=_sip._tcp.trunk.test,box.trunk.test,{tcp.port},0,0",
+        f"--srv-host=_sip._udp.trunk.test,box.trunk.test,{udp.port},0,0",
+        "--host-record=box.trunk.test,127.0.0.1"])
+    conf = real.sip_conf({"naptr": {"host": "trunk.test", "qualify": "yes"},
+                          "named": {"host": "trunk.test", "qualify": "yes", "transport": "udp"}},
+                         general={"dns_server": f"127.0.0.1:{dnsmasq.port}", "tcpenable": "yes"})
+    d = Daemon(lab, conf)
+    p = d.wait_for("naptr", lambda p: p["state"] == "OK", "OK over TCP at the NAPTR's SRV target")
+    assert (p["transport"], p["addr_port"]) == ("tcp", tcp.port)
+    assert p["dns"] == "NAPTR SIP+D2T -> SRV _sip._tcp.trunk.test -> A/AAAA"
+    q = d.wait_for("named", lambda p: p["state"] == "OK", "OK over UDP, as chan_sip")
+    assert (q["transport"], q["addr_port"], q["dns"]) == ("udp", udp.port, "SRV _sip._udp.trunk.test -> A/AAAA")

@@ -32,6 +32,7 @@ from ..store import TransitionRecord
 
 if TYPE_CHECKING:
     from ..addr import Addr
+    from ..qualify.targets import TargetChanged
 
 log = logging.getLogger("sipqualify.events")
 
@@ -140,6 +141,17 @@ class EventHub:
             self.publish({"event": "latency", "peer": ev.peer, "est_ms": round(ev.est * 1000, 3),
                           "previous_ms": round(ev.previous * 1000, 3), "avg_ms": round(ev.avg * 1000, 3),
                           "dev_ms": round(ev.dev * 1000, 3), "time": time.time()})
+
+    def publish_targets(self, peer: str, added: list[str], removed: list[str], path: str) -> None:
+        """A `qualify_targets = all` peer's DNS targets were added or removed, as `event: dns`."""
+        self.publish({"peer": peer, "dns": "targets", "added": added, "removed": removed, "path": path,
+                      "time": time.time()})
+
+    def publish_target(self, ev: TargetChanged) -> None:
+        """One target of a `qualify_targets = all` peer changed state, as `event: target`."""
+        self.publish({"event": "target", "peer": ev.peer, "target": ev.target, "old": ev.old, "new": ev.new,
+                      "lastms": ev.lastms, "rtt_ms": ev.rtt * 1000 if ev.rtt is not None else None,
+                      "reason": ev.reason, "time": time.time()})
 
     def _drop(self, sub: Subscriber, *, overflow: bool) -> None:
         self.subscribers.discard(sub)
@@ -269,6 +281,10 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 if kind == "tls_expiry":  # certificate expiry warning
                     body = {k: v for k, v in item.items() if k != "event"}
                     await resp.write(f"event: tls_expiry\ndata: {json.dumps(body)}\n\n".encode())
+                elif kind == "target":  # one DNS target of a qualify_targets = all peer
+                    if states is None or item["new"] in states:
+                        body = {k: v for k, v in item.items() if k != "event"}
+                        await resp.write(f"event: target\ndata: {json.dumps(body)}\n\n".encode())
                 elif "dns" in item:  # a host name resolved to a new address, or stopped resolving
                     if states is None:
                         await resp.write(f"event: dns\ndata: {json.dumps(item)}\n\n".encode())

@@ -40,7 +40,7 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
         "up", "status", "verdict", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx", "trans", "resp",
-        "tls")}
+        "tls", "t_up", "t_status", "t_rtt")}
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -75,6 +75,15 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
             days = model.tls_cert_days_left(p)
             if days is not None:
                 fams["tls"].append(f"sipqualify_tls_cert_days_left{lab} {days!r}")
+        for t in model.targets(p.name):  # qualify_targets = all: under the peer's place in the cap
+            tlab = f'peer="{name}",target="{_label(t.target.label)}"'
+            ts = t.state
+            fams["t_up"].append(f"sipqualify_peer_target_up{{{tlab}}} {1 if ts in ('OK', 'LAGGED') else 0}")
+            for k in STATES[:4]:
+                fams["t_status"].append(
+                    f'sipqualify_peer_target_status{{{tlab},sipqualify_peer_status="{k}"}} {1 if k == ts else 0}')
+            if t.rtt is not None:
+                fams["t_rtt"].append(f"sipqualify_peer_target_rtt_seconds{{{tlab}}} {t.rtt!r}")
         classes = by_class.get(p.name)
         if classes is not None:
             for i in range(1, 7):
@@ -94,6 +103,9 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "trans": ("sipqualify_peer_transitions_total", "counter", "state transitions"),
         "resp": ("sipqualify_peer_responses_total", "counter", "responses to the peer's OPTIONS by status class"),
         "tls": ("sipqualify_tls_cert_days_left", "gauge", "days until the TLS peer's verified certificate expires"),
+        "t_up": ("sipqualify_peer_target_up", "gauge", "1 if the DNS target answered its last qualify"),
+        "t_status": ("sipqualify_peer_target_status", "gauge", "state of the DNS target, one series per state"),
+        "t_rtt": ("sipqualify_peer_target_rtt_seconds", "gauge", "RTT of the DNS target's last answered qualify"),
     }
     out: list[str] = []
     for key, lines in fams.items():

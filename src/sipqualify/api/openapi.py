@@ -35,6 +35,20 @@ VERDICT_FIELDS: dict[str, Any] = {
     "pending_of": {"type": "integer"},
 }
 
+TARGET = {
+    "type": "object",
+    "required": ["label", "transport", "host", "port", "address", "state", "status", "lastms"],
+    "properties": {
+        "label": {"type": "string", "description": "`transport:host:port/address`"},
+        "transport": {"type": "string"}, "host": {"type": "string"}, "port": {"type": "integer"},
+        "address": {"type": "string"},
+        "state": {"type": "string", "enum": STATES}, "status": {"type": "string"}, "lastms": {"type": "integer"},
+        "rtt_ms": {"type": ["number", "null"]}, "last_change": {"type": ["number", "null"]},
+        "last_qualify": {"type": ["number", "null"]}, "qualifies": {"type": "integer"},
+        "timeouts": {"type": "integer"}, "transport_error": {"type": ["string", "null"]},
+    },
+}
+
 PEER = {
     "type": "object",
     "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
@@ -78,6 +92,8 @@ PEER = {
                                "description": "TLS peers: days until the peer's verified certificate expires"},
         "dns": {"type": ["string", "null"]},
         "dns_error": {"type": ["string", "null"]},
+        "targets": {"type": ["array", "null"], "items": TARGET,
+                    "description": "qualify_targets = all: each DNS target's own state; null otherwise"},
         **VERDICT_FIELDS,
     },
 }

@@ -31,6 +31,7 @@ class Surfaces:
         model.add_registry_listener(self.events.publish_registry)
         model.add_tls_listener(self.events.publish_tls_expiry)
         model.add_live_listener(self.events.publish_live)
+        model.add_target_listener(self.events.publish_target)
 
     async def start(self, host: str, port: int, manager_conf: str | None, state_dir: Path) -> None:
         svc = self.model.config.service

@@ -162,6 +162,7 @@ class TomlReader:
             objs = {"general": g, "defaults": d}
             for target, value in values:
                 assign(objs, target, value)
+                d.transport_named |= target == "defaults.transport"
 
         return apply
 
@@ -197,6 +198,7 @@ class TomlReader:
         objs = {"peer": p, "local": local}
         for target, value in values:
             assign(objs, target, value)
+            p.transport_named |= target == "peer.transport"
         if "policy" in local:
             p.policy = local["policy"] or ""
         host_port: int | None = None

@@ -73,6 +73,7 @@ class PeerDefaults:
 
     nat: tuple[str, ...] = ("auto_force_rport",)
     transport: str = "udp"
+    transport_named: bool = False  # [general] transport= written
     keepalive_s: int = 0  # chan_sip default_keepalive: copied into every peer (set_peer_defaults)
     # verdict policy keys (qualify/verdict.py), copied into every peer like keepalive
     reply_up: str = ""
@@ -81,6 +82,7 @@ class PeerDefaults:
     up_after: int = 1
     retry_interval_s: int = 0
     latency_delta_ms: int = 0
+    qualify_targets: str = "first"  # sipqualify's: [general] qualify_targets, copied into every peer
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -96,6 +98,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         nat=defaults.nat,
         context=general.context,
         transport=defaults.transport,
+        transport_named=defaults.transport_named,
         keepalive_s=defaults.keepalive_s,
         reply_up=defaults.reply_up,
         reply_degraded=defaults.reply_degraded,
@@ -103,6 +106,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         up_after=defaults.up_after,
         retry_interval_s=defaults.retry_interval_s,
         latency_delta_ms=defaults.latency_delta_ms,
+        qualify_targets=defaults.qualify_targets,
         source=source,
     )
 
@@ -184,6 +188,7 @@ class SipConfReader:
         ctx.tcp, ctx.tls = g.tcpenable, g.tlsenable
         for opt, e in late.values():
             self._apply(opt, e, objs, base, ctx)
+            self.defaults.transport_named |= opt.name == "transport"
         if "bindaddr" in local:
             g.udpbindaddr, port = local["bindaddr"]
             if port is not None:  # chan_sip: a port in udpbindaddr beats bindport
@@ -223,6 +228,7 @@ class SipConfReader:
                 continue  # read above
             else:
                 has_host |= opt.name == "host"
+                p.transport_named |= opt.name == "transport"
                 self._apply(opt, e, objs, base, ctx)
         host_port: int | None = None
         if "host" in local:

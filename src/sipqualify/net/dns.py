@@ -40,6 +40,7 @@ import dns.rdatatype
 import dns.resolver
 
 from ..addr import Addr, ip_literal
+from ..qualify.targets import Target
 from .resolve import default_port
 
 log = logging.getLogger("sipqualify.dns")
@@ -89,24 +90,6 @@ class DnsError(Exception):
     def reason(self) -> str:
         text = f"{self.qname} {self.rdtype}: {_KIND_TEXT.get(self.kind, self.kind)}"
         return f"{text} ({self.detail})" if self.detail else text
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One place to send OPTIONS to: a transport, the name it came from and one address."""
-
-    transport: str
-    host: str  # the SRV target (or the peer's host) this address belongs to
-    port: int
-    address: str
-
-    @property
-    def addr(self) -> Addr:
-        return self.address, self.port
-
-    @property
-    def label(self) -> str:
-        return f"{self.transport}:{self.host}:{self.port}/{self.address}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ The asyncio side of net/dns.py for the daemon. One timer per peer with a DNS nam
 literals and dynamic peers have none): when it fires the name is resolved anew in a task of
 its own, so a slow or dead DNS server delays nobody else. Compat (chan_sip): the peer is
 qualified at the first target, first address; `on_change(name, addr)` hands a new address
-to the engine (`QualifyEngine.set_address`).
+to the engine (`QualifyEngine.set_address`). With `qualify_targets = all` every target counts
+(qualify/targets.py): a change of the set (records added or removed, an address changed) is
+handed over whole by `on_targets(name, resolution, previous)` (`QualifyEngine.set_targets`).
 
 A failure keeps the last good address (as chan_sip's dnsmgr does), records its reason for
 `peer X` and the API, and is tried again after 1, 2, 4 ... 300 s (or when a negative
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 from ..addr import Addr
 from ..model import GeneralConfig, PeerConfig
+from ..qualify.targets import Target
 from .dns import DnsError, Resolution, SipResolver
 from .resolve import default_port, literal
 
@@ -36,7 +39,8 @@ LOAD_CONCURRENCY = 64
 class PeerDnsState:
     """What `peer X` and the API show about a peer's name."""
 
-    key: tuple[str, int | None, str, bool]  # (host, port, transport, srvlookup): what is resolved
+    # (host, port, transport (None: not written, NAPTR decides), srvlookup, qualify_targets)
+    key: tuple[str, int | None, str | None, bool, str]
     resolution: Resolution | None = None
     addr: Addr | None = None  # the target in use (compat: the first)
     error: str | None = None  # the last failure's reason; None after a success
@@ -61,9 +65,11 @@ class PeerDns:
     """The per-peer re-resolve timers and what they found."""
 
     def __init__(self, on_change: Callable[[str, Addr, Addr | None, Resolution], None],
-                 on_error: Callable[[str, DnsError], None] | None = None) -> None:
+                 on_error: Callable[[str, DnsError], None] | None = None,
+                 on_targets: Callable[[str, Resolution, Resolution | None], None] | None = None) -> None:
         self.on_change = on_change
         self.on_error = on_error
+        self.on_targets = on_targets
         self.resolver = SipResolver()
         self._server: Addr | None = None
         self._states: dict[str, PeerDnsState] = {}
@@ -72,6 +78,21 @@ class PeerDns:
 
     def state(self, name: str) -> PeerDnsState | None:
         return self._states.get(name)
+
+    def targets(self, name: str) -> tuple[Target, ...]:
+        """Every target of a `qualify_targets = all` peer's last good resolution; () otherwise."""
+        st = self._states.get(name)
+        if st is None or st.key[4] != "all" or st.resolution is None:
+            return ()
+        return st.resolution.targets
+
+    def transport(self, name: str) -> str | None:
+        """The transport the DNS chose (NAPTR, or the SRV service it came from) for the first
+        target; None when the peer's config names it or the name never resolved."""
+        st = self._states.get(name)
+        if st is None or st.key[2] is not None or st.resolution is None:
+            return None
+        return st.resolution.targets[0].transport
 
     def describe(self, name: str) -> tuple[str | None, str | None]:
         """(how the peer's name resolved, why it does not resolve now) for `peer X` and the API."""
@@ -91,7 +112,7 @@ class PeerDns:
         """Every static peer's address (IP literals as written); name -> address (None: failed). Peers
         whose (host, port, transport) did not change keep their state and their timer."""
         loop = asyncio.get_running_loop()
-        wanted: dict[str, tuple[str, int | None, str, bool]] = {}
+        wanted: dict[str, tuple[str, int | None, str | None, bool, str]] = {}
         out: dict[str, Addr | None] = {}
         for p in peers:
             if not p.host or p.dynamic:
@@ -100,7 +121,8 @@ class PeerDns:
             if lit is not None:
                 out[p.name] = (lit, p.port or default_port(p.transport))
                 continue
-            wanted[p.name] = (p.host, p.port, p.transport, general.srvlookup)
+            transport = p.transport if p.transport_named else None  # RFC 3263 §4.1: NAPTR when not written
+            wanted[p.name] = (p.host, p.port, transport, general.srvlookup, p.qualify_targets)
         for name in list(self._states):
             if wanted.get(name) != self._states[name].key:
                 self._states.pop(name).cancel()
@@ -129,7 +151,7 @@ class PeerDns:
     # ------------------------------------------------------------------ lookups
 
     async def _lookup(self, name: str, st: PeerDnsState, loop: asyncio.AbstractEventLoop, *, notify: bool) -> None:
-        host, port, transport, srv = st.key
+        host, port, transport, srv, mode = st.key
         self.lookups += 1
         try:
             res = await self.resolver.resolve(host, port, transport, srv=srv)
@@ -150,10 +172,14 @@ class PeerDns:
             log.info("peer '%s': '%s' resolves again (%s)", name, host, res.path)
         st.failures = 0
         st.error = st.error_kind = None
-        st.resolution = res
+        previous, st.resolution = st.resolution, res
         new = res.targets[0].addr
         old, st.addr = st.addr, new
-        if notify and new != old:
+        if mode == "all" and self.on_targets is not None:
+            if notify and (previous is None or previous.targets != res.targets):
+                self.on_targets(name, res, previous)
+        elif notify and (new != old or (previous is not None and previous.targets[0].transport
+                                        != res.targets[0].transport)):
             self.on_change(name, new, old, res)
         self._arm(name, st, loop, max(MIN_REFRESH_S, res.ttl))
 

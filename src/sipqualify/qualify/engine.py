@@ -61,6 +61,7 @@ from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 from .stats import LatencyStats
+from .targets import SEP, Target, TargetChanged, rollup, target_key, verdict_result
 from .verdict import PeerVerdict, policy_of
 
 log = logging.getLogger("sipqualify.engine")
@@ -103,6 +104,7 @@ class Peer:
         "transport_error",
         "verdict",
         "stats",
+        "parent",
     )
 
     def __init__(self, cfg: PeerConfig) -> None:
@@ -130,6 +132,7 @@ class Peer:
         self.transport_error: str | None = None
         self.verdict = PeerVerdict(policy_of(cfg))  # beside the chan_sip state: qualify/verdict.py
         self.stats: LatencyStats | None = None  # qualify/stats.py, from the first result on
+        self.parent: Peer | None = None  # a target's peer (qualify/targets.py); None for peers
 
     @property
     def ruri(self) -> str:
@@ -148,6 +151,21 @@ class Peer:
     @property
     def status(self) -> str:
         return st.status_string(self.maxms, self.lastms)
+
+
+class TargetPeer(Peer):
+    """One DNS target of a `qualify_targets = all` peer: poked like a peer, keyed `PEER#LABEL`,
+    never listed among the peers; its results roll up into `parent` (qualify/targets.py)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, parent: Peer, target: Target) -> None:
+        super().__init__(parent.cfg)
+        self.name = target_key(parent.name, target.label)
+        self.parent = parent
+        self.target = target
+        self.transport = target.transport
+        self.addr = self.dest = target.addr
 
 
 def request_uri(cfg: PeerConfig) -> str:
@@ -254,6 +272,7 @@ class QualifyEngine:
         # what arrives is parsed once there: responses come back to receive_response
         self.front = Dispatcher(self, self.inbound, self.stats)
         self._peers: dict[str, Peer] = {}
+        self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, int, object, int]] = []
         self._seq = itertools.count()
@@ -330,6 +349,14 @@ class QualifyEngine:
                 summary.removed.append(name)
                 self._drop(p)
         self._peers = new
+        for name, targets in list(self._targets.items()):
+            for t in targets.values():
+                if name in new:
+                    t.cfg, t.maxms = new[name].cfg, new[name].maxms
+                else:
+                    self._drop(t)
+            if name not in new:
+                del self._targets[name]
         for p in new.values():  # chan_sip sip_keepalive_all_peers: at 0 ms after (re)load
             self._schedule_keepalive(p, now)
         self.poke_all(now)
@@ -382,11 +409,12 @@ class QualifyEngine:
             p.transport = transport
         return True
 
-    def set_address(self, name: str, addr: Addr, now: float) -> bool:
+    def set_address(self, name: str, addr: Addr, now: float, transport: str | None = None) -> bool:
         """A static peer's host name resolves to a new address (net/dnswatch.py): OPTIONS go
         there from the next poke on (a poke in flight finishes where it went, as with chan_sip's
         dnsmgr). A peer that had no address is poked at once; chan_sip would wait for a reload.
-        An outbound proxy stays where OPTIONS go. False: no such static peer."""
+        An outbound proxy stays where OPTIONS go. `transport`: the one DNS chose (NAPTR), when
+        the config names none. False: no such static peer."""
         p = self._peers.get(name)
         if p is None or p.cfg.dynamic:
             return False
@@ -394,9 +422,60 @@ class QualifyEngine:
         if p.dest is None or p.dest == had:
             p.dest = addr
         p.addr = addr
+        if transport is not None:
+            p.transport = transport
         if had is None and p.maxms:
             self._poke(p, now, forced=False)
         return True
+
+    def targets(self, name: str) -> list[TargetPeer]:
+        """The targets of a `qualify_targets = all` peer, in resolution order; [] otherwise."""
+        return list(self._targets.get(name, {}).values())
+
+    def entries(self) -> Iterator[Peer]:
+        """Everything that is poked: the peers and the targets of `qualify_targets = all` peers."""
+        yield from self._peers.values()
+        for targets in self._targets.values():
+            yield from targets.values()
+
+    def target(self, key: str) -> TargetPeer | None:
+        """A target by its key (`PEER#LABEL`)."""
+        name, _, label = key.rpartition(SEP)  # a label holds no '#' (host names cannot), a peer name may
+        return self._targets.get(name, {}).get(label)
+
+    def set_targets(self, name: str, targets: Iterable[Target], now: float, *,
+                    poke: bool = True) -> tuple[list[str], list[str]]:
+        """Qualify each of `targets` on its own (qualify_targets = all); [] goes back to the peer
+        itself. Targets that stay keep their state and schedule; new ones are poked at once
+        (`poke`; at a (re)load the peer's staggered poke starts them), gone ones are dropped and
+        the peer's state is rolled up again. Returns the labels (added, removed)."""
+        p = self._peers.get(name)
+        if p is None or p.cfg.dynamic:
+            return [], []
+        old = self._targets.get(name, {})
+        new: dict[str, TargetPeer] = {}
+        added: list[str] = []
+        for spec in targets:
+            t = old.get(spec.label)
+            if t is None:
+                t = TargetPeer(p, spec)
+                added.append(spec.label)
+            new[spec.label] = t
+        removed = [label for label in old if label not in new]
+        for label in removed:
+            self._drop(old[label])
+        if new:
+            self._targets[name] = new
+            first = next(iter(new.values()))
+            p.addr = p.dest = first.addr
+        else:
+            self._targets.pop(name, None)
+        if poke and p.maxms:
+            for label in added:
+                self._poke(new[label], now, forced=False)
+        if removed and new:
+            self._roll_up(p, now)
+        return added, removed
 
     def unregistered(self, name: str) -> None:
         """Registration removed or expired: no address; the next poke makes it UNKNOWN
@@ -418,7 +497,7 @@ class QualifyEngine:
         """Forced qualify (CLI / AMI SIPqualifypeer). False if the peer is unknown or has
         no address. Works on unmonitored peers too (the result is reported, not recorded)."""
         p = self._peers.get(name)
-        if p is None or p.dest is None:
+        if p is None or (p.dest is None and name not in self._targets):
             return False
         self._poke(p, now, forced=True)
         return True
@@ -556,6 +635,11 @@ class QualifyEngine:
         return self._date
 
     def _poke(self, p: Peer, now: float, *, forced: bool) -> None:
+        if self._targets and p.parent is None and (targets := self._targets.get(p.name)):
+            p.poke_gen += 1  # the peer sends nothing itself: each target is poked on its own
+            for t in targets.values():
+                self._poke(t, now, forced=forced)
+            return
         # sip_poke_peer step 1: nothing to do for unmonitored (unless forced) or address-less peers
         if (p.maxms == 0 and not forced) or p.dest is None:
             p.poke_gen += 1
@@ -689,6 +773,8 @@ class QualifyEngine:
         prev = p.lastms
         p.lastms = lastms
         p.rtt = rtt
+        if p.parent is not None:
+            return self._apply_target(p, p.parent, old, new, now)
         if new != old:
             p.last_change = now
             self.stats.transitions += 1
@@ -698,6 +784,26 @@ class QualifyEngine:
                              reason=p.transport_error if new == st.UNREACHABLE else None)
             )
         return new
+
+    def _apply_target(self, t: Peer, p: Peer, old: str, new: str, now: float) -> str:
+        """A target's result: its own change is a TargetChanged; the peer's is the rollup's."""
+        if new != old:
+            t.last_change = now
+            t.transitions += 1
+            label = t.name[len(p.name) + 1:]
+            self._events.append(TargetChanged(p.name, label, old, new, t.lastms, t.rtt, now,
+                                              t.transport_error if new == st.UNREACHABLE else None))
+        p.last_qualify = now
+        self._roll_up(p, now)
+        return new
+
+    def _roll_up(self, p: Peer, now: float) -> None:
+        if p.maxms == 0 or p.removed:
+            return
+        verdict = rollup((t.lastms, t.rtt) for t in self._targets.get(p.name, {}).values())
+        if verdict is not None:
+            lastms, rtt = verdict
+            self._apply(p, p.state, verdict_result(p.maxms, lastms), lastms, rtt, now)
 
     def receive_response(self, msg: Response, addr: Addr, now: float) -> None:
         """A parsed response (from the front door): it completes one of our pokes, or is counted."""

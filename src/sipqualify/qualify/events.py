@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .state import notice_line, peer_status_word
+from .targets import TargetChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class LatencyChanged:
     time: float
 
 
-Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged
+Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | TargetChanged
 LiveEvent = VerdictChanged | LatencyChanged  # published at once (event stream), not stored
 
 
