@@ -19,8 +19,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
+from . import dashboard
 from .events import HUB_KEY, EventHub
 from .keys import MODEL_KEY, REGISTRY_KEY
+from .params import query_float
 
 if TYPE_CHECKING:
     from ..model import ServiceConfig
@@ -56,10 +58,15 @@ def token_ok(header: str, token: str) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path == "/healthz":
+    if request.path == "/healthz" or request.path in dashboard.PUBLIC:
         return await handler(request)  # type: ignore[no-any-return]
     if not token_ok(request.headers.get("Authorization", ""), _model(request).token):
-        return _error(401, "missing or wrong API token")
+        # the dashboard's session cookie stands for the token; what it changes needs its CSRF token
+        session = dashboard.session_of(request)
+        if session is None:
+            return dashboard.unauthenticated(request) or _error(401, "missing or wrong API token")
+        if request.method not in ("GET", "HEAD") and not dashboard.csrf_ok(request, session):
+            return _error(403, f"missing or wrong {dashboard.CSRF_HEADER} header")
     if request.body_exists:
         # No handler reads the body, so aiohttp's client_max_size never applied: refuse a large
         # one here, by its Content-Length, or while reading a chunked one (read() stops at the
@@ -172,26 +179,13 @@ async def reload(request: web.Request) -> web.Response:
     )
 
 
-def _float(request: web.Request, key: str, default: float | None) -> float | None:
-    v = request.query.get(key)
-    if v is None:
-        return default
-    try:
-        f = float(v)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{key} must be a number") from None
-    if f != f or f in (float("inf"), float("-inf")):
-        raise web.HTTPBadRequest(text=f"{key} must be a finite number")
-    return f
-
-
 async def history(request: web.Request) -> web.Response:
     store = _model(request).store
     assert store is not None
     name = request.match_info["name"]
-    since = _float(request, "since", time.time() - 86400)  # default: the last 24 hours
-    until = _float(request, "until", None)
-    limit_f = _float(request, "limit", 1000.0)
+    since = query_float(request, "since", time.time() - 86400)  # default: the last 24 hours
+    until = query_float(request, "until", None)
+    limit_f = query_float(request, "limit", 1000.0)
     if limit_f is None or limit_f < 1 or limit_f != int(limit_f):
         raise web.HTTPBadRequest(text="limit must be a whole number >= 1")
     limit = min(int(limit_f), 100_000)
@@ -212,9 +206,9 @@ async def rtt(request: web.Request) -> web.Response:
     assert store is not None
     name = request.match_info["name"]
     now = time.time()
-    since = _float(request, "since", now - 3600) or now - 3600
-    until = _float(request, "until", now) or now
-    step = _float(request, "step", 60.0)
+    since = query_float(request, "since", now - 3600) or now - 3600
+    until = query_float(request, "until", now) or now
+    step = query_float(request, "step", 60.0)
     if step is None or not step > 0.001:
         raise web.HTTPBadRequest(text="step must be > 0.001 seconds")
     series = await asyncio.to_thread(store.rtt_series, name, since, until, step)
@@ -323,6 +317,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_post(f"{API}/reload", reload)
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
+    dashboard.add_routes(app, API)
     return app
 
 

@@ -144,6 +144,35 @@ def document() -> dict[str, Any]:
                     "peer": {"type": "string"}, "since": {"type": "number"}, "until": {"type": "number"},
                     "step": {"type": "number"}, "series": {"type": "array", "items": {"type": "object"}}}}),
                     "400": {"description": "bad parameter"}, **UNAUTH}}},
+            "/api/v1/overview": {"get": {
+                "operationId": "overview",
+                "description": "a page of peers for the dashboard: filtered, sorted and paged on the server",
+                "parameters": [
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "beats", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                    {"name": "sort", "in": "query", "required": False, "schema": {"type": "string", "enum": [
+                        "state", "name", "rtt", "changed", "-state", "-name", "-rtt", "-changed"]}},
+                    {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "group", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": [
+                    "total", "matched", "offset", "limit", "counts", "groups", "peers"], "properties": {
+                    "total": {"type": "integer"}, "matched": {"type": "integer"}, "offset": {"type": "integer"},
+                    "limit": {"type": "integer"},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "groups": {"type": "array", "items": {"type": "string"}},
+                    "peers": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/Peer"}, {
+                        "type": "object", "required": ["group", "beats"], "properties": {
+                            "group": {"type": "string"},
+                            "beats": {"type": "array", "items": {"type": "object", "required": [
+                                "time", "rtt_ms", "status_code"], "properties": {
+                                "time": {"type": "number"}, "rtt_ms": {"type": ["number", "null"]},
+                                "status_code": {"type": ["integer", "null"]}}}}}}]}}}}),
+                    "400": {"description": "bad parameter"}, **UNAUTH}}},
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},

@@ -1,0 +1,247 @@
+"""The web dashboard: its credentials over HTTP, then end to end in Debian's Chromium (driven by
+Playwright, never a downloaded browser): login, the peers in their states, a change of state
+seen live, a peer's chart drawn from stored history, "qualify now".
+
+Chromium or Playwright missing: the browser test is skipped, or FAILS when `CI` is set (in CI a
+missing browser is a broken test bed). Screenshots go to the test's tmp directory, or to
+`SIPQUALIFY_SCREENSHOTS` when set (how docs/img/ was made)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sipqualify.service import Service, ServiceOptions
+
+from .helpers import endpoint, free_port, sip_conf, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+T = 20_000  # ms: Playwright waits (page conditions, never sleeps); selectors and expect(), since the
+# page's Content-Security-Policy forbids the eval that wait_for_function needs
+
+
+def _missing(what: str) -> None:
+    msg = f"{what} not installed (apt-get install chromium; pip install playwright)"
+    if os.environ.get("CI"):
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[tuple[Service, dict[str, asyncio.BaseTransport]]]:
+    """The daemon in-process with one peer in each state, polled every second."""
+    ok_t, ok_port = await endpoint(200)
+    flip_t, flip_port = await endpoint(200)
+    slow_t, slow_port = await endpoint(200, delay=0.7)
+    peers = {
+        "trunk-ok": {"host": "127.0.0.1", "port": ok_port, "qualify": "yes", "qualifyfreq": 1,
+                     "description": "healthy trunk"},
+        "trunk-flip": {"host": "127.0.0.1", "port": flip_port, "qualify": 500, "qualifyfreq": 1},
+        "trunk-slow": {"host": "127.0.0.1", "port": slow_port, "qualify": 500, "qualifyfreq": 1},
+        "trunk-dead": {"host": "127.0.0.1", "port": free_port(), "qualify": 500, "qualifyfreq": 1},
+        "fax-off": {"host": "127.0.0.1", "port": ok_port, "qualify": "no"},
+        "phone-1001": {"host": "dynamic", "qualify": "yes", "secret": "s3cret-s3cret"},
+    }
+    conf = sip_conf(tmp_path / "sip.conf", free_port(), peers, "qualifygap=10")
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "state")))
+    await svc.start()
+    try:
+        assert svc.engine is not None
+        engine = svc.engine
+        await wait_for(lambda: {p.name: p.state for p in engine.peers()} == {
+            "trunk-ok": "OK", "trunk-flip": "OK", "trunk-slow": "LAGGED", "trunk-dead": "UNREACHABLE",
+            "fax-off": "UNMONITORED", "phone-1001": "UNKNOWN"}, timeout=20)
+        yield svc, {"ok": ok_t, "flip": flip_t, "slow": slow_t}
+    finally:
+        await svc.close()
+        for t in (ok_t, flip_t, slow_t):
+            t.close()
+
+
+def base(svc: Service) -> str:
+    return f"http://127.0.0.1:{svc.api_addr[1]}/"
+
+
+async def login(http: aiohttp.ClientSession, svc: Service, **headers: str) -> tuple[str, str]:
+    """Log in with the token: (the session cookie's value, the Set-Cookie header)."""
+    async with http.post(base(svc) + "login", data={"token": svc.token}, allow_redirects=False,
+                         headers=headers) as r:
+        assert r.status == 303 and r.headers["Location"] == "./"
+        set_cookie = r.headers["Set-Cookie"]
+    sid = re.match(r"sipqualify_session=([^;]+);", set_cookie)
+    assert sid is not None, set_cookie
+    return sid.group(1), set_cookie
+
+
+async def test_nothing_but_the_login_page_without_credentials_and_csrf_on_posts(
+        fleet: tuple[Service, Any]) -> None:
+    svc, _ = fleet
+    url = base(svc)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        # without cookie or token: the page redirects to the login page, everything else is 401
+        async with http.get(url, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "login"
+        for path in ("static/app.js", "static/app.css", "static/vendor/uplot/uPlot.iife.min.js", "api/v1/overview",
+                     "api/v1/peers", "api/v1/peers/trunk-ok/rtt", "api/v1/registrations", "api/v1/status", "events"):
+            async with http.get(url + path, allow_redirects=False) as r:
+                assert r.status == 401, path
+        for path in ("api/v1/peers/trunk-ok/qualify", "logout", "api/v1/reload"):
+            async with http.post(url + path, allow_redirects=False) as r:
+                assert r.status == 401, path
+        async with http.get(url + "login") as r:
+            page = await r.text()
+            assert r.status == 200 and 'name="token"' in page and "frame-ancestors 'none'" in r.headers[
+                "Content-Security-Policy"]
+        async with http.post(url + "login", data={"token": "not-the-token"}, allow_redirects=False) as r:
+            assert r.status == 401 and "Set-Cookie" not in r.headers
+
+        sid, set_cookie = await login(http, svc)
+        assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/;" in set_cookie + ";"
+        assert "Secure" not in set_cookie  # plain HTTP here; over TLS (or X-Forwarded-Proto: https) it is set
+        cookie = {"Cookie": f"sipqualify_session={sid}"}
+        async with http.get(url, headers=cookie) as r:
+            html = await r.text()
+            assert r.status == 200 and "script-src 'self'" in r.headers["Content-Security-Policy"]
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', html)
+        assert csrf is not None and len(csrf.group(1)) > 30
+        for path in ("static/app.js", "static/vendor/uplot/uPlot.iife.min.js", "static/vendor/uplot/LICENSE"):
+            async with http.get(url + path, headers=cookie) as r:
+                assert r.status == 200, path
+        async with http.get(url + "static/../dashboard.py", headers=cookie) as r:
+            assert r.status == 404
+        async with http.get(url + "api/v1/overview?limit=2&sort=name", headers=cookie) as r:
+            body = await r.json()
+            assert [p["name"] for p in body["peers"]] == ["fax-off", "phone-1001"] and body["matched"] == 6
+            assert body["counts"]["UNREACHABLE"] == 1 and body["counts"]["LAGGED"] == 1
+
+        # a POST with the cookie needs the session's CSRF token in its header; the Bearer API does not
+        qualify = url + "api/v1/peers/trunk-ok/qualify"
+        async with http.post(qualify, headers=cookie) as r:
+            assert r.status == 403
+        async with http.post(qualify, headers={**cookie, "X-CSRF-Token": "forged"}) as r:
+            assert r.status == 403
+        async with http.post(qualify, headers={**cookie, "X-CSRF-Token": csrf.group(1)}) as r:
+            assert r.status == 200 and (await r.json())["result"]["answered"] is True
+        async with http.post(qualify, headers={"Authorization": f"Bearer {svc.token}"}) as r:
+            assert r.status == 200
+
+        # behind a proxy's prefix the cookie is scoped to it; logging out ends the session
+        _, prefixed = await login(http, svc, **{"X-Forwarded-Prefix": "/sipq"})
+        assert "Path=/sipq/" in prefixed
+        async with http.post(url + "logout", headers={**cookie, "X-CSRF-Token": csrf.group(1)},
+                             allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "login"
+        async with http.get(url + "api/v1/status", headers=cookie) as r:
+            assert r.status == 401
+
+
+async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio.BaseTransport]],
+                                         tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        _missing("chromium")
+    try:
+        from playwright.async_api import async_playwright, expect
+    except ImportError:
+        _missing("playwright")
+    svc, endpoints = fleet
+    shots = Path(os.environ.get("SIPQUALIFY_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    url = base(svc)
+    async with async_playwright() as pw:
+        ctx = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True,
+            viewport={"width": 1280, "height": 800})
+        try:
+            page = ctx.pages[0] if ctx.pages else await ctx.new_page()
+            page.set_default_timeout(T)
+            expect.set_options(timeout=T)
+
+            # without the token: only the login page
+            await page.goto(url)
+            assert page.url == url + "login"
+            assert await page.locator("#peers").count() == 0
+            await page.fill("#token", "wrong-token-wrong")
+            await page.click("button[type=submit]")
+            await page.wait_for_selector("text=Wrong token.")
+            await page.screenshot(path=str(shots / "login.png"))
+            await page.fill("#token", svc.token)
+            await page.click("button[type=submit]")
+
+            # the overview: every peer in its state, counts at the top
+            await page.wait_for_selector("#peers tbody tr")
+            for name, state in {"trunk-ok": "OK", "trunk-flip": "OK", "trunk-slow": "LAGGED",
+                                "trunk-dead": "UNREACHABLE", "fax-off": "UNMONITORED",
+                                "phone-1001": "UNKNOWN"}.items():
+                await page.wait_for_selector(f'#peers tr[data-peer="{name}"][data-state="{state}"]')
+            assert await page.inner_text('.count[data-state="UNREACHABLE"] b') == "1"
+            await page.wait_for_selector("#live.on")
+            await page.wait_for_selector('tr[data-peer="trunk-ok"] .beat')  # heartbeats from the store
+            await page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+            # search and state filter are served by the server
+            await page.fill("input[type=search]", "slow")
+            await expect(page.locator("#peers tbody tr")).to_have_count(1)
+            await page.fill("input[type=search]", "")
+            await page.click('.count[data-state="UNREACHABLE"]')
+            await expect(page.locator("#peers tbody tr")).to_have_count(1)
+            await page.wait_for_selector('#peers tr[data-peer="trunk-dead"]')
+            await page.click('.count[data-state="UNREACHABLE"]')
+            await page.wait_for_selector('#peers tr[data-peer="trunk-ok"]')
+
+            # a peer goes down: its row changes live, from the event stream, without a reload
+            await page.evaluate("window.notReloaded = true")
+            endpoints["flip"].close()
+            await page.wait_for_selector('#peers tr[data-peer="trunk-flip"][data-state="UNREACHABLE"]')
+            assert await page.evaluate("window.notReloaded === true && window.sipq.applied > 0")
+            await expect(page.locator('.count[data-state="UNREACHABLE"] b')).to_have_text("2")
+
+            # the phone: narrow screen, dark theme
+            await page.emulate_media(color_scheme="dark")
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.screenshot(path=str(shots / "overview-phone-dark.png"))
+            await page.set_viewport_size({"width": 1280, "height": 800})
+            await page.emulate_media(color_scheme="light")
+
+            # a peer's page: the RTT chart from stored history, the LAGGED line, qualify now
+            assert svc.store is not None
+            await asyncio.to_thread(svc.store.flush)
+            await page.click('#peers tr[data-peer="trunk-slow"] a')
+            await page.wait_for_selector('#chart[data-points]:not([data-points="0"])')
+            data = await page.evaluate("window.sipq.chart.data")
+            assert all(v is None or v > 500 for v in data[1]) and any(v is not None for v in data[1])
+            assert set(data[3]) == {500}  # the LAGGED threshold line
+            assert await page.locator(".timeline span.s-LAGGED").count() >= 1
+            assert "Uptime 100.00 %" in await page.inner_text("main")
+            await page.click("#qualify")
+            await page.wait_for_selector(".result:has-text('answered 200')")
+            assert "LAGGED (7" in await page.inner_text(".result")
+            await page.screenshot(path=str(shots / "peer.png"), full_page=True)
+
+            # the 24 h range redraws the chart; the health and registrations pages render
+            await page.click(".ranges button:has-text('24 h')")
+            await page.wait_for_selector(".ranges button[aria-pressed=true]:has-text('24 h')")
+            await page.click("nav a[data-nav=health]")
+            await page.wait_for_selector("#health dl")
+            await page.screenshot(path=str(shots / "health.png"), full_page=True)
+            await page.click("nav a[data-nav=registrations]")
+            await page.wait_for_selector("#registrations td")
+
+            # logging out leaves nothing readable
+            await page.click("#logout")
+            await page.wait_for_url(url + "login")
+            await page.goto(url + "#/health")
+            assert page.url.split("#")[0] == url + "login"
+        finally:
+            await ctx.close()
+    if not os.environ.get("SIPQUALIFY_SCREENSHOTS"):
+        shutil.rmtree(shots, ignore_errors=True)
