@@ -232,6 +232,8 @@ async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio
             await page.wait_for_selector(".ranges button[aria-pressed=true]:has-text('24 h')")
             await page.click("nav a[data-nav=health]")
             await page.wait_for_selector("#health dl")
+            health = await page.inner_text("#health")
+            assert "Transactions/s" in health and "MiB" in health  # the daemon's memory from /api/v1/status
             await page.screenshot(path=str(shots / "health.png"), full_page=True)
             await page.click("nav a[data-nav=registrations]")
             await page.wait_for_selector("#registrations td")
@@ -245,3 +247,27 @@ async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio
             await ctx.close()
     if not os.environ.get("SIPQUALIFY_SCREENSHOTS"):
         shutil.rmtree(shots, ignore_errors=True)
+
+
+def test_a_missing_browser_fails_in_ci_and_is_skipped_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception):
+        _missing("chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        _missing("chromium")
+
+
+def test_every_static_file_is_in_the_package_data() -> None:
+    """`pip install .` must carry the page, its script and the vendored libraries with their licences."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "sipqualify.api"]
+    api = root / "src" / "sipqualify" / "api"
+    files = [f.relative_to(api).as_posix() for f in (api / "static").rglob("*") if f.is_file()]
+    assert "static/vendor/uplot/LICENSE" in files and "static/app.js" in files
+    for f in files:
+        assert any(fnmatch.fnmatchcase(f, g) and f.count("/") == g.count("/") for g in globs), f
