@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,27 @@ async def test_nothing_but_the_login_page_without_credentials_and_csrf_on_posts(
             assert r.status == 303 and r.headers["Location"] == "login"
         async with http.get(url + "api/v1/status", headers=cookie) as r:
             assert r.status == 401
+
+
+async def test_a_one_time_login_link_logs_in_once(fleet: tuple[Service, Any]) -> None:
+    """`sipqualify demo` prints such a link: it opens one session without the token, then never again."""
+    from sipqualify.api.dashboard import ONCE_TTL_S, login_link
+
+    svc, _ = fleet
+    link = login_link(base(svc), svc.token)
+    assert svc.token not in link
+    t, nonce, mac = link.split("once=")[1].split(".")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(link, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "./" and "HttpOnly" in r.headers["Set-Cookie"]
+        sid = r.cookies["sipqualify_session"].value
+        async with http.get(base(svc) + "api/v1/status", headers={"Cookie": f"sipqualify_session={sid}"}) as r:
+            assert r.status == 200
+        stale = login_link(base(svc), svc.token, now=time.time() - ONCE_TTL_S - 5)
+        for bad in (link, link.replace(mac, "0" * len(mac)), stale, link.replace(f"once={t}", "once=x"),
+                    login_link(base(svc), "another-token-entirely")):
+            async with http.get(bad, allow_redirects=False) as r:
+                assert r.status == 401 and "Set-Cookie" not in r.headers, bad
 
 
 async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio.BaseTransport]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -235,7 +236,9 @@ async def test_demo_shows_every_state_and_a_registered_phone(tmp_path: Path, cap
         assert await run_demo(duration=7.5, interval=7.0, state_dir=str(tmp_path / "demo")) == 0
     finally:
         del os.environ["SIPQUALIFY_DEMO_QUIET"]
-    table = capsys.readouterr().out.split("--- ")[-1]
+    out = capsys.readouterr().out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/login\?once=\d+\.", out), out[:500]  # a one-time link
+    table = out.split("--- ")[-1]
     rows = {line.split()[0]: line for line in table.splitlines()[2:] if line.strip() and "sip peers" not in line}
     assert "OK (" in rows["pbx-healthy"] and "LAGGED (" in rows["trunk-slow"], table
     assert "UNREACHABLE" in rows["phone-silent"] and "Unmonitored" in rows["fax-noqualify"], table

@@ -53,6 +53,23 @@ MAX_LIMIT = 500
 MAX_BEATS = 100
 
 
+ONCE_TTL_S = 3600.0  # a one-time login link is good this long, and once
+
+
+def login_link(base_url: str, token: str, now: float | None = None) -> str:
+    """A link that opens one dashboard session without typing the token (`sipqualify demo`
+    prints one): `login?once=TIME.NONCE.MAC`, the MAC an HMAC of time and nonce keyed with the
+    token. It does not contain the token, works once (the daemon remembers the nonces it has
+    taken) and for an hour, and ends with the token."""
+    t = int(time.time() if now is None else now)
+    nonce = secrets.token_urlsafe(12)
+    return f"{base_url}login?once={t}.{nonce}.{_once_mac(token, t, nonce)}"
+
+
+def _once_mac(token: str, t: int, nonce: str) -> str:
+    return hmac.new(token.encode(), f"login-once:{t}:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass
 class Session:
     csrf: str
@@ -71,6 +88,7 @@ class Sessions:
         self.idle_s = idle_s
         self.max_sessions = max_sessions
         self._by_id: OrderedDict[str, Session] = OrderedDict()
+        self._taken: dict[str, int] = {}  # one-time login nonces used: nonce -> their time
 
     def open(self, token: str, now: float) -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
@@ -89,6 +107,24 @@ class Sessions:
         s.last_used = now
         self._by_id.move_to_end(sid)
         return s
+
+    def take_once(self, code: str, token: str, now: float) -> bool:
+        """A one-time login code (see `login_link`): right, fresh and never taken before."""
+        t_s, _, rest = code.partition(".")
+        nonce, _, mac = rest.partition(".")
+        try:
+            t = int(t_s)
+        except ValueError:
+            return False
+        if not (now - ONCE_TTL_S <= t <= now + 60) or nonce in self._taken:
+            return False
+        if not hmac.compare_digest(mac.encode("utf-8", "surrogateescape"), _once_mac(token, t, nonce).encode()):
+            return False
+        self._taken[nonce] = t
+        for old, when in list(self._taken.items()):  # forget what has expired anyway
+            if when < now - ONCE_TTL_S:
+                del self._taken[old]
+        return True
 
     def close(self, sid: str) -> None:
         self._by_id.pop(sid, None)
@@ -165,8 +201,14 @@ def _login_page(error: str = "", status: int = 200) -> web.Response:
     return web.Response(text=LOGIN_PAGE % msg, status=status, content_type="text/html", headers=_headers(LOGIN_CSP))
 
 
-async def login_form(request: web.Request) -> web.Response:
-    return _login_page()
+async def login_form(request: web.Request) -> web.StreamResponse:
+    once = request.query.get("once")
+    if once is None:
+        return _login_page()
+    token = request.app[MODEL_KEY].token
+    if not request.app[SESSIONS_KEY].take_once(once, token, time.time()):
+        return _login_page("This login link is used or expired: enter the token.", status=401)
+    return _open_session(request, token)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -176,6 +218,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not isinstance(given, str) or not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
                                                              token.encode()):
         return _login_page("Wrong token.", status=401)
+    return _open_session(request, token)
+
+
+def _open_session(request: web.Request, token: str) -> web.StreamResponse:
     sid, _ = request.app[SESSIONS_KEY].open(token, time.monotonic())
     resp = web.Response(status=303, headers={"Location": "./", "Cache-Control": "no-store"})
     resp.set_cookie(COOKIE, sid, path=_cookie_path(request), httponly=True, samesite="Strict",
