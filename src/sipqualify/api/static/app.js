@@ -183,8 +183,11 @@
       const polls = s.reduce((a, b) => a + b.count, 0), answered = s.reduce((a, b) => a + b.answered, 0);
       summary.textContent = polls ? `Uptime ${((100 * answered) / polls).toFixed(2)} % over ${polls} polls; `
         + `LAGGED above ${p.maxms} ms.` : "No polls stored in this range.";
-      drawChart(s, t.transitions, p.maxms, since, now);
-      drawTimeline(t.transitions, p.state, since, now);
+      // from the first thing stored in the range: a daemon that started 3 min ago shows 3 min
+      const first = Math.min(s.length ? s[0].time : now, t.transitions.length ? t.transitions[0].time : now);
+      const start = Math.max(since, Math.min(first, now - 60));
+      drawChart(s, t.transitions, p.maxms, start, now);
+      drawTimeline(t.transitions, p.state, start, now);
       transitions.replaceChildren(...t.transitions.slice().reverse().map((x) => h("tr", {}, h("td", {}, when(x.time)),
         h("td", {}, badge(x.old)), h("td", {}, badge(x.new)), h("td", { class: "num" }, ms(x.rtt_ms)))));
     }
@@ -212,7 +215,9 @@
       };
       const opts = {
         width: Math.max(280, chartBox.clientWidth - 16), height: 260, plugins: [marks],
-        scales: { x: { time: true, min: since, max: until }, y: { range: (u, lo, hi) => [0, Math.max(hi || 0, (maxms || 0) * 1.1, 1)] } },
+        // log scale: a 0.5 ms trunk and the 2000 ms threshold on one chart
+        scales: { x: { time: true, min: since, max: until }, y: { distr: 3, log: 10, range: (u, lo, hi) => [
+          10 ** Math.floor(Math.log10(Math.max(0.01, lo || 0.1))), 10 ** Math.ceil(Math.log10(Math.max(hi || 1, (maxms || 1) * 1.2)))] } },
         axes: [{ stroke: col("--muted"), grid: { stroke: col("--line") } },
           { stroke: col("--muted"), grid: { stroke: col("--line") }, label: "ms" }],
         series: [{}, { label: "avg", stroke: col("--accent"), width: 2, points: { show: series.length < 60 } },
@@ -286,7 +291,8 @@
       // since the last look, or on average since start at the first
       const rate = (last ? (s.engine.polls - last.polls) / (t - last.t) : s.engine.polls / Math.max(1, s.uptime_s)).toFixed(1);
       last = { polls: s.engine.polls, t };
-      const card = (title, pairs) => h("dl", { class: "card" }, h("h2", {}, title), pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
+      const card = (title, pairs) => h("section", { class: "card" }, h("h2", {}, title),
+        h("dl", {}, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])));
       const p = s.process || {};
       grid.replaceChildren(
         card("Daemon", [["Up since", when(s.service.started)], ["Peers", `${s.peers} (${s.qualified} qualified)`],
