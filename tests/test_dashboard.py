@@ -14,11 +14,14 @@ import re
 import shutil
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from multidict import CIMultiDict
 
 from sipqualify.service import Service, ServiceOptions
 
@@ -139,6 +142,8 @@ async def test_nothing_but_the_login_page_without_credentials_and_csrf_on_posts(
         # behind a proxy's prefix the cookie is scoped to it; logging out ends the session
         _, prefixed = await login(http, svc, **{"X-Forwarded-Prefix": "/sipq"})
         assert "Path=/sipq/" in prefixed
+        _, tls = await login(http, svc, **{"X-Forwarded-Proto": "https"})  # a proxy ending TLS
+        assert "Secure" in tls
         async with http.post(url + "logout", headers={**cookie, "X-CSRF-Token": csrf.group(1)},
                              allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "login"
@@ -167,108 +172,171 @@ async def test_a_one_time_login_link_logs_in_once(fleet: tuple[Service, Any]) ->
                 assert r.status == 401 and "Set-Cookie" not in r.headers, bad
 
 
-async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio.BaseTransport]],
-                                         tmp_path: Path) -> None:
+@asynccontextmanager
+async def chromium(profile: Path) -> AsyncIterator[Any]:
+    """A page in a fresh headless Chromium (Debian's), with Playwright's waits set to T."""
     if not Path(CHROMIUM).exists():
         _missing("chromium")
     try:
         from playwright.async_api import async_playwright, expect
     except ImportError:
         _missing("playwright")
-    svc, endpoints = fleet
-    shots = Path(os.environ.get("SIPQUALIFY_SCREENSHOTS") or tmp_path / "screenshots")
-    shots.mkdir(parents=True, exist_ok=True)
-    url = base(svc)
     async with async_playwright() as pw:
-        ctx = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True,
-            viewport={"width": 1280, "height": 800})
+        ctx = await pw.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, args=ARGS,
+                                                          headless=True, viewport={"width": 1280, "height": 800})
         try:
             page = ctx.pages[0] if ctx.pages else await ctx.new_page()
             page.set_default_timeout(T)
             expect.set_options(timeout=T)
-
-            # without the token: only the login page
-            await page.goto(url)
-            assert page.url == url + "login"
-            assert await page.locator("#peers").count() == 0
-            await page.fill("#token", "wrong-token-wrong")
-            await page.click("button[type=submit]")
-            await page.wait_for_selector("text=Wrong token.")
-            await page.screenshot(path=str(shots / "login.png"))
-            await page.fill("#token", svc.token)
-            await page.click("button[type=submit]")
-
-            # the overview: every peer in its state, counts at the top
-            await page.wait_for_selector("#peers tbody tr")
-            for name, state in {"trunk-ok": "OK", "trunk-flip": "OK", "trunk-slow": "LAGGED",
-                                "trunk-dead": "UNREACHABLE", "fax-off": "UNMONITORED",
-                                "phone-1001": "UNKNOWN"}.items():
-                await page.wait_for_selector(f'#peers tr[data-peer="{name}"][data-state="{state}"]')
-            assert await page.inner_text('.count[data-state="UNREACHABLE"] b') == "1"
-            await page.wait_for_selector("#live.on")
-            await page.wait_for_selector('tr[data-peer="trunk-ok"] .beat')  # heartbeats from the store
-            await page.screenshot(path=str(shots / "overview.png"), full_page=True)
-
-            # search and state filter are served by the server
-            await page.fill("input[type=search]", "slow")
-            await expect(page.locator("#peers tbody tr")).to_have_count(1)
-            await page.fill("input[type=search]", "")
-            await page.click('.count[data-state="UNREACHABLE"]')
-            await expect(page.locator("#peers tbody tr")).to_have_count(1)
-            await page.wait_for_selector('#peers tr[data-peer="trunk-dead"]')
-            await page.click('.count[data-state="UNREACHABLE"]')
-            await page.wait_for_selector('#peers tr[data-peer="trunk-ok"]')
-
-            # a peer goes down: its row changes live, from the event stream, without a reload
-            await page.evaluate("window.notReloaded = true")
-            endpoints["flip"].close()
-            await page.wait_for_selector('#peers tr[data-peer="trunk-flip"][data-state="UNREACHABLE"]')
-            assert await page.evaluate("window.notReloaded === true && window.sipq.applied > 0")
-            await expect(page.locator('.count[data-state="UNREACHABLE"] b')).to_have_text("2")
-
-            # the phone: narrow screen, dark theme
-            await page.emulate_media(color_scheme="dark")
-            await page.set_viewport_size({"width": 390, "height": 844})
-            await page.screenshot(path=str(shots / "overview-phone-dark.png"))
-            await page.set_viewport_size({"width": 1280, "height": 800})
-            await page.emulate_media(color_scheme="light")
-
-            # a peer's page: the RTT chart from stored history, the LAGGED line, qualify now
-            assert svc.store is not None
-            await asyncio.to_thread(svc.store.flush)
-            await page.click('#peers tr[data-peer="trunk-slow"] a')
-            await page.wait_for_selector('#chart[data-points]:not([data-points="0"])')
-            data = await page.evaluate("window.sipq.chart.data")
-            assert all(v is None or v > 500 for v in data[1]) and any(v is not None for v in data[1])
-            assert set(data[3]) == {500}  # the LAGGED threshold line
-            assert await page.locator(".timeline span.s-LAGGED").count() >= 1
-            assert "Uptime 100.00 %" in await page.inner_text("main")
-            await page.click("#qualify")
-            await page.wait_for_selector(".result:has-text('answered 200')")
-            assert "LAGGED (7" in await page.inner_text(".result")
-            await page.screenshot(path=str(shots / "peer.png"), full_page=True)
-
-            # the 24 h range redraws the chart; the health and registrations pages render
-            await page.click(".ranges button:has-text('24 h')")
-            await page.wait_for_selector(".ranges button[aria-pressed=true]:has-text('24 h')")
-            await page.click("nav a[data-nav=health]")
-            await page.wait_for_selector("#health dl")
-            health = await page.inner_text("#health")
-            assert "Transactions/s" in health and "MiB" in health  # the daemon's memory from /api/v1/status
-            await page.screenshot(path=str(shots / "health.png"), full_page=True)
-            await page.click("nav a[data-nav=registrations]")
-            await page.wait_for_selector("#registrations td")
-
-            # logging out leaves nothing readable
-            await page.click("#logout")
-            await page.wait_for_url(url + "login")
-            await page.goto(url + "#/health")
-            assert page.url.split("#")[0] == url + "login"
+            yield page
         finally:
             await ctx.close()
+
+
+async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio.BaseTransport]],
+                                         tmp_path: Path) -> None:
+    svc, endpoints = fleet
+    shots = Path(os.environ.get("SIPQUALIFY_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    url = base(svc)
+    async with chromium(tmp_path / "profile") as page:
+        from playwright.async_api import expect
+
+        # without the token: only the login page
+        await page.goto(url)
+        assert page.url == url + "login"
+        assert await page.locator("#peers").count() == 0
+        await page.fill("#token", "wrong-token-wrong")
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("text=Wrong token.")
+        await page.screenshot(path=str(shots / "login.png"))
+        await page.fill("#token", svc.token)
+        await page.click("button[type=submit]")
+
+        # the overview: every peer in its state, counts at the top
+        await page.wait_for_selector("#peers tbody tr")
+        for name, state in {"trunk-ok": "OK", "trunk-flip": "OK", "trunk-slow": "LAGGED",
+                            "trunk-dead": "UNREACHABLE", "fax-off": "UNMONITORED",
+                            "phone-1001": "UNKNOWN"}.items():
+            await page.wait_for_selector(f'#peers tr[data-peer="{name}"][data-state="{state}"]')
+        assert await page.inner_text('.count[data-state="UNREACHABLE"] b') == "1"
+        await page.wait_for_selector("#live.on")
+        await page.wait_for_selector('tr[data-peer="trunk-ok"] .beat')  # heartbeats from the store
+        await page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+        # search and state filter are served by the server
+        await page.fill("input[type=search]", "slow")
+        await expect(page.locator("#peers tbody tr")).to_have_count(1)
+        await page.fill("input[type=search]", "")
+        await page.click('.count[data-state="UNREACHABLE"]')
+        await expect(page.locator("#peers tbody tr")).to_have_count(1)
+        await page.wait_for_selector('#peers tr[data-peer="trunk-dead"]')
+        await page.click('.count[data-state="UNREACHABLE"]')
+        await page.wait_for_selector('#peers tr[data-peer="trunk-ok"]')
+
+        # a peer goes down: its row changes live, from the event stream, without a reload
+        await page.evaluate("window.notReloaded = true")
+        endpoints["flip"].close()
+        await page.wait_for_selector('#peers tr[data-peer="trunk-flip"][data-state="UNREACHABLE"]')
+        assert await page.evaluate("window.notReloaded === true && window.sipq.applied > 0")
+        await expect(page.locator('.count[data-state="UNREACHABLE"] b')).to_have_text("2")
+
+        # the phone: narrow screen, dark theme
+        await page.emulate_media(color_scheme="dark")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(path=str(shots / "overview-phone-dark.png"))
+        await page.set_viewport_size({"width": 1280, "height": 800})
+        await page.emulate_media(color_scheme="light")
+
+        # a peer's page: the RTT chart from stored history, the LAGGED line, qualify now
+        assert svc.store is not None
+        await asyncio.to_thread(svc.store.flush)
+        await page.click('#peers tr[data-peer="trunk-slow"] a')
+        await page.wait_for_selector('#chart[data-points]:not([data-points="0"])')
+        data = await page.evaluate("window.sipq.chart.data")
+        assert all(v is None or v > 500 for v in data[1]) and any(v is not None for v in data[1])
+        assert set(data[3]) == {500}  # the LAGGED threshold line
+        assert await page.locator(".timeline span.s-LAGGED").count() >= 1
+        assert "Uptime 100.00 %" in await page.inner_text("main")
+        await page.click("#qualify")
+        await page.wait_for_selector(".result:has-text('answered 200')")
+        assert "LAGGED (7" in await page.inner_text(".result")
+        await page.screenshot(path=str(shots / "peer.png"), full_page=True)
+
+        # the 24 h range redraws the chart; the health and registrations pages render
+        await page.click(".ranges button:has-text('24 h')")
+        await page.wait_for_selector(".ranges button[aria-pressed=true]:has-text('24 h')")
+        await page.click("nav a[data-nav=health]")
+        await page.wait_for_selector("#health dl")
+        health = await page.inner_text("#health")
+        assert "Transactions/s" in health and "MiB" in health  # the daemon's memory from /api/v1/status
+        await page.screenshot(path=str(shots / "health.png"), full_page=True)
+        await page.click("nav a[data-nav=registrations]")
+        await page.wait_for_selector("#registrations td")
+
+        # logging out leaves nothing readable
+        await page.click("#logout")
+        await page.wait_for_url(url + "login")
+        await page.goto(url + "#/health")
+        assert page.url.split("#")[0] == url + "login"
     if not os.environ.get("SIPQUALIFY_SCREENSHOTS"):
         shutil.rmtree(shots, ignore_errors=True)
+
+
+@asynccontextmanager
+async def prefix_proxy(upstream: str, prefix: str) -> AsyncIterator[str]:
+    """A reverse proxy on loopback serving `upstream` under `prefix`/ (as nginx with
+    `location /sipq/ { proxy_pass http://127.0.0.1:7060/; }`), streaming (the event stream
+    passes) and sending `X-Forwarded-Prefix`. Yields its URL of the prefix."""
+    hop = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+    client = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        url = upstream + request.match_info["tail"] + (f"?{request.query_string}" if request.query_string else "")
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in hop)
+        headers["X-Forwarded-Prefix"] = prefix
+        async with client.request(request.method, url, headers=headers, data=await request.read() or None,
+                                  allow_redirects=False) as up:
+            resp = web.StreamResponse(status=up.status, headers=CIMultiDict(
+                (k, v) for k, v in up.headers.items() if k.lower() not in hop))
+            await resp.prepare(request)
+            async for chunk in up.content.iter_any():
+                await resp.write(chunk)
+            return resp
+
+    app = web.Application()
+    app.router.add_route("*", prefix + "/{tail:.*}", forward)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}{prefix}/"
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_the_dashboard_under_a_reverse_proxy_prefix(fleet: tuple[Service, Any], tmp_path: Path) -> None:
+    """Relative URLs everywhere: under /sipq/ the redirect, login, page, script, API calls and the
+    event stream all stay under the prefix, and the cookie is scoped to it."""
+    svc, _ = fleet
+    async with prefix_proxy(base(svc), "/sipq") as url, chromium(tmp_path / "profile") as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        await page.goto(url)
+        assert page.url == url + "login"
+        await page.fill("#token", svc.token)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector('#peers tr[data-peer="trunk-slow"][data-state="LAGGED"]')
+        await page.wait_for_selector("#live.on")  # the event stream, through the proxy
+        await page.click('#peers tr[data-peer="trunk-ok"] a')
+        await page.wait_for_selector('#chart[data-points]')
+        cookies = await page.context.cookies()
+        assert [(c["name"], c["path"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+            ("sipqualify_session", "/sipq/", True, "Strict")]
+    assert requests and all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]
 
 
 def test_a_missing_browser_fails_in_ci_and_is_skipped_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
