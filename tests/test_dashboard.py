@@ -193,6 +193,60 @@ async def chromium(profile: Path) -> AsyncIterator[Any]:
             await ctx.close()
 
 
+async def test_silence_holds_back_webhooks_until_then(tmp_path: Path) -> None:
+    """A peer silenced (a maintenance window) goes UNREACHABLE: the store has it, the webhook
+    receiver does not; the other peers' transitions are delivered as before."""
+    from sipqualify.config import load_config
+
+    got: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append(await request.json())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    flip_t, flip_port = await endpoint(200)
+    conf = sip_conf(tmp_path / "sip.conf", free_port(), {
+        "flip": {"host": "127.0.0.1", "port": flip_port, "qualify": 500, "qualifyfreq": 1},
+        "dead": {"host": "127.0.0.1", "port": free_port(), "qualify": 500, "qualifyfreq": 1}}, "qualifygap=10")
+    cfg = load_config(conf)
+    cfg.service.webhooks = [{"id": "noc", "url": f"http://127.0.0.1:{runner.addresses[0][1]}/hook"}]
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "state"), config=cfg))
+    await svc.start()
+    try:
+        await wait_for(lambda: {(e["peer"], e["new"]) for e in got} == {("flip", "OK"), ("dead", "UNREACHABLE")},
+                       timeout=20)
+        async with aiohttp.ClientSession() as http:
+            auth = {"Authorization": f"Bearer {svc.token}"}
+            until = time.time() + 3600
+            async with http.post(base(svc) + f"api/v1/peers/flip/silence?until={until}", headers=auth) as r:
+                assert r.status == 200 and (await r.json())["silenced_until"] == pytest.approx(until)
+            async with http.get(base(svc) + "api/v1/peers/flip", headers=auth) as r:
+                assert (await r.json())["silenced_until"] == pytest.approx(until)
+            async with http.post(base(svc) + "api/v1/peers/nope/silence", headers=auth) as r:
+                assert r.status == 404
+            async with http.post(base(svc) + f"api/v1/peers/flip/silence?until={until + 400 * 86400}",
+                                 headers=auth) as r:
+                assert r.status == 400
+            flip_t.close()
+            hooks = svc.surfaces.webhooks
+            assert hooks is not None
+            await wait_for(lambda: hooks.stats["noc"]["skipped"] == 1, timeout=20)  # the cursor went past it
+            assert ("flip", "UNREACHABLE") not in {(e["peer"], e["new"]) for e in got}
+            assert svc.store is not None
+            assert [t.new for t in svc.store.transitions("flip")] == ["OK", "UNREACHABLE"]  # stored all the same
+            async with http.post(base(svc) + "api/v1/peers/flip/silence", headers=auth) as r:
+                assert (await r.json())["silenced_until"] is None  # ended
+    finally:
+        await svc.close()
+        flip_t.close()
+        await runner.cleanup()
+
+
 async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio.BaseTransport]],
                                          tmp_path: Path) -> None:
     svc, endpoints = fleet
@@ -261,6 +315,12 @@ async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio
         await page.click("#qualify")
         await page.wait_for_selector(".result:has-text('answered 200')")
         assert "LAGGED (7" in await page.inner_text(".result")
+        await page.click("#silence")  # an hour from now, by default
+        await page.wait_for_selector("h1 .silenced")
+        assert svc.model.silenced_until("trunk-slow", time.time()) is not None
+        await page.click("#unsilence")
+        await page.wait_for_selector("#unsilence[hidden]", state="attached")
+        assert svc.model.silenced_until("trunk-slow", time.time()) is None
         await page.screenshot(path=str(shots / "peer.png"), full_page=True)
 
         # the 24 h range redraws the chart; the health and registrations pages render

@@ -153,6 +153,8 @@ class ReadModel(Protocol):
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+    def silence(self, name: str, until: float | None) -> None: ...  # None: no longer silenced
+    def silenced_until(self, name: str, at: float) -> float | None: ...  # silenced at `at`: until when
 
 
 class Sockets(Protocol):
@@ -210,6 +212,7 @@ class ShellReadModel:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
         self.qualify_listeners: list[Callable[[str, str | None], None]] = []  # (peer, AMI ActionID)
+        self.silences: dict[str, float] = {}  # peer -> UNIX time: webhooks held back until then (in memory)
 
     @property
     def token(self) -> str:
@@ -255,6 +258,18 @@ class ShellReadModel:
             for cb in self.qualify_listeners:
                 cb(name, action_id)
         return self.shell.qualify(name, wait)
+
+    def silence(self, name: str, until: float | None) -> None:
+        """A maintenance window: the peer's transitions are not sent to webhooks until `until`
+        (they are still stored, logged, on the event stream and the AMI port, as chan_sip's)."""
+        if until is None:
+            self.silences.pop(name, None)
+        else:
+            self.silences[name] = until
+
+    def silenced_until(self, name: str, at: float) -> float | None:
+        until = self.silences.get(name)
+        return until if until is not None and at < until else None
 
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None:
         self.qualify_listeners.append(cb)
@@ -309,6 +324,7 @@ class ShellReadModel:
             qualifies=p.qualifies,
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
+            silenced_until=self.silenced_until(p.name, time.time()),
         )
 
     def views(self) -> list[PeerView]:

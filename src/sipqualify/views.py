@@ -45,6 +45,7 @@ class PeerView:
     qualifies: int  # qualify transactions completed since start
     timeouts: int
     retransmissions: int
+    silenced_until: float | None = None  # webhooks held back for this peer until then (UNIX time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -169,6 +169,23 @@ async def qualify(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+MAX_SILENCE_S = 366 * 86400
+
+
+async def silence(request: web.Request) -> web.Response:
+    """Hold back the peer's webhooks until `until` (UNIX time); without it, or in the past: end it."""
+    model = _model(request)
+    name = request.match_info["name"]
+    if model.peer(name) is None:
+        return _error(404, f"Peer {name} not found.")
+    now = time.time()
+    until = query_float(request, "until", None)
+    if until is not None and until > now + MAX_SILENCE_S:
+        raise web.HTTPBadRequest(text="until must be within a year")
+    model.silence(name, until if until is not None and until > now else None)
+    return web.json_response({"peer": name, "silenced_until": model.silenced_until(name, now)})
+
+
 async def reload(request: web.Request) -> web.Response:
     try:
         s = await _model(request).reload()
@@ -312,6 +329,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/peers", peers)
     app.router.add_get(f"{API}/peers/{{name}}", peer)
     app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)
+    app.router.add_post(f"{API}/peers/{{name}}/silence", silence)
     app.router.add_get(f"{API}/peers/{{name}}/history", history)
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_post(f"{API}/reload", reload)

@@ -58,6 +58,7 @@ PEER = {
         "last_qualify": {"type": ["number", "null"]},
         "last_change": {"type": ["number", "null"]},
         "qualifies": {"type": "integer"},
+        "silenced_until": {"type": ["number", "null"]},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
     },
@@ -126,6 +127,11 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "required": ["peer"], "properties": {
                     "peer": {"type": "string"}, "status": {"type": "string"}, "queued": {"type": "boolean"},
                     "result": {"type": "object"}}}), "404": ERROR, "504": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/silence": {"post": {
+                "operationId": "silencePeer", "parameters": [NAME, _num("until", "UNIX time; absent or past: end")],
+                "responses": {"200": _json({"type": "object", "required": ["peer", "silenced_until"], "properties": {
+                    "peer": {"type": "string"}, "silenced_until": {"type": ["number", "null"]}}}),
+                    "400": {"description": "bad parameter"}, "404": ERROR, **UNAUTH}}},
             "/api/v1/peers/{name}/history": {"get": {
                 "operationId": "peerHistory",
                 "parameters": [NAME, _num("since", "UNIX time"), _num("until", "UNIX time"),

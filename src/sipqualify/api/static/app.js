@@ -108,6 +108,8 @@
         const tr = h("tr", { "data-peer": r.name, "data-state": r.state },
           h("td", { class: "st" }, badge(r.state, r.status)),
           h("td", {}, h("a", { href: `#/peer/${encodeURIComponent(r.name)}` }, r.name),
+            r.silenced_until ? h("span", { class: "silenced", title: `webhooks silenced until ${when(r.silenced_until)}` },
+              ` silenced until ${when(r.silenced_until)}`) : null,
             r.description ? h("div", { class: "muted" }, r.description) : null),
           h("td", { class: "num rtt" }, ms(r.rtt_ms)),
           h("td", { class: "hide-sm" }, beats(r.beats, r.maxms)),
@@ -151,20 +153,30 @@
     const ranges = h("div", { class: "ranges", role: "group", "aria-label": "Time range" });
     const result = h("span", { class: "result", role: "status", "aria-live": "polite" });
     const qualify = h("button", { type: "button", id: "qualify" }, "Qualify now");
+    // silence (a maintenance window): webhooks held back until then; the time is the viewer's local time
+    const until = h("input", { type: "datetime-local", id: "silence-until", "aria-label": "Silence webhooks until" });
+    const silence = h("button", { type: "button", id: "silence" }, "Silence until");
+    const unsilence = h("button", { type: "button", id: "unsilence", hidden: true }, "End silence");
     const chartBox = h("div", { class: "chart", id: "chart" });
     const summary = h("p", { class: "muted" });
     const timeline = h("div", { class: "timeline", "aria-label": "State timeline" });
     const details = h("div", { class: "grid" });
     const transitions = h("tbody", {});
     main.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← all peers")), title,
-      h("div", { class: "actions" }, qualify, ranges, result), h("h2", {}, "Round-trip time"), chartBox, summary,
+      h("div", { class: "actions" }, qualify, ranges, h("span", { class: "actions" }, until, silence, unsilence), result), h("h2", {}, "Round-trip time"), chartBox, summary,
       h("h2", {}, "State timeline"), timeline, h("h2", {}, "Details"), details,
       h("h2", {}, "Transitions"), h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "From"),
         h("th", {}, "To"), h("th", { class: "num" }, "RTT"))), transitions));
     const dl = (pairs) => h("dl", { class: "card" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v === "" || v === null ? "–" : String(v))]));
     async function loadPeer() {
       const p = await api(`api/v1/peers/${encodeURIComponent(name)}`);
-      title.replaceChildren(name, badge(p.state, p.status));
+      title.replaceChildren(name, badge(p.state, p.status),
+        p.silenced_until ? h("span", { class: "silenced" }, `silenced until ${when(p.silenced_until)}`) : null);
+      unsilence.hidden = !p.silenced_until;
+      if (!until.value) { // an hour from now, in local time
+        const d = new Date(Date.now() + 3600e3 - new Date().getTimezoneOffset() * 60e3);
+        until.value = d.toISOString().slice(0, 16);
+      }
       details.replaceChildren(
         dl([["Host", p.host], ["Address", p.addr_ip ? `${p.addr_ip}:${p.addr_port} (${p.transport})` : ""],
           ["Qualify", p.maxms ? `${p.maxms} ms every ${p.qualifyfreq_ms / 1000} s` : "off"],
@@ -253,6 +265,15 @@
       } catch (e) { result.textContent = `failed: ${e.message}`; }
       qualify.disabled = false;
     });
+    async function setSilence(t) {
+      try {
+        await api(`api/v1/peers/${encodeURIComponent(name)}/silence${t ? `?until=${t}` : ""}`, { method: "POST" });
+        result.textContent = t ? `webhooks silenced until ${when(t)}` : "silence ended";
+        await loadPeer();
+      } catch (e) { result.textContent = `failed: ${e.message}`; }
+    }
+    silence.addEventListener("click", () => { const t = new Date(until.value).getTime() / 1000; if (t) setSilence(t); });
+    unsilence.addEventListener("click", () => setSilence(null));
     const onBatch = (batch) => { if (batch.has(name)) refresh(); };
     listeners.add(onBatch);
     refresh();
