@@ -59,7 +59,11 @@
   function connect() {
     const es = new EventSource("events");
     es.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
-    es.onerror = () => { live.textContent = "reconnecting…"; live.classList.remove("on"); };
+    es.onerror = () => {
+      live.textContent = "reconnecting…"; live.classList.remove("on");
+      // the browser retries a dropped stream by itself, but not one refused (503: too many streams)
+      if (es.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+    };
     es.addEventListener("transition", (e) => { const d = JSON.parse(e.data); pending.set(d.peer, d); });
     es.addEventListener("registry", (e) => { const d = JSON.parse(e.data); if (!pending.has(d.peer)) pending.set(d.peer, d); });
   }
