@@ -305,14 +305,16 @@ async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio
         # a peer's page: the RTT chart from stored history, the LAGGED line, qualify now
         assert svc.store is not None
         await asyncio.to_thread(svc.store.flush)
-        await page.click('#peers tr[data-peer="trunk-slow"] a')
+        await page.focus('#peers tr[data-peer="trunk-slow"] a')  # by keyboard
+        await page.keyboard.press("Enter")
         await page.wait_for_selector('#chart[data-points]:not([data-points="0"])')
         data = await page.evaluate("window.sipq.chart.data")
         assert all(v is None or v > 500 for v in data[1]) and any(v is not None for v in data[1])
         assert set(data[3]) == {500}  # the LAGGED threshold line
         assert await page.locator(".timeline span.s-LAGGED").count() >= 1
         assert "Uptime 100.00 %" in await page.inner_text("main")
-        await page.click("#qualify")
+        await page.focus("#qualify")
+        await page.keyboard.press("Enter")
         await page.wait_for_selector(".result:has-text('answered 200')")
         assert "LAGGED (7" in await page.inner_text(".result")
         await page.click("#silence")  # an hour from now, by default

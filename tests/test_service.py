@@ -210,6 +210,7 @@ async def test_api_over_tls(tmp_path: Path) -> None:
         rc, out, err = await cli("peers", "-c", str(conf))
         assert rc == 0, err
         assert "1 sip peers" in out
+        assert "Secure" in await asyncio.to_thread(tls_login, api_port, svc.token)  # the dashboard's cookie
         plain = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=5).read())
         raise AssertionError(f"plain HTTP answered: {plain!r}")
@@ -217,6 +218,24 @@ async def test_api_over_tls(tmp_path: Path) -> None:
         pass
     finally:
         await svc.close()
+
+
+def tls_login(port: int, token: str) -> str:
+    """Log in to the dashboard over HTTPS (the test's self-signed certificate): the Set-Cookie."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("POST", "/login", body=f"token={token}",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        assert r.status == 303, r.status
+        return r.getheader("Set-Cookie") or ""
+    finally:
+        conn.close()
 
 
 def http_client_errors() -> type[Exception]:
