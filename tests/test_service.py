@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -209,6 +210,7 @@ async def test_api_over_tls(tmp_path: Path) -> None:
         rc, out, err = await cli("peers", "-c", str(conf))
         assert rc == 0, err
         assert "1 sip peers" in out
+        assert "Secure" in await asyncio.to_thread(tls_login, api_port, svc.token)  # the dashboard's cookie
         plain = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=5).read())
         raise AssertionError(f"plain HTTP answered: {plain!r}")
@@ -216,6 +218,24 @@ async def test_api_over_tls(tmp_path: Path) -> None:
         pass
     finally:
         await svc.close()
+
+
+def tls_login(port: int, token: str) -> str:
+    """Log in to the dashboard over HTTPS (the test's self-signed certificate): the Set-Cookie."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("POST", "/login", body=f"token={token}",
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        assert r.status == 303, r.status
+        return r.getheader("Set-Cookie") or ""
+    finally:
+        conn.close()
 
 
 def http_client_errors() -> type[Exception]:
@@ -235,7 +255,9 @@ async def test_demo_shows_every_state_and_a_registered_phone(tmp_path: Path, cap
         assert await run_demo(duration=7.5, interval=7.0, state_dir=str(tmp_path / "demo")) == 0
     finally:
         del os.environ["SIPQUALIFY_DEMO_QUIET"]
-    table = capsys.readouterr().out.split("--- ")[-1]
+    out = capsys.readouterr().out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/login\?once=\d+\.", out), out[:500]  # a one-time link
+    table = out.split("--- ")[-1]
     rows = {line.split()[0]: line for line in table.splitlines()[2:] if line.strip() and "sip peers" not in line}
     assert "OK (" in rows["pbx-healthy"] and "LAGGED (" in rows["trunk-slow"], table
     assert "UNREACHABLE" in rows["phone-silent"] and "Unmonitored" in rows["fax-noqualify"], table

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .addr import Addr
+from .addr import Addr, is_loopback
+from .api.dashboard import login_link
 from .model import Config, GeneralConfig, PeerConfig, ServiceConfig
 from .sip.message import Request, SipParseError, make_response, parse_message
 
@@ -168,6 +169,11 @@ async def run_demo(*, duration: float = 0, interval: float = 5.0, api: Addr | No
     print(f"sipqualify demo: {len(peers)} peers on 127.0.0.1, daemon SIP on {sip[0]}:{sip[1]}, "
           f"API on http://{svc.api_addr[0]}:{svc.api_addr[1]}")
     print(f"  try: sipqualify peers --api {svc.api_addr[0]}:{svc.api_addr[1]} --state-dir {sdir}")
+    url = f"http://{svc.api_addr[0]}:{svc.api_addr[1]}/"
+    if is_loopback(svc.api_addr[0]):  # a link that logs in once, without the token; only shown on loopback
+        print(f"  dashboard: {login_link(url, svc.token)}")
+    else:
+        print(f"  dashboard: {url} (log in with the token in {sdir / 'api-token'})")
     print("  Ctrl-C to stop\n", flush=True)
     stop = asyncio.Event()
     try:

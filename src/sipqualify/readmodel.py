@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import threading
 import time
 from bisect import bisect_left
@@ -108,6 +109,17 @@ class QualifyMetrics:
                 classes[min(ev.status_code // 100, 6)] += 1
 
 
+def process_usage() -> Json:
+    """The daemon's CPU time (user + system) and resident memory, as a dashboard shows them."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):  # not Linux: the peak, in KiB
+        rss = ru.ru_maxrss * 1024
+    return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "rss_bytes": rss}
+
+
 class ReadModel(Protocol):
     """The surfaces' view of the daemon."""
 
@@ -149,6 +161,8 @@ class ReadModel(Protocol):
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+    def silence(self, name: str, until: float | None) -> None: ...  # None: no longer silenced
+    def silenced_until(self, name: str, at: float) -> float | None: ...  # silenced at `at`: until when
 
 
 class Sockets(Protocol):
@@ -214,6 +228,7 @@ class ShellReadModel:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
         self.qualify_listeners: list[Callable[[str, str | None], None]] = []  # (peer, AMI ActionID)
+        self.silences: dict[str, float] = {}  # peer -> UNIX time: webhooks held back until then (in memory)
 
     @property
     def token(self) -> str:
@@ -263,6 +278,18 @@ class ShellReadModel:
             for cb in self.qualify_listeners:
                 cb(name, action_id)
         return self.shell.qualify(name, wait)
+
+    def silence(self, name: str, until: float | None) -> None:
+        """A maintenance window: the peer's transitions are not sent to webhooks until `until`
+        (they are still stored, logged, on the event stream and the AMI port, as chan_sip's)."""
+        if until is None:
+            self.silences.pop(name, None)
+        else:
+            self.silences[name] = until
+
+    def silenced_until(self, name: str, at: float) -> float | None:
+        until = self.silences.get(name)
+        return until if until is not None and at < until else None
 
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None:
         self.qualify_listeners.append(cb)
@@ -341,6 +368,7 @@ class ShellReadModel:
             pending_count=p.verdict.streak,
             pending_of=p.verdict.threshold,
             targets=self._targets(p),
+            silenced_until=self.silenced_until(p.name, time.time()),
         )
 
     def _targets(self, p: Peer) -> list[Json] | None:
@@ -379,6 +407,7 @@ class ShellReadModel:
             "tcp": shell.sockets.tcp_snapshot(),
             "tls": shell.sockets.tls_snapshot(),
             "registrar": self.registrar_stats(),
+            "process": process_usage(),
         }
 
     def registrations(self) -> list[Json]:

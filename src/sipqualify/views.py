@@ -61,6 +61,7 @@ class PeerView:
     # qualify_targets = all: each DNS target's own state (label, transport, host, port, address,
     # state, status, lastms, rtt_ms, last_change, last_qualify, qualifies, timeouts, transport_error)
     targets: list[dict[str, Any]] | None = None
+    silenced_until: float | None = None  # webhooks held back for this peer until then (UNIX time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

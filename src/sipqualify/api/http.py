@@ -20,8 +20,10 @@ from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..ratelog import RateLog
 from ..views import stats_json
+from . import dashboard
 from .events import HUB_KEY, EventHub
 from .keys import MODEL_KEY, REGISTRY_KEY
+from .params import query_float
 
 if TYPE_CHECKING:
     from ..model import ServiceConfig
@@ -57,10 +59,15 @@ def token_ok(header: str, token: str) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    if request.path == "/healthz":
+    if request.path == "/healthz" or request.path in dashboard.PUBLIC:
         return await handler(request)  # type: ignore[no-any-return]
     if not token_ok(request.headers.get("Authorization", ""), _model(request).token):
-        return _error(401, "missing or wrong API token")
+        # the dashboard's session cookie stands for the token; what it changes needs its CSRF token
+        session = dashboard.session_of(request)
+        if session is None:
+            return dashboard.unauthenticated(request) or _error(401, "missing or wrong API token")
+        if request.method not in ("GET", "HEAD") and not dashboard.csrf_ok(request, session):
+            return _error(403, f"missing or wrong {dashboard.CSRF_HEADER} header")
     if request.body_exists:
         # No handler reads the body, so aiohttp's client_max_size never applied: refuse a large
         # one here, by its Content-Length, or while reading a chunked one (read() stops at the
@@ -171,6 +178,23 @@ async def qualify(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+MAX_SILENCE_S = 366 * 86400
+
+
+async def silence(request: web.Request) -> web.Response:
+    """Hold back the peer's webhooks until `until` (UNIX time); without it, or in the past: end it."""
+    model = _model(request)
+    name = request.match_info["name"]
+    if model.peer(name) is None:
+        return _error(404, f"Peer {name} not found.")
+    now = time.time()
+    until = query_float(request, "until", None)
+    if until is not None and until > now + MAX_SILENCE_S:
+        raise web.HTTPBadRequest(text="until must be within a year")
+    model.silence(name, until if until is not None and until > now else None)
+    return web.json_response({"peer": name, "silenced_until": model.silenced_until(name, now)})
+
+
 async def reload(request: web.Request) -> web.Response:
     try:
         s = await _model(request).reload()
@@ -181,26 +205,13 @@ async def reload(request: web.Request) -> web.Response:
     )
 
 
-def _float(request: web.Request, key: str, default: float | None) -> float | None:
-    v = request.query.get(key)
-    if v is None:
-        return default
-    try:
-        f = float(v)
-    except ValueError:
-        raise web.HTTPBadRequest(text=f"{key} must be a number") from None
-    if f != f or f in (float("inf"), float("-inf")):
-        raise web.HTTPBadRequest(text=f"{key} must be a finite number")
-    return f
-
-
 async def history(request: web.Request) -> web.Response:
     store = _model(request).store
     assert store is not None
     name = request.match_info["name"]
-    since = _float(request, "since", time.time() - 86400)  # default: the last 24 hours
-    until = _float(request, "until", None)
-    limit_f = _float(request, "limit", 1000.0)
+    since = query_float(request, "since", time.time() - 86400)  # default: the last 24 hours
+    until = query_float(request, "until", None)
+    limit_f = query_float(request, "limit", 1000.0)
     if limit_f is None or limit_f < 1 or limit_f != int(limit_f):
         raise web.HTTPBadRequest(text="limit must be a whole number >= 1")
     limit = min(int(limit_f), 100_000)
@@ -222,9 +233,9 @@ async def rtt(request: web.Request) -> web.Response:
     assert store is not None
     name = request.match_info["name"]
     now = time.time()
-    since = _float(request, "since", now - 3600) or now - 3600
-    until = _float(request, "until", now) or now
-    step = _float(request, "step", 60.0)
+    since = query_float(request, "since", now - 3600) or now - 3600
+    until = query_float(request, "until", now) or now
+    step = query_float(request, "step", 60.0)
     if step is None or not step > 0.001:
         raise web.HTTPBadRequest(text="step must be > 0.001 seconds")
     series = await asyncio.to_thread(store.rtt_series, name, since, until, step)
@@ -344,6 +355,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/peers", peers)
     app.router.add_get(f"{API}/peers/{{name}}", peer)
     app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)
+    app.router.add_post(f"{API}/peers/{{name}}/silence", silence)
     app.router.add_get(f"{API}/peers/{{name}}/history", history)
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_get(f"{API}/peers/{{name}}/stats", peer_stats)
@@ -351,6 +363,7 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
     app.router.add_get(f"{API}/pjsip", pjsip)
+    dashboard.add_routes(app, API)
     return app
 
 

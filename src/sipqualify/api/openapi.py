@@ -83,6 +83,7 @@ PEER = {
         "last_qualify": {"type": ["number", "null"]},
         "last_change": {"type": ["number", "null"]},
         "qualifies": {"type": "integer"},
+        "silenced_until": {"type": ["number", "null"]},
         "timeouts": {"type": "integer"},
         "retransmissions": {"type": "integer"},
         "transport_error": {"type": ["string", "null"],
@@ -178,6 +179,11 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "required": ["peer"], "properties": {
                     "peer": {"type": "string"}, "status": {"type": "string"}, "queued": {"type": "boolean"},
                     "result": {"type": "object"}}}), "404": ERROR, "504": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/silence": {"post": {
+                "operationId": "silencePeer", "parameters": [NAME, _num("until", "UNIX time; absent or past: end")],
+                "responses": {"200": _json({"type": "object", "required": ["peer", "silenced_until"], "properties": {
+                    "peer": {"type": "string"}, "silenced_until": {"type": ["number", "null"]}}}),
+                    "400": {"description": "bad parameter"}, "404": ERROR, **UNAUTH}}},
             "/api/v1/peers/{name}/history": {"get": {
                 "operationId": "peerHistory",
                 "parameters": [NAME, _num("since", "UNIX time"), _num("until", "UNIX time"),
@@ -199,6 +205,35 @@ def document() -> dict[str, Any]:
             "/api/v1/peers/{name}/stats": {"get": {
                 "operationId": "peerStats", "parameters": [NAME],
                 "responses": {"200": _json(STATS), "404": ERROR, **UNAUTH}}},
+            "/api/v1/overview": {"get": {
+                "operationId": "overview",
+                "description": "a page of peers for the dashboard: filtered, sorted and paged on the server",
+                "parameters": [
+                    {"name": "offset", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "beats", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 0, "maximum": 100}},
+                    {"name": "sort", "in": "query", "required": False, "schema": {"type": "string", "enum": [
+                        "state", "name", "rtt", "changed", "-state", "-name", "-rtt", "-changed"]}},
+                    {"name": "q", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "state", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "group", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": [
+                    "total", "matched", "offset", "limit", "counts", "groups", "peers"], "properties": {
+                    "total": {"type": "integer"}, "matched": {"type": "integer"}, "offset": {"type": "integer"},
+                    "limit": {"type": "integer"},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "groups": {"type": "array", "items": {"type": "string"}},
+                    "peers": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/Peer"}, {
+                        "type": "object", "required": ["group", "beats"], "properties": {
+                            "group": {"type": "string"},
+                            "beats": {"type": "array", "items": {"type": "object", "required": [
+                                "time", "rtt_ms", "status_code"], "properties": {
+                                "time": {"type": "number"}, "rtt_ms": {"type": ["number", "null"]},
+                                "status_code": {"type": ["integer", "null"]}}}}}}]}}}}),
+                    "400": {"description": "bad parameter"}, **UNAUTH}}},
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},

@@ -142,7 +142,8 @@ class WebhookDispatcher:
                     pass
                 continue
             for rec in rows:
-                if h.wants(rec):
+                # silenced when it happened (a maintenance window): held back for good, not delayed
+                if h.wants(rec) and self.model.silenced_until(rec.peer, rec.time) is None:
                     await self._deliver(h, rec)
                 else:
                     self.stats[h.id]["skipped"] += 1

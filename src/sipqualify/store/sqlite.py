@@ -688,6 +688,13 @@ class Store:
         with self._reader() as db:
             return [SampleRecord(*r) for r in db.execute(sql, (*args, limit))]
 
+    def recent_samples(self, peers: Iterable[str], n: int) -> dict[str, list[SampleRecord]]:
+        """The last `n` samples of each of `peers`, oldest first (a dashboard's heartbeat bars)."""
+        sql = ("SELECT peer, time, rtt_ms, status_code, transmissions FROM samples WHERE peer=? "
+               "ORDER BY time DESC LIMIT ?")
+        with self._reader() as db:
+            return {p: [SampleRecord(*r) for r in reversed(db.execute(sql, (p, n)).fetchall())] for p in peers}
+
     def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
         """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
 
