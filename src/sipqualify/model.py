@@ -55,6 +55,7 @@ class PeerConfig:
     description: str = ""
     secret: str | None = None
     md5secret: str | None = None
+    qualify_auth: bool = False  # answer a 401/407 to a poke with secret/md5secret (qualify/auth.py)
     context: str = "default"
     retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
     port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here

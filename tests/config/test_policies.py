@@ -125,3 +125,19 @@ policy = "nope"
     assert [(m.severity, m.line, m.option) for m in msgs] == [
         ("warning", 4, "colour"), ("error", 3, "down_after"), ("error", 6, "name"), ("error", 11, "policy")]
     assert "no [[policies]] named 'nope'" in msgs[-1].message
+
+
+def test_qualify_auth_is_read_from_both_files_and_warned_without_a_secret(write: Write) -> None:
+    """qualify_auth (qualify/auth.py): off by default; on without secret/md5secret is a warning
+    with file and line, as it changes nothing."""
+    path = write("sip.conf", "[a]\ntype=peer\nhost=10.0.0.1\nsecret=x\nqualify_auth=yes\n"
+                             "[b]\ntype=peer\nhost=10.0.0.2\nqualify_auth=yes\n[c]\ntype=peer\nhost=10.0.0.3\n")
+    cfg = load_config(path)
+    assert [cfg.peers[n].qualify_auth for n in "abc"] == [True, True, False]
+    assert [(m.severity, m.line, m.option) for m in cfg.messages] == [("warning", 6, "qualify_auth")]
+    path = write("sipqualify.toml", '[peers.a]\nhost = "10.0.0.1"\nmd5secret = "00"\nqualify_auth = true\n\n'
+                                    '[peers.b]\nhost = "10.0.0.2"\nqualify_auth = true\n\n'
+                                    '[peers.c]\nhost = "10.0.0.3"\nqualify_auth = "yes"\n')
+    msgs = check_config(path)
+    assert [(m.severity, m.line, m.option) for m in msgs] == [("warning", 8, "qualify_auth"),
+                                                              ("error", 12, "qualify_auth")]

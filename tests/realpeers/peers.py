@@ -261,15 +261,16 @@ def kamailio_module_dir() -> str:
 
 
 class Kamailio:
-    """Kamailio answering OPTIONS with sl_send_reply("200","OK"), in the foreground (-DD -E)."""
+    """Kamailio answering OPTIONS with sl_send_reply("200","OK") (or as `template` says), in the
+    foreground (-DD -E)."""
 
-    def __init__(self, lab: Lab, port: int | None = None) -> None:
+    def __init__(self, lab: Lab, port: int | None = None, template: Path = KAMAILIO_TEMPLATE) -> None:
         binary = require_binary("kamailio", "kamailio")
         self.port = port or free_port()
         rundir = lab.tmp / f"kamailio-{self.port}"
         rundir.mkdir()
         cfg = rundir / "kamailio.cfg"
-        cfg.write_text(KAMAILIO_TEMPLATE.read_text().replace("@PORT@", str(self.port))
+        cfg.write_text(template.read_text().replace("@PORT@", str(self.port))
                        .replace("@MPATH@", kamailio_module_dir()))
         self.proc = lab.spawn(f"kamailio-{self.port}", [binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
                                                          "-Y", str(rundir), "-w", str(rundir)], cwd=rundir)

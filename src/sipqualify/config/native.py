@@ -208,6 +208,9 @@ class TomlReader:
         port = local.get("port")
         if port is not None or host_port is not None:
             p.port = port if port is not None else host_port
+        if p.qualify_auth and not (p.secret or p.md5secret):
+            self.warning((*where, "qualify_auth"), f"peer '{p.name}' has qualify_auth = true but no secret or "
+                                                   "md5secret: a challenge to its OPTIONS counts as an answer")
         if not p.dynamic and not p.host:
             if "host" not in failed:
                 self.error(where, f"peer '{p.name}' needs host = \"name or address\" (or host = \"dynamic\")")

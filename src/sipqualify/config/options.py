@@ -778,6 +778,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _peer("secret", Text(empty="unset"), "peer.secret", "unset", "text", "registrar: the peer's password"),
     _peer("md5secret", Text(empty="unset"), "peer.md5secret", "unset", "hex MD5 of `user:realm:password`",
           "registrar: the peer's password, hashed"),
+    _peer("qualify_auth", Bool(), "peer.qualify_auth", "`no`", _YES_NO,
+          "answer a 401/407 to the OPTIONS with `secret`/`md5secret` (user: `fromuser`, else the peer's name)"),
     _peer("context", Text(), "peer.context", "`[general] context`", "context name", "shown only"),
     *_verdict_options("peer", "peer", inherit=True),
     _toml("peer", "policy", Text(empty="unset"), "local.policy", "none", "name of a `[[policies]]` table",

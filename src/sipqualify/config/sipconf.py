@@ -239,6 +239,9 @@ class SipConfReader:
         if not has_host:
             self.warning(sec, f"peer '{sec.name}' has no host=: it has no address and is never qualified "
                               "(write host=dynamic for phones that register)", option="host")
+        if p.qualify_auth and not (p.secret or p.md5secret):
+            self.warning(sec, f"peer '{sec.name}' has qualify_auth=yes but no secret or md5secret: "
+                              "a challenge to its OPTIONS counts as an answer", option="qualify_auth")
         self.cfg.peers[p.name] = p
 
 

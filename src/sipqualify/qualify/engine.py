@@ -40,7 +40,15 @@ from email.utils import formatdate
 from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
 from ..sip.message import Response
-from ..sip.options import ALLOW, ASTERISK_ALLOW, ASTERISK_SUPPORTED, BRANCH_LEN, build_options, format_host
+from ..sip.options import (
+    ALLOW,
+    ASTERISK_ALLOW,
+    ASTERISK_SUPPORTED,
+    BRANCH_LEN,
+    OutgoingOptions,
+    build_options,
+    format_host,
+)
 from ..sip.pjsip_options import build_pjsip_options
 from ..sip.transaction import (
     COMPLETED,
@@ -54,6 +62,7 @@ from ..sip.transaction import (
     TRYING,
     ClientTransaction,
 )
+from . import auth
 from . import state as st
 from .dispatch import Dispatcher
 from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
@@ -284,6 +293,7 @@ class QualifyEngine:
         self._date_sec = -1
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
+        self._auth: dict[str, auth.AuthAttempt] = {}  # branch of an authenticated poke in flight -> its state
 
     # ------------------------------------------------------------------ peers
 
@@ -614,6 +624,7 @@ class QualifyEngine:
             txn.terminate()
             self._txns.pop(txn.branch, None)
             self._forced.discard(txn.branch)
+            self._auth.pop(txn.branch, None)
             p.txn = None
 
     def _expire_linger(self, now: float) -> None:
@@ -671,16 +682,24 @@ class QualifyEngine:
                 allow=self._allow,
                 supported=self._supported,
             )
-        data, branch, call_id = req.data, req.branch, req.call_id
+        self._start_txn(p, req, policy, now, forced=forced)
+        self.stats.polls += 1
+
+    def _start_txn(self, p: Peer, req: OutgoingOptions, policy: QualifyPolicy, now: float, *, forced: bool) -> None:
+        """Send `req` to the peer as a new client transaction (a poke, or its authenticated
+        retry), with its own give-up timer."""
+        dest = p.dest
+        assert dest is not None
+        data, branch = req.data, req.branch
         reliable = p.transport in ("tcp", "tls")
         txn = ClientTransaction(
             branch,
             data,
             dest,
             reliable=reliable,
-            policy=policy.retransmit_for(cfg.retransmit),
+            policy=policy.retransmit_for(p.cfg.retransmit),
             owner=p,
-            call_id=call_id,
+            call_id=req.call_id,
             cseq=req.cseq,
         )
         self._txns[branch] = txn
@@ -690,7 +709,6 @@ class QualifyEngine:
         # step 4: cancel the pending poke, send, stamp the RTT clock
         p.poke_gen += 1
         self._out.append((data, dest))
-        self.stats.polls += 1
         self.stats.transmissions += 1
         txn.start(now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
@@ -732,6 +750,7 @@ class QualifyEngine:
             return
         txn.terminate()
         self._txns.pop(txn.branch, None)
+        self._auth.pop(txn.branch, None)
         if p.txn is txn:
             p.txn = None
         forced = txn.branch in self._forced
@@ -749,9 +768,9 @@ class QualifyEngine:
         self._stats(p).lost()
         self._schedule_next(p, txn, now, new)
 
-    def _judge(self, p: Peer, status: int | None, lagged: bool, now: float) -> None:
+    def _judge(self, p: Peer, status: int | None, lagged: bool, now: float, auth_failed: bool = False) -> None:
         """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
-        old = p.verdict.observe(status, lagged)
+        old = p.verdict.observe(status, lagged, auth_failed)
         if old is not None:
             self._verdict_changed(p, old, now)
 
@@ -841,9 +860,34 @@ class QualifyEngine:
         assert isinstance(p, Peer)
         if p.txn is txn:
             p.txn = None
-        self._on_answer(p, txn, status, now)
+        step = auth.ANSWER
+        if status in auth.CHALLENGES and not p.removed:
+            step = self._challenged(p, txn, msg, now)
+            if step == auth.RETRY:
+                return
+        elif self._auth:
+            self._auth.pop(txn.branch, None)
+        self._on_answer(p, txn, status, now, auth_failed=step == auth.FAILED)
 
-    def _on_answer(self, p: Peer, txn: ClientTransaction, status: int, now: float) -> None:
+    def _challenged(self, p: Peer, txn: ClientTransaction, msg: Response, now: float) -> str:
+        """A 401/407 to a poke: answered with credentials when the peer has them (qualify/auth.py
+        decides; RETRY: the authenticated request is on its way)."""
+        attempt = self._auth.pop(txn.branch, None)
+        if attempt is None:
+            if not auth.has_credentials(p.cfg):
+                return auth.ANSWER  # chan_sip: the challenge is the answer
+            attempt = auth.AuthAttempt(txn.request, txn.branch, txn.cseq)
+        step, req = auth.next_step(p.cfg, attempt, msg.status, msg.headers.get_all(auth.HEADERS[msg.status][0]))
+        if req is None or p.dest is None:
+            return auth.FAILED if step == auth.RETRY else step
+        forced = txn.branch in self._forced
+        self._forced.discard(txn.branch)
+        self._start_txn(p, req, policy_for(p.cfg, self.policy), now, forced=forced)
+        self._auth[req.branch] = attempt
+        return auth.RETRY
+
+    def _on_answer(self, p: Peer, txn: ClientTransaction, status: int, now: float, *,
+                   auth_failed: bool = False) -> None:
         self.stats.answered += 1
         p.transport_error = None
         p.qualifies += 1
@@ -865,7 +909,7 @@ class QualifyEngine:
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
-        self._judge(p, status, ping > p.maxms, now)
+        self._judge(p, status, ping > p.maxms, now, auth_failed)
         s = self._stats(p)
         s.answered(rtt)
         if p.cfg.latency_delta_ms:

@@ -35,6 +35,7 @@ VERDICTS = (UP, DEGRADED, DOWN, PENDING, UNKNOWN)
 TIMEOUT = "timeout"
 REFUSED = "refused"
 AUTH_REQUIRED = "auth_required"
+AUTH_FAILED = "auth_failed"  # our credentials were refused (qualify_auth, qualify/auth.py)
 LAGGED = "lagged"
 AUTH_CODES = frozenset((401, 403, 407))
 
@@ -115,9 +116,13 @@ CHAN_SIP_VERDICT = VerdictPolicy()
 Outcome = tuple[str, str]  # (UP | DEGRADED | DOWN, reason); a plain tuple: one is made per result
 
 
-def classify(policy: VerdictPolicy, status: int | None, lagged: bool, refused: bool = False) -> Outcome:
+def classify(policy: VerdictPolicy, status: int | None, lagged: bool, refused: bool = False,
+             auth_failed: bool = False) -> Outcome:
     """One result -> outcome. `status` None: no answer by the give-up time (`refused` when an
-    ICMP error or a refused connection was seen for it)."""
+    ICMP error or a refused connection was seen for it). `auth_failed`: the peer challenged the
+    request we sent with credentials (qualify/auth.py): down, whatever the reply policy says."""
+    if auth_failed:
+        return DOWN, AUTH_FAILED
     if status is None:
         return DOWN, REFUSED if refused else TIMEOUT
     if policy.reply_degraded is not None and status in policy.reply_degraded:
@@ -152,12 +157,12 @@ class PeerVerdict:
         """How many outcomes `toward` needs (0 when not counting)."""
         return getattr(self.policy, THRESHOLD[self.toward]) if self.toward else 0
 
-    def observe(self, status: int | None, lagged: bool) -> str | None:
+    def observe(self, status: int | None, lagged: bool, auth_failed: bool = False) -> str | None:
         """Record one result. When the shown verdict, its reason or the count changed: the
         verdict shown before; else None."""
         old_streak, old_reason, old_toward = self.streak, self.reason, self.toward
         old = PENDING if old_streak else self.confirmed
-        verdict, self.reason = classify(self.policy, status, lagged, self.refused)
+        verdict, self.reason = classify(self.policy, status, lagged, self.refused, auth_failed)
         self.refused = False
         self.status = status
         side = SIDE[verdict]

@@ -79,16 +79,48 @@ def authorization(challenge: str, user: str, password: str, method: str, uri: st
                   cnonce: str | None = None) -> str:
     """The client side: an Authorization value answering one WWW-Authenticate `challenge`
     (qop=auth when offered, else the RFC 2069 form). The demo phone and the tests use it."""
-    _, p = parse_auth_header(challenge)
-    alg = p.get("algorithm", "MD5")
-    qop = "auth" if "auth" in p.get("qop", "").split(",") else None
-    cnonce = cnonce or os.urandom(4).hex()
+    value = answer_challenge(challenge, user, method, uri, password=password, nc=nc, cnonce=cnonce)
+    if value is None:
+        raise ValueError("a challenge this client cannot answer")
+    return value
+
+
+def answer_challenge(challenge: str, user: str, method: str, uri: str, *, password: str | None = None,
+                     md5_ha1: str | None = None, nc: int = 1, cnonce: str | None = None) -> str | None:
+    """An Authorization / Proxy-Authorization value answering one challenge, from a plain
+    `password` or (MD5 only) a precomputed HA1 (`md5secret`). None when it cannot be answered:
+    not Digest, no realm or nonce, an unknown algorithm (or SHA-256 with only an MD5 HA1), or
+    a qop without `auth` (auth-int is never used for a body-less request)."""
+    if not challenge.isascii():
+        return None
+    scheme, p = parse_auth_header(challenge)
+    alg = p.get("algorithm", "MD5").upper()
+    realm, nonce = p.get("realm"), p.get("nonce")
+    if scheme.lower() != "digest" or realm is None or not nonce or alg not in ALGORITHMS:
+        return None
+    offered = [q.strip().lower() for q in p["qop"].split(",")] if "qop" in p else []
+    if offered and "auth" not in offered:
+        return None
+    if password is not None:
+        ha1 = ha1_of(alg, user, realm, password)
+    elif md5_ha1 is not None and alg == "MD5":
+        ha1 = md5_ha1.lower()
+    else:
+        return None
+    qop = "auth" if offered else None
+    cnonce = cnonce or os.urandom(8).hex()
     ncs = f"{nc:08x}"
-    resp = digest_response(alg, ha1_of(alg, user, p["realm"], password), method, uri, p["nonce"],
-                           ncs if qop else "", cnonce if qop else "", qop)
-    value = (f'Digest username="{user}", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
+    resp = digest_response(alg, ha1, method, uri, nonce, ncs if qop else "", cnonce if qop else "", qop)
+    value = (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
              f'response="{resp}", algorithm={alg}')
+    if "opaque" in p:
+        value += f', opaque="{p["opaque"]}"'
     return value + (f', qop=auth, nc={ncs}, cnonce="{cnonce}"' if qop else "")
+
+
+def is_stale(challenge: str) -> bool:
+    """RFC 7616 §3.3: `stale=true`: the credentials were right, only the nonce had expired."""
+    return parse_auth_header(challenge)[1].get("stale", "").lower() == "true"
 
 
 @dataclass(frozen=True, slots=True)

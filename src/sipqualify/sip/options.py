@@ -16,7 +16,7 @@ from typing import NamedTuple
 from .uri import format_host
 
 __all__ = ["ALLOW", "ASTERISK_ALLOW", "ASTERISK_SUPPORTED", "BRANCH_LEN", "OutgoingOptions", "build_options",
-           "format_host"]
+           "format_host", "new_branch", "with_credentials"]
 
 # The methods sipqualify serves, in every Allow it writes (its OPTIONS, its answers, the
 # registrar's): the daemon always runs the registrar, so REGISTER is one of them.
@@ -72,3 +72,33 @@ def build_options(
         "Content-Length: 0\r\n\r\n"
     ).encode()
     return OutgoingOptions(data, branch, call_id, cseq)
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + os.urandom(8).hex()  # BRANCH_LEN
+
+
+def with_credentials(request: bytes, branch: str, cseq: int, header: str, value: str) -> OutgoingOptions:
+    """`request` (one we built: chan_sip's or res_pjsip's shape, any method) again as the answer
+    to a challenge, as chan_sip and res_pjsip send it: the same Call-ID and From tag, a new
+    branch, the CSeq number `cseq` (the challenged one's + 1), and `header: value` (Authorization or
+    Proxy-Authorization) inserted before Content-Length (asterisk-pjsip-observed.md §2). `branch`
+    is `request`'s."""
+    head, sep, body = request.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    nb = new_branch()
+    method = lines[0].split(b" ", 1)[0]
+    out: list[bytes] = []
+    old_branch, via_done = f"branch={branch}".encode(), False
+    for line in lines:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"via", b"v") and not via_done:  # our own Via: the top one
+            line, via_done = line.replace(old_branch, f"branch={nb}".encode(), 1), True
+        elif name == b"cseq":
+            line = b"CSeq: %d %s" % (cseq, method)
+        elif name in (b"content-length", b"l"):
+            out.append(f"{header}: {value}".encode())
+        out.append(line)
+    call_id = next((ln.split(b":", 1)[1].strip().decode() for ln in lines[1:]
+                    if ln.split(b":", 1)[0].strip().lower() in (b"call-id", b"i")), "")
+    return OutgoingOptions(b"\r\n".join(out) + sep + body, nb, call_id, cseq)
