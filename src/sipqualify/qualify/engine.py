@@ -56,7 +56,7 @@ from ..sip.transaction import (
 from . import state as st
 from .dispatch import Dispatcher
 from .events import Event, QualifyResult, StateChanged, TransportError
-from .inbound import UDP, InboundEndpoint
+from .inbound import STREAMS, UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy
 
@@ -361,7 +361,7 @@ class QualifyEngine:
         p.addr = addr
         p.dest = dest or addr
         p.ruri = contact
-        if transport in ("tcp", "tls"):
+        if transport in STREAMS:
             p.transport = transport
         return True
 
@@ -561,7 +561,7 @@ class QualifyEngine:
             supported=self._supported,
         )
         data, branch, call_id = req.data, req.branch, req.call_id
-        reliable = p.transport in ("tcp", "tls")
+        reliable = p.transport in STREAMS
         txn = ClientTransaction(
             branch,
             data,
