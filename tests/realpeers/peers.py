@@ -34,6 +34,7 @@ from .. import helpers
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 KAMAILIO_TEMPLATE = HERE / "kamailio.cfg.tmpl"
+KAMAILIO_WS_TEMPLATE = HERE / "kamailio-ws.cfg.tmpl"  # a WebSocket peer (kamailio-websocket-modules)
 LOOPBACK = "127.0.0.1"
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # kamailio lives in /usr/sbin, often not on a user's PATH
 TERM_GRACE_S = 3.0
@@ -260,16 +261,26 @@ def kamailio_module_dir() -> str:
     raise AssertionError("kamailio is installed but its modules (sl.so) were not found")
 
 
+def require_kamailio_module(module: str, package: str) -> None:
+    """Skip the test when a Kamailio module is missing (fail it when `CI` is set)."""
+    require_binary("kamailio", "kamailio")
+    if not os.path.isfile(kamailio_module_dir() + module):
+        msg = f"kamailio module {module} not installed: apt-get install {package}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
 class Kamailio:
     """Kamailio answering OPTIONS with sl_send_reply("200","OK"), in the foreground (-DD -E)."""
 
-    def __init__(self, lab: Lab, port: int | None = None) -> None:
+    def __init__(self, lab: Lab, port: int | None = None, template: Path = KAMAILIO_TEMPLATE) -> None:
         binary = require_binary("kamailio", "kamailio")
         self.port = port or free_port()
         rundir = lab.tmp / f"kamailio-{self.port}"
         rundir.mkdir()
         cfg = rundir / "kamailio.cfg"
-        cfg.write_text(KAMAILIO_TEMPLATE.read_text().replace("@PORT@", str(self.port))
+        cfg.write_text(template.read_text().replace("@PORT@", str(self.port))
                        .replace("@MPATH@", kamailio_module_dir()))
         self.proc = lab.spawn(f"kamailio-{self.port}", [binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
                                                          "-Y", str(rundir), "-w", str(rundir)], cwd=rundir)
