@@ -11,7 +11,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from sipqualify.net.ws import WsServer
 from sipqualify.service import Service, ServiceOptions
 
 from .helpers import WsPhone, free_port, options_lines, wait_for
@@ -155,3 +157,79 @@ async def test_unreachable_ws_peer_shows_why_and_never_falls_back_to_udp(tmp_pat
         udp.close()
     finally:
         await svc.close()
+
+
+async def test_ws_client_to_ws_listener_over_ipv6_both_ways() -> None:
+    """Our WebSocket client (transport=ws peers) against our listener, on ::1: a message each way
+    over the one connection, the remote address of each end the other's."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    got: asyncio.Queue[tuple[str, bytes, tuple[str, int]]] = asyncio.Queue()
+    server = WsServer(lambda data, addr, t: got.put_nowait(("server", data, addr)))
+    client = WsServer(lambda data, addr, t: got.put_nowait(("client", data, addr)))
+    try:
+        local = await server.listen("::1", 0)
+        assert client.url(local) == f"ws://[::1]:{local[1]}/ws"
+        client.connect_and_send(local, b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        who, data, remote = await asyncio.wait_for(got.get(), 10)
+        assert (who, data, remote[0]) == ("server", b"OPTIONS sip:x SIP/2.0\r\n\r\n", "::1")
+        assert server.send(remote, b"SIP/2.0 200 OK\r\n\r\n")
+        assert await asyncio.wait_for(got.get(), 10) == ("client", b"SIP/2.0 200 OK\r\n\r\n", local)
+        assert client.stats["connects"] == 1 and list(client.conns) == [local]
+    finally:
+        await client.aclose()
+        await server.aclose()
+
+
+async def test_failed_connects_back_off_with_their_reason() -> None:
+    """A refused connection and a refused handshake are the reason; within the backoff the next
+    send fails at once with that reason, without a new attempt."""
+    errors: asyncio.Queue[tuple[tuple[str, int], str]] = asyncio.Queue()
+    client = WsServer(lambda data, addr, t: None)
+    client.on_connect_error = lambda addr, reason: errors.put_nowait((addr, reason))
+    app = web.Application()  # an HTTP server that has no WebSocket at /ws
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    http_port = runner.addresses[0][1]
+    dead = ("127.0.0.1", free_port())
+    try:
+        client.connect_and_send(dead, b"x")
+        assert await asyncio.wait_for(errors.get(), 10) == (dead, "connection refused")
+        client.connect_and_send(dead, b"x")  # within the backoff: no new attempt
+        assert await asyncio.wait_for(errors.get(), 10) == (dead, "connection refused")
+        assert client.stats["connects"] == 1 and client.stats["connect_errors"] == 1
+        client.connect_and_send(("127.0.0.1", http_port), b"x")
+        assert await asyncio.wait_for(errors.get(), 10) == (("127.0.0.1", http_port),
+                                                            "WebSocket handshake refused (404)")
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+
+
+async def test_wss_handshake_has_a_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TCP connection to the wss listener that never starts its TLS handshake is closed after
+    HANDSHAKE_TIMEOUT (aiohttp's own would be 60 s)."""
+    import ssl
+
+    import trustme
+
+    from sipqualify.net import ws as ws_module
+
+    monkeypatch.setattr(ws_module, "HANDSHAKE_TIMEOUT", 0.3)
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    server = WsServer(lambda data, addr, t: None, ssl_server=ctx)
+    try:
+        local = await server.listen("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(*local)
+        async with asyncio.timeout(10):  # far above 0.3 s, far below aiohttp's 60 s
+            assert await reader.read(100) == b""
+        writer.close()
+    finally:
+        await server.aclose()

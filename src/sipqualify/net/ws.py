@@ -13,7 +13,8 @@ What a connection costs is bounded like net/tcp.py's: at most `max_connections` 
 and `max_per_ip` from one address (more are refused with 503 before the upgrade), a message
 of at most `max_message` bytes (a bigger one closes the connection: aiohttp's 1009), a
 connection silent for `idle_timeout` seconds is closed, a request head must be complete within
-`head_timeout` seconds (aiohttp's keep-alive timer, as the API does), and a peer that does not
+`head_timeout` seconds (aiohttp's keep-alive timer, as the API does), a TLS handshake within
+`HANDSHAKE_TIMEOUT` (5 s), and a peer that does not
 read has at most `max_write_buffer` bytes queued before it is closed. Bad input never raises
 out of here: a connection that misbehaves is closed and counted in `stats`.
 
@@ -148,6 +149,7 @@ class WsServer:
         self.closed = False
         self.log_limits = RateLog(log, LOG_EVERY)
         self._runner: web.AppRunner | None = None
+        self._listeners: list[asyncio.Server] = []
         self._session: aiohttp.ClientSession | None = None
         self._connecting: dict[Addr, list[bytes]] = {}
         self._retry: dict[Addr, tuple[float, float, str]] = {}  # addr -> (not before, backoff, last reason)
@@ -164,11 +166,15 @@ class WsServer:
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                          keepalive_timeout=self.head_timeout)
             await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]"), port, ssl_context=self.ssl_server, reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp exposes no public accessor for the bound port
-        sock = (getattr(server, "sockets", None) or [None])[0]
-        local = norm_addr(sock.getsockname()) if sock is not None else (host, port)
+        factory = self._runner.server
+        assert factory is not None
+        # the loop's server rather than a TCPSite: a TLS handshake has HANDSHAKE_TIMEOUT (aiohttp: 60 s)
+        tls = self.ssl_server
+        server = await asyncio.get_running_loop().create_server(
+            factory, host.strip("[]"), port, ssl=tls, ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None,
+            reuse_address=True)
+        self._listeners.append(server)
+        local = norm_addr(server.sockets[0].getsockname())
         self.locals.append(local)
         return local
 
@@ -353,6 +359,9 @@ class WsServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._listeners:
+            server.close()
+        self._listeners.clear()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
