@@ -233,3 +233,34 @@ async def test_wss_handshake_has_a_timeout(tmp_path: Path, monkeypatch: pytest.M
         writer.close()
     finally:
         await server.aclose()
+
+
+async def test_wss_client_verifies_the_peer_by_its_host_name() -> None:
+    """transport=wss: TLS with the peer's host name as SNI and as the name its certificate must
+    carry; a certificate for another name is the reason, not a connection."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("gw.test").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    errors: asyncio.Queue[str] = asyncio.Queue()
+    server = WsServer(lambda data, addr, t: got.put_nowait(data), ssl_server=server_ctx)
+    client = WsServer(lambda data, addr, t: None, ssl_client=client_ctx)
+    client.on_connect_error = lambda addr, reason: errors.put_nowait(reason)
+    try:
+        local = await server.listen("127.0.0.1", 0)
+        assert client.url(local).startswith("wss://127.0.0.1:")
+        client.connect_and_send(local, b"by IP")  # the certificate names gw.test only
+        assert "certificate is not valid for '127.0.0.1'" in await asyncio.wait_for(errors.get(), 10)
+        client._retry.clear()  # no backoff wait in this test
+        client.sni[local] = "gw.test"
+        client.connect_and_send(local, b"by name")
+        assert await asyncio.wait_for(got.get(), 10) == b"by name"
+    finally:
+        await client.aclose()
+        await server.aclose()
