@@ -5,6 +5,7 @@ that cannot be reached shows why and is never qualified over another transport."
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
 from pathlib import Path
@@ -263,4 +264,20 @@ async def test_wss_client_verifies_the_peer_by_its_host_name() -> None:
         assert await asyncio.wait_for(got.get(), 10) == b"by name"
     finally:
         await client.aclose()
+        await server.aclose()
+
+
+async def test_malformed_http_is_refused_with_one_line_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    server = WsServer(lambda data, addr, t: None)
+    try:
+        local = await server.listen("127.0.0.1", 0)
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(*local)
+            writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(100), 10)).startswith(b"HTTP/1.0 400 Bad Request")
+            writer.close()
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+        refused = [r.getMessage() for r in caplog.records if "malformed HTTP request refused" in r.getMessage()]
+        assert len(refused) == 1 and refused[0].startswith("WS: ")  # rate-limited: one line a minute
+    finally:
         await server.aclose()

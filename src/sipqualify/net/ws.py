@@ -16,7 +16,8 @@ connection silent for `idle_timeout` seconds is closed, a request head must be c
 `head_timeout` seconds (aiohttp's keep-alive timer, as the API does), a TLS handshake within
 `HANDSHAKE_TIMEOUT` (5 s), and a peer that does not
 read has at most `max_write_buffer` bytes queued before it is closed. Bad input never raises
-out of here: a connection that misbehaves is closed and counted in `stats`.
+out of here: a connection that misbehaves is closed and counted in `stats`; a malformed HTTP
+request gets aiohttp's 400 and one rate-limited log line (net/httplog.py), not a traceback.
 
 Connections we open are kept for the next pokes; a failure goes to `on_connect_error(addr,
 reason)` ("connection refused", "WebSocket handshake refused (404)", "no 'sip' subprotocol",
@@ -41,6 +42,7 @@ from ..addr import Addr
 from ..model import WS_PATH
 from ..ratelog import RateLog
 from ..sip.framing import MAX_MESSAGE
+from .httplog import ServerLog
 from .limits import release
 from .tls import HANDSHAKE_TIMEOUT, failure_reason
 from .udp import norm_addr
@@ -164,7 +166,8 @@ class WsServer:
             # aiohttp's keep-alive timer is armed at connect: a request head not complete by then
             # closes the connection (slowloris), as for the API
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                         keepalive_timeout=self.head_timeout)
+                                         keepalive_timeout=self.head_timeout,
+                                         logger=ServerLog(f"sipqualify.net.{self.name.lower()}", self.name, log))
             await self._runner.setup()
         factory = self._runner.server
         assert factory is not None
