@@ -10,7 +10,8 @@ ASCII); text and binary frames are both read. A closed connection is told to `on
 (the inbound endpoint drops the bindings registered over it).
 
 What a connection costs is bounded like net/tcp.py's: at most `max_connections` connections
-and `max_per_ip` from one address (more are refused with 503 before the upgrade), a message
+to the listeners and `max_per_ip` from one address, upgraded or not (more are closed as they
+are accepted, before aiohttp reads a byte: `_Admitted`), a message
 of at most `max_message` bytes (a bigger one closes the connection: aiohttp's 1009), a
 connection silent for `idle_timeout` seconds is closed, a request head must be complete within
 `head_timeout` seconds (aiohttp's keep-alive timer, as the API does), a TLS handshake within
@@ -54,8 +55,9 @@ MAX_WRITE_BUFFER = 1024 * 1024
 BACKOFF_MIN = 1.0  # seconds before a failed connect is tried again, doubling ...
 BACKOFF_MAX = 60.0  # ... up to this
 LOG_EVERY = 60.0
-STATS = ("accepted", "refused", "closed", "idle_closed", "too_big", "messages_in", "bytes_in", "messages_out",
-         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors", "handshake_errors")
+STATS = ("accepted", "refused", "upgraded", "closed", "idle_closed", "too_big", "messages_in", "bytes_in",
+         "messages_out", "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors",
+         "handshake_errors")
 
 
 class WsConnection:
@@ -117,6 +119,46 @@ class WsConnection:
             task.add_done_callback(self.server._tasks.discard)
 
 
+class _Admitted(asyncio.Protocol):
+    """aiohttp's request handler behind a door: a connection over the limits is closed as it is
+    accepted; the others are counted (by address) until they are gone."""
+
+    __slots__ = ("inner", "server", "ip")
+
+    def __init__(self, inner: asyncio.Protocol, server: WsServer) -> None:
+        self.inner = inner
+        self.server = server
+        self.ip: str | None = None  # admitted
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        ip = norm_addr(peer)[0] if peer else ""
+        if not self.server._accept(ip):
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()  # its file now
+            return
+        self.ip = ip
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.ip is not None:
+            self.server._gone(self.ip)
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ip is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.ip is not None else None
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
 class WsServer:
     """The ws or wss listeners (one aiohttp site per address) and the connections we open to
     ws/wss peers, sharing one connection registry and its limits."""
@@ -144,7 +186,8 @@ class WsServer:
         self.ssl_client = ssl_client
         self.sni: dict[Addr, str] = {}  # wss peers we connect to: their host name, when not an IP
         self.conns: dict[Addr, WsConnection] = {}
-        self.per_ip: dict[str, int] = {}
+        self.inbound = 0  # connections to the listeners, upgraded or not
+        self.per_ip: dict[str, int] = {}  # ... by address
         self.registered = 0
         self.stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self.locals: list[Addr] = []
@@ -169,8 +212,12 @@ class WsServer:
                                          keepalive_timeout=self.head_timeout,
                                          logger=ServerLog(f"sipqualify.net.{self.name.lower()}", self.name, log))
             await self._runner.setup()
-        factory = self._runner.server
-        assert factory is not None
+        handler = self._runner.server
+        assert handler is not None
+
+        def factory() -> asyncio.Protocol:
+            return _Admitted(handler(), self)
+
         # the loop's server rather than a TCPSite: a TLS handshake has HANDSHAKE_TIMEOUT (aiohttp: 60 s)
         tls = self.ssl_server
         server = await asyncio.get_running_loop().create_server(
@@ -186,18 +233,17 @@ class WsServer:
         if not peer or self.closed:
             return web.Response(status=503)
         addr = norm_addr(peer)
-        n = self.per_ip.get(addr[0], 0)
-        if len(self.conns) >= self.max_connections or n >= self.max_per_ip:
-            self.stats["refused"] += 1
-            self.log_limits(self.clock(), "%s %s:%d refused (%d connections, %d from this address)", self.name,
-                            addr[0], addr[1], len(self.conns), n)
-            return web.Response(status=503, text="too many connections\n")
         ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), max_msg_size=self.max_message, autoping=True)
-        ready = ws.can_prepare(request)
-        if not ready.ok or ready.protocol != SUBPROTOCOL:  # RFC 7118 §4.1: only a 'sip' WebSocket
+        offered = {w.strip() for w in request.headers.get("Sec-WebSocket-Protocol", "").split(",")}
+        # RFC 7118 §4.1: only a 'sip' WebSocket (checked first: aiohttp warns about each other one)
+        if SUBPROTOCOL not in offered or not ws.can_prepare(request).ok:
             self.stats["handshake_errors"] += 1
             return web.Response(status=400, text="a WebSocket with subprotocol 'sip' is expected here\n")
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except (ConnectionError, RuntimeError):  # gone meanwhile
+            return ws
+        self.stats["upgraded"] += 1
         conn = self._admit(ws, addr, outbound=False)
         await self._read(conn)
         await ws.close()
@@ -212,8 +258,6 @@ class WsServer:
             old.close()
         conn = WsConnection(self, ws, addr, outbound)
         self.conns[addr] = conn
-        self.per_ip[addr[0]] = self.per_ip.get(addr[0], 0) + 1
-        self.stats["accepted"] += 1
         conn.task = asyncio.get_running_loop().create_task(conn.write())
         return conn
 
@@ -258,13 +302,29 @@ class WsServer:
             del self.conns[conn.addr]
         if conn.registered:
             self.registered -= 1
-        release(self.per_ip, conn.addr[0])
         self.stats["closed"] += 1
         if self.on_closed is not None and not self.closed:
             try:
                 self.on_closed(conn.addr)
             except Exception:
                 log.exception("%s close handler failed", self.name)
+
+    def _accept(self, ip: str) -> bool:
+        """A connection to a listener from `ip`: admitted (and counted), or refused."""
+        n = self.per_ip.get(ip, 0)
+        if self.closed or self.inbound >= self.max_connections or n >= self.max_per_ip:
+            self.stats["refused"] += 1
+            self.log_limits(self.clock(), "%s: connection from %s refused (%d connections, %d from this address)",
+                            self.name, ip, self.inbound, n)
+            return False
+        self.inbound += 1
+        self.per_ip[ip] = n + 1
+        self.stats["accepted"] += 1
+        return True
+
+    def _gone(self, ip: str) -> None:
+        self.inbound -= 1
+        release(self.per_ip, ip)
 
     def mark_registered(self, addr: Addr, registered: bool = True) -> None:
         conn = self.conns.get(addr)
@@ -348,7 +408,7 @@ class WsServer:
 
     def snapshot(self) -> dict[str, Any]:
         return {"listen": [{"ip": ip, "port": port} for ip, port in self.locals],
-                "connections": len(self.conns), **self.stats,
+                "connections": len(self.conns), "inbound_connections": self.inbound, **self.stats,
                 "now": {"registered_connections": self.registered},
                 "limits": {"max_connections": self.max_connections, "max_per_ip": self.max_per_ip,
                            "max_message_bytes": self.max_message, "idle_timeout_s": self.idle_timeout}}
