@@ -69,7 +69,7 @@ class WsConnection:
         self.ws = ws
         self.addr = addr
         self.outbound = outbound  # we opened it (to qualify a ws/wss peer)
-        self.registered = False  # a REGISTER over it succeeded (kept out of nothing yet: no eviction)
+        self.registered = False  # a REGISTER over it succeeded (counted in `registered`; nothing is evicted here)
         self.open = True
         self.queue: deque[bytes] = deque()  # what waits to be written, in order
         self.queued = 0
