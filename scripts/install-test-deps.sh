@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-    sip-tester sipsak kamailio kamailio-tls-modules baresip-core dnsmasq-base tshark iproute2 iptables conntrack iputils-ping sqlite3 openssl ca-certificates chromium \
+    sip-tester sipsak kamailio kamailio-tls-modules kamailio-websocket-modules chromium baresip-core dnsmasq-base tshark iproute2 iptables conntrack iputils-ping sqlite3 openssl ca-certificates \
     >/dev/null
 PY=python3
 if python3 -c 'import sys, sysconfig, os; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then

@@ -307,6 +307,7 @@ class TcpPhone:
         self.closed = asyncio.Event()
         self.writer: Any = None
         self.tp = "tcp"
+        self.hostport = "127.0.0.1:5999"  # what its Via and Contact name
 
     async def connect(self, server: tuple[str, int], ssl: Any = None, server_hostname: str | None = None) -> TcpPhone:
         """`ssl`: an SSLContext: a TLS phone (Via `SIP/2.0/TLS`, Contact `;transport=tls`)."""
@@ -321,17 +322,20 @@ class TcpPhone:
         try:
             while data := await self.reader.read(65536):
                 for raw in framer.feed(data):
-                    msg = parse_message(raw)
-                    if isinstance(msg, Request) and msg.method == "OPTIONS":
-                        self.options.append(msg)
-                        if self.answer:
-                            self.writer.write(make_response(msg, 200, "OK", to_tag="ua").to_bytes())
-                    elif isinstance(msg, Response):
-                        self.responses.put_nowait(msg)
+                    self.on_message(raw)
         except ConnectionError:
             pass
         finally:
             self.closed.set()
+
+    def on_message(self, raw: bytes) -> None:
+        msg = parse_message(raw)
+        if isinstance(msg, Request) and msg.method == "OPTIONS":
+            self.options.append(msg)
+            if self.answer:
+                self.writer.write(make_response(msg, 200, "OK", to_tag="ua").to_bytes())
+        elif isinstance(msg, Response):
+            self.responses.put_nowait(msg)
 
     def close(self) -> None:
         self.writer.close()
@@ -345,10 +349,10 @@ class TcpPhone:
         # the Via and Contact name the phone's listening port, not the connection's: the
         # answer must still come back on the connection (RFC 3261 §18.2.2)
         lines = [f"REGISTER sip:127.0.0.1:{server[1]} SIP/2.0",
-                 f"Via: SIP/2.0/{self.tp.upper()} 127.0.0.1:5999;branch=z9hG4bK{os.urandom(6).hex()}",
+                 f"Via: SIP/2.0/{self.tp.upper()} {self.hostport};branch=z9hG4bK{os.urandom(6).hex()}",
                  "Max-Forwards: 70", f"From: <sip:{user}@127.0.0.1>;tag=ph1", f"To: <sip:{user}@127.0.0.1>",
                  f"Call-ID: reg-{user}@phone", f"CSeq: {cseq} REGISTER",
-                 f"Contact: <sip:{user}@127.0.0.1:5999;transport={self.tp}>", f"Expires: {expires}",
+                 f"Contact: <sip:{user}@{self.hostport};transport={self.tp}>", f"Expires: {expires}",
                  "User-Agent: TcpPhone/1.0"]
         if auth:
             lines.append(f"Authorization: {auth}")
@@ -360,6 +364,42 @@ class TcpPhone:
         auth = authorization(first.headers.get_all("WWW-Authenticate")[0], user, password, "REGISTER",
                              f"sip:127.0.0.1:{server[1]}")
         return await self.register(server, user, auth=auth, cseq=2, **kw)
+
+
+class WsPhone(TcpPhone):
+    """A browser-like UA on one WebSocket with subprotocol `sip` (RFC 7118): Via `SIP/2.0/WS`,
+    Contact host `*.invalid`; answers OPTIONS with 200 on the WebSocket."""
+
+    async def connect_ws(self, url: str, ssl: Any = False) -> WsPhone:
+        self.tp = "wss" if url.startswith("wss:") else "ws"
+        self.hostport = "k3x9q2.invalid"
+        self.session = aiohttp.ClientSession()
+        self.ws = await self.session.ws_connect(url, protocols=("sip",), ssl=ssl)
+        self.port = self.ws.get_extra_info("sockname")[1]
+        self.writer = self
+        self.sends: set[asyncio.Task[None]] = set()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    def write(self, data: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(self.ws.send_str(data.decode()))
+        self.sends.add(task)
+        task.add_done_callback(self.sends.discard)
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    self.on_message(msg.data.encode())
+        finally:
+            self.closed.set()
+
+    def close(self) -> None:
+        asyncio.get_running_loop().create_task(self.aclose())
+
+    async def aclose(self) -> None:
+        await self.ws.close()
+        await self.session.close()
 
 
 def options_lines(server: tuple[str, int], via_port: int = 5999) -> list[str]:

@@ -15,6 +15,7 @@ from sipqualify.qualify.events import SecurityEvent
 from sipqualify.qualify.inbound import (
     TCP,
     UDP,
+    WS,
     BindingArmed,
     BindingChanged,
     BindingDisarmed,
@@ -252,6 +253,53 @@ def test_tcp_register_is_answered_on_its_connection_and_the_peer_is_qualified_ov
     s.store_all()
     assert s.events[-3] == FlowPinned(CONN, False) and not s.engine.inbound.pinned(CONN)
     assert isinstance(s.events[-1], SecurityEvent) and s.events[-1].transport == TCP
+
+
+def test_closed_websocket_drops_its_bindings_and_a_closed_tcp_connection_does_not() -> None:
+    """RFC 7118 §5: a WebSocket phone's Contact (`*.invalid`) is reachable over its connection
+    only: when it closes the binding goes (stored delete, unpinned, PeerStatus Unregistered, the
+    peer loses its address). A TCP binding stays (chan_sip): its pokes go unanswered."""
+    s = make_shell()
+    s.deliver(register(1, via="TCP 192.0.2.60:5060"), CONN, TCP)
+    s.deliver(register(2, credentials(s), via="TCP 192.0.2.60:5060"), CONN, TCP)
+    s.store_all()
+    s.engine.inbound.flow_closed(Flow(TCP, CONN))
+    s.flush()
+    assert s.engine.inbound.pinned(CONN) and s.engine.peer("1001").dest == CONN  # type: ignore[union-attr]
+    ws_conn = ("192.0.2.61", 50000)
+    ws_via, ws_contact = "WS k3x9q2.invalid", "<sip:ab@k3x9q2.invalid;transport=ws>"
+    s.deliver(register(3, via=ws_via, contact=ws_contact), ws_conn, WS)
+    s.deliver(register(4, credentials(s), via=ws_via, contact=ws_contact), ws_conn, WS)
+    s.store_all()
+    assert s.sent[-1][2] == Flow(WS, ws_conn) and s.answers()[-1] == "SIP/2.0 200 OK"
+    p = s.engine.peer("1001")
+    assert p is not None and p.transport == "ws" and p.dest == ws_conn and p.ruri == ws_contact.strip("<>")
+    assert not s.engine.inbound.pinned(CONN) and s.engine.inbound.pinned(ws_conn)
+    s.engine.inbound.flow_closed(Flow(TCP, ws_conn))  # another transport's connection of that address: nothing
+    s.engine.inbound.flow_closed(Flow(WS, ("192.0.2.61", 50001)))  # another WebSocket: nothing
+    s.flush()
+    assert s.engine.inbound.pinned(ws_conn)
+    n = len(s.events)
+    s.engine.inbound.flow_closed(Flow(WS, ws_conn))
+    s.flush()
+    assert s.events[n:] == [BindingDisarmed("1001"), BindingChanged(0, "1001", None), FlowPinned(ws_conn, False),
+                            RegistryChanged("1001", "Unregistered", "Connection closed", None)]
+    assert p.dest is None and p.transport == "udp" and not s.engine.inbound.pinned(ws_conn)
+    assert s.engine.inbound.registrar is not None and "1001" not in s.engine.inbound.registrar.bindings
+    assert "1001" not in s.expiry
+
+
+def test_a_websocket_binding_read_back_at_start_is_dropped() -> None:
+    """Connections do not survive a restart: a WebSocket binding with none is removed (a TCP
+    binding is kept, with no connection, until it expires)."""
+    s = make_shell()
+    ib = s.engine.inbound
+    ib.restore([Binding("1001", "sip:ab@k3x9q2.invalid;transport=ws", ("192.0.2.61", 50000), WS, 1e9 + 600, "",
+                        "", "c", 1, True, 600.0, 600)])
+    ib.apply_bindings()
+    s.flush()
+    assert RegistryChanged("1001", "Unregistered", "Connection closed", None) in s.events
+    assert ib.registrar is not None and ib.registrar.bindings == {} and ib.get_timer() is None
 
 
 def test_options_over_tcp_are_answered_on_the_connection() -> None:

@@ -30,7 +30,7 @@ from .qualify.events import (
     TransportError,
     VerdictChanged,
 )
-from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
+from .qualify.inbound import TCP, TLS, UDP, WS, WSS, BindingChanged, Flow, FlowPinned, InboundEvent, RegistryChanged
 from .qualify.targets import TargetChanged
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
@@ -72,6 +72,20 @@ class CoreDriver:
     def on_tls_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
         if self.engine is not None:
             self.engine.front.receive(data, addr, t_rx, TLS)
+
+    def on_ws_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        if self.engine is not None:
+            self.engine.front.receive(data, addr, t_rx, WS)
+
+    def on_wss_message(self, data: bytes, addr: Addr, t_rx: float) -> None:
+        if self.engine is not None:
+            self.engine.front.receive(data, addr, t_rx, WSS)
+
+    def on_closed(self, transport: str, addr: Addr) -> None:
+        """A connection closed (WS/WSS): the bindings registered over it go."""
+        if self.engine is not None:
+            self.engine.inbound.flow_closed(Flow(transport, addr))
+            self.pump()
 
     def on_batch_done(self) -> None:
         if self.engine is not None:

@@ -18,11 +18,16 @@ DEFAULT_QUALIFY_GAP_MS = 100
 DEFAULT_QUALIFY_PEERS = 1
 DEFAULT_SIP_PORT = 5060
 DEFAULT_SIPS_PORT = 5061
+DEFAULT_WS_PORT = 80  # a ws/wss peer with no port= (RFC 7118 §5.2: the URI's default)
+DEFAULT_WSS_PORT = 443
+DEFAULT_WS_BINDPORT = 8088  # our WebSocket listeners: Asterisk's http.conf bindport / tlsbindport
+DEFAULT_WSS_BINDPORT = 8089
+WS_PATH = "/ws"  # where browser phones connect (chan_sip's, via res_http_websocket)
 
 DEFAULT_API_HOST = "127.0.0.1"
 DEFAULT_API_PORT = 7060  # documented in README and docs/cli.md
 
-TRANSPORTS = ("udp", "tcp", "tls")
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
 RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
 QUALIFY_HEADERS = ("own", "asterisk")  # Allow/Supported of the qualify OPTIONS (sip/options.py)
@@ -113,6 +118,11 @@ class GeneralConfig:
     # TLS (chan_sip's [general] tls* names; net/tls.py says what each means)
     tlsenable: bool = False  # a TLS listener on tlsbindaddr, and peers may use transport=tls
     tlsbindaddr: tuple[str, int] = ("0.0.0.0", DEFAULT_SIPS_PORT)
+    # SIP over WebSocket (RFC 7118; net/ws.py): browser phones connect to WS_PATH
+    wsenable: bool = False  # a ws:// listener on wsbindaddr
+    wsbindaddr: tuple[str, int] = ("0.0.0.0", DEFAULT_WS_BINDPORT)
+    wssenable: bool = False  # a wss:// listener on wssbindaddr (tlscertfile/tlsprivatekey)
+    wssbindaddr: tuple[str, int] = ("0.0.0.0", DEFAULT_WSS_BINDPORT)
     tlscertfile: str | None = None  # PEM: our certificate (chain), server and client
     tlsprivatekey: str | None = None  # PEM: its key (default: in tlscertfile)
     tlscafile: str | None = None  # what peers' certificates are verified against (default: system store)

@@ -132,7 +132,9 @@ class Service:
         await self.sockets.open(self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs], g, svc,
                                 on_datagram=core.on_datagram, on_tcp_message=core.on_tcp_message,
                                 on_icmp=core.on_icmp, on_batch_done=core.on_batch_done,
-                                on_tcp_connect_error=core.on_tcp_connect_error, on_tls_message=core.on_tls_message)
+                                on_tcp_connect_error=core.on_tcp_connect_error, on_tls_message=core.on_tls_message,
+                                on_ws_message=core.on_ws_message, on_wss_message=core.on_wss_message,
+                                on_closed=core.on_closed)
         engine = core.engine = QualifyEngine(g, local_address=self.sockets.local_address_selector(g.externip),
                                     useragent=g.useragent, wallclock=self.wallclock,
                                     match_source=svc.match_source_address, respond_options=svc.respond_options)
@@ -255,7 +257,7 @@ class Service:
         self.dns.close()
         self.core.close()
         await self.surfaces.close()
-        self.sockets.close()
+        await self.sockets.aclose()
         if self.core.recorder is not None and self.engine is not None:
             for p in self.engine.peers():
                 self.core.recorder.save_state(p)

@@ -228,7 +228,7 @@ nat = "route"
 port = 5060
 [peers.y]
 host = "dynamic"
-transport = "ws"
+transport = "sctp"
 retransmit = "fast"
 """)
     got = [(m.severity, m.line, m.option) for m in check_config(path)]

@@ -324,10 +324,10 @@ nat=yes,bogus
     p = cfg.peers
     assert (p["a"].transport, p["a"].nat) == ("tcp", ("no",))  # general defaults
     assert (p["b"].transport, p["b"].nat) == ("udp", ("force_rport", "auto_comedia"))  # tlsenable=no: tls skipped
-    assert (p["c"].transport, p["c"].nat) == ("udp", ("force_rport",))
+    assert (p["c"].transport, p["c"].nat) == ("wss", ("force_rport",))  # a WebSocket client needs no listener
     assert (p["d"].transport, p["d"].nat) == ("udp", ("force_rport", "comedia"))
     assert sorted((m.line, m.option or "") for m in cfg.warnings) == [
-        (11, "transport"), (16, "transport"), (17, "nat"), (22, "nat")]
+        (11, "transport"), (17, "nat"), (22, "nat")]
 
 
 def test_unknown_options_warned_once_per_file_and_name(write: Write) -> None:

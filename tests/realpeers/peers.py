@@ -34,6 +34,7 @@ from .. import helpers
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "scenarios"
 KAMAILIO_TEMPLATE = HERE / "kamailio.cfg.tmpl"
+KAMAILIO_WS_TEMPLATE = HERE / "kamailio-ws.cfg.tmpl"  # a WebSocket peer (kamailio-websocket-modules)
 LOOPBACK = "127.0.0.1"
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")  # kamailio lives in /usr/sbin, often not on a user's PATH
 TERM_GRACE_S = 3.0
@@ -258,6 +259,16 @@ def kamailio_module_dir() -> str:
         if os.path.isfile(os.path.join(d, "sl.so")):
             return d + "/"
     raise AssertionError("kamailio is installed but its modules (sl.so) were not found")
+
+
+def require_kamailio_module(module: str, package: str) -> None:
+    """Skip the test when a Kamailio module is missing (fail it when `CI` is set)."""
+    require_binary("kamailio", "kamailio")
+    if not os.path.isfile(kamailio_module_dir() + module):
+        msg = f"kamailio module {module} not installed: apt-get install {package}"
+        if os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
 
 
 class Kamailio:

@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
-from ..ratelog import RateLog
+from ..net.httplog import ServerLog
 from ..views import stats_json
 from . import dashboard
 from .events import HUB_KEY, EventHub
@@ -90,27 +88,6 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     except Exception as e:  # a bug in one handler must not take the daemon down
         log.exception("API handler failed")
         return _error(500, f"internal error: {type(e).__name__}")
-
-
-class _ServerLog(logging.Logger):
-    """aiohttp's server logs every request it cannot parse (a 100 KB header, a bad request line)
-    with a traceback. Those come from the network, not from a bug: one rate-limited line
-    without a traceback, with a count. Anything else is logged as aiohttp logs it."""
-
-    def __init__(self) -> None:
-        super().__init__("sipqualify.api.server")
-        self.parent = log
-        self.rejected = 0
-        self._say = RateLog(log)
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
-        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
-        if not isinstance(exc, HttpProcessingError):
-            super().exception(msg, *args, exc_info=exc_info, **kw)
-            return
-        self.rejected += 1
-        self._say(time.monotonic(), "API: malformed HTTP request refused (%s; %d so far)", exc.message or exc,
-                  self.rejected)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -387,7 +364,8 @@ async def start_api(model: ReadModel, hub: EventHub, host: str,
     # request head when it fires: set to the header timeout, it ends slowloris connections
     # (a handler that is running, such as an event stream, is not affected).
     runner = web.AppRunner(make_app(model, hub), access_log=None, handle_signals=False,
-                           keepalive_timeout=cfg.api_header_timeout_s, logger=_ServerLog())
+                           keepalive_timeout=cfg.api_header_timeout_s,
+                           logger=ServerLog("sipqualify.api.server", "API", log))
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_ctx)
     await site.start()

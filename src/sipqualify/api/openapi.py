@@ -134,7 +134,7 @@ REGISTRATION: dict[str, Any] = {
     "properties": {
         "peer": {"type": "string"}, "contact": {"type": "string"},
         "address": {"type": "string", "description": "where OPTIONS go (the source address when NAT applies)"},
-        "port": {"type": "integer"}, "transport": {"type": "string", "enum": ["udp", "tcp", "tls"]},
+        "port": {"type": "integer"}, "transport": {"type": "string", "enum": ["udp", "tcp", "tls", "ws", "wss"]},
         "useragent": {"type": "string"}, "path": {"type": "string"}, "call_id": {"type": "string"},
         "cseq": {"type": "integer"}, "nat": {"type": "boolean", "description": "NAT detected or forced"},
         "expires_at": {"type": "number", "description": "UNIX time"},

@@ -32,6 +32,8 @@ from ..model import (
     DEFAULT_MAXMS,
     DEFAULT_SIP_PORT,
     DEFAULT_SIPS_PORT,
+    DEFAULT_WS_BINDPORT,
+    DEFAULT_WSS_BINDPORT,
     NAT_MODES,
     QUALIFY_HEADERS,
     QUALIFY_TARGETS,
@@ -308,10 +310,8 @@ class Transport(Choice):
                 if (proto == "tcp" and ctx.tcp) or (proto == "tls" and ctx.tls):
                     return proto
                 r.warning(where, f"'{proto}' is not a valid transport when {proto}enable=no (as chan_sip): skipped")
-            elif word.startswith("ws"):
-                r.warning(where, f"transport '{word[:3].rstrip(',')}' (WebSocket) is not supported by sipqualify: "
-                                 "using udp")
-                return "udp"
+            elif word.startswith("ws"):  # SIP over WebSocket: a client needs no listener (net/ws.py)
+                return "wss" if word.startswith("wss") else "ws"
             elif word:
                 r.warning(where, f"'{word}' is not a valid transport type: skipped")
         return ctx.fallback
@@ -666,6 +666,7 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
     )
 
 _YES_NO = "`yes` or `no`"
+_TRANSPORT_WORDS = "comma list of `udp`, `tcp`, `tls`, `ws`, `wss`"
 
 OPTIONS: Final[tuple[Option, ...]] = (
     # ------------------------------------------------------------------ [general]
@@ -699,7 +700,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _general("context", Text(), "general.context", "`default`", "context name", "default `context` of peers"),
     _general("nat", Nat(), "defaults.nat", "`auto_force_rport`", "comma list of `nat` words",
              "default `nat` of peers"),
-    _general("transport", Transport(), "defaults.transport", "`udp`", "comma list of `udp`, `tcp`, `tls`",
+    _general("transport", Transport(), "defaults.transport", "`udp`", _TRANSPORT_WORDS,
              "default transport of peers", last=True),
     _general("tcpenable", Bool(), "general.tcpenable", "`no`", _YES_NO,
              "also SIP over TCP; lets peers use `transport=tcp`"),
@@ -723,6 +724,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "`yes`: TLS peers' certificates are not verified (warned)"),
     _general("tls_expiry_warn_days", Number(lo=0, unit="days"), "general.tls_expiry_warn_days", "`14`", "days",
              "a TLS peer's certificate with fewer days left gets a warning event"),
+    _general("wsenable", Bool(), "general.wsenable", "`no`", _YES_NO,
+             "SIP over WebSocket (RFC 7118): a `ws://` listener on `wsbindaddr`, path `/ws`"),
+    _general("wsbindaddr", HostPort(DEFAULT_WS_BINDPORT), "general.wsbindaddr", "`0.0.0.0:8088`",
+             "IP address, optionally with `:port` (8088)", "address of the WebSocket listener"),
+    _general("wssenable", Bool(), "general.wssenable", "`no`", _YES_NO,
+             "SIP over secure WebSocket: a `wss://` listener on `wssbindaddr` with `tlscertfile`"),
+    _general("wssbindaddr", HostPort(DEFAULT_WSS_BINDPORT), "general.wssbindaddr", "`0.0.0.0:8089`",
+             "IP address, optionally with `:port` (8089)", "address of the secure WebSocket listener"),
     _general("realm", Text(empty="ignore"), "general.realm", "`sipqualify`", "text",
              "digest realm of the registrar"),
     _general("minexpiry", _SECONDS_POS, "general.minexpiry", "`60`", "seconds",
@@ -751,9 +760,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "what the section is: `peer` and `friend` are monitored peers", readers=(SIPCONF,)),
     _peer("host", Host(), "local.host", "none", "host name or IP address, optionally with `:port`; or `dynamic`",
           "where the OPTIONS go; `dynamic`: wherever the peer registers from"),
-    _peer("port", Port(), "local.port", "5060 (5061 for `tls`)", "UDP/TCP port 1..65535",
+    _peer("port", Port(), "local.port", "5060 (5061 for `tls`, 80 for `ws`, 443 for `wss`)", "UDP/TCP port 1..65535",
           "destination port; beats a port written in `host`"),
-    _peer("transport", Transport(), "peer.transport", "`[general] transport`", "comma list of `udp`, `tcp`, `tls`",
+    _peer("transport", Transport(), "peer.transport", "`[general] transport`", _TRANSPORT_WORDS,
           "transport of the OPTIONS: the first usable word"),
     _peer("qualify", Switch("milliseconds"), "peer.qualify_ms", "`[general] qualify`",
           "`yes`, `no` or milliseconds",

@@ -56,6 +56,15 @@ def connection_cap(configured: int, soft: int) -> int:
     return max(1, min(configured, max(room, soft // 4)))
 
 
+def release(per_ip: dict[str, int], ip: str) -> None:
+    """One connection fewer from `ip` (per-address counts of TCP and WebSocket connections)."""
+    n = per_ip.get(ip, 0) - 1
+    if n > 0:
+        per_ip[ip] = n
+    else:
+        per_ip.pop(ip, None)
+
+
 def tcp_connection_cap(configured: int) -> int:
     """`tcp_max_connections` as the open-files limit allows; says so when it had to be lowered."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -14,14 +14,14 @@ import socket
 from collections.abc import Iterable
 
 from ..addr import Addr, ip_literal
-from ..model import DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, PeerConfig
+from ..model import DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, DEFAULT_WS_PORT, DEFAULT_WSS_PORT, PeerConfig
 
 log = logging.getLogger("sipqualify.resolve")
 
 
 
 def default_port(transport: str) -> int:
-    return DEFAULT_SIPS_PORT if transport == "tls" else DEFAULT_SIP_PORT
+    return {"tls": DEFAULT_SIPS_PORT, "ws": DEFAULT_WS_PORT, "wss": DEFAULT_WSS_PORT}.get(transport, DEFAULT_SIP_PORT)
 
 
 def literal(host: str) -> str | None:

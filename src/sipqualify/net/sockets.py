@@ -2,11 +2,12 @@
 
 One UDP socket per address family (a wildcard IPv4 bind also gets the IPv6 wildcard), with
 [general] tcpenable a TCP listener on the address and port of each, with tlsenable a TLS
-listener on tlsbindaddr. Sending: an answer goes over the flow its request came over; a poke
-over the TCP/TLS connection from its destination if there is one, over a connection we open
-to a static tcp/tls peer, never over UDP to a peer registered over TCP/TLS whose connection
-is gone, else over UDP. No transport stands in for another: a tcp or tls peer is qualified
-over its own transport (its connection error is its reason) or not at all.
+listener on tlsbindaddr, with wsenable / wssenable a WebSocket listener on wsbindaddr /
+wssbindaddr (net/ws.py). Sending: an answer goes over the flow its request came over; a poke
+over the TCP/TLS/WS connection from its destination if there is one, over a connection we
+open to a static tcp/tls/ws/wss peer, never over UDP to a peer registered over a connection
+that is gone, else over UDP. No transport stands in for another: a tcp, tls, ws or wss peer
+is qualified over its own transport (its connection error is its reason) or not at all.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..addr import Addr, ip_literal
-from ..model import GeneralConfig, ServiceConfig
+from ..model import WS_PATH, GeneralConfig, ServiceConfig
 from ..qualify.engine import Peer
-from ..qualify.inbound import TCP, TLS, Flow
+from ..qualify.inbound import TCP, TLS, WS, WSS, Flow
 from .limits import tcp_connection_cap
 from .tcp import TcpConnection, TcpServer
 from .tls import CertWatch, client_context, server_context
 from .udp import LocalAddressSelector, UdpEndpoint, open_udp
+from .ws import WsServer
 
 log = logging.getLogger("sipqualify")
 
 Receive = Callable[[bytes, Addr, float], None]
+Server = TcpServer | WsServer
 
 
 class SipSockets:
@@ -37,20 +40,27 @@ class SipSockets:
         self.tcp: TcpServer | None = None  # SIP over TCP: the tcpenable listener, and/or tcp peers we connect to
         self.tls: TcpServer | None = None  # SIP over TLS: the tlsenable listener, and/or tls peers we connect to
         self.certs = CertWatch()  # TLS peers' certificates (days left)
-        self._static: dict[Addr, TcpServer] = {}  # static tcp/tls peers' destinations: we connect to them
+        self.ws: WsServer | None = None  # SIP over WebSocket: the wsenable listener, and/or ws peers
+        self.wss: WsServer | None = None  # ... over secure WebSocket
+        self._static: dict[Addr, Server] = {}  # static tcp/tls/ws/wss peers' destinations: we connect to them
         self.pinned: Callable[[Addr], bool] = lambda dest: False  # registered over TCP/TLS: never UDP
         self._general = GeneralConfig()
         self._svc = ServiceConfig()
         self._on_message: dict[str, Receive] = {}
         self._on_batch_done: Callable[[], None] | None = None
         self._on_connect_error: Callable[[Addr, str], None] | None = None
+        self._on_closed: Callable[[str, Addr], None] | None = None
         self.on_tls_connected: Callable[[Addr], None] | None = None  # a TLS connection we opened is up
 
     async def open(self, binds: list[Addr], g: GeneralConfig, svc: ServiceConfig, *, on_datagram: Receive,
                    on_tcp_message: Receive, on_icmp: Callable[[Addr, str], None], on_batch_done: Callable[[], None],
-                   on_tcp_connect_error: Callable[[Addr, str], None], on_tls_message: Receive | None = None) -> None:
+                   on_tcp_connect_error: Callable[[Addr, str], None], on_tls_message: Receive | None = None,
+                   on_ws_message: Receive | None = None, on_wss_message: Receive | None = None,
+                   on_closed: Callable[[str, Addr], None] | None = None) -> None:
         self._general, self._svc = g, svc
-        self._on_message = {TCP: on_tcp_message, TLS: on_tls_message or on_tcp_message}
+        self._on_message = {TCP: on_tcp_message, TLS: on_tls_message or on_tcp_message,
+                            WS: on_ws_message or on_tcp_message, WSS: on_wss_message or on_tcp_message}
+        self._on_closed = on_closed
         self._on_batch_done, self._on_connect_error = on_batch_done, on_tcp_connect_error
         self.certs.warn_days = g.tls_expiry_warn_days
         binds = list(binds)
@@ -79,6 +89,17 @@ class SipSockets:
             except OSError as e:
                 raise OSError(e.errno, f"cannot bind SIP TLS socket {host}:{port}: {e.strerror}") from None
             log.info("SIP over TLS on %s", ", ".join(f"{ip}:{port}" for ip, port in tls.locals))
+        for transport, on, (host, port) in ((WS, g.wsenable, g.wsbindaddr), (WSS, g.wssenable, g.wssbindaddr)):
+            if not on:
+                continue
+            ws = self._ws_server(transport)
+            try:
+                local = await ws.listen(host, port)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot bind SIP {transport.upper()} socket {host}:{port}: "
+                                       f"{e.strerror}") from None
+            log.info("SIP over %s on %s://%s:%d%s", transport.upper(), transport,
+                     f"[{local[0]}]" if ":" in local[0] else local[0], local[1], WS_PATH)
         if not g.tcpenable:
             return
         tcp = self._server(TCP)
@@ -116,6 +137,30 @@ class SipSockets:
             self.tcp = srv
         return srv
 
+    def _ws_server(self, transport: str) -> WsServer:
+        """The WS or WSS server, made on first need (a listener, or a peer to connect to). WSS:
+        raises TlsConfigError when the tls* options cannot make a context."""
+        srv = self.ws if transport == WS else self.wss
+        if srv is not None:
+            return srv
+        g, svc = self._general, self._svc
+        wss = transport == WSS
+        srv = WsServer(self._on_message[transport], name=transport.upper(), clock=self.clock,
+                       on_batch_done=self._on_batch_done, idle_timeout=svc.tcp_idle_timeout_s,
+                       max_connections=tcp_connection_cap(svc.tcp_max_connections),
+                       max_per_ip=svc.tcp_max_connections_per_ip, head_timeout=svc.tcp_message_timeout_s,
+                       ssl_server=server_context(g) if wss and g.wssenable else None,
+                       ssl_client=client_context(g) if wss else None)
+        srv.on_connect_error = self._on_connect_error
+        on_closed = self._on_closed
+        if on_closed is not None:
+            srv.on_closed = lambda addr: on_closed(transport, addr)
+        if wss:
+            self.wss = srv
+        else:
+            self.ws = srv
+        return srv
+
     def _tls_connected(self, addr: Addr, conn: TcpConnection) -> None:
         t = conn.transport
         self.certs.record(addr, t.get_extra_info("peercert") if t is not None else None)
@@ -137,22 +182,33 @@ class SipSockets:
     def tls_snapshot(self) -> dict[str, Any] | None:
         return self.tls.snapshot() if self.tls is not None else None
 
+    def ws_snapshot(self) -> dict[str, Any] | None:
+        return self.ws.snapshot() if self.ws is not None else None
+
+    def wss_snapshot(self) -> dict[str, Any] | None:
+        return self.wss.snapshot() if self.wss is not None else None
+
     def collect_tcp_peers(self, peers: Iterable[Peer]) -> None:
-        """Destinations of static tcp/tls peers: sending to one opens a connection if there is
-        none (the server is made here if no listener made it; a TLS peer's host name is its SNI)."""
-        static: dict[Addr, TcpServer] = {}
+        """Destinations of static tcp/tls/ws/wss peers: sending to one opens a connection if there
+        is none (the server is made here if no listener made it; a TLS or WSS peer's host name is
+        its SNI)."""
+        static: dict[Addr, Server] = {}
         for p in peers:
             if p.transport == "udp" or p.cfg.dynamic or p.dest is None:
                 continue
-            srv = self._server(TLS if p.transport == "tls" else TCP)
+            srv: Server
+            if p.transport in (WS, WSS):
+                srv = self._ws_server(p.transport)
+            else:
+                srv = self._server(TLS if p.transport == "tls" else TCP)
             static[p.dest] = srv
             host = p.cfg.host
-            if srv is self.tls and host and ip_literal(host.strip("[]")) is None and p.dest == p.addr:
+            if srv.ssl_client is not None and host and ip_literal(host.strip("[]")) is None and p.dest == p.addr:
                 srv.sni[p.dest] = host
         self._static = static
 
-    def _servers(self) -> tuple[TcpServer, ...]:
-        return tuple(s for s in (self.tcp, self.tls) if s is not None)
+    def _servers(self) -> tuple[Server, ...]:
+        return tuple(s for s in (self.tcp, self.tls, self.ws, self.wss) if s is not None)
 
     def mark_registered(self, remote: Addr, pinned: bool) -> None:
         for srv in self._servers():  # a pinned connection is kept when room is needed
@@ -161,8 +217,8 @@ class SipSockets:
     def send_on(self, data: bytes, flow: Flow) -> None:
         """An answer: over the connection its request came over (dropped and counted when that
         is gone), else over UDP."""
-        if flow.transport in (TCP, TLS):
-            srv = self.tcp if flow.transport == TCP else self.tls
+        if flow.transport in (TCP, TLS, WS, WSS):
+            srv = {TCP: self.tcp, TLS: self.tls, WS: self.ws, WSS: self.wss}[flow.transport]
             if srv is not None and not srv.send(flow.remote, data):
                 srv.stats["no_connection"] += 1
             return
@@ -192,9 +248,17 @@ class SipSockets:
         if ep is not None:
             ep.sendto(data, dest)
 
+    async def aclose(self) -> None:
+        """Everything closed; the WebSocket servers' sessions and sites too."""
+        for srv in (self.ws, self.wss):
+            if srv is not None:
+                await srv.aclose()
+        self.close()
+
     def close(self) -> None:
         for ep in self.endpoints.values():
             ep.close()
         self.endpoints.clear()
-        for srv in self._servers():
-            srv.close()
+        for srv in (self.tcp, self.tls):
+            if srv is not None:
+                srv.close()

@@ -56,6 +56,7 @@ from ..addr import Addr
 from ..ratelog import RateLog
 from ..sip.errors import SipParseError
 from ..sip.framing import MAX_MESSAGE, StreamFramer
+from .limits import release
 from .tls import HANDSHAKE_TIMEOUT, failure_reason
 from .udp import bound_socket, norm_addr
 
@@ -460,12 +461,7 @@ class TcpServer:
         conn.framer = StreamFramer(self.max_message)  # its unfinished message goes now, not with the transport
         if conn.registered:
             self.registered -= 1
-        ip = conn.addr[0]
-        n = self.per_ip.get(ip, 0) - 1
-        if n > 0:
-            self.per_ip[ip] = n
-        else:
-            self.per_ip.pop(ip, None)
+        release(self.per_ip, conn.addr[0])
         self.stats["closed"] += 1
 
     def send(self, addr: Addr, data: bytes) -> bool:

@@ -66,7 +66,7 @@ from . import auth
 from . import state as st
 from .dispatch import Dispatcher
 from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
-from .inbound import UDP, InboundEndpoint
+from .inbound import STREAMS, UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 from .stats import LatencyStats
@@ -415,7 +415,7 @@ class QualifyEngine:
         p.addr = addr
         p.dest = dest or addr
         p.ruri = contact
-        if transport in ("tcp", "tls"):
+        if transport in STREAMS:
             p.transport = transport
         return True
 
@@ -691,7 +691,7 @@ class QualifyEngine:
         dest = p.dest
         assert dest is not None
         data, branch = req.data, req.branch
-        reliable = p.transport in ("tcp", "tls")
+        reliable = p.transport in STREAMS
         txn = ClientTransaction(
             branch,
             data,

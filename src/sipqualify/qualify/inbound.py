@@ -58,7 +58,10 @@ log = logging.getLogger("sipqualify")
 UDP = "udp"
 TCP = "tcp"
 TLS = "tls"
-STREAMS = (TCP, TLS)  # connection transports: answers and pokes go over the request's connection
+WS = "ws"  # SIP over WebSocket (RFC 7118)
+WSS = "wss"
+WEBSOCKETS = (WS, WSS)
+STREAMS = (TCP, TLS, WS, WSS)  # connection transports: answers and pokes go over the request's connection
 
 ACCEPT = "application/sdp"
 KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
@@ -68,9 +71,9 @@ KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "RE
 @dataclass(frozen=True, slots=True)
 class Flow:
     """What a message came over, and so where its answer goes. UDP: the datagram's source
-    address; TCP, TLS: the remote end of the connection (later WS: the same)."""
+    address; TCP, TLS, WS, WSS: the remote end of the connection."""
 
-    transport: str  # UDP | TCP | TLS
+    transport: str  # UDP | TCP | TLS | WS | WSS
     remote: Addr
 
 
@@ -249,15 +252,34 @@ class InboundEndpoint:
         b = reg.bindings.get(peer)
         if b is None or b.expires_mono != expires_mono:
             return  # refreshed or removed since
-        reg.expire(peer)
         self.expiries.pop(peer, None)
+        self._drop(reg, peer, "Expired")
+
+    def flow_closed(self, flow: Flow) -> None:
+        """A connection is gone. Over a WebSocket the bindings registered over it are removed at
+        once (the peer becomes UNKNOWN, as at expiry; PeerStatus `Unregistered`, Cause
+        `Connection closed`): a browser phone's Contact (`*.invalid`, RFC 7118 §5) is reachable
+        over that connection only, and the phone registers again over a new one. A TCP/TLS
+        binding stays until it expires (chan_sip): its pokes go unanswered, UNREACHABLE."""
+        reg = self.registrar
+        if flow.transport not in WEBSOCKETS or reg is None or flow.remote not in self._pinned:
+            return
+        for peer in [p for p, remote in self._tcp_flows.items() if remote == flow.remote]:
+            b = reg.bindings.get(peer)
+            if b is not None and b.transport == flow.transport:
+                self._disarm(peer)
+                self._drop(reg, peer, "Connection closed")
+
+    def _drop(self, reg: Registrar, peer: str, cause: str) -> None:
+        """The binding of `peer` is gone without a REGISTER (expired, its connection closed)."""
+        reg.expire(peer)
         # stored through the same queue as a REGISTER that follows at once (if the delete
         # fails, BindingStore.load drops the expired row at the next start anyway)
         self._events.append(BindingChanged(0, peer, None))
-        log.info("Unregistered SIP '%s' (expired)", peer)
+        log.info("Unregistered SIP '%s' (%s)", peer, cause.lower())
         self._unpin(peer)
         self.qualifier.unregistered(peer)
-        self._events.append(RegistryChanged(peer, "Unregistered", "Expired", None))
+        self._events.append(RegistryChanged(peer, "Unregistered", cause, None))
 
     def restore(self, bindings: Iterable[Binding]) -> None:
         """Bindings read back from storage at start-up."""
@@ -269,10 +291,16 @@ class InboundEndpoint:
     def apply_bindings(self) -> None:
         """After a (re)load: registered peers keep their address and Contact. A TCP binding
         with no connection yet (a restart) gets port 0, never a UDP peer's address: its pokes
-        are dropped, so it is UNREACHABLE until the phone connects and registers again."""
-        if self.registrar is None:
+        are dropped, so it is UNREACHABLE until the phone connects and registers again. A
+        WebSocket binding with no connection is removed, as when its connection closes."""
+        reg = self.registrar
+        if reg is None:
             return
-        for b in self.registrar.bindings.values():
+        for b in list(reg.bindings.values()):
+            if b.transport in WEBSOCKETS and b.peer not in self._tcp_flows:
+                self._disarm(b.peer)
+                self._drop(reg, b.peer, "Connection closed")
+                continue
             dest = None
             if b.transport in STREAMS:
                 dest = self._tcp_flows.get(b.peer) or (b.addr[0], 0)
