@@ -159,12 +159,18 @@ PJSIP_OPTIONS: Final = (
        "only a 2xx answer counts as Reachable"),
     _o("aor", "authenticate_qualify", _bool, "authenticate_qualify", "`no`", _YN,
        "shown in the AOR views; a challenge is a final answer either way"),
-    _o("aor", "max_contacts", _uint, "max_contacts", "`0`", "contacts", "shown in `pjsip show aors`"),
-    _o("aor", "remove_existing", _bool, "remove_existing", "`no`", _YN, "shown in `pjsip show aor`"),
-    _o("aor", "remove_unavailable", _bool, "remove_unavailable", "`no`", _YN, "shown in `pjsip show aor`"),
-    _o("aor", "minimum_expiration", _uint, "minimum_expiration", "`60`", "seconds", "shown in `pjsip show aor`"),
-    _o("aor", "maximum_expiration", _uint, "maximum_expiration", "`7200`", "seconds", "shown in `pjsip show aor`"),
-    _o("aor", "default_expiration", _uint, "default_expiration", "`3600`", "seconds", "shown in `pjsip show aor`"),
+    _o("aor", "max_contacts", _uint, "max_contacts", "`0`", "contacts",
+       "contacts that may register to the AOR (0: registration refused)"),
+    _o("aor", "remove_existing", _bool, "remove_existing", "`no`", _YN,
+       "a contact over max_contacts replaces the one expiring soonest"),
+    _o("aor", "remove_unavailable", _bool, "remove_unavailable", "`no`", _YN,
+       "a contact over max_contacts replaces an Unreachable one first"),
+    _o("aor", "minimum_expiration", _uint, "minimum_expiration", "`60`", "seconds",
+       "shorter registrations get 423 Interval Too Brief"),
+    _o("aor", "maximum_expiration", _uint, "maximum_expiration", "`7200`", "seconds",
+       "longer registrations are capped to this"),
+    _o("aor", "default_expiration", _uint, "default_expiration", "`3600`", "seconds",
+       "a registration that asks for no expiry"),
     _o("aor", "outbound_proxy", _proxy, "outbound_proxy", "unset", "SIP URI",
        "send the AOR's OPTIONS to this proxy (the endpoint's wins)"),
     _o("aor", "support_path", _bool, "support_path", "`no`", _YN, "shown in `pjsip show aor`"),
@@ -178,7 +184,8 @@ PJSIP_OPTIONS: Final = (
        "host part of From in the OPTIONS"),
     _o("endpoint", "outbound_proxy", _proxy, "outbound_proxy", "unset", "SIP URI",
        "send the endpoint's OPTIONS to this proxy"),
-    _o("endpoint", "auth", _str, "auth", "unset", "auth name", "inbound auth, shown in `pjsip show endpoints`"),
+    _o("endpoint", "auth", _str, "auth", "unset", "auth name",
+       "inbound auth: the digest a REGISTER to its AORs must answer"),
     _o("endpoint", "outbound_auth", _str, "outbound_auth", "unset", "auth name",
        "outbound auth, shown in `pjsip show endpoints`"),
     _o("endpoint", "context", _str, "context", "`default`", "text", "shown in `pjsip show endpoint`"),
@@ -187,14 +194,17 @@ PJSIP_OPTIONS: Final = (
     _o("endpoint", "device_state_busy_at", _uint, "device_state_busy_at", "`0`", "channels",
        "the `0 of inf` column of `pjsip show endpoints`"),
     _o("auth", "auth_type", _str, "auth_type", "`userpass`", "text", "kept for the auth views"),
-    _o("auth", "username", _str, "username", "unset", "text", "shown as `AuthId/UserName`"),
-    _o("auth", "password", _str, "password", "unset", "text", "kept, never shown"),
-    _o("auth", "md5_cred", _str, "md5_cred", "unset", "text", "kept, never shown"),
+    _o("auth", "username", _str, "username", "unset", "text",
+       "the digest user name of registering phones"),
+    _o("auth", "password", _str, "password", "unset", "text", "the digest password, never shown"),
+    _o("auth", "md5_cred", _str, "md5_cred", "unset", "text",
+       "md5(username:realm:password), never shown"),
     _o("auth", "realm", _str, "realm", "unset", "text", "kept for the auth views"),
     _o("transport", "protocol", _transport_protocol, "", "`udp`", "word",
        "the protocol of the OPTIONS of endpoints using this transport"),
     _o("transport", "bind", _bind, "", "`0.0.0.0:5060`", "IP address, optionally with `:port`",
        "the first UDP transport's is where sipqualify listens"),
+    _o("global", "default_realm", _str, "", "`asterisk`", "text", "the realm of the registrar's challenges"),
     _o("global", "max_initial_qualify_time", _uint, "", "`0`", "seconds",
        "first poll of each AOR spread over this long (0 = over its qualify_frequency)"),
 )
@@ -247,7 +257,7 @@ PJSIP_KNOWN: Final = {
         max_random_initial_delay outbound_auth outbound_proxy retry_interval security_mechanisms
         security_negotiation server_uri support_outbound support_path transport user_agent""".split()),
     "global": frozenset("""contact_expiration_check_interval debug default_from_user default_outbound_endpoint
-        default_realm default_voicemail_extension disable_multi_domain endpoint_identifier_order
+        default_voicemail_extension disable_multi_domain endpoint_identifier_order
         ignore_uri_user_options keep_alive_interval max_forwards mwi_disable_initial_unsolicited
         mwi_tps_queue_high mwi_tps_queue_low norefersub regcontext send_contact_status_on_update_registration
         taskprocessor_overload_trigger unidentified_request_count unidentified_request_period
@@ -271,6 +281,7 @@ class PjsipConfReader:
     def __init__(self, parsed: AsteriskConfig, source: str) -> None:
         self.parsed = parsed
         self.cfg = Config(messages=list(parsed.messages), source=source)
+        self.cfg.general.realm = "asterisk"  # res_pjsip's default_realm
         self.pj = PjsipConfig()
         self.cfg.pjsip = self.pj
         self._where: dict[tuple[str, str], Section] = {}
@@ -342,8 +353,11 @@ class PjsipConfReader:
             if protocol == "udp" and not any(p == "udp" for p, _ in list(self.pj.transports.values())[:-1]):
                 g = self.cfg.general  # res_pjsip's UDP socket: sipqualify's, as sip.conf's udpbindaddr
                 g.udpbindaddr, g.bindport = host, port if port is not None else DEFAULT_SIP_PORT
-        elif t == "global" and "max_initial_qualify_time" in local:
-            self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
+        elif t == "global":
+            if "max_initial_qualify_time" in local:
+                self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
+            if local.get("default_realm"):
+                self.cfg.general.realm = local["default_realm"]
 
     def _cross_check(self) -> None:
         for ep in self.pj.endpoints.values():
