@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .addr import Addr
 from .api.surfaces import Surfaces
 from .config import load_config
+from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
 from .model import Config, ConfigError
 from .net.dns import DnsError, Resolution
@@ -31,7 +32,9 @@ from .net.resolve import resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
+from .qualify.pjsip_registrar import PjsipRegistrar
 from .qualify.registrar import Registrar, RegistrarSettings
+from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .store import Store
 from .store.committer import BindingCommitter
@@ -157,15 +160,23 @@ class Service:
         """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
         assert self.engine is not None
         g = self.config.general
-        self.registrar = Registrar(lambda name: self.config.peers.get(name),
-                                   RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
-                                                     defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
-                                                     authfail_window=g.authfail_window,
-                                                     authfail_ban=g.authfail_ban, algorithms=g.auth_algorithms),
-                                   useragent=self.engine.useragent)
+        settings = RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
+                                     defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
+                                     authfail_window=g.authfail_window, authfail_ban=g.authfail_ban,
+                                     algorithms=g.auth_algorithms)
+        engine, pj = self.engine, self.config.pjsip
+        if pj is not None:  # pjsip.conf AORs by res_pjsip_registrar's rules, sip.conf peers by chan_sip's
+            self.registrar = PjsipRegistrar(pj, lambda name: self.config.peers.get(name), settings,
+                                            useragent=engine.useragent, unavailable=lambda cid: (
+                                                (p := engine.peer(cid)) is not None and p.state == UNREACHABLE))
+        else:
+            self.registrar = Registrar(lambda name: self.config.peers.get(name), settings,
+                                       useragent=self.engine.useragent)
         committer = self.core.committer = BindingCommitter(self.state_dir / "bindings.sqlite")
-        loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), g.maxexpiry)
-        restored = [b for b in loaded if (p := self.config.peers.get(b.peer)) is not None and p.dynamic]
+        maxexpiry = max([g.maxexpiry, *(a.maximum_expiration for a in pj.aors.values())] if pj else [g.maxexpiry])
+        loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), maxexpiry)
+        restored = [b for b in loaded if ((p := self.config.peers.get(b.peer)) is not None and p.dynamic)
+                    or registered_contact_peer(b.peer, b.contact, pj) is not None]
         self.engine.inbound.registrar = self.registrar
         self.engine.inbound.restore(restored)
         self.core.pump_inbound()
@@ -182,11 +193,16 @@ class Service:
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
+        self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
+        if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:
+            self.registrar.pj = cfg.pjsip
         summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
         self.config = cfg
         engine = self.engine
-        self.feed.set_pjsip(cfg.pjsip, lambda n: (p.state, p.rtt) if (p := engine.peer(n)) else (None, None))
+        reg = self.registrar
+        self.feed.set_pjsip(cfg.pjsip, lambda n: (p.state, p.rtt) if (p := engine.peer(n)) else (None, None),
+                            [(b.peer, b.contact) for b in reg.bindings.values()] if reg is not None else [])
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
         self.sockets.collect_tcp_peers(self.engine.peers())

@@ -41,6 +41,7 @@ from ..model import (
     PjsipConfig,
     PjsipEndpoint,
 )
+from ..qualify.pjsip_registrar import aor_of, registered_contact_id
 from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
@@ -375,20 +376,35 @@ class PjsipConfReader:
                 self._msg("warning", sec.get("transport") or sec, f"endpoint '{ep.name}': transport "
                                                                   f"'{ep.transport}' is not defined")
 
-    def qualifying_endpoint(self, aor: str) -> PjsipEndpoint | None:
-        """The endpoint a static contact's OPTIONS are sent as: the first, by id, listing the AOR."""
-        eps = sorted((ep for ep in self.pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
-        return eps[0] if eps else None
-
     def _peers(self) -> None:
         for aor in self.pj.aors.values():
-            ep = self.qualifying_endpoint(aor.name)
+            ep = qualifying_endpoint(self.pj, aor.name)
             for uri in aor.contacts:
                 name = contact_id(aor.name, uri)
                 if name in self.cfg.peers:
                     continue  # the same URI twice: one contact (same id), as in res_pjsip
                 self.pj.peer_of[(aor.name, uri)] = name
                 self.cfg.peers[name] = contact_peer(name, aor, uri, ep, self.pj)
+
+
+def qualifying_endpoint(pj: PjsipConfig, aor: str) -> PjsipEndpoint | None:
+    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR."""
+    eps = sorted((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
+    return eps[0] if eps else None
+
+
+def registered_contact_peer(cid: str, uri: str, pj: PjsipConfig | None) -> PeerConfig | None:
+    """The one-model peer of a registered contact `<aor>;@<md5(uri)>` (None: its AOR is gone or
+    the URI is not one): qualified like a static contact of its AOR, at the binding's address."""
+    aor = pj.aors.get(aor_of(cid) or "") if pj is not None else None
+    if pj is None or aor is None or registered_contact_id(aor.name, uri) != cid:
+        return None
+    try:
+        cfg = contact_peer(cid, aor, uri, qualifying_endpoint(pj, aor.name), pj)
+    except ValueError:
+        return None
+    cfg.dynamic, cfg.host, cfg.port = True, None, None
+    return cfg
 
 
 def contact_peer(name: str, aor: PjsipAor, uri: str, ep: PjsipEndpoint | None, pj: PjsipConfig) -> PeerConfig:

@@ -113,7 +113,9 @@ class FlowPinned:
 
 @dataclass(frozen=True, slots=True)
 class RegistryChanged:
-    """AMI PeerStatus `Registered` / `Unregistered` / `Rejected` (and the event stream)."""
+    """AMI PeerStatus `Registered` / `Unregistered` / `Rejected` (and the event stream); for a
+    registered PJSIP contact (qualify/pjsip_registrar.py) `Created` / `Removed`, with its
+    contact URI as `cause` (AMI ContactStatus, res_pjsip's log lines)."""
 
     peer: str
     status: str
@@ -145,6 +147,8 @@ class _Commit:
     flow: Flow
     out: RegisterOutcome
     key: Hashable | None
+    pending: int = 1  # BindingChanged still being stored (a PJSIP REGISTER may change several)
+    error: str | None = None
 
 
 class InboundEndpoint:
@@ -234,11 +238,16 @@ class InboundEndpoint:
         c = self._commits.pop(token, None)
         if c is None:
             return
+        c.pending -= 1
+        c.error = c.error or error
+        if c.pending:
+            return
         out = c.out
-        if error is not None:
+        if c.error is not None:
             out.response = make_response(c.req, 500, "Server Internal Error", received=c.flow.remote)
             out.binding = out.removed = None
             out.peer_status = None
+            out.changes = []
         self._finish(c.req, c.flow, out, c.key, now)
 
     def expire(self, peer: str, expires_mono: float, now: float) -> None:
@@ -254,10 +263,11 @@ class InboundEndpoint:
         # stored through the same queue as a REGISTER that follows at once (if the delete
         # fails, BindingStore.load drops the expired row at the next start anyway)
         self._events.append(BindingChanged(0, peer, None))
-        log.info("Unregistered SIP '%s' (expired)", peer)
+        line, status, cause = reg.expiry_note(b)
+        log.info("%s", line)
         self._unpin(peer)
         self.qualifier.unregistered(peer)
-        self._events.append(RegistryChanged(peer, "Unregistered", "Expired", None))
+        self._events.append(RegistryChanged(peer, status, cause, None))
 
     def restore(self, bindings: Iterable[Binding]) -> None:
         """Bindings read back from storage at start-up."""
@@ -319,40 +329,56 @@ class InboundEndpoint:
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
         if out.binding is not None:
-            peer = out.binding.peer
+            changes: list[tuple[str, Binding | None]] = [(out.binding.peer, out.binding)]
         elif out.removed is not None:
-            peer = out.removed
+            changes = [(out.removed, None)]
         else:
+            changes = out.changes
+        if not changes:
             self._finish(req, flow, out, key, now)
             return
-        token = next(self._tokens)
-        self._commits[token] = _Commit(req, flow, out, key)
-        self._events.append(BindingChanged(token, peer, out.binding, req.headers.get("To") or ""))
+        c = _Commit(req, flow, out, key, len(changes))
+        for peer, b in changes:
+            token = next(self._tokens)
+            self._commits[token] = c
+            self._events.append(BindingChanged(token, peer, b, req.headers.get("To") or ""))
 
     def _finish(self, req: Request, flow: Flow, out: RegisterOutcome, key: Hashable | None, now: float) -> None:
         data = out.response.to_bytes()
         if key is not None:
             self.server_txns.answered(key, data)
         self._answer(data, req, flow)
-        if out.log:
-            log.info("%s", out.log)
+        for line in out.log.splitlines():
+            log.info("%s", line)
         if out.binding is not None:
-            b = out.binding
-            self._arm(b)
-            conn = flow.remote if b.transport in STREAMS else None  # qualified over the REGISTER's connection
-            self._unpin(b.peer)
-            if conn is not None:
-                self._pin(b.peer, conn)
-            self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
+            self._bound(out.binding, flow, now)
         elif out.removed is not None:
-            self._disarm(out.removed)
-            self._unpin(out.removed)
-            self.qualifier.unregistered(out.removed)
+            self._unbound(out.removed)
+        for peer, b in out.changes:  # PJSIP contacts: each one created, refreshed or removed
+            if b is not None:
+                self._bound(b, flow, now)
+            else:
+                self._unbound(peer)
+            status = "Removed" if b is None else "Created"
+            self._events.append(RegistryChanged(peer, status, b.contact if b else "", flow.remote))
         if out.peer_status is not None:
             self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
                                                 out.binding.addr if out.binding else flow.remote))
         if out.security is not None:  # chan_sip reports it once handle_request_register returns
             self._events.append(out.security)
+
+    def _bound(self, b: Binding, flow: Flow, now: float) -> None:
+        self._arm(b)
+        conn = flow.remote if b.transport in STREAMS else None  # qualified over the REGISTER's connection
+        self._unpin(b.peer)
+        if conn is not None:
+            self._pin(b.peer, conn)
+        self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
+
+    def _unbound(self, peer: str) -> None:
+        self._disarm(peer)
+        self._unpin(peer)
+        self.qualifier.unregistered(peer)
 
     def _arm(self, b: Binding) -> None:
         # a refresh replaces the pending expiry (10,000 phones re-registering each minute would

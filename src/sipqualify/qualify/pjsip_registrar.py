@@ -252,5 +252,8 @@ class PjsipRegistrar(Registrar):
             headers.add("Expires", str(expires))
         return out
 
-    def expire(self, name: str) -> Binding | None:
-        return self.bindings.pop(name, None)
+    def expiry_note(self, b: Binding) -> tuple[str, str, str]:
+        aor = aor_of(b.peer)
+        if aor is None:
+            return super().expiry_note(b)
+        return f"Removed contact '{b.contact}' from AOR '{aor}' due to expiration", "Removed", b.contact

@@ -330,6 +330,10 @@ class Registrar:
     def expire(self, name: str) -> Binding | None:
         return self.bindings.pop(name, None)
 
+    def expiry_note(self, b: Binding) -> tuple[str, str, str]:
+        """What an expired binding is logged and published as: (log line, status, cause)."""
+        return f"Unregistered SIP '{b.peer}' (expired)", "Unregistered", "Expired"
+
 
 def _digest_params(req: Request) -> dict[str, str]:
     """The Authorization's parameters, which chan_sip's security events quote (sip_digest_parser)."""
