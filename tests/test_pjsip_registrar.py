@@ -18,24 +18,12 @@ from sipqualify.qualify.registrar import RegisterOutcome, RegistrarSettings
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import Response, parse_message
 
-CONF = """
+from .helpers import PJSIP_PHONE1
+
+CONF = PJSIP_PHONE1 + """
 [ep](!)
 type = endpoint
 context = default
-[phone1-auth]
-type = auth
-auth_type = userpass
-username = phone1
-password = secret1
-[phone1]
-type = aor
-max_contacts = 1
-remove_existing = yes
-qualify_frequency = 5
-qualify_timeout = 2.0
-[phone1](ep)
-aors = phone1
-auth = phone1-auth
 [phone2-auth]
 type = auth
 auth_type = userpass
