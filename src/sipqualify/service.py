@@ -32,6 +32,7 @@ from .net.resolve import resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
+from .qualify.pjsip_identify import Identifier
 from .qualify.pjsip_registrar import PjsipRegistrar
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
@@ -70,6 +71,7 @@ class Service:
         self.config: Config = Config()
         self.store: Store | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
+        self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -140,7 +142,9 @@ class Service:
                                     match_source=svc.match_source_address, respond_options=svc.respond_options)
         self.sockets.pinned = engine.inbound.pinned
         if svc.options_unknown_user_404:  # OPTIONS to a user that is not a peer: 404, like res_pjsip
-            engine.inbound.known_user = lambda user: user in self.config.peers
+            engine.inbound.known_user = lambda user: user in self.config.peers or (
+                (pj := self.config.pjsip) is not None and (user in pj.endpoints or user in pj.aors))
+            engine.inbound.identified = lambda ip: self.identifier.endpoint(ip) is not None
         # the registrar answers REGISTER from the first datagram on (never a 501 during start-up)
         registered = await self._start_registrar()
         host = self.opts.api_host or svc.api_host
@@ -194,6 +198,7 @@ class Service:
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
         self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
+        self.identifier = Identifier.from_config(cfg.pjsip)
         if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:
             self.registrar.pj = cfg.pjsip
         summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,

@@ -26,6 +26,8 @@ Asterisk (§3.10).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,12 +42,14 @@ from ..model import (
     PjsipAuth,
     PjsipConfig,
     PjsipEndpoint,
+    PjsipIdentify,
 )
 from ..qualify.pjsip_registrar import aor_of, registered_contact_id
 from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
 
+HOSTNAME: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?")
 TIMER_F_MS: Final = 32_000  # qualify_timeout = 0: Unreachable when the transaction times out (64 x T1)
 
 #: object types sipqualify reads; the others res_pjsip knows are accepted and ignored
@@ -113,6 +117,24 @@ def _proxy(text: str) -> str:
     if text.strip():
         sip_uri(text)
     return text.strip()
+
+
+def _matches(text: str) -> list[str]:
+    """identify `match=`: IP addresses, ip/prefix or ip/netmask networks, or host names
+    (res_pjsip_endpoint_identifier_ip), comma-separated."""
+    out = _words(text)
+    for m in out:
+        if not _is_ip_or_network(m) and not HOSTNAME.fullmatch(m):
+            raise ValueError(f"'{m}' is not an IP address, network or host name")
+    return out
+
+
+def _is_ip_or_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _bind(text: str) -> tuple[str, int | None]:
@@ -201,6 +223,10 @@ PJSIP_OPTIONS: Final = (
     _o("auth", "md5_cred", _str, "md5_cred", "unset", "text",
        "md5(username:realm:password), never shown"),
     _o("auth", "realm", _str, "realm", "unset", "text", "kept for the auth views"),
+    _o("identify", "endpoint", _str, "endpoint", "unset", "endpoint name",
+       "the endpoint requests from the `match` addresses come from"),
+    _o("identify", "match", _matches, "match", "none", "IP addresses, networks or host names",
+       "source addresses identified as the endpoint", multi=True),
     _o("transport", "protocol", _transport_protocol, "", "`udp`", "word",
        "the protocol of the OPTIONS of endpoints using this transport"),
     _o("transport", "bind", _bind, "", "`0.0.0.0:5060`", "IP address, optionally with `:port`",
@@ -247,7 +273,7 @@ PJSIP_KNOWN: Final = {
         prune_on_boot""".split()),
     "auth": frozenset("nonce_lifetime oauth_clientid oauth_secret refresh_token supported_algorithms_uac "
                       "supported_algorithms_uas".split()),
-    "identify": frozenset("endpoint match match_header match_request_uri srv_lookups".split()),
+    "identify": frozenset("match_header match_request_uri srv_lookups".split()),
     "transport": frozenset("""async_operations ca_list_file ca_list_path cert_file cipher cos domain
         external_media_address external_signaling_address external_signaling_port local_net method
         password priv_key_file require_client_cert tos verify_client verify_server websocket_write_timeout
@@ -322,6 +348,8 @@ class PjsipConfReader:
             obj = self.pj.endpoints.setdefault(sec.name, PjsipEndpoint(sec.name, source=sec.where))
         elif t == "auth":
             obj = self.pj.auths.setdefault(sec.name, PjsipAuth(sec.name, source=sec.where))
+        elif t == "identify":
+            obj = self.pj.identifies.setdefault(sec.name, PjsipIdentify(sec.name, source=sec.where))
         else:
             obj = None
         local: dict[str, Any] = {}
@@ -361,6 +389,15 @@ class PjsipConfReader:
                 self.cfg.general.realm = local["default_realm"]
 
     def _cross_check(self) -> None:
+        for ident in self.pj.identifies.values():
+            sec = self._where[("identify", ident.name)]
+            if ident.endpoint not in self.pj.endpoints:
+                self._msg("warning", sec.get("endpoint") or sec,
+                          f"identify '{ident.name}': endpoint '{ident.endpoint}' is not defined: it matches nothing")
+            for m in ident.match:
+                if HOSTNAME.fullmatch(m) and not _is_ip_or_network(m):
+                    self._msg("warning", sec.get("match") or sec, f"identify '{ident.name}': host name '{m}' is "
+                                                                  "not resolved by sipqualify yet: it matches nothing")
         for ep in self.pj.endpoints.values():
             sec = self._where[("endpoint", ep.name)]
             for aor in ep.aors:

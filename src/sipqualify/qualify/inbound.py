@@ -161,6 +161,8 @@ class InboundEndpoint:
         self.wallclock = wallclock  # only for a binding's expiry as stored and shown
         # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
         self.known_user: Callable[[str], bool] | None = None
+        # set: OPTIONS from an address this returns True for (an identified endpoint's) are never 404
+        self.identified: Callable[[str], bool] | None = None
         self.registrar: Registrar | None = None  # None: REGISTER is answered 501
         self.server_txns = ServerTransactions()
         self._out: list[tuple[bytes, Flow]] = []
@@ -211,7 +213,7 @@ class InboundEndpoint:
             d = req.defects[0][:100]
             status, reason = 400, d[:1].upper() + d[1:]
         elif method == "OPTIONS" and self.respond_options:
-            status, reason = self._options_status(req.uri)
+            status, reason = self._options_status(req.uri, flow.remote)
         elif method == "OPTIONS":
             status, reason = 404, "Not Found"
         elif method in KNOWN_METHODS:
@@ -298,13 +300,14 @@ class InboundEndpoint:
         else:  # on the connection the request came over, whatever the Via says
             self._out.append((data, flow))
 
-    def _options_status(self, uri: str) -> tuple[int, str]:
+    def _options_status(self, uri: str, source: Addr) -> tuple[int, str]:
         """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
-        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
+        no peer (only when `known_user` is set) unless the source is an identified endpoint's
+        (`identified`: pjsip.conf `type=identify`); otherwise 200. No user part: 200."""
         scheme, _, rest = uri.partition(":")
         if scheme.lower() not in ("sip", "sips"):
             return 416, "Unsupported URI Scheme"
-        if self.known_user is not None:
+        if self.known_user is not None and not (self.identified is not None and self.identified(source[0])):
             user, at, _ = rest.partition("@")
             if at:
                 user = unquote(user.partition(";")[0].partition(":")[0])
