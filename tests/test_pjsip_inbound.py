@@ -81,10 +81,12 @@ def test_new_contact_is_stored_answered_then_qualified_where_the_register_came_f
     (t, data, dest), = s.pokes
     assert (t, dest) == (0.1, NAT) and data.startswith(f"OPTIONS {uri} SIP/2.0\r\n".encode())
     assert RegistryChanged(cid(uri), "Created", uri, NAT) in s.events
-    # a refresh: stored and answered, but no extra OPTIONS (res_pjsip, §3.8)
+    # a refresh: stored and answered, but no extra OPTIONS (res_pjsip, §3.8) and no new contact
+    created = len([e for e in s.events if isinstance(e, RegistryChanged)])
     registered(s, uri)
     s.store_all()
     assert s.answers()[-1] == "SIP/2.0 200 OK" and len(s.pokes) == 1
+    assert len([e for e in s.events if isinstance(e, RegistryChanged)]) == created
 
 
 def test_remove_existing_is_answered_after_both_changes_are_stored(shell: Shell,

@@ -358,12 +358,14 @@ class InboundEndpoint:
         elif out.removed is not None:
             self._unbound(out.removed)
         for peer, b in out.changes:  # PJSIP contacts: each one created, refreshed or removed
-            if b is not None:
-                self._bound(b, flow, now)
-            else:
+            if b is None:
                 self._unbound(peer)
-            status = "Removed" if b is None else "Created"
-            self._events.append(RegistryChanged(peer, status, b.contact if b else "", flow.remote))
+                self._events.append(RegistryChanged(peer, "Removed", "", flow.remote))
+                continue
+            fresh = peer not in self.expiries  # not a refresh (nor one restored at start)
+            self._bound(b, flow, now)
+            if fresh:
+                self._events.append(RegistryChanged(peer, "Created", b.contact, flow.remote))
         if out.peer_status is not None:
             self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
                                                 out.binding.addr if out.binding else flow.remote))
