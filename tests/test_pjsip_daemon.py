@@ -198,6 +198,9 @@ async def test_phone_registers_to_a_pjsip_aor_is_qualified_and_listed(tmp_path: 
         assert re.fullmatch(r" *\d+\.\d{3}", rtt) and float(rtt) > 0, row
         assert row == f"  Contact:  {name:<46} {hashlib.md5(uri.encode()).hexdigest()[:10]} Avail   {rtt}", row
         assert out.endswith("\nObjects found: 1\n")
+        store = svc.store
+        assert store is not None
+        await wait_for(lambda: cid in store.states())
         resp = await phone.register_auth(("127.0.0.1", port), "phone1", "secret1", expires=0)
         assert resp.status == 200 and resp.headers.get_all("Contact") == []
         await wait_for(lambda: engine.peer(cid) is None)
@@ -205,6 +208,7 @@ async def test_phone_registers_to_a_pjsip_aor_is_qualified_and_listed(tmp_path: 
         msgs = [r.getMessage() for r in caplog.records]
         assert f"Removed contact '{uri}' from AOR 'phone1' due to request" in msgs
         assert f"Contact phone1/{uri} has been deleted" in msgs
+        await wait_for(lambda: cid not in store.states())  # no state row left behind
     finally:
         t.close()
         await svc.close()

@@ -33,7 +33,7 @@ from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
 from .qualify.pjsip_identify import Identifier
-from .qualify.pjsip_registrar import PjsipRegistrar
+from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
@@ -176,6 +176,7 @@ class Service:
         else:
             self.registrar = Registrar(lambda name: self.config.peers.get(name), settings,
                                        useragent=self.engine.useragent)
+        self.feed.registry_listeners.append(self._contact_removed)
         committer = self.core.committer = BindingCommitter(self.state_dir / "bindings.sqlite")
         maxexpiry = max([g.maxexpiry, *(a.maximum_expiration for a in pj.aors.values())] if pj else [g.maxexpiry])
         loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), maxexpiry)
@@ -185,6 +186,12 @@ class Service:
         self.engine.inbound.restore(restored)
         self.core.pump_inbound()
         return {b.peer: b.addr for b in restored}
+
+    def _contact_removed(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        """A registered PJSIP contact is gone for good: its state row too (behind NAT a phone's
+        contact id changes with its port, and the rows would pile up)."""
+        if status == "Removed" and self.store is not None and aor_of(peer) is not None:
+            self.store.forget_peers([peer])
 
     async def _load(self, cfg: Config, restored: dict[str, int], restored_changed: dict[str, float] | None = None,
                     registered: dict[str, Addr | None] | None = None) -> ReloadSummary:
