@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,22 @@ def test_query_without_contact_lists_the_bindings(pj: PjsipConfig) -> None:
     out = send(reg, 10.0, "phone1", [], password="secret1")
     assert out.response.status == 200 and not out.changes
     assert contacts(out.response) == ["<sip:q@192.0.2.50>;expires=50"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_malformed_contacts_and_expires_never_raise(pj: PjsipConfig, seed: int) -> None:
+    """Bad input never crashes the daemon: odd Contact and Expires values from an authenticated
+    phone get an answer (200, 400, 403 or 423), never an exception, and never a binding beyond
+    max_contacts."""
+    rng = random.Random(seed)
+    pieces = ["<sip:a@192.0.2.50>", "<sip:@>", "<tel:+4930123>", "*", "<sip:a@[::1]:5060>;expires=",
+              "<sip:a@192.0.2.50>;expires=-1", "<sip:a@192.0.2.50>;expires=１２０", "garbage<<", '"x" <sip:b@h>',
+              "<sip:c@192.0.2.50:99999>", "<sip:d@192.0.2.50>;expires=99999999999999999999", ""]
+    reg = registrar(pj)
+    for n in range(40):
+        contacts = rng.sample(pieces, rng.randint(1, 3))
+        expires = rng.choice([None, 0, 1, 60, "x", "６０", -5])
+        out = send(reg, float(n), "phone2", contacts, username="u2", password="pw2",
+                   expires=expires)  # type: ignore[arg-type]
+        assert out.response.status in (200, 400, 403, 423), (contacts, expires, out.response.status)
+        assert len(reg.contacts_of("phone2")) <= 2
