@@ -121,6 +121,7 @@ def test_challenge_then_binding_with_the_endpoint_auth(pj: PjsipConfig, caplog: 
     assert b.useragent == "bar-phone/1.0" and b.call_id == "c-phone1"
     assert contacts(out.response) == ["<sip:phone1@192.0.2.50:5070>;expires=60"]
     assert out.response.headers.get("Expires") == "60"
+    assert out.response.headers.get("Date") == "Sun, 09 Sep 2001 01:46:50 GMT"  # the wall clock, 1e9 + 10
     assert out.log == "Added contact 'sip:phone1@192.0.2.50:5070' to AOR 'phone1' with expiration of 60 seconds"
     assert out.security is not None and out.security.event == "SuccessfulAuth"
 

@@ -32,6 +32,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from ..addr import Addr
 from ..model import PeerConfig, PjsipAor, PjsipConfig, PjsipEndpoint
@@ -164,7 +165,7 @@ class PjsipRegistrar(Registrar):
             if default != 0:
                 self.counters["bad_requests"] += 1
                 return RegisterOutcome(self._reply(req, 400, "Bad Request", source), security=security)
-            out = self._answer(req, source, aor, now, header, [], list(existing.values()), [])
+            out = self._answer(req, source, aor, (now, wall), header, [], list(existing.values()), [])
             out.security = security
             return out
         asked: list[_Contact] = []
@@ -205,7 +206,7 @@ class PjsipRegistrar(Registrar):
                                      f"AOR '{aor.name}' will exceed max contacts of {aor.max_contacts}")
                 return RegisterOutcome(self._reply(req, 403, "Forbidden", source), security=security)
         bound = [self._binding(req, ep, aor, c, source, now, wall, transport) for c in adds]
-        out = self._answer(req, source, aor, now, header, bound, dels, evicted)
+        out = self._answer(req, source, aor, (now, wall), header, bound, dels, evicted)
         out.security = security
         return out
 
@@ -217,9 +218,11 @@ class PjsipRegistrar(Registrar):
                        req.call_id or "", req.cseq[0], via is not None and via.host != source[0], now + c.expires,
                        c.expires)
 
-    def _answer(self, req: Request, source: Addr, aor: PjsipAor, now: float, header: str | None,
+    def _answer(self, req: Request, source: Addr, aor: PjsipAor, clocks: tuple[float, float], header: str | None,
                 bound: list[Binding], removed: list[Binding], evicted: list[Binding]) -> RegisterOutcome:
-        """Apply the changes and build the 200 OK listing the AOR's contacts."""
+        """Apply the changes and build the 200 OK: Date (registrar_add_date_header), the AOR's
+        contacts, Expires when the request had one. `clocks`: (monotonic now, wall)."""
+        now, wall = clocks
         out = RegisterOutcome(self._reply(req, 200, "OK", source), peer=aor.name)
         logs = []
         for b in removed:
@@ -242,6 +245,7 @@ class PjsipRegistrar(Registrar):
             logs.append(f"Removed contact '{b.contact}' from AOR '{aor.name}' due to {reason}")
         out.log = "\n".join(logs)
         headers = out.response.headers
+        headers.add("Date", formatdate(wall, usegmt=True))  # strftime "%a, %d %b %Y %T GMT"
         for b in sorted(self.contacts_of(aor.name), key=lambda b: b.peer):
             headers.add("Contact", f"<{b.contact}>;expires={max(0, round(b.expires_mono - now))}")
         if header is not None:
