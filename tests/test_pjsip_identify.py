@@ -10,8 +10,10 @@ import pytest
 
 from sipqualify.config import check_config
 from sipqualify.config.pjsip import load_pjsip_conf
+from sipqualify.model import PjsipConfig, PjsipIdentify
 from sipqualify.qualify.engine import QualifyEngine
-from sipqualify.qualify.pjsip_identify import Identifier
+from sipqualify.qualify.pjsip_identify import Identifier, hostnames
+from sipqualify.service import _resolve_identify
 
 from .helpers import Shell
 
@@ -49,15 +51,32 @@ def test_match_by_address_network_netmask_and_ipv6(conf: Callable[[str], str]) -
         "itsp", "itsp", "itsp", "itsp", "pbx", None, None, None]
 
 
-def test_bad_match_is_an_error_and_host_names_and_unknown_endpoints_warnings(conf: Callable[[str], str]) -> None:
+def test_bad_match_is_an_error_and_an_unknown_endpoint_a_warning(conf: Callable[[str], str]) -> None:
     path = conf("[e]\ntype = endpoint\n"                                           # 1-2
                 "[i]\ntype = identify\nendpoint = e\nmatch = 192.0.2.300/40\n"     # 3-6
-                "match = gw.example.net\n"                                         # 7
+                "match = gw.example.net, bad_name!\n"                              # 7
                 "[j]\ntype = identify\nendpoint = nosuch\nmatch = 192.0.2.1\n")    # 8-11
     msgs = [(m.severity, m.line, m.option) for m in check_config(path)]
-    assert msgs == [("error", 6, "match"), ("warning", 7, "match"), ("warning", 10, "endpoint")]
+    assert msgs == [("error", 6, "match"), ("error", 7, "match"), ("warning", 10, "endpoint")]
     ident = Identifier.from_config(load_pjsip_conf(path).pjsip)
     assert ident.endpoint("192.0.2.1") is None  # its endpoint does not exist
+
+
+def test_host_names_match_the_addresses_they_resolved_to(conf: Callable[[str], str]) -> None:
+    pj = load_pjsip_conf(conf("[e]\ntype = endpoint\n[i]\ntype = identify\nendpoint = e\n"
+                              "match = gw.example.net, 192.0.2.7\n")).pjsip
+    assert pj is not None and hostnames(pj.identifies["i"].match) == ["gw.example.net"]
+    ident = Identifier.from_config(pj, {"gw.example.net": ["198.51.100.20", "2001:db8::20"]})
+    assert [ident.endpoint(ip) for ip in ("198.51.100.20", "2001:db8::20", "192.0.2.7", "198.51.100.21")] == [
+        "e", "e", "e", None]
+    assert Identifier.from_config(pj).endpoint("198.51.100.20") is None  # not resolved: no match
+
+
+async def test_the_daemon_resolves_identify_host_names() -> None:
+    """`localhost` (from /etc/hosts: no network) as the shell resolves it at load."""
+    pj = PjsipConfig(identifies={"i": PjsipIdentify("i", "e", ["localhost", "192.0.2.7"])})
+    got = await _resolve_identify(pj)
+    assert list(got) == ["localhost"] and "127.0.0.1" in got["localhost"]
 
 
 def test_options_from_an_identified_address_are_never_404(conf: Callable[[str], str]) -> None:

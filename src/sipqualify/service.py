@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -24,15 +25,15 @@ from .api.surfaces import Surfaces
 from .config import load_config
 from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
-from .model import Config, ConfigError
+from .model import Config, ConfigError, PjsipConfig
 from .net.dns import DnsError, Resolution
 from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
-from .net.resolve import resolve_proxies
+from .net.resolve import resolve_host, resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
-from .qualify.pjsip_identify import Identifier
+from .qualify.pjsip_identify import Identifier, hostnames
 from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
@@ -201,11 +202,12 @@ class Service:
         self.dns.configure(cfg.general, ("udp", "tcp", "tls"))
         addrs = await self.dns.load(peers, cfg.general)
         proxies = await resolve_proxies(peers)
+        identifier = Identifier.from_config(cfg.pjsip, await _resolve_identify(cfg.pjsip))
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
         self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
-        self.identifier = Identifier.from_config(cfg.pjsip)
+        self.identifier = identifier
         if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:
             self.registrar.pj = cfg.pjsip
         summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
@@ -317,3 +319,13 @@ class Service:
 
     def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]:
         return self.core.qualify(name, wait)
+
+
+async def _resolve_identify(pj: PjsipConfig | None) -> dict[str, list[str]]:
+    """The addresses (IPv4 and IPv6, first of each) of the host names of identify `match=`."""
+    names = hostnames(m for i in pj.identifies.values() for m in i.match) if pj is not None else []
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        found = [await resolve_host(name, families=(fam,)) for fam in (socket.AF_INET, socket.AF_INET6)]
+        out[name] = [a for a in found if a is not None]
+    return out

@@ -394,10 +394,6 @@ class PjsipConfReader:
             if ident.endpoint not in self.pj.endpoints:
                 self._msg("warning", sec.get("endpoint") or sec,
                           f"identify '{ident.name}': endpoint '{ident.endpoint}' is not defined: it matches nothing")
-            for m in ident.match:
-                if HOSTNAME.fullmatch(m) and not _is_ip_or_network(m):
-                    self._msg("warning", sec.get("match") or sec, f"identify '{ident.name}': host name '{m}' is "
-                                                                  "not resolved by sipqualify yet: it matches nothing")
         for ep in self.pj.endpoints.values():
             sec = self._where[("endpoint", ep.name)]
             for aor in ep.aors:
