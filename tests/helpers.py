@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,16 @@ import aiohttp
 from sipqualify.config import load_config
 from sipqualify.demo import DemoEndpoint
 from sipqualify.model import PeerConfig
+from sipqualify.qualify.engine import QualifyEngine
+from sipqualify.qualify.inbound import UDP, BindingArmed, BindingChanged, BindingDisarmed, Flow, InboundEvent
 from sipqualify.qualify.state import state_of, status_string
 from sipqualify.service import Service, ServiceOptions
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.framing import StreamFramer
 from sipqualify.sip.message import Request, Response, make_response, parse_message
 from sipqualify.views import PeerView
+
+Addr = tuple[str, int]
 
 # --- ports, endpoints, the daemon in-process, the CLI, waiting -----------------------------------
 
@@ -627,3 +631,78 @@ async def read_sse(content: Any, event: str, done: Callable[[list[dict[str, Any]
 
     await asyncio.wait_for(read(), timeout)
     return got
+
+
+# phone1 of asterisk-pjsip-observed.md §1: an AOR taking one registered contact, replacing it
+PJSIP_PHONE1 = """
+[phone1-auth]
+type = auth
+auth_type = userpass
+username = phone1
+password = secret1
+[phone1]
+type = aor
+max_contacts = 1
+remove_existing = yes
+qualify_frequency = 5
+qualify_timeout = 2.0
+[phone1]
+type = endpoint
+aors = phone1
+auth = phone1-auth
+"""
+
+
+# --- the inbound endpoint on a virtual clock ------------------------------------------------------
+
+@dataclass
+class Shell:
+    """Plays the shell of an engine on a virtual clock (tests/test_inbound_endpoint.py): feeds what
+    arrives through its front door, stores BindingChanged when told, fires binding expiry."""
+
+    engine: QualifyEngine
+    now: float = 0.0
+    sent: list[tuple[float, bytes, Flow]] = field(default_factory=list)
+    pokes: list[tuple[float, bytes, Addr]] = field(default_factory=list)
+    events: list[InboundEvent] = field(default_factory=list)
+    commits: list[BindingChanged] = field(default_factory=list)  # waiting to be stored
+    stored: list[tuple[str, object]] = field(default_factory=list)
+    expiry: dict[str, float] = field(default_factory=dict)  # peer -> expires_mono
+
+    def flush(self) -> None:
+        ib = self.engine.inbound
+        self.sent += [(self.now, d, f) for d, f in ib.sends()]
+        self.pokes += [(self.now, d, a) for d, a in self.engine.datagrams_to_send()]
+        while (ev := ib.next_event()) is not None:
+            self.events.append(ev)
+            if isinstance(ev, BindingChanged):
+                self.commits.append(ev)
+            elif isinstance(ev, BindingArmed):
+                self.expiry[ev.binding.peer] = ev.binding.expires_mono
+            elif isinstance(ev, BindingDisarmed):
+                self.expiry.pop(ev.peer, None)
+
+    def deliver(self, data: bytes, src: Addr, transport: str = UDP) -> None:
+        self.engine.receive_datagram(data, src, self.now, transport)
+        self.flush()
+
+    def store_all(self, error: str | None = None) -> None:
+        commits, self.commits = self.commits, []
+        for c in commits:
+            self.stored.append((c.peer, c.binding))
+            if c.token:
+                self.engine.inbound.commit_done(c.token, error, self.now)
+        self.flush()
+
+    def advance(self, t: float) -> None:
+        """Move the virtual clock to `t`, firing binding expiry timers due on the way."""
+        for peer, when in sorted(self.expiry.items(), key=lambda kv: kv[1]):
+            if when <= t:
+                self.now = when
+                del self.expiry[peer]
+                self.engine.inbound.expire(peer, when, when)
+                self.flush()
+        self.now = t
+
+    def answers(self) -> list[str]:
+        return [d.decode().partition("\r\n")[0] for _, d, _ in self.sent]

@@ -7,8 +7,6 @@ asyncio, no sleeps."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sipqualify.model import PeerConfig
 from sipqualify.qualify.engine import QualifyEngine
 from sipqualify.qualify.events import SecurityEvent
@@ -16,17 +14,17 @@ from sipqualify.qualify.inbound import (
     TCP,
     UDP,
     WS,
-    BindingArmed,
     BindingChanged,
     BindingDisarmed,
     Flow,
     FlowPinned,
-    InboundEvent,
     RegistryChanged,
 )
 from sipqualify.qualify.registrar import Binding, Registrar, RegistrarSettings, dialog_id
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.message import parse_message
+
+from .helpers import Shell
 
 Addr = tuple[str, int]
 PHONE: Addr = ("192.0.2.50", 5060)
@@ -36,56 +34,6 @@ PEERS = {
                        qualifyfreq_ms=60_000),
     "p": PeerConfig(name="p", host="192.0.2.9", qualify_ms=2000, qualifyfreq_ms=60_000),
 }
-
-
-@dataclass
-class Shell:
-    engine: QualifyEngine
-    now: float = 0.0
-    sent: list[tuple[float, bytes, Flow]] = field(default_factory=list)
-    pokes: list[tuple[float, bytes, Addr]] = field(default_factory=list)
-    events: list[InboundEvent] = field(default_factory=list)
-    commits: list[BindingChanged] = field(default_factory=list)  # waiting to be stored
-    stored: list[tuple[str, object]] = field(default_factory=list)
-    expiry: dict[str, float] = field(default_factory=dict)  # peer -> expires_mono
-
-    def flush(self) -> None:
-        ib = self.engine.inbound
-        self.sent += [(self.now, d, f) for d, f in ib.sends()]
-        self.pokes += [(self.now, d, a) for d, a in self.engine.datagrams_to_send()]
-        while (ev := ib.next_event()) is not None:
-            self.events.append(ev)
-            if isinstance(ev, BindingChanged):
-                self.commits.append(ev)
-            elif isinstance(ev, BindingArmed):
-                self.expiry[ev.binding.peer] = ev.binding.expires_mono
-            elif isinstance(ev, BindingDisarmed):
-                self.expiry.pop(ev.peer, None)
-
-    def deliver(self, data: bytes, src: Addr, transport: str = UDP) -> None:
-        self.engine.receive_datagram(data, src, self.now, transport)
-        self.flush()
-
-    def store_all(self, error: str | None = None) -> None:
-        commits, self.commits = self.commits, []
-        for c in commits:
-            self.stored.append((c.peer, c.binding))
-            if c.token:
-                self.engine.inbound.commit_done(c.token, error, self.now)
-        self.flush()
-
-    def advance(self, t: float) -> None:
-        """Move the virtual clock to `t`, firing binding expiry timers due on the way."""
-        for peer, when in sorted(self.expiry.items(), key=lambda kv: kv[1]):
-            if when <= t:
-                self.now = when
-                del self.expiry[peer]
-                self.engine.inbound.expire(peer, when, when)
-                self.flush()
-        self.now = t
-
-    def answers(self) -> list[str]:
-        return [d.decode().partition("\r\n")[0] for _, d, _ in self.sent]
 
 
 def make_shell(registrar: bool = True) -> Shell:

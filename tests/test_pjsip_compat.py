@@ -44,12 +44,23 @@ REG40 = {  # registered contacts at T0+40 (ids `<aor>;@<md5(uri)>`)
 }
 
 
-def snapshot(states: dict[str, tuple[str, float | None]], registered: Any = None) -> dict[str, Any]:
-    by_peer = {}
+def binding(cid: str, uri: str, call_id: str = "", expires_at: float = 0.0) -> dict[str, Any]:
+    """One of ReadModel.registrations(), as the registrar's binding of a registered contact."""
+    return {"peer": cid, "contact": uri, "address": "127.0.0.1", "port": int(uri.rpartition(":")[2]),
+            "useragent": "bar-phone/1.0", "call_id": call_id, "expires_at": expires_at}
+
+
+def snapshot(states: dict[str, tuple[str, float | None]], registered: Any = None,
+             bindings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    by_peer: dict[str, tuple[str | None, float | None]] = {}
     for (aor, uri), peer in PJ.peer_of.items():
         st, ms = states.get(f"{aor}/{uri}", states.get(aor, (NQ, None)))
         by_peer[peer] = (st, ms / 1000 if ms is not None else None)
-    return pjsip_snapshot(PJ, lambda p: by_peer.get(p, (None, None)), registered)
+    regs = {b["peer"]: b for b in bindings or []}
+    for cid, uri, st, rtt in (c for cs in (registered or {}).values() for c in cs):
+        by_peer[cid] = (st, rtt)
+        regs.setdefault(cid, binding(cid, uri))
+    return pjsip_snapshot(PJ, lambda p: by_peer.get(p, (None, None)), list(regs.values()))
 
 
 def expected(name: str) -> str:
@@ -102,3 +113,12 @@ def test_show_contact_and_its_deliberate_difference() -> None:
     assert show_contact(snap, "nosuch/sip:x@y") is None
     assert not_found("nosuch/sip:x@y") == "Unable to find object nosuch/sip:x@y.\n\n"
     assert show_contact(snap, contact_id("ok-def", "sip:ok@127.0.0.1:35071")) is None  # ids are not keys (§4.3)
+
+
+def test_show_contact_of_a_registered_contact_shows_its_binding() -> None:
+    """§4.3, run 3: a registered contact's object carries the REGISTER's Call-ID, User-Agent,
+    Via address and port, expiry and endpoint, and its AOR's qualify settings."""
+    cid, uri = REG40["phone1"][0][:2]
+    snap = snapshot({}, {"phone1": [(cid, uri, OK, 0.501268)]},
+                    [binding(cid, uri, "546e2166@regc", 1796152063.4)])
+    assert show_contact(snap, f"phone1/{uri}") == expected("contact_phone1.txt")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import socket
@@ -14,7 +15,7 @@ import pytest
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
 
-from .helpers import MANAGER_CONF, api, cli, endpoint, free_port, wait_for
+from .helpers import MANAGER_CONF, Phone, api, cli, endpoint, free_port, wait_for
 
 
 async def test_daemon_qualifies_pjsip_contacts_and_cli_shows_them(tmp_path: Path,
@@ -117,3 +118,97 @@ async def test_ami_contact_status_events_and_pjsip_actions(tmp_path: Path) -> No
         await svc.close()
         if gw is not None:
             gw.close()
+
+
+async def phone1_daemon(tmp_path: Path, port: int) -> Service:
+    """A daemon whose pjsip.conf has phone1 of asterisk-pjsip-observed.md §1 (qualified every 1 s)."""
+    conf = tmp_path / "pjsip.conf"
+    conf.write_text(f"[udp]\ntype = transport\nprotocol = udp\nbind = 127.0.0.1:{port}\n"
+                    "[phone1-auth]\ntype = auth\nauth_type = userpass\nusername = phone1\npassword = secret1\n"
+                    "[phone1]\ntype = aor\nmax_contacts = 1\nremove_existing = yes\nqualify_frequency = 1\n"
+                    "qualify_timeout = 2.0\n[phone1]\ntype = endpoint\naors = phone1\nauth = phone1-auth\n")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    return svc
+
+
+async def phone1_ua() -> tuple[Phone, asyncio.DatagramTransport, str, str]:
+    """A Phone on 127.0.0.1: it, its transport, its Contact URI and that contact's id."""
+    phone = Phone()
+    t, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: phone, local_addr=("127.0.0.1", 0))
+    uri = f"sip:phone1@127.0.0.1:{t.get_extra_info('sockname')[1]}"
+    return phone, t, uri, "phone1;@" + hashlib.md5(uri.encode()).hexdigest()
+
+
+async def test_registered_contact_survives_a_restart_and_is_qualified_again(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Stored before the 200 OK, restored at start (as res_pjsip's astdb): polled again with the
+    start-up rules and reported with res_pjsip's texts."""
+    caplog.set_level(logging.INFO, logger="sipqualify")
+    port = free_port()
+    svc = await phone1_daemon(tmp_path, port)
+    phone, t, uri, cid = await phone1_ua()
+    try:
+        assert (await phone.register_auth(("127.0.0.1", port), "phone1", "secret1", expires=300)).status == 200
+        await svc.close()
+        caplog.clear()
+        seen = phone.options
+        svc = await phone1_daemon(tmp_path, port)
+        engine = svc.engine
+        assert engine is not None
+        await wait_for(lambda: (p := engine.peer(cid)) is not None and p.state == "OK" and phone.options > seen)
+        await wait_for(lambda: any(r.getMessage().startswith(f"Contact phone1/{uri} is now Reachable.  RTT: ")
+                                   for r in caplog.records))
+        _, snap = await api(svc, "GET", "/api/v1/pjsip")
+        (c,) = snap["aors"][0]["contacts"]
+        assert (c["id"], c["status"], c["binding"]["endpoint"]) == (cid, "Reachable", "phone1")
+    finally:
+        t.close()
+        await svc.close()
+
+
+async def test_phone_registers_to_a_pjsip_aor_is_qualified_and_listed(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A Phone REGISTERs to AOR `phone1` (auth from the endpoint's `auth=`): the 200 OK lists its
+    contact with its expiry, the contact `phone1;@<md5>` is qualified at once at the address
+    the REGISTER came from, `pjsip show contacts` shows it in Asterisk's row format, and an
+    unregister removes it with res_pjsip's log lines."""
+    caplog.set_level(logging.INFO, logger="sipqualify")
+    port = free_port()
+    svc = await phone1_daemon(tmp_path, port)
+    phone, t, uri, cid = await phone1_ua()
+    try:
+        engine = svc.engine
+        assert engine is not None
+        resp = await phone.register_auth(("127.0.0.1", port), "phone1", "secret1", expires=120)
+        assert resp.status == 200 and resp.headers.get_all("Contact") == [f"<{uri}>;expires=120"]
+        await wait_for(lambda: (p := engine.peer(cid)) is not None and p.state == "OK")
+        assert phone.options >= 1
+        await wait_for(lambda: any(r.getMessage().startswith(f"Contact phone1/{uri} is now Reachable.  RTT: ")
+                                   for r in caplog.records))
+        msgs = [r.getMessage() for r in caplog.records]
+        assert f"Added contact '{uri}' to AOR 'phone1' with expiration of 120 seconds" in msgs
+        assert "Endpoint phone1 is now Reachable" in msgs
+        code, out, err = await cli("pjsip", "show", "contacts", "--api", f"127.0.0.1:{svc.api_addr[1]}",
+                                   "--state-dir", str(tmp_path / "s"))
+        assert code == 0, err
+        row = next(ln for ln in out.splitlines() if ln.startswith("  Contact:  phone1/"))
+        name = f"phone1/{uri}"
+        rtt = row[-11:]  # `%11.3f` ms (location.c cli_contact_print_body), the name column 46 wide
+        assert re.fullmatch(r" *\d+\.\d{3}", rtt) and float(rtt) > 0, row
+        assert row == f"  Contact:  {name:<46} {hashlib.md5(uri.encode()).hexdigest()[:10]} Avail   {rtt}", row
+        assert out.endswith("\nObjects found: 1\n")
+        store = svc.store
+        assert store is not None
+        await wait_for(lambda: cid in store.states())
+        resp = await phone.register_auth(("127.0.0.1", port), "phone1", "secret1", expires=0)
+        assert resp.status == 200 and resp.headers.get_all("Contact") == []
+        await wait_for(lambda: engine.peer(cid) is None)
+        await wait_for(lambda: "Endpoint phone1 is now Unreachable" in [r.getMessage() for r in caplog.records])
+        msgs = [r.getMessage() for r in caplog.records]
+        assert f"Removed contact '{uri}' from AOR 'phone1' due to request" in msgs
+        assert f"Contact phone1/{uri} has been deleted" in msgs
+        await wait_for(lambda: cid not in store.states())  # no state row left behind
+    finally:
+        t.close()
+        await svc.close()

@@ -238,12 +238,23 @@ class PjsipAuth:
 
 
 @dataclass(slots=True)
+class PjsipIdentify:
+    """A pjsip.conf `type=identify` section: requests from these addresses are the endpoint's."""
+
+    name: str
+    endpoint: str = ""
+    match: list[str] = field(default_factory=list)  # IPs, CIDRs (ip/prefix or ip/netmask), host names
+    source: str = ""
+
+
+@dataclass(slots=True)
 class PjsipConfig:
     """The PJSIP objects read from a pjsip.conf, by id in config order."""
 
     endpoints: dict[str, PjsipEndpoint] = field(default_factory=dict)
     aors: dict[str, PjsipAor] = field(default_factory=dict)
     auths: dict[str, PjsipAuth] = field(default_factory=dict)
+    identifies: dict[str, PjsipIdentify] = field(default_factory=dict)
     transports: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (protocol, bind)
     max_initial_qualify_time: int = 0  # [global]; 0 = qualify_frequency
     peer_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (aor, uri) -> peer name

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .config.pjsip import qualifying_endpoint
 from .model import PjsipAor, PjsipConfig
 from .qualify.pjsip_state import REACHABLE, SHORT_LABEL, aor_available, contact_status, rtt_usec, uri_hash
 
@@ -57,24 +58,35 @@ def _yn(v: bool) -> str:
 # ---------------------------------------------------------------------------- the snapshot
 
 
-Registered = tuple[str, str, "str | None", "float | None"]  # contact id, URI, engine state, RTT (s)
+Found = tuple[str, str, "str | None", "float | None", "Json | None"]  # id, URI, engine state, RTT (s), binding
 
 
 def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, float | None]],
-                   registered: dict[str, list[Registered]] | None = None) -> Json:
+                   registrations: list[Json] | None = None) -> Json:
     """The PJSIP objects and their contacts' statuses; `state_of(peer)` gives the engine state
-    and last RTT of a static contact's peer ((None, None): no such peer); `registered` the
-    registered contacts of each AOR."""
+    and last RTT of a contact's peer ((None, None): no such peer); `registrations` the
+    registrar's bindings (ReadModel.registrations()), of which those named `<aor>;@<md5>`
+    are the AORs' registered contacts."""
+    registered: dict[str, list[Found]] = {}
+    for r in registrations or ():
+        aor, sep, _ = r["peer"].rpartition(";@")
+        if sep and aor in pj.aors:
+            ep = qualifying_endpoint(pj, aor)
+            registered.setdefault(aor, []).append((r["peer"], r["contact"], *state_of(r["peer"]), {
+                "endpoint": ep.name if ep is not None else "", "call_id": r["call_id"],
+                "user_agent": r["useragent"], "via_addr": r["address"], "via_port": r["port"],
+                "expiration_time": int(r["expires_at"])}))
     aors = []
     for a in sorted(pj.aors.values(), key=lambda a: a.name):
         peers = [pj.peer_of.get((a.name, u), "") for u in dict.fromkeys(a.contacts)]
-        found: list[Registered] = [(p, u, *state_of(p)) for p, u in zip(peers, dict.fromkeys(a.contacts), strict=True)]
-        found += (registered or {}).get(a.name, [])
+        found: list[Found] = [(p, u, *state_of(p), None) for p, u in zip(peers, dict.fromkeys(a.contacts), strict=True)]
+        found += registered.get(a.name, [])
         found.sort(key=lambda c: c[0])  # res_pjsip's container order: by contact id
-        statuses = [contact_status(state) for _, _, state, _ in found]
+        statuses = [contact_status(state) for _, _, state, _, _ in found]
         contacts: list[Json] = [
-            {"id": cid, "uri": uri, "status": status, "rtt_us": rtt_usec(rtt) if status == REACHABLE else None}
-            for (cid, uri, _, rtt), status in zip(found, statuses, strict=True)]
+            {"id": cid, "uri": uri, "status": status, "rtt_us": rtt_usec(rtt) if status == REACHABLE else None,
+             "binding": binding}
+            for (cid, uri, _, rtt, binding), status in zip(found, statuses, strict=True)]
         aors.append({"name": a.name, "max_contacts": a.max_contacts, "contacts": contacts,
                      "params": aor_params(a), "available": aor_available(a, statuses)})
     avail = {a["name"]: a["available"] for a in aors}
@@ -174,13 +186,16 @@ def show_contact(snap: Json, key: str) -> str | None:
         return None
     aor, c = found
     p = aors[aor]["params"]
+    b = c.get("binding") or {"call_id": "", "endpoint": "", "expiration_time": 0, "user_agent": "", "via_addr": "",
+                             "via_port": 0}
     params = [
         ("authenticate_qualify", _yn(p["authenticate_qualify"] == "true")),
-        ("call_id", ""), ("endpoint", ""), ("expiration_time", "0"),
+        ("call_id", b["call_id"]), ("endpoint", b["endpoint"]), ("expiration_time", str(b["expiration_time"])),
         ("outbound_proxy", p["outbound_proxy"]), ("path", ""), ("prune_on_boot", "no"),
         ("qualify_2xx_only", p["qualify_2xx_only"]),
         ("qualify_frequency", p["qualify_frequency"]), ("qualify_timeout", p["qualify_timeout"]),
-        ("reg_server", ""), ("uri", c["uri"]), ("user_agent", ""), ("via_addr", ""), ("via_port", "0"),
+        ("reg_server", ""), ("uri", c["uri"]), ("user_agent", b["user_agent"]), ("via_addr", b["via_addr"]),
+        ("via_port", str(b["via_port"])),
     ]
     return f"\n{CONTACTS_HEADER}{RULE}\n{_contact_row(aor, c, 0)}{_objectset(params)}"
 

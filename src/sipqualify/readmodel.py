@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .addr import Addr
 from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
-from .qualify.pjsip_state import PjsipStates, endpoint_line
+from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
 from .views import PeerView
 
@@ -477,10 +477,12 @@ class TransitionFeed:
         self._lock = threading.Lock()
         self.pjsip: PjsipStates | None = None  # pjsip.conf contacts log res_pjsip's lines
 
-    def set_pjsip(self, pj: PjsipConfig | None, state_of: Callable[[str], tuple[str | None, float | None]]) -> None:
+    def set_pjsip(self, pj: PjsipConfig | None, state_of: Callable[[str], tuple[str | None, float | None]],
+                  registered: Iterable[tuple[str, str]] = ()) -> None:
         """(Re)load the pjsip.conf objects; the first load logs the endpoints online from the
-        start (unqualified AORs with a contact), as res_pjsip does at load."""
-        states = PjsipStates(pj, self.pjsip, state_of) if pj is not None else None
+        start (unqualified AORs with a contact), as res_pjsip does at load. `registered`: the
+        registered contacts restored at start, (contact id, URI)."""
+        states = PjsipStates(pj, self.pjsip, state_of, registered) if pj is not None else None
         for name, online in states.initial if states is not None else ():
             log.info("%s", endpoint_line(name, online))
         self.pjsip = states
@@ -498,6 +500,10 @@ class TransitionFeed:
         self.loop.call_soon_threadsafe(self._drain)
 
     def registry(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        if self.pjsip is not None:  # a registered PJSIP contact Created / Removed: res_pjsip's lines
+            ch = registry_change(self.pjsip, peer, status, cause)
+            for line in ch.lines() if ch is not None else ():
+                log.info("%s", line)
         for cb in self.registry_listeners:
             cb(peer, status, cause, addr)
 

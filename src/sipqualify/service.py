@@ -13,6 +13,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,16 +23,20 @@ from typing import TYPE_CHECKING, Any
 from .addr import Addr
 from .api.surfaces import Surfaces
 from .config import load_config
+from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
-from .model import Config, ConfigError
+from .model import Config, ConfigError, PjsipConfig
 from .net.dns import DnsError, Resolution
 from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
-from .net.resolve import resolve_proxies
+from .net.resolve import resolve_host, resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
+from .qualify.pjsip_identify import Identifier, hostnames
+from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
+from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .store import Store
 from .store.committer import BindingCommitter
@@ -67,6 +72,7 @@ class Service:
         self.config: Config = Config()
         self.store: Store | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
+        self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -140,7 +146,9 @@ class Service:
                                     match_source=svc.match_source_address, respond_options=svc.respond_options)
         self.sockets.pinned = engine.inbound.pinned
         if svc.options_unknown_user_404:  # OPTIONS to a user that is not a peer: 404, like res_pjsip
-            engine.inbound.known_user = lambda user: user in self.config.peers
+            engine.inbound.known_user = lambda user: user in self.config.peers or (
+                (pj := self.config.pjsip) is not None and (user in pj.endpoints or user in pj.aors))
+            engine.inbound.identified = lambda ip: self.identifier.endpoint(ip) is not None
         # the registrar answers REGISTER from the first datagram on (never a 501 during start-up)
         registered = await self._start_registrar()
         host = self.opts.api_host or svc.api_host
@@ -160,19 +168,34 @@ class Service:
         """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
         assert self.engine is not None
         g = self.config.general
-        self.registrar = Registrar(lambda name: self.config.peers.get(name),
-                                   RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
-                                                     defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
-                                                     authfail_window=g.authfail_window,
-                                                     authfail_ban=g.authfail_ban, algorithms=g.auth_algorithms),
-                                   useragent=self.engine.useragent)
+        settings = RegistrarSettings(realm=g.realm, minexpiry=g.minexpiry, maxexpiry=g.maxexpiry,
+                                     defaultexpiry=g.defaultexpiry, authfail_limit=g.authfail_limit,
+                                     authfail_window=g.authfail_window, authfail_ban=g.authfail_ban,
+                                     algorithms=g.auth_algorithms)
+        engine, pj = self.engine, self.config.pjsip
+        if pj is not None:  # pjsip.conf AORs by res_pjsip_registrar's rules, sip.conf peers by chan_sip's
+            self.registrar = PjsipRegistrar(pj, lambda name: self.config.peers.get(name), settings,
+                                            useragent=engine.useragent, unavailable=lambda cid: (
+                                                (p := engine.peer(cid)) is not None and p.state == UNREACHABLE))
+        else:
+            self.registrar = Registrar(lambda name: self.config.peers.get(name), settings,
+                                       useragent=self.engine.useragent)
+        self.feed.registry_listeners.append(self._contact_removed)
         committer = self.core.committer = BindingCommitter(self.state_dir / "bindings.sqlite")
-        loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), g.maxexpiry)
-        restored = [b for b in loaded if (p := self.config.peers.get(b.peer)) is not None and p.dynamic]
+        maxexpiry = max([g.maxexpiry, *(a.maximum_expiration for a in pj.aors.values())] if pj else [g.maxexpiry])
+        loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), maxexpiry)
+        restored = [b for b in loaded if ((p := self.config.peers.get(b.peer)) is not None and p.dynamic)
+                    or registered_contact_peer(b.peer, b.contact, pj) is not None]
         self.engine.inbound.registrar = self.registrar
         self.engine.inbound.restore(restored)
         self.core.pump_inbound()
         return {b.peer: b.addr for b in restored}
+
+    def _contact_removed(self, peer: str, status: str, cause: str, addr: Addr | None) -> None:
+        """A registered PJSIP contact is gone for good: its state row too (behind NAT a phone's
+        contact id changes with its port, and the rows would pile up)."""
+        if status == "Removed" and self.store is not None and aor_of(peer) is not None:
+            self.store.forget_peers([peer])
 
     async def _load(self, cfg: Config, restored: dict[str, int], restored_changed: dict[str, float] | None = None,
                     registered: dict[str, Addr | None] | None = None) -> ReloadSummary:
@@ -182,9 +205,14 @@ class Service:
         self.dns.configure(cfg.general, ("udp", "tcp", "tls"))
         addrs = await self.dns.load(peers, cfg.general)
         proxies = await resolve_proxies(peers)
+        identifier = Identifier.from_config(cfg.pjsip, await _resolve_identify(cfg.pjsip))
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
+        self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
+        self.identifier = identifier
+        if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:
+            self.registrar.pj = cfg.pjsip
         now = self.clock()
         summary = self.engine.load(peers, now, addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
@@ -196,7 +224,9 @@ class Service:
                 self.engine.set_address(p.name, addr, now, transport)
         self.config = cfg
         engine = self.engine
-        self.feed.set_pjsip(cfg.pjsip, lambda n: (e.state, e.rtt) if (e := engine.peer(n)) else (None, None))
+        reg = self.registrar
+        self.feed.set_pjsip(cfg.pjsip, lambda n: (e.state, e.rtt) if (e := engine.peer(n)) else (None, None),
+                            [(b.peer, b.contact) for b in reg.bindings.values()] if reg is not None else [])
         self.engine.inbound.apply_bindings()
         self.core.pump_inbound()
         self.sockets.collect_tcp_peers(self.engine.entries())
@@ -317,3 +347,13 @@ class Service:
 
     def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]:
         return self.core.qualify(name, wait)
+
+
+async def _resolve_identify(pj: PjsipConfig | None) -> dict[str, list[str]]:
+    """The addresses (IPv4 and IPv6, first of each) of the host names of identify `match=`."""
+    names = hostnames(m for i in pj.identifies.values() for m in i.match) if pj is not None else []
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        found = [await resolve_host(name, families=(fam,)) for fam in (socket.AF_INET, socket.AF_INET6)]
+        out[name] = [a for a in found if a is not None]
+    return out

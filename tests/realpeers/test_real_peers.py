@@ -220,6 +220,67 @@ def test_baresip_registers_with_digest_and_is_qualified(lab: Lab) -> None:
     assert d.cli("registrations").stdout.strip().endswith("0 registrations")
 
 
+PJSIP_CONF = """[udp]
+type = transport
+protocol = udp
+bind = 127.0.0.1:@SIPPORT@
+[1001-auth]
+type = auth
+auth_type = userpass
+username = 1001
+password = s3cret
+[1001]
+type = aor
+max_contacts = 1
+remove_existing = yes
+qualify_frequency = 2
+[1001]
+type = endpoint
+aors = 1001
+auth = 1001-auth
+"""
+
+
+@realpeer
+def test_baresip_registers_to_a_pjsip_aor_and_is_qualified(lab: Lab) -> None:
+    """baresip against a pjsip.conf endpoint: digest from the endpoint's auth section, the
+    contact `1001;@<md5(uri)>` qualified with the AOR's settings at baresip's address, listed by
+    `pjsip show contacts` as Asterisk lists it, removed by baresip's unregister with res_pjsip's
+    log lines."""
+    baresip = require_binary("baresip", "baresip-core")
+    phone_port = free_port()
+    cfg = lab.tmp / "baresip"
+    cfg.mkdir()
+    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port))
+    d = Daemon(lab, PJSIP_CONF, name="pjsip")
+    (cfg / "accounts").write_text(f"<sip:1001@{LOOPBACK}:{d.sip_port}>;auth_pass=s3cret;regint=60\n")
+    phone = lab.spawn("baresip", [baresip, "-f", str(cfg), "-t", "10"])
+    t_end = time.monotonic() + 15
+    regs: list[dict[str, object]] = []
+    while not regs and time.monotonic() < t_end:
+        regs = json.loads(d.cli("registrations", "--json").stdout)
+        time.sleep(0.1)
+    assert len(regs) == 1, f"baresip did not register:\n{d.log_text()}\n{phone.log_tail()}"
+    cid, uri = str(regs[0]["peer"]), str(regs[0]["contact"])
+    assert cid.startswith("1001;@") and uri.startswith("sip:1001") and regs[0]["port"] == phone_port, regs
+    p = d.wait_for(cid, lambda p: p["state"] == "OK" and p["qualifies"] >= 2, "qualified twice")
+    assert (p["addr_ip"], p["addr_port"]) == (LOOPBACK, phone_port), p
+    assert f"Added contact '{uri}' to AOR '1001' with expiration of 60 seconds" in d.log_text()
+    assert re.search(rf"Contact 1001/{re.escape(uri)} is now Reachable\.  RTT: \d+\.\d{{3}} msec", d.log_text())
+    show = d.cli("pjsip", "show", "contacts")
+    assert show.returncode == 0, show.stderr
+    row = next(line for line in show.stdout.splitlines() if line.startswith("  Contact:  1001/"))
+    assert row.startswith(f"  Contact:  {'1001/' + uri:<46} ") and " Avail   " in row, show.stdout
+    assert show.stdout.endswith("\nObjects found: 1\n"), show.stdout
+    phone.finish(time.monotonic() + 15)  # -t 10: baresip quits and unregisters (REGISTER, Expires: 0)
+    t_end = time.monotonic() + 10
+    while cid in d.peers() and time.monotonic() < t_end:
+        time.sleep(0.1)
+    assert cid not in d.peers(), d.log_text()
+    assert f"Removed contact '{uri}' from AOR '1001' due to request" in d.log_text()
+    assert f"Contact 1001/{uri} has been deleted" in d.log_text()
+
+
 # --------------------------------------------------------------------------- 6: sipsak against the daemon
 
 

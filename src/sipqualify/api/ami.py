@@ -814,6 +814,8 @@ class AmiServer:
         self.extra_actions: dict[str, Callable[[AmiSession, dict[str, str], str | None], None]] = {}
         self.state_hooks: list[Callable[[StateChanged], bool]] = []
         self.qualify_hooks: list[Callable[[str], bool]] = []  # True: no SIPQualifyPeerDone for this peer
+        # True: the registry event was a registered PJSIP contact's, published by the hook
+        self.registry_hooks: list[Callable[[str, str, str], bool]] = []
 
     @classmethod
     def from_config(cls, model: ReadModel, svc: ServiceConfig, manager_conf: str | None) -> AmiServer | None:
@@ -879,6 +881,8 @@ class AmiServer:
     def publish_registry(self, peer: str, status: str, cause: str, addr: tuple[str, int] | None) -> None:
         """PeerStatus Registered / Unregistered / Rejected, field order as chan_sip
         (asterisk-qualify.md §3.2): Cause, Address, Port only when they apply."""
+        if any(hook(peer, status, cause) for hook in self.registry_hooks):
+            return
         pairs: list[tuple[str, object]] = [("Event", "PeerStatus"), ("Privilege", "system,all"),
                                            ("ChannelType", "SIP"), ("Peer", f"SIP/{peer}"), ("PeerStatus", status)]
         if status == "Registered" and addr is not None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ..pjsip_compat import Json, pjsip_snapshot
 from ..qualify.events import StateChanged
-from ..qualify.pjsip_state import PjsipChange, PjsipStates, rtt_usec
+from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
 
 if TYPE_CHECKING:
@@ -87,6 +87,31 @@ def aor_list(snap: Json, aid: str | None) -> str:
     return "".join(out) + _list_complete("AorListComplete", aid, len(snap["aors"]))
 
 
+def contact_list(snap: Json, aid: str | None) -> str | None:
+    """The whole answer to `Action: PJSIPShowContacts`: registered contacts only, by id, in the
+    captured field order (§5.1); None when there is none (`No Contacts found`)."""
+    found = sorted(((a, c) for a in snap["aors"] for c in a["contacts"] if c.get("binding")),
+                   key=lambda ac: ac[1]["id"])
+    if not found:
+        return None
+    out = [_listack(aid, "A listing of Contacts follows, presented as ContactList events")]
+    for a, c in found:
+        b, p = c["binding"], a["params"]
+        head: list[tuple[str, object]] = [("Event", "ContactList")]
+        if aid is not None:
+            head.append(("ActionID", aid))
+        out.append(block(*head, ("ObjectType", "contact"), ("ObjectName", c["id"]), ("ViaAddr", b["via_addr"]),
+                         ("QualifyTimeout", p["qualify_timeout"]), ("Qualify2xxOnly", p["qualify_2xx_only"]),
+                         ("CallId", b["call_id"]), ("RegServer", ""), ("PruneOnBoot", "no"), ("Path", ""),
+                         ("Endpoint", b["endpoint"]), ("ViaPort", b["via_port"]),
+                         ("AuthenticateQualify", "yes" if p["authenticate_qualify"] == "true" else "no"),
+                         ("Uri", c["uri"]), ("QualifyFrequency", p["qualify_frequency"]),
+                         ("UserAgent", b["user_agent"]), ("ExpirationTime", b["expiration_time"]),
+                         ("OutboundProxy", p["outbound_proxy"]), ("Status", c["status"]),
+                         ("RoundtripUsec", c["rtt_us"] if c["status"] == "Reachable" else "N/A")))
+    return "".join(out) + _list_complete("ContactListComplete", aid, len(found))
+
+
 class PjsipAmi:
     """Hooked into one AmiServer: its pjsip.conf events and actions."""
 
@@ -102,7 +127,8 @@ class PjsipAmi:
         if pj is not self._pj:  # loaded or reloaded: keep what remains, seed the rest from the engine
             self._pj = pj
             self.states = None if pj is None else PjsipStates(
-                pj, self.states, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None))
+                pj, self.states, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None),
+                [(r["peer"], r["contact"]) for r in model.registrations()])
         return self.states
 
     def on_state_changed(self, ev: StateChanged) -> bool:
@@ -111,6 +137,16 @@ class PjsipAmi:
         if states is None or not states.knows(ev.peer):
             return False
         ch = states.change(ev.peer, ev.new, ev.rtt)
+        for cls, text in change_events(ch) if ch is not None else ():
+            self.server.broadcast(cls, text)
+        return True
+
+    def on_registry(self, peer: str, status: str, cause: str) -> bool:
+        """A registered contact Created (ContactStatus NonQualified, §5.6) or Removed."""
+        states = self._refresh()
+        if states is None or status not in ("Created", "Removed") or ";@" not in peer:
+            return False
+        ch = registry_change(states, peer, status, cause)
         for cls, text in change_events(ch) if ch is not None else ():
             self.server.broadcast(cls, text)
         return True
@@ -124,12 +160,17 @@ class PjsipAmi:
         pj = model.config.pjsip
         if pj is None:
             return {"aors": [], "endpoints": []}
-        return pjsip_snapshot(pj, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None))
+        return pjsip_snapshot(pj, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None),
+                              model.registrations())
 
     # ------------------------------------------------------------------ actions
 
     def show_contacts(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
-        session.error(aid, "No Contacts found")  # static contacts are never listed (§5.1)
+        text = contact_list(self.snapshot(), aid)
+        if text is None:
+            session.error(aid, "No Contacts found")  # static contacts are never listed (§5.1)
+        else:
+            session.write(text)
 
     def show_aors(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
         session.write(aor_list(self.snapshot(), aid))
@@ -161,6 +202,7 @@ def register(server: AmiServer) -> PjsipAmi:
     server.extra_actions.update({"PJSIPShowContacts": pjsip.show_contacts, "PJSIPShowAors": pjsip.show_aors,
                                  "PJSIPQualify": pjsip.qualify})
     server.state_hooks.append(pjsip.on_state_changed)
+    server.registry_hooks.append(pjsip.on_registry)
     server.qualify_hooks.append(pjsip.is_contact)  # PJSIPQualify sends no completion event (§5.5)
     return pjsip
 

@@ -300,7 +300,7 @@ async def pjsip(request: web.Request) -> web.Response:
         p = model.peer(name)
         return (p.state, p.rtt) if p is not None else (None, None)
 
-    return web.json_response(pjsip_snapshot(pj, state_of))
+    return web.json_response(pjsip_snapshot(pj, state_of, model.registrations()))
 
 
 async def status(request: web.Request) -> web.Response:

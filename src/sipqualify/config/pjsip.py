@@ -26,6 +26,8 @@ Asterisk (§3.10).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,11 +42,14 @@ from ..model import (
     PjsipAuth,
     PjsipConfig,
     PjsipEndpoint,
+    PjsipIdentify,
 )
+from ..qualify.pjsip_registrar import aor_of, registered_contact_id
 from ..sip.errors import SipParseError
 from ..sip.uri import SipUri, parse_uri
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
 
+HOSTNAME: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?")
 TIMER_F_MS: Final = 32_000  # qualify_timeout = 0: Unreachable when the transaction times out (64 x T1)
 
 #: object types sipqualify reads; the others res_pjsip knows are accepted and ignored
@@ -114,6 +119,24 @@ def _proxy(text: str) -> str:
     return text.strip()
 
 
+def _matches(text: str) -> list[str]:
+    """identify `match=`: IP addresses, ip/prefix or ip/netmask networks, or host names
+    (res_pjsip_endpoint_identifier_ip), comma-separated."""
+    out = _words(text)
+    for m in out:
+        if not _is_ip_or_network(m) and not HOSTNAME.fullmatch(m):
+            raise ValueError(f"'{m}' is not an IP address, network or host name")
+    return out
+
+
+def _is_ip_or_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text.strip("[]"), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _bind(text: str) -> tuple[str, int | None]:
     return split_hostport(text, ip_only=True, allow_zero_port=True)
 
@@ -159,12 +182,18 @@ PJSIP_OPTIONS: Final = (
        "only a 2xx answer counts as Reachable"),
     _o("aor", "authenticate_qualify", _bool, "authenticate_qualify", "`no`", _YN,
        "shown in the AOR views; a challenge is a final answer either way"),
-    _o("aor", "max_contacts", _uint, "max_contacts", "`0`", "contacts", "shown in `pjsip show aors`"),
-    _o("aor", "remove_existing", _bool, "remove_existing", "`no`", _YN, "shown in `pjsip show aor`"),
-    _o("aor", "remove_unavailable", _bool, "remove_unavailable", "`no`", _YN, "shown in `pjsip show aor`"),
-    _o("aor", "minimum_expiration", _uint, "minimum_expiration", "`60`", "seconds", "shown in `pjsip show aor`"),
-    _o("aor", "maximum_expiration", _uint, "maximum_expiration", "`7200`", "seconds", "shown in `pjsip show aor`"),
-    _o("aor", "default_expiration", _uint, "default_expiration", "`3600`", "seconds", "shown in `pjsip show aor`"),
+    _o("aor", "max_contacts", _uint, "max_contacts", "`0`", "contacts",
+       "contacts that may register to the AOR (0: registration refused)"),
+    _o("aor", "remove_existing", _bool, "remove_existing", "`no`", _YN,
+       "a contact over max_contacts replaces the one expiring soonest"),
+    _o("aor", "remove_unavailable", _bool, "remove_unavailable", "`no`", _YN,
+       "a contact over max_contacts replaces an Unreachable one first"),
+    _o("aor", "minimum_expiration", _uint, "minimum_expiration", "`60`", "seconds",
+       "shorter registrations get 423 Interval Too Brief"),
+    _o("aor", "maximum_expiration", _uint, "maximum_expiration", "`7200`", "seconds",
+       "longer registrations are capped to this"),
+    _o("aor", "default_expiration", _uint, "default_expiration", "`3600`", "seconds",
+       "a registration that asks for no expiry"),
     _o("aor", "outbound_proxy", _proxy, "outbound_proxy", "unset", "SIP URI",
        "send the AOR's OPTIONS to this proxy (the endpoint's wins)"),
     _o("aor", "support_path", _bool, "support_path", "`no`", _YN, "shown in `pjsip show aor`"),
@@ -178,7 +207,8 @@ PJSIP_OPTIONS: Final = (
        "host part of From in the OPTIONS"),
     _o("endpoint", "outbound_proxy", _proxy, "outbound_proxy", "unset", "SIP URI",
        "send the endpoint's OPTIONS to this proxy"),
-    _o("endpoint", "auth", _str, "auth", "unset", "auth name", "inbound auth, shown in `pjsip show endpoints`"),
+    _o("endpoint", "auth", _str, "auth", "unset", "auth name",
+       "inbound auth: the digest a REGISTER to its AORs must answer"),
     _o("endpoint", "outbound_auth", _str, "outbound_auth", "unset", "auth name",
        "outbound auth, shown in `pjsip show endpoints`"),
     _o("endpoint", "context", _str, "context", "`default`", "text", "shown in `pjsip show endpoint`"),
@@ -187,14 +217,21 @@ PJSIP_OPTIONS: Final = (
     _o("endpoint", "device_state_busy_at", _uint, "device_state_busy_at", "`0`", "channels",
        "the `0 of inf` column of `pjsip show endpoints`"),
     _o("auth", "auth_type", _str, "auth_type", "`userpass`", "text", "kept for the auth views"),
-    _o("auth", "username", _str, "username", "unset", "text", "shown as `AuthId/UserName`"),
-    _o("auth", "password", _str, "password", "unset", "text", "kept, never shown"),
-    _o("auth", "md5_cred", _str, "md5_cred", "unset", "text", "kept, never shown"),
+    _o("auth", "username", _str, "username", "unset", "text",
+       "the digest user name of registering phones"),
+    _o("auth", "password", _str, "password", "unset", "text", "the digest password, never shown"),
+    _o("auth", "md5_cred", _str, "md5_cred", "unset", "text",
+       "md5(username:realm:password), never shown"),
     _o("auth", "realm", _str, "realm", "unset", "text", "kept for the auth views"),
+    _o("identify", "endpoint", _str, "endpoint", "unset", "endpoint name",
+       "the endpoint requests from the `match` addresses come from"),
+    _o("identify", "match", _matches, "match", "none", "IP addresses, networks or host names",
+       "source addresses identified as the endpoint", multi=True),
     _o("transport", "protocol", _transport_protocol, "", "`udp`", "word",
        "the protocol of the OPTIONS of endpoints using this transport"),
     _o("transport", "bind", _bind, "", "`0.0.0.0:5060`", "IP address, optionally with `:port`",
        "the first UDP transport's is where sipqualify listens"),
+    _o("global", "default_realm", _str, "", "`asterisk`", "text", "the realm of the registrar's challenges"),
     _o("global", "max_initial_qualify_time", _uint, "", "`0`", "seconds",
        "first poll of each AOR spread over this long (0 = over its qualify_frequency)"),
 )
@@ -236,7 +273,7 @@ PJSIP_KNOWN: Final = {
         prune_on_boot""".split()),
     "auth": frozenset("nonce_lifetime oauth_clientid oauth_secret refresh_token supported_algorithms_uac "
                       "supported_algorithms_uas".split()),
-    "identify": frozenset("endpoint match match_header match_request_uri srv_lookups".split()),
+    "identify": frozenset("match_header match_request_uri srv_lookups".split()),
     "transport": frozenset("""async_operations ca_list_file ca_list_path cert_file cipher cos domain
         external_media_address external_signaling_address external_signaling_port local_net method
         password priv_key_file require_client_cert tos verify_client verify_server websocket_write_timeout
@@ -247,7 +284,7 @@ PJSIP_KNOWN: Final = {
         max_random_initial_delay outbound_auth outbound_proxy retry_interval security_mechanisms
         security_negotiation server_uri support_outbound support_path transport user_agent""".split()),
     "global": frozenset("""contact_expiration_check_interval debug default_from_user default_outbound_endpoint
-        default_realm default_voicemail_extension disable_multi_domain endpoint_identifier_order
+        default_voicemail_extension disable_multi_domain endpoint_identifier_order
         ignore_uri_user_options keep_alive_interval max_forwards mwi_disable_initial_unsolicited
         mwi_tps_queue_high mwi_tps_queue_low norefersub regcontext send_contact_status_on_update_registration
         taskprocessor_overload_trigger unidentified_request_count unidentified_request_period
@@ -271,6 +308,7 @@ class PjsipConfReader:
     def __init__(self, parsed: AsteriskConfig, source: str) -> None:
         self.parsed = parsed
         self.cfg = Config(messages=list(parsed.messages), source=source)
+        self.cfg.general.realm = "asterisk"  # res_pjsip's default_realm
         self.pj = PjsipConfig()
         self.cfg.pjsip = self.pj
         self._where: dict[tuple[str, str], Section] = {}
@@ -310,6 +348,8 @@ class PjsipConfReader:
             obj = self.pj.endpoints.setdefault(sec.name, PjsipEndpoint(sec.name, source=sec.where))
         elif t == "auth":
             obj = self.pj.auths.setdefault(sec.name, PjsipAuth(sec.name, source=sec.where))
+        elif t == "identify":
+            obj = self.pj.identifies.setdefault(sec.name, PjsipIdentify(sec.name, source=sec.where))
         else:
             obj = None
         local: dict[str, Any] = {}
@@ -342,10 +382,18 @@ class PjsipConfReader:
             if protocol == "udp" and not any(p == "udp" for p, _ in list(self.pj.transports.values())[:-1]):
                 g = self.cfg.general  # res_pjsip's UDP socket: sipqualify's, as sip.conf's udpbindaddr
                 g.udpbindaddr, g.bindport = host, port if port is not None else DEFAULT_SIP_PORT
-        elif t == "global" and "max_initial_qualify_time" in local:
-            self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
+        elif t == "global":
+            if "max_initial_qualify_time" in local:
+                self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
+            if local.get("default_realm"):
+                self.cfg.general.realm = local["default_realm"]
 
     def _cross_check(self) -> None:
+        for ident in self.pj.identifies.values():
+            sec = self._where[("identify", ident.name)]
+            if ident.endpoint not in self.pj.endpoints:
+                self._msg("warning", sec.get("endpoint") or sec,
+                          f"identify '{ident.name}': endpoint '{ident.endpoint}' is not defined: it matches nothing")
         for ep in self.pj.endpoints.values():
             sec = self._where[("endpoint", ep.name)]
             for aor in ep.aors:
@@ -361,20 +409,35 @@ class PjsipConfReader:
                 self._msg("warning", sec.get("transport") or sec, f"endpoint '{ep.name}': transport "
                                                                   f"'{ep.transport}' is not defined")
 
-    def qualifying_endpoint(self, aor: str) -> PjsipEndpoint | None:
-        """The endpoint a static contact's OPTIONS are sent as: the first, by id, listing the AOR."""
-        eps = sorted((ep for ep in self.pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
-        return eps[0] if eps else None
-
     def _peers(self) -> None:
         for aor in self.pj.aors.values():
-            ep = self.qualifying_endpoint(aor.name)
+            ep = qualifying_endpoint(self.pj, aor.name)
             for uri in aor.contacts:
                 name = contact_id(aor.name, uri)
                 if name in self.cfg.peers:
                     continue  # the same URI twice: one contact (same id), as in res_pjsip
                 self.pj.peer_of[(aor.name, uri)] = name
                 self.cfg.peers[name] = contact_peer(name, aor, uri, ep, self.pj)
+
+
+def qualifying_endpoint(pj: PjsipConfig, aor: str) -> PjsipEndpoint | None:
+    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR."""
+    eps = sorted((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
+    return eps[0] if eps else None
+
+
+def registered_contact_peer(cid: str, uri: str, pj: PjsipConfig | None) -> PeerConfig | None:
+    """The one-model peer of a registered contact `<aor>;@<md5(uri)>` (None: its AOR is gone or
+    the URI is not one): qualified like a static contact of its AOR, at the binding's address."""
+    aor = pj.aors.get(aor_of(cid) or "") if pj is not None else None
+    if pj is None or aor is None or registered_contact_id(aor.name, uri) != cid:
+        return None
+    try:
+        cfg = contact_peer(cid, aor, uri, qualifying_endpoint(pj, aor.name), pj)
+    except ValueError:
+        return None
+    cfg.dynamic, cfg.host, cfg.port = True, None, None
+    return cfg
 
 
 def contact_peer(name: str, aor: PjsipAor, uri: str, ep: PjsipEndpoint | None, pj: PjsipConfig) -> PeerConfig:

@@ -294,6 +294,11 @@ class QualifyEngine:
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
         self._auth: dict[str, auth.AuthAttempt] = {}  # branch of an authenticated poke in flight -> its state
+        # registered PJSIP contacts (qualify/pjsip_registrar.py) are peers made when they register,
+        # from (contact id, URI) by this (the service's), dropped when they go
+        self.adopt: Callable[[str, str], PeerConfig | None] | None = None
+        self._adopted: set[str] = set()
+        self._loaded_at = 0.0
 
     # ------------------------------------------------------------------ peers
 
@@ -354,10 +359,18 @@ class QualifyEngine:
             p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
             p.dest = destinations.get(cfg.name) or p.addr
             new[cfg.name] = p
+        self._loaded_at = now
         for name, p in self._peers.items():
-            if name not in new:
-                summary.removed.append(name)
-                self._drop(p)
+            if name in new:
+                continue
+            kept = self.adopt(name, p.ruri or "") if name in self._adopted and self.adopt else None
+            if kept is not None:  # a registered contact whose AOR is still there
+                p.cfg, p.maxms = kept, kept.qualify_ms
+                new[name] = p
+                continue
+            self._adopted.discard(name)
+            summary.removed.append(name)
+            self._drop(p)
         self._peers = new
         for name, targets in list(self._targets.items()):
             for t in targets.values():
@@ -394,6 +407,7 @@ class QualifyEngine:
         `transport`: the one the REGISTER came over (the OPTIONS' Via says it); `dest`: where
         OPTIONS go when not `addr` (over TCP: the remote end of the REGISTER's connection)."""
         p = self._peers.get(name)
+        new = p is None and (p := self._adopt(name, contact or "")) is not None
         if p is None:
             return
         p.addr = addr
@@ -403,13 +417,25 @@ class QualifyEngine:
             p.ruri = contact
         if p.cfg.keepalive_s:
             self._schedule_keepalive(p, now + p.cfg.keepalive_s)
-        if p.maxms:
+        if p.maxms and (new or name not in self._adopted):  # res_pjsip: a refresh sends nothing
             self._poke(p, now, forced=False)
+
+    def _adopt(self, name: str, contact: str) -> Peer | None:
+        cfg = self.adopt(name, contact) if self.adopt is not None and contact else None
+        if cfg is None:
+            return None
+        p = self._peers[name] = Peer(cfg)
+        self._adopted.add(name)
+        return p
 
     def bound(self, name: str, addr: Addr, contact: str, transport: str, dest: Addr | None) -> bool:
         """A dynamic peer's binding, applied after a (re)load without a poke. False: no such
         dynamic peer."""
         p = self._peers.get(name)
+        if p is None and (p := self._adopt(name, contact)) is not None and p.maxms:  # restored at start
+            c = p.cfg
+            self._schedule_poke(p, self._loaded_at + initial_delay_s(name, c.qualifyfreq_ms / 1000.0,
+                                                                     c.max_initial_qualify_ms / 1000.0))
         if p is None or not p.cfg.dynamic:
             return False
         p.addr = addr
@@ -491,7 +517,11 @@ class QualifyEngine:
         """Registration removed or expired: no address; the next poke makes it UNKNOWN
         silently, as chan_sip's expire_register does."""
         p = self._peers.get(name)
-        if p is not None:
+        if p is not None and name in self._adopted:  # a registered PJSIP contact: gone
+            self._adopted.discard(name)
+            del self._peers[name]
+            self._drop(p)
+        elif p is not None:
             p.addr = p.dest = None
             p.ruri = None
             p.transport = p.cfg.transport

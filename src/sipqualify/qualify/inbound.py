@@ -116,7 +116,9 @@ class FlowPinned:
 
 @dataclass(frozen=True, slots=True)
 class RegistryChanged:
-    """AMI PeerStatus `Registered` / `Unregistered` / `Rejected` (and the event stream)."""
+    """AMI PeerStatus `Registered` / `Unregistered` / `Rejected` (and the event stream); for a
+    registered PJSIP contact (qualify/pjsip_registrar.py) `Created` / `Removed`, with its
+    contact URI as `cause` (AMI ContactStatus, res_pjsip's log lines)."""
 
     peer: str
     status: str
@@ -148,6 +150,8 @@ class _Commit:
     flow: Flow
     out: RegisterOutcome
     key: Hashable | None
+    pending: int = 1  # BindingChanged still being stored (a PJSIP REGISTER may change several)
+    error: str | None = None
 
 
 class InboundEndpoint:
@@ -160,6 +164,8 @@ class InboundEndpoint:
         self.wallclock = wallclock  # only for a binding's expiry as stored and shown
         # set: OPTIONS whose Request-URI names a user this returns False for get 404 (res_pjsip)
         self.known_user: Callable[[str], bool] | None = None
+        # set: OPTIONS from an address this returns True for (an identified endpoint's) are never 404
+        self.identified: Callable[[str], bool] | None = None
         self.registrar: Registrar | None = None  # None: REGISTER is answered 501
         self.server_txns = ServerTransactions()
         self._out: list[tuple[bytes, Flow]] = []
@@ -210,7 +216,7 @@ class InboundEndpoint:
             d = req.defects[0][:100]
             status, reason = 400, d[:1].upper() + d[1:]
         elif method == "OPTIONS" and self.respond_options:
-            status, reason = self._options_status(req.uri)
+            status, reason = self._options_status(req.uri, flow.remote)
         elif method == "OPTIONS":
             status, reason = 404, "Not Found"
         elif method in KNOWN_METHODS:
@@ -237,11 +243,16 @@ class InboundEndpoint:
         c = self._commits.pop(token, None)
         if c is None:
             return
+        c.pending -= 1
+        c.error = c.error or error
+        if c.pending:
+            return
         out = c.out
-        if error is not None:
+        if c.error is not None:
             out.response = make_response(c.req, 500, "Server Internal Error", received=c.flow.remote)
             out.binding = out.removed = None
             out.peer_status = None
+            out.changes = []
         self._finish(c.req, c.flow, out, c.key, now)
 
     def expire(self, peer: str, expires_mono: float, now: float) -> None:
@@ -272,14 +283,19 @@ class InboundEndpoint:
 
     def _drop(self, reg: Registrar, peer: str, cause: str) -> None:
         """The binding of `peer` is gone without a REGISTER (expired, its connection closed)."""
+        b = reg.bindings.get(peer)
         reg.expire(peer)
         # stored through the same queue as a REGISTER that follows at once (if the delete
         # fails, BindingStore.load drops the expired row at the next start anyway)
         self._events.append(BindingChanged(0, peer, None))
-        log.info("Unregistered SIP '%s' (%s)", peer, cause.lower())
+        if b is not None and cause == "Expired":  # the registrar's words (chan_sip's or res_pjsip's)
+            line, status, cause = reg.expiry_note(b)
+        else:
+            line, status = f"Unregistered SIP '{peer}' ({cause.lower()})", "Unregistered"
+        log.info("%s", line)
         self._unpin(peer)
         self.qualifier.unregistered(peer)
-        self._events.append(RegistryChanged(peer, "Unregistered", cause, None))
+        self._events.append(RegistryChanged(peer, status, cause, None))
 
     def restore(self, bindings: Iterable[Binding]) -> None:
         """Bindings read back from storage at start-up."""
@@ -316,13 +332,14 @@ class InboundEndpoint:
         else:  # on the connection the request came over, whatever the Via says
             self._out.append((data, flow))
 
-    def _options_status(self, uri: str) -> tuple[int, str]:
+    def _options_status(self, uri: str, source: Addr) -> tuple[int, str]:
         """res_pjsip: 416 for a Request-URI that is not sip:/sips:; 404 for a user part that names
-        no peer (only when `known_user` is set); otherwise 200. No user part: 200."""
+        no peer (only when `known_user` is set) unless the source is an identified endpoint's
+        (`identified`: pjsip.conf `type=identify`); otherwise 200. No user part: 200."""
         scheme, _, rest = uri.partition(":")
         if scheme.lower() not in ("sip", "sips"):
             return 416, "Unsupported URI Scheme"
-        if self.known_user is not None:
+        if self.known_user is not None and not (self.identified is not None and self.identified(source[0])):
             user, at, _ = rest.partition("@")
             if at:
                 user = unquote(user.partition(";")[0].partition(":")[0])
@@ -347,40 +364,58 @@ class InboundEndpoint:
         if out is None:
             return  # banned source: no answer (never amplify, never help a guesser)
         if out.binding is not None:
-            peer = out.binding.peer
+            changes: list[tuple[str, Binding | None]] = [(out.binding.peer, out.binding)]
         elif out.removed is not None:
-            peer = out.removed
+            changes = [(out.removed, None)]
         else:
+            changes = out.changes
+        if not changes:
             self._finish(req, flow, out, key, now)
             return
-        token = next(self._tokens)
-        self._commits[token] = _Commit(req, flow, out, key)
-        self._events.append(BindingChanged(token, peer, out.binding, req.headers.get("To") or ""))
+        c = _Commit(req, flow, out, key, len(changes))
+        for peer, b in changes:
+            token = next(self._tokens)
+            self._commits[token] = c
+            self._events.append(BindingChanged(token, peer, b, req.headers.get("To") or ""))
 
     def _finish(self, req: Request, flow: Flow, out: RegisterOutcome, key: Hashable | None, now: float) -> None:
         data = out.response.to_bytes()
         if key is not None:
             self.server_txns.answered(key, data)
         self._answer(data, req, flow)
-        if out.log:
-            log.info("%s", out.log)
+        for line in out.log.splitlines():
+            log.info("%s", line)
         if out.binding is not None:
-            b = out.binding
-            self._arm(b)
-            conn = flow.remote if b.transport in STREAMS else None  # qualified over the REGISTER's connection
-            self._unpin(b.peer)
-            if conn is not None:
-                self._pin(b.peer, conn)
-            self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
+            self._bound(out.binding, flow, now)
         elif out.removed is not None:
-            self._disarm(out.removed)
-            self._unpin(out.removed)
-            self.qualifier.unregistered(out.removed)
+            self._unbound(out.removed)
+        for peer, b in out.changes:  # PJSIP contacts: each one created, refreshed or removed
+            if b is None:
+                self._unbound(peer)
+                self._events.append(RegistryChanged(peer, "Removed", "", flow.remote))
+                continue
+            fresh = peer not in self.expiries  # not a refresh (nor one restored at start)
+            self._bound(b, flow, now)
+            if fresh:
+                self._events.append(RegistryChanged(peer, "Created", b.contact, flow.remote))
         if out.peer_status is not None:
             self._events.append(RegistryChanged(out.peer, out.peer_status, out.cause,
                                                 out.binding.addr if out.binding else flow.remote))
         if out.security is not None:  # chan_sip reports it once handle_request_register returns
             self._events.append(out.security)
+
+    def _bound(self, b: Binding, flow: Flow, now: float) -> None:
+        self._arm(b)
+        conn = flow.remote if b.transport in STREAMS else None  # qualified over the REGISTER's connection
+        self._unpin(b.peer)
+        if conn is not None:
+            self._pin(b.peer, conn)
+        self.qualifier.registered(b.peer, b.addr, now, b.contact, transport=b.transport, dest=conn)
+
+    def _unbound(self, peer: str) -> None:
+        self._disarm(peer)
+        self._unpin(peer)
+        self.qualifier.unregistered(peer)
 
     def _arm(self, b: Binding) -> None:
         # a refresh replaces the pending expiry (10,000 phones re-registering each minute would

@@ -27,7 +27,7 @@ users see lives in this file:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..model import PjsipAor, PjsipConfig
@@ -115,11 +115,16 @@ class PjsipChange:
     contact: ContactState
     endpoints: list[tuple[str, bool]]  # endpoints that went online (True) / offline, by name
     referencing: list[str]  # the endpoints listing the contact's AOR, by name (one ContactStatus each)
+    created: bool = False  # a registered contact's status object made (AMI only, no log line)
 
     def lines(self) -> list[str]:
-        """The log lines, endpoint lines first (§6 order)."""
+        """The log lines, endpoint lines first (§6 order); a deleted contact's line comes first
+        (pjsip_options.c:1034, then the endpoint's)."""
         c = self.contact
-        return [*(endpoint_line(n, on) for n, on in self.endpoints), contact_line(c.aor, c.uri, c.status, c.rtt_s)]
+        eps = [endpoint_line(n, on) for n, on in self.endpoints]
+        if c.status == REMOVED:
+            return [f"Contact {c.aor}/{c.uri} has been deleted", *eps]
+        return eps if self.created else [*eps, contact_line(c.aor, c.uri, c.status, c.rtt_s)]
 
 
 class PjsipStates:
@@ -128,9 +133,11 @@ class PjsipStates:
     Fed with each contact's engine state as it changes; sans-I/O and clock-free."""
 
     def __init__(self, pj: PjsipConfig, old: PjsipStates | None = None,
-                 state_of: Callable[[str], tuple[str | None, float | None]] | None = None) -> None:
+                 state_of: Callable[[str], tuple[str | None, float | None]] | None = None,
+                 registered: Iterable[tuple[str, str]] = ()) -> None:
         """`old`: the states before a reload, kept for the contacts and endpoints that remain;
-        otherwise `state_of` seeds each contact from its peer's state (a restart)."""
+        otherwise `state_of` seeds each contact from its peer's state (a restart).
+        `registered`: (contact id, URI) of the registered contacts known now (restored)."""
         self.pj = pj
         self.contacts: dict[tuple[str, str], ContactState] = {
             (a.name, uri): ContactState(a.name, uri, NON_QUALIFIED, None)
@@ -138,11 +145,21 @@ class PjsipStates:
         }
         self.online: dict[str, bool] = {name: False for name in pj.endpoints}
         self._by_peer = {peer: key for key, peer in pj.peer_of.items()}
+        self._registered: dict[str, dict[tuple[str, str], str]] = {}  # aor -> registered contacts' keys -> peer
         self.initial: list[tuple[str, bool]] = []  # endpoints online at (first) load
         if old is not None:
             self.contacts.update((k, v) for k, v in old.contacts.items() if k in self.contacts)
             self.online.update((k, v) for k, v in old.online.items() if k in self.online)
-        else:
+            for aor, keys in old._registered.items():  # registered contacts of AORs still there
+                if aor in pj.aors:
+                    self._registered[aor] = dict(keys)
+                    self._by_peer.update((peer, key) for key, peer in keys.items())
+                    self.contacts.update((key, old.contacts[key]) for key in keys)
+        for peer, uri in registered:
+            aor, sep, _ = peer.rpartition(";@")
+            if sep and peer not in self._by_peer and aor in pj.aors:
+                self._add_registered(peer, aor, uri)
+        if old is None:
             self.initial = self._endpoints()
             for peer in self._by_peer:
                 state, rtt = state_of(peer) if state_of is not None else (None, None)
@@ -154,7 +171,36 @@ class PjsipStates:
 
     def of_aor(self, aor: str) -> list[ContactState]:
         a = self.pj.aors.get(aor)
-        return [self.contacts[(aor, u)] for u in dict.fromkeys(a.contacts)] if a is not None else []
+        if a is None:
+            return []
+        return [*(self.contacts[(aor, u)] for u in dict.fromkeys(a.contacts)),
+                *(self.contacts[k] for k in self._registered.get(aor, {}))]
+
+    def created(self, peer: str, aor: str, uri: str) -> PjsipChange | None:
+        """A contact registered to `aor` (None: already known, a refresh; or no such AOR)."""
+        if peer in self._by_peer or aor not in self.pj.aors:
+            return None
+        c = self._add_registered(peer, aor, uri)
+        return PjsipChange(c, self._endpoints(), self._referencing(aor), created=True)
+
+    def _add_registered(self, peer: str, aor: str, uri: str) -> ContactState:
+        key = (aor, uri)
+        self._by_peer[peer] = key
+        self._registered.setdefault(aor, {})[key] = peer
+        c = self.contacts[key] = ContactState(aor, uri, NON_QUALIFIED, None)
+        return c
+
+    def removed(self, peer: str) -> PjsipChange | None:
+        """A registered contact removed (unregistered, expired, replaced)."""
+        key = self._by_peer.get(peer)
+        if key is None or key not in self._registered.get(key[0], {}):
+            return None
+        del self._by_peer[peer], self._registered[key[0]][key]
+        del self.contacts[key]
+        return PjsipChange(ContactState(key[0], key[1], REMOVED, None), self._endpoints(), self._referencing(key[0]))
+
+    def _referencing(self, aor: str) -> list[str]:
+        return sorted(n for n, ep in self.pj.endpoints.items() if aor in ep.aors)
 
     def endpoint_online(self, name: str) -> bool:
         ep = self.pj.endpoints[name]
@@ -172,8 +218,7 @@ class PjsipStates:
         self.contacts[key] = new
         if status == old.status:
             return None
-        refs = sorted(n for n, ep in self.pj.endpoints.items() if key[0] in ep.aors)
-        return PjsipChange(new, self._endpoints(), refs)
+        return PjsipChange(new, self._endpoints(), self._referencing(key[0]))
 
     def update(self, peer: str, engine_state: str, rtt_s: float | None) -> list[str]:
         """`change()` as log lines."""
@@ -188,3 +233,14 @@ class PjsipStates:
                 self.online[name] = now
                 out.append((name, now))
         return out
+
+
+def registry_change(states: PjsipStates, peer: str, status: str, uri: str) -> PjsipChange | None:
+    """A registry event (qualify/inbound.py `RegistryChanged`) as a registered contact's
+    change: `Created` (its URI in `uri`) or `Removed`; None for anything else."""
+    aor, sep, _ = peer.rpartition(";@")
+    if not sep:
+        return None
+    if status == "Created":
+        return states.created(peer, aor, uri)
+    return states.removed(peer) if status == "Removed" else None

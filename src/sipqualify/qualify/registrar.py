@@ -71,6 +71,9 @@ class RegisterOutcome:
     cause: str = ""  # AMI Cause for Unregistered / Rejected
     log: str = ""
     security: SecurityEvent | None = None  # chan_sip's security event for this REGISTER
+    # PJSIP (qualify/pjsip_registrar.py): every contact binding added or refreshed (a Binding)
+    # or removed (None), by contact id, in order; `binding` and `removed` stay unset then
+    changes: list[tuple[str, Binding | None]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -232,14 +235,20 @@ class Registrar:
                                       ("ReceivedChallenge", nonce), ("ReceivedHash", sent.get("response", "")))
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected" if peer else None,
                                    cause=cause, log=logmsg, peer=name, security=security)
-        if result.username != name:
+        return self._accepted(req, name, result.username, source, now, wall, transport)
+
+    def _accepted(self, req: Request, name: str, username: str, source: Addr, now: float, wall: float,
+                  transport: str) -> RegisterOutcome:
+        """The digest of `username` is good for a REGISTER to `name` (the To user): chan_sip
+        wants them to be the same peer."""
+        if username != name:
             self.counters["forbidden"] += 1
             peer = self.peers(name)
             # chan_sip reports AUTH_USERNAME_MISMATCH with the digest username as the response and
             # the peer's `defaultuser` (its `username`) as the expected one
             security = self._security(req, name, source, transport, "ChallengeResponseFailed",
                                       ("Challenge", _digest_params(req).get("nonce", "")),
-                                      ("Response", result.username),
+                                      ("Response", username),
                                       ("ExpectedResponse", (peer.defaultuser or "") if peer else ""))
             return RegisterOutcome(self._reply(req, 403, "Forbidden", source), peer_status="Rejected",
                                    cause="AUTH_USERNAME_MISMATCH", peer=name, security=security)
@@ -320,6 +329,10 @@ class Registrar:
 
     def expire(self, name: str) -> Binding | None:
         return self.bindings.pop(name, None)
+
+    def expiry_note(self, b: Binding) -> tuple[str, str, str]:
+        """What an expired binding is logged and published as: (log line, status, cause)."""
+        return f"Unregistered SIP '{b.peer}' (expired)", "Unregistered", "Expired"
 
 
 def _digest_params(req: Request) -> dict[str, str]:
