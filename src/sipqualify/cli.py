@@ -144,7 +144,7 @@ def _peer(client: Client, name: str) -> Any:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     from .compat import format_sip_show_peer
-    from .views import format_stats, format_verdict
+    from .views import flap_line, format_stats, format_verdict
 
     v = _peer(Client(args), args.name)
     if args.json:
@@ -157,6 +157,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
         sys.stdout.write(dns_lines(v))
+        if v.flapping and not args.verdict:
+            sys.stdout.write(flap_line(v))
         if args.verdict:
             from urllib.parse import quote
             s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")

@@ -23,6 +23,7 @@ from .qualify import state as st
 from .qualify.engine import QualifyEngine
 from .qualify.events import (
     Event,
+    FlapChanged,
     LatencyChanged,
     QualifyResult,
     SecurityEvent,
@@ -56,6 +57,14 @@ class CoreDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
+
+    def suppressed(self, peer: str) -> str | None:
+        """Why our notifications (webhooks, verdict events) of the peer are held back now:
+        `flapping` (qualify/flap.py); None when they are not."""
+        p = self.engine.peer(peer) if self.engine is not None else None
+        if p is not None and p.verdict.flapping:
+            return "flapping"
+        return None
 
     # ------------------------------------------------------------------ what arrives
 
@@ -187,9 +196,18 @@ class CoreDriver:
                     if not fut.done():
                         fut.set_result(ev)
         elif isinstance(ev, StateChanged):
-            recorder.transition(ev, self.engine.peer(ev.peer))
+            p = self.engine.peer(ev.peer)
+            recorder.transition(ev, p, self.suppressed(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
         elif isinstance(ev, VerdictChanged | LatencyChanged):
+            self.feed.live(ev)
+        elif isinstance(ev, FlapChanged):
+            if ev.flapping:
+                log.warning("peer '%s' is flapping (penalty %.0f): its notifications are held back", ev.peer,
+                            ev.penalty)
+            else:
+                log.info("peer '%s' settled (penalty %.0f, verdict %s): notifications resume", ev.peer, ev.penalty,
+                         ev.verdict)
             self.feed.live(ev)
         elif isinstance(ev, TransportError):
             log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

@@ -65,6 +65,11 @@ class PeerConfig:
     up_after: int = 1  # consecutive alive outcomes before up
     retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
     latency_delta_ms: int = 0  # a LatencyChanged event when the EWMA moves more than this (0 = off)
+    # flap damping (qualify/flap.py; off while flap_suppress is 0)
+    flap_penalty: int = 1000  # added per change of the confirmed verdict
+    flap_suppress: int = 0  # flapping from this penalty on (0 = off)
+    flap_reuse: int = 750  # settled below this penalty
+    flap_half_life_s: int = 900  # the penalty halves in this time
     source: str = ""  # "file:line" of the section header, for messages
     # pjsip.conf contacts (config/pjsip.py): whose qualify semantics ("chan_sip" | "pjsip"), the
     # contact URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact

@@ -129,6 +129,7 @@ class ReadModel(Protocol):
     def views(self) -> list[PeerView]: ...
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
     def engine_stats(self) -> EngineStats | None: ...
+    def now(self) -> float: ...  # engine (monotonic) time, for state that decays (flap penalty)
     def status(self) -> Json: ...
     def registrations(self) -> list[Json]: ...
     def registrar_stats(self) -> dict[str, int] | None: ...
@@ -248,6 +249,9 @@ class ShellReadModel:
         eng = self.shell.engine
         return eng.snapshot_stats() if eng is not None else None
 
+    def now(self) -> float:
+        return self.shell.clock()
+
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]:
         """A forced qualify (AMI, HTTP, CLI). Listeners hear of it at once, as chan_sip sends
@@ -330,6 +334,8 @@ class ShellReadModel:
             pending_toward=p.verdict.toward,
             pending_count=p.verdict.streak,
             pending_of=p.verdict.threshold,
+            flapping=p.verdict.flapping,
+            flap_penalty=round(p.verdict.flap_penalty(shell.clock()), 1),
         )
 
     def views(self) -> list[PeerView]:

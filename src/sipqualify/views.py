@@ -58,6 +58,8 @@ class PeerView:
     pending_toward: str = ""  # pending: the verdict being counted toward; "" otherwise
     pending_count: int = 0  # ... outcomes counted so far
     pending_of: int = 0  # ... of this many (down_after / up_after)
+    flapping: bool = False  # flap damping (qualify/flap.py) holds its notifications back
+    flap_penalty: float = 0.0  # its penalty now (0 without damping or once decayed)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,14 +75,21 @@ def format_verdict(v: PeerView, stats: str = "") -> str:
     verdict = v.verdict + (f" ({v.reason})" if v.reason else "")
     if v.pending_toward:
         verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
-    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{stats}\n"
+    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{flap_line(v)}{stats}\n"
+
+
+def flap_line(v: PeerView) -> str:
+    """Flap damping's state, when there is one (qualify/flap.py)."""
+    if not v.flapping and not v.flap_penalty:
+        return ""
+    return f"  Flapping     : {'yes' if v.flapping else 'no'} (penalty {v.flap_penalty:.0f})\n"
 
 
 def stats_json(name: str, stats: LatencyStats | None, v: PeerView) -> dict[str, Any]:
     """`GET /api/v1/peers/NAME/stats`: the verdict and the latency statistics (qualify/stats.py)."""
     body: dict[str, Any] = {"peer": name, "verdict": v.verdict, "reason": v.reason, "policy": v.policy,
                             "pending_toward": v.pending_toward, "pending_count": v.pending_count,
-                            "pending_of": v.pending_of}
+                            "pending_of": v.pending_of, "flapping": v.flapping, "flap_penalty": v.flap_penalty}
     body.update((stats or LatencyStats()).to_json())
     return body
 

@@ -39,8 +39,9 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
-        "up", "status", "verdict", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx", "trans", "resp",
-        "tls")}
+        "up", "status", "verdict", "flapping", "penalty", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx",
+        "trans", "resp", "tls")}
+    now = model.now()
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -58,6 +59,9 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         v = p.verdict.verdict
         for k in VERDICTS:
             fams["verdict"].append(f'sipqualify_peer_verdict{{peer="{name}",verdict="{k}"}} {1 if k == v else 0}')
+        if p.verdict.policy.flap is not None:  # flap damping on (qualify/flap.py)
+            fams["flapping"].append(f"sipqualify_peer_flapping{lab} {1 if p.verdict.flapping else 0}")
+            fams["penalty"].append(f"sipqualify_peer_flap_penalty{lab} {p.verdict.flap_penalty(now)!r}")
         ls = p.stats
         if ls is not None:
             if ls.count:
@@ -84,6 +88,8 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "up": ("sipqualify_peer_up", "gauge", "1 if the peer answered its last qualify (OK or LAGGED)"),
         "status": ("sipqualify_peer_status", "gauge", "chan_sip qualify state of the peer (one series per state)"),
         "verdict": ("sipqualify_peer_verdict", "gauge", "verdict of the peer's policy (one series per verdict)"),
+        "flapping": ("sipqualify_peer_flapping", "gauge", "1 while flap damping holds the peer's notifications back"),
+        "penalty": ("sipqualify_peer_flap_penalty", "gauge", "flap damping penalty of the peer (decayed to now)"),
         "est": ("sipqualify_peer_latency_estimate_seconds", "gauge", "latency estimate (EWMA, Kamailio's EST)"),
         "jitter": ("sipqualify_peer_jitter_seconds", "gauge", "RFC 3550 jitter of successive RTTs"),
         "loss": ("sipqualify_peer_loss_ratio", "gauge", "unanswered share of the last 100 polls"),

@@ -33,6 +33,8 @@ VERDICT_FIELDS: dict[str, Any] = {
     "pending_toward": {"type": "string"},
     "pending_count": {"type": "integer"},
     "pending_of": {"type": "integer"},
+    "flapping": {"type": "boolean"},
+    "flap_penalty": {"type": "number"},
 }
 
 PEER = {
@@ -214,7 +216,7 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
-                                "description": "also the live `verdict` and/or `latency` events (comma list)"},
+                                "description": "also the live `verdict`, `latency` and/or `flap` events (comma list)"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",

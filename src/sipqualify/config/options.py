@@ -640,7 +640,9 @@ def _toml(section: str, name: str, kind: Kind, target: str, default: str, unit: 
 _SECONDS_POS = Number(lo=1, unit="seconds")
 _COUNT = Number(lo=1, unit="results", below="error")
 _RETRY = Number(lo=0, unit="seconds", below="error")
-_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta")
+_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta",
+                       "flap_penalty", "flap_suppress", "flap_reuse", "flap_half_life")
+_PENALTY = Number(lo=0, unit="penalty points", below="error")
 
 
 def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
@@ -662,6 +664,15 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
         Option("latency_delta", section, Number(lo=0, unit="milliseconds", below="error"),
                f"{target}.latency_delta_ms", dflt("latency_delta", "`0`"), "milliseconds (0: off)",
                "a `latency` event when the latency estimate (EWMA) moves by more than this"),
+        Option("flap_penalty", section, _PENALTY, f"{target}.flap_penalty", dflt("flap_penalty", "`1000`"),
+               "penalty points", "flap damping: penalty added per change of the verdict"),
+        Option("flap_suppress", section, _PENALTY, f"{target}.flap_suppress", dflt("flap_suppress", "`0`"),
+               "penalty points (0: off)", "flap damping: flapping (notifications held back) from this penalty on"),
+        Option("flap_reuse", section, _PENALTY, f"{target}.flap_reuse", dflt("flap_reuse", "`750`"),
+               "penalty points", "flap damping: settled again below this penalty"),
+        Option("flap_half_life", section, Number(lo=1, unit="seconds", below="error"),
+               f"{target}.flap_half_life_s", dflt("flap_half_life", "`900`"), "seconds",
+               "flap damping: the penalty halves in this time"),
     )
 
 _YES_NO = "`yes` or `no`"

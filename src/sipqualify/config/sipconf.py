@@ -81,6 +81,10 @@ class PeerDefaults:
     up_after: int = 1
     retry_interval_s: int = 0
     latency_delta_ms: int = 0
+    flap_penalty: int = 1000
+    flap_suppress: int = 0
+    flap_reuse: int = 750
+    flap_half_life_s: int = 900
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -103,6 +107,10 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         up_after=defaults.up_after,
         retry_interval_s=defaults.retry_interval_s,
         latency_delta_ms=defaults.latency_delta_ms,
+        flap_penalty=defaults.flap_penalty,
+        flap_suppress=defaults.flap_suppress,
+        flap_reuse=defaults.flap_reuse,
+        flap_half_life_s=defaults.flap_half_life_s,
         source=source,
     )
 

@@ -56,7 +56,7 @@ from ..sip.transaction import (
 )
 from . import state as st
 from .dispatch import Dispatcher
-from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
+from .events import Event, FlapChanged, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
@@ -666,8 +666,16 @@ class QualifyEngine:
         self._schedule_next(p, txn, now, new)
 
     def _judge(self, p: Peer, status: int | None, lagged: bool, now: float) -> None:
-        """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
-        old = p.verdict.observe(status, lagged)
+        """Feed one result to the peer's verdict (qualify/verdict.py); report a change, unless
+        flap damping holds it back (qualify/flap.py)."""
+        v = p.verdict
+        before = v.confirmed
+        old = v.observe(status, lagged)
+        flap = v.damp(before, now) if v.policy.flap is not None or v.flap is not None else None
+        if flap is not None:
+            assert v.flap is not None
+            self._events.append(FlapChanged(p.name, v.flapping, v.flap.penalty, v.verdict, v.reason,
+                                            v.policy.name, now))
         if old is not None:
             self._verdict_changed(p, old, now)
 
@@ -680,6 +688,8 @@ class QualifyEngine:
 
     def _verdict_changed(self, p: Peer, old: str, now: float) -> None:
         v = p.verdict
+        if v.flapping:
+            return  # held back while it flaps: the FlapChanged that ends it carries the verdict
         self._events.append(VerdictChanged(p.name, old, v.verdict, v.reason, v.policy.name, now,
                                            v.streak, v.threshold))
 

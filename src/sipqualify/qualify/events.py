@@ -96,8 +96,22 @@ class LatencyChanged:
     time: float
 
 
-Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged
-LiveEvent = VerdictChanged | LatencyChanged  # published at once (event stream), not stored
+@dataclass(frozen=True, slots=True)
+class FlapChanged:
+    """Flap damping (qualify/flap.py): the peer started flapping (its verdict events and webhooks
+    are held back from now on) or settled (they resume; `verdict` is the one of this moment)."""
+
+    peer: str
+    flapping: bool
+    penalty: float
+    verdict: str
+    reason: str
+    policy: str
+    time: float
+
+
+Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | FlapChanged
+LiveEvent = VerdictChanged | LatencyChanged | FlapChanged  # published at once (event stream), not stored
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,11 +93,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # why a transition to UNREACHABLE happened when a connection could not be opened (TCP/TLS)
     ("ALTER TABLE transitions ADD COLUMN reason TEXT",),
+    # why our notifications (webhooks) of a transition are held back: flapping, silenced; NULL: they are not
+    ("ALTER TABLE transitions ADD COLUMN suppressed TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason) "
-                      "VALUES (?,?,?,?,?,?,?,?)")
+_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed) "
+                      "VALUES (?,?,?,?,?,?,?,?,?)")
 _INSERT_SAMPLE = "INSERT INTO samples(peer, time, rtt_ms, status_code, transmissions) VALUES (?,?,?,?,?)"
 _UPSERT_STATE = (
     "INSERT INTO peer_state(peer, state, lastms, maxms, rtt_ms, changed_at, updated_at) VALUES (?,?,?,?,?,?,?) "
@@ -130,6 +132,7 @@ class TransitionRecord:
     maxms: int
     rtt_ms: float | None
     reason: str | None = None  # a connection failure behind a transition to UNREACHABLE
+    suppressed: str | None = None  # flapping | silenced: webhooks held back for it (README); None: not
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +324,9 @@ class Store:
 
     def record_transition(
         self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None,
-        reason: str | None = None,
+        reason: str | None = None, suppressed: str | None = None,
     ) -> None:
-        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason)
+        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed)
         with self._wake:
             self._transitions.append(row)
             self._wake.notify()
@@ -663,7 +666,7 @@ class Store:
     ) -> list[TransitionRecord]:
         """Transitions in time order (oldest first), `since <= time <= until`."""
         where, args = _where(peer, since, until)
-        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason"
+        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed"
         sql = f"SELECT {cols} FROM transitions{where} ORDER BY time, id LIMIT ?"
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
@@ -674,8 +677,8 @@ class Store:
 
     def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
         """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
-        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason FROM transitions WHERE id > ? "
-               "ORDER BY id LIMIT ?")
+        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed FROM transitions "
+               "WHERE id > ? ORDER BY id LIMIT ?")
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
 
