@@ -35,6 +35,7 @@ from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundE
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
+from .store.silences import SilenceBook
 
 log = logging.getLogger("sipqualify")
 
@@ -53,6 +54,8 @@ class CoreDriver:
         self.engine: QualifyEngine | None = None
         self.recorder: StateRecorder | None = None
         self.committer: BindingCommitter | None = None
+        self.silences: SilenceBook | None = None  # maintenance windows (qualify/silence.py)
+        self.held_back = 0  # live events (verdict, latency, flap) of silenced peers not published
         self.metrics_peer_limit = 10_000  # peers with per-peer response counts ([api] metrics_peer_limit)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -60,9 +63,14 @@ class CoreDriver:
 
     def suppressed(self, peer: str) -> str | None:
         """Why our notifications (webhooks, verdict events) of the peer are held back now:
-        `flapping` (qualify/flap.py); None when they are not."""
+        `silenced` (a maintenance window, qualify/silence.py) or `flapping` (qualify/flap.py);
+        None when they are not."""
         p = self.engine.peer(peer) if self.engine is not None else None
-        if p is not None and p.verdict.flapping:
+        if p is None:
+            return None
+        if self.silences is not None and self.silences.match(peer, p.cfg.group) is not None:
+            return "silenced"
+        if p.verdict.flapping:
             return "flapping"
         return None
 
@@ -199,6 +207,8 @@ class CoreDriver:
             p = self.engine.peer(ev.peer)
             recorder.transition(ev, p, self.suppressed(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
+        elif isinstance(ev, VerdictChanged | LatencyChanged | FlapChanged) and self.suppressed(ev.peer) == "silenced":
+            self.held_back += 1  # a silenced peer's notifications are held back (README "Silences")
         elif isinstance(ev, VerdictChanged | LatencyChanged):
             self.feed.live(ev)
         elif isinstance(ev, FlapChanged):

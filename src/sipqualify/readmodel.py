@@ -24,7 +24,7 @@ from .addr import Addr
 from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line
-from .views import PeerView
+from .views import PeerView, silence_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
     from .qualify.registrar import Registrar
     from .store import Store, TransitionRecord
+    from .store.silences import SilenceBook
 
 log = logging.getLogger("sipqualify")
 
@@ -130,6 +131,8 @@ class ReadModel(Protocol):
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
     def engine_stats(self) -> EngineStats | None: ...
     def now(self) -> float: ...  # engine (monotonic) time, for state that decays (flap penalty)
+    @property
+    def silences(self) -> SilenceBook | None: ...  # maintenance windows (store/silences.py)
     def status(self) -> Json: ...
     def registrations(self) -> list[Json]: ...
     def registrar_stats(self) -> dict[str, int] | None: ...
@@ -200,6 +203,8 @@ class Shell(Protocol):
     def loaded(self) -> bool: ...
     @property
     def dns(self) -> DnsStatus: ...
+    @property
+    def silences(self) -> SilenceBook | None: ...
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -251,6 +256,10 @@ class ShellReadModel:
 
     def now(self) -> float:
         return self.shell.clock()
+
+    @property
+    def silences(self) -> SilenceBook | None:
+        return self.shell.silences
 
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]:
@@ -336,6 +345,7 @@ class ShellReadModel:
             pending_of=p.verdict.threshold,
             flapping=p.verdict.flapping,
             flap_penalty=round(p.verdict.flap_penalty(shell.clock()), 1),
+            **silence_fields(shell.silences.match(p.name, cfg.group) if shell.silences is not None else None),
         )
 
     def views(self) -> list[PeerView]:

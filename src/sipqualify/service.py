@@ -36,6 +36,7 @@ from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .store import Store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
+from .store.silences import SilenceBook
 from .store.statedir import default_state_dir, ensure_token
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class Service:
         return self.core.engine
 
     @property
+    def silences(self) -> SilenceBook | None:
+        return self.core.silences
+
+    @property
     def committer(self) -> BindingCommitter | None:
         return self.core.committer
 
@@ -127,6 +132,8 @@ class Service:
                            on_transition_committed=self.feed.committed)
         restored = await asyncio.to_thread(self.store.open)  # 1M peers: seconds; keep the loop free
         self.core.recorder = StateRecorder(self.store, self._wall_offset)
+        self.core.silences = SilenceBook(self.state_dir / "silences.sqlite", time.time)
+        await self.core.silences.open()
         core = self.core
         await self.sockets.open(self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs], g, svc,
                                 on_datagram=core.on_datagram, on_tcp_message=core.on_tcp_message,
@@ -236,6 +243,9 @@ class Service:
         if self.core.committer is not None:
             self.core.committer.close()
             self.core.committer = None
+        if self.core.silences is not None:
+            self.core.silences.close()
+            self.core.silences = None
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .qualify.silence import Silence
 from .qualify.stats import LatencyStats
 
 
@@ -60,6 +61,9 @@ class PeerView:
     pending_of: int = 0  # ... of this many (down_after / up_after)
     flapping: bool = False  # flap damping (qualify/flap.py) holds its notifications back
     flap_penalty: float = 0.0  # its penalty now (0 without damping or once decayed)
+    silenced: bool = False  # a silence (maintenance window) holds its notifications back
+    silence_id: int | None = None  # ... this one (the one ending last)
+    silenced_until: float | None = None  # ... until then (UNIX time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +80,13 @@ def format_verdict(v: PeerView, stats: str = "") -> str:
     if v.pending_toward:
         verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
     return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{flap_line(v)}{stats}\n"
+
+
+def silence_fields(s: Silence | None) -> dict[str, Any]:
+    """The peer view's `silenced`, `silence_id`, `silenced_until`."""
+    if s is None:
+        return {}
+    return {"silenced": True, "silence_id": s.id, "silenced_until": s.until}
 
 
 def flap_line(v: PeerView) -> str:

@@ -53,6 +53,7 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
         "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
         "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
         "rtt_ms": rec.rtt_ms, "reason": rec.reason, "suppressed": rec.suppressed,
+        "silenced": rec.suppressed == "silenced",
     }
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import sys
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -26,6 +28,7 @@ from .keys import MODEL_KEY, REGISTRY_KEY
 if TYPE_CHECKING:
     from ..model import ServiceConfig
     from ..readmodel import ReadModel
+    from ..store.silences import SilenceBook
 
 API = "/api/v1"
 # Requests with a body (POST) carry at most this much: the API takes no documents, and a body
@@ -179,6 +182,79 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(
         {"added": s.added, "removed": s.removed, "changed": s.changed, "unchanged": len(s.unchanged)}
     )
+
+
+def _silences(request: web.Request) -> SilenceBook:
+    book = _model(request).silences
+    if book is None:
+        raise web.HTTPServiceUnavailable(text='{"error": "not started"}', content_type="application/json")
+    return book
+
+
+async def list_silences(request: web.Request) -> web.Response:
+    """The silences in force (README "Silences")."""
+    return web.json_response({"silences": [s.to_json() for s in _silences(request).list()]})
+
+
+async def add_silence(request: web.Request) -> web.Response:
+    """{peer | group, until, comment}: a maintenance window; `until` is UNIX time or ISO 8601."""
+    book = _silences(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    peer, group, comment = body.get("peer"), body.get("group"), body.get("comment", "")
+    if not all(v is None or isinstance(v, str) for v in (peer, group)) or not isinstance(comment, str):
+        return _error(400, "peer, group and comment must be strings")
+    try:
+        until = parse_until(body.get("until"))
+    except ValueError as e:
+        return _error(400, str(e))
+    if peer is not None and group is None and _model(request).peer(peer) is None:
+        return _error(404, f"Peer {peer} not found.")
+    if not until > time.time():
+        return _error(409, "until is not in the future")
+    try:  # JSON may carry lone surrogates, which SQLite (UTF-8) cannot store: U+FFFD instead
+        s = await book.add(_text(peer), _text(group), until, _text(comment) or "")
+    except ValueError as e:
+        return _error(400, str(e))
+    log.info("silence %d: %s '%s' until %.0f (%s)", s.id, "peer" if peer is not None else "group", s.peer or s.group,
+             until, s.comment)
+    return web.json_response(s.to_json(), status=201)
+
+
+async def delete_silence(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    if not (sid.isascii() and sid.isdigit()) or not await _silences(request).remove(int(sid)):
+        return _error(404, f"no silence {sid}")
+    log.info("silence %s removed", sid)
+    return web.json_response({"deleted": int(sid)})
+
+
+def _text(v: str | None) -> str | None:
+    return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if v is not None else None
+
+
+def parse_until(v: object) -> float:
+    """A silence's end: UNIX time (a number), or ISO 8601 with a time zone (`2026-12-02T06:00:00Z`)."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError("until must be a UNIX time or an ISO 8601 date and time with a time zone")
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+            if dt.tzinfo is None:
+                raise ValueError(f"until: '{v}' has no time zone (add Z or +01:00)")
+            return dt.timestamp()
+        except (OverflowError, OSError):
+            raise ValueError(f"until: '{v}' is out of range") from None
+        except ValueError as e:
+            raise ValueError(str(e) if "time zone" in str(e) else f"until: '{v}' is not an ISO 8601 date and time"
+                             ) from None
+    if not math.isfinite(v):
+        raise ValueError("until must be a finite UNIX time")
+    return float(v)
 
 
 def _float(request: web.Request, key: str, default: float | None) -> float | None:
@@ -348,6 +424,9 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_get(f"{API}/peers/{{name}}/stats", peer_stats)
     app.router.add_post(f"{API}/reload", reload)
+    app.router.add_get(f"{API}/silences", list_silences)
+    app.router.add_post(f"{API}/silences", add_silence)
+    app.router.add_delete(f"{API}/silences/{{id}}", delete_silence)
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
     app.router.add_get(f"{API}/pjsip", pjsip)

@@ -36,6 +36,12 @@ VERDICT_FIELDS: dict[str, Any] = {
     "flapping": {"type": "boolean"},
     "flap_penalty": {"type": "number"},
 }
+# a silence (maintenance window) holding the peer's notifications back: in Peer only
+SILENCE_FIELDS: dict[str, Any] = {
+    "silenced": {"type": "boolean"},
+    "silence_id": {"type": ["integer", "null"]},
+    "silenced_until": {"type": ["number", "null"]},
+}
 
 PEER = {
     "type": "object",
@@ -81,6 +87,7 @@ PEER = {
         "dns": {"type": ["string", "null"]},
         "dns_error": {"type": ["string", "null"]},
         **VERDICT_FIELDS,
+        **SILENCE_FIELDS,
     },
 }
 
@@ -111,6 +118,25 @@ TRANSITION = {
         "reason": {"type": ["string", "null"], "description": "UNREACHABLE because a connection failed: why"},
     },
 }
+
+
+SILENCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "peer", "group", "until", "comment", "created"],
+    "properties": {
+        "id": {"type": "integer"}, "peer": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
+        "until": {"type": "number", "description": "UNIX time"}, "comment": {"type": "string"},
+        "created": {"type": "number", "description": "UNIX time"},
+    },
+}
+
+
+def _silence_for(key: str) -> dict[str, Any]:
+    """POST /api/v1/silences: a peer's or a group's (the API also takes `until` as ISO 8601)."""
+    other = "group" if key == "peer" else "peer"
+    return {"type": "object", "required": [key, "until"], "not": {"required": [other]}, "properties": {
+        key: {"type": "string", "minLength": 1}, "comment": {"type": "string"},
+        "until": {"type": "number", "description": "UNIX time; 409 when not in the future"}}}
 
 
 REGISTRATION: dict[str, Any] = {
@@ -188,6 +214,20 @@ def document() -> dict[str, Any]:
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},
+            "/api/v1/silences": {
+                "get": {"operationId": "listSilences", "responses": {
+                    "200": _json({"type": "object", "required": ["silences"], "properties": {
+                        "silences": {"type": "array", "items": SILENCE}}}), **UNAUTH}},
+                "post": {"operationId": "addSilence", "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"oneOf": [_silence_for("peer"), _silence_for("group")]}}}},
+                         "responses": {"201": _json(SILENCE), "400": ERROR, "404": ERROR,
+                                       "409": _json({"$ref": "#/components/schemas/Error"}, "until is past"),
+                                       **UNAUTH}}},
+            "/api/v1/silences/{id}": {"delete": {
+                "operationId": "deleteSilence",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["deleted"], "properties": {
+                    "deleted": {"type": "integer"}}}), "404": ERROR, **UNAUTH}}},
             "/api/v1/registrations": {"get": {"operationId": "listRegistrations", "responses": {
                 "200": _json({"type": "object", "required": ["registrations"], "properties": {
                     "registrations": {"type": "array", "items": REGISTRATION}}}), **UNAUTH}}},
