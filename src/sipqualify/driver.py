@@ -25,6 +25,8 @@ from .qualify.events import (
     Event,
     FlapChanged,
     LatencyChanged,
+    PokeOverdue,
+    PokeRepaired,
     QualifyResult,
     SecurityEvent,
     StateChanged,
@@ -32,6 +34,7 @@ from .qualify.events import (
     VerdictChanged,
 )
 from .qualify.inbound import TCP, TLS, UDP, BindingChanged, FlowPinned, InboundEvent, RegistryChanged
+from .ratelog import RateLog
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
@@ -56,6 +59,8 @@ class CoreDriver:
         self.committer: BindingCommitter | None = None
         self.silences: SilenceBook | None = None  # maintenance windows (qualify/silence.py)
         self.held_back = 0  # live events (verdict, latency, flap) of silenced peers not published
+        self.ready_max_lag_s = 5.0  # [service] ready_max_lag: the watchdog repairs only within it
+        self._watchdog_log = RateLog(log, 10.0)
         self.metrics_peer_limit = 10_000  # peers with per-peer response counts ([api] metrics_peer_limit)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -114,6 +119,12 @@ class CoreDriver:
         self.engine.inbound.handle_timer(now)  # binding expiry
         self.engine.handle_timer(now, limit=self.TIMER_BATCH)
         self.pump()  # re-arms at once (call_later 0) when more timers are due
+
+    def self_check(self) -> None:
+        """The liveness watchdog's sweep (qualify/watchdog.py), every second or so."""
+        if self.engine is not None:
+            self.engine.self_check(self.clock(), self.ready_max_lag_s)
+            self.pump()  # a repaired poke is due now: re-arm the timer
 
     async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:
         assert self.engine is not None
@@ -218,6 +229,14 @@ class CoreDriver:
             else:
                 log.info("peer '%s' settled (penalty %.0f, verdict %s): notifications resume", ev.peer, ev.penalty,
                          ev.verdict)
+            self.feed.live(ev)
+        elif isinstance(ev, PokeOverdue):
+            self._watchdog_log(ev.time, "watchdog: peer '%s' poked %.1f s late (scheduler stalled or overloaded)",
+                               ev.peer, ev.lag, key="overdue")
+            self.feed.live(ev)
+        elif isinstance(ev, PokeRepaired):
+            log.error("watchdog: peer '%s' had no qualify result for %.0f s (its poke was lost): re-armed",
+                      ev.peer, ev.silent_for)
             self.feed.live(ev)
         elif isinstance(ev, TransportError):
             log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

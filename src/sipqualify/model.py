@@ -143,6 +143,7 @@ class ServiceConfig:
     tcp_max_connections: int = 10_000  # SIP over TCP: more are refused at once
     tcp_max_connections_per_ip: int = 100  # ... and more than this many from one address
     tcp_max_unfinished_bytes: int = 4 * 1024 * 1024  # SIP over TCP: unfinished messages, all connections
+    ready_max_lag_s: int = 5  # /readyz fails while the qualify scheduler is behind by more (qualify/watchdog.py)
     tcp_message_timeout_s: int = 10  # SIP over TCP: an unfinished message older than this closes its connection
     api_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS
     api_tls_key: str | None = None  # PEM private key (defaults to the certificate file)

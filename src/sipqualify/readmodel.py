@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .model import Config, PeerConfig, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary
     from .qualify.registrar import Registrar
+    from .qualify.watchdog import WatchdogStats
     from .store import Store, TransitionRecord
     from .store.silences import SilenceBook
 
@@ -131,6 +132,7 @@ class ReadModel(Protocol):
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
     def engine_stats(self) -> EngineStats | None: ...
     def now(self) -> float: ...  # engine (monotonic) time, for state that decays (flap penalty)
+    def watchdog_stats(self) -> WatchdogStats | None: ...
     @property
     def silences(self) -> SilenceBook | None: ...  # maintenance windows (store/silences.py)
     def status(self) -> Json: ...
@@ -140,6 +142,7 @@ class ReadModel(Protocol):
     def ami_stats(self) -> tuple[dict[str, int], int] | None: ...  # counters, sessions
     def storage_health(self) -> dict[str, Json]: ...
     def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
+    def scheduler_health(self) -> Json: ...  # the watchdog: ok, lag_s, and while not ok cause and since
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
@@ -217,6 +220,7 @@ class ShellReadModel:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
         self.qualify_listeners: list[Callable[[str, str | None], None]] = []  # (peer, AMI ActionID)
+        self._behind_since: float | None = None  # wall time the scheduler fell behind (readyz)
 
     @property
     def token(self) -> str:
@@ -256,6 +260,10 @@ class ShellReadModel:
 
     def now(self) -> float:
         return self.shell.clock()
+
+    def watchdog_stats(self) -> WatchdogStats | None:
+        eng = self.shell.engine
+        return eng.watchdog.stats if eng is not None else None
 
     @property
     def silences(self) -> SilenceBook | None:
@@ -365,6 +373,7 @@ class ShellReadModel:
             "peers": len(eng),
             "qualified": sum(1 for p in eng.peers() if p.maxms),
             "engine": dataclasses.asdict(eng.snapshot_stats()),
+            "watchdog": dataclasses.asdict(eng.watchdog.stats),
             "service": dataclasses.asdict(shell.counters),
             "store": shell.store.stats if shell.store is not None else {},
             "sip": [{"ip": ip, "port": port} for ip, port in shell.sockets.local_addresses()],
@@ -412,6 +421,22 @@ class ShellReadModel:
         if self.shell.committer is not None:
             out["bindings"] = self.shell.committer.health()
         return out
+
+    def scheduler_health(self) -> Json:
+        """How far behind the qualify scheduler is now (the earliest due timer's age, qualify/watchdog.py):
+        not ok beyond `[service] ready_max_lag`."""
+        eng = self.shell.engine
+        due = eng.get_timer() if eng is not None else None
+        now = self.shell.clock()
+        lag = max(0.0, now - due) if due is not None else 0.0
+        limit = float(self.shell.config.service.ready_max_lag_s)
+        if lag <= limit:
+            self._behind_since = None
+            return {"ok": True, "lag_s": round(lag, 3)}
+        if self._behind_since is None:
+            self._behind_since = self.shell.wallclock() - lag
+        return {"ok": False, "lag_s": round(lag, 3), "since": self._behind_since,
+                "cause": f"the qualify scheduler is {lag:.1f} s behind (more than {limit:g} s)"}
 
     def ready(self) -> dict[str, bool]:
         return {"engine": self.loaded, "sip_sockets": bool(self.shell.sockets.local_addresses())}

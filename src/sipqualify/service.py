@@ -188,6 +188,7 @@ class Service:
         proxies = await resolve_proxies(peers)
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
+        self.core.ready_max_lag_s = float(cfg.service.ready_max_lag_s)
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
         summary = self.engine.load(peers, self.clock(), addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)
@@ -288,11 +289,15 @@ class Service:
         gc.set_threshold(100_000, 50, 100)
 
     async def _watch_loop_lag(self) -> None:
+        n = 0
         while not self._stopped.is_set():
             t0 = self.clock()
             await asyncio.sleep(0.25)
             lag = (self.clock() - t0 - 0.25) * 1000
             self.counters.loop_lag_max_ms = max(self.counters.loop_lag_max_ms * 0.99, lag)
+            n += 1
+            if n % 4 == 0 and self.loaded:  # the liveness watchdog, once a second (qualify/watchdog.py)
+                self.core.self_check()
 
     def wall(self, t: float) -> float:
         return self._wall_offset + t

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..qualify.events import FlapChanged, LiveEvent, VerdictChanged
+from ..qualify.events import FlapChanged, LiveEvent, PokeOverdue, PokeRepaired, VerdictChanged
 from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
@@ -135,7 +135,13 @@ class EventHub:
         """A verdict change (qualify/verdict.py) as the `verdict` event, a latency change
         (qualify/stats.py) as the `latency` event, flap damping starting or ending
         (qualify/flap.py) as the `flap` event."""
-        if isinstance(ev, FlapChanged):
+        if isinstance(ev, PokeOverdue):
+            self.publish({"event": "watchdog", "peer": ev.peer, "alarm": "overdue", "lag_s": round(ev.lag, 3),
+                          "time": time.time()})
+        elif isinstance(ev, PokeRepaired):
+            self.publish({"event": "watchdog", "peer": ev.peer, "alarm": "repaired",
+                          "silent_s": round(ev.silent_for, 3), "time": time.time()})
+        elif isinstance(ev, FlapChanged):
             self.publish({"event": "flap", "peer": ev.peer, "flapping": ev.flapping, "penalty": round(ev.penalty, 1),
                           "verdict": ev.verdict, "reason": ev.reason, "policy": ev.policy, "time": time.time()})
         elif isinstance(ev, VerdictChanged):
@@ -194,7 +200,7 @@ def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
 
 
 HUB_KEY: web.AppKey[EventHub] = web.AppKey("events")
-LIVE_EVENTS = frozenset(("verdict", "latency", "flap"))  # `/events?include=verdict,latency,flap`
+LIVE_EVENTS = frozenset(("verdict", "latency", "flap", "watchdog"))  # `/events?include=verdict,latency,...`
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:

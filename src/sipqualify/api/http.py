@@ -123,6 +123,10 @@ async def readyz(request: web.Request) -> web.Response:
     if "bindings" in health:
         checks["bindings"] = bool(health["bindings"]["ok"])
     errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
+    sched = model.scheduler_health()  # the liveness watchdog (qualify/watchdog.py)
+    checks["scheduler"] = bool(sched["ok"])
+    if not sched["ok"]:
+        errors["scheduler"] = {"cause": sched["cause"], "since": sched["since"]}
     ok = all(checks.values())
     body: dict[str, Any] = {"ready": ok, "checks": checks}
     if errors:

@@ -208,6 +208,14 @@ class SipqualifyCollector(Collector):
                                 value=model.counters.loop_lag_max_ms / 1000.0)
         yield GaugeMetricFamily("sipqualify_scheduler_lag_seconds", "how late the last timer batch ran",
                                 value=model.counters.scheduler_lag_s)
+        wd = model.watchdog_stats()
+        if wd is not None:  # the liveness watchdog (qualify/watchdog.py)
+            yield GaugeMetricFamily("sipqualify_schedule_lag_seconds", "how late the earliest due qualify timer is",
+                                    value=float(model.scheduler_health()["lag_s"]))
+            yield GaugeMetricFamily("sipqualify_overdue_peers", "qualified peers without a result for longer than "
+                                    "twice their interval (last watchdog sweep)", value=float(wd.overdue_peers))
+            yield counter("sipqualify_overdue_pokes", "pokes that ran later than their interval", wd.overdue_pokes)
+            yield counter("sipqualify_poke_repairs", "lost pokes the watchdog re-armed", wd.repairs)
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

@@ -256,7 +256,8 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
-                                "description": "also the live `verdict`, `latency` and/or `flap` events (comma list)"},
+                                "description": "also the live `verdict`, `latency`, `flap` and/or `watchdog` events "
+                                               "(comma list)"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",

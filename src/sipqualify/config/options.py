@@ -858,6 +858,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "bytes of unfinished messages all inbound connections together may hold"),
     _toml("service", "tcp_message_timeout", Duration(), "service.tcp_message_timeout_s", '`"10s"`',
           "seconds or a duration string (0: no limit)", "time a message may take from its first to its last byte"),
+    _toml("service", "ready_max_lag", Duration(lo=1), "service.ready_max_lag_s", '`"5s"`',
+          "seconds or a duration string", "`/readyz` fails while the qualify scheduler is behind by more than this"),
     _toml("ami", "manager_conf", FilePath(), "service.manager_conf", "none", "path (relative to the TOML file)",
           "the Asterisk manager.conf of the AMI port"),
     _toml("ami", "enabled", Bool(), "service.ami_enabled", "as manager.conf says", "`true` or `false`",

@@ -62,6 +62,7 @@ from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 from .stats import LatencyStats
 from .verdict import PeerVerdict, policy_of
+from .watchdog import Watchdog
 
 log = logging.getLogger("sipqualify.engine")
 
@@ -265,6 +266,7 @@ class QualifyEngine:
         self._date_sec = -1
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
+        self.watchdog = Watchdog()  # lateness and lost pokes (qualify/watchdog.py)
 
     # ------------------------------------------------------------------ peers
 
@@ -343,11 +345,15 @@ class QualifyEngine:
         offsets = stagger_offsets_ms(len(qualified), self.general.qualifygap_ms, self.general.qualifypeers)
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
+        last = now + (offsets[-1] / 1000.0 if offsets else 0.0)
         for p in self._peers.values():  # pjsip.conf contacts: their AOR's first poll (qualify/policy.py)
             if p.maxms > 0 and p.cfg.contact_uri:
                 c = p.cfg
-                self._schedule_poke(p, now + initial_delay_s(c.name.split("@@")[0], c.qualifyfreq_ms / 1000.0,
-                                                             c.max_initial_qualify_ms / 1000.0))
+                at = now + initial_delay_s(c.name.split("@@")[0], c.qualifyfreq_ms / 1000.0,
+                                           c.max_initial_qualify_ms / 1000.0)
+                self._schedule_poke(p, at)
+                last = max(last, at)
+        self.watchdog.reloaded(last)
 
     def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
                    transport: str | None = None, dest: Addr | None = None) -> None:
@@ -451,6 +457,8 @@ class QualifyEngine:
             try:
                 if kind == _K_POKE:
                     assert isinstance(obj, Peer)
+                    if now - when > 10.0 and (late := self.watchdog.poke_ran(obj, when, now)) is not None:
+                        self._events.append(late)  # later than its interval (qualify/watchdog.py)
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
                 elif kind == _K_KEEPALIVE:
                     assert isinstance(obj, Peer)
@@ -462,6 +470,19 @@ class QualifyEngine:
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
         return False
+
+    def self_check(self, now: float, behind_s: float = 5.0) -> None:
+        """The liveness watchdog's sweep (qualify/watchdog.py): the shell calls it every second
+        or so; lost pokes are re-armed and reported (PokeRepaired)."""
+        self._events.extend(self.watchdog.check(self, now, behind_s))
+
+    def rearm(self, p: Peer, now: float) -> None:
+        """The watchdog's repair: whatever the peer's poke state, a fresh poke now."""
+        self._end_txn(p)
+        self._schedule_poke(p, now)
+
+    def giveup_s(self, p: Peer) -> float:
+        return policy_for(p.cfg, self.policy).giveup_s(p.maxms or DEFAULT_MAXMS)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, transport: str = UDP) -> None:
         """Anything that arrived, through the front door (`self.front`, qualify/dispatch.py)."""

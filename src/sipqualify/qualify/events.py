@@ -110,8 +110,30 @@ class FlapChanged:
     time: float
 
 
-Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | FlapChanged
-LiveEvent = VerdictChanged | LatencyChanged | FlapChanged  # published at once (event stream), not stored
+@dataclass(frozen=True, slots=True)
+class PokeOverdue:
+    """The liveness watchdog (qualify/watchdog.py): a poke ran `lag` seconds after it was due,
+    more than the peer's interval."""
+
+    peer: str
+    lag: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PokeRepaired:
+    """The liveness watchdog: a qualified peer had no result for `silent_for` seconds: its poke was lost (or stood at a
+    wrong time) and was re-armed now."""
+
+    peer: str
+    silent_for: float
+    time: float
+
+
+Event = (StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | FlapChanged | PokeOverdue
+         | PokeRepaired)
+# published at once (event stream), not stored
+LiveEvent = VerdictChanged | LatencyChanged | FlapChanged | PokeOverdue | PokeRepaired
 
 
 @dataclass(frozen=True, slots=True)
