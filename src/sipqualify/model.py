@@ -92,6 +92,10 @@ class GeneralConfig:
     qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
     qualifygap_ms: int = DEFAULT_QUALIFY_GAP_MS
     qualifypeers: int = DEFAULT_QUALIFY_PEERS
+    # load hygiene (qualify/ratecap.py): all off by default, chan_sip's timing
+    jitter: float = 0.0  # each re-poll delay stretched or shrunk by up to this share
+    max_rate: int = 0  # scheduled pokes per second, all peers (0: no cap)
+    max_rate_per_destination: int = 0  # ... per destination IP address (0: no cap)
     useragent: str = ""  # empty: "sipqualify <version>"
     qualify_headers: str = "own"  # one of QUALIFY_HEADERS
     fromdomain: str | None = None

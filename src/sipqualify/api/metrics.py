@@ -216,6 +216,9 @@ class SipqualifyCollector(Collector):
                                     "twice their interval (last watchdog sweep)", value=float(wd.overdue_peers))
             yield counter("sipqualify_overdue_pokes", "pokes that ran later than their interval", wd.overdue_pokes)
             yield counter("sipqualify_poke_repairs", "lost pokes the watchdog re-armed", wd.repairs)
+            yield counter("sipqualify_deferred_pokes", "pokes the rate cap deferred to a later slot", wd.deferred_pokes)
+            yield GaugeMetricFamily("sipqualify_poke_defer_seconds", "how long the rate cap deferred the last "
+                                    "deferred poke", value=wd.last_defer_s)
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

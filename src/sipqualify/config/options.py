@@ -217,6 +217,30 @@ class Number(Kind):
 
 
 @dataclass(frozen=True, slots=True)
+class Share(Kind):
+    """A fraction `lo`..`hi` (`jitter = 0.1`); out of range or junk is an error."""
+
+    hi: float = 1.0
+    toml_type: str = "number 0..0.5"
+
+    def _check(self, r: Reporter, where: Any, key: str, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= self.hi:
+            r.error(where, f"{key} must be a number from 0 to {self.hi:g}, not {v!r}")
+            return NOTHING
+        return float(v)
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        try:
+            v: Any = float(text.strip())
+        except ValueError:
+            v = text.strip()
+        return self._check(r, where, key, v)
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        return self._check(r, where, key, v)
+
+
+@dataclass(frozen=True, slots=True)
 class Port(Kind):
     zero: bool = False  # 0 allowed (any free port)
 
@@ -695,6 +719,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _general("qualifypeers", Number(lo=0, below="accept", note="every peer is poked at once at start-up "
                                                              "(as chan_sip)"),
              "general.qualifypeers", "`1`", "peers", "start-up and reload stagger: peers per group"),
+    _general("jitter", Share(hi=0.5), "general.jitter", "`0`", "fraction 0..0.5 (0: off)",
+             "each re-poll delay stretched or shrunk by up to this share"),
+    _general("max_rate", Number(lo=0, unit="pokes per second", below="error"), "general.max_rate", "`0`",
+             "pokes per second (0: off)", "scheduled pokes per second, all peers: more wait for the next slot"),
+    _general("max_rate_per_destination", Number(lo=0, unit="pokes per second", below="error"),
+             "general.max_rate_per_destination", "`0`", "pokes per second (0: off)",
+             "scheduled pokes per second to one destination IP address"),
     _general("keepalive", Switch("seconds", yes=DEFAULT_KEEPALIVE_INTERVAL), "defaults.keepalive_s", "`no`",
              "`yes` (60), `no` or seconds", "default `keepalive` of peers"),
     _general("useragent", Text(), "general.useragent", "`sipqualify <version>`", "text",

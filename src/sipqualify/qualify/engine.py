@@ -60,6 +60,7 @@ from .events import Event, FlapChanged, LatencyChanged, QualifyResult, StateChan
 from .inbound import UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
+from .ratecap import RateCap, jitter_factor
 from .stats import LatencyStats
 from .verdict import PeerVerdict, policy_of
 from .watchdog import Watchdog
@@ -267,6 +268,9 @@ class QualifyEngine:
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
         self.watchdog = Watchdog()  # lateness and lost pokes (qualify/watchdog.py)
+        self.ratecap: RateCap | None = None  # [general] max_rate, max_rate_per_destination (qualify/ratecap.py)
+        self._reserved: set[Peer] = set()  # pokes deferred by the rate cap, sent when their slot comes
+        self._load_hygiene(self.general)
 
     # ------------------------------------------------------------------ peers
 
@@ -300,6 +304,7 @@ class QualifyEngine:
         if general is not None:
             self.general = general
             self._allow, self._supported = qualify_headers(general)
+            self._load_hygiene(general)
         addresses = addresses or {}
         destinations = destinations or {}
         restored = restored or {}
@@ -415,6 +420,7 @@ class QualifyEngine:
 
     def _drop(self, p: Peer) -> None:
         p.removed = True
+        self._reserved.discard(p)
         p.poke_gen += 1
         self._end_txn(p)
 
@@ -459,6 +465,8 @@ class QualifyEngine:
                     assert isinstance(obj, Peer)
                     if now - when > 10.0 and (late := self.watchdog.poke_ran(obj, when, now)) is not None:
                         self._events.append(late)  # later than its interval (qualify/watchdog.py)
+                    if self.ratecap is not None and not self._admitted(obj, now):
+                        continue  # deferred to its slot by the rate cap
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
                 elif kind == _K_KEEPALIVE:
                     assert isinstance(obj, Peer)
@@ -475,11 +483,42 @@ class QualifyEngine:
         """The liveness watchdog's sweep (qualify/watchdog.py): the shell calls it every second
         or so; lost pokes are re-armed and reported (PokeRepaired)."""
         self._events.extend(self.watchdog.check(self, now, behind_s))
+        if self.ratecap is not None:  # deferral is lateness: shown with the watchdog's figures
+            self.watchdog.stats.deferred_pokes = self.ratecap.deferred
+            self.watchdog.stats.last_defer_s = self.ratecap.last_defer_s
 
     def rearm(self, p: Peer, now: float) -> None:
         """The watchdog's repair: whatever the peer's poke state, a fresh poke now."""
         self._end_txn(p)
         self._schedule_poke(p, now)
+
+    def backlog_s(self, now: float) -> float:
+        """How far ahead the rate cap has deferred pokes (0 without a cap)."""
+        return self.ratecap.backlog_s(now) if self.ratecap is not None else 0.0
+
+    def _load_hygiene(self, g: GeneralConfig) -> None:
+        if g.max_rate or g.max_rate_per_destination:
+            if self.ratecap is None or (self.ratecap.max_rate, self.ratecap.per_destination) != (
+                    g.max_rate, g.max_rate_per_destination):
+                self.ratecap = RateCap(g.max_rate, g.max_rate_per_destination)
+        else:
+            self.ratecap = None
+            self._reserved.clear()
+
+    def _admitted(self, p: Peer, now: float) -> bool:
+        """The rate cap (qualify/ratecap.py): may this scheduled poke go now? If not it is
+        re-armed at its reserved slot."""
+        if p in self._reserved:
+            self._reserved.discard(p)
+            return True
+        if p.dest is None or self.ratecap is None:
+            return True
+        at = self.ratecap.admit(p.dest[0], now)
+        if at <= now:
+            return True
+        self._reserved.add(p)
+        self._schedule_poke(p, at)
+        return False
 
     def giveup_s(self, p: Peer) -> float:
         return policy_for(p.cfg, self.policy).giveup_s(p.maxms or DEFAULT_MAXMS)
@@ -804,7 +843,10 @@ class QualifyEngine:
         grid), brought forward by a verdict's retry_interval while it counts failures."""
         freq = p.cfg.qualifyfreq_ms / 1000.0
         at = policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new)
-        self._schedule_poke(p, now + p.verdict.next_poke_in(at - now))
+        delay = p.verdict.next_poke_in(at - now)
+        if self.general.jitter:  # load hygiene (qualify/ratecap.py): peers drift apart
+            delay *= jitter_factor(p.name, p.qualifies + p.timeouts, self.general.jitter)
+        self._schedule_poke(p, now + delay)
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

@@ -47,6 +47,7 @@ class QualifyEngine(Protocol[P]):
     def get_timer(self) -> float | None: ...
     def giveup_s(self, p: P) -> float: ...
     def rearm(self, p: P, now: float) -> None: ...
+    def backlog_s(self, now: float) -> float: ...
 
 REPOLL_S = 10.0  # chan_sip's re-poll after a LAGGED answer or a give-up: the longest interval but qualifyfreq
 GRACE_S = 5.0
@@ -71,6 +72,8 @@ class WatchdogStats:
     overdue_peers: int = 0  # peers found stale by the last complete sweep
     lag_s: float = 0.0  # how late the earliest due timer was at the last check
     sweeps: int = 0  # complete sweeps
+    deferred_pokes: int = 0  # pokes the rate cap deferred (qualify/ratecap.py)
+    last_defer_s: float = 0.0  # how long the last of them was deferred
 
 
 class Watchdog:
@@ -118,7 +121,7 @@ class Watchdog:
             if silent <= stale_bound_s(p.cfg, engine.giveup_s(p)):
                 continue
             self._found += 1
-            if s.lag_s <= behind_s:
+            if s.lag_s <= behind_s and engine.backlog_s(now) <= behind_s:  # late (or deferred) is not lost
                 engine.rearm(p, now)
                 s.repairs += 1
                 repaired.append(PokeRepaired(p.name, silent, now))
