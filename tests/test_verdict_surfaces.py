@@ -61,6 +61,13 @@ async def test_verdict_on_api_metrics_events_and_cli(tmp_path: Path) -> None:
         assert stats["est_ms"] == stats["avg_ms"]  # EST is the mean during the 10-sample warm-up (Kamailio)
         assert (await api(svc, "GET", "/api/v1/peers/nope/stats"))[0] == 404
         assert format_stats(stats).startswith("  Latency      : avg ")
+        # percentiles and uptime over time windows, from the history (store/windows.py)
+        assert set(stats["rtt_windows"]) == {"5m", "1h", "24h"} and set(stats["uptime"]) == {"24h", "7d", "30d"}
+        await asyncio.to_thread(svc.store.flush)  # type: ignore[union-attr]
+        code, stats = await api(svc, "GET", "/api/v1/peers/busy/stats")
+        assert stats["rtt_windows"]["5m"]["samples"] >= 1 and stats["rtt_windows"]["5m"]["p50_ms"] > 0
+        assert stats["uptime"]["24h"]["pct"] == 100.0  # OK since it was first answered
+        assert "  RTT p50/95/99: 5m " in format_stats(stats) and "  Uptime       : 24h 100.000 %" in format_stats(stats)
 
         v = PeerView.from_json((await api(svc, "GET", "/api/v1/peers/busy"))[1])
         assert format_verdict(v) == "  Verdict      : degraded (degraded:503)\n  Policy       : (none)\n\n"

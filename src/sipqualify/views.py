@@ -106,7 +106,25 @@ def stats_json(name: str, stats: LatencyStats | None, v: PeerView) -> dict[str, 
 
 
 def format_stats(s: dict[str, Any]) -> str:
-    """`peer NAME --verdict`: the statistics line."""
+    """`peer NAME --verdict`: the statistics lines."""
+    return _latency_line(s) + _window_lines(s)
+
+
+def _window_lines(s: dict[str, Any]) -> str:
+    """Percentiles and uptime over time windows (store/windows.py), when the daemon has a store."""
+    out = ""
+    if "rtt_windows" in s:
+        parts = [f"{name} " + ("-" if w["p50_ms"] is None else
+                               f"{w['p50_ms']:.1f}/{w['p95_ms']:.1f}/{w['p99_ms']:.1f} ms ({w['samples']})")
+                 for name, w in s["rtt_windows"].items()]
+        out += f"  RTT p50/95/99: {', '.join(parts)}\n"
+    if "uptime" in s:
+        parts = [f"{name} " + ("-" if u["pct"] is None else f"{u['pct']:.3f} %") for name, u in s["uptime"].items()]
+        out += f"  Uptime       : {', '.join(parts)}\n"
+    return out
+
+
+def _latency_line(s: dict[str, Any]) -> str:
     if s["avg_ms"] is None:
         return f"  Latency      : no answer yet ({s['loss_pct']:.1f} % lost of {s['loss_window']})\n"
     return (f"  Latency      : avg {s['avg_ms']:.1f} ms, std {s['std_ms']:.1f} ms, est {s['est_ms']:.1f} ms "

@@ -151,7 +151,11 @@ async def peer_stats(request: web.Request) -> web.Response:
     p = model.peer(request.match_info["name"])
     if p is None:
         return _error(404, f"Peer {request.match_info['name']} not found.")
-    return web.json_response(stats_json(p.name, p.stats, model.view(p)))
+    body = stats_json(p.name, p.stats, model.view(p))
+    store = model.store
+    if store is not None:  # percentiles and uptime over time windows, from the history (store/windows.py)
+        body.update(await asyncio.to_thread(store.windows, p.name, time.time()))
+    return web.json_response(body)
 
 
 async def qualify(request: web.Request) -> web.Response:

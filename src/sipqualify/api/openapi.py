@@ -104,6 +104,12 @@ STATS = {
         "avg_ms": _MS, "std_ms": _MS, "est_ms": _MS, "dev_ms": _MS, "jitter_ms": _MS,
         "loss_pct": {"type": "number"},
         "loss_window": {"type": "integer"},
+        "rtt_windows": {"type": "object", "description": "5m, 1h, 24h: samples, p50_ms, p95_ms, p99_ms",
+                        "additionalProperties": {"type": "object", "required": ["samples"], "properties": {
+                            "samples": {"type": "integer"}, "p50_ms": _MS, "p95_ms": _MS, "p99_ms": _MS}}},
+        "uptime": {"type": "object", "description": "24h, 7d, 30d: pct (null: nothing observed), observed_s",
+                   "additionalProperties": {"type": "object", "required": ["pct", "observed_s"], "properties": {
+                       "pct": {"type": ["number", "null"]}, "observed_s": {"type": "number"}}}},
     },
 }
 

@@ -49,6 +49,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
+
 log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
@@ -690,6 +692,36 @@ class Store:
         sql = f"SELECT peer, time, rtt_ms, status_code, transmissions FROM samples{where} ORDER BY time LIMIT ?"
         with self._reader() as db:
             return [SampleRecord(*r) for r in db.execute(sql, (*args, limit))]
+
+    def windows(self, peer: str, now: float) -> dict[str, Any]:
+        """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
+        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
+        24 h / 7 d / 30 d (one range read of transitions each)."""
+        longest = max(span for _, span in RTT_WINDOWS)
+        sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
+        with self._reader() as db:
+            rows = db.execute(sql, (peer, now - longest, now)).fetchall()
+        rtt: dict[str, Any] = {}
+        for name, span in RTT_WINDOWS:
+            values = sorted(r for t, r in rows if t >= now - span)
+            rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+        up: dict[str, Any] = {}
+        for name, span in UPTIME_WINDOWS:
+            pct, seen = self.uptime_window(peer, now - span, now)
+            up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
+        return {"rtt_windows": rtt, "uptime": up}
+
+    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
+        """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""
+        with self._reader() as db:
+            row = db.execute("SELECT new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
+                             "LIMIT 1", (peer, since)).fetchone()
+            changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? "
+                                 "ORDER BY time, id", (peer, since, until)).fetchall()
+            if row is None:  # its last change may be older than the transitions kept: the saved state
+                row = db.execute("SELECT state FROM peer_state WHERE peer=? AND changed_at<=?",
+                                 (peer, since)).fetchone()
+        return uptime(row[0] if row else None, changes, since, until)
 
     def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
         """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
