@@ -10,6 +10,7 @@ loaded engine) and whether any peer ended in a false state.
     python bench/bench_engine.py                     # 1,000,000 peers, 600 s virtual
     python bench/bench_engine.py --peers 20000 --duration 120   # CI short mode
     python bench/bench_engine.py --peers 10000 --policy         # every peer with a verdict policy
+    python bench/bench_engine.py --peers 10000 --policy --flap  # ... and flap damping
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--policy", action="store_true",
                     help="every peer with a verdict policy (reply_up, reply_degraded, down_after, up_after, "
                          "retry_interval)")
+    ap.add_argument("--flap", action="store_true", help="every peer with flap damping (flap_suppress = 2000)")
     args = ap.parse_args()
 
     n = args.peers
@@ -63,6 +65,8 @@ def main() -> None:
     rss0 = rss_bytes()
     policy: dict[str, Any] = dict(policy="bench", reply_up="200-299", reply_degraded="486,503", down_after=3,
                                   up_after=2, retry_interval_s=2) if args.policy else {}
+    if args.flap:
+        policy["flap_suppress"] = 2000
     engine = QualifyEngine(general, local_address=lambda d: ("10.0.0.1", 5060), wallclock=lambda: 1795463111.0)
     peers = [
         PeerConfig(name=f"peer{i:07d}", host=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",

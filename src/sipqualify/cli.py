@@ -92,9 +92,12 @@ class Client:
         scheme = "https" if self.ssl is not None else "http"
         self.base = f"{scheme}://{host if ':' not in host else '[' + host + ']'}:{port}"
 
-    def call(self, method: str, path: str, timeout: float = 80.0) -> Any:
-        req = urllib.request.Request(self.base + path, method=method, data=b"" if method == "POST" else None)
+    def call(self, method: str, path: str, timeout: float = 80.0, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        req = urllib.request.Request(self.base + path, method=method, data=data)
         req.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=self.ssl) as r:
                 return json.loads(r.read().decode())
@@ -144,7 +147,7 @@ def _peer(client: Client, name: str) -> Any:
 
 def cmd_peer(args: argparse.Namespace) -> int:
     from .compat import format_sip_show_peer
-    from .views import format_stats, format_verdict
+    from .views import flap_line, format_stats, format_verdict
 
     v = _peer(Client(args), args.name)
     if args.json:
@@ -158,6 +161,10 @@ def cmd_peer(args: argparse.Namespace) -> int:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
         sys.stdout.write(dns_lines(v))
         sys.stdout.write(target_lines(v))
+        if v.silenced and v.silenced_until is not None:
+            print(f"  Silenced     : until {_local(v.silenced_until)} (silence {v.silence_id})")
+        if v.flapping and not args.verdict:
+            sys.stdout.write(flap_line(v))
         if args.verdict:
             from urllib.parse import quote
             s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")
@@ -220,6 +227,64 @@ def cmd_qualify(args: argparse.Namespace) -> int:
     else:
         print(f"Peer '{args.name}': no answer ({res['transmissions']} transmissions) -> {body.get('status')}")
     return EXIT_OK
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def until_time(text: str, now: float) -> float:
+    """`--until`: a duration from now (`90m`, `2h`, `1d`, `30s`) or an ISO 8601 date and time
+    (`2026-12-02T06:00`, local time unless it names a zone)."""
+    from datetime import datetime
+
+    t = text.strip()
+    if t[:-1].isascii() and t[:-1].isdigit() and t[-1:] in _UNITS:
+        return now + int(t[:-1]) * _UNITS[t[-1]]
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise CliError(f"--until: '{text}' is neither a duration (90m, 2h, 1d) nor an ISO 8601 date and time") from None
+    return (dt if dt.tzinfo is not None else dt.astimezone()).timestamp()
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """A maintenance window: the peer's (or group's) notifications are held back until then."""
+    import time
+
+    body = {"group" if args.group else "peer": args.name, "until": until_time(args.until, time.time()),
+            "comment": args.comment}
+    s = Client(args).call("POST", "/api/v1/silences", body=body)
+    print(f"silence {s['id']}: {'group' if args.group else 'peer'} {args.name} until {_local(s['until'])}")
+    return EXIT_OK
+
+
+def cmd_silences(args: argparse.Namespace) -> int:
+    rows = Client(args).call("GET", "/api/v1/silences")["silences"]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    table: list[tuple[str, ...]] = [("ID", "Peer/group", "Until", "Comment")]
+    for r in rows:
+        who = r["peer"] if r["peer"] is not None else f"group {r['group']}"
+        table.append(tuple(escape_controls(str(c)) for c in (r["id"], who, _local(r["until"]), r["comment"])))
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[3])
+    return EXIT_OK
+
+
+def cmd_unsilence(args: argparse.Namespace) -> int:
+    Client(args).call("DELETE", f"/api/v1/silences/{args.id}")
+    return EXIT_OK
+
+
+def _local(t: float) -> str:
+    import time
+
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(t))
+    except (OverflowError, OSError, ValueError):  # a silence "for ever" (year > 9999)
+        return f"{t:.0f}"
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -476,6 +541,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reload", help="re-read the configuration (`sip reload`)")
     _client_opts(p)
     p.set_defaults(func=cmd_reload)
+
+    p = sub.add_parser("silence", help="hold a peer's (or group's) notifications back until a time")
+    _client_opts(p)
+    p.add_argument("name", metavar="PEER")
+    p.add_argument("--until", required=True, metavar="WHEN",
+                   help="a duration (90m, 2h, 1d) or an ISO 8601 date and time (local unless it names a zone)")
+    p.add_argument("--comment", default="", help="why (shown by `silences`)")
+    p.add_argument("--group", action="store_true", help="PEER names a group (`group` of peers)")
+    p.set_defaults(func=cmd_silence)
+
+    p = sub.add_parser("silences", help="the silences in force")
+    _client_opts(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_silences)
+
+    p = sub.add_parser("unsilence", help="remove a silence")
+    _client_opts(p)
+    p.add_argument("id", type=int)
+    p.set_defaults(func=cmd_unsilence)
 
     p = sub.add_parser("registrations", help="registered dynamic peers and their bindings (`pjsip show contacts`)")
     _client_opts(p)

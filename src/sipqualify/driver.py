@@ -23,7 +23,10 @@ from .qualify import state as st
 from .qualify.engine import QualifyEngine
 from .qualify.events import (
     Event,
+    FlapChanged,
     LatencyChanged,
+    PokeOverdue,
+    PokeRepaired,
     QualifyResult,
     SecurityEvent,
     StateChanged,
@@ -32,9 +35,11 @@ from .qualify.events import (
 )
 from .qualify.inbound import TCP, TLS, UDP, WS, WSS, BindingChanged, Flow, FlowPinned, InboundEvent, RegistryChanged
 from .qualify.targets import TargetChanged
+from .ratelog import RateLog
 from .readmodel import Counters, QualifyMetrics, TransitionFeed
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
+from .store.silences import SilenceBook
 
 log = logging.getLogger("sipqualify")
 
@@ -53,10 +58,27 @@ class CoreDriver:
         self.engine: QualifyEngine | None = None
         self.recorder: StateRecorder | None = None
         self.committer: BindingCommitter | None = None
+        self.silences: SilenceBook | None = None  # maintenance windows (qualify/silence.py)
+        self.held_back = 0  # live events (verdict, latency, flap) of silenced peers not published
+        self.ready_max_lag_s = 5.0  # [service] ready_max_lag: the watchdog repairs only within it
+        self._watchdog_log = RateLog(log, 10.0)
         self.metrics_peer_limit = 10_000  # peers with per-peer response counts ([api] metrics_peer_limit)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
+
+    def suppressed(self, peer: str) -> str | None:
+        """Why our notifications (webhooks, verdict events) of the peer are held back now:
+        `silenced` (a maintenance window, qualify/silence.py) or `flapping` (qualify/flap.py);
+        None when they are not."""
+        p = self.engine.peer(peer) if self.engine is not None else None
+        if p is None:
+            return None
+        if self.silences is not None and self.silences.match(peer, p.cfg.group) is not None:
+            return "silenced"
+        if p.verdict.flapping:
+            return "flapping"
+        return None
 
     # ------------------------------------------------------------------ what arrives
 
@@ -112,6 +134,12 @@ class CoreDriver:
         self.engine.inbound.handle_timer(now)  # binding expiry
         self.engine.handle_timer(now, limit=self.TIMER_BATCH)
         self.pump()  # re-arms at once (call_later 0) when more timers are due
+
+    def self_check(self) -> None:
+        """The liveness watchdog's sweep (qualify/watchdog.py), every second or so."""
+        if self.engine is not None:
+            self.engine.self_check(self.clock(), self.ready_max_lag_s)
+            self.pump()  # a repaired poke is due now: re-arm the timer
 
     async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:
         assert self.engine is not None
@@ -203,11 +231,30 @@ class CoreDriver:
                     if not fut.done():
                         fut.set_result(ev)
         elif isinstance(ev, StateChanged):
-            recorder.transition(ev, self.engine.peer(ev.peer))
+            p = self.engine.peer(ev.peer)
+            recorder.transition(ev, p, self.suppressed(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
+        elif isinstance(ev, VerdictChanged | LatencyChanged | FlapChanged) and self.suppressed(ev.peer) == "silenced":
+            self.held_back += 1  # a silenced peer's notifications are held back (README "Silences")
         elif isinstance(ev, VerdictChanged | LatencyChanged):
             self.feed.live(ev)
         elif isinstance(ev, TargetChanged):
             self.feed.target(ev)
+        elif isinstance(ev, FlapChanged):
+            if ev.flapping:
+                log.warning("peer '%s' is flapping (penalty %.0f): its notifications are held back", ev.peer,
+                            ev.penalty)
+            else:
+                log.info("peer '%s' settled (penalty %.0f, verdict %s): notifications resume", ev.peer, ev.penalty,
+                         ev.verdict)
+            self.feed.live(ev)
+        elif isinstance(ev, PokeOverdue):
+            self._watchdog_log(ev.time, "watchdog: peer '%s' poked %.1f s late (scheduler stalled or overloaded)",
+                               ev.peer, ev.lag, key="overdue")
+            self.feed.live(ev)
+        elif isinstance(ev, PokeRepaired):
+            log.error("watchdog: peer '%s' had no qualify result for %.0f s (its poke was lost): re-armed",
+                      ev.peer, ev.silent_for)
+            self.feed.live(ev)
         elif isinstance(ev, TransportError):
             log.debug("transport error %s for %s:%d (peer %s)", ev.reason, ev.addr[0], ev.addr[1], ev.peer)

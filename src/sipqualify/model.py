@@ -76,6 +76,11 @@ class PeerConfig:
     retry_interval_s: int = 0  # re-poll this soon after a down outcome still being counted (0 = off)
     latency_delta_ms: int = 0  # a LatencyChanged event when the EWMA moves more than this (0 = off)
     qualify_targets: str = "first"  # one of QUALIFY_TARGETS (qualify/targets.py)
+    # flap damping (qualify/flap.py; off while flap_suppress is 0)
+    flap_penalty: int = 1000  # added per change of the confirmed verdict
+    flap_suppress: int = 0  # flapping from this penalty on (0 = off)
+    flap_reuse: int = 750  # settled below this penalty
+    flap_half_life_s: int = 900  # the penalty halves in this time
     source: str = ""  # "file:line" of the section header, for messages
     # pjsip.conf contacts (config/pjsip.py): whose qualify semantics ("chan_sip" | "pjsip"), the
     # contact URI sent verbatim as Request-URI, and the endpoint's from_domain for From/Contact
@@ -98,6 +103,10 @@ class GeneralConfig:
     qualifyfreq_ms: int = DEFAULT_QUALIFYFREQ_MS
     qualifygap_ms: int = DEFAULT_QUALIFY_GAP_MS
     qualifypeers: int = DEFAULT_QUALIFY_PEERS
+    # load hygiene (qualify/ratecap.py): all off by default, chan_sip's timing
+    jitter: float = 0.0  # each re-poll delay stretched or shrunk by up to this share
+    max_rate: int = 0  # scheduled pokes per second, all peers (0: no cap)
+    max_rate_per_destination: int = 0  # ... per destination IP address (0: no cap)
     useragent: str = ""  # empty: "sipqualify <version>"
     qualify_headers: str = "own"  # one of QUALIFY_HEADERS
     fromdomain: str | None = None
@@ -154,6 +163,7 @@ class ServiceConfig:
     tcp_max_connections: int = 10_000  # SIP over TCP: more are refused at once
     tcp_max_connections_per_ip: int = 100  # ... and more than this many from one address
     tcp_max_unfinished_bytes: int = 4 * 1024 * 1024  # SIP over TCP: unfinished messages, all connections
+    ready_max_lag_s: int = 5  # /readyz fails while the qualify scheduler is behind by more (qualify/watchdog.py)
     tcp_message_timeout_s: int = 10  # SIP over TCP: an unfinished message older than this closes its connection
     api_tls_cert: str | None = None  # PEM certificate (chain): the API speaks HTTPS
     api_tls_key: str | None = None  # PEM private key (defaults to the certificate file)

@@ -26,7 +26,7 @@ from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
-from .views import PeerView
+from .views import PeerView, silence_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from .model import Config, PeerConfig, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
+    from .qualify.watchdog import WatchdogStats
     from .store import Store, TransitionRecord
+    from .store.silences import SilenceBook
 
 log = logging.getLogger("sipqualify")
 
@@ -143,6 +145,10 @@ class ReadModel(Protocol):
     def views(self) -> list[PeerView]: ...
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
     def engine_stats(self) -> EngineStats | None: ...
+    def now(self) -> float: ...  # engine (monotonic) time, for state that decays (flap penalty)
+    def watchdog_stats(self) -> WatchdogStats | None: ...
+    @property
+    def silences(self) -> SilenceBook | None: ...  # maintenance windows (store/silences.py)
     def status(self) -> Json: ...
     def registrations(self) -> list[Json]: ...
     def registrar_stats(self) -> dict[str, int] | None: ...
@@ -150,6 +156,7 @@ class ReadModel(Protocol):
     def ami_stats(self) -> tuple[dict[str, int], int] | None: ...  # counters, sessions
     def storage_health(self) -> dict[str, Json]: ...
     def ready(self) -> dict[str, bool]: ...  # engine loaded, SIP sockets open
+    def scheduler_health(self) -> Json: ...  # the watchdog: ok, lag_s, and while not ok cause and since
     def add_listener(self, cb: Callable[[StateChanged], None]) -> None: ...
     def add_registry_listener(self, cb: Callable[[str, str, str, Addr | None], None]) -> None: ...
     def add_security_listener(self, cb: Callable[[SecurityEvent, Addr], None]) -> None: ...  # (event, local)
@@ -161,8 +168,6 @@ class ReadModel(Protocol):
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
-    def silence(self, name: str, until: float | None) -> None: ...  # None: no longer silenced
-    def silenced_until(self, name: str, at: float) -> float | None: ...  # silenced at `at`: until when
 
 
 class Sockets(Protocol):
@@ -218,6 +223,8 @@ class Shell(Protocol):
     def loaded(self) -> bool: ...
     @property
     def dns(self) -> DnsStatus: ...
+    @property
+    def silences(self) -> SilenceBook | None: ...
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -230,7 +237,7 @@ class ShellReadModel:
     def __init__(self, shell: Shell) -> None:
         self.shell = shell
         self.qualify_listeners: list[Callable[[str, str | None], None]] = []  # (peer, AMI ActionID)
-        self.silences: dict[str, float] = {}  # peer -> UNIX time: webhooks held back until then (in memory)
+        self._behind_since: float | None = None  # wall time the scheduler fell behind (readyz)
 
     @property
     def token(self) -> str:
@@ -272,6 +279,17 @@ class ShellReadModel:
         eng = self.shell.engine
         return eng.snapshot_stats() if eng is not None else None
 
+    def now(self) -> float:
+        return self.shell.clock()
+
+    def watchdog_stats(self) -> WatchdogStats | None:
+        eng = self.shell.engine
+        return eng.watchdog.stats if eng is not None else None
+
+    @property
+    def silences(self) -> SilenceBook | None:
+        return self.shell.silences
+
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]:
         """A forced qualify (AMI, HTTP, CLI). Listeners hear of it at once, as chan_sip sends
@@ -280,18 +298,6 @@ class ShellReadModel:
             for cb in self.qualify_listeners:
                 cb(name, action_id)
         return self.shell.qualify(name, wait)
-
-    def silence(self, name: str, until: float | None) -> None:
-        """A maintenance window: the peer's transitions are not sent to webhooks until `until`
-        (they are still stored, logged, on the event stream and the AMI port, as chan_sip's)."""
-        if until is None:
-            self.silences.pop(name, None)
-        else:
-            self.silences[name] = until
-
-    def silenced_until(self, name: str, at: float) -> float | None:
-        until = self.silences.get(name)
-        return until if until is not None and at < until else None
 
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None:
         self.qualify_listeners.append(cb)
@@ -370,7 +376,9 @@ class ShellReadModel:
             pending_count=p.verdict.streak,
             pending_of=p.verdict.threshold,
             targets=self._targets(p),
-            silenced_until=self.silenced_until(p.name, time.time()),
+            flapping=p.verdict.flapping,
+            flap_penalty=round(p.verdict.flap_penalty(shell.clock()), 1),
+            **silence_fields(shell.silences.match(p.name, cfg.group) if shell.silences is not None else None),
         )
 
     def _targets(self, p: Peer) -> list[Json] | None:
@@ -403,6 +411,7 @@ class ShellReadModel:
             "peers": len(eng),
             "qualified": sum(1 for p in eng.peers() if p.maxms),
             "engine": dataclasses.asdict(eng.snapshot_stats()),
+            "watchdog": dataclasses.asdict(eng.watchdog.stats),
             "service": dataclasses.asdict(shell.counters),
             "store": shell.store.stats if shell.store is not None else {},
             "sip": [{"ip": ip, "port": port} for ip, port in shell.sockets.local_addresses()],
@@ -453,6 +462,22 @@ class ShellReadModel:
         if self.shell.committer is not None:
             out["bindings"] = self.shell.committer.health()
         return out
+
+    def scheduler_health(self) -> Json:
+        """How far behind the qualify scheduler is now (the earliest due timer's age, qualify/watchdog.py):
+        not ok beyond `[service] ready_max_lag`."""
+        eng = self.shell.engine
+        due = eng.get_timer() if eng is not None else None
+        now = self.shell.clock()
+        lag = max(0.0, now - due) if due is not None else 0.0
+        limit = float(self.shell.config.service.ready_max_lag_s)
+        if lag <= limit:
+            self._behind_since = None
+            return {"ok": True, "lag_s": round(lag, 3)}
+        if self._behind_since is None:
+            self._behind_since = self.shell.wallclock() - lag
+        return {"ok": False, "lag_s": round(lag, 3), "since": self._behind_since,
+                "cause": f"the qualify scheduler is {lag:.1f} s behind (more than {limit:g} s)"}
 
     def ready(self) -> dict[str, bool]:
         return {"engine": self.loaded, "sip_sockets": bool(self.shell.sockets.local_addresses())}

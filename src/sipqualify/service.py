@@ -41,6 +41,7 @@ from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .store import Store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
+from .store.silences import SilenceBook
 from .store.statedir import default_state_dir, ensure_token
 
 if TYPE_CHECKING:
@@ -97,6 +98,10 @@ class Service:
         return self.core.engine
 
     @property
+    def silences(self) -> SilenceBook | None:
+        return self.core.silences
+
+    @property
     def committer(self) -> BindingCommitter | None:
         return self.core.committer
 
@@ -134,6 +139,8 @@ class Service:
                            on_transition_committed=self.feed.committed)
         restored = await asyncio.to_thread(self.store.open)  # 1M peers: seconds; keep the loop free
         self.core.recorder = StateRecorder(self.store, self._wall_offset)
+        self.core.silences = SilenceBook(self.state_dir / "silences.sqlite", time.time)
+        await self.core.silences.open()
         core = self.core
         await self.sockets.open(self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs], g, svc,
                                 on_datagram=core.on_datagram, on_tcp_message=core.on_tcp_message,
@@ -208,6 +215,7 @@ class Service:
         identifier = Identifier.from_config(cfg.pjsip, await _resolve_identify(cfg.pjsip))
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
+        self.core.ready_max_lag_s = float(cfg.service.ready_max_lag_s)
         gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
         self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
         self.identifier = identifier
@@ -294,6 +302,9 @@ class Service:
         if self.core.committer is not None:
             self.core.committer.close()
             self.core.committer = None
+        if self.core.silences is not None:
+            self.core.silences.close()
+            self.core.silences = None
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
             self.store = None
@@ -336,11 +347,15 @@ class Service:
         gc.set_threshold(100_000, 50, 100)
 
     async def _watch_loop_lag(self) -> None:
+        n = 0
         while not self._stopped.is_set():
             t0 = self.clock()
             await asyncio.sleep(0.25)
             lag = (self.clock() - t0 - 0.25) * 1000
             self.counters.loop_lag_max_ms = max(self.counters.loop_lag_max_ms * 0.99, lag)
+            n += 1
+            if n % 4 == 0 and self.loaded:  # the liveness watchdog, once a second (qualify/watchdog.py)
+                self.core.self_check()
 
     def wall(self, t: float) -> float:
         return self._wall_offset + t

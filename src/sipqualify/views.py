@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .qualify.silence import Silence
 from .qualify.stats import LatencyStats
 
 
@@ -61,7 +62,11 @@ class PeerView:
     # qualify_targets = all: each DNS target's own state (label, transport, host, port, address,
     # state, status, lastms, rtt_ms, last_change, last_qualify, qualifies, timeouts, transport_error)
     targets: list[dict[str, Any]] | None = None
-    silenced_until: float | None = None  # webhooks held back for this peer until then (UNIX time)
+    flapping: bool = False  # flap damping (qualify/flap.py) holds its notifications back
+    flap_penalty: float = 0.0  # its penalty now (0 without damping or once decayed)
+    silenced: bool = False  # a silence (maintenance window) holds its notifications back
+    silence_id: int | None = None  # ... this one (the one ending last)
+    silenced_until: float | None = None  # ... until then (UNIX time)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,20 +82,52 @@ def format_verdict(v: PeerView, stats: str = "") -> str:
     verdict = v.verdict + (f" ({v.reason})" if v.reason else "")
     if v.pending_toward:
         verdict += f", {v.pending_count} of {v.pending_of} toward {v.pending_toward}"
-    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{stats}\n"
+    return f"  Verdict      : {verdict}\n  Policy       : {v.policy or '(none)'}\n{flap_line(v)}{stats}\n"
+
+
+def silence_fields(s: Silence | None) -> dict[str, Any]:
+    """The peer view's `silenced`, `silence_id`, `silenced_until`."""
+    if s is None:
+        return {}
+    return {"silenced": True, "silence_id": s.id, "silenced_until": s.until}
+
+
+def flap_line(v: PeerView) -> str:
+    """Flap damping's state, when there is one (qualify/flap.py)."""
+    if not v.flapping and not v.flap_penalty:
+        return ""
+    return f"  Flapping     : {'yes' if v.flapping else 'no'} (penalty {v.flap_penalty:.0f})\n"
 
 
 def stats_json(name: str, stats: LatencyStats | None, v: PeerView) -> dict[str, Any]:
     """`GET /api/v1/peers/NAME/stats`: the verdict and the latency statistics (qualify/stats.py)."""
     body: dict[str, Any] = {"peer": name, "verdict": v.verdict, "reason": v.reason, "policy": v.policy,
                             "pending_toward": v.pending_toward, "pending_count": v.pending_count,
-                            "pending_of": v.pending_of}
+                            "pending_of": v.pending_of, "flapping": v.flapping, "flap_penalty": v.flap_penalty}
     body.update((stats or LatencyStats()).to_json())
     return body
 
 
 def format_stats(s: dict[str, Any]) -> str:
-    """`peer NAME --verdict`: the statistics line."""
+    """`peer NAME --verdict`: the statistics lines."""
+    return _latency_line(s) + _window_lines(s)
+
+
+def _window_lines(s: dict[str, Any]) -> str:
+    """Percentiles and uptime over time windows (store/windows.py), when the daemon has a store."""
+    out = ""
+    if "rtt_windows" in s:
+        parts = [f"{name} " + ("-" if w["p50_ms"] is None else
+                               f"{w['p50_ms']:.1f}/{w['p95_ms']:.1f}/{w['p99_ms']:.1f} ms ({w['samples']})")
+                 for name, w in s["rtt_windows"].items()]
+        out += f"  RTT p50/95/99: {', '.join(parts)}\n"
+    if "uptime" in s:
+        parts = [f"{name} " + ("-" if u["pct"] is None else f"{u['pct']:.3f} %") for name, u in s["uptime"].items()]
+        out += f"  Uptime       : {', '.join(parts)}\n"
+    return out
+
+
+def _latency_line(s: dict[str, Any]) -> str:
     if s["avg_ms"] is None:
         return f"  Latency      : no answer yet ({s['loss_pct']:.1f} % lost of {s['loss_window']})\n"
     return (f"  Latency      : avg {s['avg_ms']:.1f} ms, std {s['std_ms']:.1f} ms, est {s['est_ms']:.1f} ms "

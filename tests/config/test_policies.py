@@ -141,3 +141,30 @@ def test_qualify_auth_is_read_from_both_files_and_warned_without_a_secret(write:
     msgs = check_config(path)
     assert [(m.severity, m.line, m.option) for m in msgs] == [("warning", 8, "qualify_auth"),
                                                               ("error", 12, "qualify_auth")]
+
+
+def test_flap_keys_from_general_policies_and_peers(write: Write) -> None:
+    """Flap damping (qualify/flap.py): off by default; [general] and [[policies]] keys; bad values
+    are errors with file:line."""
+    cfg = load_config(write("sipqualify.toml", """[general]
+flap_half_life = 600
+[[policies]]
+name = "phones"
+groups = ["desk"]
+flap_suppress = 2000
+flap_reuse = 500
+[peers.a]
+host = "10.0.0.1"
+group = "desk"
+[peers.b]
+host = "10.0.0.2"
+"""))
+    assert cfg.messages == []
+    a, b = policy_of(cfg.peers["a"]), policy_of(cfg.peers["b"])
+    assert a.flap is not None and (a.flap.penalty, a.flap.suppress, a.flap.reuse, a.flap.half_life_s) == (
+        1000, 2000, 500, 600.0)
+    assert b.flap is None and b is CHAN_SIP_VERDICT
+    path = write("sip.conf", "[general]\nflap_suppress=-1\n[p]\ntype=peer\nhost=h\nflap_half_life=0\n")
+    msgs = check_config(path)
+    assert [(m.severity, m.line, m.option) for m in msgs] == [
+        ("error", 2, "flap_suppress"), ("error", 6, "flap_half_life")]

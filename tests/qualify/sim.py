@@ -103,6 +103,12 @@ class Sim:
                 self.engine.handle_timer(t)
             self._flush()
 
+    def stall_until(self, t: float) -> None:
+        """The shell did not drive the engine until `t` (a stalled loop): everything due runs at `t`."""
+        self.now = t
+        self.engine.handle_timer(t)
+        self._flush()
+
     # --- views for assertions
     def sends_to(self, addr: Addr) -> list[float]:
         return [round(t * 1000) for t, d, _ in self.sent if d == addr]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..qualify.events import LiveEvent, VerdictChanged
+from ..qualify.events import FlapChanged, LiveEvent, PokeOverdue, PokeRepaired, VerdictChanged
 from ..qualify.state import PEER_STATUS, peer_status_word
 from ..store import TransitionRecord
 
@@ -53,7 +53,8 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
     return {
         "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
         "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
-        "rtt_ms": rec.rtt_ms, "reason": rec.reason,
+        "rtt_ms": rec.rtt_ms, "reason": rec.reason, "suppressed": rec.suppressed,
+        "silenced": rec.suppressed == "silenced",
     }
 
 
@@ -133,8 +134,18 @@ class EventHub:
 
     def publish_live(self, ev: LiveEvent) -> None:
         """A verdict change (qualify/verdict.py) as the `verdict` event, a latency change
-        (qualify/stats.py) as the `latency` event."""
-        if isinstance(ev, VerdictChanged):
+        (qualify/stats.py) as the `latency` event, flap damping starting or ending
+        (qualify/flap.py) as the `flap` event."""
+        if isinstance(ev, PokeOverdue):
+            self.publish({"event": "watchdog", "peer": ev.peer, "alarm": "overdue", "lag_s": round(ev.lag, 3),
+                          "time": time.time()})
+        elif isinstance(ev, PokeRepaired):
+            self.publish({"event": "watchdog", "peer": ev.peer, "alarm": "repaired",
+                          "silent_s": round(ev.silent_for, 3), "time": time.time()})
+        elif isinstance(ev, FlapChanged):
+            self.publish({"event": "flap", "peer": ev.peer, "flapping": ev.flapping, "penalty": round(ev.penalty, 1),
+                          "verdict": ev.verdict, "reason": ev.reason, "policy": ev.policy, "time": time.time()})
+        elif isinstance(ev, VerdictChanged):
             self.publish({"event": "verdict", "peer": ev.peer, "old": ev.old, "verdict": ev.new, "reason": ev.reason,
                           "policy": ev.policy, "count": ev.count, "threshold": ev.threshold, "time": time.time()})
         else:
@@ -201,7 +212,7 @@ def _filter(request: web.Request) -> tuple[set[str] | None, set[str] | None]:
 
 
 HUB_KEY: web.AppKey[EventHub] = web.AppKey("events")
-LIVE_EVENTS = frozenset(("verdict", "latency"))  # `/events?include=verdict,latency`
+LIVE_EVENTS = frozenset(("verdict", "latency", "flap", "watchdog"))  # `/events?include=verdict,latency,...`
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -26,6 +28,7 @@ from .params import query_float
 if TYPE_CHECKING:
     from ..model import ServiceConfig
     from ..readmodel import ReadModel
+    from ..store.silences import SilenceBook
 
 API = "/api/v1"
 # Requests with a body (POST) carry at most this much: the API takes no documents, and a body
@@ -104,6 +107,10 @@ async def readyz(request: web.Request) -> web.Response:
     if "bindings" in health:
         checks["bindings"] = bool(health["bindings"]["ok"])
     errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
+    sched = model.scheduler_health()  # the liveness watchdog (qualify/watchdog.py)
+    checks["scheduler"] = bool(sched["ok"])
+    if not sched["ok"]:
+        errors["scheduler"] = {"cause": sched["cause"], "since": sched["since"]}
     ok = all(checks.values())
     body: dict[str, Any] = {"ready": ok, "checks": checks}
     if errors:
@@ -128,7 +135,11 @@ async def peer_stats(request: web.Request) -> web.Response:
     p = model.peer(request.match_info["name"])
     if p is None:
         return _error(404, f"Peer {request.match_info['name']} not found.")
-    return web.json_response(stats_json(p.name, p.stats, model.view(p)))
+    body = stats_json(p.name, p.stats, model.view(p))
+    store = model.store
+    if store is not None:  # percentiles and uptime over time windows, from the history (store/windows.py)
+        body.update(await asyncio.to_thread(store.windows, p.name, time.time()))
+    return web.json_response(body)
 
 
 async def qualify(request: web.Request) -> web.Response:
@@ -159,17 +170,27 @@ MAX_SILENCE_S = 366 * 86400
 
 
 async def silence(request: web.Request) -> web.Response:
-    """Hold back the peer's webhooks until `until` (UNIX time); without it, or in the past: end it."""
+    """The dashboard's "Silence until": a silence of this peer until `until` (UNIX time), kept in
+    the silences book like `POST /api/v1/silences`; without `until`, or in the past: the peer's
+    own silences end."""
     model = _model(request)
     name = request.match_info["name"]
     if model.peer(name) is None:
         return _error(404, f"Peer {name} not found.")
+    book = _silences(request)
     now = time.time()
     until = query_float(request, "until", None)
     if until is not None and until > now + MAX_SILENCE_S:
         raise web.HTTPBadRequest(text="until must be within a year")
-    model.silence(name, until if until is not None and until > now else None)
-    return web.json_response({"peer": name, "silenced_until": model.silenced_until(name, now)})
+    if until is not None and until > now:
+        await book.add(name, None, until, "dashboard")
+    else:
+        for s in book.list():
+            if s.peer == name:
+                await book.remove(s.id)
+    p = model.peer(name)
+    current = book.match(name, p.cfg.group) if p is not None else None
+    return web.json_response({"peer": name, "silenced_until": current.until if current is not None else None})
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -180,6 +201,92 @@ async def reload(request: web.Request) -> web.Response:
     return web.json_response(
         {"added": s.added, "removed": s.removed, "changed": s.changed, "unchanged": len(s.unchanged)}
     )
+
+
+def _silences(request: web.Request) -> SilenceBook:
+    book = _model(request).silences
+    if book is None:
+        raise web.HTTPServiceUnavailable(text='{"error": "not started"}', content_type="application/json")
+    return book
+
+
+async def list_silences(request: web.Request) -> web.Response:
+    """The silences in force (README "Silences")."""
+    return web.json_response({"silences": [s.to_json() for s in _silences(request).list()]})
+
+
+async def add_silence(request: web.Request) -> web.Response:
+    """{peer | group, until, comment}: a maintenance window; `until` is UNIX time or ISO 8601."""
+    book = _silences(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    peer, group, comment = body.get("peer"), body.get("group"), body.get("comment", "")
+    if not all(v is None or isinstance(v, str) for v in (peer, group)) or not isinstance(comment, str):
+        return _error(400, "peer, group and comment must be strings")
+    try:
+        until = parse_until(body.get("until"))
+    except ValueError as e:
+        return _error(400, str(e))
+    if peer is not None and group is None and _model(request).peer(peer) is None:
+        return _error(404, f"Peer {peer} not found.")
+    if not until > time.time():
+        return _error(409, "until is not in the future")
+    try:  # JSON may carry lone surrogates, which SQLite (UTF-8) cannot store: U+FFFD instead
+        s = await book.add(_text(peer), _text(group), until, _text(comment) or "")
+    except ValueError as e:
+        return _error(400, str(e))
+    log.info("silence %d: %s '%s' until %.0f (%s)", s.id, "peer" if peer is not None else "group", s.peer or s.group,
+             until, s.comment)
+    return web.json_response(s.to_json(), status=201)
+
+
+async def delete_silence(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    if not (sid.isascii() and sid.isdigit()) or not await _silences(request).remove(int(sid)):
+        return _error(404, f"no silence {sid}")
+    log.info("silence %s removed", sid)
+    return web.json_response({"deleted": int(sid)})
+
+
+def _text(v: str | None) -> str | None:
+    return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace") if v is not None else None
+
+
+def parse_until(v: object) -> float:
+    """A silence's end: UNIX time (a number), or ISO 8601 with a time zone (`2026-12-02T06:00:00Z`)."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError("until must be a UNIX time or an ISO 8601 date and time with a time zone")
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+            if dt.tzinfo is None:
+                raise ValueError(f"until: '{v}' has no time zone (add Z or +01:00)")
+            return dt.timestamp()
+        except (OverflowError, OSError):
+            raise ValueError(f"until: '{v}' is out of range") from None
+        except ValueError as e:
+            raise ValueError(str(e) if "time zone" in str(e) else f"until: '{v}' is not an ISO 8601 date and time"
+                             ) from None
+    if not math.isfinite(v):
+        raise ValueError("until must be a finite UNIX time")
+    return float(v)
+
+
+def _float(request: web.Request, key: str, default: float | None) -> float | None:
+    v = request.query.get(key)
+    if v is None:
+        return default
+    try:
+        f = float(v)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{key} must be a number") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise web.HTTPBadRequest(text=f"{key} must be a finite number")
+    return f
 
 
 async def history(request: web.Request) -> web.Response:
@@ -337,6 +444,9 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_get(f"{API}/peers/{{name}}/stats", peer_stats)
     app.router.add_post(f"{API}/reload", reload)
+    app.router.add_get(f"{API}/silences", list_silences)
+    app.router.add_post(f"{API}/silences", add_silence)
+    app.router.add_delete(f"{API}/silences/{{id}}", delete_silence)
     app.router.add_get(f"{API}/status", status)
     app.router.add_get(f"{API}/registrations", registrations)
     app.router.add_get(f"{API}/pjsip", pjsip)

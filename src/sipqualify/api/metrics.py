@@ -39,8 +39,9 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
-        "up", "status", "verdict", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx", "trans", "resp",
-        "tls", "t_up", "t_status", "t_rtt")}
+        "up", "status", "verdict", "flapping", "penalty", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx",
+        "trans", "resp", "tls", "t_up", "t_status", "t_rtt")}
+    now = model.now()
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -58,6 +59,9 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         v = p.verdict.verdict
         for k in VERDICTS:
             fams["verdict"].append(f'sipqualify_peer_verdict{{peer="{name}",verdict="{k}"}} {1 if k == v else 0}')
+        if p.verdict.policy.flap is not None:  # flap damping on (qualify/flap.py)
+            fams["flapping"].append(f"sipqualify_peer_flapping{lab} {1 if p.verdict.flapping else 0}")
+            fams["penalty"].append(f"sipqualify_peer_flap_penalty{lab} {p.verdict.flap_penalty(now)!r}")
         ls = p.stats
         if ls is not None:
             if ls.count:
@@ -93,6 +97,8 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "up": ("sipqualify_peer_up", "gauge", "1 if the peer answered its last qualify (OK or LAGGED)"),
         "status": ("sipqualify_peer_status", "gauge", "chan_sip qualify state of the peer (one series per state)"),
         "verdict": ("sipqualify_peer_verdict", "gauge", "verdict of the peer's policy (one series per verdict)"),
+        "flapping": ("sipqualify_peer_flapping", "gauge", "1 while flap damping holds the peer's notifications back"),
+        "penalty": ("sipqualify_peer_flap_penalty", "gauge", "flap damping penalty of the peer (decayed to now)"),
         "est": ("sipqualify_peer_latency_estimate_seconds", "gauge", "latency estimate (EWMA, Kamailio's EST)"),
         "jitter": ("sipqualify_peer_jitter_seconds", "gauge", "RFC 3550 jitter of successive RTTs"),
         "loss": ("sipqualify_peer_loss_ratio", "gauge", "unanswered share of the last 100 polls"),
@@ -214,6 +220,17 @@ class SipqualifyCollector(Collector):
                                 value=model.counters.loop_lag_max_ms / 1000.0)
         yield GaugeMetricFamily("sipqualify_scheduler_lag_seconds", "how late the last timer batch ran",
                                 value=model.counters.scheduler_lag_s)
+        wd = model.watchdog_stats()
+        if wd is not None:  # the liveness watchdog (qualify/watchdog.py)
+            yield GaugeMetricFamily("sipqualify_schedule_lag_seconds", "how late the earliest due qualify timer is",
+                                    value=float(model.scheduler_health()["lag_s"]))
+            yield GaugeMetricFamily("sipqualify_overdue_peers", "qualified peers without a result for longer than "
+                                    "twice their interval (last watchdog sweep)", value=float(wd.overdue_peers))
+            yield counter("sipqualify_overdue_pokes", "pokes that ran later than their interval", wd.overdue_pokes)
+            yield counter("sipqualify_poke_repairs", "lost pokes the watchdog re-armed", wd.repairs)
+            yield counter("sipqualify_deferred_pokes", "pokes the rate cap deferred to a later slot", wd.deferred_pokes)
+            yield GaugeMetricFamily("sipqualify_poke_defer_seconds", "how long the rate cap deferred the last "
+                                    "deferred poke", value=wd.last_defer_s)
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

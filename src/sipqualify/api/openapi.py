@@ -33,6 +33,14 @@ VERDICT_FIELDS: dict[str, Any] = {
     "pending_toward": {"type": "string"},
     "pending_count": {"type": "integer"},
     "pending_of": {"type": "integer"},
+    "flapping": {"type": "boolean"},
+    "flap_penalty": {"type": "number"},
+}
+# a silence (maintenance window) holding the peer's notifications back: in Peer only
+SILENCE_FIELDS: dict[str, Any] = {
+    "silenced": {"type": "boolean"},
+    "silence_id": {"type": ["integer", "null"]},
+    "silenced_until": {"type": ["number", "null"]},
 }
 
 TARGET = {
@@ -96,6 +104,7 @@ PEER = {
         "targets": {"type": ["array", "null"], "items": TARGET,
                     "description": "qualify_targets = all: each DNS target's own state; null otherwise"},
         **VERDICT_FIELDS,
+        **SILENCE_FIELDS,
     },
 }
 
@@ -112,6 +121,12 @@ STATS = {
         "avg_ms": _MS, "std_ms": _MS, "est_ms": _MS, "dev_ms": _MS, "jitter_ms": _MS,
         "loss_pct": {"type": "number"},
         "loss_window": {"type": "integer"},
+        "rtt_windows": {"type": "object", "description": "5m, 1h, 24h: samples, p50_ms, p95_ms, p99_ms",
+                        "additionalProperties": {"type": "object", "required": ["samples"], "properties": {
+                            "samples": {"type": "integer"}, "p50_ms": _MS, "p95_ms": _MS, "p99_ms": _MS}}},
+        "uptime": {"type": "object", "description": "24h, 7d, 30d: pct (null: nothing observed), observed_s",
+                   "additionalProperties": {"type": "object", "required": ["pct", "observed_s"], "properties": {
+                       "pct": {"type": ["number", "null"]}, "observed_s": {"type": "number"}}}},
     },
 }
 
@@ -126,6 +141,25 @@ TRANSITION = {
         "reason": {"type": ["string", "null"], "description": "UNREACHABLE because a connection failed: why"},
     },
 }
+
+
+SILENCE: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "peer", "group", "until", "comment", "created"],
+    "properties": {
+        "id": {"type": "integer"}, "peer": {"type": ["string", "null"]}, "group": {"type": ["string", "null"]},
+        "until": {"type": "number", "description": "UNIX time"}, "comment": {"type": "string"},
+        "created": {"type": "number", "description": "UNIX time"},
+    },
+}
+
+
+def _silence_for(key: str) -> dict[str, Any]:
+    """POST /api/v1/silences: a peer's or a group's (the API also takes `until` as ISO 8601)."""
+    other = "group" if key == "peer" else "peer"
+    return {"type": "object", "required": [key, "until"], "not": {"required": [other]}, "properties": {
+        key: {"type": "string", "minLength": 1}, "comment": {"type": "string"},
+        "until": {"type": "number", "description": "UNIX time; 409 when not in the future"}}}
 
 
 REGISTRATION: dict[str, Any] = {
@@ -237,6 +271,20 @@ def document() -> dict[str, Any]:
             "/api/v1/reload": {"post": {"operationId": "reload", "responses": {
                 "200": _json({"type": "object", "required": ["added", "removed", "changed", "unchanged"]}),
                 "400": ERROR, **UNAUTH}}},
+            "/api/v1/silences": {
+                "get": {"operationId": "listSilences", "responses": {
+                    "200": _json({"type": "object", "required": ["silences"], "properties": {
+                        "silences": {"type": "array", "items": SILENCE}}}), **UNAUTH}},
+                "post": {"operationId": "addSilence", "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"oneOf": [_silence_for("peer"), _silence_for("group")]}}}},
+                         "responses": {"201": _json(SILENCE), "400": ERROR, "404": ERROR,
+                                       "409": _json({"$ref": "#/components/schemas/Error"}, "until is past"),
+                                       **UNAUTH}}},
+            "/api/v1/silences/{id}": {"delete": {
+                "operationId": "deleteSilence",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object", "required": ["deleted"], "properties": {
+                    "deleted": {"type": "integer"}}}), "404": ERROR, **UNAUTH}}},
             "/api/v1/registrations": {"get": {"operationId": "listRegistrations", "responses": {
                 "200": _json({"type": "object", "required": ["registrations"], "properties": {
                     "registrations": {"type": "array", "items": REGISTRATION}}}), **UNAUTH}}},
@@ -265,7 +313,8 @@ def document() -> dict[str, Any]:
                 "parameters": [{"name": "peer", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "status", "in": "query", "required": False, "schema": {"type": "string"}},
                                {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
-                                "description": "also the live `verdict` and/or `latency` events (comma list)"},
+                                "description": "also the live `verdict`, `latency`, `flap` and/or `watchdog` events "
+                                               "(comma list)"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",

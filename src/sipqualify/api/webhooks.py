@@ -83,7 +83,8 @@ class WebhookDispatcher:
         self.cursors = Cursors(path)
         self.wake: dict[str, asyncio.Event] = {h.id: asyncio.Event() for h in hooks}
         self.tasks: list[asyncio.Task[None]] = []
-        self.stats: dict[str, dict[str, int]] = {h.id: {"delivered": 0, "failures": 0, "skipped": 0} for h in hooks}
+        self.stats: dict[str, dict[str, int]] = {h.id: {"delivered": 0, "failures": 0, "skipped": 0, "suppressed": 0}
+                                                 for h in hooks}
         self.http: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -142,8 +143,9 @@ class WebhookDispatcher:
                     pass
                 continue
             for rec in rows:
-                # silenced when it happened (a maintenance window): held back for good, not delayed
-                if h.wants(rec) and self.model.silenced_until(rec.peer, rec.time) is None:
+                if rec.suppressed:  # flapping or silenced when it happened (README)
+                    self.stats[h.id]["suppressed"] += 1
+                elif h.wants(rec):
                     await self._deliver(h, rec)
                 else:
                     self.stats[h.id]["skipped"] += 1

@@ -220,6 +220,30 @@ class Number(Kind):
 
 
 @dataclass(frozen=True, slots=True)
+class Share(Kind):
+    """A fraction `lo`..`hi` (`jitter = 0.1`); out of range or junk is an error."""
+
+    hi: float = 1.0
+    toml_type: str = "number 0..0.5"
+
+    def _check(self, r: Reporter, where: Any, key: str, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= v <= self.hi:
+            r.error(where, f"{key} must be a number from 0 to {self.hi:g}, not {v!r}")
+            return NOTHING
+        return float(v)
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        try:
+            v: Any = float(text.strip())
+        except ValueError:
+            v = text.strip()
+        return self._check(r, where, key, v)
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        return self._check(r, where, key, v)
+
+
+@dataclass(frozen=True, slots=True)
 class Port(Kind):
     zero: bool = False  # 0 allowed (any free port)
 
@@ -641,7 +665,9 @@ def _toml(section: str, name: str, kind: Kind, target: str, default: str, unit: 
 _SECONDS_POS = Number(lo=1, unit="seconds")
 _COUNT = Number(lo=1, unit="results", below="error")
 _RETRY = Number(lo=0, unit="seconds", below="error")
-_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta")
+_POLICY_KEYS: Final = ("reply_up", "reply_degraded", "down_after", "up_after", "retry_interval", "latency_delta",
+                       "flap_penalty", "flap_suppress", "flap_reuse", "flap_half_life")
+_PENALTY = Number(lo=0, unit="penalty points", below="error")
 
 
 def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
@@ -663,6 +689,15 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
         Option("latency_delta", section, Number(lo=0, unit="milliseconds", below="error"),
                f"{target}.latency_delta_ms", dflt("latency_delta", "`0`"), "milliseconds (0: off)",
                "a `latency` event when the latency estimate (EWMA) moves by more than this"),
+        Option("flap_penalty", section, _PENALTY, f"{target}.flap_penalty", dflt("flap_penalty", "`1000`"),
+               "penalty points", "flap damping: penalty added per change of the verdict"),
+        Option("flap_suppress", section, _PENALTY, f"{target}.flap_suppress", dflt("flap_suppress", "`0`"),
+               "penalty points (0: off)", "flap damping: flapping (notifications held back) from this penalty on"),
+        Option("flap_reuse", section, _PENALTY, f"{target}.flap_reuse", dflt("flap_reuse", "`750`"),
+               "penalty points", "flap damping: settled again below this penalty"),
+        Option("flap_half_life", section, Number(lo=1, unit="seconds", below="error"),
+               f"{target}.flap_half_life_s", dflt("flap_half_life", "`900`"), "seconds",
+               "flap damping: the penalty halves in this time"),
     )
 
 _YES_NO = "`yes` or `no`"
@@ -686,6 +721,13 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _general("qualifypeers", Number(lo=0, below="accept", note="every peer is poked at once at start-up "
                                                              "(as chan_sip)"),
              "general.qualifypeers", "`1`", "peers", "start-up and reload stagger: peers per group"),
+    _general("jitter", Share(hi=0.5), "general.jitter", "`0`", "fraction 0..0.5 (0: off)",
+             "each re-poll delay stretched or shrunk by up to this share"),
+    _general("max_rate", Number(lo=0, unit="pokes per second", below="error"), "general.max_rate", "`0`",
+             "pokes per second (0: off)", "scheduled pokes per second, all peers: more wait for the next slot"),
+    _general("max_rate_per_destination", Number(lo=0, unit="pokes per second", below="error"),
+             "general.max_rate_per_destination", "`0`", "pokes per second (0: off)",
+             "scheduled pokes per second to one destination IP address"),
     _general("keepalive", Switch("seconds", yes=DEFAULT_KEEPALIVE_INTERVAL), "defaults.keepalive_s", "`no`",
              "`yes` (60), `no` or seconds", "default `keepalive` of peers"),
     _general("useragent", Text(), "general.useragent", "`sipqualify <version>`", "text",
@@ -863,6 +905,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "bytes of unfinished messages all inbound connections together may hold"),
     _toml("service", "tcp_message_timeout", Duration(), "service.tcp_message_timeout_s", '`"10s"`',
           "seconds or a duration string (0: no limit)", "time a message may take from its first to its last byte"),
+    _toml("service", "ready_max_lag", Duration(lo=1), "service.ready_max_lag_s", '`"5s"`',
+          "seconds or a duration string", "`/readyz` fails while the qualify scheduler is behind by more than this"),
     _toml("ami", "manager_conf", FilePath(), "service.manager_conf", "none", "path (relative to the TOML file)",
           "the Asterisk manager.conf of the AMI port"),
     _toml("ami", "enabled", Bool(), "service.ami_enabled", "as manager.conf says", "`true` or `false`",

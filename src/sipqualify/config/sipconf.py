@@ -83,6 +83,10 @@ class PeerDefaults:
     retry_interval_s: int = 0
     latency_delta_ms: int = 0
     qualify_targets: str = "first"  # sipqualify's: [general] qualify_targets, copied into every peer
+    flap_penalty: int = 1000
+    flap_suppress: int = 0
+    flap_reuse: int = 750
+    flap_half_life_s: int = 900
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -107,6 +111,10 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         retry_interval_s=defaults.retry_interval_s,
         latency_delta_ms=defaults.latency_delta_ms,
         qualify_targets=defaults.qualify_targets,
+        flap_penalty=defaults.flap_penalty,
+        flap_suppress=defaults.flap_suppress,
+        flap_reuse=defaults.flap_reuse,
+        flap_half_life_s=defaults.flap_half_life_s,
         source=source,
     )
 

@@ -65,13 +65,15 @@ from ..sip.transaction import (
 from . import auth
 from . import state as st
 from .dispatch import Dispatcher
-from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
+from .events import Event, FlapChanged, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import STREAMS, UDP, InboundEndpoint
 from .order import container_order
 from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
+from .ratecap import RateCap, jitter_factor
 from .stats import LatencyStats
 from .targets import SEP, Target, TargetChanged, rollup, target_key, verdict_result
 from .verdict import PeerVerdict, policy_of
+from .watchdog import Watchdog
 
 log = logging.getLogger("sipqualify.engine")
 
@@ -299,6 +301,10 @@ class QualifyEngine:
         self.adopt: Callable[[str, str], PeerConfig | None] | None = None
         self._adopted: set[str] = set()
         self._loaded_at = 0.0
+        self.watchdog = Watchdog()  # lateness and lost pokes (qualify/watchdog.py)
+        self.ratecap: RateCap | None = None  # [general] max_rate, max_rate_per_destination (qualify/ratecap.py)
+        self._reserved: set[Peer] = set()  # pokes deferred by the rate cap, sent when their slot comes
+        self._load_hygiene(self.general)
 
     # ------------------------------------------------------------------ peers
 
@@ -332,6 +338,7 @@ class QualifyEngine:
         if general is not None:
             self.general = general
             self._allow, self._supported = qualify_headers(general)
+            self._load_hygiene(general)
         addresses = addresses or {}
         destinations = destinations or {}
         restored = restored or {}
@@ -393,11 +400,15 @@ class QualifyEngine:
         offsets = stagger_offsets_ms(len(qualified), self.general.qualifygap_ms, self.general.qualifypeers)
         for p, off in zip(qualified, offsets, strict=True):
             self._schedule_poke(p, now + off / 1000.0)
+        last = now + (offsets[-1] / 1000.0 if offsets else 0.0)
         for p in self._peers.values():  # pjsip.conf contacts: their AOR's first poll (qualify/policy.py)
             if p.maxms > 0 and p.cfg.contact_uri:
                 c = p.cfg
-                self._schedule_poke(p, now + initial_delay_s(c.name.split("@@")[0], c.qualifyfreq_ms / 1000.0,
-                                                             c.max_initial_qualify_ms / 1000.0))
+                at = now + initial_delay_s(c.name.split("@@")[0], c.qualifyfreq_ms / 1000.0,
+                                           c.max_initial_qualify_ms / 1000.0)
+                self._schedule_poke(p, at)
+                last = max(last, at)
+        self.watchdog.reloaded(last)
 
     def registered(self, name: str, addr: Addr, now: float, contact: str | None = None, *,
                    transport: str | None = None, dest: Addr | None = None) -> None:
@@ -528,6 +539,7 @@ class QualifyEngine:
 
     def _drop(self, p: Peer) -> None:
         p.removed = True
+        self._reserved.discard(p)
         p.poke_gen += 1
         self._end_txn(p)
 
@@ -570,6 +582,10 @@ class QualifyEngine:
             try:
                 if kind == _K_POKE:
                     assert isinstance(obj, Peer)
+                    if now - when > 10.0 and (late := self.watchdog.poke_ran(obj, when, now)) is not None:
+                        self._events.append(late)  # later than its interval (qualify/watchdog.py)
+                    if self.ratecap is not None and not self._admitted(obj, now):
+                        continue  # deferred to its slot by the rate cap
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
                 elif kind == _K_KEEPALIVE:
                     assert isinstance(obj, Peer)
@@ -581,6 +597,50 @@ class QualifyEngine:
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
         return False
+
+    def self_check(self, now: float, behind_s: float = 5.0) -> None:
+        """The liveness watchdog's sweep (qualify/watchdog.py): the shell calls it every second
+        or so; lost pokes are re-armed and reported (PokeRepaired)."""
+        self._events.extend(self.watchdog.check(self, now, behind_s))
+        if self.ratecap is not None:  # deferral is lateness: shown with the watchdog's figures
+            self.watchdog.stats.deferred_pokes = self.ratecap.deferred
+            self.watchdog.stats.last_defer_s = self.ratecap.last_defer_s
+
+    def rearm(self, p: Peer, now: float) -> None:
+        """The watchdog's repair: whatever the peer's poke state, a fresh poke now."""
+        self._end_txn(p)
+        self._schedule_poke(p, now)
+
+    def backlog_s(self, now: float) -> float:
+        """How far ahead the rate cap has deferred pokes (0 without a cap)."""
+        return self.ratecap.backlog_s(now) if self.ratecap is not None else 0.0
+
+    def _load_hygiene(self, g: GeneralConfig) -> None:
+        if g.max_rate or g.max_rate_per_destination:
+            if self.ratecap is None or (self.ratecap.max_rate, self.ratecap.per_destination) != (
+                    g.max_rate, g.max_rate_per_destination):
+                self.ratecap = RateCap(g.max_rate, g.max_rate_per_destination)
+        else:
+            self.ratecap = None
+            self._reserved.clear()
+
+    def _admitted(self, p: Peer, now: float) -> bool:
+        """The rate cap (qualify/ratecap.py): may this scheduled poke go now? If not it is
+        re-armed at its reserved slot."""
+        if p in self._reserved:
+            self._reserved.discard(p)
+            return True
+        if p.dest is None or self.ratecap is None:
+            return True
+        at = self.ratecap.admit(p.dest[0], now)
+        if at <= now:
+            return True
+        self._reserved.add(p)
+        self._schedule_poke(p, at)
+        return False
+
+    def giveup_s(self, p: Peer) -> float:
+        return policy_for(p.cfg, self.policy).giveup_s(p.maxms or DEFAULT_MAXMS)
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float, transport: str = UDP) -> None:
         """Anything that arrived, through the front door (`self.front`, qualify/dispatch.py)."""
@@ -799,8 +859,16 @@ class QualifyEngine:
         self._schedule_next(p, txn, now, new)
 
     def _judge(self, p: Peer, status: int | None, lagged: bool, now: float, auth_failed: bool = False) -> None:
-        """Feed one result to the peer's verdict (qualify/verdict.py); report a change."""
-        old = p.verdict.observe(status, lagged, auth_failed)
+        """Feed one result to the peer's verdict (qualify/verdict.py); report a change, unless
+        flap damping holds it back (qualify/flap.py)."""
+        v = p.verdict
+        before = v.confirmed
+        old = v.observe(status, lagged, auth_failed)
+        flap = v.damp(before, now) if v.policy.flap is not None or v.flap is not None else None
+        if flap is not None:
+            assert v.flap is not None
+            self._events.append(FlapChanged(p.name, v.flapping, v.flap.penalty, v.verdict, v.reason,
+                                            v.policy.name, now))
         if old is not None:
             self._verdict_changed(p, old, now)
 
@@ -813,6 +881,8 @@ class QualifyEngine:
 
     def _verdict_changed(self, p: Peer, old: str, now: float) -> None:
         v = p.verdict
+        if v.flapping:
+            return  # held back while it flaps: the FlapChanged that ends it carries the verdict
         self._events.append(VerdictChanged(p.name, old, v.verdict, v.reason, v.policy.name, now,
                                            v.streak, v.threshold))
 
@@ -953,7 +1023,10 @@ class QualifyEngine:
         grid), brought forward by a verdict's retry_interval while it counts failures."""
         freq = p.cfg.qualifyfreq_ms / 1000.0
         at = policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new)
-        self._schedule_poke(p, now + p.verdict.next_poke_in(at - now))
+        delay = p.verdict.next_poke_in(at - now)
+        if self.general.jitter:  # load hygiene (qualify/ratecap.py): peers drift apart
+            delay *= jitter_factor(p.name, p.qualifies + p.timeouts, self.general.jitter)
+        self._schedule_poke(p, now + delay)
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

@@ -97,8 +97,44 @@ class LatencyChanged:
     time: float
 
 
-Event = StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | TargetChanged
-LiveEvent = VerdictChanged | LatencyChanged  # published at once (event stream), not stored
+@dataclass(frozen=True, slots=True)
+class FlapChanged:
+    """Flap damping (qualify/flap.py): the peer started flapping (its verdict events and webhooks
+    are held back from now on) or settled (they resume; `verdict` is the one of this moment)."""
+
+    peer: str
+    flapping: bool
+    penalty: float
+    verdict: str
+    reason: str
+    policy: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PokeOverdue:
+    """The liveness watchdog (qualify/watchdog.py): a poke ran `lag` seconds after it was due,
+    more than the peer's interval."""
+
+    peer: str
+    lag: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class PokeRepaired:
+    """The liveness watchdog: a qualified peer had no result for `silent_for` seconds: its poke was lost (or stood at a
+    wrong time) and was re-armed now."""
+
+    peer: str
+    silent_for: float
+    time: float
+
+
+Event = (StateChanged | QualifyResult | TransportError | VerdictChanged | LatencyChanged | TargetChanged | FlapChanged
+         | PokeOverdue | PokeRepaired)
+# published at once (event stream), not stored
+LiveEvent = VerdictChanged | LatencyChanged | FlapChanged | PokeOverdue | PokeRepaired
 
 
 @dataclass(frozen=True, slots=True)

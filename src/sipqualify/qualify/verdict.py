@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import PeerConfig
+from .flap import FlapPolicy, FlapState, flap_policy
 
 # verdicts
 UP = "up"
@@ -104,6 +105,7 @@ class VerdictPolicy:
     down_after: int = 1
     up_after: int = 1
     retry_interval_s: float = 0.0  # 0: off (chan_sip's re-poll times)
+    flap: FlapPolicy | None = None  # flap damping (qualify/flap.py); None: off
 
     @property
     def is_chan_sip(self) -> bool:
@@ -137,7 +139,7 @@ def classify(policy: VerdictPolicy, status: int | None, lagged: bool, refused: b
 class PeerVerdict:
     """One peer's verdict: the confirmed verdict, the streak being counted toward a change."""
 
-    __slots__ = ("policy", "confirmed", "reason", "streak", "toward", "refused", "status")
+    __slots__ = ("policy", "confirmed", "reason", "streak", "toward", "refused", "status", "flap")
 
     def __init__(self, policy: VerdictPolicy) -> None:
         self.policy = policy
@@ -147,6 +149,35 @@ class PeerVerdict:
         self.toward = ""  # the verdict those outcomes count toward ("" when not counting)
         self.refused = False  # an ICMP error / refused connection seen for the poke in flight
         self.status: int | None = None  # last final response code, None after a give-up
+        self.flap: FlapState | None = None  # flap damping's penalty, from the first change on
+
+    @property
+    def flapping(self) -> bool:
+        """Held back by flap damping: notifications of this peer are suppressed."""
+        return self.flap is not None and self.flap.flapping
+
+    def flap_penalty(self, now: float) -> float:
+        f, fp = self.flap, self.policy.flap
+        return f.penalty_at(fp, now) if f is not None and fp is not None else 0.0
+
+    def damp(self, before: str, now: float) -> str | None:
+        """After a result: charge a change of the confirmed verdict from `before` to the flap
+        penalty (qualify/flap.py). STARTED or SETTLED when the flapping condition changed."""
+        fp = self.policy.flap
+        if fp is None:
+            self.flap = None
+            return None
+        f = self.flap
+        if self.confirmed != before and before != UNKNOWN and self.confirmed != UNKNOWN:
+            if f is None:
+                f = self.flap = FlapState(now)
+            return f.change(fp, now)
+        if f is None:
+            return None
+        what = f.check(fp, now)
+        if f.forgettable(fp, now):
+            self.flap = None
+        return what
 
     @property
     def verdict(self) -> str:
@@ -198,17 +229,17 @@ class PeerVerdict:
         return chan_sip_s
 
 
-_POLICIES: dict[tuple[str, str, str, int, int, float], VerdictPolicy] = {}
+_POLICIES: dict[tuple[str, str, str, int, int, float, FlapPolicy | None], VerdictPolicy] = {}
 
 
 def policy_for(name: str, reply_up: str, reply_degraded: str, down_after: int, up_after: int,
-               retry_interval_s: float) -> VerdictPolicy:
+               retry_interval_s: float, flap: FlapPolicy | None = None) -> VerdictPolicy:
     """The (shared) policy object for these settings: peers with equal settings share one."""
-    key = (name, reply_up, reply_degraded, down_after, up_after, retry_interval_s)
+    key = (name, reply_up, reply_degraded, down_after, up_after, retry_interval_s, flap)
     pol = _POLICIES.get(key)
     if pol is None:
         pol = VerdictPolicy(name, CodeSet(reply_up or ALL_FINAL), CodeSet(reply_degraded) if reply_degraded else None,
-                            down_after, up_after, retry_interval_s)
+                            down_after, up_after, retry_interval_s, flap)
         if pol == CHAN_SIP_VERDICT:
             pol = CHAN_SIP_VERDICT
         _POLICIES[key] = pol
@@ -217,4 +248,5 @@ def policy_for(name: str, reply_up: str, reply_degraded: str, down_after: int, u
 
 def policy_of(cfg: PeerConfig) -> VerdictPolicy:
     return policy_for(cfg.policy, cfg.reply_up, cfg.reply_degraded, cfg.down_after, cfg.up_after,
-                      float(cfg.retry_interval_s))
+                      float(cfg.retry_interval_s),
+                      flap_policy(cfg.flap_penalty, cfg.flap_suppress, cfg.flap_reuse, cfg.flap_half_life_s))

@@ -23,11 +23,12 @@ class StateRecorder:
         self.store.record_sample(ev.peer, self.wall_offset + ev.time, ev.rtt * 1000 if ev.rtt is not None else None,
                                  ev.status_code, ev.transmissions)
 
-    def transition(self, ev: StateChanged, p: Peer | None) -> None:
+    def transition(self, ev: StateChanged, p: Peer | None, suppressed: str | None = None) -> None:
+        """`suppressed`: why webhooks are held back for it (flapping, silenced), None when not."""
         if p is not None:
             self.save_state(p)
         self.store.record_transition(ev.peer, self.wall_offset + ev.time, ev.old, ev.new, ev.lastms, ev.maxms,
-                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.reason)
+                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.reason, suppressed)
 
     def save_state(self, p: Peer) -> None:
         self.store.save_state(p.name, p.state, p.lastms, p.maxms, p.rtt * 1000 if p.rtt is not None else None,

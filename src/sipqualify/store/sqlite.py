@@ -49,6 +49,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
+
 log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
@@ -93,11 +95,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # why a transition to UNREACHABLE happened when a connection could not be opened (TCP/TLS)
     ("ALTER TABLE transitions ADD COLUMN reason TEXT",),
+    # why our notifications (webhooks) of a transition are held back: flapping, silenced; NULL: they are not
+    ("ALTER TABLE transitions ADD COLUMN suppressed TEXT",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason) "
-                      "VALUES (?,?,?,?,?,?,?,?)")
+_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed) "
+                      "VALUES (?,?,?,?,?,?,?,?,?)")
 _INSERT_SAMPLE = "INSERT INTO samples(peer, time, rtt_ms, status_code, transmissions) VALUES (?,?,?,?,?)"
 _UPSERT_STATE = (
     "INSERT INTO peer_state(peer, state, lastms, maxms, rtt_ms, changed_at, updated_at) VALUES (?,?,?,?,?,?,?) "
@@ -130,6 +134,7 @@ class TransitionRecord:
     maxms: int
     rtt_ms: float | None
     reason: str | None = None  # a connection failure behind a transition to UNREACHABLE
+    suppressed: str | None = None  # flapping | silenced: webhooks held back for it (README); None: not
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +326,9 @@ class Store:
 
     def record_transition(
         self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None,
-        reason: str | None = None,
+        reason: str | None = None, suppressed: str | None = None,
     ) -> None:
-        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason)
+        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed)
         with self._wake:
             self._transitions.append(row)
             self._wake.notify()
@@ -663,7 +668,7 @@ class Store:
     ) -> list[TransitionRecord]:
         """Transitions in time order (oldest first), `since <= time <= until`."""
         where, args = _where(peer, since, until)
-        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason"
+        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed"
         sql = f"SELECT {cols} FROM transitions{where} ORDER BY time, id LIMIT ?"
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
@@ -674,8 +679,8 @@ class Store:
 
     def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
         """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
-        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason FROM transitions WHERE id > ? "
-               "ORDER BY id LIMIT ?")
+        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed FROM transitions "
+               "WHERE id > ? ORDER BY id LIMIT ?")
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
 
@@ -694,6 +699,36 @@ class Store:
                "ORDER BY time DESC LIMIT ?")
         with self._reader() as db:
             return {p: [SampleRecord(*r) for r in reversed(db.execute(sql, (p, n)).fetchall())] for p in peers}
+
+    def windows(self, peer: str, now: float) -> dict[str, Any]:
+        """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
+        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
+        24 h / 7 d / 30 d (one range read of transitions each)."""
+        longest = max(span for _, span in RTT_WINDOWS)
+        sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
+        with self._reader() as db:
+            rows = db.execute(sql, (peer, now - longest, now)).fetchall()
+        rtt: dict[str, Any] = {}
+        for name, span in RTT_WINDOWS:
+            values = sorted(r for t, r in rows if t >= now - span)
+            rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+        up: dict[str, Any] = {}
+        for name, span in UPTIME_WINDOWS:
+            pct, seen = self.uptime_window(peer, now - span, now)
+            up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
+        return {"rtt_windows": rtt, "uptime": up}
+
+    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
+        """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""
+        with self._reader() as db:
+            row = db.execute("SELECT new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
+                             "LIMIT 1", (peer, since)).fetchone()
+            changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? "
+                                 "ORDER BY time, id", (peer, since, until)).fetchall()
+            if row is None:  # its last change may be older than the transitions kept: the saved state
+                row = db.execute("SELECT state FROM peer_state WHERE peer=? AND changed_at<=?",
+                                 (peer, since)).fetchone()
+        return uptime(row[0] if row else None, changes, since, until)
 
     def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
         """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
