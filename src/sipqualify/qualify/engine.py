@@ -64,6 +64,7 @@ from ..sip.transaction import (
 )
 from . import auth
 from . import state as st
+from .capture import Capture
 from .dispatch import Dispatcher
 from .events import Event, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import UDP, InboundEndpoint
@@ -294,6 +295,7 @@ class QualifyEngine:
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
         self._auth: dict[str, auth.AuthAttempt] = {}  # branch of an authenticated poke in flight -> its state
+        self.capture = Capture()  # the last exchange of the few peers somebody watches (qualify/capture.py)
 
     # ------------------------------------------------------------------ peers
 
@@ -498,6 +500,8 @@ class QualifyEngine:
 
     def _drop(self, p: Peer) -> None:
         p.removed = True
+        if self.capture.watched:
+            self.capture.forget(p.name)
         p.poke_gen += 1
         self._end_txn(p)
 
@@ -711,6 +715,8 @@ class QualifyEngine:
         self._out.append((data, dest))
         self.stats.transmissions += 1
         txn.start(now)
+        if self.capture.watched and self.capture.wants(p.name, now):
+            self.capture.sent(p.name, branch, data, dest, now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
         txn.giveup_at = now + policy.giveup_s(p.maxms or DEFAULT_MAXMS)
         self._arm_txn(txn)
@@ -733,6 +739,8 @@ class QualifyEngine:
                 self.stats.transmissions += 1
                 self.stats.retransmissions += 1
                 p.retransmissions += 1
+                if self.capture.watched and self.capture.wants(p.name, now):
+                    self.capture.retransmitted(p.name, txn.branch)
             elif outcome == TIMEOUT:
                 # Timer F before our give-up (only with a give-up later than 32 s): no answer
                 self._give_up(txn, now, force=True)
@@ -824,8 +832,9 @@ class QualifyEngine:
             lastms, rtt = verdict
             self._apply(p, p.state, verdict_result(p.maxms, lastms), lastms, rtt, now)
 
-    def receive_response(self, msg: Response, addr: Addr, now: float) -> None:
-        """A parsed response (from the front door): it completes one of our pokes, or is counted."""
+    def receive_response(self, msg: Response, addr: Addr, now: float, data: bytes = b"") -> None:
+        """A parsed response (from the front door): it completes one of our pokes, or is counted.
+        `data`: the message as received, kept only for a watched peer (qualify/capture.py)."""
         status = msg.status
         branch = msg.branch
         txn = self._txns.get(branch) if branch else None
@@ -846,6 +855,8 @@ class QualifyEngine:
             self.stats.retransmitted_responses += 1
             return
         self._by_class[status // 100 if status < 700 else 6] += 1
+        if self.capture.watched and isinstance(txn.owner, Peer) and self.capture.wants(txn.owner.name, now):
+            self.capture.received(txn.owner.name, txn.branch, data, addr, status, now)
         if outcome == PROVISIONAL:
             return
         if outcome != FINAL:
