@@ -193,6 +193,63 @@ async def chromium(profile: Path) -> AsyncIterator[Any]:
             await ctx.close()
 
 
+async def test_capture_and_exchange_routes(fleet: tuple[Service, Any]) -> None:
+    """POST capture watches a peer (credentials, CSRF with the cookie, 404, the bound on watched
+    peers); GET exchange gives its last OPTIONS request and response as sent and received."""
+    svc, _ = fleet
+    url = base(svc) + "api/v1/peers/"
+    auth = {"Authorization": f"Bearer {svc.token}"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.post(url + "trunk-ok/capture") as r:
+            assert r.status == 401
+        async with http.get(url + "trunk-ok/exchange") as r:
+            assert r.status == 401
+        for method, path in (("POST", "nope/capture"), ("GET", "nope/exchange")):
+            async with http.request(method, url + path, headers=auth) as r:
+                assert r.status == 404 and "nope" in (await r.json())["error"]
+        async with http.get(url + "trunk-ok/exchange", headers=auth) as r:  # nobody watches: nothing kept
+            assert r.status == 200 and await r.json() == {"peer": "trunk-ok", "watching_until": None,
+                                                          "request": None, "response": None, "rtt_ms": None}
+        sid, _ = await login(http, svc)
+        cookie = {"Cookie": f"sipqualify_session={sid}"}
+        async with http.post(url + "trunk-ok/capture", headers=cookie) as r:
+            assert r.status == 403  # the session's CSRF token is missing
+        async with http.get(base(svc), headers=cookie) as r:
+            csrf = re.search(r'name="csrf-token" content="([^"]+)"', await r.text())
+        assert csrf is not None
+        async with http.post(url + "trunk-ok/capture", headers={**cookie, "X-CSRF-Token": csrf.group(1)}) as r:
+            body = await r.json()
+            assert r.status == 200 and body["watching_until"] == pytest.approx(time.time() + 900, abs=5)
+
+        async def exchange() -> Any:
+            async with http.get(url + "trunk-ok/exchange", headers=auth) as r:
+                assert r.status == 200
+                return await r.json()
+
+        x: Any = None
+        for _ in range(200):  # the next poll (every second), answered
+            x = await exchange()
+            if x["response"] is not None and x["response"]["status"] == 200:
+                break
+            await asyncio.sleep(0.05)
+        req, res = x["request"], x["response"]
+        assert res is not None and res["status"] == 200, x
+        assert req["bytes"].startswith("OPTIONS sip:127.0.0.1") and "\nCSeq: 102 OPTIONS\n" in req["bytes"]
+        assert req["to"] == res["from"] and req["to"].startswith("127.0.0.1:") and req["transmissions"] == 1
+        assert req["size"] == len(req["bytes"].replace("\n", "\r\n").encode())  # CRLFs shown as \n
+        assert res["bytes"].startswith("SIP/2.0 200 OK\n") and res["size"] > 100
+        assert req["time"] <= res["time"] and x["rtt_ms"] == pytest.approx((res["time"] - req["time"]) * 1000, abs=0.01)
+
+        assert svc.engine is not None
+        svc.engine.capture.max_watched = 2  # the bound (100), made small
+        async with http.post(url + "trunk-slow/capture", headers=auth) as r:
+            assert r.status == 200
+        async with http.post(url + "trunk-dead/capture", headers=auth) as r:
+            assert r.status == 429 and "2 peers are watched" in (await r.json())["error"]
+        async with http.post(url + "trunk-ok/capture", headers=auth) as r:
+            assert r.status == 200  # watching one already watched is extending it
+
+
 async def test_silence_holds_back_webhooks_until_then(tmp_path: Path) -> None:
     """A peer silenced (a maintenance window) goes UNREACHABLE: the store has it, the webhook
     receiver does not; the other peers' transitions are delivered as before."""
@@ -317,6 +374,11 @@ async def test_the_dashboard_in_chromium(fleet: tuple[Service, dict[str, asyncio
         await page.keyboard.press("Enter")
         await page.wait_for_selector(".result:has-text('answered 200')")
         assert "LAGGED (7" in await page.inner_text(".result")
+        # the last exchange: watched since the page opened, the request and its answer as they went
+        await page.wait_for_selector("#exchange pre:has-text('OPTIONS sip:127.0.0.1')")
+        await page.wait_for_selector("#exchange[data-status='200'] pre:has-text('SIP/2.0 200 OK')")
+        shown = await page.inner_text("#exchange")
+        assert "CSeq: 102 OPTIONS" in shown and "\\r" not in shown and "bytes" in shown
         await page.click("#silence")  # an hour from now, by default
         await page.wait_for_selector("h1 .silenced")
         assert svc.silences is not None and svc.silences.match("trunk-slow", "default") is not None
@@ -399,6 +461,44 @@ async def test_the_dashboard_under_a_reverse_proxy_prefix(fleet: tuple[Service, 
         assert [(c["name"], c["path"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
             ("sipqualify_session", "/sipq/", True, "Strict")]
     assert requests and all(r.startswith(url) for r in requests), [r for r in requests if not r.startswith(url)]
+
+
+async def test_tls_certificate_days_left_on_the_peer_page_and_a_badge_when_close(tmp_path: Path) -> None:
+    from .helpers import TlsResponder
+    from .test_tls import Certs
+    from .test_tls import peer as tls_peer
+
+    certs = Certs(tmp_path)
+    soon = await TlsResponder(certs.server_ctx("localhost", days=5)).start()
+    later = await TlsResponder(certs.server_ctx("localhost", days=40)).start()
+    peers = {"tls-soon": tls_peer(soon.port), "tls-later": tls_peer(later.port)}
+    conf = sip_conf(tmp_path / "sip.conf", free_port(), peers,
+                    f"tlsenable=yes\ntlscafile={certs.cafile}\ntlsbindaddr=127.0.0.1:0\n"
+                    f"tlscertfile={certs.pem('me.pem', 'sipqualify.test')}")
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "state")))
+    await svc.start()
+    try:
+        async with chromium(tmp_path / "profile") as page:
+            from playwright.async_api import expect
+
+            await page.goto(base(svc) + "login")
+            await page.fill("#token", svc.token)
+            await page.click("button[type=submit]")
+            await page.wait_for_selector('#peers tr[data-peer="tls-soon"][data-state="OK"]')
+            await page.wait_for_selector('#peers tr[data-peer="tls-later"][data-state="OK"]')
+            # known from the first answer on: the row refetched after the change to OK has it
+            badge = page.locator('#peers tr[data-peer="tls-soon"] .cert-warn')
+            await expect(badge).to_have_text("cert 4 d")
+            assert re.fullmatch(r"TLS certificate: (4\.\d|5\.0) days left", await badge.get_attribute("title") or "")
+            assert await page.locator('#peers tr[data-peer="tls-later"] .cert-warn').count() == 0
+            await page.click('#peers tr[data-peer="tls-later"] a')
+            await page.wait_for_selector("dt:has-text('TLS certificate') + dd:has-text('days left')")
+            days = await page.inner_text("dt:has-text('TLS certificate') + dd")
+            assert re.fullmatch(r"(39\.\d|40\.0) days left", days), days
+    finally:
+        await svc.close()
+        soon.close()
+        later.close()
 
 
 def test_a_missing_browser_fails_in_ci_and_is_skipped_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,7 +26,8 @@ from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
-from .views import PeerView, silence_fields
+from .sip.uri import format_host
+from .views import PeerView, display_bytes, silence_fields
 
 if TYPE_CHECKING:
     import asyncio
@@ -168,6 +169,8 @@ class ReadModel(Protocol):
     def qualify(self, name: str, wait: bool = True,
                 action_id: str | None = None) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+    def watch(self, name: str) -> float: ...  # capture the peer's exchanges: until when (UNIX time)
+    def exchange(self, name: str) -> Json: ...  # the last exchange captured (qualify/capture.py)
 
 
 class Sockets(Protocol):
@@ -231,6 +234,10 @@ class Shell(Protocol):
     def wall(self, t: float) -> float: ...
     def qualify(self, name: str, wait: bool = True) -> Coroutine[Any, Any, QualifyResult | None]: ...
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
+
+
+def _hostport(a: Addr) -> str:
+    return f"{format_host(a[0])}:{a[1]}"
 
 
 class ShellReadModel:
@@ -298,6 +305,36 @@ class ShellReadModel:
             for cb in self.qualify_listeners:
                 cb(name, action_id)
         return self.shell.qualify(name, wait)
+
+    def watch(self, name: str) -> float:
+        """Keep the peer's next OPTIONS exchanges (the last one) for a while: until when, by the
+        wall clock. KeyError: no such peer; qualify.capture.CaptureFull: too many watched."""
+        eng = self.shell.engine
+        if eng is None or eng.peer(name) is None:
+            raise KeyError(name)
+        return round(self.shell.wall(eng.capture.watch(name, self.shell.clock())), 3)
+
+    def exchange(self, name: str) -> Json:
+        """The last exchange captured for a watched peer, as sent and received (KeyError: no such peer)."""
+        eng = self.shell.engine
+        if eng is None or eng.peer(name) is None:
+            raise KeyError(name)
+        now, wall = self.shell.clock(), self.shell.wall
+        until = eng.capture.until(name, now)
+        x = eng.capture.exchange(name, now)
+        out: Json = {"peer": name, "watching_until": round(wall(until), 3) if until is not None else None,
+                     "request": None, "response": None, "rtt_ms": None}
+        if x is None:
+            return out
+        req = x.request
+        out["request"] = {"time": round(wall(req.time), 6), "to": _hostport(req.dest),
+                          "transmissions": x.transmissions, "size": len(req.data), "bytes": display_bytes(req.data)}
+        res = x.response
+        if res is not None:
+            out["response"] = {"time": round(wall(res.time), 6), "from": _hostport(res.source),
+                               "status": res.status, "size": len(res.data), "bytes": display_bytes(res.data)}
+            out["rtt_ms"] = round(max(0.0, res.time - req.time) * 1000, 3)
+        return out
 
     def add_qualify_listener(self, cb: Callable[[str, str | None], None]) -> None:
         self.qualify_listeners.append(cb)

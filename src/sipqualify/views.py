@@ -133,3 +133,27 @@ def _latency_line(s: dict[str, Any]) -> str:
     return (f"  Latency      : avg {s['avg_ms']:.1f} ms, std {s['std_ms']:.1f} ms, est {s['est_ms']:.1f} ms "
             f"(dev {s['dev_ms']:.1f}), jitter {s['jitter_ms']:.1f} ms, {s['loss_pct']:.1f} % lost of "
             f"{s['loss_window']}\n")
+
+
+def display_bytes(data: bytes) -> str:
+    """A SIP message as text that is safe to show: UTF-8 (what is not, as `\\xNN`), one line per
+    CRLF-ended line (the CRLFs become `\\n`), every other control or format character (a lone CR
+    or LF, NUL, ESC, bidi overrides...) escaped as `\\xNN` / `\\uNNNN`: a terminal or a page shows
+    what arrived and is never steered by it."""
+    lines = data.split(b"\r\n")
+    return "\n".join(_escape_line(line.decode("utf-8", "backslashreplace")) for line in lines)
+
+
+def _escape_line(s: str) -> str:
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ch == "\t":
+            out.append("\\t")
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)

@@ -19,6 +19,7 @@ from aiohttp import web
 from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..net.httplog import ServerLog
+from ..qualify.capture import CaptureFull
 from ..views import stats_json
 from . import dashboard
 from .events import HUB_KEY, EventHub
@@ -191,6 +192,27 @@ async def silence(request: web.Request) -> web.Response:
     p = model.peer(name)
     current = book.match(name, p.cfg.group) if p is not None else None
     return web.json_response({"peer": name, "silenced_until": current.until if current is not None else None})
+
+
+async def capture(request: web.Request) -> web.Response:
+    """Start or extend watching the peer: its OPTIONS exchanges are kept (the last one) until then."""
+    name = request.match_info["name"]
+    try:
+        until = _model(request).watch(name)
+    except KeyError:
+        return _error(404, f"Peer {name} not found.")
+    except CaptureFull as e:
+        return _error(429, f"{e}: try again when one is no longer watched")
+    return web.json_response({"peer": name, "watching_until": until})
+
+
+async def exchange(request: web.Request) -> web.Response:
+    """The last OPTIONS request and response of a watched peer, as sent and received."""
+    name = request.match_info["name"]
+    try:
+        return web.json_response(_model(request).exchange(name))
+    except KeyError:
+        return _error(404, f"Peer {name} not found.")
 
 
 async def reload(request: web.Request) -> web.Response:
@@ -440,6 +462,8 @@ def make_app(model: ReadModel, hub: EventHub) -> web.Application:
     app.router.add_get(f"{API}/peers/{{name}}", peer)
     app.router.add_post(f"{API}/peers/{{name}}/qualify", qualify)
     app.router.add_post(f"{API}/peers/{{name}}/silence", silence)
+    app.router.add_post(f"{API}/peers/{{name}}/capture", capture)
+    app.router.add_get(f"{API}/peers/{{name}}/exchange", exchange)
     app.router.add_get(f"{API}/peers/{{name}}/history", history)
     app.router.add_get(f"{API}/peers/{{name}}/rtt", rtt)
     app.router.add_get(f"{API}/peers/{{name}}/stats", peer_stats)

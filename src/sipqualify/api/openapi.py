@@ -57,6 +57,25 @@ TARGET = {
     },
 }
 
+# the last OPTIONS exchange of a watched peer (qualify/capture.py), bytes as display-safe text
+_SENT = {"type": "object", "required": ["time", "to", "transmissions", "size", "bytes"], "properties": {
+    "time": {"type": "number"}, "to": {"type": "string"}, "transmissions": {"type": "integer", "minimum": 1},
+    "size": {"type": "integer"}, "bytes": {"type": "string"}}}
+_RECEIVED = {"type": "object", "required": ["time", "from", "status", "size", "bytes"], "properties": {
+    "time": {"type": "number"}, "from": {"type": "string"}, "status": {"type": "integer"},
+    "size": {"type": "integer"}, "bytes": {"type": "string"}}}
+EXCHANGE = {
+    "type": "object",
+    "required": ["peer", "watching_until", "request", "response", "rtt_ms"],
+    "properties": {
+        "peer": {"type": "string"},
+        "watching_until": {"type": ["number", "null"]},
+        "request": {"oneOf": [_SENT, {"type": "null"}]},
+        "response": {"oneOf": [_RECEIVED, {"type": "null"}]},
+        "rtt_ms": {"type": ["number", "null"]},
+    },
+}
+
 PEER = {
     "type": "object",
     "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
@@ -218,6 +237,14 @@ def document() -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object", "required": ["peer", "silenced_until"], "properties": {
                     "peer": {"type": "string"}, "silenced_until": {"type": ["number", "null"]}}}),
                     "400": {"description": "bad parameter"}, "404": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/capture": {"post": {
+                "operationId": "capturePeer", "parameters": [NAME],
+                "responses": {"200": _json({"type": "object", "required": ["peer", "watching_until"], "properties": {
+                    "peer": {"type": "string"}, "watching_until": {"type": "number"}}}),
+                    "404": ERROR, "429": ERROR, **UNAUTH}}},
+            "/api/v1/peers/{name}/exchange": {"get": {
+                "operationId": "peerExchange", "parameters": [NAME],
+                "responses": {"200": _json(EXCHANGE), "404": ERROR, **UNAUTH}}},
             "/api/v1/peers/{name}/history": {"get": {
                 "operationId": "peerHistory",
                 "parameters": [NAME, _num("since", "UNIX time"), _num("until", "UNIX time"),

@@ -28,7 +28,7 @@ MALFORMED_LOG_SOURCES = 64  # sources named per interval: spoofed source address
 class ResponseSink(Protocol):
     def owns_branch(self, data: bytes) -> bool: ...
 
-    def receive_response(self, msg: Response, addr: Addr, now: float) -> None: ...
+    def receive_response(self, msg: Response, addr: Addr, now: float, data: bytes = b"") -> None: ...
 
 
 class RequestSink(Protocol):
@@ -86,7 +86,7 @@ class Dispatcher:
             return
         try:
             if isinstance(msg, Response):
-                self.responses.receive_response(msg, addr, now)
+                self.responses.receive_response(msg, addr, now, data)  # as received: for a watched peer
             elif msg.defects and msg.method != "ACK" and (msg.top_via is None or msg.call_id is None):
                 self.malformed(addr, now, msg.defects[0])  # nowhere to send an answer to
             else:

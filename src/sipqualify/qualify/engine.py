@@ -64,6 +64,7 @@ from ..sip.transaction import (
 )
 from . import auth
 from . import state as st
+from .capture import Capture
 from .dispatch import Dispatcher
 from .events import Event, FlapChanged, LatencyChanged, QualifyResult, StateChanged, TransportError, VerdictChanged
 from .inbound import STREAMS, UDP, InboundEndpoint
@@ -305,6 +306,7 @@ class QualifyEngine:
         self.ratecap: RateCap | None = None  # [general] max_rate, max_rate_per_destination (qualify/ratecap.py)
         self._reserved: set[Peer] = set()  # pokes deferred by the rate cap, sent when their slot comes
         self._load_hygiene(self.general)
+        self.capture = Capture()  # the last exchange of the few peers somebody watches (qualify/capture.py)
 
     # ------------------------------------------------------------------ peers
 
@@ -540,6 +542,8 @@ class QualifyEngine:
     def _drop(self, p: Peer) -> None:
         p.removed = True
         self._reserved.discard(p)
+        if self.capture.watched:
+            self.capture.forget(p.name)
         p.poke_gen += 1
         self._end_txn(p)
 
@@ -801,6 +805,8 @@ class QualifyEngine:
         self._out.append((data, dest))
         self.stats.transmissions += 1
         txn.start(now)
+        if self.capture.watched and self.capture.wants(p.name, now):
+            self.capture.sent(p.name, branch, data, dest, now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
         txn.giveup_at = now + policy.giveup_s(p.maxms or DEFAULT_MAXMS)
         self._arm_txn(txn)
@@ -823,6 +829,8 @@ class QualifyEngine:
                 self.stats.transmissions += 1
                 self.stats.retransmissions += 1
                 p.retransmissions += 1
+                if self.capture.watched and self.capture.wants(p.name, now):
+                    self.capture.retransmitted(p.name, txn.branch)
             elif outcome == TIMEOUT:
                 # Timer F before our give-up (only with a give-up later than 32 s): no answer
                 self._give_up(txn, now, force=True)
@@ -924,8 +932,9 @@ class QualifyEngine:
             lastms, rtt = verdict
             self._apply(p, p.state, verdict_result(p.maxms, lastms), lastms, rtt, now)
 
-    def receive_response(self, msg: Response, addr: Addr, now: float) -> None:
-        """A parsed response (from the front door): it completes one of our pokes, or is counted."""
+    def receive_response(self, msg: Response, addr: Addr, now: float, data: bytes = b"") -> None:
+        """A parsed response (from the front door): it completes one of our pokes, or is counted.
+        `data`: the message as received, kept only for a watched peer (qualify/capture.py)."""
         status = msg.status
         branch = msg.branch
         txn = self._txns.get(branch) if branch else None
@@ -946,6 +955,8 @@ class QualifyEngine:
             self.stats.retransmitted_responses += 1
             return
         self._by_class[status // 100 if status < 700 else 6] += 1
+        if self.capture.watched and isinstance(txn.owner, Peer) and self.capture.wants(txn.owner.name, now):
+            self.capture.received(txn.owner.name, txn.branch, data, addr, status, now)
         if outcome == PROVISIONAL:
             return
         if outcome != FINAL:

@@ -40,6 +40,11 @@
   const badge = (state, text) => h("span", { class: `state s-${state}` }, text || state);
   const statusText = (state, lastms) => (state === "OK" || state === "LAGGED" ? `${state} (${lastms} ms)`
     : state === "UNMONITORED" ? "Unmonitored" : state);
+  const CERT_WARN_DAYS = 14;
+  const days = (d) => (d < 0 ? `expired ${(-d).toFixed(1)} days ago` : `${d.toFixed(1)} days left`);
+  // a TLS peer's certificate close to its end (or past it): a badge beside its name
+  const certBadge = (d) => (d === null || d === undefined || d >= CERT_WARN_DAYS ? null
+    : h("span", { class: "cert-warn", title: `TLS certificate: ${days(d)}` }, d < 0 ? "cert expired" : `cert ${Math.floor(d)} d`));
   const beatState = (b, maxms) => (b.rtt_ms === null ? "UNREACHABLE" : b.rtt_ms > maxms ? "LAGGED" : "OK");
   function beats(list, maxms) {
     const top = Math.max(maxms || 1, ...list.map((b) => b.rtt_ms || 0));
@@ -114,6 +119,7 @@
           h("td", {}, h("a", { href: `#/peer/${encodeURIComponent(r.name)}` }, r.name),
             r.silenced_until ? h("span", { class: "silenced", title: `webhooks silenced until ${when(r.silenced_until)}` },
               ` silenced until ${when(r.silenced_until)}`) : null,
+            certBadge(r.tls_cert_days_left),
             r.description ? h("div", { class: "muted" }, r.description) : null),
           h("td", { class: "num rtt" }, ms(r.rtt_ms)),
           h("td", { class: "hide-sm" }, beats(r.beats, r.maxms)),
@@ -166,9 +172,11 @@
     const timeline = h("div", { class: "timeline", "aria-label": "State timeline" });
     const details = h("div", { class: "grid" });
     const transitions = h("tbody", {});
+    const exchange = h("div", { class: "exchange", id: "exchange" }, h("p", { class: "muted" }, "Waiting for the next poll…"));
     main.replaceChildren(h("p", {}, h("a", { href: "#/" }, "← all peers")), title,
       h("div", { class: "actions" }, qualify, ranges, h("span", { class: "actions" }, until, silence, unsilence), result), h("h2", {}, "Round-trip time"), chartBox, summary,
       h("h2", {}, "State timeline"), timeline, h("h2", {}, "Details"), details,
+      h("h2", {}, "Last exchange"), exchange,
       h("h2", {}, "Transitions"), h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Time"), h("th", {}, "From"),
         h("th", {}, "To"), h("th", { class: "num" }, "RTT"))), transitions));
     const dl = (pairs) => h("dl", { class: "card" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v === "" || v === null ? "–" : String(v))]));
@@ -184,7 +192,9 @@
       details.replaceChildren(
         dl([["Host", p.host], ["Address", p.addr_ip ? `${p.addr_ip}:${p.addr_port} (${p.transport})` : ""],
           ["Qualify", p.maxms ? `${p.maxms} ms every ${p.qualifyfreq_ms / 1000} s` : "off"],
-          ["Last qualify", when(p.last_qualify)], ["Last change", when(p.last_change)], ["Description", p.description]]),
+          ["Last qualify", when(p.last_qualify)], ["Last change", when(p.last_change)], ["Description", p.description],
+          ...(p.tls_cert_days_left !== null && p.tls_cert_days_left !== undefined
+            ? [["TLS certificate", days(p.tls_cert_days_left)]] : [])]),
         dl([["Registered contact", p.regcontact], ["User-Agent", p.useragent],
           ["Expires in", p.expire >= 0 ? `${p.expire} s` : ""], ["NAT", `${p.nat.join(", ")}${p.nat_detected ? " (detected)" : ""}`]]),
         dl([["Qualifies", p.qualifies], ["Timeouts", p.timeouts], ["Retransmissions", p.retransmissions],
@@ -255,6 +265,30 @@
         return el;
       }));
     }
+    // the last OPTIONS exchange: captured only while somebody watches the peer (POST capture,
+    // renewed while the page is open), read every 3 s and redrawn when it changed
+    const enc = encodeURIComponent(name);
+    let watchedUntil = 0, shown = "";
+    async function watch() {
+      try { watchedUntil = (await api(`api/v1/peers/${enc}/capture`, { method: "POST" })).watching_until; }
+      catch (e) { exchange.replaceChildren(h("p", { class: "muted" }, `Not captured: ${e.message}`)); }
+    }
+    const side = (title, m, where) => h("section", { class: "msg card" },
+      h("h3", {}, title, " ", h("span", { class: "muted" }, `${where} · ${when(m.time)} · ${m.size} bytes`)),
+      h("pre", {}, m.bytes));
+    async function loadExchange() {
+      if (Date.now() / 1000 > watchedUntil - 300) await watch();
+      const x = await api(`api/v1/peers/${enc}/exchange`);
+      const key = x.request ? `${x.request.time}/${x.request.transmissions}/${x.response ? x.response.time : ""}` : "";
+      if (!x.request || key === shown) return;
+      shown = key;
+      const q = x.request, r = x.response;
+      exchange.dataset.status = r ? String(r.status) : "";
+      exchange.replaceChildren(
+        side("Request", q, `to ${q.to}${q.transmissions > 1 ? ` · sent ${q.transmissions} times (first shown)` : ""}`),
+        r ? side("Response", r, `from ${r.from} · ${ms(x.rtt_ms)} after the first transmission`)
+          : h("section", { class: "msg card" }, h("h3", {}, "Response"), h("p", { class: "muted" }, "no answer (yet)")));
+    }
     const refresh = () => loadPeer().then(loadHistory).catch((e) => { result.textContent = e.message; });
     ranges.replaceChildren(...Object.entries(RANGES).map(([label, s]) => h("button", { type: "button", "aria-pressed": String(s === range),
       onclick: (e) => { range = s; for (const b of ranges.children) b.setAttribute("aria-pressed", String(b === e.target)); refresh(); } }, label)));
@@ -265,7 +299,7 @@
         const res = r.result;
         result.textContent = res && res.answered ? `answered ${res.status_code} in ${ms(res.rtt_ms)} — ${r.status}`
           : `no answer after ${res ? res.transmissions : "?"} transmissions — ${r.status}`;
-        await refresh();
+        await Promise.all([refresh(), loadExchange()]);
       } catch (e) { result.textContent = `failed: ${e.message}`; }
       qualify.disabled = false;
     });
@@ -281,7 +315,9 @@
     const onBatch = (batch) => { if (batch.has(name)) refresh(); };
     listeners.add(onBatch);
     refresh();
-    return () => { listeners.delete(onBatch); if (sipq.chart) { sipq.chart.destroy(); sipq.chart = null; } };
+    const exchanges = setInterval(() => loadExchange().catch(() => {}), 3000);
+    watch().then(loadExchange).catch(() => {});
+    return () => { listeners.delete(onBatch); clearInterval(exchanges); if (sipq.chart) { sipq.chart.destroy(); sipq.chart = null; } };
   }
 
   // ---------------------------------------------------------------- registrations
