@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
@@ -47,7 +47,11 @@ def require_binary(binary: str, package: str) -> str:
     path = shutil.which(binary) or shutil.which(binary, path=os.pathsep.join(SBIN_DIRS))
     if path:
         return path
-    msg = f"{binary} not installed: apt-get install {package}"
+    missing(f"{binary} not installed: apt-get install {package}")
+
+
+def missing(msg: str) -> NoReturn:
+    """Skip the test for want of a program or module; fail it when `CI` is set."""
     if os.environ.get("CI"):
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
@@ -264,19 +268,65 @@ class Kamailio:
     """Kamailio answering OPTIONS with sl_send_reply("200","OK"), in the foreground (-DD -E)."""
 
     def __init__(self, lab: Lab, port: int | None = None) -> None:
-        binary = require_binary("kamailio", "kamailio")
+        self.binary = require_binary("kamailio", "kamailio")
+        self.lab = lab
         self.port = port or free_port()
-        rundir = lab.tmp / f"kamailio-{self.port}"
-        rundir.mkdir()
-        cfg = rundir / "kamailio.cfg"
-        cfg.write_text(KAMAILIO_TEMPLATE.read_text().replace("@PORT@", str(self.port))
-                       .replace("@MPATH@", kamailio_module_dir()))
-        self.proc = lab.spawn(f"kamailio-{self.port}", [binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
-                                                         "-Y", str(rundir), "-w", str(rundir)], cwd=rundir)
-        wait_answering(self.port, "kamailio", 15.0, proc=self.proc)
+        self.rundir = lab.tmp / f"kamailio-{self.port}"
+        self.rundir.mkdir()
+        self.proc = self._start()
+
+    def _config(self) -> dict[str, str]:
+        """Template fields beyond @PORT@ and @MPATH@ (KamailioTls adds its listener)."""
+        return {"@DISABLE_TCP@": "yes", "@LISTEN@": "", "@MODULES@": ""}
+
+    def _start(self) -> Proc:
+        cfg = self.rundir / "kamailio.cfg"
+        text = KAMAILIO_TEMPLATE.read_text().replace("@PORT@", str(self.port)).replace("@MPATH@", kamailio_module_dir())
+        for key, value in self._config().items():
+            text = text.replace(key, value)
+        cfg.write_text(text)
+        proc = self.lab.spawn(f"kamailio-{self.port}", [self.binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M",
+                                                        "4", "-Y", str(self.rundir), "-w", str(self.rundir)],
+                              cwd=self.rundir)
+        wait_answering(self.port, "kamailio", 15.0, proc=proc)
+        return proc
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+KAMAILIO_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = {cert}
+private_key = {key}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
+
+
+class KamailioTls(Kamailio):
+    """Kamailio with the tls module (package kamailio-tls-modules) answering OPTIONS on
+    tls:127.0.0.1:`tls_port` as well as on UDP `port`, with the server certificate `cert` and
+    its key `key` (PEM files, e.g. from trustme)."""
+
+    def __init__(self, lab: Lab, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.tls_port = free_tcp_port()
+        super().__init__(lab)
+
+    def _config(self) -> dict[str, str]:
+        tls_so = Path(kamailio_module_dir()) / "tls.so"
+        if not tls_so.is_file():
+            missing(f"{tls_so} missing: apt-get install kamailio-tls-modules")
+        tls_cfg = self.rundir / "tls.cfg"
+        tls_cfg.write_text(KAMAILIO_TLS_CFG.format(cert=self.cert, key=self.key))
+        return {"@DISABLE_TCP@": "no", "@LISTEN@": f"enable_tls=yes\nlisten=tls:{LOOPBACK}:{self.tls_port}",
+                "@MODULES@": f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")'}
 
 
 # --------------------------------------------------------------------------- tshark
