@@ -360,6 +360,24 @@ class Tshark:
         return [line.split("\t") for line in r.stdout.splitlines() if line.strip()]
 
 
+# --------------------------------------------------------------------------- baresip
+
+
+# baresip 1.0 (baresip-core) as a headless phone: `baresip -f DIR -t SECONDS` with this as DIR/config
+# and its accounts in DIR/accounts; more lines (sip_cafile) may be appended.
+BARESIP_CONFIG = """sip_listen\t\t127.0.0.1:{port}
+sip_transports\t\t{transports}
+audio_player\t\taufile,/dev/null
+audio_source\t\tausine,440
+audio_alert\t\taufile,/dev/null
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module\t\t\tausine.so
+module\t\t\taufile.so
+module_app\t\taccount.so
+"""
+
+
 # --------------------------------------------------------------------------- the daemon
 
 

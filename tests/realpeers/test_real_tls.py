@@ -15,7 +15,18 @@ from typing import Any
 import pytest
 import trustme
 
-from .peers import LOOPBACK, Daemon, KamailioTls, Lab, free_tcp_port, peer, sip_conf
+from .peers import (
+    BARESIP_CONFIG,
+    LOOPBACK,
+    Daemon,
+    KamailioTls,
+    Lab,
+    free_port,
+    free_tcp_port,
+    peer,
+    require_binary,
+    sip_conf,
+)
 
 realpeer = pytest.mark.realpeer
 
@@ -111,3 +122,32 @@ def test_kamailio_tls_wrong_host_name_is_unreachable_with_the_reason(lab: Lab) -
     v = unreachable_because(lab, ("sip.other.example",), False, "localhost")
     assert "hostname mismatch" in v["transport_error"].lower(), v
     assert "localhost" in v["transport_error"], v
+
+
+# --------------------------------------------------------------------------- baresip registering over TLS
+
+
+@realpeer
+def test_baresip_registers_over_tls_and_is_qualified_over_its_connection(lab: Lab) -> None:
+    baresip = require_binary("baresip", "baresip-core")
+    pki = Pki(lab.tmp)
+    general = tls_general(pki, realm="pbx.test")
+    tls_port = int(str(general["tlsbindaddr"]).rsplit(":", 1)[1])
+    d = Daemon(lab, sip_conf({"1001": {"type": "friend", "host": "dynamic", "secret": "s3cret", "qualify": 500,
+                                      "qualifyfreq": 1}}, general))
+    cfg = lab.tmp / "baresip"
+    cfg.mkdir()
+    (cfg / "config").write_text(BARESIP_CONFIG.format(port=free_port(), transports="udp,tls") +
+                                f"sip_cafile\t\t{pki.cafile}\n")
+    (cfg / "accounts").write_text(f"<sip:1001@{LOOPBACK}:{tls_port};transport=tls>;auth_pass=s3cret;regint=60\n")
+    phone = lab.spawn("baresip", [baresip, "-f", str(cfg)])
+    p = d.wait_for("1001", lambda p: p["state"] == "OK" and p["qualifies"] >= 3, "registered over TLS, qualified")
+    assert p["useragent"].startswith("baresip") and p["timeouts"] == 0, p
+    (reg,) = json.loads(d.cli("registrations", "--json").stdout)
+    assert reg["peer"] == "1001" and reg["transport"] == "tls", reg
+    assert (p["addr_ip"], p["addr_port"]) == (LOOPBACK, reg["port"]), (p, reg)
+    st = tls_stats(d)
+    assert st["connects"] == 0 and st["accepted"] >= 1, st  # over baresip's own connection, none opened by us
+    assert st["messages_out"] >= 3 + 2, st  # 401, 200 to REGISTER, then the OPTIONS
+    phone.popen.kill()  # no unregistering: its connection just goes
+    d.wait_state("1001", "UNREACHABLE", timeout=10)
