@@ -37,7 +37,7 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
-        "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp", "tls")}
+        "up", "status", "rtt", "maxms", "qualifies", "retx", "trans", "resp", "tls", "flow_rtt")}
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
     by_class = model.metrics.responses_by_peer
@@ -63,6 +63,10 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
             days = model.tls_cert_days_left(p)
             if days is not None:
                 fams["tls"].append(f"sipqualify_tls_cert_days_left{lab} {days!r}")
+        if p.transport != "udp":
+            ka = model.flow_keepalive(p)
+            if ka is not None and ka["rtt_s"] is not None:
+                fams["flow_rtt"].append(f"sipqualify_flow_keepalive_rtt_seconds{lab} {ka['rtt_s']!r}")
         classes = by_class.get(p.name)
         if classes is not None:
             for i in range(1, 7):
@@ -78,6 +82,8 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "trans": ("sipqualify_peer_transitions_total", "counter", "state transitions"),
         "resp": ("sipqualify_peer_responses_total", "counter", "responses to the peer's OPTIONS by status class"),
         "tls": ("sipqualify_tls_cert_days_left", "gauge", "days until the TLS peer's verified certificate expires"),
+        "flow_rtt": ("sipqualify_flow_keepalive_rtt_seconds", "gauge",
+                     "RTT of the last RFC 5626 CRLF keep-alive answered on the peer's TCP/TLS connection"),
     }
     out: list[str] = []
     for key, lines in fams.items():
