@@ -355,3 +355,45 @@ async def test_keep_in_via_is_granted_on_stream_flows_only(tmp_path: Path) -> No
         assert resp.top_via is not None and resp.top_via.params.get("keep", "absent") is None  # bare, as sent
     finally:
         await svc.close()
+
+
+async def test_tls_connections_read_in_small_buffers_and_take_large_messages(tmp_path: Path) -> None:
+    """asyncio preallocates a 256 KiB read buffer per TLS connection (bench/bench_tls.py: ~300
+    KiB per connection); ours is TLS_READ_BUFFER, and a message larger than it (a 40 KB body,
+    several TLS records) still arrives whole."""
+    import asyncio.sslproto
+
+    from sipqualify.net.tcp import TLS_READ_BUFFER
+
+    certs = Certs(tmp_path)
+    tls_port = free_port(0)
+    svc = await start(tmp_path, {}, f"tlsenable=yes\ntlsbindaddr=127.0.0.1:{tls_port}\n"
+                                    f"tlscertfile={certs.pem('me.pem', 'localhost')}")
+    try:
+        ctx = ssl.create_default_context(cafile=str(certs.cafile))
+        server = ("127.0.0.1", tls_port)
+        phone = await TcpPhone().connect(server, ssl=ctx, server_hostname="localhost")
+        body = "x" * 40_000
+        phone.writer.write(("\r\n".join(options_lines(server)).replace("SIP/2.0/TCP", "SIP/2.0/TLS") +
+                            f"\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        ok = await asyncio.wait_for(phone.responses.get(), 10)
+        assert ok.status == 200
+        assert svc.sockets.tls is not None
+        (conn,) = svc.sockets.tls.conns.values()
+        assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER < 256 * 1024
+        assert len(conn.transport._ssl_protocol._ssl_buffer) == TLS_READ_BUFFER  # type: ignore[union-attr]
+        phone.close()
+    finally:
+        await svc.close()
+
+
+def test_failure_reasons_are_words() -> None:
+    """What `peer X` shows: never an exception's class name (the handshake of a peer that
+    closes the connection raises a ConnectionResetError without errno nor text)."""
+    from sipqualify.net.tls import failure_reason
+
+    assert failure_reason(ConnectionResetError()) == "connection reset"
+    assert failure_reason(ConnectionAbortedError()) == "connection closed"
+    assert failure_reason(ConnectionResetError("Connection lost")) == "connection lost"
+    assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert failure_reason(TimeoutError()) == "timeout"
