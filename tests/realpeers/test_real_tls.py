@@ -151,3 +151,21 @@ def test_baresip_registers_over_tls_and_is_qualified_over_its_connection(lab: La
     assert st["messages_out"] >= 3 + 2, st  # 401, 200 to REGISTER, then the OPTIONS
     phone.popen.kill()  # no unregistering: its connection just goes
     d.wait_state("1001", "UNREACHABLE", timeout=10)
+
+
+@realpeer
+def test_kamailio_answers_our_rfc5626_pings_on_the_tls_flow(lab: Lab) -> None:
+    """`keepalive` on a TLS trunk: double-CRLF pings over the kept connection, Kamailio's CRLF
+    pongs (its `tcp_crlf_ping`, on by default) timed and shown in `peer X` and the API."""
+    pki = Pki(lab.tmp)
+    kam = KamailioTls(lab, *pki.issue("kamailio", "localhost", LOOPBACK))
+    d = Daemon(lab, sip_conf({"carrier": {**trunk(kam.tls_port), "qualifyfreq": 60, "keepalive": 1}},
+                             tls_general(pki)))
+    d.wait_state("carrier", "OK")
+    v = d.wait_for("carrier", lambda p: (p["flow_keepalive"] or {}).get("pongs", 0) >= 3, "3 pongs", timeout=20)
+    ka = v["flow_keepalive"]
+    assert ka["pings"] >= ka["pongs"] >= 3 and ka["rtt_s"] is not None and ka["rtt_s"] > 0, ka
+    st = tls_stats(d)
+    assert st["connects"] == 1 and st["pongs_received"] >= 3, st  # over the one kept connection
+    text = d.cli("peer", "carrier").stdout
+    assert "  Flow ping    : " in text and " answered" in text, text
