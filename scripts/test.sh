@@ -15,3 +15,4 @@ python3 bench/bench_integration.py --peers 5000 --clients 20 --duration 15 --fla
 python3 bench/bench_register.py --users 1000 --rate 500 --sources 10
 python3 bench/bench_flood.py --short
 python3 bench/bench_dashboard.py --short
+python3 bench/bench_tls.py --short

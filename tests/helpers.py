@@ -518,10 +518,13 @@ class AmiClient:
 
 class TlsResponder:
     """A SIP-over-TLS server answering every OPTIONS with 200 on its connection (a TLS trunk);
-    `connections` counts the connections it accepted."""
+    `connections` counts the connections it accepted. With `pong`, a double-CRLF ping gets a
+    CRLF pong (RFC 5626 §4.4.1); `ctx` None: plain TCP."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, pong: bool = False) -> None:
         self.ctx = ctx
+        self.pong = pong
+        self.pings = 0
         self.connections = 0
         self.options: list[Request] = []
         self.server: asyncio.Server | None = None
@@ -537,7 +540,12 @@ class TlsResponder:
         framer = StreamFramer()
         try:
             while data := await reader.read(65536):
-                for raw in framer.feed(data):
+                msgs = framer.feed(data)
+                self.pings += framer.pings
+                if self.pong and framer.pings:
+                    writer.write(b"\r\n" * framer.pings)
+                framer.pings = 0
+                for raw in msgs:
                     msg = parse_message(raw)
                     if isinstance(msg, Request) and msg.method == "OPTIONS":
                         self.options.append(msg)

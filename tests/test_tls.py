@@ -20,8 +20,19 @@ import trustme
 from sipqualify.api.events import EventHub
 from sipqualify.net.tls import CertWatch
 from sipqualify.service import Service, ServiceOptions
+from sipqualify.sip.message import Response, parse_message
 
-from .helpers import TcpPhone, TlsResponder, api_get, free_port, read_events, scrape, sip_conf, wait_for
+from .helpers import (
+    TcpPhone,
+    TlsResponder,
+    api_get,
+    free_port,
+    options_lines,
+    read_events,
+    scrape,
+    sip_conf,
+    wait_for,
+)
 
 
 class Certs:
@@ -249,3 +260,140 @@ async def test_ping_over_tls_verifies_and_reports_why(tmp_path: Path, monkeypatc
     finally:
         good.close()
         bad.close()
+
+
+async def test_keepalive_on_tls_and_tcp_flows_times_the_pong(tmp_path: Path) -> None:
+    """RFC 5626 §4.4.1: `keepalive` on a TCP/TLS flow sends a double-CRLF ping; the single-CRLF
+    pong is timed (peer X, the API, /metrics). A peer that never pongs shows the ping waiting."""
+    from sipqualify.cli import flow_ping
+
+    certs = Certs(tmp_path)
+    trunk = await TlsResponder(certs.server_ctx("localhost", "127.0.0.1"), pong=True).start()
+    mute = await TlsResponder(None).start()  # plain TCP, answers OPTIONS but no ping
+    svc = await start(tmp_path, {"trunk": peer(trunk.port, keepalive=1),
+                                 "mute": {"host": "127.0.0.1", "port": mute.port, "transport": "tcp", "qualify": 500,
+                                          "qualifyfreq": 1, "keepalive": 1}},
+                      f"tlsenable=yes\ntlscafile={certs.cafile}\ntlsbindaddr=127.0.0.1:0\ntcpenable=yes\n"
+                      f"tlscertfile={certs.pem('me.pem', 'sipqualify.test')}")
+    try:
+        assert svc.engine is not None and svc.sockets.tls is not None and svc.sockets.tcp is not None
+        tp, mp = svc.engine.peer("trunk"), svc.engine.peer("mute")
+        assert tp is not None and mp is not None
+
+        def ka(p: Any) -> dict[str, Any]:
+            return svc.model.view(p).flow_keepalive or {"pings": 0, "pongs": 0}
+
+        await wait_for(lambda: ka(tp)["pongs"] >= 2 and ka(mp)["pings"] >= 2, timeout=15)
+        t, m = ka(tp), ka(mp)
+        assert trunk.pings >= 2 and mute.pings >= 2  # double CRLFs on the wire, one each
+        assert t["rtt_s"] is not None and t["rtt_s"] > 0 and t["pings"] >= t["pongs"] >= 2, t
+        assert m["pongs"] == 0 and m["rtt_s"] is None and m["unanswered_s"] >= 0.9, m  # pings 1 s apart
+        assert tp.state == mp.state == "OK"  # keepalive says nothing about the qualify state
+        assert trunk.connections == 1 and mute.connections == 1  # over the kept connections
+        assert svc.sockets.tls.stats["pongs_received"] >= 2 and svc.sockets.tcp.stats["pongs_received"] == 0
+        assert svc.sockets.tcp.stats["pings_sent"] >= 2
+        assert flow_ping(t).endswith(f"ms, {t['pongs']}/{t['pings']} answered")
+        assert flow_ping(m).startswith(f"no pong yet, 0/{m['pings']} answered, a ping unanswered for ")
+        v = await get(svc, "/api/v1/peers/trunk")
+        assert v["flow_keepalive"]["pongs"] >= 2 and v["flow_keepalive"]["rtt_s"] > 0
+        _, text = await asyncio.to_thread(scrape, svc)
+        assert 'sipqualify_flow_keepalive_rtt_seconds{peer="trunk"}' in text
+        assert 'sipqualify_flow_keepalive_rtt_seconds{peer="mute"}' not in text
+    finally:
+        await svc.close()
+        trunk.close()
+        mute.close()
+
+
+async def test_keep_in_via_is_granted_on_stream_flows_only(tmp_path: Path) -> None:
+    """RFC 6223 §4.4.1: a request whose top Via has a bare `keep` gets `keep=<seconds>` in the
+    response's Via when we answer that transport's keep-alive (the CRLF ping on TCP/TLS); a
+    `keep` with a value, and UDP (no STUN keep-alive here), are left as they came."""
+    certs = Certs(tmp_path)
+    me = certs.pem("me.pem", "localhost", "127.0.0.1")
+    tls_port = free_port(0)
+    sip_port = free_port()
+    conf = sip_conf(tmp_path / "sip.conf", sip_port, {"1001": {"host": "dynamic", "secret": "pw"}},
+                    f"tlsenable=yes\ntlsbindaddr=127.0.0.1:{tls_port}\ntlscertfile={me}\nrealm=pbx.test")
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(certs.cafile))
+        server = ("127.0.0.1", tls_port)
+        phone = await TcpPhone().connect(server, ssl=ctx, server_hostname="localhost")
+
+        def with_via_params(lines: list[str], params: str) -> list[str]:
+            return [ln + params if ln.startswith("Via: ") else ln for ln in lines]
+
+        opts = with_via_params(options_lines(server), ";keep")
+        ok = await phone.request([ln.replace("SIP/2.0/TCP", "SIP/2.0/TLS") for ln in opts])
+        assert ok.status == 200 and ok.top_via is not None and ok.top_via.params["keep"] == "120", ok.top_via
+        valued = await phone.request(with_via_params(options_lines(server), ";keep=30"))
+        assert valued.top_via is not None and valued.top_via.params["keep"] == "30"  # not ours to change
+        plain = await phone.request(options_lines(server))
+        assert plain.top_via is not None and "keep" not in plain.top_via.params
+        phone.writer.write(b"\r\n\r\n")  # and the phone's ping is answered on that flow
+        await wait_for(lambda: svc.sockets.tls is not None and svc.sockets.tls.stats["pongs"] == 1, timeout=10)
+        phone.close()
+        udp = with_via_params(options_lines(("127.0.0.1", sip_port)), ";rport;keep")  # rport: back to us
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[bytes] = loop.create_future()
+
+        class Client(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                if not got.done():
+                    got.set_result(data)
+
+        tr, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", sip_port))
+        try:
+            tr.sendto(("\r\n".join(ln.replace("SIP/2.0/TCP", "SIP/2.0/UDP") for ln in udp) +
+                       "\r\nContent-Length: 0\r\n\r\n").encode())
+            resp = parse_message(await asyncio.wait_for(got, 10))
+        finally:
+            tr.close()
+        assert isinstance(resp, Response) and resp.status == 200
+        assert resp.top_via is not None and resp.top_via.params.get("keep", "absent") is None  # bare, as sent
+    finally:
+        await svc.close()
+
+
+async def test_tls_connections_read_in_small_buffers_and_take_large_messages(tmp_path: Path) -> None:
+    """asyncio preallocates a 256 KiB read buffer per TLS connection (bench/bench_tls.py: ~300
+    KiB per connection); ours is TLS_READ_BUFFER, and a message larger than it (a 40 KB body,
+    several TLS records) still arrives whole."""
+    import asyncio.sslproto
+
+    from sipqualify.net.tcp import TLS_READ_BUFFER
+
+    certs = Certs(tmp_path)
+    tls_port = free_port(0)
+    svc = await start(tmp_path, {}, f"tlsenable=yes\ntlsbindaddr=127.0.0.1:{tls_port}\n"
+                                    f"tlscertfile={certs.pem('me.pem', 'localhost')}")
+    try:
+        ctx = ssl.create_default_context(cafile=str(certs.cafile))
+        server = ("127.0.0.1", tls_port)
+        phone = await TcpPhone().connect(server, ssl=ctx, server_hostname="localhost")
+        body = "x" * 40_000
+        phone.writer.write(("\r\n".join(options_lines(server)).replace("SIP/2.0/TCP", "SIP/2.0/TLS") +
+                            f"\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode())
+        ok = await asyncio.wait_for(phone.responses.get(), 10)
+        assert ok.status == 200
+        assert svc.sockets.tls is not None
+        (conn,) = svc.sockets.tls.conns.values()
+        assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER < 256 * 1024
+        assert len(conn.transport._ssl_protocol._ssl_buffer) == TLS_READ_BUFFER  # type: ignore[union-attr]
+        phone.close()
+    finally:
+        await svc.close()
+
+
+def test_failure_reasons_are_words() -> None:
+    """What `peer X` shows: never an exception's class name (the handshake of a peer that
+    closes the connection raises a ConnectionResetError without errno nor text)."""
+    from sipqualify.net.tls import failure_reason
+
+    assert failure_reason(ConnectionResetError()) == "connection reset"
+    assert failure_reason(ConnectionAbortedError()) == "connection closed"
+    assert failure_reason(ConnectionResetError("Connection lost")) == "connection lost"
+    assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
+    assert failure_reason(TimeoutError()) == "timeout"

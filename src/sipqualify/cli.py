@@ -159,6 +159,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
             print(f"  Transport err: {escape_controls(v.transport_error)}")
         if v.tls_cert_days_left is not None:
             print(f"  TLS cert     : expires in {v.tls_cert_days_left:.1f} days")
+        if v.flow_keepalive:
+            print(f"  Flow ping    : {flow_ping(v.flow_keepalive)}")
         sys.stdout.write(dns_lines(v))
         sys.stdout.write(target_lines(v))
         if v.silenced and v.silenced_until is not None:
@@ -181,6 +183,15 @@ def target_lines(v: Any) -> str:
         why = f"  ({t['transport_error']})" if t.get("transport_error") else ""
         lines.append(f"    {t['label']:<52} {t['status']}{why}")
     return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
+
+
+def flow_ping(ka: dict[str, Any]) -> str:
+    """`peer X`: the RFC 5626 keep-alive of a TCP/TLS flow, e.g. "0.21 ms, 12/12 answered"."""
+    rtt = f"{ka['rtt_s'] * 1000:.2f} ms" if ka.get("rtt_s") is not None else "no pong yet"
+    text = f"{rtt}, {ka['pongs']}/{ka['pings']} answered"
+    if ka.get("unanswered_s") is not None:
+        text += f", a ping unanswered for {ka['unanswered_s']:.1f} s"
+    return text
 
 
 def dns_lines(v: Any) -> str:

@@ -145,6 +145,7 @@ class ReadModel(Protocol):
     def view(self, p: Peer) -> PeerView: ...
     def views(self) -> list[PeerView]: ...
     def tls_cert_days_left(self, p: Peer) -> float | None: ...  # TLS peers: days left of their certificate
+    def flow_keepalive(self, p: Peer) -> Json | None: ...  # TCP/TLS peers: RFC 5626 ping/pong of their flow
     def engine_stats(self) -> EngineStats | None: ...
     def now(self) -> float: ...  # engine (monotonic) time, for state that decays (flap penalty)
     def watchdog_stats(self) -> WatchdogStats | None: ...
@@ -180,6 +181,7 @@ class Sockets(Protocol):
     def ws_snapshot(self) -> Json | None: ...
     def wss_snapshot(self) -> Json | None: ...
     def cert_days_left(self, dest: Addr | None, now_wall: float) -> float | None: ...
+    def flow_keepalive(self, dest: Addr | None) -> Json | None: ...
 
 
 class AmiStats(Protocol):
@@ -404,6 +406,7 @@ class ShellReadModel:
             retransmissions=p.retransmissions,
             transport_error=p.transport_error,
             tls_cert_days_left=self.tls_cert_days_left(p),
+            flow_keepalive=self.flow_keepalive(p),
             dns=dns,
             dns_error=dns_error,
             verdict=p.verdict.verdict,
@@ -438,6 +441,11 @@ class ShellReadModel:
         if p.transport != "tls":
             return None
         return self.shell.sockets.cert_days_left(p.dest, self.shell.wallclock())
+
+    def flow_keepalive(self, p: Peer) -> Json | None:
+        if p.transport not in ("tcp", "tls"):
+            return None
+        return self.shell.sockets.flow_keepalive(p.dest)
 
     def status(self) -> Json:
         shell = self.shell

@@ -50,6 +50,8 @@ class PeerView:
     retransmissions: int
     transport_error: str | None = None  # why the last TCP/TLS connection could not be opened; None: it could
     tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
+    # TCP/TLS peers with keepalive: RFC 5626 pings, pongs, rtt_s, unanswered_s of their flow (net/tcp.py)
+    flow_keepalive: dict[str, Any] | None = None
     dns: str | None = None  # how the host name resolved (net/dns.py Resolution.path); None: no name
     dns_error: str | None = None  # why it does not resolve now
     # beyond chan_sip (qualify/verdict.py): the verdict beside the chan_sip state

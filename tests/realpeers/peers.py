@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import pytest
 
@@ -48,7 +48,11 @@ def require_binary(binary: str, package: str) -> str:
     path = shutil.which(binary) or shutil.which(binary, path=os.pathsep.join(SBIN_DIRS))
     if path:
         return path
-    msg = f"{binary} not installed: apt-get install {package}"
+    missing(f"{binary} not installed: apt-get install {package}")
+
+
+def missing(msg: str) -> NoReturn:
+    """Skip the test for want of a program or module; fail it when `CI` is set."""
     if os.environ.get("CI"):
         pytest.fail(msg, pytrace=False)
     pytest.skip(msg)
@@ -276,19 +280,66 @@ class Kamailio:
     foreground (-DD -E)."""
 
     def __init__(self, lab: Lab, port: int | None = None, template: Path = KAMAILIO_TEMPLATE) -> None:
-        binary = require_binary("kamailio", "kamailio")
+        self.binary = require_binary("kamailio", "kamailio")
+        self.lab = lab
+        self.template = template
         self.port = port or free_port()
-        rundir = lab.tmp / f"kamailio-{self.port}"
-        rundir.mkdir()
-        cfg = rundir / "kamailio.cfg"
-        cfg.write_text(template.read_text().replace("@PORT@", str(self.port))
-                       .replace("@MPATH@", kamailio_module_dir()))
-        self.proc = lab.spawn(f"kamailio-{self.port}", [binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M", "4",
-                                                         "-Y", str(rundir), "-w", str(rundir)], cwd=rundir)
-        wait_answering(self.port, "kamailio", 15.0, proc=self.proc)
+        self.rundir = lab.tmp / f"kamailio-{self.port}"
+        self.rundir.mkdir()
+        self.proc = self._start()
+
+    def _config(self) -> dict[str, str]:
+        """Template fields beyond @PORT@ and @MPATH@ (KamailioTls adds its listener)."""
+        return {"@DISABLE_TCP@": "yes", "@LISTEN@": "", "@MODULES@": ""}
+
+    def _start(self) -> Proc:
+        cfg = self.rundir / "kamailio.cfg"
+        text = self.template.read_text().replace("@PORT@", str(self.port)).replace("@MPATH@", kamailio_module_dir())
+        for key, value in self._config().items():
+            text = text.replace(key, value)
+        cfg.write_text(text)
+        proc = self.lab.spawn(f"kamailio-{self.port}", [self.binary, "-f", str(cfg), "-DD", "-E", "-m", "32", "-M",
+                                                        "4", "-Y", str(self.rundir), "-w", str(self.rundir)],
+                              cwd=self.rundir)
+        wait_answering(self.port, "kamailio", 15.0, proc=proc)
+        return proc
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+KAMAILIO_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = {cert}
+private_key = {key}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
+
+
+class KamailioTls(Kamailio):
+    """Kamailio with the tls module (package kamailio-tls-modules) answering OPTIONS on
+    tls:127.0.0.1:`tls_port` as well as on UDP `port`, with the server certificate `cert` and
+    its key `key` (PEM files, e.g. from trustme)."""
+
+    def __init__(self, lab: Lab, cert: Path, key: Path) -> None:
+        self.cert, self.key = cert, key
+        self.tls_port = free_tcp_port()
+        super().__init__(lab)
+
+    def _config(self) -> dict[str, str]:
+        tls_so = Path(kamailio_module_dir()) / "tls.so"
+        if not tls_so.is_file():
+            missing(f"{tls_so} missing: apt-get install kamailio-tls-modules")
+        tls_cfg = self.rundir / "tls.cfg"
+        tls_cfg.write_text(KAMAILIO_TLS_CFG.format(cert=self.cert, key=self.key))
+        return {"@DISABLE_TCP@": "no", "@LISTEN@": f"enable_tls=yes\nlisten=tls:{LOOPBACK}:{self.tls_port}",
+                "@MODULES@": f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")'}
 
 
 # --------------------------------------------------------------------------- tshark
@@ -320,6 +371,24 @@ class Tshark:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         assert r.returncode == 0, r.stderr
         return [line.split("\t") for line in r.stdout.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- baresip
+
+
+# baresip 1.0 (baresip-core) as a headless phone: `baresip -f DIR -t SECONDS` with this as DIR/config
+# and its accounts in DIR/accounts; more lines (sip_cafile) may be appended.
+BARESIP_CONFIG = """sip_listen\t\t127.0.0.1:{port}
+sip_transports\t\t{transports}
+audio_player\t\taufile,/dev/null
+audio_source\t\tausine,440
+audio_alert\t\taufile,/dev/null
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module\t\t\tausine.so
+module\t\t\taufile.so
+module_app\t\taccount.so
+"""
 
 
 # --------------------------------------------------------------------------- the daemon

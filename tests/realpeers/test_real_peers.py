@@ -24,6 +24,7 @@ import pytest
 
 from . import peers as peers_module
 from .peers import (
+    BARESIP_CONFIG,
     LOOPBACK,
     Daemon,
     Kamailio,
@@ -174,19 +175,6 @@ def test_tcp_peer_is_qualified_over_one_kept_connection(lab: Lab) -> None:
 # --------------------------------------------------------------------------- baresip registering
 
 
-BARESIP_CONFIG = """sip_listen\t\t127.0.0.1:{port}
-sip_transports\t\tudp
-audio_player\t\taufile,/dev/null
-audio_source\t\tausine,440
-audio_alert\t\taufile,/dev/null
-module_path\t\t/usr/lib/baresip/modules
-module\t\t\tg711.so
-module\t\t\tausine.so
-module\t\t\taufile.so
-module_app\t\taccount.so
-"""
-
-
 @realpeer
 def test_baresip_registers_with_digest_and_is_qualified(lab: Lab) -> None:
     """A real phone stack (baresip 1.0 / libre) against the registrar: digest auth with qop,
@@ -197,7 +185,7 @@ def test_baresip_registers_with_digest_and_is_qualified(lab: Lab) -> None:
     phone_port = free_port()
     cfg = lab.tmp / "baresip"
     cfg.mkdir()
-    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port))
+    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port, transports="udp"))
     d = Daemon(lab, sip_conf({"1001": {"type": "friend", "host": "dynamic", "secret": "s3cret", "qualify": "yes",
                                       "qualifyfreq": 2}}, {"realm": "pbx.test"}))
     (cfg / "accounts").write_text(f"<sip:1001@{LOOPBACK}:{d.sip_port}>;auth_pass=s3cret;regint=60\n")
@@ -251,7 +239,7 @@ def test_baresip_registers_to_a_pjsip_aor_and_is_qualified(lab: Lab) -> None:
     phone_port = free_port()
     cfg = lab.tmp / "baresip"
     cfg.mkdir()
-    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port))
+    (cfg / "config").write_text(BARESIP_CONFIG.format(port=phone_port, transports="udp"))
     d = Daemon(lab, PJSIP_CONF, name="pjsip")
     (cfg / "accounts").write_text(f"<sip:1001@{LOOPBACK}:{d.sip_port}>;auth_pass=s3cret;regint=60\n")
     phone = lab.spawn("baresip", [baresip, "-f", str(cfg), "-t", "10"])

@@ -89,6 +89,22 @@ def test_stream_framer_every_split_and_pings() -> None:
         StreamFramer().feed(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n")
 
 
+def test_stream_framer_pongs_rfc5626_4_4_1() -> None:
+    """A single CRLF is a pong: before a message it is counted at once; alone at the end of what
+    came it may still be half a ping, and `take_pong()` settles it as a pong."""
+    msg = parse_message(REQ).to_bytes()
+    for cut in range(len(msg) + 2):
+        f = StreamFramer()
+        stream = b"\r\n" + msg
+        assert f.feed(stream[:cut]) + f.feed(stream[cut:]) == [msg], cut
+        assert (f.pongs, f.pings) == (1, 0), cut
+    f = StreamFramer()
+    assert f.feed(b"\r\n") == [] and f.pongs == 0
+    assert f.take_pong() and f.pongs == 1 and not f.take_pong()
+    assert f.feed(b"\r\n") == [] and f.feed(b"\r\n") == [] and f.pings == 1  # two halves: a ping
+    assert not f.take_pong() and f.pongs == 1
+
+
 @pytest.mark.parametrize(("via", "branch"), [
     ("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKabc;rport", "z9hG4bKabc"),
     ("SIP/2.0/UDP 10.0.0.1;Branch=z9hG4bKcase", "z9hG4bKcase"),  # parameter names are case-insensitive

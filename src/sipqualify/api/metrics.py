@@ -40,7 +40,7 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
         "up", "status", "verdict", "flapping", "penalty", "est", "jitter", "loss", "rtt", "maxms", "qualifies", "retx",
-        "trans", "resp", "tls", "t_up", "t_status", "t_rtt")}
+        "trans", "resp", "tls", "flow_rtt", "t_up", "t_status", "t_rtt")}
     now = model.now()
     up, status, rtt, maxms = fams["up"], fams["status"], fams["rtt"], fams["maxms"]
     qual, retx, trans, resp = fams["qualifies"], fams["retx"], fams["trans"], fams["resp"]
@@ -79,6 +79,10 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
             days = model.tls_cert_days_left(p)
             if days is not None:
                 fams["tls"].append(f"sipqualify_tls_cert_days_left{lab} {days!r}")
+        if p.transport != "udp":
+            ka = model.flow_keepalive(p)
+            if ka is not None and ka["rtt_s"] is not None:
+                fams["flow_rtt"].append(f"sipqualify_flow_keepalive_rtt_seconds{lab} {ka['rtt_s']!r}")
         for t in model.targets(p.name):  # qualify_targets = all: under the peer's place in the cap
             tlab = f'peer="{name}",target="{_label(t.target.label)}"'
             ts = t.state
@@ -109,6 +113,8 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
         "trans": ("sipqualify_peer_transitions_total", "counter", "state transitions"),
         "resp": ("sipqualify_peer_responses_total", "counter", "responses to the peer's OPTIONS by status class"),
         "tls": ("sipqualify_tls_cert_days_left", "gauge", "days until the TLS peer's verified certificate expires"),
+        "flow_rtt": ("sipqualify_flow_keepalive_rtt_seconds", "gauge",
+                     "RTT of the last RFC 5626 CRLF keep-alive answered on the peer's TCP/TLS connection"),
         "t_up": ("sipqualify_peer_target_up", "gauge", "1 if the DNS target answered its last qualify"),
         "t_status": ("sipqualify_peer_target_status", "gauge", "state of the DNS target, one series per state"),
         "t_rtt": ("sipqualify_peer_target_rtt_seconds", "gauge", "RTT of the DNS target's last answered qualify"),

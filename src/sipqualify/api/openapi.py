@@ -118,6 +118,10 @@ PEER = {
                                            "`certificate has expired`; null once the peer answers"},
         "tls_cert_days_left": {"type": ["number", "null"],
                                "description": "TLS peers: days until the peer's verified certificate expires"},
+        "flow_keepalive": {"type": ["object", "null"],
+                           "description": "TCP/TLS peers with keepalive: RFC 5626 double-CRLF pings sent on "
+                                          "the peer's connection, pongs received, rtt_s of the last pong, "
+                                          "unanswered_s of a ping still waiting; null before the first ping"},
         "dns": {"type": ["string", "null"]},
         "dns_error": {"type": ["string", "null"]},
         "targets": {"type": ["array", "null"], "items": TARGET,

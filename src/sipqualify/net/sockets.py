@@ -170,6 +170,16 @@ class SipSockets:
     def cert_days_left(self, dest: Addr | None, now_wall: float) -> float | None:
         return self.certs.days_left(dest, now_wall)
 
+    def flow_keepalive(self, dest: Addr | None) -> dict[str, Any] | None:
+        """RFC 5626 keep-alive of the TCP/TLS connection to or from `dest` (TcpServer.keepalive)."""
+        if dest is None:
+            return None
+        for srv in (self.tcp, self.tls):  # a WebSocket has no CRLF ping
+            ka = srv.keepalive(dest) if srv is not None else None
+            if ka is not None:
+                return ka
+        return None
+
     def local_addresses(self) -> list[Addr]:
         return [ep.local for ep in self.endpoints.values()]
 

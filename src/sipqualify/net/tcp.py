@@ -13,7 +13,9 @@ told of each connection we opened, once it is up (for its peer certificate).
 Phones connect, REGISTER and are qualified over their own connection. Each connection runs
 a `StreamFramer` (Content-Length framing, 64 KiB limit); complete messages go to
 `on_message(data, addr, t_rx)` exactly like datagrams, with `addr` the remote end of the
-connection. A double-CRLF keepalive ping gets a single-CRLF pong (RFC 5626 §4.4.1).
+connection. A double-CRLF keepalive ping gets a single-CRLF pong (RFC 5626 §4.4.1); a ping
+we send (the engine's `keepalive` on a TCP/TLS flow) is timed until its pong: `keepalive(addr)`
+gives the flow's last pong RTT, and how long a ping has waited unanswered.
 
 `conns` maps the remote address to its connection, so the shell can send to an address over
 the connection it has (`send`). Bad input never raises: a framing error closes that
@@ -39,11 +41,18 @@ lock phones out:
 Connections we opened (`outbound`) and registered ones are never closed to make room; those
 closed for a limit are aborted, so that their file is free at once.
 Everything is counted in `stats`; closures for a limit are logged at most once a minute.
+
+A TLS connection costs what asyncio's `SSLProtocol` allocates: a read buffer of `max_size`,
+256 KiB and zeroed (so resident), per connection: 2.5 GiB for 10,000 TLS peers
+(bench/bench_tls.py measured 298 KiB per connection). `TLS_READ_BUFFER` (16 KiB, the most
+plaintext one TLS record carries, so one read still takes a whole record) replaces it once a
+TLS server is made: reads loop until OpenSSL has nothing more, so only their size changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as sslproto
 import errno
 import logging
 import socket
@@ -69,10 +78,13 @@ LOG_EVERY = 60.0  # seconds between two log lines about the same kind of limit
 BACKLOG = 1024  # phones reconnecting at once after a restart
 ACCEPT_BATCH = 32  # accepts per readiness: other work runs between batches
 ACCEPT_PAUSE = 0.5  # seconds a listener rests after accept() failed for want of files
+TLS_READ_BUFFER = 16 * 1024  # bytes per TLS read: one record's plaintext (asyncio's: 256 KiB)
 OUT_OF_FILES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 STATS = ("accepted", "refused", "evicted", "accept_errors", "closed", "idle_closed", "message_timeouts",
          "unfinished_evicted", "pings", "pongs", "framing_errors", "messages_in", "bytes_in", "messages_out",
-         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors", "handshake_errors")
+         "bytes_out", "write_overflows", "no_connection", "connects", "connect_errors", "handshake_errors",
+         "pings_sent", "pongs_received")
+PING = b"\r\n\r\n"  # RFC 5626 §4.4.1 keep-alive ping on a stream; its pong is one CRLF
 
 
 def unfinished_bytes(framer: StreamFramer) -> int:
@@ -85,7 +97,7 @@ def unfinished_bytes(framer: StreamFramer) -> int:
 
 class TcpConnection(asyncio.Protocol):
     __slots__ = ("server", "transport", "addr", "framer", "last_rx", "timer", "open", "outbound", "registered",
-                 "unfinished", "unfinished_since", "msg_timer")
+                 "unfinished", "unfinished_since", "msg_timer", "ping_at", "ka_rtt", "ka_pings", "ka_pongs")
 
     def __init__(self, server: TcpServer, outbound: bool = False) -> None:
         self.server = server
@@ -100,6 +112,10 @@ class TcpConnection(asyncio.Protocol):
         self.unfinished = 0  # bytes of an unfinished message in `framer`
         self.unfinished_since: float | None = None  # when that message began
         self.msg_timer: asyncio.TimerHandle | None = None
+        self.ping_at: float | None = None  # when the oldest unanswered ping we sent went
+        self.ka_rtt: float | None = None  # seconds from our last answered ping to its pong
+        self.ka_pings = 0
+        self.ka_pongs = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -149,6 +165,12 @@ class TcpConnection(asyncio.Protocol):
             if self.open and self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"\r\n" * n)  # one CRLF pong per CRLFCRLF ping
                 st["pongs"] += n
+        if self.ping_at is not None and (framer.pongs or framer.take_pong()):
+            self.ka_rtt = now - self.ping_at
+            self.ping_at = None
+            self.ka_pongs += 1
+            st["pongs_received"] += 1
+        framer.pongs = 0
         if msgs:
             st["messages_in"] += len(msgs)
             for m in msgs:
@@ -205,7 +227,13 @@ class TcpConnection(asyncio.Protocol):
             return False
         t.write(data)
         st = self.server.stats
-        st["messages_out"] += 1
+        if data == PING:
+            if self.ping_at is None:
+                self.ping_at = self.server.clock()
+            self.ka_pings += 1
+            st["pings_sent"] += 1
+        else:
+            st["messages_out"] += 1
         st["bytes_out"] += len(data)
         if t.get_write_buffer_size() > self.server.max_write_buffer:
             st["write_overflows"] += 1
@@ -247,6 +275,8 @@ class TcpServer:
         self.name = name  # TCP | TLS: in log lines
         self.ssl_server = ssl_server
         self.ssl_client = ssl_client
+        if ssl_server is not None or ssl_client is not None:
+            small_tls_read_buffers()
         self.sni: dict[Addr, str] = {}  # TLS peers we connect to: their host name, when not an IP
         self.on_connected: Callable[[Addr, TcpConnection], None] | None = None
         self.on_message = on_message
@@ -469,6 +499,16 @@ class TcpServer:
         conn = self.conns.get(addr)
         return conn is not None and conn.send(data)
 
+    def keepalive(self, addr: Addr) -> dict[str, Any] | None:
+        """RFC 5626 keep-alive on the connection from `addr`: our pings, their pongs, the last
+        pong's RTT (s) and how long the oldest unanswered ping has waited (s); None: no
+        connection, or no ping sent on it yet."""
+        conn = self.conns.get(addr)
+        if conn is None or not conn.ka_pings:
+            return None
+        return {"pings": conn.ka_pings, "pongs": conn.ka_pongs, "rtt_s": conn.ka_rtt,
+                "unanswered_s": self.clock() - conn.ping_at if conn.ping_at is not None else None}
+
     def connect_and_send(self, addr: Addr, data: bytes) -> None:
         """Open a connection to `addr` (a peer qualified over TCP, as chan_sip does for
         `transport=tcp`) and send `data` once it is up; what is sent meanwhile waits with it. The
@@ -539,6 +579,12 @@ class TcpServer:
             self._forget(conn)
             if t is not None:
                 t.abort()
+
+
+def small_tls_read_buffers() -> None:
+    """asyncio's SSLProtocol reads (and preallocates per connection) `max_size` bytes: a class
+    attribute, read when a connection is made; every TLS connection in this process gets ours."""
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
 
 def nodelay(sock: socket.socket) -> None:

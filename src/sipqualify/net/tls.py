@@ -102,6 +102,8 @@ def failure_reason(e: BaseException) -> str:
         return "timeout"
     elif isinstance(e, OSError) and e.errno:
         text = os.strerror(e.errno) if e.errno in errno.errorcode else str(e)
+    elif isinstance(e, ConnectionError) and not str(e):  # asyncio's, without errno: the peer closed
+        return "connection reset" if isinstance(e, ConnectionResetError) else "connection closed"
     else:
         text = str(e) or type(e).__name__
     text = text.rstrip(".")

@@ -701,10 +701,12 @@ class QualifyEngine:
 
     def _keepalive(self, p: Peer, now: float) -> None:
         """keepalive=N (chan_sip sip_send_keepalive): a bare CRLF, no answer expected. Unlike
-        chan_sip it stops while the peer has no address and restarts when it registers."""
+        chan_sip it stops while the peer has no address and restarts when it registers. On a
+        TCP/TLS flow it is RFC 5626 §4.4.1's double-CRLF ping instead, whose single-CRLF pong
+        the connection times (net/tcp.py), so the flow's liveness is known between qualifies."""
         if p.dest is None:
             return
-        self._out.append((b"\r\n", p.dest))
+        self._out.append((b"\r\n\r\n" if p.transport in ("tcp", "tls") else b"\r\n", p.dest))
         self.stats.keepalives += 1
         self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 

@@ -47,7 +47,7 @@ from typing import Protocol
 from urllib.parse import unquote
 
 from ..addr import Addr
-from ..sip.message import Request, make_response
+from ..sip.message import Request, Response, grant_keep, make_response
 from ..sip.options import ALLOW
 from ..sip.server_txn import PENDING, ServerTransactions
 from .events import SecurityEvent
@@ -62,6 +62,9 @@ WS = "ws"  # SIP over WebSocket (RFC 7118)
 WSS = "wss"
 WEBSOCKETS = (WS, WSS)
 STREAMS = (TCP, TLS, WS, WSS)  # connection transports: answers and pokes go over the request's connection
+# RFC 6223: the `keep=` we grant a flow whose request asked with a bare `;keep` in its Via (TCP/TLS:
+# the CRLF ping of RFC 5626 §4.4.1, which net/tcp.py answers); §4.4.1's 95-120 s for TCP
+KEEP_INTERVAL_S = 120
 
 ACCEPT = "application/sdp"
 KNOWN_METHODS = frozenset(("INVITE", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "REFER", "INFO", "MESSAGE", "PUBLISH",
@@ -234,7 +237,7 @@ class InboundEndpoint:
         if status != 200:
             extra = extra[:2]
         resp = make_response(req, status, reason, received=flow.remote, to_tag="as" + os.urandom(4).hex(), extra=extra)
-        self._answer(resp.to_bytes(), req, flow)
+        self._answer(self._keep(resp, flow).to_bytes(), req, flow)
         self.stats.requests_answered += 1
 
     def commit_done(self, token: int, error: str | None, now: float) -> None:
@@ -325,6 +328,13 @@ class InboundEndpoint:
 
     # ------------------------------------------------------------------ internals
 
+    @staticmethod
+    def _keep(resp: Response, flow: Flow) -> Response:
+        """RFC 6223 `keep`: granted on TCP/TLS flows, where we answer the CRLF ping."""
+        if flow.transport in (TCP, TLS):  # the CRLF ping: not on WebSockets
+            grant_keep(resp, KEEP_INTERVAL_S)
+        return resp
+
     def _answer(self, data: bytes, req: Request, flow: Flow) -> None:
         if flow.transport == UDP:  # RFC 3261 §18.2.2 / RFC 3581: the Via's port unless rport
             dest = req.response_dest(flow.remote)
@@ -379,7 +389,7 @@ class InboundEndpoint:
             self._events.append(BindingChanged(token, peer, b, req.headers.get("To") or ""))
 
     def _finish(self, req: Request, flow: Flow, out: RegisterOutcome, key: Hashable | None, now: float) -> None:
-        data = out.response.to_bytes()
+        data = self._keep(out.response, flow).to_bytes()
         if key is not None:
             self.server_txns.answered(key, data)
         self._answer(data, req, flow)

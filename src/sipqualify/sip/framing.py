@@ -2,7 +2,10 @@
 
 `feed()` returns complete messages; leading CRLFs between messages are keepalives
 (RFC 5626 §4.4.1: a double-CRLF "ping" is answered with a single-CRLF "pong"); their count
-is in `pings` so the transport can answer them.
+is in `pings` so the transport can answer them, and single CRLFs before a message (pongs
+to our pings) are counted in `pongs`. A lone CRLF that ends what has come so far may be a
+pong or the first half of a ping: `take_pong()` settles it as a pong, for a connection that
+is waiting for one.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class StreamFramer:
         self.max_message = max_message
         self._buf = bytearray()
         self.pings = 0  # double-CRLF keepalives seen and not yet collected
+        self.pongs = 0  # single CRLFs before a message, not yet collected
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buf += data
@@ -29,6 +33,7 @@ class StreamFramer:
                 self.pings += 1
             if buf[:2] == b"\r\n" and len(buf) >= 4:
                 del buf[:2]
+                self.pongs += 1
                 continue
             if bytes(buf) in (b"\r\n", b"\r\n\r", b"\r"):
                 break
@@ -56,3 +61,11 @@ class StreamFramer:
             out.append(bytes(buf[:total]))
             del buf[:total]
         return out
+
+    def take_pong(self) -> bool:
+        """What is held is exactly one CRLF: consume it as a pong (RFC 5626 §4.4.1)."""
+        if self._buf != b"\r\n":
+            return False
+        self._buf.clear()
+        self.pongs += 1
+        return True

@@ -111,6 +111,14 @@ class Headers:
         self.remove(name)
         self.add(name, value)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """The first `name` header gets `value`, in place (others and the order stay)."""
+        key = canonical(name).lower()
+        for i, (k, _) in enumerate(self._items):
+            if k.lower() == key:
+                self._items[i] = (k, value)
+                return
+
     def remove(self, name: str) -> None:
         key = canonical(name).lower()
         self._items = [(k, v) for k, v in self._items if k.lower() != key]

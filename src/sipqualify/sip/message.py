@@ -444,6 +444,25 @@ def parse_message(data: bytes) -> Message:
     return msg
 
 
+def grant_keep(resp: Response, seconds: int) -> bool:
+    """RFC 6223 §4.4.1: a response to a request whose top Via carries a bare `keep` says, as
+    `keep=<seconds>`, that we answer keep-alives on this flow and how often we expect them.
+    Only for transports whose keep-alive we answer (the CRLF ping of RFC 5626 §4.4.1 on
+    TCP/TLS): the caller decides. True if the Via asked and got its value."""
+    vias = resp.headers.get_all("Via")
+    if not vias:
+        return False
+    try:
+        via = parse_via(vias[0])
+    except SipParseError:
+        return False
+    if "keep" not in via.params or via.params["keep"] is not None:
+        return False
+    via.params["keep"] = str(seconds)
+    resp.headers.replace_first("Via", str(via))
+    return True
+
+
 def make_response(
     req: Request,
     status: int,
