@@ -397,3 +397,33 @@ def test_failure_reasons_are_words() -> None:
     assert failure_reason(ConnectionResetError("Connection lost")) == "connection lost"
     assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == "connection refused"
     assert failure_reason(TimeoutError()) == "timeout"
+
+
+async def test_tls_and_tcp_peers_over_ipv6(tmp_path: Path) -> None:
+    """IPv6 on the connection transports (issue 11 "Everywhere"): a TLS trunk and a TCP trunk on
+    ::1, each qualified over one kept connection from the daemon's IPv6 side."""
+    certs = Certs(tmp_path)
+    tls = await TlsResponder(certs.server_ctx("localhost", "::1", days=40)).start("::1")
+    tcp = await TlsResponder(None).start("::1")
+    conf = sip_conf(tmp_path / "sip.conf", free_port(), {
+        "v6-tls": peer(tls.port, host="::1"),
+        "v6-tcp": {"host": "::1", "port": tcp.port, "transport": "tcp", "qualify": 500, "qualifyfreq": 1},
+    }, f"tcpenable=yes\ntlsenable=yes\ntlscafile={certs.cafile}\ntlsbindaddr=127.0.0.1:0\n"
+       f"tlscertfile={certs.pem('me6.pem', 'sipqualify.test')}")
+    # dual stack, as an operator with IPv6 trunks runs it: the Via names the IPv6 side
+    svc = Service(ServiceOptions(conf, "127.0.0.1", 0, str(tmp_path / "s"),
+                                 sip_bind=[("127.0.0.1", free_port()), ("::1", free_port())]))
+    await svc.start()
+    try:
+        assert svc.engine is not None
+        ptls, ptcp = svc.engine.peer("v6-tls"), svc.engine.peer("v6-tcp")
+        assert ptls is not None and ptcp is not None
+        await wait_for(lambda: ptls.qualifies >= 2 and ptcp.qualifies >= 2, timeout=15)
+        assert (ptls.state, ptcp.state) == ("OK", "OK"), (ptls.transport_error, ptcp.transport_error)
+        assert tls.connections == 1 and tcp.connections == 1
+        assert tls.options[0].headers.get("Via", "").startswith("SIP/2.0/TLS [")  # an IPv6 Via host
+        assert tcp.options[0].headers.get("Via", "").startswith("SIP/2.0/TCP [")
+    finally:
+        await svc.close()
+        tls.close()
+        tcp.close()
