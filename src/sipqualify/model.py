@@ -31,6 +31,7 @@ TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 NAT_MODES = ("no", "force_rport", "comedia", "auto_force_rport", "auto_comedia")
 RETRANSMIT_POLICIES = ("asterisk", "rfc3261")
 QUALIFY_HEADERS = ("own", "asterisk")  # Allow/Supported of the qualify OPTIONS (sip/options.py)
+QUALIFY_METHODS = ("OPTIONS", "INFO", "NOTIFY")  # the qualify request's method (NOTIFY: Event: keep-alive)
 QUALIFY_TARGETS = ("first", "all")  # first: chan_sip's one DNS target; all: every target, rolled up (PJSIP)
 
 
@@ -64,6 +65,12 @@ class PeerConfig:
     context: str = "default"
     retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
     port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here
+    # probe shape (sip/options.py build_options): all off by default, chan_sip's request byte for byte
+    qualify_to_user: str | None = None  # user part of To
+    qualify_ruri_user: str | None = None  # user part of the Request-URI (a static host's; chan_sip: none)
+    qualify_max_forwards: int = 70
+    qualify_headers_extra: tuple[str, ...] = ()  # whole header lines, before Content-Length
+    qualify_method: str = "OPTIONS"  # one of QUALIFY_METHODS
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)

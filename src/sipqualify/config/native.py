@@ -26,13 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
-from .options import _POLICY_KEYS, NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
+from .options import _POLICY_KEYS, _PROBE_KEYS, NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
 from .pjsip import load_pjsip_conf
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
 
 #: what the top level of the file may hold: its own keys (sip_conf) and the tables
 TOP_KEYS = (*TOML_OPTIONS["top"], *(s if s != "peer" else "peers" for s in SECTIONS if s != "top"))
-POLICY_KEYS = (*TOML_OPTIONS["policies"], *_POLICY_KEYS)
+POLICY_KEYS = (*TOML_OPTIONS["policies"], *_POLICY_KEYS, *_PROBE_KEYS)
 WEBHOOK_KEYS = tuple(TOML_OPTIONS["webhooks"])
 
 Path = tuple[str, ...]
@@ -290,7 +290,7 @@ def _policies(r: TomlReader, cfg: Config, tables: Any, peer_tables: dict[str, An
             if k not in POLICY_KEYS:
                 r.warning((*w, k), f"unknown option '{k}' in policy '{name}' ignored")
         values: list[tuple[str, str, Any]] = []
-        for k in _POLICY_KEYS:
+        for k in (*_POLICY_KEYS, *_PROBE_KEYS):
             if k in t:
                 read, _ = r.read("peer", w, {k: t[k]}, Ctx(base=r.base), "")
                 values += [(k, target, v) for target, v in read]

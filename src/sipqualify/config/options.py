@@ -22,6 +22,7 @@ for values that depend on others: `host` and `port`, `udpbindaddr` and `bindport
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -36,6 +37,7 @@ from ..model import (
     DEFAULT_WSS_BINDPORT,
     NAT_MODES,
     QUALIFY_HEADERS,
+    QUALIFY_METHODS,
     QUALIFY_TARGETS,
     RETRANSMIT_POLICIES,
     TRANSPORTS,
@@ -609,6 +611,97 @@ class Codes(Kind):
         return s if s is NOTHING else self.conf(r, where, key, s, ctx)
 
 
+# RFC 3261 §25.1 `user`: unreserved / escaped / user-unreserved
+_USER_RE: Final = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
+# RFC 3261 §25.1 message-header: a token name, HCOLON, a value without CR, LF or other controls but HTAB
+_HEADER_RE: Final = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)")
+#: headers sipqualify writes itself (and matches answers by): never an extra header line
+OWN_HEADERS: Final = frozenset(("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "content-length", "l",
+                                "max-forwards", "contact", "m", "event", "o"))
+
+
+@dataclass(frozen=True, slots=True)
+class UserPart(TextKind):
+    """The user part of a SIP URI (RFC 3261 `user`, escapes written as `%HH`). Empty: unset.
+    Not chan_sip's: anything else is an error in both files."""
+
+    toml_type = "string"
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        s = text.strip()
+        if not s:
+            return None
+        if _USER_RE.fullmatch(s) is None:
+            r.error(where, f"{key}: '{s}' is not the user part of a SIP URI (write other characters as %HH)")
+            return NOTHING
+        return s
+
+
+def header_line(r: Reporter, where: Any, key: str, text: str) -> str | None:
+    """One extra header line `Name: value` (a token name, no CR/LF), as sent; None (and an error) if not."""
+    m = _HEADER_RE.fullmatch(text.strip())
+    if m is None:
+        r.error(where, f"{key}: {text.strip()!r} is not a header line 'Name: value' (a token name, no control "
+                       "characters)")
+        return None
+    if m.group(1).lower() in OWN_HEADERS:
+        r.error(where, f"{key}: sipqualify writes the {m.group(1)} header itself")
+        return None
+    return f"{m.group(1)}: {m.group(2).rstrip()}"
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLine(Kind):
+    """sip.conf `qualify_header=Name: value`, repeated (Option.repeat): one line each -> a 1-tuple;
+    empty: none (forgets the lines before it)."""
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        if not text.strip():
+            return ()
+        line = header_line(r, where, key, text)
+        return NOTHING if line is None else (line,)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderLines(Kind):
+    """TOML: a list of header lines `"Name: value"`."""
+
+    toml_type = "list of strings"
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            r.error(where, f"{key} must be a list of strings like \"X-Probe: sipqualify\"")
+            return NOTHING
+        lines = [header_line(r, where, key, x) for x in v]
+        return NOTHING if None in lines else tuple(line for line in lines if line is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class MaxForwards(TextKind):
+    """Max-Forwards 0..255 (RFC 3261 §8.1.1.6: 70; 0 makes the first proxy answer for the peer)."""
+
+    toml_type = "integer 0..255"
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return self.toml(r, where, key, int(text.strip()) if text.strip().isdigit() else text.strip(), ctx)
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        return want_int(r, where, key, v, 0, 255)
+
+
+@dataclass(frozen=True, slots=True)
+class Method(Choice):
+    """The qualify request's method, any case."""
+
+    values: tuple[str, ...] = QUALIFY_METHODS
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        return Choice.toml(self, r, where, key, v.strip().upper() if isinstance(v, str) else v, ctx)
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return self.toml(r, where, key, text, ctx)
+
+
 @dataclass(frozen=True, slots=True)
 class Whole(Kind):
     """Read by hand, with the other keys of its table (sip.conf `type`, `[[webhooks]]` keys)."""
@@ -631,6 +724,7 @@ class Option:
     readers: tuple[str, ...] = BOTH
     aliases: tuple[str, ...] = ()  # older names, same option (sip.conf compatibility; TOML takes them too)
     last: bool = False  # sip.conf [general]: applied after the other options (it depends on them)
+    repeat: bool = False  # sip.conf: each line adds to a tuple (the section's first one replaces the inherited)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -698,6 +792,36 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
         Option("flap_half_life", section, Number(lo=1, unit="seconds", below="error"),
                f"{target}.flap_half_life_s", dflt("flap_half_life", "`900`"), "seconds",
                "flap damping: the penalty halves in this time"),
+    )
+
+
+_PROBE_KEYS: Final = ("qualify_to_user", "qualify_ruri_user", "qualify_max_forwards", "qualify_headers_extra",
+                      "qualify_method")
+
+
+def _probe_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
+    """The probe shape keys (sip/options.py build_options), alike in [general] (peers inherit them) and peers.
+    Not chan_sip's: its request is the default; a bad value is an error in both files."""
+    def dflt(name: str, value: str) -> str:
+        return f"`[general] {name}`" if inherit else value
+
+    return (
+        Option("qualify_to_user", section, UserPart(), f"{target}.qualify_to_user", dflt("qualify_to_user", "unset"),
+               "user name", "user part of the qualify request's To"),
+        Option("qualify_ruri_user", section, UserPart(), f"{target}.qualify_ruri_user",
+               dflt("qualify_ruri_user", "unset"), "user name",
+               "user part of the qualify request's Request-URI (and To) for a peer with a `host`"),
+        Option("qualify_max_forwards", section, MaxForwards(), f"{target}.qualify_max_forwards",
+               dflt("qualify_max_forwards", "`70`"), "hops 0..255", "Max-Forwards of the qualify request"),
+        Option("qualify_header", section, HeaderLine(), f"{target}.qualify_headers_extra",
+               dflt("qualify_header", "none"),
+               "`Name: value`, one per line, repeated", "an extra header line of the qualify request",
+               readers=(SIPCONF,), repeat=True),
+        Option("qualify_headers_extra", section, HeaderLines(), f"{target}.qualify_headers_extra",
+               dflt("qualify_headers_extra", "none"), 'list of `"Name: value"`',
+               "extra header lines of the qualify request", readers=(TOML,)),
+        Option("qualify_method", section, Method(), f"{target}.qualify_method", dflt("qualify_method", "`OPTIONS`"),
+               "`OPTIONS`, `INFO` or `NOTIFY`", "method of the qualify request (`NOTIFY`: with `Event: keep-alive`)"),
     )
 
 _YES_NO = "`yes` or `no`"
@@ -795,6 +919,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _general("dns_server", DnsServer(), "general.dns_server", "unset (the system's resolv.conf)",
              "IP address, optionally with `:port` (53)", "the DNS server peer host names are resolved with"),
     *_verdict_options("general", "defaults", inherit=False),
+    *_probe_options("general", "defaults", inherit=False),
     _general("qualify_targets", Choice(QUALIFY_TARGETS), "defaults.qualify_targets", "`first`",
              "`first` or `all`", "default `qualify_targets` of peers"),
     # ------------------------------------------------------------------ peers
@@ -833,6 +958,7 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "answer a 401/407 to the OPTIONS with `secret`/`md5secret` (user: `fromuser`, else the peer's name)"),
     _peer("context", Text(), "peer.context", "`[general] context`", "context name", "shown only"),
     *_verdict_options("peer", "peer", inherit=True),
+    *_probe_options("peer", "peer", inherit=True),
     _toml("peer", "policy", Text(empty="unset"), "local.policy", "none", "name of a `[[policies]]` table",
           "the verdict policy of this peer (its own keys beat it)"),
     _peer("qualify_targets", Choice(QUALIFY_TARGETS), "peer.qualify_targets", "`[general] qualify_targets`",

@@ -87,6 +87,12 @@ class PeerDefaults:
     flap_suppress: int = 0
     flap_reuse: int = 750
     flap_half_life_s: int = 900
+    # probe shape (sip/options.py), copied into every peer like keepalive
+    qualify_to_user: str | None = None
+    qualify_ruri_user: str | None = None
+    qualify_max_forwards: int = 70
+    qualify_headers_extra: tuple[str, ...] = ()
+    qualify_method: str = "OPTIONS"
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -115,6 +121,11 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         flap_suppress=defaults.flap_suppress,
         flap_reuse=defaults.flap_reuse,
         flap_half_life_s=defaults.flap_half_life_s,
+        qualify_to_user=defaults.qualify_to_user,
+        qualify_ruri_user=defaults.qualify_ruri_user,
+        qualify_max_forwards=defaults.qualify_max_forwards,
+        qualify_headers_extra=defaults.qualify_headers_extra,
+        qualify_method=defaults.qualify_method,
         source=source,
     )
 
@@ -127,6 +138,7 @@ class SipConfReader:
         self.cfg = Config(messages=list(parsed.messages), source=source)
         self.defaults = PeerDefaults()
         self._unknown_seen: set[tuple[str, str]] = set()
+        self._repeated: set[str] = set()  # Option.repeat options seen in the section being read
 
     # ---------------------------------------------------------------- messages
 
@@ -152,8 +164,13 @@ class SipConfReader:
     def _apply(self, opt: Option, e: Entry, objs: dict[str, Any], base: dict[str, Any], ctx: Ctx) -> None:
         ctx.fallback = current(base, opt.target)
         value = opt.kind.conf(self, e, e.key, e.value, ctx)
-        if value is not NOTHING:
-            assign(objs, opt.target, value)
+        if value is NOTHING:
+            return
+        if opt.repeat:  # a line adds to those before it in the section; the first replaces the inherited
+            if value and opt.name in self._repeated:
+                value = current(objs, opt.target) + value
+            self._repeated.add(opt.name)
+        assign(objs, opt.target, value)
 
     # ---------------------------------------------------------------- [general]
 
@@ -179,6 +196,7 @@ class SipConfReader:
 
     def _general(self, sec: Section) -> None:
         g = self.cfg.general
+        self._repeated.clear()
         local: dict[str, Any] = {}
         objs = {"general": g, "defaults": self.defaults, "local": local}
         base = {"general": GeneralConfig(), "defaults": PeerDefaults()}  # chan_sip falls back to its defaults
@@ -221,6 +239,7 @@ class SipConfReader:
         seen[sec.name.lower()] = sec
 
         p = replace(proto, name=sec.name, source=sec.where)
+        self._repeated.clear()
         local: dict[str, Any] = {}
         objs = {"peer": p, "local": local}
         base = {"peer": proto}  # a junk value falls back to what the peer inherits (chan_sip)

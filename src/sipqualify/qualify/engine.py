@@ -36,9 +36,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from typing import Final
 
 from ..addr import Addr
-from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, GeneralConfig, PeerConfig
+from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, QUALIFY_METHODS, GeneralConfig, PeerConfig
 from ..sip.message import Response
 from ..sip.options import (
     ALLOW,
@@ -182,16 +183,33 @@ class TargetPeer(Peer):
 
 def request_uri(cfg: PeerConfig) -> str:
     """chan_sip's poke R-URI: `sip:tohost` (no user: defaultuser is not used; no port unless
-    asked with port_in_uri), `sips:` for TLS. A pjsip.conf contact: its URI verbatim."""
+    asked with port_in_uri), `sips:` for TLS; `sip:user@tohost` with `qualify_ruri_user`. A
+    pjsip.conf contact: its URI verbatim."""
     if cfg.contact_uri:
         return cfg.contact_uri
     scheme = "sips" if cfg.transport == "tls" else "sip"
     host = format_host(cfg.host or "invalid")
+    if cfg.qualify_ruri_user:
+        host = f"{cfg.qualify_ruri_user}@{host}"
     if cfg.port_in_uri and cfg.port:
         default = DEFAULT_SIPS_PORT if cfg.transport == "tls" else DEFAULT_SIP_PORT
         if cfg.port != default:
             return f"{scheme}:{host}:{cfg.port}"
     return f"{scheme}:{host}"
+
+
+#: the start of a poke's request line, by the method a CSeq names (QUALIFY_METHODS)
+_REQUEST_LINE: Final = {m: f"{m} ".encode() for m in QUALIFY_METHODS}
+
+
+def with_user(uri: str, user: str) -> str:
+    """`uri` (`sip:`/`sips:`, perhaps with a user) with the user part `user`: the To of a peer's
+    `qualify_to_user`."""
+    scheme, _, rest = uri.partition(":")
+    at = rest.find("@")
+    if at >= 0 and not any(c in rest[:at] for c in ";?"):
+        rest = rest[at + 1:]
+    return f"{scheme}:{user}@{rest}"
 
 
 @dataclass(slots=True)
@@ -777,6 +795,10 @@ class QualifyEngine:
                 date=self._date_header(),
                 allow=self._allow,
                 supported=self._supported,
+                to_uri=with_user(p.ruri, cfg.qualify_to_user) if cfg.qualify_to_user else None,
+                method=cfg.qualify_method,
+                max_forwards=cfg.qualify_max_forwards,
+                extra_headers=cfg.qualify_headers_extra,
             )
         self._start_txn(p, req, policy, now, forced=forced)
         self.stats.polls += 1
@@ -945,7 +967,8 @@ class QualifyEngine:
             return
         num, method = msg.cseq
         if (
-            method != "OPTIONS"
+            (prefix := _REQUEST_LINE.get(method)) is None
+            or not txn.request.startswith(prefix)  # the poke's method (qualify_method), as CSeq says
             or num != txn.cseq
             or msg.call_id != txn.call_id
             or (self.match_source and addr != txn.dest)

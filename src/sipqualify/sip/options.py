@@ -49,26 +49,37 @@ def build_options(
     to_uri: str | None = None,
     allow: str = ALLOW,
     supported: str = "",
+    method: str = "OPTIONS",
+    max_forwards: int = 70,
+    extra_headers: tuple[str, ...] = (),
 ) -> OutgoingOptions:
+    """The qualify request. The defaults are chan_sip's OPTIONS; a peer's probe shape (its
+    `qualify_*` options) may change the method (`INFO`, or `NOTIFY` with `Event: keep-alive`),
+    Max-Forwards, and add `extra_headers` (whole lines, checked by the config readers) before
+    Content-Length."""
     rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
     branch = "z9hG4bK" + rnd[:16]  # BRANCH_LEN
     hostport = f"{format_host(local[0])}:{local[1]}"
     call_id = f"{rnd[24:]}@{hostport}"
     date_line = f"Date: {date}\r\n" if date else ""
     supported_line = f"Supported: {supported}\r\n" if supported else ""
+    extra = "Event: keep-alive\r\n" if method == "NOTIFY" else ""
+    if extra_headers:
+        extra += "".join(f"{h}\r\n" for h in extra_headers)
     data = (
-        f"OPTIONS {ruri} SIP/2.0\r\n"
+        f"{method} {ruri} SIP/2.0\r\n"
         f"Via: SIP/2.0/{transport} {hostport};branch={branch};rport\r\n"
-        "Max-Forwards: 70\r\n"
+        f"Max-Forwards: {max_forwards}\r\n"
         f'From: "{from_display}" <sip:{from_user}@{hostport}>;tag=as{rnd[16:24]}\r\n'
         f"To: <{to_uri or ruri}>\r\n"
         f"Contact: <sip:{from_user}@{hostport}>\r\n"
         f"Call-ID: {call_id}\r\n"
-        f"CSeq: {cseq} OPTIONS\r\n"
+        f"CSeq: {cseq} {method}\r\n"
         f"User-Agent: {useragent}\r\n"
         f"{date_line}"
         f"Allow: {allow}\r\n"
         f"{supported_line}"
+        f"{extra}"
         "Content-Length: 0\r\n\r\n"
     ).encode()
     return OutgoingOptions(data, branch, call_id, cseq)
