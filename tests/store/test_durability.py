@@ -145,7 +145,8 @@ def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Sto
     s.record_transition("first", T0, "UNKNOWN", "OK", 1, 2000, 0.5)  # ids do not start at 1
     with s._wake:  # hold the writer: all 300 are pending together, so they go in one batch
         for i in range(300):
-            s._transitions.append((f"p{i}", T0 + 1 + i, "OK", "UNREACHABLE", -1, 2000, None, None, None))
+            s._transitions.append((f"p{i}", T0 + 1 + i, "OK", "UNREACHABLE", -1, 2000, None, None, None, None, None,
+                                   None))
         s._wake.notify()
     assert done.wait(10)
     with sqlite3.connect(db_path) as db:

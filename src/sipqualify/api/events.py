@@ -54,14 +54,15 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
         "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
         "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
         "rtt_ms": rec.rtt_ms, "reason": rec.reason, "suppressed": rec.suppressed,
-        "silenced": rec.suppressed == "silenced",
+        "silenced": rec.suppressed == "silenced", "verdict": rec.verdict, "verdict_reason": rec.verdict_reason,
+        "policy": rec.policy,
     }
 
 
 def _cost(item: Item) -> int:
     """About what the event takes on the wire, without encoding it (publish stays cheap)."""
     if isinstance(item, TransitionRecord):
-        return 220 + len(item.peer)
+        return 270 + len(item.peer)
     return 120 + sum(len(str(v)) for v in item.values())
 
 

@@ -24,11 +24,14 @@ class StateRecorder:
                                  ev.status_code, ev.transmissions)
 
     def transition(self, ev: StateChanged, p: Peer | None, suppressed: str | None = None) -> None:
-        """`suppressed`: why webhooks are held back for it (flapping, silenced), None when not."""
+        """`suppressed`: why webhooks are held back for it (flapping, silenced), None when not. The
+        peer's verdict, its reason and policy go with it (None when the peer is gone)."""
+        v = p.verdict if p is not None else None
         if p is not None:
             self.save_state(p)
         self.store.record_transition(ev.peer, self.wall_offset + ev.time, ev.old, ev.new, ev.lastms, ev.maxms,
-                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.reason, suppressed)
+                                     ev.rtt * 1000 if ev.rtt is not None else None, ev.reason, suppressed,
+                                     v.verdict if v else None, v.reason if v else None, v.policy.name if v else None)
 
     def save_state(self, p: Peer) -> None:
         self.store.save_state(p.name, p.state, p.lastms, p.maxms, p.rtt * 1000 if p.rtt is not None else None,

@@ -97,11 +97,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ("ALTER TABLE transitions ADD COLUMN reason TEXT",),
     # why our notifications (webhooks) of a transition are held back: flapping, silenced; NULL: they are not
     ("ALTER TABLE transitions ADD COLUMN suppressed TEXT",),
+    # the peer's verdict, its reason and its policy at the transition (qualify/verdict.py; issue 13)
+    ("ALTER TABLE transitions ADD COLUMN verdict TEXT", "ALTER TABLE transitions ADD COLUMN verdict_reason TEXT",
+     "ALTER TABLE transitions ADD COLUMN policy TEXT"),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed) "
-                      "VALUES (?,?,?,?,?,?,?,?,?)")
+_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, "
+                      "verdict, verdict_reason, policy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
+_TRANSITION_COLS = ("id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, verdict, verdict_reason, "
+                    "policy")
 _INSERT_SAMPLE = "INSERT INTO samples(peer, time, rtt_ms, status_code, transmissions) VALUES (?,?,?,?,?)"
 _UPSERT_STATE = (
     "INSERT INTO peer_state(peer, state, lastms, maxms, rtt_ms, changed_at, updated_at) VALUES (?,?,?,?,?,?,?) "
@@ -135,6 +140,9 @@ class TransitionRecord:
     rtt_ms: float | None
     reason: str | None = None  # a connection failure behind a transition to UNREACHABLE
     suppressed: str | None = None  # flapping | silenced: webhooks held back for it (README); None: not
+    verdict: str | None = None  # the peer's verdict at the transition (qualify/verdict.py); None: not known
+    verdict_reason: str | None = None  # its reason ("" none: `timeout`, `reply:404`, ...)
+    policy: str | None = None  # the name of its [[policies]] table ("" none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +334,10 @@ class Store:
 
     def record_transition(
         self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None,
-        reason: str | None = None, suppressed: str | None = None,
+        reason: str | None = None, suppressed: str | None = None, verdict: str | None = None,
+        verdict_reason: str | None = None, policy: str | None = None,
     ) -> None:
-        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed)
+        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, verdict, verdict_reason, policy)
         with self._wake:
             self._transitions.append(row)
             self._wake.notify()
@@ -668,8 +677,7 @@ class Store:
     ) -> list[TransitionRecord]:
         """Transitions in time order (oldest first), `since <= time <= until`."""
         where, args = _where(peer, since, until)
-        cols = "id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed"
-        sql = f"SELECT {cols} FROM transitions{where} ORDER BY time, id LIMIT ?"
+        sql = f"SELECT {_TRANSITION_COLS} FROM transitions{where} ORDER BY time, id LIMIT ?"
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
 
@@ -679,8 +687,7 @@ class Store:
 
     def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
         """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
-        sql = ("SELECT id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed FROM transitions "
-               "WHERE id > ? ORDER BY id LIMIT ?")
+        sql = f"SELECT {_TRANSITION_COLS} FROM transitions WHERE id > ? ORDER BY id LIMIT ?"
         with self._reader() as db:
             return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
 
