@@ -694,6 +694,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
              "look up SRV records of a peer's host (its transport's) before A/AAAA"),
     _general("dns_server", DnsServer(), "general.dns_server", "unset (the system's resolv.conf)",
              "IP address, optionally with `:port` (53)", "the DNS server peer host names are resolved with"),
+    _general("rt_refresh", _SECONDS_POS, "general.rt_refresh_s", "`10`", "seconds",
+             "realtime sippeers rows inserted, changed or deleted take effect within this long"),
     # ------------------------------------------------------------------ peers
     _peer("type", Whole(), "", "required", "`peer`, `friend` or `user`",
           "what the section is: `peer` and `friend` are monitored peers", readers=(SIPCONF,)),
