@@ -27,7 +27,7 @@ from .model import Config, ConfigError, PeerConfig
 from .net.dns import DnsError, Resolution
 from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
-from .net.resolve import resolve_proxies
+from .net.resolve import default_port, literal, resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
@@ -177,7 +177,12 @@ class Service:
         for name in removed:
             self.config.peers.pop(name, None)
         self.config.peers.update((p.name, p) for p in changed)
-        addrs = await self.dns.load(self.config.peers.values(), self.config.general)
+        lit = {p.name: (ip, p.port or default_port(p.transport)) for p in changed if p.host and not p.dynamic
+               and (ip := literal(p.host)) is not None}
+        # IP literals need no DNS work; a host name (new, or of a removed peer) goes through the watcher
+        named = any(p.host and not p.dynamic and p.name not in lit for p in changed) or \
+            any(self.dns.state(n) for n in removed)
+        addrs = await self.dns.load(self.config.peers.values(), self.config.general) if named else lit
         proxies = await resolve_proxies(changed)
         self.engine.update(changed, removed, self.clock(), addresses={p.name: addrs.get(p.name) for p in changed},
                            destinations=proxies)

@@ -8,33 +8,46 @@ failure means (a degraded store, a retry), never these classes.
 from __future__ import annotations
 
 import asyncio
-import re
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from .rows import STATE_COLUMNS
+
 Row = dict[str, Any]
 Update = tuple[str, Mapping[str, Any]]  # (peer name, column -> value)
 
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DB_TIMEOUT_S = 10.0  # a query or connect that takes longer is a failure (a server gone silent)
 NOTIFY_CHANNEL = "sipqualify_sippeers"
 
 
 def ident(name: str) -> str:
-    """A table or column name, quoted; anything that is not a plain identifier is refused."""
-    if not _IDENT.match(name):
-        raise ValueError(f"not a plain SQL identifier: {name!r}")
-    return f'"{name}"'
+    """A table or column name, double-quoted (Asterisk's own schema has `call-limit`)."""
+    if not name or "\0" in name:
+        raise ValueError(f"not an SQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def grouped(table: str, updates: Sequence[Update], mark: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The UPDATEs of a batch, one statement per set of columns, with every row's parameters
+    (a batch holds at most one update per peer, so their order does not matter)."""
+    out: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for name, cols in updates:
+        out.setdefault(tuple(cols), []).append((*cols.values(), name))
+    return [(f"UPDATE {table} SET {', '.join(f'{ident(c)} = {mark}' for c in cols)} WHERE name = {mark}", params)
+            for cols, params in out.items()]
 
 
 class Backend(Protocol):
     label: str  # "pgsql:sippeers"
+    resync: bool  # changes may have been missed (LISTEN just began): compare every row once
 
     async def rows(self, names: Sequence[str] | None = None) -> list[Row]: ...
 
     async def fingerprint(self) -> str: ...
+
+    async def hashes(self) -> dict[str, str] | None: ...
 
     async def update(self, updates: Sequence[Update]) -> None: ...
 
@@ -48,6 +61,7 @@ class SqliteBackend:
 
     def __init__(self, path: str, table: str) -> None:
         self.label = f"sqlite3:{table}"
+        self.resync = False
         self.path = path
         self.table = ident(table)
         self._db: sqlite3.Connection | None = None
@@ -94,9 +108,8 @@ class SqliteBackend:
     def _update(self, db: sqlite3.Connection, updates: Sequence[Update]) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
-            for name, cols in updates:
-                sets = ", ".join(f"{ident(c)} = ?" for c in cols)
-                db.execute(f"UPDATE {self.table} SET {sets} WHERE name = ?", (*cols.values(), name))
+            for sql, params in grouped(self.table, updates, "?"):
+                db.executemany(sql, params)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -104,6 +117,10 @@ class SqliteBackend:
 
     async def update(self, updates: Sequence[Update]) -> None:
         await asyncio.to_thread(self._run, self._update, updates)
+
+    async def hashes(self) -> dict[str, str] | None:
+        """None: reading every row of a local file is as cheap (the caller compares them)."""
+        return None
 
     async def wait_notify(self, timeout: float) -> set[str] | None:
         """SQLite has no notifications: None at once (the caller polls)."""
@@ -146,6 +163,8 @@ class PgBackend:
         self._db: Any = None
         self._listen: Any = None
         self.listening = False  # the trigger is there: changes come by NOTIFY
+        self.config_columns: list[str] = []  # set by the first read: what fingerprint() and hashes() cover
+        self.resync = False
 
     def _dsn(self) -> str:
         from psycopg.conninfo import make_conninfo
@@ -184,25 +203,47 @@ class PgBackend:
                 cur = await db.execute(f"SELECT * FROM {self.table}")
             else:
                 cur = await db.execute(f"SELECT * FROM {self.table} WHERE name = ANY(%s)", (list(names),))
-            return list(await cur.fetchall())
+            rows = list(await cur.fetchall())
+            if names is None and cur.description:
+                self.config_columns = [c.name for c in cur.description if c.name not in STATE_COLUMNS | {"id"}]
+            return rows
         result: list[Row] = await self._call(op)
         return result
 
+    def _row_hash(self) -> str:
+        """Each row's configuration, hashed by the server: `config_columns` only, so that
+        write-backs (state columns) never move it; every column until they are known."""
+        cols = self.config_columns
+        return f"md5(ROW({', '.join(f't.{ident(c)}' for c in cols)})::text)" if cols else "md5(t::text)"
+
     async def fingerprint(self) -> str:
         async def op(db: Any) -> str:
-            cur = await db.execute(f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, ',' ORDER BY t.name), '')) "
-                                   f"AS h FROM {self.table} t")
+            cur = await db.execute(f"SELECT count(*) AS n, md5(coalesce(string_agg({self._row_hash()}, '' "
+                                   f"ORDER BY t.name), '')) AS h FROM {self.table} t")
             r = await cur.fetchone()
             return f"{r['n']}:{r['h']}"
         result: str = await self._call(op)
         return result
 
+    async def hashes(self) -> dict[str, str] | None:
+        """name -> the server's hash of the row's configuration (for the rows that changed)."""
+        from psycopg.rows import tuple_row
+
+        async def op(db: Any) -> dict[str, str]:
+            async with db.cursor(row_factory=tuple_row) as cur:
+                if not self.config_columns:
+                    await cur.execute(f"SELECT * FROM {self.table} LIMIT 0")
+                    self.config_columns = [c.name for c in cur.description if c.name not in STATE_COLUMNS | {"id"}]
+                await cur.execute(f"SELECT t.name, {self._row_hash()} FROM {self.table} t")
+                return {name: h for name, h in await cur.fetchall()}
+        result: dict[str, str] = await self._call(op)
+        return result
+
     async def update(self, updates: Sequence[Update]) -> None:
         async def op(db: Any) -> None:
-            async with db.transaction():
-                for name, cols in updates:
-                    sets = ", ".join(f"{ident(c)} = %s" for c in cols)
-                    await db.execute(f"UPDATE {self.table} SET {sets} WHERE name = %s", (*cols.values(), name))
+            async with db.transaction(), db.cursor() as cur:
+                for sql, params in grouped(self.table, updates, "%s"):
+                    await cur.executemany(sql, params)  # pipelined: one round trip per statement shape
         await self._call(op)
 
     async def wait_notify(self, timeout: float) -> set[str] | None:
@@ -215,16 +256,21 @@ class PgBackend:
                 cur = await db.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'sipqualify_notify' "
                                        "AND tgrelid = to_regclass(%s)", (self.table_name,))
                 return await cur.fetchone() is not None
-            self.listening = bool(await self._call(has_trigger))
-            if not self.listening:
+            if not await self._call(has_trigger):
+                self.listening = False
                 return None
             self._listen = await asyncio.wait_for(
                 psycopg.AsyncConnection.connect(self._dsn(), autocommit=True), DB_TIMEOUT_S)
             await self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self.listening = self.resync = True  # what changed before LISTEN sent no NOTIFY to us
+            return set()
         names: set[str] = set()
-        try:
-            async for n in self._listen.notifies(timeout=timeout, stop_after=10_000):
+        try:  # the first NOTIFY (psycopg reads timeout=0 as none: 1 ms), then what comes within 50 ms
+            async for n in self._listen.notifies(timeout=max(timeout, 0.001), stop_after=1):
                 names.add(n.payload)
+            if names:
+                async for n in self._listen.notifies(timeout=0.05, stop_after=10_000):
+                    names.add(n.payload)
         except BaseException:
             await self._drop("_listen")
             raise

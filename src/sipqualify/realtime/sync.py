@@ -5,7 +5,8 @@ realtime `sippeers` table (backends.py) to the service.
   kept, so a database that goes away never takes a peer with it.
 * **Follow**: with the PostgreSQL trigger (backends.trigger_sql) the rows named by NOTIFY are
   read again at once; otherwise the table's fingerprint is checked every `rt_refresh` seconds
-  and, when it moved, every row is read and compared by content (rows.row_digest). Only
+  and, when it moved, the rows whose server-side hash changed (every row, for SQLite) are
+  read and compared by content (rows.row_digest). Only
   inserted, changed and deleted peers go to `apply`; unchanged peers are never touched. After
   an outage the first successful pass is a full comparison (NOTIFYs were missed).
 * **Write back** (chan_sip `rtupdate=yes`): registrations and `lastms`, only the columns
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..model import Config, ConfigMessage, PeerConfig
-from .backends import Backend, Update
+from .backends import DB_TIMEOUT_S, Backend, Update
 from .rows import RowReader, row_digest
 
 log = logging.getLogger("sipqualify")
@@ -135,27 +136,31 @@ class RealtimePeers:
 
     async def _follow(self) -> None:
         fingerprint: str | None = None
+        hashes: dict[str, str] = {}  # the server's per-row hashes, where it gives them (PostgreSQL)
         full = True  # the next pass compares every row (start, and after any failure)
         backoff = BACKOFF_MIN_S
         while True:
             try:
                 names = await self.backend.wait_notify(0.0 if full else self.refresh_s)
+                full |= self.backend.resync
+                self.backend.resync = False
                 if names is None:  # no trigger: poll the fingerprint
                     if not full:
                         await asyncio.sleep(self.refresh_s)
                     fp = await self.backend.fingerprint()
-                    if full or fp != fingerprint:
+                    if full:  # hashes first: a row changing in between is read again next pass
+                        hashes = await self.backend.hashes() or {}
                         await self._apply(*self._diff(await self.backend.rows(), full=True))
+                    elif fp != fingerprint:
+                        hashes = await self._changed_rows(hashes)
                     fingerprint = fp
                 elif full:
                     await self._apply(*self._diff(await self.backend.rows(), full=True))
-                elif names:
-                    await asyncio.sleep(0.05)  # gather a burst of NOTIFYs into one read
-                    names |= await self.backend.wait_notify(0.0) or set()
-                    rows = await self.backend.rows(sorted(names))
-                    await self._apply(*self._diff(rows, full=False, names=names))
+                elif names:  # a burst of NOTIFYs: those rows only
+                    await self._apply(*self._diff(await self.backend.rows(sorted(names)), full=False, names=names))
                 full = False
                 backoff = BACKOFF_MIN_S
+                self.stats["refreshes"] += 1  # passes that reached the database
                 self._ok()
             except asyncio.CancelledError:
                 raise
@@ -165,8 +170,19 @@ class RealtimePeers:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, max(self.refresh_s, BACKOFF_MIN_S))
 
+    async def _changed_rows(self, old: dict[str, str]) -> dict[str, str]:
+        """The table moved: read the rows whose server hash changed (every row where the
+        server gives no hashes), compare them by content, apply what differs."""
+        new = await self.backend.hashes()
+        if new is None:
+            await self._apply(*self._diff(await self.backend.rows(), full=True))
+            return {}
+        names = {n for n, h in new.items() if old.get(n) != h} | (set(old) - set(new))
+        rows = await self.backend.rows(sorted(names)) if names else []
+        await self._apply(*self._diff(rows, full=False, names=names))
+        return new
+
     async def _apply(self, changed: list[PeerConfig], removed: list[str]) -> None:
-        self.stats["refreshes"] += 1
         if (changed or removed) and self.apply is not None:
             self.stats["applied"] += len(changed) + len(removed)
             log.info("realtime %s: %d peers added or changed, %d removed", self.backend.label, len(changed),
@@ -217,7 +233,9 @@ class RealtimePeers:
     def _failed(self, what: str, e: BaseException) -> None:
         self.stats["failures"] += 1
         if self._failure is None:
-            cause = f"{type(e).__name__}: {e}".strip()
+            cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if isinstance(e, TimeoutError):
+                cause += f" (no answer within {DB_TIMEOUT_S:.0f} s)"
             self._failure = {"cause": f"{self.backend.label} {what}: {cause}", "since": time.time()}
             log.error("realtime database unavailable (%s): keeping the %d peers last loaded, retrying",
                       self._failure["cause"], len(self.peers))
