@@ -14,3 +14,4 @@ python3 bench/bench_e2e.py --short
 python3 bench/bench_integration.py --peers 5000 --clients 20 --duration 15 --flaky-pct 10 --warmup 12
 python3 bench/bench_register.py --users 1000 --rate 500 --sources 10
 python3 bench/bench_flood.py --short
+python3 bench/bench_realtime.py --peers 5000

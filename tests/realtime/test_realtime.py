@@ -58,7 +58,9 @@ def rows(n: int, port: int, prefix: str = "rt", qualify: str = "yes", freq: int 
 
 
 class Db:
-    """The same few statements against either database."""
+    """The same few statements against either database. While the daemon runs, call them
+    through `asyncio.to_thread`: a statement waiting on a row lock the daemon's write-back
+    holds must not block the loop that would release it."""
 
     def __init__(self, pg: Postgres | None, path: Path) -> None:
         self.pg = pg
@@ -128,9 +130,9 @@ async def test_insert_update_delete_followed_within_rt_refresh(
         assert engine is not None and rt is not None
         await wait_for(lambda: peers_ok(svc, ["rt0", "rt1"]), timeout=20)
         before = engine.peer("rt3")
-        db.insert(rows(1, port, prefix="new"))
-        db.run("UPDATE sippeers SET port = %s WHERE name = %s", (port + 1, "rt1"))
-        db.run("DELETE FROM sippeers WHERE name = %s", ("rt2",))
+        await asyncio.to_thread(db.insert, rows(1, port, prefix="new"))
+        await asyncio.to_thread(db.run, "UPDATE sippeers SET port = %s WHERE name = %s", (port + 1, "rt1"))
+        await asyncio.to_thread(db.run, "DELETE FROM sippeers WHERE name = %s", ("rt2",))
         # rt_refresh=1: applied by the next pass (the bound is loose: the machine is shared)
         await wait_for(lambda: rt.stats["applied"] == 3, timeout=5)
         assert engine.peer("rt2") is None and "rt2" not in svc.config.peers
@@ -181,7 +183,7 @@ async def test_postgres_outage_under_load_loses_no_write_back(postgres: Postgres
     try:
         sip = ("127.0.0.1", svc.sockets.local_addresses()[0][1])
         await wait_for(lambda: peers_ok(svc, [f"rt{i}" for i in range(1000)]), timeout=30)
-        postgres.stop()
+        await asyncio.to_thread(postgres.stop)
         for i, (_, ph) in enumerate(phones):  # registrations while the database is away
             assert (await ph.register_auth(sip, f"ph{i}", "pw", useragent=f"UA-{i}")).status == 200
         status, body = await api(svc, "GET", "/readyz")
@@ -191,7 +193,7 @@ async def test_postgres_outage_under_load_loses_no_write_back(postgres: Postgres
         polls = svc.engine.stats.polls  # still qualifying while the database is away: every peer again
         await wait_for(lambda: svc.engine.stats.polls >= polls + 1000, timeout=15)  # type: ignore[union-attr]
         assert len(svc.config.peers) == 1020 and len(svc.engine) == 1020
-        postgres.start()
+        await asyncio.to_thread(postgres.start)
         await wait_for(lambda: svc.realtime is not None and svc.realtime.queued == 0, timeout=30)
         got = dict(db.run("SELECT name, useragent FROM sippeers WHERE name LIKE 'ph%%'"))
         assert got == {f"ph{i}": f"UA-{i}" for i in range(20)}
