@@ -91,6 +91,7 @@ class RowReader:
         out: dict[str, tuple[bytes, PeerConfig | None]] = {}
         for row in rows:
             name = _text(row.get("name"))
+            peer = self.peer(row)  # a row without a name: a message, no peer
             if name is not None:
-                out[name] = (row_digest(row), self.peer(row))
+                out[name] = (row_digest(row), peer)
         return out

@@ -50,6 +50,7 @@ class RealtimePeers:
         self.peers: dict[str, PeerConfig] = {}  # rows that are peers (sip.conf names excluded)
         self.shadowed: set[str] = set()  # realtime names sip.conf also defines (sip.conf wins)
         self.apply: Apply | None = None
+        self._nameless: set[bytes] = set()  # rows without a name already reported
         self._queue: dict[str, deque[dict[str, Any]]] = {}
         self._wake = asyncio.Event()
         self._failure: dict[str, Any] | None = None
@@ -78,6 +79,9 @@ class RealtimePeers:
         for row in rows:
             name = str(row.get("name") or "").strip()
             if not name:
+                if row_digest(row) not in self._nameless:  # once per such row, not every pass
+                    self._nameless.add(row_digest(row))
+                    reader.peer(row)
                 continue
             seen.add(name)
             digest = row_digest(row)
