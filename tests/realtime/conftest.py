@@ -113,6 +113,6 @@ def postgres() -> Iterator[Postgres]:
 
 
 def sqlite_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # statements run via to_thread
     db.execute(SIPPEERS.format(serial=SQLITE_SERIAL))
     return db
