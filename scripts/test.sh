@@ -16,3 +16,4 @@ python3 bench/bench_register.py --users 1000 --rate 500 --sources 10
 python3 bench/bench_flood.py --short
 python3 bench/bench_dashboard.py --short
 python3 bench/bench_tls.py --short
+python3 bench/bench_realtime.py --peers 5000

@@ -585,6 +585,10 @@ def _section_of(title: str) -> str | None:
         return "top"
     if title == "pjsip.conf":
         return "pjsip"
+    if title.startswith("Realtime"):
+        return "realtime"
+    if m := re.fullmatch(r"`((?:extconfig|res_pgsql|res_config_sqlite3)\.conf)`", title):
+        return f"realtime:{m.group(1)}"  # realtime options: their own table (test_realtime_conf.py)
     if m := re.fullmatch(r"`type=([a-z]+)`", title):
         return f"pjsip:{m.group(1)}"  # pjsip.conf options: their own table (test_pjsip_conf.py)
     m = re.search(r"`\[\[?([a-z]+)", title)

@@ -366,6 +366,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_realtime(args: argparse.Namespace) -> int:
+    """`realtime trigger-sql [TABLE]`: the PostgreSQL trigger that sends a NOTIFY per changed row."""
+    from .realtime.backends import trigger_sql
+
+    print(trigger_sql(args.table), end="")
+    return EXIT_OK
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .config import check_config
 
@@ -590,6 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a sip.conf, pjsip.conf or sipqualify.toml")
     p.add_argument("file")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("realtime", help="realtime helpers: `realtime trigger-sql [TABLE]`")
+    p.add_argument("action", choices=["trigger-sql"])
+    p.add_argument("table", nargs="?", default="sippeers")
+    p.set_defaults(func=cmd_realtime)
 
     p = sub.add_parser("ping", help="one-shot OPTIONS probe with Nagios exit codes")
     p.add_argument("uri", help="sip:host[:port] (or just host)")

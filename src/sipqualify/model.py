@@ -149,6 +149,7 @@ class GeneralConfig:
     tls_expiry_warn_days: int = 14  # a TLS peer's certificate with fewer days left: a warning event
     srvlookup: bool = True  # chan_sip: SRV of the peer's transport before A/AAAA (net/dns.py)
     dns_server: tuple[str, int] | None = None  # (ip, port) to ask instead of the system's resolv.conf
+    rt_refresh_s: int = 10  # realtime: changed rows take effect within this many seconds
 
 
 @dataclass(slots=True)
@@ -277,12 +278,34 @@ class PjsipConfig:
     peer_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (aor, uri) -> peer name
 
 
+@dataclass(frozen=True, slots=True)
+class RealtimeMapping:
+    """One extconfig.conf line: `family => driver,database[,table]`."""
+
+    family: str  # sippeers, ps_endpoints, ...
+    driver: str  # pgsql | sqlite3 | odbc ...
+    database: str  # res_config_sqlite3.conf section (pgsql: ignored, as res_config_pgsql does)
+    table: str  # defaults to the family
+    where: str = ""  # file:line
+
+
+@dataclass(slots=True)
+class RealtimeConfig:
+    """extconfig.conf and the driver files next to it (config/realtime.py)."""
+
+    mappings: dict[str, RealtimeMapping] = field(default_factory=dict)  # family -> mapping
+    pgsql: dict[str, str] = field(default_factory=dict)  # res_pgsql.conf [general]: dbhost, dbport, ...
+    sqlite3: dict[str, str] = field(default_factory=dict)  # res_config_sqlite3.conf: section -> dbfile
+    proto: PeerConfig | None = None  # what a realtime row starts from: sip.conf's [general] defaults
+
+
 @dataclass(slots=True)
 class Config:
     general: GeneralConfig = field(default_factory=GeneralConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     peers: dict[str, PeerConfig] = field(default_factory=dict)  # config order preserved
     pjsip: PjsipConfig | None = None  # read from a pjsip.conf (config/pjsip.py)
+    realtime: RealtimeConfig | None = None  # extconfig.conf next to the config file (config/realtime.py)
     messages: list[ConfigMessage] = field(default_factory=list)
     source: str = ""
 

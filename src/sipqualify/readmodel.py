@@ -221,6 +221,8 @@ class Shell(Protocol):
     @property
     def committer(self) -> BindingHealth | None: ...
     @property
+    def realtime(self) -> BindingHealth | None: ...  # realtime/sync.py RealtimePeers
+    @property
     def sockets(self) -> Sockets: ...
     @property
     def ami(self) -> AmiStats | None: ...
@@ -506,6 +508,8 @@ class ShellReadModel:
             out["store"] = self.shell.store.health()
         if self.shell.committer is not None:
             out["bindings"] = self.shell.committer.health()
+        if self.shell.realtime is not None:
+            out["realtime"] = self.shell.realtime.health()
         return out
 
     def scheduler_health(self) -> Json:

@@ -25,11 +25,11 @@ from .api.surfaces import Surfaces
 from .config import load_config
 from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
-from .model import Config, ConfigError, PjsipConfig
+from .model import Config, ConfigError, PeerConfig, PjsipConfig
 from .net.dns import DnsError, Resolution
 from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
-from .net.resolve import resolve_host, resolve_proxies
+from .net.resolve import default_port, literal, resolve_host, resolve_proxies
 from .net.sockets import SipSockets
 from .qualify.engine import QualifyEngine, ReloadSummary
 from .qualify.events import QualifyResult
@@ -38,6 +38,7 @@ from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
+from .realtime import RealtimePeers, binding_columns, open_realtime
 from .store import Store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
@@ -74,6 +75,7 @@ class Service:
         self.store: Store | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
         self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
+        self.realtime: RealtimePeers | None = None  # extconfig.conf sippeers (realtime/)
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -130,6 +132,9 @@ class Service:
     async def start(self) -> None:
         prepare_open_files(self.loop)  # before anything opens a file: each TCP connection is one
         self.config = self.opts.config if self.opts.config is not None else self._read_config()
+        self.realtime = open_realtime(self.config)
+        if self.realtime is not None:  # realtime rows join the file's peers (the file wins a name)
+            self.config.peers.update(await self.realtime.load())
         svc, g = self.config.service, self.config.general
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -165,11 +170,42 @@ class Service:
         await self._load(self.config, {n: r.lastms for n, r in restored.items()}, changed, registered)
         self.loaded = True
         core.pump()
+        self._follow_realtime()
         self.loop.create_task(self._watch_loop_lag())
         peers = self.config.peers.values()
         log.info("sipqualify started: %d peers (%d qualified), SIP on %s, API on http://%s:%d", len(peers),
                  sum(1 for p in peers if p.qualify_ms),
                  ", ".join(f"{ip}:{port}" for ip, port in self.sockets.local_addresses()), *self.api_addr)
+
+    def _follow_realtime(self) -> None:
+        """Rows followed live; registrations and lastms written back (chan_sip rtupdate=yes)."""
+        rt = self.realtime
+        if rt is None:
+            return
+        assert self.committer is not None and self.engine is not None
+        engine = self.engine
+        self.committer.after_commit.append(
+            lambda peer, b: rt.write_back(peer, binding_columns(b, p.lastms if (p := engine.peer(peer)) else 0)))
+        self.feed.listeners.append(lambda ev: rt.write_back(ev.peer, {"lastms": ev.lastms}))
+        rt.start(self._realtime_changed)
+
+    async def _realtime_changed(self, changed: list[PeerConfig], removed: list[str]) -> None:
+        """Realtime rows inserted, changed or deleted: only those peers go to the engine."""
+        assert self.engine is not None
+        for name in removed:
+            self.config.peers.pop(name, None)
+        self.config.peers.update((p.name, p) for p in changed)
+        lit = {p.name: (ip, p.port or default_port(p.transport)) for p in changed if p.host and not p.dynamic
+               and (ip := literal(p.host)) is not None}
+        # IP literals need no DNS work; a host name (new, or of a removed peer) goes through the watcher
+        named = any(p.host and not p.dynamic and p.name not in lit for p in changed) or \
+            any(self.dns.state(n) for n in removed)
+        addrs = await self.dns.load(self.config.peers.values(), self.config.general) if named else lit
+        proxies = await resolve_proxies(changed)
+        self.engine.update(changed, removed, self.clock(), addresses={p.name: addrs.get(p.name) for p in changed},
+                           destinations=proxies)
+        self.engine.inbound.apply_bindings()
+        self.core.pump()
 
     async def _start_registrar(self) -> dict[str, Addr | None]:
         """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
@@ -293,6 +329,8 @@ class Service:
 
     async def close(self) -> None:
         self.dns.close()
+        if self.realtime is not None:
+            await self.realtime.close()
         self.core.close()
         await self.surfaces.close()
         await self.sockets.aclose()
@@ -326,6 +364,9 @@ class Service:
         except ConfigError:
             self.counters.reload_errors += 1
             raise
+        if self.realtime is not None:  # `sip reload` keeps the realtime peers last loaded
+            self.realtime.static = set(cfg.peers)
+            cfg.peers.update((n, p) for n, p in self.realtime.peers.items() if n not in cfg.peers)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
         summary = await self._load(cfg, restored)
         self.store.forget_peers(summary.removed)

@@ -105,8 +105,9 @@ async def readyz(request: web.Request) -> web.Response:
     health = model.storage_health()
     checks = {**model.ready(),
               "store": model.store is not None and bool(health.get("store", {}).get("ok", False))}
-    if "bindings" in health:
-        checks["bindings"] = bool(health["bindings"]["ok"])
+    for db in ("bindings", "realtime"):
+        if db in health:
+            checks[db] = bool(health[db]["ok"])
     errors = {name: {"cause": h["cause"], "since": h["since"]} for name, h in health.items() if not h["ok"]}
     sched = model.scheduler_health()  # the liveness watchdog (qualify/watchdog.py)
     checks["scheduler"] = bool(sched["ok"])

@@ -237,6 +237,17 @@ class SipqualifyCollector(Collector):
             yield counter("sipqualify_deferred_pokes", "pokes the rate cap deferred to a later slot", wd.deferred_pokes)
             yield GaugeMetricFamily("sipqualify_poke_defer_seconds", "how long the rate cap deferred the last "
                                     "deferred poke", value=wd.last_defer_s)
+        health = model.storage_health()
+        g = GaugeMetricFamily("sipqualify_storage_healthy", "1 while a database takes reads and writes, 0 during "
+                              "a failure episode (the cause is in /readyz)", labels=["database"])
+        for db, state in sorted(health.items()):
+            g.add_metric([db], 1.0 if state.get("ok") else 0.0)
+        yield g
+        realtime = health.get("realtime") or {}  # 0 and 0 without realtime peers
+        yield GaugeMetricFamily("sipqualify_realtime_writeback_queue", "realtime write-backs waiting for the "
+                                "database", value=float(realtime.get("writeback_queue", 0)))
+        yield GaugeMetricFamily("sipqualify_realtime_peers", "peers loaded from the realtime table",
+                                value=float(realtime.get("peers", 0)))
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

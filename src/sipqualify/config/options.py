@@ -922,6 +922,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     *_probe_options("general", "defaults", inherit=False),
     _general("qualify_targets", Choice(QUALIFY_TARGETS), "defaults.qualify_targets", "`first`",
              "`first` or `all`", "default `qualify_targets` of peers"),
+    _general("rt_refresh", _SECONDS_POS, "general.rt_refresh_s", "`10`", "seconds",
+             "realtime sippeers rows inserted, changed or deleted take effect within this long"),
     # ------------------------------------------------------------------ peers
     _peer("type", Whole(), "", "required", "`peer`, `friend` or `user`",
           "what the section is: `peer` and `friend` are monitored peers", readers=(SIPCONF,)),

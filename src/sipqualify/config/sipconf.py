@@ -22,6 +22,7 @@ name and file. Only what makes a peer or the service unusable is an error.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
 from .options import NOTHING, SIPCONF_OPTIONS, Ctx, Option, assign, current
+from .realtime import read_realtime
 
 # chan_sip options (general and peer) sipqualify has no use for; common in real files.
 CHAN_SIP_KNOWN = frozenset("""
@@ -139,6 +141,7 @@ class SipConfReader:
         self.defaults = PeerDefaults()
         self._unknown_seen: set[tuple[str, str]] = set()
         self._repeated: set[str] = set()  # Option.repeat options seen in the section being read
+        self.proto = new_peer("", self.cfg.general, self.defaults, "")
 
     # ---------------------------------------------------------------- messages
 
@@ -181,7 +184,7 @@ class SipConfReader:
         if override is not None:
             override(self.cfg.general, self.defaults)
         seen: dict[str, Section] = {}
-        proto = new_peer("", self.cfg.general, self.defaults, "")  # what every peer starts from
+        proto = self.proto = new_peer("", self.cfg.general, self.defaults, "")  # what every peer starts from
         for sec in self.parsed.categories():
             low = sec.name.lower()
             if low == "general" and sec is not general:
@@ -276,6 +279,11 @@ def load_sip_conf(path: str, *, general_override: GeneralOverride | None = None)
     """Read a sip.conf (and its includes). Never raises for content: see `Config.messages`.
 
     `general_override` runs after `[general]` is read and before peers are built, so values
-    it sets are inherited by peers exactly as if they had been in `[general]`.
+    it sets are inherited by peers exactly as if they had been in `[general]`. An
+    extconfig.conf next to it is read too (config/realtime.py): realtime rows start from the
+    same defaults as the file's peers.
     """
-    return SipConfReader(read_asterisk_config(path), path).read(general_override)
+    reader = SipConfReader(read_asterisk_config(path), path)
+    cfg = reader.read(general_override)
+    cfg.realtime = read_realtime(os.path.dirname(os.path.abspath(path)), reader.proto, cfg.messages)
+    return cfg

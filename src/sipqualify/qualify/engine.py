@@ -365,27 +365,7 @@ class QualifyEngine:
         summary = ReloadSummary()
         new: dict[str, Peer] = {}
         for cfg in peers:
-            old = self._peers.get(cfg.name)
-            if old is None:
-                p = Peer(cfg)
-                p.lastms = restored.get(cfg.name, 0) if cfg.qualify_ms else 0
-                if restored_changed and cfg.name in restored_changed:
-                    p.last_change = restored_changed[cfg.name]  # engine time (may be before 0)
-                summary.added.append(cfg.name)
-            else:
-                p = old
-                (summary.unchanged if old.cfg == cfg else summary.changed).append(cfg.name)
-                p.cfg = cfg
-                p.maxms = cfg.qualify_ms
-                p.ruri = None
-                p.transport = cfg.transport
-                p.verdict.policy = policy_of(cfg)
-                if p.maxms == 0:
-                    p.lastms = 0
-                    p.verdict.reset()
-            p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
-            p.dest = destinations.get(cfg.name) or p.addr
-            new[cfg.name] = p
+            new[cfg.name] = self._take(cfg, summary, addresses, destinations, restored, restored_changed)
         self._loaded_at = now
         for name, p in self._peers.items():
             if name in new:
@@ -410,6 +390,51 @@ class QualifyEngine:
         for p in new.values():  # chan_sip sip_keepalive_all_peers: at 0 ms after (re)load
             self._schedule_keepalive(p, now)
         self.poke_all(now)
+        return summary
+
+    def _take(self, cfg: PeerConfig, summary: ReloadSummary, addresses: dict[str, Addr | None],
+              destinations: dict[str, Addr | None], restored: dict[str, int],
+              restored_changed: dict[str, float] | None) -> Peer:
+        """The peer `cfg` describes: new, or the running one with its state kept."""
+        old = self._peers.get(cfg.name)
+        if old is None:
+            p = Peer(cfg)
+            p.lastms = restored.get(cfg.name, 0) if cfg.qualify_ms else 0
+            if restored_changed and cfg.name in restored_changed:
+                p.last_change = restored_changed[cfg.name]  # engine time (may be before 0)
+            summary.added.append(cfg.name)
+        else:
+            p = old
+            (summary.unchanged if old.cfg == cfg else summary.changed).append(cfg.name)
+            p.cfg = cfg
+            p.maxms = cfg.qualify_ms
+            p.ruri = None
+            p.transport = cfg.transport
+            p.verdict.policy = policy_of(cfg)
+            if p.maxms == 0:
+                p.lastms = 0
+                p.verdict.reset()
+        p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
+        p.dest = destinations.get(cfg.name) or p.addr
+        return p
+
+    def update(self, peers: Iterable[PeerConfig], removed: Iterable[str], now: float, *,
+               addresses: dict[str, Addr | None] | None = None,
+               destinations: dict[str, Addr | None] | None = None) -> ReloadSummary:
+        """Some peers added, changed or removed (a realtime row), the others untouched: each
+        added or changed peer is poked at once (chan_sip's `sip_poke_peer_now` for a realtime
+        peer), its keepalive restarted; a removed peer's transaction ends."""
+        summary = ReloadSummary()
+        for cfg in peers:
+            p = self._peers[cfg.name] = self._take(cfg, summary, addresses or {}, destinations or {}, {}, None)
+            self._schedule_keepalive(p, now)
+            if p.maxms > 0:
+                self._schedule_poke(p, now)
+        for name in removed:
+            gone = self._peers.pop(name, None)
+            if gone is not None:
+                summary.removed.append(name)
+                self._drop(gone)
         return summary
 
     def poke_all(self, now: float) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..qualify.registrar import Binding
@@ -34,6 +35,8 @@ class BindingCommitter:
         self._queue: list[tuple[str, Binding | None, asyncio.Future[None]]] = []
         self._flushing = False
         self._failure: Health | None = None  # cause and since, until a store succeeds
+        # called with each change once it is stored (realtime write-back), in commit order
+        self.after_commit: list[Callable[[str, Binding | None], None]] = []
 
     async def commit(self, peer: str, binding: Binding | None, to: str) -> str | None:
         """Store one change (None: delete the peer's binding); the error, or None when stored.
@@ -89,7 +92,9 @@ class BindingCommitter:
                         if not fut.done():
                             fut.set_exception(e if isinstance(e, sqlite3.Error) else sqlite3.Error(str(e)))
                     continue
-                for _, _, fut in batch:
+                for peer, binding, fut in batch:
+                    for hook in self.after_commit:
+                        hook(peer, binding)
                     if not fut.done():
                         fut.set_result(None)
         finally:

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Realtime benchmark: N sippeers rows in a real PostgreSQL (Debian's, started here in a temp
+dir as the tests do), loaded and qualified by the daemon in this process against Kamailio.
+
+Prints
+- the first load: reading and turning N rows into peers, and the whole start-up;
+- memory: the process's RSS growth over the start-up, per peer;
+- qualify: time until every peer is OK (first pokes spread over ~10 s, as bench_e2e);
+- one idle pass of the change check (the table's fingerprint) without the trigger;
+- the refresh when 1 % of the rows change: time from the UPDATE's commit until the last
+  changed peer is applied, and the CPU this process spent meanwhile, polling (no trigger)
+  and with the LISTEN/NOTIFY trigger.
+
+    python bench/bench_realtime.py                  # 100,000 peers
+    python bench/bench_realtime.py --peers 5000     # CI short mode
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from common import KAMAILIO_CFG, free_port, kamailio_binary, stop  # noqa: E402
+
+from sipqualify.realtime.backends import trigger_sql  # noqa: E402
+from sipqualify.service import Service, ServiceOptions  # noqa: E402
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def wait(cond: object, timeout: float, why: object = None) -> float:
+    t0 = time.perf_counter()
+    while not cond():  # type: ignore[operator]
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit(f"bench_realtime: condition not met in time {why() if why else ''}")  # type: ignore
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - t0
+
+
+async def refresh(svc: Service, pg: object, n: int, freq: int, label: str) -> None:
+    rt = svc.realtime
+    assert rt is not None
+    applied = rt.stats["applied"]
+    changed = max(1, n // 100)
+    c0, t0 = time.process_time(), time.perf_counter()
+    # off the loop: the UPDATE may wait for a row lock a write-back of the daemon holds
+    await asyncio.to_thread(pg.sql, f"UPDATE sippeers SET qualifyfreq = {freq} WHERE id % 100 = 0")  # type: ignore
+    t_commit = time.perf_counter()
+    await wait(lambda: rt.stats["applied"] >= applied + changed, 120, rt.health)
+    dt, cpu = time.perf_counter() - t_commit, time.process_time() - c0
+    print(f"  refresh  {label:<30} {changed:>7,} of {n:,} rows changed: applied {dt:6.2f} s after the commit, "
+          f"{cpu:.2f} s CPU (UPDATE took {t_commit - t0:.2f} s)")
+
+
+async def run(args: argparse.Namespace, tmp: Path, kport: int) -> None:
+    from tests.realtime.conftest import PG_SERIAL, SIPPEERS, Postgres
+
+    pg = Postgres()
+    try:
+        pg.sql(SIPPEERS.format(serial=PG_SERIAL))
+        t0 = time.perf_counter()
+        pg.sql("INSERT INTO sippeers (name, host, port, type, qualify, qualifyfreq, context) "
+               f"SELECT 'rt' || lpad(i::text, 7, '0'), '127.0.0.1', {kport}, 'peer', 'yes', {args.freq}, 'phones' "
+               f"FROM generate_series(1, {args.peers}) AS i")
+        print(f"bench_realtime: {args.peers:,} sippeers rows inserted in {time.perf_counter() - t0:.1f} s")
+        sport = free_port()
+        (tmp / "sip.conf").write_text(f"[general]\nudpbindaddr=127.0.0.1:{sport}\nqualifygap=100\n"
+                                      f"qualifypeers={max(0, args.peers // 100 - 1)}\nrt_refresh=2\n")
+        (tmp / "extconfig.conf").write_text("[settings]\nsippeers => pgsql,general,sippeers\n")
+        (tmp / "res_pgsql.conf").write_text(f"[general]\ndbhost=127.0.0.1\ndbport={pg.port}\n")
+        from sipqualify.config import load_config
+        from sipqualify.realtime import open_realtime
+
+        probe = open_realtime(load_config(str(tmp / "sip.conf")))  # the first load alone, before the daemon
+        assert probe is not None
+        t0 = time.perf_counter()
+        rows = await probe.backend.rows()
+        fetched = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        probe._reader().peers(rows)
+        print(f"  load     read {len(rows):,} rows {fetched:.2f} s, "
+              f"made peers of them {time.perf_counter() - t0:.2f} s")
+        await probe.close()
+        del rows, probe
+        rss0 = rss_bytes()
+        svc = Service(ServiceOptions(str(tmp / "sip.conf"), "127.0.0.1", 0, str(tmp / "state")))
+        t0 = time.perf_counter()
+        await svc.start()
+        started = time.perf_counter() - t0
+        assert svc.realtime is not None and svc.engine is not None
+        rss = rss_bytes() - rss0
+        print(f"  load     start-up with {len(svc.engine):,} realtime peers: {started:.2f} s")
+        print(f"  memory   RSS +{rss / 2**20:,.0f} MiB over the start-up: {rss / args.peers:,.0f} bytes per peer")
+        backend = svc.realtime.backend
+        engine = svc.engine
+        dt = await wait(lambda: all(p.state == "OK" for p in engine.peers()), 300)
+        print(f"  qualify  every peer OK {started + dt:.1f} s after start (first pokes spread over "
+              f"{args.peers // max(1, args.peers // 100) * 0.1:.0f} s)")
+        t0 = time.perf_counter()
+        await backend.fingerprint()
+        print(f"  idle     one change check (table fingerprint, no trigger): {time.perf_counter() - t0:.3f} s")
+        await refresh(svc, pg, args.peers, args.freq + 1, "polling (rt_refresh=2)")
+        # found at the next pass: from then on, changes come by NOTIFY
+        await asyncio.to_thread(pg.sql, trigger_sql("sippeers"))
+        rt = svc.realtime
+        await wait(lambda: getattr(backend, "listening", False), 60, rt.health)
+        passes = rt.stats["refreshes"]  # the full pass that follows LISTEN, before measuring
+        await wait(lambda: rt.stats["refreshes"] > passes + 1, 60, rt.health)
+        await refresh(svc, pg, args.peers, args.freq + 2, "LISTEN/NOTIFY trigger")
+        await svc.close()
+    finally:
+        pg.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=100_000)
+    ap.add_argument("--freq", type=int, default=60, help="qualifyfreq of the rows, seconds")
+    args = ap.parse_args()
+    kam = kamailio_binary()
+    if kam is None:
+        print("bench_realtime: kamailio not installed (apt-get install kamailio); skipped")
+        return 0 if not os.environ.get("CI") else 1
+    tmp = Path(tempfile.mkdtemp(prefix="sq-rt-"))
+    kport = free_port()
+    (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
+    kam_proc = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
+                                stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
+    try:
+        asyncio.run(run(args, tmp, kport))
+    finally:
+        stop(kam_proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

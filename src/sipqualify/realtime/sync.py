@@ -1,0 +1,256 @@
+"""Realtime peers followed live, and registrations written back: the asyncio adapter of a
+realtime `sippeers` table (backends.py) to the service.
+
+* **Load**: every row at start, read into peers by rows.RowReader; the last rows loaded are
+  kept, so a database that goes away never takes a peer with it.
+* **Follow**: with the PostgreSQL trigger (backends.trigger_sql) the rows named by NOTIFY are
+  read again at once; otherwise the table's fingerprint is checked every `rt_refresh` seconds
+  and, when it moved, the rows whose server-side hash changed (every row, for SQLite) are
+  read and compared by content (rows.row_digest). Only
+  inserted, changed and deleted peers go to `apply`; unchanged peers are never touched. After
+  an outage the first successful pass is a full comparison (NOTIFYs were missed).
+* **Write back** (chan_sip `rtupdate=yes`): registrations and `lastms`, only the columns
+  chan_sip's `realtime_update_peer()` writes, through a queue kept in order per peer. A
+  batch holds at most one update per peer and is one transaction: on failure nothing of it
+  is taken off the queue and it is retried after a backoff, so nothing is lost and nothing
+  is applied twice out of order.
+* **Health**: a failure starts an episode (one log line, `/readyz` 503 with the cause, the
+  `sipqualify_storage_healthy{database="realtime"}` gauge at 0) that ends at the next success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..model import Config, ConfigMessage, PeerConfig
+from .backends import DB_TIMEOUT_S, Backend, Update
+from .rows import RowReader, row_digest
+
+log = logging.getLogger("sipqualify")
+
+Apply = Callable[[list[PeerConfig], list[str]], Awaitable[None]]
+BACKOFF_MIN_S = 0.5
+WRITE_BATCH = 500
+
+
+class RealtimePeers:
+    def __init__(self, backend: Backend, cfg: Config, refresh_s: float) -> None:
+        """`cfg` is the file's configuration: its peers win over rows of the same name."""
+        assert cfg.realtime is not None and cfg.realtime.proto is not None
+        self.backend = backend
+        self.cfg = cfg
+        self.static = set(cfg.peers)  # the file's peer names
+        self.refresh_s = refresh_s
+        self.digests: dict[str, bytes] = {}  # every named row: its content digest
+        self.peers: dict[str, PeerConfig] = {}  # rows that are peers (sip.conf names excluded)
+        self.shadowed: set[str] = set()  # realtime names sip.conf also defines (sip.conf wins)
+        self.apply: Apply | None = None
+        self._nameless: set[bytes] = set()  # rows without a name already reported
+        self._queue: dict[str, deque[dict[str, Any]]] = {}
+        self._wake = asyncio.Event()
+        self._failure: dict[str, Any] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stats = {"loads": 0, "refreshes": 0, "applied": 0, "writebacks": 0, "failures": 0,
+                      "bad_rows": 0}
+
+    # ------------------------------------------------------------------ loading
+
+    def _reader(self) -> RowReader:
+        rt = self.cfg.realtime
+        assert rt is not None and rt.proto is not None
+        return RowReader(self.backend.label, rt.proto, self.cfg)
+
+    def _log_messages(self, messages: list[ConfigMessage]) -> None:
+        for m in messages:
+            self.stats["bad_rows"] += 1
+            log.warning("realtime: %s", m)
+
+    def _diff(self, rows: list[dict[str, Any]], full: bool, names: set[str] | None = None
+              ) -> tuple[list[PeerConfig], list[str]]:
+        reader = self._reader()
+        changed: list[PeerConfig] = []
+        removed: list[str] = []
+        seen: set[str] = set()
+        for row in rows:
+            name = str(row.get("name") or "").strip()
+            if not name:
+                if row_digest(row) not in self._nameless:  # once per such row, not every pass
+                    self._nameless.add(row_digest(row))
+                    reader.peer(row)
+                continue
+            seen.add(name)
+            digest = row_digest(row)
+            if self.digests.get(name) == digest:
+                continue
+            self.digests[name] = digest
+            p = reader.peer(row)
+            if name in self.static:
+                if name not in self.shadowed:
+                    self.shadowed.add(name)
+                    log.warning("realtime peer '%s' (%s) is also in %s: the sip.conf peer wins, as in chan_sip",
+                                name, self.backend.label, self.cfg.source)
+                continue
+            if p is None:
+                if self.peers.pop(name, None) is not None:
+                    removed.append(name)
+                continue
+            self.peers[name] = p
+            changed.append(p)
+        gone = (set(self.digests) - seen) if full else ((names or set()) - seen)
+        for name in gone:
+            self.digests.pop(name, None)
+            if self.peers.pop(name, None) is not None:
+                removed.append(name)
+        self._log_messages(reader.messages)
+        return changed, removed
+
+    async def load(self) -> dict[str, PeerConfig]:
+        """The first load (or nothing, degraded, if the database is not there: retried later)."""
+        try:
+            rows = await self.backend.rows()
+        except Exception as e:  # noqa: BLE001 - any driver error: degraded, not dead
+            self._failed("load", e)
+            return {}
+        self._ok()
+        self._diff(rows, full=True)
+        self.stats["loads"] += 1
+        return dict(self.peers)
+
+    # ------------------------------------------------------------------ following
+
+    def start(self, apply: Apply) -> None:
+        self.apply = apply
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._writer())]
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: S110 - stopping
+                pass
+        await self.backend.close()
+
+    async def _follow(self) -> None:
+        fingerprint: str | None = None
+        hashes: dict[str, str] = {}  # the server's per-row hashes, where it gives them (PostgreSQL)
+        full = True  # the next pass compares every row (start, and after any failure)
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                names = await self.backend.wait_notify(0.0 if full else self.refresh_s)
+                full |= self.backend.resync
+                self.backend.resync = False
+                if names is None:  # no trigger: poll the fingerprint
+                    if not full:
+                        await asyncio.sleep(self.refresh_s)
+                    fp = await self.backend.fingerprint()
+                    if full:  # hashes first: a row changing in between is read again next pass
+                        hashes = await self.backend.hashes() or {}
+                        await self._apply(*self._diff(await self.backend.rows(), full=True))
+                    elif fp != fingerprint:
+                        hashes = await self._changed_rows(hashes)
+                    fingerprint = fp
+                elif full:
+                    await self._apply(*self._diff(await self.backend.rows(), full=True))
+                elif names:  # a burst of NOTIFYs: those rows only
+                    await self._apply(*self._diff(await self.backend.rows(sorted(names)), full=False, names=names))
+                full = False
+                backoff = BACKOFF_MIN_S
+                self.stats["refreshes"] += 1  # passes that reached the database
+                self._ok()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the database is away: keep the peers, retry
+                self._failed("refresh", e)
+                full = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max(self.refresh_s, BACKOFF_MIN_S))
+
+    async def _changed_rows(self, old: dict[str, str]) -> dict[str, str]:
+        """The table moved: read the rows whose server hash changed (every row where the
+        server gives no hashes), compare them by content, apply what differs."""
+        new = await self.backend.hashes()
+        if new is None:
+            await self._apply(*self._diff(await self.backend.rows(), full=True))
+            return {}
+        names = {n for n, h in new.items() if old.get(n) != h} | (set(old) - set(new))
+        rows = await self.backend.rows(sorted(names)) if names else []
+        await self._apply(*self._diff(rows, full=False, names=names))
+        return new
+
+    async def _apply(self, changed: list[PeerConfig], removed: list[str]) -> None:
+        if (changed or removed) and self.apply is not None:
+            self.stats["applied"] += len(changed) + len(removed)
+            log.info("realtime %s: %d peers added or changed, %d removed", self.backend.label, len(changed),
+                     len(removed))
+            await self.apply(changed, removed)
+
+    # ------------------------------------------------------------------ write-back
+
+    def write_back(self, peer: str, columns: dict[str, Any]) -> None:
+        """Queue an UPDATE of `columns` of `peer`'s row (a realtime peer's only)."""
+        if peer not in self.peers:
+            return
+        self._queue.setdefault(peer, deque()).append(columns)
+        self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queue.values())
+
+    async def _writer(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            names = list(self._queue)[:WRITE_BATCH]
+            batch: list[Update] = [(n, self._queue[n][0]) for n in names]
+            try:
+                await self.backend.update(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - kept queued, retried
+                self._failed("write-back", e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max(self.refresh_s, BACKOFF_MIN_S))
+                continue
+            backoff = BACKOFF_MIN_S
+            self._ok()
+            for n in names:
+                q = self._queue[n]
+                q.popleft()
+                if not q:
+                    del self._queue[n]
+            self.stats["writebacks"] += len(batch)
+
+    # ------------------------------------------------------------------ health
+
+    def _failed(self, what: str, e: BaseException) -> None:
+        self.stats["failures"] += 1
+        if self._failure is None:
+            cause = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if isinstance(e, TimeoutError):
+                cause += f" (no answer within {DB_TIMEOUT_S:.0f} s)"
+            self._failure = {"cause": f"{self.backend.label} {what}: {cause}", "since": time.time()}
+            log.error("realtime database unavailable (%s): keeping the %d peers last loaded, retrying",
+                      self._failure["cause"], len(self.peers))
+
+    def _ok(self) -> None:
+        if self._failure is not None:
+            log.warning("realtime database %s is back (failing since %.0f s)", self.backend.label,
+                        time.time() - self._failure["since"])
+            self._failure = None
+
+    def health(self) -> dict[str, Any]:
+        f = self._failure
+        return {"ok": f is None, "cause": f["cause"] if f else None, "since": f["since"] if f else None,
+                "peers": len(self.peers), "writeback_queue": self.queued, **self.stats}
