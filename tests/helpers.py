@@ -4,6 +4,7 @@ condition. Test modules import from here, never from each other."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -14,13 +15,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
+from sipqualify.api.webhooks import Webhook, WebhookDispatcher
 from sipqualify.config import load_config
 from sipqualify.demo import DemoEndpoint
 from sipqualify.model import PeerConfig
@@ -31,6 +35,7 @@ from sipqualify.service import Service, ServiceOptions
 from sipqualify.sip.digest import authorization
 from sipqualify.sip.framing import StreamFramer
 from sipqualify.sip.message import Request, Response, make_response, parse_message
+from sipqualify.store import Store
 from sipqualify.views import PeerView
 
 Addr = tuple[str, int]
@@ -718,3 +723,42 @@ class Shell:
 
     def answers(self) -> list[str]:
         return [d.decode().partition("\r\n")[0] for _, d, _ in self.sent]
+
+
+@dataclass
+class WebhookRig:
+    """A Store, a WebhookDispatcher on it with one webhook `rx`, and what that webhook received."""
+
+    store: Store
+    hooks: WebhookDispatcher
+    got: list[dict[str, Any]]
+
+
+@contextlib.asynccontextmanager
+async def webhook_rig(tmp_path: Path) -> AsyncIterator[WebhookRig]:
+    """A receiver on 127.0.0.1 and a dispatcher delivering the store's transitions to it."""
+    got: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        got.append(json.loads(await request.read()))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port(socket.SOCK_STREAM)
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    store = Store(str(tmp_path / "sipqualify.sqlite"))
+    await asyncio.to_thread(store.open)
+    listeners: list[Any] = []
+    model = SimpleNamespace(store=store, add_record_listener=listeners.append)
+    hooks = WebhookDispatcher(model, [Webhook("rx", f"http://127.0.0.1:{port}/hook")],  # type: ignore[arg-type]
+                              tmp_path / "webhooks.sqlite")
+    await hooks.start()
+    try:
+        yield WebhookRig(store, hooks, got)
+    finally:
+        await hooks.close()
+        await asyncio.to_thread(store.close)
+        await runner.cleanup()

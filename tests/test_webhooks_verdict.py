@@ -5,21 +5,13 @@ engine's Peer through StateRecorder, the SQLite row, event_json and a webhook de
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
-
-from aiohttp import web
 
 from sipqualify.api.events import event_json
-from sipqualify.api.webhooks import Webhook, WebhookDispatcher
 from sipqualify.qualify.events import StateChanged
-from sipqualify.store import Store
 from sipqualify.store.recorder import StateRecorder
 
-from .helpers import free_port, wait_for
+from .helpers import wait_for, webhook_rig
 from .qualify.sim import build, ok_after, peer, silent
 
 A = ("127.0.0.1", 15072)
@@ -27,26 +19,8 @@ B = ("127.0.0.1", 15073)
 
 
 async def test_transition_payload_has_verdict_reason_and_policy(tmp_path: Path) -> None:
-    got: list[dict[str, Any]] = []
-
-    async def receive(request: web.Request) -> web.Response:
-        got.append(json.loads(await request.read()))
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port(socket.SOCK_STREAM)
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    store = Store(str(tmp_path / "sipqualify.sqlite"))
-    await asyncio.to_thread(store.open)
-    listeners: list[Any] = []
-    model = SimpleNamespace(store=store, add_record_listener=listeners.append)
-    hooks = WebhookDispatcher(model, [Webhook("rx", f"http://127.0.0.1:{port}/hook")],  # type: ignore[arg-type]
-                              tmp_path / "webhooks.sqlite")
-    await hooks.start()
-    try:
+    async with webhook_rig(tmp_path) as rig:
+        store, hooks, got = rig.store, rig.hooks, rig.got
         # on the virtual clock: a 404 is OK for chan_sip but down for the "trunks" policy; a
         # silent peer without a policy goes UNREACHABLE with the verdict down / timeout
         sim = build([peer("t", A[1], 2000, freq_s=5, reply_up="2xx", policy="trunks"),
@@ -69,7 +43,3 @@ async def test_transition_payload_has_verdict_reason_and_policy(tmp_path: Path) 
         assert [(g["peer"], g["verdict"], g["verdict_reason"], g["policy"]) for g in got] == [
             ("t", "down", "reply:404", "trunks"), ("q", "down", "timeout", ""), ("gone", None, None, None)]
         assert got[0] == {**event_json(rows[0]), "receiver": "rx"}
-    finally:
-        await hooks.close()
-        await asyncio.to_thread(store.close)
-        await runner.cleanup()
