@@ -15,7 +15,7 @@ import pytest
 
 from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
-from sipqualify.sip.message import parse_message
+from sipqualify.sip.message import Request, make_response, parse_message
 
 from .helpers import api, free_port, sip_conf, wait_for
 
@@ -133,3 +133,36 @@ async def test_an_unbindable_source_is_an_error_naming_the_peer_and_nothing_is_s
     finally:
         holder.close()
         await svc.close()
+
+
+async def test_a_tcp_peer_is_connected_to_from_the_source_address(tmp_path: Path) -> None:
+    """TCP (and TLS): the connection we open to the peer is bound to the source's address (a free
+    port); the answer comes back over it."""
+    peers: list[Addr] = []
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        peers.append(w.get_extra_info("peername")[:2])
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")  # our OPTIONS: Content-Length 0
+                req = parse_message(head)
+                assert isinstance(req, Request)
+                w.write(make_response(req, 200, "OK", to_tag="tcp").to_bytes())
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            w.close()
+
+    server = await asyncio.start_server(serve, PEER_IP, 0)
+    port = int(server.sockets[0].getsockname()[1])
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, free_port(), {"tcp": peer(port, transport="tcp", qualify_source="127.0.0.5:5999")},
+             "tcpenable=yes")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    try:
+        await wait_for(lambda: states(svc) == {"tcp": "OK"})
+        assert len(peers) == 1 and peers[0][0] == "127.0.0.5" and peers[0][1] != 5999
+        assert svc.sockets.sources == {}  # no UDP socket for a tcp peer
+    finally:
+        await svc.close()
+        server.close()

@@ -214,8 +214,8 @@ class Service:
         an error naming its peers, counted; they send nothing and show why (their transport error)."""
         assert self.engine is not None
         users: dict[Addr, list[str]] = {}
-        for p in peers:
-            if p.qualify_source is not None:
+        for p in peers:  # UDP sockets; a tcp/tls peer connects from its source's address (sockets.py)
+            if p.qualify_source is not None and p.transport == "udp":
                 users.setdefault(p.qualify_source, []).append(p.name)
         bound = self.sockets.sync_sources(users)
         for src, why in bound.items():

@@ -250,8 +250,11 @@ class SipSockets:
     def collect_tcp_peers(self, peers: Iterable[Peer]) -> None:
         """Destinations of static tcp/tls/ws/wss peers: sending to one opens a connection if there
         is none (the server is made here if no listener made it; a TLS or WSS peer's host name is
-        its SNI)."""
+        its SNI; a tcp/tls peer's `qualify_source` is the address it is connected from)."""
         static: dict[Addr, Server] = {}
+        for stream in (self.tcp, self.tls):
+            if stream is not None:
+                stream.source_ip.clear()
         for p in peers:
             if p.transport == "udp" or p.cfg.dynamic or p.dest is None:
                 continue
@@ -261,6 +264,8 @@ class SipSockets:
             else:
                 srv = self._server(TLS if p.transport == "tls" else TCP)
             static[p.dest] = srv
+            if p.cfg.qualify_source is not None and isinstance(srv, TcpServer):  # TCP/TLS: its address, a free port
+                srv.source_ip[p.dest] = p.cfg.qualify_source[0]
             host = p.cfg.host
             if srv.ssl_client is not None and host and ip_literal(host.strip("[]")) is None and p.dest == p.addr:
                 srv.sni[p.dest] = host

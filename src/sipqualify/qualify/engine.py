@@ -866,7 +866,8 @@ class QualifyEngine:
     def _local(self, p: Peer, dest: Addr) -> Addr:
         """Our address as the peer sees it (Via, From, Contact): the SIP socket's, or the socket of
         the peer's `qualify_source` (over UDP; one that could not be opened: as configured, and
-        `_send` sends nothing)."""
+        `_send` sends nothing). Over TCP/TLS the answer comes back over the connection (RFC 3261
+        §18.2.2), which the shell opens from the source's address: the SIP socket's address stays."""
         src = p.cfg.qualify_source
         if src is None or p.transport != UDP:
             return self.local_address(dest)
