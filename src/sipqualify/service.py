@@ -202,7 +202,8 @@ class Service:
             any(self.dns.state(n) for n in removed)
         addrs = await self.dns.load(self.config.peers.values(), self.config.general) if named else lit
         proxies = await resolve_proxies(changed)
-        self._open_sources(self.config.peers.values())
+        if self.sockets.sources or any(p.qualify_source for p in changed):  # else nothing to open or close
+            self._open_sources(self.config.peers.values())
         self.engine.update(changed, removed, self.clock(), addresses={p.name: addrs.get(p.name) for p in changed},
                            destinations=proxies)
         self.engine.inbound.apply_bindings()
