@@ -166,3 +166,33 @@ async def test_a_tcp_peer_is_connected_to_from_the_source_address(tmp_path: Path
     finally:
         await svc.close()
         server.close()
+
+
+async def test_ipv6_source_and_the_sip_sockets_own_address(tmp_path: Path) -> None:
+    """`[::1]:port` reaches an IPv6 peer from a daemon whose SIP socket is IPv4 only; a source that
+    is the SIP socket's own address is that socket (no second bind, not closed when unused)."""
+    loop = asyncio.get_running_loop()
+    t6, v6 = await loop.create_datagram_endpoint(RecordingUas, local_addr=("::1", 0))
+    v6_port = int(t6.get_extra_info("sockname")[1])
+    own, own_port = await uas()
+    fixed, sip_port = free_port(), free_port()
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, sip_port, {
+        "v6": {"host": "::1", "port": v6_port, "qualify": 300, "qualifyfreq": 1, "qualify_source": f"[::1]:{fixed}"},
+        "own": peer(own_port, qualify_source=f"127.0.0.1:{sip_port}"),
+    }, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s"), sip_bind=[("127.0.0.1", sip_port)]))
+    await svc.start()
+    try:
+        await wait_for(lambda: states(svc) == {"v6": "OK", "own": "OK"})
+        assert {src for src, _ in v6.seen} == {("::1", fixed)}
+        assert all(via.startswith(f"SIP/2.0/UDP [::1]:{fixed};branch=") for _, via in v6.seen)
+        main = svc.sockets.sources[("127.0.0.1", sip_port)]
+        assert main in svc.sockets.endpoints.values()  # the SIP socket itself
+        assert {src for src, _ in own.seen} == {("127.0.0.1", sip_port)}
+        sip_conf(conf, sip_port, {"own": peer(own_port)}, "qualifygap=10")
+        await svc.reload()
+        assert svc.sockets.sources == {} and not main.closed
+    finally:
+        await svc.close()
+        t6.close()
