@@ -17,7 +17,7 @@ from sipqualify.demo import DemoEndpoint
 from sipqualify.service import Service, ServiceOptions
 from sipqualify.sip.message import Request, make_response, parse_message
 
-from .helpers import api, free_port, sip_conf, wait_for
+from .helpers import api, cli, free_port, sip_conf, wait_for
 
 Addr = tuple[str, int]
 PEER_IP = "127.0.0.6"
@@ -77,6 +77,9 @@ async def test_options_leave_from_the_source_and_sources_follow_reloads(tmp_path
         assert all(via.startswith(f"SIP/2.0/UDP 127.0.0.7:{fixed};") for _, via in b.seen)
         assert {src for src, _ in c.seen} == {("127.0.0.1", sip_port)}  # the default: the SIP socket
         assert svc.counters.source_errors == 0
+        shown = {p["name"]: p["qualify_source"] for p in (await api(svc, "GET", "/api/v1/peers"))[1]["peers"]}
+        assert shown == {"eph": f"127.0.0.5:{eph[1]}", "eph2": f"127.0.0.5:{eph[1]}", "fixed": f"127.0.0.7:{fixed}",
+                         "plain": None}
 
         # reload: 127.0.0.5 no longer used (closed), 127.0.0.7 kept as it is, 127.0.0.8 opened
         kept, gone = socks[("127.0.0.7", fixed)], socks[("127.0.0.5", 0)]
@@ -119,6 +122,10 @@ async def test_an_unbindable_source_is_an_error_naming_the_peer_and_nothing_is_s
                "(EADDRINUSE); its qualify requests are not sent" in caplog.text
         code, body = await api(svc, "GET", "/api/v1/peers/busy")
         assert code == 200 and body["transport_error"] == why  # shown at once
+        assert body["qualify_source"] == f"127.0.0.5:{taken}"  # as configured: it has no socket
+        rc, out, _ = await cli("peer", "busy", "--api", f"127.0.0.1:{svc.api_addr[1]}", "--state-dir",
+                               str(tmp_path / "s"))
+        assert rc == 0 and f"\n  Qualify from : 127.0.0.5:{taken}\n  Transport err: {why}\n" in out
         await wait_for(lambda: states(svc) == {"busy": "UNREACHABLE", "plain": "OK"})
         assert a.seen == []  # never sent from the SIP socket instead
         assert svc.engine is not None and svc.engine.stats.source_errors > 0

@@ -408,6 +408,7 @@ class ShellReadModel:
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
             transport_error=p.transport_error,
+            qualify_source=shell.engine.source_of(p) if shell.engine is not None else None,
             tls_cert_days_left=self.tls_cert_days_left(p),
             flow_keepalive=self.flow_keepalive(p),
             dns=dns,

@@ -731,6 +731,18 @@ class QualifyEngine:
         self.sources = dict(bound)
         self._mark_sources(self.entries())
 
+    def source_of(self, p: Peer) -> str | None:
+        """Where the peer's qualify requests leave from, as shown: its `qualify_source` socket's
+        bound `ip:port` (over TCP/TLS the address its connection is opened from; a source without
+        a socket: as configured); None: the SIP socket."""
+        src = p.cfg.qualify_source
+        if src is None:
+            return None
+        if p.transport != UDP:
+            return src[0]
+        bound = self.sources.get(src)
+        return source_text(bound if isinstance(bound, tuple) else src)
+
     def _mark_sources(self, peers: Iterable[Peer]) -> None:
         """Peers whose `qualify_source` has no socket carry why (shown before their first give-up)."""
         if not any(isinstance(why, str) for why in self.sources.values()):
