@@ -203,3 +203,30 @@ async def test_ipv6_source_and_the_sip_sockets_own_address(tmp_path: Path) -> No
     finally:
         await svc.close()
         t6.close()
+
+
+async def test_a_request_to_a_source_address_is_answered_from_it(tmp_path: Path) -> None:
+    """A peer qualifying us back at the address our OPTIONS came from gets its answer from that
+    address (its transaction, and a NAT on the way, expect it there), not from the SIP socket."""
+    a, a_port = await uas()
+    fixed, sip_port = free_port(), free_port()
+    conf = tmp_path / "sip.conf"
+    sip_conf(conf, sip_port, {"eph": peer(a_port, qualify_source=f"127.0.0.5:{fixed}")}, "qualifygap=10")
+    svc = Service(ServiceOptions(str(conf), "127.0.0.1", 0, str(tmp_path / "s")))
+    await svc.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone:
+            phone.bind((PEER_IP, 0))
+            phone.setblocking(False)
+            me = phone.getsockname()[1]
+            loop = asyncio.get_running_loop()
+            for to in (("127.0.0.5", fixed), ("127.0.0.1", sip_port)):
+                req = (f"OPTIONS sip:{to[0]}:{to[1]} SIP/2.0\r\n"
+                       f"Via: SIP/2.0/UDP {PEER_IP}:{me};branch=z9hG4bK{to[1]}back;rport\r\n"
+                       f"From: <sip:peer@{PEER_IP}>;tag=1\r\nTo: <sip:{to[0]}>\r\nCall-ID: back{to[1]}@{PEER_IP}\r\n"
+                       "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()
+                await loop.sock_sendto(phone, req, to)
+                data, frm = await asyncio.wait_for(loop.sock_recvfrom(phone, 65535), 5)
+                assert data.startswith(b"SIP/2.0 200 OK") and frm == to  # each from where it was sent to
+    finally:
+        await svc.close()

@@ -8,9 +8,10 @@ multi-homed host's other addresses: `sync_sources`), read like the main ones. Se
 answer goes over the flow its request came over; a poke over the TCP/TLS/WS connection from
 its destination if there is one, over a connection we open to a static tcp/tls/ws/wss peer,
 never over UDP to a peer registered over a connection that is gone, else over UDP (from its
-`qualify_source` socket when it has one: `send_from`). No transport stands in for another: a
-tcp, tls, ws or wss peer is qualified over its own transport (its connection error is its
-reason) or not at all.
+`qualify_source` socket when it has one: `send_from`; an answer to a request that came to a
+source socket leaves from it too). No transport stands in for another: a tcp, tls, ws or
+wss peer is qualified over its own transport (its connection error is its reason) or not at
+all.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .ws import WsServer
 log = logging.getLogger("sipqualify")
 
 Receive = Callable[[bytes, Addr, float], None]
+ANSWER_FROM_MAX = 65536  # remotes remembered as having sent a request to a qualify_source socket
 Server = TcpServer | WsServer
 
 
@@ -44,6 +46,8 @@ class SipSockets:
         self.endpoints: dict[int, UdpEndpoint] = {}
         self.sources: dict[Addr, UdpEndpoint] = {}  # qualify_source (ip, port 0 or not) -> its socket
         self._from: dict[Addr, UdpEndpoint] = {}  # the same sockets by the local address they are bound to
+        # remote -> the source socket its last request came to: answers to it leave from there
+        self._answer_from: dict[Addr, UdpEndpoint] = {}
         self.tcp: TcpServer | None = None  # SIP over TCP: the tcpenable listener, and/or tcp peers we connect to
         self.tls: TcpServer | None = None  # SIP over TLS: the tlsenable listener, and/or tls peers we connect to
         self.certs = CertWatch()  # TLS peers' certificates (days left)
@@ -147,14 +151,35 @@ class SipSockets:
             self.sources[src] = ep
             out[src] = ep.local
         self._from = {ep.local: ep for ep in self.sources.values()}
+        self._answer_from = {a: ep for a, ep in self._answer_from.items() if not ep.closed}
+        assert self._on_datagram is not None
+        for main in self.endpoints.values():  # with no source (the default) the SIP sockets feed the core directly
+            main.on_datagram = self._main_datagram if self._from else self._on_datagram
         return out
 
     def _open_source(self, src: Addr) -> UdpEndpoint:
-        assert self._on_datagram is not None and self._on_icmp is not None, "open() first"
+        assert self._on_icmp is not None, "open() first"
         sock = make_udp_socket(src[0], src[1], reuse=False)
-        ep = UdpEndpoint(sock, self._on_datagram, self._on_icmp, self.clock, self._on_batch_done)
+        ep = UdpEndpoint(sock, lambda data, addr, t: self._source_datagram(ep, data, addr, t), self._on_icmp,
+                         self.clock, self._on_batch_done)
         ep.start(asyncio.get_running_loop())
         return ep
+
+    def _main_datagram(self, data: bytes, addr: Addr, t: float) -> None:
+        if self._answer_from and not data.startswith(b"SIP/2.0 "):  # a request here: answered from here again
+            self._answer_from.pop(addr, None)
+        assert self._on_datagram is not None
+        self._on_datagram(data, addr, t)
+
+    def _source_datagram(self, ep: UdpEndpoint, data: bytes, addr: Addr, t: float) -> None:
+        """What arrives on a `qualify_source` socket goes where the SIP socket's goes; a request
+        (a peer qualifying us back at the address our OPTIONS came from) is answered from it."""
+        if not data.startswith(b"SIP/2.0 "):
+            if len(self._answer_from) >= ANSWER_FROM_MAX and addr not in self._answer_from:
+                self._answer_from.clear()  # bounded: a forgotten remote is answered from the SIP socket
+            self._answer_from[addr] = ep
+        assert self._on_datagram is not None
+        self._on_datagram(data, addr, t)
 
     def send_from(self, data: bytes, dest: Addr, local: Addr) -> None:
         """A datagram from the `qualify_source` socket bound to `local` (dropped if it is gone: a
@@ -287,7 +312,9 @@ class SipSockets:
                 srv.stats["no_connection"] += 1
             return
         dest = flow.remote
-        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+        ep = self._answer_from.get(dest) if self._answer_from else None  # its request came to a source socket
+        if ep is None:
+            ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
         if ep is not None:
             ep.sendto(data, dest)
 
@@ -325,6 +352,7 @@ class SipSockets:
         self.endpoints.clear()
         self.sources.clear()
         self._from.clear()
+        self._answer_from.clear()
         for srv in (self.tcp, self.tls):
             if srv is not None:
                 srv.close()
