@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sipqualify.config import check_config, load_config
+from sipqualify.config.sipconf import PeerDefaults, new_peer
+from sipqualify.model import Config, GeneralConfig
+from sipqualify.realtime.rows import RowReader
 
 Write = Callable[[str, str], str]
 
@@ -102,3 +105,14 @@ qualify_source = "::"
                                                               ("error", 7, "qualify_source")]
     assert msgs[0].message == "qualify_source must be a string, not 5070"
     assert "'::' is not one address of this host" in msgs[1].message
+
+
+def test_a_realtime_sippeers_column() -> None:
+    """A `qualify_source` column of the realtime sippeers table is the sip.conf option (rows.py)."""
+    general = GeneralConfig(qualify_ms=0)
+    r = RowReader("pgsql:sippeers", new_peer("", general, PeerDefaults(), ""), Config(general=general))
+    peers = r.peers([{"id": 1, "name": "gw", "host": "192.0.2.1", "qualify_source": "127.0.0.5:5070"},
+                     {"id": 2, "name": "bad", "host": "192.0.2.2", "qualify_source": "0.0.0.0"}])
+    gw = peers["gw"][1]
+    assert gw is not None and gw.qualify_source == ("127.0.0.5", 5070)
+    assert [(m.file, m.line, m.option) for m in r.messages] == [("pgsql:sippeers", 2, "qualify_source")]
