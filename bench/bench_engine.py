@@ -11,6 +11,7 @@ loaded engine) and whether any peer ended in a false state.
     python bench/bench_engine.py --peers 20000 --duration 120   # CI short mode
     python bench/bench_engine.py --peers 10000 --policy         # every peer with a verdict policy
     python bench/bench_engine.py --peers 10000 --policy --flap  # ... and flap damping
+    python bench/bench_engine.py --peers 20000 --source  # every peer with a qualify_source
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main() -> None:
                     help="every peer with a verdict policy (reply_up, reply_degraded, down_after, up_after, "
                          "retry_interval)")
     ap.add_argument("--flap", action="store_true", help="every peer with flap damping (flap_suppress = 2000)")
+    ap.add_argument("--source", action="store_true",
+                    help="every peer with qualify_source = 10.255.0.1 (sent through datagrams_to_send_from)")
     args = ap.parse_args()
 
     n = args.peers
@@ -68,6 +71,9 @@ def main() -> None:
     if args.flap:
         policy["flap_suppress"] = 2000
     engine = QualifyEngine(general, local_address=lambda d: ("10.0.0.1", 5060), wallclock=lambda: 1795463111.0)
+    if args.source:
+        policy["qualify_source"] = ("10.255.0.1", 0)
+        engine.set_sources({("10.255.0.1", 0): ("10.255.0.1", 40000)})
     peers = [
         PeerConfig(name=f"peer{i:07d}", host=f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
                    qualify_ms=2000, qualifyfreq_ms=args.freq * 1000, **policy)
@@ -113,6 +119,7 @@ def main() -> None:
             break
         c0 = pt()
         out = engine.datagrams_to_send()
+        out += [(data, dest) for data, dest, _ in engine.datagrams_to_send_from()]
         while engine.next_event() is not None:
             events += 1
         engine_cpu += pt() - c0
@@ -124,7 +131,8 @@ def main() -> None:
     txns = st.answered + st.timeouts
     false_states = sum(1 for p in engine.peers() if p.state != "OK")
     rss_end = rss_bytes()
-    print(f"peers                         {n:,}{' with a verdict policy' if args.policy else ''}")
+    print(f"peers                         {n:,}{' with a verdict policy' if args.policy else ''}"
+          f"{' with a qualify_source' if args.source else ''}")
     print(f"virtual time                  {end:.0f} s (qualifyfreq {args.freq} s, answer after {rtt * 1000:.1f} ms)")
     print(f"load (config -> scheduled)    {t_load:.2f} s CPU")
     print(f"qualify transactions          {txns:,} (answered {st.answered:,}, timeouts {st.timeouts:,}, "

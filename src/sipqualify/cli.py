@@ -155,6 +155,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_sip_show_peer(v))
         # ours, after chan_sip's block (which it leaves byte for byte): only when there is something to say
+        if v.qualify_source:
+            print(f"  Qualify from : {v.qualify_source}")
         if v.transport_error:
             print(f"  Transport err: {escape_controls(v.transport_error)}")
         if v.tls_cert_days_left is not None:

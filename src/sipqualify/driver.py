@@ -161,6 +161,8 @@ class CoreDriver:
         send = self.sockets.send
         for data, dest in eng.datagrams_to_send():
             send(data, dest)
+        for data, dest, local in eng.datagrams_to_send_from():  # peers with a qualify_source
+            self.sockets.send_from(data, dest, local)
         while (ev := eng.next_event()) is not None:
             self._dispatch(ev)
         when, expiry = eng.get_timer(), eng.inbound.get_timer()

@@ -71,6 +71,8 @@ class PeerConfig:
     qualify_max_forwards: int = 70
     qualify_headers_extra: tuple[str, ...] = ()  # whole header lines, before Content-Length
     qualify_method: str = "OPTIONS"  # one of QUALIFY_METHODS
+    # (ip, port) of ours the UDP qualify request leaves from (port 0: a free one); None: the SIP socket
+    qualify_source: tuple[str, int] | None = None
     group: str = "default"  # Prometheus RTT histogram group (`sipqualify_rtt_seconds{group=...}`)
     rtt_histogram: bool = False  # also a per-peer RTT histogram (for trunks)
     keepalive_s: int = 0  # chan_sip keepalive=: a bare CRLF every N s to the peer's address (0 = off)

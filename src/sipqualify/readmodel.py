@@ -51,6 +51,7 @@ class Counters:
     last_reload: float | None = None  # wall clock of the last successful reload
     reload_errors: int = 0
     icmp_errors: int = 0
+    source_errors: int = 0  # qualify_source addresses that could not be bound, at start, reloads, realtime changes
     loop_lag_max_ms: float = 0.0
     scheduler_lag_s: float = 0.0  # how late the last timer batch ran
 
@@ -407,6 +408,7 @@ class ShellReadModel:
             timeouts=p.timeouts,
             retransmissions=p.retransmissions,
             transport_error=p.transport_error,
+            qualify_source=shell.engine.source_of(p) if shell.engine is not None else None,
             tls_cert_days_left=self.tls_cert_days_left(p),
             flow_keepalive=self.flow_keepalive(p),
             dns=dns,

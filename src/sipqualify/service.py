@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from .net.dnswatch import PeerDns
 from .net.limits import prepare_open_files
 from .net.resolve import default_port, literal, resolve_host, resolve_proxies
 from .net.sockets import SipSockets
-from .qualify.engine import QualifyEngine, ReloadSummary
+from .qualify.engine import QualifyEngine, ReloadSummary, source_text
 from .qualify.events import QualifyResult
 from .qualify.pjsip_identify import Identifier, hostnames
 from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
@@ -202,10 +202,31 @@ class Service:
             any(self.dns.state(n) for n in removed)
         addrs = await self.dns.load(self.config.peers.values(), self.config.general) if named else lit
         proxies = await resolve_proxies(changed)
+        if self.sockets.sources or any(p.qualify_source for p in changed):  # else nothing to open or close
+            self._open_sources(self.config.peers.values())
         self.engine.update(changed, removed, self.clock(), addresses={p.name: addrs.get(p.name) for p in changed},
                            destinations=proxies)
         self.engine.inbound.apply_bindings()
         self.core.pump()
+
+    def _open_sources(self, peers: Iterable[PeerConfig]) -> None:
+        """One UDP socket per distinct `qualify_source` of the peers (sockets.py opens new ones,
+        closes unused ones); the engine learns where each is bound. One that cannot be bound is
+        an error naming its peers, counted; they send nothing and show why (their transport error)."""
+        assert self.engine is not None
+        users: dict[Addr, list[str]] = {}
+        for p in peers:  # UDP sockets; a tcp/tls peer connects from its source's address (sockets.py)
+            if p.qualify_source is not None and p.transport == "udp":
+                users.setdefault(p.qualify_source, []).append(p.name)
+        bound = self.sockets.sync_sources(users)
+        for src, why in bound.items():
+            if isinstance(why, str):
+                self.counters.source_errors += 1
+                names = users[src]
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                log.error("peer %s%s: qualify_source %s %s; its qualify requests are not sent",
+                          ", ".join(f"'{n}'" for n in names[:3]), more, source_text(src), why)
+        self.engine.set_sources(bound)
 
     async def _start_registrar(self) -> dict[str, Addr | None]:
         """Registrar for host=dynamic peers; bindings restored from SQLite (expired ones dropped)."""
@@ -257,6 +278,7 @@ class Service:
         self.identifier = identifier
         if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:
             self.registrar.pj = cfg.pjsip
+        self._open_sources(peers)
         now = self.clock()
         summary = self.engine.load(peers, now, addresses=addrs, destinations=proxies, restored=restored,
                                    general=cfg.general, restored_changed=restored_changed)

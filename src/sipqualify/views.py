@@ -49,6 +49,7 @@ class PeerView:
     timeouts: int
     retransmissions: int
     transport_error: str | None = None  # why the last TCP/TLS connection could not be opened; None: it could
+    qualify_source: str | None = None  # our address its qualify requests leave from (qualify_source); None: SIP socket
     tls_cert_days_left: float | None = None  # TLS peers: days until the peer's (verified) certificate expires
     # TCP/TLS peers with keepalive: RFC 5626 pings, pongs, rtt_s, unanswered_s of their flow (net/tcp.py)
     flow_keepalive: dict[str, Any] | None = None

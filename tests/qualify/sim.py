@@ -59,13 +59,18 @@ class Sim:
     responders: dict[Addr, Responder]
     now: float = 0.0
     sent: list[tuple[float, Addr, bytes]] = field(default_factory=list)
+    sent_from: list[tuple[float, Addr, Addr]] = field(default_factory=list)  # (t, our local address, dest)
     events: list[tuple[float, Event]] = field(default_factory=list)
     _pending: list[tuple[float, int, Addr, bytes]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def _flush(self) -> None:
-        for data, dest in self.engine.datagrams_to_send():
+        out: list[tuple[bytes, Addr, Addr | None]] = [(d, a, None) for d, a in self.engine.datagrams_to_send()]
+        out += self.engine.datagrams_to_send_from()  # peers with a qualify_source
+        for data, dest, local in out:
             self.sent.append((self.now, dest, data))
+            if local is not None:
+                self.sent_from.append((self.now, local, dest))
             r = self.responders.get(dest)
             if r is not None:
                 for delay, resp in r(data, self.now):

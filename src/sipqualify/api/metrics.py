@@ -221,6 +221,8 @@ class SipqualifyCollector(Collector):
         yield counter("sipqualify_requests_answered", "requests sent to sipqualify and answered",
                       st.requests_answered)
         yield counter("sipqualify_icmp_errors", "ICMP errors for datagrams we sent", model.counters.icmp_errors)
+        yield counter("sipqualify_source_errors", "qualify_source addresses that could not be bound (per attempt)",
+                      model.counters.source_errors)
         yield counter("sipqualify_internal_errors", "bugs caught and survived", st.internal_errors)
         yield GaugeMetricFamily("sipqualify_event_loop_lag_seconds", "recent maximum event-loop lag",
                                 value=model.counters.loop_lag_max_ms / 1000.0)

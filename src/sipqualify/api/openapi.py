@@ -116,6 +116,9 @@ PEER = {
         "transport_error": {"type": ["string", "null"],
                             "description": "why the last TCP/TLS connection could not be opened, e.g. "
                                            "`certificate has expired`; null once the peer answers"},
+        "qualify_source": {"type": ["string", "null"],
+                           "description": "our address its qualify requests leave from (`qualify_source`): "
+                                          "`ip:port` of that socket; null: the SIP socket"},
         "tls_cert_days_left": {"type": ["number", "null"],
                                "description": "TLS peers: days until the peer's verified certificate expires"},
         "flow_keepalive": {"type": ["object", "null"],

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ..addr import parse_port, split_hostport
+from ..addr import ip_literal, parse_port, split_hostport
 from ..logformat import FORMATS as LOG_FORMATS
 from ..model import (
     DEFAULT_MAXMS,
@@ -702,6 +702,28 @@ class Method(Choice):
         return self.toml(r, where, key, text, ctx)
 
 
+def parse_source(text: str) -> tuple[str, int]:
+    """`qualify_source`: a unicast IP literal of ours, perhaps with a port -> (ip, port); port 0
+    (none written) is a free port the kernel picks, once per address. Raises ValueError."""
+    host, port = split_hostport(text, allow_zero_port=True, ip_only=True)
+    ip = ip_literal(host)
+    assert ip is not None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError(f"'{host}' is not one address of this host: name the one OPTIONS leave from")
+    return ip.compressed, port or 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceAddr(TextKind):
+    """A local source address of the qualify request (multi-homed hosts). Empty: unset (the SIP
+    socket). Not chan_sip's: a bad value is an error in both files."""
+
+    toml_type = 'string "ip", "ip:port" or "[v6]:port"'
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        return parsed(r, where, parse_source, text, f"bad {key}") if text.strip() else None
+
+
 @dataclass(frozen=True, slots=True)
 class Whole(Kind):
     """Read by hand, with the other keys of its table (sip.conf `type`, `[[webhooks]]` keys)."""
@@ -796,7 +818,7 @@ def _verdict_options(section: str, target: str, inherit: bool) -> tuple[Option, 
 
 
 _PROBE_KEYS: Final = ("qualify_to_user", "qualify_ruri_user", "qualify_max_forwards", "qualify_headers_extra",
-                      "qualify_method")
+                      "qualify_method", "qualify_source")
 
 
 def _probe_options(section: str, target: str, inherit: bool) -> tuple[Option, ...]:
@@ -822,6 +844,10 @@ def _probe_options(section: str, target: str, inherit: bool) -> tuple[Option, ..
                "extra header lines of the qualify request", readers=(TOML,)),
         Option("qualify_method", section, Method(), f"{target}.qualify_method", dflt("qualify_method", "`OPTIONS`"),
                "`OPTIONS`, `INFO` or `NOTIFY`", "method of the qualify request (`NOTIFY`: with `Event: keep-alive`)"),
+        Option("qualify_source", section, SourceAddr(), f"{target}.qualify_source",
+               dflt("qualify_source", "unset (the SIP socket)"),
+               "IP address of this host, optionally with `:port` (none: a free port)",
+               "local address (and port) the qualify request leaves from over UDP (multi-homed hosts)"),
     )
 
 _YES_NO = "`yes` or `no`"

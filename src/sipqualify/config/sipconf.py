@@ -95,6 +95,7 @@ class PeerDefaults:
     qualify_max_forwards: int = 70
     qualify_headers_extra: tuple[str, ...] = ()
     qualify_method: str = "OPTIONS"
+    qualify_source: tuple[str, int] | None = None
 
 
 def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: str) -> PeerConfig:
@@ -128,6 +129,7 @@ def new_peer(name: str, general: GeneralConfig, defaults: PeerDefaults, source: 
         qualify_max_forwards=defaults.qualify_max_forwards,
         qualify_headers_extra=defaults.qualify_headers_extra,
         qualify_method=defaults.qualify_method,
+        qualify_source=defaults.qualify_source,
         source=source,
     )
 

@@ -3,15 +3,21 @@
 One UDP socket per address family (a wildcard IPv4 bind also gets the IPv6 wildcard), with
 [general] tcpenable a TCP listener on the address and port of each, with tlsenable a TLS
 listener on tlsbindaddr, with wsenable / wssenable a WebSocket listener on wsbindaddr /
-wssbindaddr (net/ws.py). Sending: an answer goes over the flow its request came over; a poke
-over the TCP/TLS/WS connection from its destination if there is one, over a connection we
-open to a static tcp/tls/ws/wss peer, never over UDP to a peer registered over a connection
-that is gone, else over UDP. No transport stands in for another: a tcp, tls, ws or wss peer
-is qualified over its own transport (its connection error is its reason) or not at all.
+wssbindaddr (net/ws.py), and one UDP socket per distinct `qualify_source` of the peers (a
+multi-homed host's other addresses: `sync_sources`), read like the main ones. Sending: an
+answer goes over the flow its request came over; a poke over the TCP/TLS/WS connection from
+its destination if there is one, over a connection we open to a static tcp/tls/ws/wss peer,
+never over UDP to a peer registered over a connection that is gone, else over UDP (from its
+`qualify_source` socket when it has one: `send_from`; an answer to a request that came to a
+source socket leaves from it too). No transport stands in for another: a tcp, tls, ws or
+wss peer is qualified over its own transport (its connection error is its reason) or not at
+all.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Callable, Iterable
@@ -24,12 +30,13 @@ from ..qualify.inbound import TCP, TLS, WS, WSS, Flow
 from .limits import tcp_connection_cap
 from .tcp import TcpConnection, TcpServer
 from .tls import CertWatch, client_context, server_context
-from .udp import LocalAddressSelector, UdpEndpoint, open_udp
+from .udp import LocalAddressSelector, UdpEndpoint, make_udp_socket, open_udp
 from .ws import WsServer
 
 log = logging.getLogger("sipqualify")
 
 Receive = Callable[[bytes, Addr, float], None]
+ANSWER_FROM_MAX = 65536  # remotes remembered as having sent a request to a qualify_source socket
 Server = TcpServer | WsServer
 
 
@@ -37,6 +44,10 @@ class SipSockets:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.endpoints: dict[int, UdpEndpoint] = {}
+        self.sources: dict[Addr, UdpEndpoint] = {}  # qualify_source (ip, port 0 or not) -> its socket
+        self._from: dict[Addr, UdpEndpoint] = {}  # the same sockets by the local address they are bound to
+        # remote -> the source socket its last request came to: answers to it leave from there
+        self._answer_from: dict[Addr, UdpEndpoint] = {}
         self.tcp: TcpServer | None = None  # SIP over TCP: the tcpenable listener, and/or tcp peers we connect to
         self.tls: TcpServer | None = None  # SIP over TLS: the tlsenable listener, and/or tls peers we connect to
         self.certs = CertWatch()  # TLS peers' certificates (days left)
@@ -47,6 +58,8 @@ class SipSockets:
         self._general = GeneralConfig()
         self._svc = ServiceConfig()
         self._on_message: dict[str, Receive] = {}
+        self._on_datagram: Receive | None = None
+        self._on_icmp: Callable[[Addr, str], None] | None = None
         self._on_batch_done: Callable[[], None] | None = None
         self._on_connect_error: Callable[[Addr, str], None] | None = None
         self._on_closed: Callable[[str, Addr], None] | None = None
@@ -58,6 +71,7 @@ class SipSockets:
                    on_ws_message: Receive | None = None, on_wss_message: Receive | None = None,
                    on_closed: Callable[[str, Addr], None] | None = None) -> None:
         self._general, self._svc = g, svc
+        self._on_datagram, self._on_icmp = on_datagram, on_icmp
         self._on_message = {TCP: on_tcp_message, TLS: on_tls_message or on_tcp_message,
                             WS: on_ws_message or on_tcp_message, WSS: on_wss_message or on_tcp_message}
         self._on_closed = on_closed
@@ -113,6 +127,66 @@ class SipSockets:
                 raise OSError(e.errno, f"cannot bind SIP TCP socket {ep.local[0]}:{ep.local[1]}: "
                                        f"{e.strerror}") from None
         log.info("SIP over TCP on %s", ", ".join(f"{ip}:{port}" for ip, port in tcp.locals))
+
+    def sync_sources(self, wanted: Iterable[Addr]) -> dict[Addr, Addr | str]:
+        """The peers' `qualify_source`s: a UDP socket for each new one (and again for one that
+        could not be bound before), closed for those no peer uses any more; one that is a main
+        socket's own address is that socket. Answers and ICMP errors on them go where the main
+        sockets' go. Returns each source's bound local address, or why it has no socket."""
+        wanted = set(wanted)
+        for src in [s for s in self.sources if s not in wanted]:
+            gone = self.sources.pop(src)
+            if gone not in self.endpoints.values():
+                gone.close()
+        out: dict[Addr, Addr | str] = {}
+        for src in sorted(wanted):
+            ep = self.sources.get(src) or next((e for e in self.endpoints.values() if e.local == src), None)
+            if ep is None:
+                try:
+                    ep = self._open_source(src)
+                except OSError as e:
+                    name = errno.errorcode.get(e.errno or 0, "")
+                    out[src] = f"cannot bind: {e.strerror or e}" + (f" ({name})" if name else "")
+                    continue
+            self.sources[src] = ep
+            out[src] = ep.local
+        self._from = {ep.local: ep for ep in self.sources.values()}
+        self._answer_from = {a: ep for a, ep in self._answer_from.items() if not ep.closed}
+        assert self._on_datagram is not None
+        for main in self.endpoints.values():  # with no source (the default) the SIP sockets feed the core directly
+            main.on_datagram = self._main_datagram if self._from else self._on_datagram
+        return out
+
+    def _open_source(self, src: Addr) -> UdpEndpoint:
+        assert self._on_icmp is not None, "open() first"
+        sock = make_udp_socket(src[0], src[1], reuse=False)
+        ep = UdpEndpoint(sock, lambda data, addr, t: self._source_datagram(ep, data, addr, t), self._on_icmp,
+                         self.clock, self._on_batch_done)
+        ep.start(asyncio.get_running_loop())
+        return ep
+
+    def _main_datagram(self, data: bytes, addr: Addr, t: float) -> None:
+        if self._answer_from and not data.startswith(b"SIP/2.0 "):  # a request here: answered from here again
+            self._answer_from.pop(addr, None)
+        assert self._on_datagram is not None
+        self._on_datagram(data, addr, t)
+
+    def _source_datagram(self, ep: UdpEndpoint, data: bytes, addr: Addr, t: float) -> None:
+        """What arrives on a `qualify_source` socket goes where the SIP socket's goes; a request
+        (a peer qualifying us back at the address our OPTIONS came from) is answered from it."""
+        if not data.startswith(b"SIP/2.0 "):
+            if len(self._answer_from) >= ANSWER_FROM_MAX and addr not in self._answer_from:
+                self._answer_from.clear()  # bounded: a forgotten remote is answered from the SIP socket
+            self._answer_from[addr] = ep
+        assert self._on_datagram is not None
+        self._on_datagram(data, addr, t)
+
+    def send_from(self, data: bytes, dest: Addr, local: Addr) -> None:
+        """A datagram from the `qualify_source` socket bound to `local` (dropped if it is gone: a
+        reload closed it; the engine then no longer asks for it)."""
+        ep = self._from.get(local)
+        if ep is not None:
+            ep.sendto(data, dest)
 
     def _server(self, transport: str) -> TcpServer:
         """The TCP or TLS server, made on first need (a listener, or a peer to connect to).
@@ -201,8 +275,11 @@ class SipSockets:
     def collect_tcp_peers(self, peers: Iterable[Peer]) -> None:
         """Destinations of static tcp/tls/ws/wss peers: sending to one opens a connection if there
         is none (the server is made here if no listener made it; a TLS or WSS peer's host name is
-        its SNI)."""
+        its SNI; a tcp/tls peer's `qualify_source` is the address it is connected from)."""
         static: dict[Addr, Server] = {}
+        for stream in (self.tcp, self.tls):
+            if stream is not None:
+                stream.source_ip.clear()
         for p in peers:
             if p.transport == "udp" or p.cfg.dynamic or p.dest is None:
                 continue
@@ -212,6 +289,8 @@ class SipSockets:
             else:
                 srv = self._server(TLS if p.transport == "tls" else TCP)
             static[p.dest] = srv
+            if p.cfg.qualify_source is not None and isinstance(srv, TcpServer):  # TCP/TLS: its address, a free port
+                srv.source_ip[p.dest] = p.cfg.qualify_source[0]
             host = p.cfg.host
             if srv.ssl_client is not None and host and ip_literal(host.strip("[]")) is None and p.dest == p.addr:
                 srv.sni[p.dest] = host
@@ -233,7 +312,9 @@ class SipSockets:
                 srv.stats["no_connection"] += 1
             return
         dest = flow.remote
-        ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
+        ep = self._answer_from.get(dest) if self._answer_from else None  # its request came to a source socket
+        if ep is None:
+            ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
         if ep is not None:
             ep.sendto(data, dest)
 
@@ -266,9 +347,12 @@ class SipSockets:
         self.close()
 
     def close(self) -> None:
-        for ep in self.endpoints.values():
+        for ep in (*self.endpoints.values(), *self.sources.values()):
             ep.close()
         self.endpoints.clear()
+        self.sources.clear()
+        self._from.clear()
+        self._answer_from.clear()
         for srv in (self.tcp, self.tls):
             if srv is not None:
                 srv.close()

@@ -278,6 +278,7 @@ class TcpServer:
         if ssl_server is not None or ssl_client is not None:
             small_tls_read_buffers()
         self.sni: dict[Addr, str] = {}  # TLS peers we connect to: their host name, when not an IP
+        self.source_ip: dict[Addr, str] = {}  # peers we connect to from this address (qualify_source)
         self.on_connected: Callable[[Addr, TcpConnection], None] | None = None
         self.on_message = on_message
         self.on_batch_done = on_batch_done  # called once after each read that produced messages
@@ -529,14 +530,16 @@ class TcpServer:
     async def _connect(self, addr: Addr) -> None:
         loop = asyncio.get_running_loop()
         tls = self.ssl_client
+        src = self.source_ip.get(addr)
+        local = (src, 0) if src is not None else None  # a free port: several connections may share the address
         try:
             async with asyncio.timeout(self.connect_timeout + (HANDSHAKE_TIMEOUT if tls is not None else 0.0)):
                 if tls is None:
                     _, conn = await loop.create_connection(lambda: TcpConnection(self, outbound=True),
-                                                           addr[0], addr[1])
+                                                           addr[0], addr[1], local_addr=local)
                 else:  # SNI and the name the certificate must carry: the peer's host name, else its IP
                     _, conn = await loop.create_connection(
-                        lambda: TcpConnection(self, outbound=True), addr[0], addr[1], ssl=tls,
+                        lambda: TcpConnection(self, outbound=True), addr[0], addr[1], ssl=tls, local_addr=local,
                         server_hostname=self.sni.get(addr, addr[0]), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, TimeoutError) as e:
             self._connecting.pop(addr, None)

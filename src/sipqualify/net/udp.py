@@ -154,13 +154,15 @@ class UdpEndpoint:
 
 
 def bound_socket(host: str, port: int, kind: int,
-                 configure: Callable[[socket.socket, int], None] | None = None) -> socket.socket:
-    """A non-blocking socket of `kind` bound to host:port (SO_REUSEADDR; IPv6 sockets IPv6-only);
-    `configure(sock, family)` runs before the bind. Closed again if anything fails."""
+                 configure: Callable[[socket.socket, int], None] | None = None, *, reuse: bool = True) -> socket.socket:
+    """A non-blocking socket of `kind` bound to host:port (SO_REUSEADDR unless not `reuse`; IPv6
+    sockets IPv6-only); `configure(sock, family)` runs before the bind. Closed again if anything
+    fails."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if configure is not None:
@@ -185,8 +187,10 @@ def _configure_udp(sock: socket.socket, family: int) -> None:
             pass
 
 
-def make_udp_socket(host: str, port: int) -> socket.socket:
-    return bound_socket(host, port, socket.SOCK_DGRAM, _configure_udp)
+def make_udp_socket(host: str, port: int, *, reuse: bool = True) -> socket.socket:
+    """A UDP socket as ours are (ICMP errors reported, large buffers). Without `reuse`
+    (a `qualify_source`'s socket) an address:port another socket holds is EADDRINUSE, not shared."""
+    return bound_socket(host, port, socket.SOCK_DGRAM, _configure_udp, reuse=reuse)
 
 
 async def open_udp(

@@ -7,6 +7,7 @@ Surface (the shape of aioquic's QuicConnection; see ../shared/STYLE.md):
     engine.handle_timer(now)                                # when get_timer() said so
     engine.get_timer() -> float | None                      # next wake-up
     engine.datagrams_to_send() -> [(bytes, (ip, port))]
+    engine.datagrams_to_send_from() -> [(bytes, (ip, port), (our ip, our port))]  # qualify_source
     engine.next_event() -> StateChanged | QualifyResult | TransportError | None
 
 The engine never reads a clock, never touches a socket and never blocks. One heap holds
@@ -212,6 +213,11 @@ def with_user(uri: str, user: str) -> str:
     return f"{scheme}:{user}@{rest}"
 
 
+def source_text(src: Addr) -> str:
+    """A `qualify_source` as written: `ip`, `ip:port`, `[v6]:port` (port 0: none written)."""
+    return f"{format_host(src[0])}:{src[1]}" if src[1] else src[0]
+
+
 @dataclass(slots=True)
 class EngineStats:
     polls: int = 0  # pokes started
@@ -232,6 +238,7 @@ class EngineStats:
     transitions: int = 0
     keepalives: int = 0
     rate_limited: int = 0  # datagrams from one address beyond its budget, dropped before parsing
+    source_errors: int = 0  # datagrams not sent: their peer's qualify_source has no socket (set_sources)
 
 
 @dataclass(slots=True)
@@ -307,6 +314,10 @@ class QualifyEngine:
         self._heap: list[tuple[float, int, int, object, int]] = []
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Addr]] = []
+        self._out_from: list[tuple[bytes, Addr, Addr]] = []  # (data, dest, local): a qualify_source's socket
+        # a peer's qualify_source -> the local address its socket is bound to, or why it has none
+        # (the shell opens one socket per distinct source and says so here: set_sources)
+        self.sources: dict[Addr, Addr | str] = {}
         self._events: deque[Event] = deque()
         self._forced: set[str] = set()  # branches of forced pokes in flight
         self._by_class = [0] * 7  # responses by status class (index 1..6)
@@ -387,6 +398,7 @@ class QualifyEngine:
                     self._drop(t)
             if name not in new:
                 del self._targets[name]
+        self._mark_sources(new.values())
         for p in new.values():  # chan_sip sip_keepalive_all_peers: at 0 ms after (re)load
             self._schedule_keepalive(p, now)
         self.poke_all(now)
@@ -427,6 +439,7 @@ class QualifyEngine:
         summary = ReloadSummary()
         for cfg in peers:
             p = self._peers[cfg.name] = self._take(cfg, summary, addresses or {}, destinations or {}, {}, None)
+            self._mark_sources((p,))
             self._schedule_keepalive(p, now)
             if p.maxms > 0:
                 self._schedule_poke(p, now)
@@ -710,6 +723,35 @@ class QualifyEngine:
                 txn.owner.transport_error = reason
         self._events.append(TransportError(peer, addr, now, reason))
 
+    def set_sources(self, bound: dict[Addr, Addr | str]) -> None:
+        """The sockets of the peers' `qualify_source`s: each configured source (ip, port; port 0: a
+        free one) -> the local address its socket is bound to, or why there is none (the peers
+        using it send nothing and carry that reason: `Peer.transport_error`, set here for the
+        loaded peers). Requests built from now on carry the bound address in Via, From and Contact."""
+        self.sources = dict(bound)
+        self._mark_sources(self.entries())
+
+    def source_of(self, p: Peer) -> str | None:
+        """Where the peer's qualify requests leave from, as shown: its `qualify_source` socket's
+        bound `ip:port` (over TCP/TLS the address its connection is opened from; a source without
+        a socket: as configured); None: the SIP socket."""
+        src = p.cfg.qualify_source
+        if src is None:
+            return None
+        if p.transport != UDP:
+            return src[0]
+        bound = self.sources.get(src)
+        return source_text(bound if isinstance(bound, tuple) else src)
+
+    def _mark_sources(self, peers: Iterable[Peer]) -> None:
+        """Peers whose `qualify_source` has no socket carry why (shown before their first give-up)."""
+        if not any(isinstance(why, str) for why in self.sources.values()):
+            return
+        for p in peers:
+            src = p.cfg.qualify_source
+            if src is not None and p.transport == UDP and isinstance(why := self.sources.get(src), str):
+                p.transport_error = f"qualify_source {source_text(src)}: {why}"
+
     def snapshot_stats(self) -> EngineStats:
         """Counters, with the per-class response counts (kept in a list on the hot path) filled in."""
         self.stats.responses_by_class = {f"{i}xx": n for i, n in enumerate(self._by_class) if i}
@@ -717,6 +759,11 @@ class QualifyEngine:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
+        return out
+
+    def datagrams_to_send_from(self) -> list[tuple[bytes, Addr, Addr]]:
+        """Datagrams of peers with a `qualify_source`: (data, dest, the local address to send from)."""
+        out, self._out_from = self._out_from, []
         return out
 
     def next_event(self) -> Event | None:
@@ -749,7 +796,7 @@ class QualifyEngine:
         the connection times (net/tcp.py), so the flow's liveness is known between qualifies."""
         if p.dest is None:
             return
-        self._out.append((b"\r\n\r\n" if p.transport in ("tcp", "tls") else b"\r\n", p.dest))
+        self._send(p, b"\r\n\r\n" if p.transport in ("tcp", "tls") else b"\r\n", p.dest)
         self.stats.keepalives += 1
         self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 
@@ -806,13 +853,13 @@ class QualifyEngine:
         dest = p.dest
         policy = policy_for(cfg, self.policy)
         if cfg.semantics == "pjsip":  # res_pjsip's request shape (sip/pjsip_options.py)
-            req = build_pjsip_options(p.ruri, self.local_address(dest), transport=p.transport.upper(),
+            req = build_pjsip_options(p.ruri, self._local(p, dest), transport=p.transport.upper(),
                                       from_user=cfg.fromuser or self.from_user, from_domain=cfg.fromdomain,
                                       useragent=self.useragent)
         else:
             req = build_options(
                 p.ruri,
-                self.local_address(dest),
+                self._local(p, dest),
                 transport=p.transport.upper(),
                 from_user=cfg.fromuser or self.from_user,
                 from_display=self.from_display,
@@ -827,6 +874,34 @@ class QualifyEngine:
             )
         self._start_txn(p, req, policy, now, forced=forced)
         self.stats.polls += 1
+
+    def _local(self, p: Peer, dest: Addr) -> Addr:
+        """Our address as the peer sees it (Via, From, Contact): the SIP socket's, or the socket of
+        the peer's `qualify_source` (over UDP; one that could not be opened: as configured, and
+        `_send` sends nothing). Over TCP/TLS the answer comes back over the connection (RFC 3261
+        §18.2.2), which the shell opens from the source's address: the SIP socket's address stays."""
+        src = p.cfg.qualify_source
+        if src is None or p.transport != UDP:
+            return self.local_address(dest)
+        bound = self.sources.get(src)
+        return bound if isinstance(bound, tuple) else src
+
+    def _send(self, p: Peer, data: bytes, dest: Addr) -> None:
+        """A datagram for the peer: over the SIP socket, or from its `qualify_source`'s socket. A
+        source without a socket (or of the other address family) sends nothing: counted, and its
+        reason is the peer's transport error, so the give-up that follows says why."""
+        src = p.cfg.qualify_source
+        if src is None or p.transport != UDP:
+            self._out.append((data, dest))
+            return
+        bound = self.sources.get(src, "no socket opened for it")
+        if isinstance(bound, tuple):
+            if (":" in bound[0]) == (":" in dest[0]):
+                self._out_from.append((data, dest, bound))
+                return
+            bound = f"an IPv{6 if ':' in bound[0] else 4} address cannot reach {format_host(dest[0])}"
+        self.stats.source_errors += 1
+        p.transport_error = f"qualify_source {source_text(src)}: {bound}"
 
     def _start_txn(self, p: Peer, req: OutgoingOptions, policy: QualifyPolicy, now: float, *, forced: bool) -> None:
         """Send `req` to the peer as a new client transaction (a poke, or its authenticated
@@ -851,7 +926,7 @@ class QualifyEngine:
             self._forced.add(branch)
         # step 4: cancel the pending poke, send, stamp the RTT clock
         p.poke_gen += 1
-        self._out.append((data, dest))
+        self._send(p, data, dest)
         self.stats.transmissions += 1
         txn.start(now)
         if self.capture.watched and self.capture.wants(p.name, now):
@@ -874,7 +949,7 @@ class QualifyEngine:
         if txn.next_timer is not None and txn.next_timer <= now:
             outcome = txn.on_timer(now)
             if outcome == RETRANSMIT:
-                self._out.append((txn.request, txn.dest))
+                self._send(p, txn.request, txn.dest)
                 self.stats.transmissions += 1
                 self.stats.retransmissions += 1
                 p.retransmissions += 1
