@@ -38,6 +38,7 @@ and may be called from any thread; the service calls them through `asyncio.to_th
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -49,16 +50,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
+from . import rollup
+from .rollup import RTT_BUCKET_S, UPTIME_BUCKET_S, UPTIME_KEEP_S, RttCell
+from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime_seconds
 
 log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
 Row = tuple[Any, ...]
+Step = str | Callable[[sqlite3.Connection], None]  # a statement, or Python run in the step's transaction
 
 # MIGRATIONS[i] upgrades a database from PRAGMA user_version i to i + 1. Append, never edit:
 # a released step is what existing databases already went through.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         """CREATE TABLE IF NOT EXISTS peer_state (
             peer TEXT PRIMARY KEY,
@@ -100,6 +104,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # the peer's verdict, its reason and its policy at the transition (qualify/verdict.py; issue 13)
     ("ALTER TABLE transitions ADD COLUMN verdict TEXT", "ALTER TABLE transitions ADD COLUMN verdict_reason TEXT",
      "ALTER TABLE transitions ADD COLUMN policy TEXT"),
+    # the incremental rollups behind the time windows (store/rollup.py; issue 13 item 6), built once
+    # from the samples and transitions an existing database already holds
+    (
+        """CREATE TABLE IF NOT EXISTS rtt_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            answered INTEGER NOT NULL,
+            min_ms REAL,
+            max_ms REAL,
+            hist BLOB NOT NULL,
+            PRIMARY KEY (peer, bucket)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS rtt_rollup_bucket ON rtt_rollup(bucket)",
+        """CREATE TABLE IF NOT EXISTS uptime_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            up_s REAL NOT NULL,
+            seen_s REAL NOT NULL,
+            PRIMARY KEY (peer, bucket)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS uptime_rollup_bucket ON uptime_rollup(bucket)",
+        lambda db: _build_rollups(db),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -114,7 +142,18 @@ _UPSERT_STATE = (
     "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at"
 )
 _DELETE_STATE = "DELETE FROM peer_state WHERE peer=?"
-_RETAINED_TABLES = ("samples", "transitions")
+# hist_merge: rollup.merge_blobs, registered on the write connection (_connect)
+_UPSERT_RTT_ROLLUP = (
+    "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT(peer, bucket) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
+    "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
+    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), hist=hist_merge(hist, excluded.hist)"
+)
+_UPSERT_UPTIME_ROLLUP = (
+    "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
+    "ON CONFLICT(peer, bucket) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
+)
+_RETAINED_TABLES = ("samples", "transitions", "rtt_rollup", "uptime_rollup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +256,8 @@ class Store:
             "states_written": 0,
             "states_deleted": 0,
             "retention_deleted": 0,
+            "rollup_rows_written": 0,
+            "rollup_rows_deleted": 0,
             "rows_rejected": 0,
             "errors": 0,
             "callback_errors": 0,
@@ -257,6 +298,7 @@ class Store:
         db.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL back to 64 MiB after checkpoints
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million peer_state rows stay hot
         db.execute("PRAGMA temp_store=MEMORY")
+        db.create_function("hist_merge", 2, rollup.merge_blobs, deterministic=True)
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -267,7 +309,10 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for stmt in MIGRATIONS[v]:
-                    db.execute(stmt)
+                    if isinstance(stmt, str):
+                        db.execute(stmt)
+                    else:
+                        stmt(db)
                 db.execute(f"PRAGMA user_version={v + 1}")  # transactional: rolls back with the step
                 db.execute("COMMIT")
             except BaseException:
@@ -551,30 +596,43 @@ class Store:
             ops.append(("samples_written", _INSERT_SAMPLE, samples))
         for txn in _split(ops, self.batch_rows):
             self._service_transitions(db)
-            ok, _ = self._transact(db, partial(_execute_many, txn=txn))
+            ok, rolled = self._transact(db, partial(_execute_many, txn=txn))
             if ok:
                 for counter, _sql, rows in txn:
                     self._n[counter] += len(rows)
+                self._n["rollup_rows_written"] += rolled or 0
                 continue
             for counter, sql, rows in txn:  # isolate the refused rows
                 for row in rows:
-                    ok, _ = self._transact(db, partial(_execute_one, sql=sql, row=row))
+                    ok, rolled = self._transact(db, partial(_execute_one, sql=sql, row=row))
                     if ok:
                         self._n[counter] += 1
+                        self._n["rollup_rows_written"] += rolled or 0
                     else:
                         self._reject(counter, row)
 
     def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
-        """Delete one bounded chunk of expired rows; True if there may be more."""
-        keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
-        cutoff = self._retention_now() - keep
-        sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
+        """Delete one bounded chunk of expired rows; True if there may be more. A rollup bucket goes
+        once all of it is expired: the RTT rollup with the samples, the uptime rollup after 31 d."""
+        now = self._retention_now()
+        if table == "rtt_rollup":
+            cutoff, counter = now - self.sample_retention_s - RTT_BUCKET_S, "rollup_rows_deleted"
+        elif table == "uptime_rollup":
+            cutoff, counter = now - UPTIME_KEEP_S - UPTIME_BUCKET_S, "rollup_rows_deleted"
+        else:
+            keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
+            cutoff, counter = now - keep, "retention_deleted"
+        if table in ("rtt_rollup", "uptime_rollup"):  # WITHOUT ROWID: by primary key
+            sql = (f"DELETE FROM {table} WHERE (peer, bucket) IN "
+                   f"(SELECT peer, bucket FROM {table} WHERE bucket < ? LIMIT ?)")
+        else:
+            sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
         )
         if not ok or n is None:
             return False
-        self._n["retention_deleted"] += n
+        self._n[counter] += n
         return n >= self.retention_chunk_rows
 
     def _reject(self, what: str, row: Row) -> None:
@@ -709,33 +767,81 @@ class Store:
 
     def windows(self, peer: str, now: float) -> dict[str, Any]:
         """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
-        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
-        24 h / 7 d / 30 d (one range read of transitions each)."""
-        longest = max(span for _, span in RTT_WINDOWS)
-        sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
-        with self._reader() as db:
-            rows = db.execute(sql, (peer, now - longest, now)).fetchall()
-        rtt: dict[str, Any] = {}
-        for name, span in RTT_WINDOWS:
-            values = sorted(r for t, r in rows if t >= now - span)
-            rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+        answered samples of the last 5 min / 1 h / 24 h and uptime over the last 24 h / 7 d / 30 d,
+        from the rollups (store/rollup.py): see `rtt_windows` and `uptime_window`."""
+        rtt, _ = self.rtt_windows(peer, now)
         up: dict[str, Any] = {}
         for name, span in UPTIME_WINDOWS:
             pct, seen = self.uptime_window(peer, now - span, now)
             up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
         return {"rtt_windows": rtt, "uptime": up}
 
-    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
-        """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows and the number of rows read for them. A window of at most one bucket
+        (5 min) is exact, from its raw samples. A longer one is cut at 5-minute bucket
+        boundaries: its whole buckets come from the RTT rollup (at most 288 rows for 24 h), its
+        two partial edge buckets from the raw samples (at most 5 min of them each); so the sample
+        counts are exact and the percentiles within rollup.REL_ERROR of the nearest rank."""
+        tail = rollup.bucket_of(now, RTT_BUCKET_S)  # the current bucket, partial: raw
+        raw_sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<? AND rtt_ms IS NOT NULL"
+        recent_from = min(tail, now - min(span for _, span in RTT_WINDOWS))
+        rtt: dict[str, Any] = {}
         with self._reader() as db:
-            row = db.execute("SELECT new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
-                             "LIMIT 1", (peer, since)).fetchone()
-            changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? "
-                                 "ORDER BY time, id", (peer, since, until)).fetchall()
-            if row is None:  # its last change may be older than the transitions kept: the saved state
-                row = db.execute("SELECT state FROM peer_state WHERE peer=? AND changed_at<=?",
-                                 (peer, since)).fetchone()
-        return uptime(row[0] if row else None, changes, since, until)
+            recent = db.execute(raw_sql.replace("time<?", "time<=?"), (peer, recent_from, now)).fetchall()
+            read = len(recent)
+            heads = {name: -(-(now - span) // RTT_BUCKET_S) * RTT_BUCKET_S for name, span in RTT_WINDOWS
+                     if span > RTT_BUCKET_S}  # the first whole bucket of each long window
+            rows: list[Row] = []
+            if heads:
+                rows = db.execute("SELECT bucket, answered, min_ms, max_ms, hist FROM rtt_rollup WHERE peer=? "
+                                  "AND bucket>=? AND bucket<?", (peer, min(heads.values()), tail)).fetchall()
+                read += len(rows)
+            for name, span in RTT_WINDOWS:
+                since = now - span
+                if name not in heads:
+                    values = sorted(r for t, r in recent if t >= since)
+                    rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+                    continue
+                head = heads[name]
+                edge = db.execute(raw_sql, (peer, since, min(head, tail))).fetchall()
+                read += len(edge)
+                cell = RttCell()
+                for _t, r in edge:
+                    cell.add(r)
+                for t, r in recent:
+                    if t >= max(tail, since):
+                        cell.add(r)
+                for bucket, answered, mn, mx, hist in rows:
+                    if head <= bucket < tail:
+                        cell.merge(answered, answered, mn, mx, rollup.decode(hist))
+                rtt[name] = {"samples": cell.answered, **{f"p{q}_ms": cell.percentile(q) for q in PERCENTILES}}
+        return rtt, read
+
+    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
+        """(uptime %, seconds observed) over `[since, until]` (store/windows.py). The whole hours
+        come from the uptime rollup (at most 720 rows for 30 d, summed by SQLite) plus the state
+        interval still open; the partial hours at both edges from the transitions in them."""
+        up, seen = self.uptime_seconds(peer, since, until)
+        return (100.0 * up / seen if seen > 0 else None), seen
+
+    def uptime_seconds(self, peer: str, since: float, until: float) -> tuple[float, float]:
+        h = UPTIME_BUCKET_S
+        first, last = -(-since // h) * h, rollup.bucket_of(until, h)  # the whole hours: [first, last)
+        with self._reader() as db:
+            if last <= first:  # under two hours: from the transitions alone
+                return _uptime_raw(db, peer, since, until)
+            head_up, head_seen = _uptime_raw(db, peer, since, first)
+            tail_up, tail_seen = _uptime_raw(db, peer, last, until)
+            up, seen = db.execute("SELECT COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup "
+                                  "WHERE peer=? AND bucket>=? AND bucket<?", (peer, first, last)).fetchone()
+            # the interval of the last state before the tail is credited when a transition ends it
+            state = _state_before(db, peer, last, writing=False)
+            if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
+                                                (peer, last)).fetchone() is None:
+                for _b, u, s in rollup.credit(state[1], max(state[0], first), last):
+                    up += u
+                    seen += s
+        return head_up + up + tail_up, head_seen + seen + tail_seen
 
     def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
         """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
@@ -810,7 +916,10 @@ def _read_states(db: sqlite3.Connection) -> dict[str, PeerStateRecord]:
 
 def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
     """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
-    so they are read back from sqlite_sequence instead of one execute per row."""
+    so they are read back from sqlite_sequence instead of one execute per row. The uptime rollup
+    is credited first, in the same transaction (each peer's previous transition is read before
+    the new rows are in)."""
+    _credit_uptime(db, rows)
     if len(rows) == 1:
         return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
     db.executemany(_INSERT_TRANSITION, rows)
@@ -818,13 +927,94 @@ def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
     return list(range(last - len(rows) + 1, last + 1))
 
 
-def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> None:
+def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> int:
     db.execute(sql, row)
+    return _rollup_samples(db, [row]) if sql is _INSERT_SAMPLE else 0
 
 
-def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]]) -> None:
+def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]]) -> int:
+    """The rows, and the RTT rollup of the samples among them; the number of rollup rows written."""
+    rolled = 0
     for _counter, sql, rows in txn:
         db.executemany(sql, rows)
+        if sql is _INSERT_SAMPLE:
+            rolled += _rollup_samples(db, rows)
+    return rolled
+
+
+def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
+    """Add sample rows to the RTT rollup: summarised per (peer, bucket) first, so each rollup row
+    is written once per batch (one upsert; the histograms merge in hist_merge)."""
+    cells = rollup.aggregate_samples(rows)
+    db.executemany(_UPSERT_RTT_ROLLUP, [(peer, bucket, c.n, c.answered, c.min_ms, c.max_ms, rollup.encode(c.hist))
+                                        for (peer, bucket), c in cells.items()])
+    return len(cells)
+
+
+def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool) -> tuple[float, str] | None:
+    """(since when, state) of `peer` just before time `t`: its last transition (before `t`; when
+    `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
+    the transition retention) its saved state if that changed before `t` (at `t` too when reading;
+    never when writing: a saved state already committed for this very transition says nothing
+    about the time before it)."""
+    t_op, s_op = ("<=", "<") if writing else ("<", "<=")
+    row = db.execute(f"SELECT time, new FROM transitions WHERE peer=? AND time{t_op}? ORDER BY time DESC, id DESC "
+                     "LIMIT 1", (peer, t)).fetchone()
+    if row is None:
+        row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
+                         (peer, t)).fetchone()
+    return (float(row[0]), str(row[1])) if row is not None else None
+
+
+def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
+    """Credit to the uptime rollup each state interval these transitions close: from the peer's
+    previous transition (stored, or earlier in `rows`) to this one, split by hour."""
+    valid = [r for r in rows if isinstance(r[0], str) and isinstance(r[1], int | float) and math.isfinite(r[1])
+             and isinstance(r[3], str)]
+    valid.sort(key=lambda r: r[1])
+    prev: dict[str, tuple[float, str] | None] = {}
+    acc: dict[tuple[str, int], list[float]] = {}
+    for peer, t, _old, new, *_ in valid:
+        if peer not in prev:
+            prev[peer] = _state_before(db, peer, t, writing=True)
+        _accumulate(acc, peer, prev[peer], t)
+        prev[peer] = (float(t), new)
+    if acc:
+        db.executemany(_UPSERT_UPTIME_ROLLUP, [(peer, b, up, seen) for (peer, b), (up, seen) in acc.items()])
+
+
+def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -> tuple[float, float]:
+    """(seconds up, seconds observed) over [since, until] from the transitions in it."""
+    state = _state_before(db, peer, since, writing=False)
+    changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? ORDER BY time, id",
+                         (peer, since, until)).fetchall()
+    return uptime_seconds(state[1] if state else None, changes, since, until)
+
+
+def _accumulate(acc: dict[tuple[str, int], list[float]], peer: str, prev: tuple[float, str] | None, t: float) -> None:
+    if prev is None or prev[0] > t:
+        return  # nothing known before, or out of time order: credit nothing rather than twice
+    for b, up, seen in rollup.credit(prev[1], max(prev[0], t - UPTIME_KEEP_S), t):
+        cell = acc.setdefault((peer, b), [0.0, 0.0])
+        cell[0] += up
+        cell[1] += seen
+
+
+def _build_rollups(db: sqlite3.Connection) -> None:
+    """Migration: the rollups of what an existing database holds, once (streamed, in chunks)."""
+    cur = db.execute("SELECT peer, time, rtt_ms FROM samples")
+    while chunk := cur.fetchmany(50_000):
+        _rollup_samples(db, chunk)
+    acc: dict[tuple[str, int], list[float]] = {}
+    last: tuple[str, float, str] | None = None
+    for peer, t, new in db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id"):
+        if last is not None and last[0] == peer:
+            _accumulate(acc, peer, (last[1], last[2]), t)
+        last = (peer, t, new)
+        if len(acc) >= 50_000:
+            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
+            acc.clear()
+    db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
 
 
 def _split(ops: list[tuple[str, str, list[Row]]], limit: int) -> Iterator[list[tuple[str, str, list[Row]]]]:
