@@ -956,13 +956,17 @@ def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool)
     `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
     the transition retention) its saved state if that changed before `t` (at `t` too when reading;
     never when writing: a saved state already committed for this very transition says nothing
-    about the time before it)."""
+    about the time before it). When reading and neither is there, the state its next transition
+    left, at `t`."""
     t_op, s_op = ("<=", "<") if writing else ("<", "<=")
     row = db.execute(f"SELECT time, new FROM transitions WHERE peer=? AND time{t_op}? ORDER BY time DESC, id DESC "
                      "LIMIT 1", (peer, t)).fetchone()
     if row is None:
         row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
                          (peer, t)).fetchone()
+    if row is None and not writing:  # the state its next transition left (since when is not known)
+        row = db.execute("SELECT ?, old FROM transitions WHERE peer=? AND time>=? ORDER BY time, id LIMIT 1",
+                         (t, peer, t)).fetchone()
     return (float(row[0]), str(row[1])) if row is not None else None
 
 
