@@ -13,8 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sipqualify.store import Store
-from sipqualify.store import rollup
+from sipqualify.store import Store, rollup
 from sipqualify.store.rollup import REL_ERROR, RTT_BUCKET_S, RttCell
 from sipqualify.store.sqlite import MIGRATIONS
 from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime

@@ -41,7 +41,6 @@ RATIO = 1.05  # each bin is 5 % wider than the one before
 _LOG_RATIO = math.log(RATIO)
 TOP = math.ceil(math.log(HIGH_MS / LOW_MS) / _LOG_RATIO) + 1  # the overflow bin (>= HIGH_MS): 274
 REL_ERROR = math.sqrt(RATIO) - 1.0  # the bound on a percentile's relative error within [LOW_MS, HIGH_MS]
-_PAIR = struct.Struct("<HI")  # (bin, count): 6 bytes per non-empty bin
 
 Histogram = dict[int, int]  # bin -> count
 
@@ -76,13 +75,29 @@ def representative(i: int) -> float:
     return math.sqrt(low * high)
 
 
+def _layout(n: int) -> struct.Struct:
+    """n bins then n counts, little-endian: 2 + 4 bytes a bin."""
+    st = _LAYOUTS.get(n)
+    if st is None:
+        st = _LAYOUTS[n] = struct.Struct(f"<{n}H{n}I")
+    return st
+
+
+_LAYOUTS: dict[int, struct.Struct] = {}
+
+
 def encode(hist: Mapping[int, int]) -> bytes:
-    """Non-empty bins in bin order, 6 bytes each."""
-    return b"".join(_PAIR.pack(i, c) for i, c in sorted(hist.items()) if c > 0)
+    """Non-empty bins in bin order: their numbers (uint16), then their counts (uint32)."""
+    bins = sorted(i for i, c in hist.items() if c > 0)
+    return _layout(len(bins)).pack(*bins, *(hist[i] for i in bins))
 
 
 def decode(blob: bytes | None) -> Histogram:
-    return {i: c for i, c in _PAIR.iter_unpack(blob)} if blob else {}
+    if not blob:
+        return {}
+    n = len(blob) // 6
+    v = _layout(n).unpack(blob)
+    return dict(zip(v[:n], v[n:], strict=True))
 
 
 def add_into(into: Histogram, other: Mapping[int, int]) -> Histogram:
@@ -137,6 +152,18 @@ class RttCell:
             self.max_ms = max_ms
         add_into(self.hist, hist)
 
+    def merge_rows(self, rows: Iterable[tuple[int, int, float | None, float | None, bytes]]) -> None:
+        """Merge stored rows (n, answered, min_ms, max_ms, encoded histogram): a window's buckets.
+        The histograms are summed in one flat list first (cheaper than a dict per row)."""
+        acc = [0] * (TOP + 1)
+        for n, answered, min_ms, max_ms, blob in rows:
+            self.merge(n, answered, min_ms, max_ms, {})
+            k = len(blob) // 6
+            v = _layout(k).unpack(blob)
+            for i, c in zip(v[:k], v[k:], strict=True):
+                acc[i] += c
+        add_into(self.hist, {i: c for i, c in enumerate(acc) if c})
+
     def percentile(self, q: float) -> float | None:
         return hist_percentile(self.hist, q, self.min_ms, self.max_ms)
 
@@ -161,18 +188,21 @@ def aggregate_samples(rows: Iterable[tuple[object, ...]]) -> dict[tuple[str, int
     peer, time or RTT is not of the expected type is left out (the database decides whether it
     takes the row itself; the summary never fails on it)."""
     cells: dict[tuple[str, int], RttCell] = {}
+    width = RTT_BUCKET_S
     for row in rows:
         peer, t, rtt = row[0], row[1], row[2]
-        if not (isinstance(peer, str) and _is_real(t) and (rtt is None or _is_real(rtt))):
+        if not (peer.__class__ is str and t.__class__ is float or _is_real(t) and isinstance(peer, str)):
             continue
-        assert isinstance(t, int | float) and (rtt is None or isinstance(rtt, int | float))
-        if not math.isfinite(t):
+        assert isinstance(t, int | float) and isinstance(peer, str)
+        if not -math.inf < t < math.inf:
             continue
-        key = (peer, bucket_of(float(t), RTT_BUCKET_S))
+        if rtt is not None and not (rtt.__class__ is float or _is_real(rtt)):
+            continue
+        key = (peer, int(t // width) * width)
         cell = cells.get(key)
         if cell is None:
             cell = cells[key] = RttCell()
-        cell.add(None if rtt is None else float(rtt))
+        cell.add(rtt)  # type: ignore[arg-type]
     return cells
 
 

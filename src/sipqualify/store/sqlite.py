@@ -105,7 +105,10 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ("ALTER TABLE transitions ADD COLUMN verdict TEXT", "ALTER TABLE transitions ADD COLUMN verdict_reason TEXT",
      "ALTER TABLE transitions ADD COLUMN policy TEXT"),
     # the incremental rollups behind the time windows (store/rollup.py; issue 13 item 6), built once
-    # from the samples and transitions an existing database already holds
+    # from the samples and transitions an existing database already holds. Keyed by bucket first:
+    # a batch's upserts land in the few newest buckets (a small, hot part of the tree, whatever the
+    # number of peers), retention deletes a key prefix, and a peer's window is one seek per bucket
+    # (`bucket IN (...) AND peer=?`).
     (
         """CREATE TABLE IF NOT EXISTS rtt_rollup (
             peer TEXT NOT NULL,
@@ -115,17 +118,15 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             min_ms REAL,
             max_ms REAL,
             hist BLOB NOT NULL,
-            PRIMARY KEY (peer, bucket)
+            PRIMARY KEY (bucket, peer)
         ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS rtt_rollup_bucket ON rtt_rollup(bucket)",
         """CREATE TABLE IF NOT EXISTS uptime_rollup (
             peer TEXT NOT NULL,
             bucket INTEGER NOT NULL,
             up_s REAL NOT NULL,
             seen_s REAL NOT NULL,
-            PRIMARY KEY (peer, bucket)
+            PRIMARY KEY (bucket, peer)
         ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS uptime_rollup_bucket ON uptime_rollup(bucket)",
         lambda db: _build_rollups(db),
     ),
 )
@@ -145,13 +146,13 @@ _DELETE_STATE = "DELETE FROM peer_state WHERE peer=?"
 # hist_merge: rollup.merge_blobs, registered on the write connection (_connect)
 _UPSERT_RTT_ROLLUP = (
     "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
-    "ON CONFLICT(peer, bucket) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
+    "ON CONFLICT(bucket, peer) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
     "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
     "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), hist=hist_merge(hist, excluded.hist)"
 )
 _UPSERT_UPTIME_ROLLUP = (
     "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
-    "ON CONFLICT(peer, bucket) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
+    "ON CONFLICT(bucket, peer) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
 )
 _RETAINED_TABLES = ("samples", "transitions", "rtt_rollup", "uptime_rollup")
 
@@ -623,8 +624,8 @@ class Store:
             keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
             cutoff, counter = now - keep, "retention_deleted"
         if table in ("rtt_rollup", "uptime_rollup"):  # WITHOUT ROWID: by primary key
-            sql = (f"DELETE FROM {table} WHERE (peer, bucket) IN "
-                   f"(SELECT peer, bucket FROM {table} WHERE bucket < ? LIMIT ?)")
+            sql = (f"DELETE FROM {table} WHERE (bucket, peer) IN "
+                   f"(SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)")
         else:
             sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
         ok, n = self._transact(
@@ -793,8 +794,8 @@ class Store:
                      if span > RTT_BUCKET_S}  # the first whole bucket of each long window
             rows: list[Row] = []
             if heads:
-                rows = db.execute("SELECT bucket, answered, min_ms, max_ms, hist FROM rtt_rollup WHERE peer=? "
-                                  "AND bucket>=? AND bucket<?", (peer, min(heads.values()), tail)).fetchall()
+                rows = _rollup_rows(db, "bucket, n, answered, min_ms, max_ms, hist FROM rtt_rollup", peer,
+                                    range(int(min(heads.values())), tail, RTT_BUCKET_S))
                 read += len(rows)
             for name, span in RTT_WINDOWS:
                 since = now - span
@@ -811,9 +812,7 @@ class Store:
                 for t, r in recent:
                     if t >= max(tail, since):
                         cell.add(r)
-                for bucket, answered, mn, mx, hist in rows:
-                    if head <= bucket < tail:
-                        cell.merge(answered, answered, mn, mx, rollup.decode(hist))
+                cell.merge_rows(r[1:] for r in rows if head <= r[0] < tail)
                 rtt[name] = {"samples": cell.answered, **{f"p{q}_ms": cell.percentile(q) for q in PERCENTILES}}
         return rtt, read
 
@@ -832,8 +831,8 @@ class Store:
                 return _uptime_raw(db, peer, since, until)
             head_up, head_seen = _uptime_raw(db, peer, since, first)
             tail_up, tail_seen = _uptime_raw(db, peer, last, until)
-            up, seen = db.execute("SELECT COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup "
-                                  "WHERE peer=? AND bucket>=? AND bucket<?", (peer, first, last)).fetchone()
+            ((up, seen),) = _rollup_rows(db, "COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup",
+                                         peer, range(int(first), last, h))
             # the interval of the last state before the tail is credited when a transition ends it
             state = _state_before(db, peer, last, writing=False)
             if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
@@ -985,6 +984,12 @@ def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
         prev[peer] = (float(t), new)
     if acc:
         db.executemany(_UPSERT_UPTIME_ROLLUP, [(peer, b, up, seen) for (peer, b), (up, seen) in acc.items()])
+
+
+def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
+    """`SELECT <select> WHERE` one peer's rows of these buckets: a primary-key seek each."""
+    marks = ",".join("?" * len(buckets))
+    return db.execute(f"SELECT {select} WHERE bucket IN ({marks}) AND peer=?", (*buckets, peer)).fetchall()
 
 
 def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -> tuple[float, float]:
