@@ -88,12 +88,14 @@ def test_percentile_error_is_bounded_against_nearest_rank(shape: str) -> None:
 
 
 def test_cells_count_losses_and_skip_what_is_not_a_sample() -> None:
-    cells = rollup.aggregate_samples([("p", 299.9, 10.0), ("p", 300.0, None), ("p", 301.0, float("nan")),
-                                      ("p", 310.0, 20.0), ("q", 5.0, 1.0), (None, 1.0, 1.0), ("p", "x", 1.0),
-                                      ("p", float("inf"), 1.0), ("p", 1.0, "slow")])
-    assert set(cells) == {("p", 0), ("p", 300), ("q", 0)}
-    c = cells[("p", 300)]
-    assert (c.n, c.answered, c.min_ms, c.max_ms) == (3, 1, 20.0, 20.0)
+    rows = rollup.rollup_rows([("p", 299.9, 10.0), ("p", 300.0, None), ("p", 301.0, float("nan")),
+                               ("p", 310.0, 20.0), ("q", 5.0, 1.0), (None, 1.0, 1.0), ("p", "x", 1.0),
+                               ("p", float("inf"), 1.0), ("p", 1.0, "slow"), ("p", 900, 2), ("p", 1200.0, None)])
+    by_key = {(r[0], r[1]): r[2:] for r in rows}
+    assert set(by_key) == {("p", 0), ("p", 300), ("q", 0), ("p", 900), ("p", 1200)}
+    assert by_key[("p", 300)] == (3, 1, 20.0, 20.0, rollup.encode({rollup.bin_of(20.0): 1}))
+    assert by_key[("p", 0)] == (1, 1, 10.0, 10.0, rollup.encode({rollup.bin_of(10.0): 1}))  # one sample: same bytes
+    assert by_key[("p", 900)][:2] == (1, 1) and by_key[("p", 1200)] == (1, 0, None, None, b"")
     assert RttCell().percentile(50) is None
 
 

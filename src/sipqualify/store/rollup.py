@@ -84,6 +84,7 @@ def _layout(n: int) -> struct.Struct:
 
 
 _LAYOUTS: dict[int, struct.Struct] = {}
+_SINGLE = [_layout(1).pack(i, 1) for i in range(TOP + 1)]  # one sample in bin i
 
 
 def encode(hist: Mapping[int, int]) -> bytes:
@@ -183,27 +184,45 @@ def hist_percentile(hist: Mapping[int, int], q: float, min_ms: float | None, max
     return max_ms  # unreachable: seen reaches total >= rank
 
 
-def aggregate_samples(rows: Iterable[tuple[object, ...]]) -> dict[tuple[str, int], RttCell]:
-    """Sample rows (peer, time, rtt_ms, ...) summarised per (peer, 5-minute bucket). A row whose
-    peer, time or RTT is not of the expected type is left out (the database decides whether it
-    takes the row itself; the summary never fails on it)."""
-    cells: dict[tuple[str, int], RttCell] = {}
+RollupRow = tuple[str, int, int, int, float | None, float | None, bytes]  # peer, bucket, n, answered, min, max, hist
+
+
+def rollup_rows(rows: Iterable[tuple[object, ...]]) -> list[RollupRow]:
+    """Sample rows (peer, time, rtt_ms, ...) summarised per (peer, 5-minute bucket), one row each:
+    (peer, bucket, n, answered, min_ms, max_ms, encoded histogram). A row whose peer, time or RTT
+    is not of the expected type is left out (the database decides whether it takes the row
+    itself; the summary never fails on it). A bucket with one sample (the usual case within one
+    batch: a peer is polled every few seconds at most) skips the general cell."""
+    groups: dict[tuple[str, int], list[float | None]] = {}
     width = RTT_BUCKET_S
     for row in rows:
         peer, t, rtt = row[0], row[1], row[2]
-        if not (peer.__class__ is str and t.__class__ is float or _is_real(t) and isinstance(peer, str)):
-            continue
-        assert isinstance(t, int | float) and isinstance(peer, str)
-        if not -math.inf < t < math.inf:
-            continue
-        if rtt is not None and not (rtt.__class__ is float or _is_real(rtt)):
+        if not (peer.__class__ is str and t.__class__ is float and (rtt is None or rtt.__class__ is float)):
+            if not (isinstance(peer, str) and _is_real(t) and (rtt is None or _is_real(rtt))):
+                continue
+        assert isinstance(t, int | float) and isinstance(peer, str) and (rtt is None or isinstance(rtt, int | float))
+        if not math.isfinite(t):
             continue
         key = (peer, int(t // width) * width)
-        cell = cells.get(key)
-        if cell is None:
-            cell = cells[key] = RttCell()
-        cell.add(rtt)  # type: ignore[arg-type]
-    return cells
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [rtt]
+        else:
+            group.append(rtt)
+    out: list[RollupRow] = []
+    for (peer, bucket), rtts in groups.items():
+        if len(rtts) == 1:
+            r = rtts[0]
+            if r is None or r != r:  # NaN is stored as NULL: not answered
+                out.append((peer, bucket, 1, 0, None, None, b""))
+            else:
+                out.append((peer, bucket, 1, 1, r, r, _SINGLE[bin_of(r)]))
+            continue
+        cell = RttCell()
+        for r in rtts:
+            cell.add(r)
+        out.append((peer, bucket, cell.n, cell.answered, cell.min_ms, cell.max_ms, encode(cell.hist)))
+    return out
 
 
 def _is_real(v: object) -> bool:

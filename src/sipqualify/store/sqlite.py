@@ -951,10 +951,9 @@ def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]])
 def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
     """Add sample rows to the RTT rollup: summarised per (peer, bucket) first, so each rollup row
     is written once per batch (one upsert; the histograms merge in hist_merge)."""
-    cells = rollup.aggregate_samples(rows)
-    db.executemany(_UPSERT_RTT_ROLLUP, [(peer, bucket, c.n, c.answered, c.min_ms, c.max_ms, rollup.encode(c.hist))
-                                        for (peer, bucket), c in cells.items()])
-    return len(cells)
+    summary = rollup.rollup_rows(rows)
+    db.executemany(_UPSERT_RTT_ROLLUP, summary)
+    return len(summary)
 
 
 def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool) -> tuple[float, str] | None:
