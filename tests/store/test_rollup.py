@@ -47,6 +47,8 @@ def test_encode_decode_merge() -> None:
     assert rollup.decode(rollup.encode(a)) == a and len(rollup.encode(a)) == 18  # 6 bytes a bin
     assert rollup.decode(rollup.merge_blobs(rollup.encode(a), rollup.encode(b))) == {3: 2, 5: 4, 140: 8, 274: 1}
     assert rollup.merge_blobs(None, rollup.encode(b)) == rollup.encode(b)
+    # the database appends while a row is small: concatenated pairs decode to the sum
+    assert rollup.decode(rollup.encode(a) + rollup.encode(b)) == {3: 2, 5: 4, 140: 8, 274: 1}
     assert rollup.merge_blobs(rollup.encode(a), b"") == rollup.encode(a)
 
 
@@ -212,6 +214,26 @@ def test_uptime_of_a_peer_stable_for_longer_than_the_transitions_kept(make_store
     s.flush()
     pct, seen = s.uptime_window("p", NOW - 7 * 86400, NOW)
     assert seen == 7 * 86400.0 and pct == pytest.approx(100 * 6 / 7)
+
+
+def test_a_busy_bucket_stays_compact(make_store: Callable[..., Store], db_path: str) -> None:
+    """One sample per batch in one bucket: appended in SQL, compacted past COMPACT_BYTES (each bin
+    once: at most 6 bytes a bin seen, whatever the number of samples)."""
+    s = make_store(sample_retention_s=1e9)
+    s.open()
+    start = rollup.bucket_of(NOW, RTT_BUCKET_S) - RTT_BUCKET_S
+    values = [10.0 * 1.07**i for i in range(60)] * 2  # 60 distinct bins, each twice
+    for i, v in enumerate(values):
+        s.record_sample("p", start + i * 2.0, v, 200, 1)
+        s.flush()
+    ro = sqlite3.connect(db_path)
+    n, hist = ro.execute("SELECT n, hist FROM rtt_rollup WHERE peer='p'").fetchone()
+    ro.close()
+    assert n == 120 and len(hist) == 6 * 60  # compacted: each of the 60 bins once (appended: 120 pairs)
+    assert sum(rollup.decode(hist).values()) == 120
+    got, _ = s.rtt_windows("p", start + RTT_BUCKET_S + 60.0)
+    _assert_close(got, _exact_rtt([("p", start + i * 2.0, v) for i, v in enumerate(values)], "p",
+                                  start + RTT_BUCKET_S + 60.0))
 
 
 def test_rollups_follow_retention(make_store: Callable[..., Store], db_path: str) -> None:

@@ -76,10 +76,10 @@ def representative(i: int) -> float:
 
 
 def _layout(n: int) -> struct.Struct:
-    """n bins then n counts, little-endian: 2 + 4 bytes a bin."""
+    """n (bin uint16, count uint32) pairs, little-endian: 6 bytes a pair."""
     st = _LAYOUTS.get(n)
     if st is None:
-        st = _LAYOUTS[n] = struct.Struct(f"<{n}H{n}I")
+        st = _LAYOUTS[n] = struct.Struct("<" + "HI" * n)
     return st
 
 
@@ -88,17 +88,23 @@ _SINGLE = [_layout(1).pack(i, 1) for i in range(TOP + 1)]  # one sample in bin i
 
 
 def encode(hist: Mapping[int, int]) -> bytes:
-    """Non-empty bins in bin order: their numbers (uint16), then their counts (uint32)."""
-    bins = sorted(i for i, c in hist.items() if c > 0)
-    return _layout(len(bins)).pack(*bins, *(hist[i] for i in bins))
+    """The non-empty bins in bin order, as (bin, count) pairs."""
+    flat: list[int] = []
+    for i in sorted(hist):
+        if hist[i] > 0:
+            flat += (i, hist[i])
+    return _layout(len(flat) // 2).pack(*flat)
 
 
 def decode(blob: bytes | None) -> Histogram:
-    if not blob:
-        return {}
-    n = len(blob) // 6
-    v = _layout(n).unpack(blob)
-    return dict(zip(v[:n], v[n:], strict=True))
+    """Pairs back to bin -> count. A bin may come more than once (two encodings concatenated, as
+    the database appends a batch's pairs to a row: see `COMPACT_BYTES`): its counts add up."""
+    hist: Histogram = {}
+    if blob:
+        v = _layout(len(blob) // 6).unpack(blob)
+        for i, c in zip(v[0::2], v[1::2], strict=True):
+            hist[i] = hist.get(i, 0) + c
+    return hist
 
 
 def add_into(into: Histogram, other: Mapping[int, int]) -> Histogram:
@@ -107,8 +113,14 @@ def add_into(into: Histogram, other: Mapping[int, int]) -> Histogram:
     return into
 
 
+# A row's histogram grows by concatenation (SQL `||`, no Python) while it stays under this size;
+# past it the database calls `merge_blobs`, which sums duplicate bins: a row stays small (at most
+# this plus one batch's bins), and at a poll a minute (5 samples a bucket) it is never called.
+COMPACT_BYTES = 240
+
+
 def merge_blobs(a: bytes | None, b: bytes | None) -> bytes:
-    """Two encoded histograms as one (the database's merge function on upsert)."""
+    """Two encoded histograms as one, each bin once (the database's compaction on upsert)."""
     if not a:
         return bytes(b or b"")
     if not b:
@@ -159,10 +171,10 @@ class RttCell:
         acc = [0] * (TOP + 1)
         for n, answered, min_ms, max_ms, blob in rows:
             self.merge(n, answered, min_ms, max_ms, {})
-            k = len(blob) // 6
-            v = _layout(k).unpack(blob)
-            for i, c in zip(v[:k], v[k:], strict=True):
-                acc[i] += c
+            if blob:
+                v = _layout(len(blob) // 6).unpack(blob)
+                for i, c in zip(v[0::2], v[1::2], strict=True):
+                    acc[i] += c
         add_into(self.hist, {i: c for i, c in enumerate(acc) if c})
 
     def percentile(self, q: float) -> float | None:

@@ -150,12 +150,15 @@ _UPSERT_STATE = (
     "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at"
 )
 _DELETE_STATE = "DELETE FROM peer_state WHERE peer=?"
-# hist_merge: rollup.merge_blobs, registered on the write connection (_connect)
+# hist_merge: rollup.merge_blobs, registered on the write connection (_connect); below
+# rollup.COMPACT_BYTES a histogram is appended to in SQL alone
 _UPSERT_RTT_ROLLUP = (
     "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(bucket, peer) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
     "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
-    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), hist=hist_merge(hist, excluded.hist)"
+    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), "
+    f"hist=CASE WHEN length(hist) + length(excluded.hist) > {rollup.COMPACT_BYTES} "
+    "THEN hist_merge(hist, excluded.hist) ELSE CAST(hist || excluded.hist AS BLOB) END"
 )
 _UPSERT_UPTIME_ROLLUP = (
     "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
