@@ -216,6 +216,21 @@ def test_uptime_of_a_peer_stable_for_longer_than_the_transitions_kept(make_store
     assert seen == 7 * 86400.0 and pct == pytest.approx(100 * 6 / 7)
 
 
+def test_a_transition_writes_a_few_rows_whatever_the_interval_it_closes(
+        make_store: Callable[..., Store], db_path: str) -> None:
+    s = make_store()
+    s.open()
+    now = time.time()
+    s.record_transition("p", now - 25 * 86400, "UNKNOWN", "OK", 1, 2000, 1.0)
+    s.record_transition("p", now - 3600.0, "OK", "UNREACHABLE", -1, 2000, None)  # closes 25 days: one span
+    s.record_transition("p", now - 1800.0, "UNREACHABLE", "OK", 1, 2000, 1.0)  # closes 30 min: 1 or 2 hours
+    s.flush()
+    with sqlite3.connect(db_path) as ro:
+        assert ro.execute("SELECT COUNT(*) FROM uptime_spans").fetchone()[0] == 1
+        assert ro.execute("SELECT COUNT(*) FROM uptime_rollup").fetchone()[0] <= 2
+    assert s.uptime_window("p", now - 7 * 86400, now)[0] == pytest.approx(100 * (1 - 1800 / (7 * 86400)))
+
+
 def test_a_busy_bucket_stays_compact(make_store: Callable[..., Store], db_path: str) -> None:
     """One sample per batch in one bucket: appended in SQL, compacted past COMPACT_BYTES (each bin
     once: at most 6 bytes a bin seen, whatever the number of samples)."""
@@ -243,13 +258,18 @@ def test_rollups_follow_retention(make_store: Callable[..., Store], db_path: str
     for i in range(20):
         s.record_sample("p", now - 4 * 3600 - 60 * i, 1.0, 200, 1)  # expired, and their buckets
         s.record_sample("p", now - 60 * i, 2.0, 200, 1)  # kept
-    s.record_transition("p", now - 40 * 86400, "UNKNOWN", "OK", 1, 2000, 1.0)
-    s.record_transition("p", now - 20 * 86400, "OK", "UNREACHABLE", -1, 2000, None)  # credits 20 days
+    d = 86400
+    s.record_transition("p", now - 50 * d, "UNKNOWN", "OK", 1, 2000, 1.0)
+    s.record_transition("p", now - 45 * d, "OK", "UNREACHABLE", -1, 2000, None)  # a 5-day span: expired
+    s.record_transition("p", now - 45 * d + 1800, "UNREACHABLE", "UNKNOWN", -1, 2000, None)  # hours: expired
+    s.record_transition("p", now - 40 * d, "UNKNOWN", "OK", 1, 2000, 1.0)  # unobserved: nothing
+    s.record_transition("p", now - 20 * d, "OK", "UNREACHABLE", -1, 2000, None)  # a 20-day span: kept
     s.flush()
     wait_until(lambda: s.stats["retention_deleted"] == 20 and s.stats["rollup_rows_deleted"] > 0)
     ro = sqlite3.connect(db_path)
-    wait_until(lambda: ro.execute("SELECT MIN(bucket) FROM uptime_rollup").fetchone()[0]
-               >= now - rollup.UPTIME_KEEP_S - 2 * rollup.UPTIME_BUCKET_S)
+    wait_until(lambda: ro.execute("SELECT COUNT(*) FROM uptime_rollup").fetchone()[0] == 0
+               and ro.execute("SELECT COUNT(*) FROM uptime_spans").fetchone()[0] == 1)
+    assert ro.execute("SELECT t0, t1, up FROM uptime_spans").fetchone() == (now - 40 * d, now - 20 * d, 1)
     oldest = ro.execute("SELECT MIN(bucket) FROM rtt_rollup").fetchone()[0]
     assert oldest >= now - 3600 - 2 * RTT_BUCKET_S
     n = ro.execute("SELECT SUM(n) FROM rtt_rollup").fetchone()[0]

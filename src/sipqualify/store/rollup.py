@@ -7,15 +7,18 @@ reading every sample of the last 24 h:
 - **RTT rollup**: per peer and per 5-minute bucket (`RTT_BUCKET_S`, aligned on the UNIX epoch),
   the number of samples, how many were answered, the smallest and largest answered RTT and a
   log-scaled histogram of the answered RTTs. Bins are 5 % wide (`RATIO`) from 0.1 ms to 60 s
-  (273 bins, plus one below and one above); only the non-empty ones are stored, 6 bytes each
-  (`encode`). A percentile read from a histogram is the geometric middle of the bin holding
-  the nearest-rank sample, clamped to the smallest/largest RTT seen: for RTTs in
+  (273 bins, plus one below and one above); only the non-empty ones are stored, as (bin, count)
+  pairs of 6 bytes (`encode`), appended to by the database and compacted past `COMPACT_BYTES`.
+  A percentile read from a histogram is the geometric middle of the bin holding the
+  nearest-rank sample, clamped to the smallest/largest RTT seen: for RTTs in
   [0.1 ms, 60 s] it is within `REL_ERROR` (sqrt(1.05) - 1 = 2.47 %) of the exact nearest-rank
   percentile of the same samples (`tests/store/test_rollup.py` checks it on random data).
   Below 0.1 ms the error is at most 0.1 ms; above 60 s the largest RTT is reported.
 - **Uptime rollup**: per peer and per hour (`UPTIME_BUCKET_S`), the seconds observed and the
-  seconds up (OK or LAGGED) of every state interval closed by a transition, split at hour
-  boundaries (`split_interval`), credited when the closing transition is written.
+  seconds up (OK or LAGGED) of every state interval of at most `SPAN_S` closed by a
+  transition, split at hour boundaries (`split_interval`), credited when the closing
+  transition is written; a longer interval is kept whole (one row: start, end, up), so a
+  transition writes a few rows whatever the length of the interval it closes.
 
 Nothing here touches a database: bucketing, histogram encoding and merging, percentiles and
 interval splitting are pure functions, shared by the SQLite store (store/sqlite.py) and any
@@ -34,6 +37,7 @@ from .windows import REACHABLE, UNOBSERVED
 RTT_BUCKET_S = 300  # 5 min: the RTT rollup's bucket (and the longest raw read of a window edge)
 UPTIME_BUCKET_S = 3600  # 1 h: the uptime rollup's bucket
 UPTIME_KEEP_S = 31 * 86400  # the longest uptime window (30 d) and a day of margin
+SPAN_S = 2 * UPTIME_BUCKET_S  # a state interval longer than this is kept whole, not split by hour
 
 LOW_MS = 0.1  # the lower edge of the first regular bin
 HIGH_MS = 60_000.0  # the upper edge of the last regular bin

@@ -59,7 +59,7 @@ from typing import Any, TypeVar
 
 from . import rollup
 from .rollup import RTT_BUCKET_S, UPTIME_BUCKET_S, UPTIME_KEEP_S, RttCell
-from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime_seconds
+from .windows import PERCENTILES, REACHABLE, RTT_WINDOWS, UNOBSERVED, UPTIME_WINDOWS, percentile, uptime_seconds
 
 log = logging.getLogger("sipqualify.store")
 
@@ -134,6 +134,15 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             seen_s REAL NOT NULL,
             PRIMARY KEY (bucket, peer)
         ) WITHOUT ROWID""",
+        # state intervals longer than rollup.SPAN_S, whole: [t0, t1), up 1 (OK, LAGGED) or 0
+        """CREATE TABLE IF NOT EXISTS uptime_spans (
+            peer TEXT NOT NULL,
+            t0 REAL NOT NULL,
+            t1 REAL NOT NULL,
+            up INTEGER NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_peer_t1 ON uptime_spans(peer, t1)",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_t1 ON uptime_spans(t1)",
         lambda db: _build_rollups(db),
     ),
 )
@@ -164,7 +173,8 @@ _UPSERT_UPTIME_ROLLUP = (
     "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
     "ON CONFLICT(bucket, peer) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
 )
-_RETAINED_TABLES = ("samples", "transitions", "rtt_rollup", "uptime_rollup")
+_INSERT_UPTIME_SPAN = "INSERT INTO uptime_spans(peer, t0, t1, up) VALUES (?,?,?,?)"
+_RETAINED_TABLES = ("samples", "transitions", "rtt_rollup", "uptime_rollup", "uptime_spans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -628,7 +638,7 @@ class Store:
         now = self._retention_now()
         if table == "rtt_rollup":
             cutoff, counter = now - self.sample_retention_s - RTT_BUCKET_S, "rollup_rows_deleted"
-        elif table == "uptime_rollup":
+        elif table in ("uptime_rollup", "uptime_spans"):
             cutoff, counter = now - UPTIME_KEEP_S - UPTIME_BUCKET_S, "rollup_rows_deleted"
         else:
             keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
@@ -637,7 +647,8 @@ class Store:
             sql = (f"DELETE FROM {table} WHERE (bucket, peer) IN "
                    f"(SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)")
         else:
-            sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
+            col = "t1" if table == "uptime_spans" else "time"
+            sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {col} < ? LIMIT ?)"
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
         )
@@ -829,7 +840,8 @@ class Store:
     def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
         """(uptime %, seconds observed) over `[since, until]` (store/windows.py). The whole hours
         come from the uptime rollup (at most 720 rows for 30 d, summed by SQLite) plus the state
-        interval still open; the partial hours at both edges from the transitions in them."""
+        interval still open and the long intervals (`uptime_spans`, at most 30 d / 2 h of them);
+        the partial hours at both edges from the transitions in them."""
         up, seen = self.uptime_seconds(peer, since, until)
         return (100.0 * up / seen if seen > 0 else None), seen
 
@@ -843,6 +855,13 @@ class Store:
             tail_up, tail_seen = _uptime_raw(db, peer, last, until)
             ((up, seen),) = _rollup_rows(db, "COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup",
                                          peer, range(int(first), last, h))
+            # the long intervals, whole: their overlap with the whole hours
+            span_up, span_seen = db.execute(
+                "SELECT COALESCE(SUM((MIN(t1, ?) - MAX(t0, ?)) * up), 0), COALESCE(SUM(MIN(t1, ?) - MAX(t0, ?)), 0) "
+                "FROM uptime_spans WHERE peer=? AND t1>? AND t0<?", (last, first, last, first, peer, first, last)
+            ).fetchone()
+            up += span_up
+            seen += span_seen
             # the interval of the last state before the tail is credited when a transition ends it
             state = _state_before(db, peer, last, writing=False)
             if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
@@ -980,19 +999,20 @@ def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool)
 
 def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
     """Credit to the uptime rollup each state interval these transitions close: from the peer's
-    previous transition (stored, or earlier in `rows`) to this one, split by hour."""
+    previous transition (stored, or earlier in `rows`) to this one (`_UptimeCredit`)."""
     valid = [r for r in rows if isinstance(r[0], str) and isinstance(r[1], int | float) and math.isfinite(r[1])
              and isinstance(r[3], str)]
     valid.sort(key=lambda r: r[1])
     prev: dict[str, tuple[float, str] | None] = {}
-    acc: dict[tuple[str, int], list[float]] = {}
+    credit = _UptimeCredit()
     for peer, t, _old, new, *_ in valid:
         if peer not in prev:
             prev[peer] = _state_before(db, peer, t, writing=True)
-        _accumulate(acc, peer, prev[peer], t)
+        p = prev[peer]
+        if p is not None:
+            credit.add(peer, p[0], p[1], t)
         prev[peer] = (float(t), new)
-    if acc:
-        db.executemany(_UPSERT_UPTIME_ROLLUP, [(peer, b, up, seen) for (peer, b), (up, seen) in acc.items()])
+    credit.write(db)
 
 
 def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
@@ -1009,13 +1029,34 @@ def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -
     return uptime_seconds(state[1] if state else None, changes, since, until)
 
 
-def _accumulate(acc: dict[tuple[str, int], list[float]], peer: str, prev: tuple[float, str] | None, t: float) -> None:
-    if prev is None or prev[0] > t:
-        return  # nothing known before, or out of time order: credit nothing rather than twice
-    for b, up, seen in rollup.credit(prev[1], max(prev[0], t - UPTIME_KEEP_S), t):
-        cell = acc.setdefault((peer, b), [0.0, 0.0])
-        cell[0] += up
-        cell[1] += seen
+class _UptimeCredit:
+    """State intervals closed by transitions, to credit: one of at most `rollup.SPAN_S` (a flap)
+    split by hour into `uptime_rollup` (3 rows at most), a longer one (a peer stable for days)
+    kept whole as one `uptime_spans` row. So a transition costs a few rows whatever the length of
+    the interval it closes, and a window reads at most 30 d / SPAN_S spans."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[str, int], list[float]] = {}
+        self.spans: list[Row] = []
+
+    def add(self, peer: str, start: float, state: str, end: float) -> None:
+        if start > end or state in UNOBSERVED:
+            return  # out of time order (credit nothing rather than twice), or not observed
+        start = max(start, end - UPTIME_KEEP_S)
+        if end - start > rollup.SPAN_S:
+            self.spans.append((peer, start, end, 1 if state in REACHABLE else 0))
+            return
+        for b, up, seen in rollup.credit(state, start, end):
+            cell = self.hours.setdefault((peer, b), [0.0, 0.0])
+            cell[0] += up
+            cell[1] += seen
+
+    def write(self, db: sqlite3.Connection) -> None:
+        if self.hours:
+            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
+        if self.spans:
+            db.executemany(_INSERT_UPTIME_SPAN, self.spans)
+        self.hours, self.spans = {}, []
 
 
 def _build_rollups(db: sqlite3.Connection) -> None:
@@ -1023,16 +1064,15 @@ def _build_rollups(db: sqlite3.Connection) -> None:
     cur = db.execute("SELECT peer, time, rtt_ms FROM samples")
     while chunk := cur.fetchmany(50_000):
         _rollup_samples(db, chunk)
-    acc: dict[tuple[str, int], list[float]] = {}
+    credit = _UptimeCredit()
     last: tuple[str, float, str] | None = None
-    for peer, t, new in db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id"):
+    for n, (peer, t, new) in enumerate(db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id")):
         if last is not None and last[0] == peer:
-            _accumulate(acc, peer, (last[1], last[2]), t)
+            credit.add(peer, last[1], last[2], t)
         last = (peer, t, new)
-        if len(acc) >= 50_000:
-            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
-            acc.clear()
-    db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
+        if n % 50_000 == 49_999:
+            credit.write(db)
+    credit.write(db)
 
 
 def _split(ops: list[tuple[str, str, list[Row]]], limit: int) -> Iterator[list[tuple[str, str, list[Row]]]]:
