@@ -317,3 +317,32 @@ def test_an_old_database_gets_its_rollups_built_once(make_store: Callable[..., S
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         assert db.execute("SELECT SUM(n) FROM rtt_rollup").fetchone()[0] == 5001
+
+
+def test_transitions_committed_but_not_credited_are_credited_at_the_next_open(
+        make_store: Callable[..., Store], db_path: str) -> None:
+    """The uptime credit runs after the transitions' commit (their events never wait for it): a
+    crash in between leaves the mark behind, and open() catches up, exactly once."""
+    now = time.time()
+    transitions = [(now - 3 * 86400, "OK"), (now - 86400 - 5000, "UNREACHABLE"), (now - 86400, "OK"),
+                   (now - 7200 - 60, "LAGGED"), (now - 7000, "OK")]
+    s = make_store()
+    s.open()
+    old = "UNKNOWN"
+    for t, new in transitions:
+        s.record_transition("p", t, old, new, 1, 2000, 1.0)
+        old = new
+    s.flush()
+    s.close()
+    with sqlite3.connect(db_path) as db:  # as if killed between the two transactions
+        db.execute("UPDATE rollup_marks SET value=2")
+        db.execute("DELETE FROM uptime_rollup")
+        db.execute("DELETE FROM uptime_spans WHERE t1 > ?", (transitions[1][0],))
+    s = make_store()
+    s.open()
+    for _, span in UPTIME_WINDOWS:
+        assert s.uptime_window("p", now - span, now) == pytest.approx(_exact_uptime(transitions, now - span, now))
+    s.close()
+    s = make_store()  # and not twice
+    s.open()
+    assert s.uptime_window("p", now - 86400 * 7, now) == pytest.approx(_exact_uptime(transitions, now - 86400 * 7, now))

@@ -45,7 +45,6 @@ and may be called from any thread; the service calls them through `asyncio.to_th
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -143,6 +142,9 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
         )""",
         "CREATE INDEX IF NOT EXISTS uptime_spans_peer_t1 ON uptime_spans(peer, t1)",
         "CREATE INDEX IF NOT EXISTS uptime_spans_t1 ON uptime_spans(t1)",
+        # the last transition credited to the uptime rollup (_credit_uptime)
+        "CREATE TABLE IF NOT EXISTS rollup_marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO rollup_marks(name, value) VALUES ('uptime_credited_id', 0)",
         lambda db: _build_rollups(db),
     ),
 )
@@ -348,6 +350,13 @@ class Store:
         db = self._connect()
         try:
             self._migrate(db)
+            db.execute("BEGIN IMMEDIATE")  # transitions committed but not credited before a crash
+            try:
+                _credit_uptime(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             states = _read_states(db)
         except BaseException:
             db.close()
@@ -591,6 +600,9 @@ class Store:
                     self._transitions_committed([row], ids)
                 else:
                     self._reject("transition", row)
+        # after the COMMIT and its callbacks: the uptime rollup never delays a transition's event
+        ok, n = self._transact(db, _credit_uptime)
+        self._n["rollup_rows_written"] += n or 0
 
     def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
         assert ids is not None
@@ -944,10 +956,7 @@ def _read_states(db: sqlite3.Connection) -> dict[str, PeerStateRecord]:
 
 def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
     """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
-    so they are read back from sqlite_sequence instead of one execute per row. The uptime rollup
-    is credited first, in the same transaction (each peer's previous transition is read before
-    the new rows are in)."""
-    _credit_uptime(db, rows)
+    so they are read back from sqlite_sequence instead of one execute per row."""
     if len(rows) == 1:
         return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
     db.executemany(_INSERT_TRANSITION, rows)
@@ -978,16 +987,21 @@ def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
     return len(summary)
 
 
-def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool) -> tuple[float, str] | None:
+def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool,
+                  before_id: int = 0) -> tuple[float, str] | None:
     """(since when, state) of `peer` just before time `t`: its last transition (before `t`; when
     `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
     the transition retention) its saved state if that changed before `t` (at `t` too when reading;
     never when writing: a saved state already committed for this very transition says nothing
     about the time before it). When reading and neither is there, the state its next transition
     left, at `t`."""
-    t_op, s_op = ("<=", "<") if writing else ("<", "<=")
-    row = db.execute(f"SELECT time, new FROM transitions WHERE peer=? AND time{t_op}? ORDER BY time DESC, id DESC "
-                     "LIMIT 1", (peer, t)).fetchone()
+    if writing:  # the transition with id `before_id` is stored: the one before it in (time, id) order
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<=? AND (time<? OR id<?) "
+                         "ORDER BY time DESC, id DESC LIMIT 1", (peer, t, t, before_id)).fetchone()
+    else:
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
+                         "LIMIT 1", (peer, t)).fetchone()
+    s_op = "<" if writing else "<="
     if row is None:
         row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
                          (peer, t)).fetchone()
@@ -997,22 +1011,27 @@ def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool)
     return (float(row[0]), str(row[1])) if row is not None else None
 
 
-def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
-    """Credit to the uptime rollup each state interval these transitions close: from the peer's
-    previous transition (stored, or earlier in `rows`) to this one (`_UptimeCredit`)."""
-    valid = [r for r in rows if isinstance(r[0], str) and isinstance(r[1], int | float) and math.isfinite(r[1])
-             and isinstance(r[3], str)]
-    valid.sort(key=lambda r: r[1])
+def _credit_uptime(db: sqlite3.Connection) -> int:
+    """Credit to the uptime rollup each state interval closed by a transition not credited yet
+    (id above the `uptime_credited_id` mark): from the peer's previous transition to it
+    (`_UptimeCredit`). Runs after the transitions' own commit, in its own transaction with the
+    mark, so it is done exactly once: a crash in between is caught up at the next open().
+    Returns the rollup rows written."""
+    (mark,) = db.execute("SELECT value FROM rollup_marks WHERE name='uptime_credited_id'").fetchone()
+    rows = db.execute("SELECT id, peer, time, new FROM transitions WHERE id>? ORDER BY id", (mark,)).fetchall()
+    if not rows:
+        return 0
     prev: dict[str, tuple[float, str] | None] = {}
     credit = _UptimeCredit()
-    for peer, t, _old, new, *_ in valid:
+    for rowid, peer, t, new in sorted(rows, key=lambda r: (r[2], r[0])):
         if peer not in prev:
-            prev[peer] = _state_before(db, peer, t, writing=True)
+            prev[peer] = _state_before(db, peer, t, writing=True, before_id=rowid)
         p = prev[peer]
         if p is not None:
             credit.add(peer, p[0], p[1], t)
         prev[peer] = (float(t), new)
-    credit.write(db)
+    db.execute("UPDATE rollup_marks SET value=? WHERE name='uptime_credited_id'", (rows[-1][0],))
+    return credit.write(db)
 
 
 def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
@@ -1051,12 +1070,14 @@ class _UptimeCredit:
             cell[0] += up
             cell[1] += seen
 
-    def write(self, db: sqlite3.Connection) -> None:
+    def write(self, db: sqlite3.Connection) -> int:
+        n = len(self.hours) + len(self.spans)
         if self.hours:
             db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
         if self.spans:
             db.executemany(_INSERT_UPTIME_SPAN, self.spans)
         self.hours, self.spans = {}, []
+        return n
 
 
 def _build_rollups(db: sqlite3.Connection) -> None:
@@ -1073,6 +1094,8 @@ def _build_rollups(db: sqlite3.Connection) -> None:
         if n % 50_000 == 49_999:
             credit.write(db)
     credit.write(db)
+    db.execute("UPDATE rollup_marks SET value=(SELECT COALESCE(MAX(id), 0) FROM transitions) "
+               "WHERE name='uptime_credited_id'")
 
 
 def _split(ops: list[tuple[str, str, list[Row]]], limit: int) -> Iterator[list[tuple[str, str, list[Row]]]]:
