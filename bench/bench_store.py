@@ -51,9 +51,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of the sustained run")
     ap.add_argument("--dir", default=None, help="where to put the database (default: a temp dir)")
     ap.add_argument("--window-step", type=float, default=1.0, help="seconds between the windowed peer's samples")
-    ap.add_argument("--overhead-samples", type=int, default=500_000, help="samples per write-overhead run")
+    ap.add_argument("--overhead-samples", type=int, default=None,
+                    help="samples per write-overhead run (default: half of --samples)")
     ap.add_argument("--only-windows", action="store_true", help="only the windows and the rollup write overhead")
     args = ap.parse_args()
+    if args.overhead_samples is None:
+        args.overhead_samples = args.samples // 2
     if not args.only_windows:
         store_bench(args)
     windows_bench(args)
