@@ -31,12 +31,14 @@ Durability: WAL with `synchronous=NORMAL`. A COMMIT is in the WAL file (the OS p
 when it returns, so it survives the process being killed; only a power loss can roll back
 the last commits, which is the trade WAL+NORMAL makes for throughput.
 
-Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read two summary
-tables the writer keeps in the same transactions as the rows they summarise (store/rollup.py):
-`rtt_rollup` (per 5-minute bucket and peer: counts and an RTT histogram, upserted once per
-(bucket, peer) per batch of samples) and `uptime_rollup` (per hour and peer: seconds observed
-and up, credited when a transition closes a state interval). Retention prunes them with the
-samples and after 31 days; a migration builds them once from an older database's rows.
+Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read summary
+tables the writer keeps (store/rollup.py): `rtt_rollup` (per 5-minute bucket and peer: counts
+and an RTT histogram), upserted once per (bucket, peer) per batch in the samples' own
+transaction; `uptime_rollup` (per hour and peer: seconds observed and up) and `uptime_spans`
+(state intervals longer than 2 h, whole), credited for each interval a transition closes right
+after the transitions' commit and callbacks, in a transaction of their own that also moves the
+`rollup_marks` mark (so exactly once; open() catches up after a crash). Retention prunes them
+with the samples and after 31 days; a migration builds them once from an older database's rows.
 
 Reads use a small pool of read-only connections (WAL lets them run while the writer writes)
 and may be called from any thread; the service calls them through `asyncio.to_thread`.
