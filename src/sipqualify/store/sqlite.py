@@ -31,6 +31,15 @@ Durability: WAL with `synchronous=NORMAL`. A COMMIT is in the WAL file (the OS p
 when it returns, so it survives the process being killed; only a power loss can roll back
 the last commits, which is the trade WAL+NORMAL makes for throughput.
 
+Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read summary
+tables the writer keeps (store/rollup.py): `rtt_rollup` (per 5-minute bucket and peer: counts
+and an RTT histogram), upserted once per (bucket, peer) per batch in the samples' own
+transaction; `uptime_rollup` (per hour and peer: seconds observed and up) and `uptime_spans`
+(state intervals longer than 2 h, whole), credited for each interval a transition closes right
+after the transitions' commit and callbacks, in a transaction of their own that also moves the
+`rollup_marks` mark (so exactly once; open() catches up after a crash). Retention prunes them
+with the samples and after 31 days; a migration builds them once from an older database's rows.
+
 Reads use a small pool of read-only connections (WAL lets them run while the writer writes)
 and may be called from any thread; the service calls them through `asyncio.to_thread`.
 """
@@ -49,16 +58,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
+from . import rollup
+from .rollup import RTT_BUCKET_S, UPTIME_BUCKET_S, UPTIME_KEEP_S, RttCell
+from .windows import PERCENTILES, REACHABLE, RTT_WINDOWS, UNOBSERVED, UPTIME_WINDOWS, percentile, uptime_seconds
 
 log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
 Row = tuple[Any, ...]
+Step = str | Callable[[sqlite3.Connection], None]  # a statement, or Python run in the step's transaction
 
 # MIGRATIONS[i] upgrades a database from PRAGMA user_version i to i + 1. Append, never edit:
 # a released step is what existing databases already went through.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         """CREATE TABLE IF NOT EXISTS peer_state (
             peer TEXT PRIMARY KEY,
@@ -100,6 +112,43 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # the peer's verdict, its reason and its policy at the transition (qualify/verdict.py; issue 13)
     ("ALTER TABLE transitions ADD COLUMN verdict TEXT", "ALTER TABLE transitions ADD COLUMN verdict_reason TEXT",
      "ALTER TABLE transitions ADD COLUMN policy TEXT"),
+    # the incremental rollups behind the time windows (store/rollup.py; issue 13 item 6), built once
+    # from the samples and transitions an existing database already holds. Keyed by bucket first:
+    # a batch's upserts land in the few newest buckets (a small, hot part of the tree, whatever the
+    # number of peers), retention deletes a key prefix, and a peer's window is one seek per bucket
+    # (`bucket IN (...) AND peer=?`).
+    (
+        """CREATE TABLE IF NOT EXISTS rtt_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            answered INTEGER NOT NULL,
+            min_ms REAL,
+            max_ms REAL,
+            hist BLOB NOT NULL,
+            PRIMARY KEY (bucket, peer)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS uptime_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            up_s REAL NOT NULL,
+            seen_s REAL NOT NULL,
+            PRIMARY KEY (bucket, peer)
+        ) WITHOUT ROWID""",
+        # state intervals longer than rollup.SPAN_S, whole: [t0, t1), up 1 (OK, LAGGED) or 0
+        """CREATE TABLE IF NOT EXISTS uptime_spans (
+            peer TEXT NOT NULL,
+            t0 REAL NOT NULL,
+            t1 REAL NOT NULL,
+            up INTEGER NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_peer_t1 ON uptime_spans(peer, t1)",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_t1 ON uptime_spans(t1)",
+        # the last transition credited to the uptime rollup (_credit_uptime)
+        "CREATE TABLE IF NOT EXISTS rollup_marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO rollup_marks(name, value) VALUES ('uptime_credited_id', 0)",
+        lambda db: _build_rollups(db),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -114,7 +163,22 @@ _UPSERT_STATE = (
     "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at"
 )
 _DELETE_STATE = "DELETE FROM peer_state WHERE peer=?"
-_RETAINED_TABLES = ("samples", "transitions")
+# hist_merge: rollup.merge_blobs, registered on the write connection (_connect); below
+# rollup.COMPACT_BYTES a histogram is appended to in SQL alone
+_UPSERT_RTT_ROLLUP = (
+    "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT(bucket, peer) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
+    "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
+    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), "
+    f"hist=CASE WHEN length(hist) + length(excluded.hist) > {rollup.COMPACT_BYTES} "
+    "THEN hist_merge(hist, excluded.hist) ELSE CAST(hist || excluded.hist AS BLOB) END"
+)
+_UPSERT_UPTIME_ROLLUP = (
+    "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
+    "ON CONFLICT(bucket, peer) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
+)
+_INSERT_UPTIME_SPAN = "INSERT INTO uptime_spans(peer, t0, t1, up) VALUES (?,?,?,?)"
+_RETAINED_TABLES = ("samples", "transitions", "rtt_rollup", "uptime_rollup", "uptime_spans")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +281,8 @@ class Store:
             "states_written": 0,
             "states_deleted": 0,
             "retention_deleted": 0,
+            "rollup_rows_written": 0,
+            "rollup_rows_deleted": 0,
             "rows_rejected": 0,
             "errors": 0,
             "callback_errors": 0,
@@ -257,6 +323,7 @@ class Store:
         db.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL back to 64 MiB after checkpoints
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million peer_state rows stay hot
         db.execute("PRAGMA temp_store=MEMORY")
+        db.create_function("hist_merge", 2, rollup.merge_blobs, deterministic=True)
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -267,7 +334,10 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             try:
                 for stmt in MIGRATIONS[v]:
-                    db.execute(stmt)
+                    if isinstance(stmt, str):
+                        db.execute(stmt)
+                    else:
+                        stmt(db)
                 db.execute(f"PRAGMA user_version={v + 1}")  # transactional: rolls back with the step
                 db.execute("COMMIT")
             except BaseException:
@@ -282,6 +352,13 @@ class Store:
         db = self._connect()
         try:
             self._migrate(db)
+            db.execute("BEGIN IMMEDIATE")  # transitions committed but not credited before a crash
+            try:
+                _credit_uptime(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             states = _read_states(db)
         except BaseException:
             db.close()
@@ -525,6 +602,9 @@ class Store:
                     self._transitions_committed([row], ids)
                 else:
                     self._reject("transition", row)
+        # after the COMMIT and its callbacks: the uptime rollup never delays a transition's event
+        ok, n = self._transact(db, _credit_uptime)
+        self._n["rollup_rows_written"] += n or 0
 
     def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
         assert ids is not None
@@ -551,30 +631,44 @@ class Store:
             ops.append(("samples_written", _INSERT_SAMPLE, samples))
         for txn in _split(ops, self.batch_rows):
             self._service_transitions(db)
-            ok, _ = self._transact(db, partial(_execute_many, txn=txn))
+            ok, rolled = self._transact(db, partial(_execute_many, txn=txn))
             if ok:
                 for counter, _sql, rows in txn:
                     self._n[counter] += len(rows)
+                self._n["rollup_rows_written"] += rolled or 0
                 continue
             for counter, sql, rows in txn:  # isolate the refused rows
                 for row in rows:
-                    ok, _ = self._transact(db, partial(_execute_one, sql=sql, row=row))
+                    ok, rolled = self._transact(db, partial(_execute_one, sql=sql, row=row))
                     if ok:
                         self._n[counter] += 1
+                        self._n["rollup_rows_written"] += rolled or 0
                     else:
                         self._reject(counter, row)
 
     def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
-        """Delete one bounded chunk of expired rows; True if there may be more."""
-        keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
-        cutoff = self._retention_now() - keep
-        sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
+        """Delete one bounded chunk of expired rows; True if there may be more. A rollup bucket goes
+        once all of it is expired: the RTT rollup with the samples, the uptime rollup after 31 d."""
+        now = self._retention_now()
+        if table == "rtt_rollup":
+            cutoff, counter = now - self.sample_retention_s - RTT_BUCKET_S, "rollup_rows_deleted"
+        elif table in ("uptime_rollup", "uptime_spans"):
+            cutoff, counter = now - UPTIME_KEEP_S - UPTIME_BUCKET_S, "rollup_rows_deleted"
+        else:
+            keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
+            cutoff, counter = now - keep, "retention_deleted"
+        if table in ("rtt_rollup", "uptime_rollup"):  # WITHOUT ROWID: by primary key
+            sql = (f"DELETE FROM {table} WHERE (bucket, peer) IN "
+                   f"(SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)")
+        else:
+            col = "t1" if table == "uptime_spans" else "time"
+            sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {col} < ? LIMIT ?)"
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
         )
         if not ok or n is None:
             return False
-        self._n["retention_deleted"] += n
+        self._n[counter] += n
         return n >= self.retention_chunk_rows
 
     def _reject(self, what: str, row: Row) -> None:
@@ -709,33 +803,87 @@ class Store:
 
     def windows(self, peer: str, now: float) -> dict[str, Any]:
         """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
-        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
-        24 h / 7 d / 30 d (one range read of transitions each)."""
-        longest = max(span for _, span in RTT_WINDOWS)
-        sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
-        with self._reader() as db:
-            rows = db.execute(sql, (peer, now - longest, now)).fetchall()
-        rtt: dict[str, Any] = {}
-        for name, span in RTT_WINDOWS:
-            values = sorted(r for t, r in rows if t >= now - span)
-            rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+        answered samples of the last 5 min / 1 h / 24 h and uptime over the last 24 h / 7 d / 30 d,
+        from the rollups (store/rollup.py): see `rtt_windows` and `uptime_window`."""
+        rtt, _ = self.rtt_windows(peer, now)
         up: dict[str, Any] = {}
         for name, span in UPTIME_WINDOWS:
             pct, seen = self.uptime_window(peer, now - span, now)
             up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
         return {"rtt_windows": rtt, "uptime": up}
 
-    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
-        """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows and the number of rows read for them. A window of at most one bucket
+        (5 min) is exact, from its raw samples. A longer one is cut at 5-minute bucket
+        boundaries: its whole buckets come from the RTT rollup (at most 288 rows for 24 h), its
+        two partial edge buckets from the raw samples (at most 5 min of them each); so the sample
+        counts are exact and the percentiles within rollup.REL_ERROR of the nearest rank."""
+        tail = rollup.bucket_of(now, RTT_BUCKET_S)  # the current bucket, partial: raw
+        raw_sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<? AND rtt_ms IS NOT NULL"
+        recent_from = min(tail, now - min(span for _, span in RTT_WINDOWS))
+        rtt: dict[str, Any] = {}
         with self._reader() as db:
-            row = db.execute("SELECT new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
-                             "LIMIT 1", (peer, since)).fetchone()
-            changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? "
-                                 "ORDER BY time, id", (peer, since, until)).fetchall()
-            if row is None:  # its last change may be older than the transitions kept: the saved state
-                row = db.execute("SELECT state FROM peer_state WHERE peer=? AND changed_at<=?",
-                                 (peer, since)).fetchone()
-        return uptime(row[0] if row else None, changes, since, until)
+            recent = db.execute(raw_sql.replace("time<?", "time<=?"), (peer, recent_from, now)).fetchall()
+            read = len(recent)
+            heads = {name: -(-(now - span) // RTT_BUCKET_S) * RTT_BUCKET_S for name, span in RTT_WINDOWS
+                     if span > RTT_BUCKET_S}  # the first whole bucket of each long window
+            rows: list[Row] = []
+            if heads:
+                rows = _rollup_rows(db, "bucket, n, answered, min_ms, max_ms, hist FROM rtt_rollup", peer,
+                                    range(int(min(heads.values())), tail, RTT_BUCKET_S))
+                read += len(rows)
+            for name, span in RTT_WINDOWS:
+                since = now - span
+                if name not in heads:
+                    values = sorted(r for t, r in recent if t >= since)
+                    rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+                    continue
+                head = heads[name]
+                edge = db.execute(raw_sql, (peer, since, min(head, tail))).fetchall()
+                read += len(edge)
+                cell = RttCell()
+                for _t, r in edge:
+                    cell.add(r)
+                for t, r in recent:
+                    if t >= max(tail, since):
+                        cell.add(r)
+                cell.merge_rows(r[1:] for r in rows if head <= r[0] < tail)
+                rtt[name] = {"samples": cell.answered, **{f"p{q}_ms": cell.percentile(q) for q in PERCENTILES}}
+        return rtt, read
+
+    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
+        """(uptime %, seconds observed) over `[since, until]` (store/windows.py). The whole hours
+        come from the uptime rollup (at most 720 rows for 30 d, summed by SQLite) plus the state
+        interval still open and the long intervals (`uptime_spans`, at most 30 d / 2 h of them);
+        the partial hours at both edges from the transitions in them."""
+        up, seen = self.uptime_seconds(peer, since, until)
+        return (100.0 * up / seen if seen > 0 else None), seen
+
+    def uptime_seconds(self, peer: str, since: float, until: float) -> tuple[float, float]:
+        h = UPTIME_BUCKET_S
+        first, last = -(-since // h) * h, rollup.bucket_of(until, h)  # the whole hours: [first, last)
+        with self._reader() as db:
+            if last <= first:  # under two hours: from the transitions alone
+                return _uptime_raw(db, peer, since, until)
+            head_up, head_seen = _uptime_raw(db, peer, since, first)
+            tail_up, tail_seen = _uptime_raw(db, peer, last, until)
+            ((up, seen),) = _rollup_rows(db, "COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup",
+                                         peer, range(int(first), last, h))
+            # the long intervals, whole: their overlap with the whole hours
+            span_up, span_seen = db.execute(
+                "SELECT COALESCE(SUM((MIN(t1, ?) - MAX(t0, ?)) * up), 0), COALESCE(SUM(MIN(t1, ?) - MAX(t0, ?)), 0) "
+                "FROM uptime_spans WHERE peer=? AND t1>? AND t0<?", (last, first, last, first, peer, first, last)
+            ).fetchone()
+            up += span_up
+            seen += span_seen
+            # the interval of the last state before the tail is credited when a transition ends it
+            state = _state_before(db, peer, last, writing=False)
+            if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
+                                                (peer, last)).fetchone() is None:
+                for _b, u, s in rollup.credit(state[1], max(state[0], first), last):
+                    up += u
+                    seen += s
+        return head_up + up + tail_up, head_seen + seen + tail_seen
 
     def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
         """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
@@ -818,13 +966,138 @@ def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
     return list(range(last - len(rows) + 1, last + 1))
 
 
-def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> None:
+def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> int:
     db.execute(sql, row)
+    return _rollup_samples(db, [row]) if sql is _INSERT_SAMPLE else 0
 
 
-def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]]) -> None:
+def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]]) -> int:
+    """The rows, and the RTT rollup of the samples among them; the number of rollup rows written."""
+    rolled = 0
     for _counter, sql, rows in txn:
         db.executemany(sql, rows)
+        if sql is _INSERT_SAMPLE:
+            rolled += _rollup_samples(db, rows)
+    return rolled
+
+
+def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
+    """Add sample rows to the RTT rollup: summarised per (peer, bucket) first, so each rollup row
+    is written once per batch (one upsert; the histograms merge in hist_merge)."""
+    summary = rollup.rollup_rows(rows)
+    db.executemany(_UPSERT_RTT_ROLLUP, summary)
+    return len(summary)
+
+
+def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool,
+                  before_id: int = 0) -> tuple[float, str] | None:
+    """(since when, state) of `peer` just before time `t`: its last transition (before `t`; when
+    `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
+    the transition retention) its saved state if that changed before `t` (at `t` too when reading;
+    never when writing: a saved state already committed for this very transition says nothing
+    about the time before it). When reading and neither is there, the state its next transition
+    left, at `t`."""
+    if writing:  # the transition with id `before_id` is stored: the one before it in (time, id) order
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<=? AND (time<? OR id<?) "
+                         "ORDER BY time DESC, id DESC LIMIT 1", (peer, t, t, before_id)).fetchone()
+    else:
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
+                         "LIMIT 1", (peer, t)).fetchone()
+    s_op = "<" if writing else "<="
+    if row is None:
+        row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
+                         (peer, t)).fetchone()
+    if row is None and not writing:  # the state its next transition left (since when is not known)
+        row = db.execute("SELECT ?, old FROM transitions WHERE peer=? AND time>=? ORDER BY time, id LIMIT 1",
+                         (t, peer, t)).fetchone()
+    return (float(row[0]), str(row[1])) if row is not None else None
+
+
+def _credit_uptime(db: sqlite3.Connection) -> int:
+    """Credit to the uptime rollup each state interval closed by a transition not credited yet
+    (id above the `uptime_credited_id` mark): from the peer's previous transition to it
+    (`_UptimeCredit`). Runs after the transitions' own commit, in its own transaction with the
+    mark, so it is done exactly once: a crash in between is caught up at the next open().
+    Returns the rollup rows written."""
+    (mark,) = db.execute("SELECT value FROM rollup_marks WHERE name='uptime_credited_id'").fetchone()
+    rows = db.execute("SELECT id, peer, time, new FROM transitions WHERE id>? ORDER BY id", (mark,)).fetchall()
+    if not rows:
+        return 0
+    prev: dict[str, tuple[float, str] | None] = {}
+    credit = _UptimeCredit()
+    for rowid, peer, t, new in sorted(rows, key=lambda r: (r[2], r[0])):
+        if peer not in prev:
+            prev[peer] = _state_before(db, peer, t, writing=True, before_id=rowid)
+        p = prev[peer]
+        if p is not None:
+            credit.add(peer, p[0], p[1], t)
+        prev[peer] = (float(t), new)
+    db.execute("UPDATE rollup_marks SET value=? WHERE name='uptime_credited_id'", (rows[-1][0],))
+    return credit.write(db)
+
+
+def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
+    """`SELECT <select> WHERE` one peer's rows of these buckets: a primary-key seek each."""
+    marks = ",".join("?" * len(buckets))
+    return db.execute(f"SELECT {select} WHERE bucket IN ({marks}) AND peer=?", (*buckets, peer)).fetchall()
+
+
+def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -> tuple[float, float]:
+    """(seconds up, seconds observed) over [since, until] from the transitions in it."""
+    state = _state_before(db, peer, since, writing=False)
+    changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? ORDER BY time, id",
+                         (peer, since, until)).fetchall()
+    return uptime_seconds(state[1] if state else None, changes, since, until)
+
+
+class _UptimeCredit:
+    """State intervals closed by transitions, to credit: one of at most `rollup.SPAN_S` (a flap)
+    split by hour into `uptime_rollup` (3 rows at most), a longer one (a peer stable for days)
+    kept whole as one `uptime_spans` row. So a transition costs a few rows whatever the length of
+    the interval it closes, and a window reads at most 30 d / SPAN_S spans."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[str, int], list[float]] = {}
+        self.spans: list[Row] = []
+
+    def add(self, peer: str, start: float, state: str, end: float) -> None:
+        if start > end or state in UNOBSERVED:
+            return  # out of time order (credit nothing rather than twice), or not observed
+        start = max(start, end - UPTIME_KEEP_S)
+        if end - start > rollup.SPAN_S:
+            self.spans.append((peer, start, end, 1 if state in REACHABLE else 0))
+            return
+        for b, up, seen in rollup.credit(state, start, end):
+            cell = self.hours.setdefault((peer, b), [0.0, 0.0])
+            cell[0] += up
+            cell[1] += seen
+
+    def write(self, db: sqlite3.Connection) -> int:
+        n = len(self.hours) + len(self.spans)
+        if self.hours:
+            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
+        if self.spans:
+            db.executemany(_INSERT_UPTIME_SPAN, self.spans)
+        self.hours, self.spans = {}, []
+        return n
+
+
+def _build_rollups(db: sqlite3.Connection) -> None:
+    """Migration: the rollups of what an existing database holds, once (streamed, in chunks)."""
+    cur = db.execute("SELECT peer, time, rtt_ms FROM samples")
+    while chunk := cur.fetchmany(50_000):
+        _rollup_samples(db, chunk)
+    credit = _UptimeCredit()
+    last: tuple[str, float, str] | None = None
+    for n, (peer, t, new) in enumerate(db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id")):
+        if last is not None and last[0] == peer:
+            credit.add(peer, last[1], last[2], t)
+        last = (peer, t, new)
+        if n % 50_000 == 49_999:
+            credit.write(db)
+    credit.write(db)
+    db.execute("UPDATE rollup_marks SET value=(SELECT COALESCE(MAX(id), 0) FROM transitions) "
+               "WHERE name='uptime_credited_id'")
 
 
 def _split(ops: list[tuple[str, str, list[Row]]], limit: int) -> Iterator[list[tuple[str, str, list[Row]]]]:
