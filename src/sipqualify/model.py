@@ -255,6 +255,10 @@ class PjsipEndpoint:
     context: str = "default"
     transport: str = ""
     device_state_busy_at: int = 0
+    # res_pjsip options sipqualify does not use, as written (last one wins), for PJSIPShowEndpoint;
+    # `allow=`/`disallow=` applied in order to `codecs` ("all" kept as a word)
+    settings: dict[str, str] = field(default_factory=dict)
+    codecs: list[str] = field(default_factory=list)
     source: str = ""
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from .config.pjsip import qualifying_endpoint
 from .model import PjsipAor, PjsipConfig
@@ -185,10 +185,16 @@ def show_contact(snap: Json, key: str) -> str | None:
     if found is None:
         return None
     aor, c = found
-    p = aors[aor]["params"]
+    return f"\n{CONTACTS_HEADER}{RULE}\n{_contact_row(aor, c, 0)}{_objectset(contact_params(aors[aor], c))}"
+
+
+def contact_params(aor: Json, c: Json) -> list[tuple[str, str]]:
+    """A contact's sorcery fields as `pjsip show contact` and PJSIP_CONTACT() print them (§4.3,
+    §7), the qualify ones being its AOR's (the module docstring's deliberate difference)."""
+    p = aor["params"]
     b = c.get("binding") or {"call_id": "", "endpoint": "", "expiration_time": 0, "user_agent": "", "via_addr": "",
                              "via_port": 0}
-    params = [
+    return [
         ("authenticate_qualify", _yn(p["authenticate_qualify"] == "true")),
         ("call_id", b["call_id"]), ("endpoint", b["endpoint"]), ("expiration_time", str(b["expiration_time"])),
         ("outbound_proxy", p["outbound_proxy"]), ("path", ""), ("prune_on_boot", "no"),
@@ -197,7 +203,49 @@ def show_contact(snap: Json, key: str) -> str | None:
         ("reg_server", ""), ("uri", c["uri"]), ("user_agent", b["user_agent"]), ("via_addr", b["via_addr"]),
         ("via_port", str(b["via_port"])),
     ]
-    return f"\n{CONTACTS_HEADER}{RULE}\n{_contact_row(aor, c, 0)}{_objectset(params)}"
+
+
+# ---------------------------------------------------------------------------- dialplan functions
+
+PJSIP_FUNCTIONS: Final = ("PJSIP_CONTACT", "PJSIP_AOR")
+
+
+def read_function(snap: Json, fn: str, data: str) -> tuple[int, str, str]:
+    """`PJSIP_CONTACT(contact_id,field)` / `PJSIP_AOR(aor,field)` read as func_pjsip_contact.c /
+    func_pjsip_aor.c do: (return value, result, the message Asterisk logs or ""). Return values:
+    0 success; 1 unknown field (empty result); -1 missing argument or no such object. Contact ids:
+    `<aor>@@<md5(uri)>` (static: its AOR must exist) or `<aor>;@<md5(uri)>` (registered); the
+    contact's `status` is the long label, `rtt` µs or `N/A` unless Reachable; an AOR's `contact`
+    is its contacts' ids joined by `,` (by id), its other fields as `pjsip show aor` prints them."""
+    what = "contact" if fn == "PJSIP_CONTACT" else "AOR"
+    name, _, field = (part.strip() for part in data.partition(","))
+    if not data.strip():
+        return -1, "", f"Cannot call {fn} without arguments"
+    if not name:
+        return -1, "", f"Cannot call {fn} without {'a contact' if what == 'contact' else 'an AOR'} name to query"
+    if not field:
+        return -1, "", f"Cannot call {fn} with an empty field name to query"
+    aors = {a["name"]: a for a in snap["aors"]}
+    if what == "AOR":
+        a = aors.get(name)
+        if a is None:
+            return -1, "", f"Failed to retrieve information for AOR '{name}'"
+        if field == "contact":
+            return 0, ",".join(c["id"] for c in a["contacts"]), ""
+        value = a["params"].get(field)
+        return (1, "", f"Unknown property '{field}' for PJSIP AOR") if value is None else (0, value, "")
+    static = "@@" in name
+    a = aors.get(name.split("@@")[0] if static else name.split(";@")[0])
+    c = next((c for c in a["contacts"] if c["id"] == name and bool(c.get("binding")) != static), None) \
+        if a is not None else None
+    if a is None or c is None:
+        return -1, "", f"Failed to retrieve information for contact '{name}'"
+    if field == "status":
+        return 0, c["status"], ""
+    if field == "rtt":
+        return 0, str(c["rtt_us"]) if c["status"] == REACHABLE and c["rtt_us"] is not None else "N/A", ""
+    value = dict(contact_params(a, c)).get(field)
+    return (1, "", f"Unknown property '{field}' for PJSIP contact") if value is None else (0, value, "")
 
 
 def show_aors(snap: Json, like: str | None = None) -> str:

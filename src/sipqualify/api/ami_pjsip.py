@@ -26,15 +26,17 @@ character).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Final
 
-from ..pjsip_compat import Json, pjsip_snapshot
+from ..compat import escape_controls
+from ..pjsip_compat import PJSIP_FUNCTIONS, Json, pjsip_snapshot, read_function
 from ..qualify.events import StateChanged
 from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
 
 if TYPE_CHECKING:
-    from ..model import PjsipConfig
+    from ..model import PjsipConfig, PjsipEndpoint
     from .ami import AmiServer
 
 
@@ -112,6 +114,176 @@ def contact_list(snap: Json, aid: str | None) -> str | None:
     return "".join(out) + _list_complete("ContactListComplete", aid, len(found))
 
 
+# ---------------------------------------------------------------------------- endpoints
+
+_ENDPOINT_DETAIL: Final = (  # (option, Asterisk 20 default): EndpointDetail order, §5.4 / §4.7
+    ("rpid_immediate", "false"), ("webrtc", "no"), ("ignore_183_without_sdp", "false"), ("send_aoc", "false"),
+    ("device_state_busy_at", "0"), ("t38_udptl_maxdatagram", "0"),
+    ("codec_prefs_incoming_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("security_negotiation", "no"), ("dtls_rekey", "0"), ("rtp_port_end", "0"), ("named_pickup_group", ""),
+    ("direct_media_method", "invite"), ("send_rpid", "false"), ("pickup_group", ""), ("sdp_session", "Asterisk"),
+    ("dtls_verify", "No"), ("message_context", ""), ("tenantid", ""), ("mailboxes", ""),
+    ("record_on_feature", "automixmon"), ("dtls_private_key", ""), ("dtls_fingerprint", "SHA-256"),
+    ("overlap_context", ""), ("outgoing_call_offer_pref", "remote_merge"), ("rtp_port_start", "0"),
+    ("from_domain", ""), ("timers_sess_expires", "1800"), ("named_call_group", ""), ("dtls_cipher", ""),
+    ("media_encryption_optimistic", "false"), ("suppress_q850_reason_headers", "false"), ("aors", "ok-def"),
+    ("identify_by", "username,ip"), ("callerid_privacy", "allowed_not_screened"),
+    ("mwi_subscribe_replaces_unsolicited", "no"), ("cos_audio", "0"), ("follow_early_media_fork", "true"),
+    ("context", "default"), ("rtp_symmetric", "false"), ("transport", ""), ("moh_suggest", "default"),
+    ("t38_udptl", "false"), ("fax_detect", "false"), ("t38_bind_udptl_to_media_address", "false"), ("tos_video", "0"),
+    ("srtp_tag_32", "false"), ("refer_blind_progress", "true"), ("max_audio_streams", "1"), ("bundle", "false"),
+    ("use_avpf", "false"), ("call_group", ""), ("send_connected_line", "yes"), ("fax_detect_timeout", "0"),
+    ("sdp_owner", "-"), ("force_rport", "true"), ("callerid_tag", ""), ("rtp_timeout_hold", "0"),
+    ("suppress_moh_on_sendonly", "false"), ("use_ptime", "false"), ("media_address", ""), ("voicemail_extension", ""),
+    ("rtp_timeout", "0"), ("stir_shaken", "no"), ("set_var", ""), ("contact_acl", ""),
+    ("preferred_codec_only", "false"), ("geoloc_outgoing_call_profile", ""), ("force_avp", "false"),
+    ("record_off_feature", "automixmon"), ("from_user", ""), ("send_diversion", "true"),
+    ("send_history_info", "false"), ("t38_udptl_ipv6", "false"), ("tone_zone", ""), ("language", ""),
+    ("allow_subscribe", "true"), ("rtp_ipv6", "false"), ("callerid", "<unknown>"), ("moh_passthrough", "false"),
+    ("cos_video", "0"), ("dtls_auto_generate_cert", "No"), ("asymmetric_rtp_codec", "false"),
+    ("geoloc_incoming_call_profile", ""), ("ice_support", "false"), ("aggregate_mwi", "true"),
+    ("one_touch_recording", "false"), ("mwi_from_user", ""), ("redirect_method", "user"), ("accountcode", ""),
+    ("codec_prefs_outgoing_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("allow", "(ulaw)"), ("rewrite_contact", "false"), ("user_eq_phone", "false"), ("rtp_engine", "asterisk"),
+    ("follow_redirect_methods", ""), ("subscribe_context", ""), ("notify_early_inuse_ringing", "false"),
+    ("incoming_mwi_mailbox", ""), ("incoming_call_offer_pref", "local"), ("allow_unauthenticated_options", "false"),
+    ("auth", ""), ("direct_media_glare_mitigation", "none"), ("trust_id_inbound", "false"),
+    ("stir_shaken_profile", ""), ("bind_rtp_to_media_address", "false"), ("disable_direct_media_on_nat", "false"),
+    ("media_encryption", "no"), ("media_use_received_transport", "false"), ("allow_overlap", "true"),
+    ("dtmf_mode", "rfc4733"), ("outbound_auth", ""), ("tos_audio", "0"), ("dtls_cert_file", ""), ("dtls_ca_path", ""),
+    ("dtls_setup", "active"), ("connected_line_method", "invite"), ("g726_non_standard", "false"), ("100rel", "yes"),
+    ("timers", "yes"), ("direct_media", "true"), ("acl", ""), ("timers_min_se", "90"), ("trust_id_outbound", "false"),
+    ("sub_min_expiry", "0"), ("rtcp_mux", "false"), ("max_video_streams", "1"),
+    ("accept_multiple_sdp_answers", "false"),
+    ("codec_prefs_incoming_offer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("codec_prefs_outgoing_offer", "prefer:pending, operation:union, keep:all, transcode:allow"),
+    ("trust_connected_line", "yes"), ("send_pai", "false"), ("rtp_keepalive", "0"), ("t38_udptl_ec", "none"),
+    ("t38_udptl_nat", "false"), ("allow_transfer", "true"), ("dtls_ca_file", ""), ("outbound_proxy", ""),
+    ("inband_progress", "false"),
+)
+
+# AuthDetail's field order: the auth object set in res_pjsip's hash order (§5.4, phone1-auth)
+_AUTH_DETAIL: Final = ("oauth_secret", "password_digest", "supported_algorithms_uas", "refresh_token", "username",
+                       "md5_cred", "realm", "auth_type", "password", "supported_algorithms_uac", "nonce_lifetime",
+                       "oauth_clientid")
+
+
+def camel(name: str) -> str:
+    """utils.c ast_to_camel_case with `_` as delimiter: `t38_udptl_ec` -> `T38UdptlEc`."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _names(text: str) -> str:
+    """An auth list as ast_sip_auths_to_str prints it: names joined by `,`."""
+    return ",".join(w.strip() for w in text.split(",") if w.strip())
+
+
+def _head(event: str, aid: str | None) -> list[tuple[str, object]]:
+    """res_pjsip.c ast_sip_create_ami_event: `Event`, then `ActionID` when the action had one."""
+    head: list[tuple[str, object]] = [("Event", event)]
+    if aid is not None:
+        head.append(("ActionID", aid))
+    return head
+
+
+def _device_state(ep: Json) -> str:
+    return "Not in use" if ep["online"] else "Unavailable"
+
+
+def endpoint_list(snap: Json, pj: PjsipConfig, aid: str | None) -> str | None:
+    """The whole answer to `Action: PJSIPShowEndpoints` (pjsip_configuration.c
+    `format_ami_endpoints`, §5.3): one `Contacts:` line per AOR found, each `aor/uri,` with its
+    trailing comma; None when there is no endpoint (`No endpoints found`)."""
+    if not snap["endpoints"]:
+        return None
+    aors = {a["name"]: a for a in snap["aors"]}
+    out = [_listack(aid, "A listing of Endpoints follows, presented as EndpointList events")]
+    for e in snap["endpoints"]:
+        ep = pj.endpoints[e["name"]]
+        contacts = [("Contacts", "".join(f"{n}/{c['uri']}," for c in aors[n]["contacts"]))
+                    for n in ep.aors if n in aors]
+        out.append(block(*_head("EndpointList", aid), ("ObjectType", "endpoint"), ("ObjectName", ep.name),
+                         ("Transport", ep.transport), ("Aor", ",".join(ep.aors)), ("Auths", _names(ep.auth)),
+                         ("OutboundAuths", _names(ep.outbound_auth)), *contacts,
+                         ("DeviceState", _device_state(e)), ("ActiveChannels", 0)))
+    return "".join(out) + _list_complete("EndpointListComplete", aid, len(snap["endpoints"]))
+
+
+def _endpoint_value(ep: PjsipEndpoint, name: str, default: str) -> str:
+    modelled = {"aors": ",".join(ep.aors), "auth": _names(ep.auth), "outbound_auth": _names(ep.outbound_auth),
+                "outbound_proxy": ep.outbound_proxy, "from_user": ep.from_user, "from_domain": ep.from_domain,
+                "context": ep.context, "transport": ep.transport,
+                "device_state_busy_at": str(ep.device_state_busy_at),
+                "allow": f"({'|'.join(ep.codecs)})" if ep.codecs else "(nothing)"}
+    if name in modelled:
+        return modelled[name]
+    value = ep.settings.get(name)
+    if value is None:
+        return default
+    if default in ("true", "false"):  # OPT_BOOL_T prints true/false whatever was written
+        low = value.lower()
+        if low in ("yes", "true", "y", "t", "1", "on"):
+            return "true"
+        if low in ("no", "false", "n", "f", "0", "off"):
+            return "false"
+    return value
+
+
+def _contact_detail(aor: Json, c: Json, endpoint: str, aid: str | None) -> str:
+    """location.c/pjsip_options.c `ast_sip_format_contact_ami` in 20.20.1's field order (§5.4):
+    ViaAddress and CallID only when set; the qualify fields are the AOR's (the contact views'
+    deliberate difference, pjsip_compat.py)."""
+    b, p = c.get("binding"), aor["params"]
+    via = [("ViaAddress", f"{b['via_addr']}:{b['via_port']}" if b["via_port"] else b["via_addr"])] \
+        if b and b["via_addr"] else []
+    call_id = [("CallID", b["call_id"])] if b and b["call_id"] else []
+    return block(*_head("ContactStatusDetail", aid), ("AOR", aor["name"]), ("URI", c["uri"]),
+                 ("UserAgent", b["user_agent"] if b else ""), ("RegExpire", b["expiration_time"] if b else 0),
+                 *via, *call_id, ("Status", c["status"]),
+                 ("RoundtripUsec", c["rtt_us"] if c["status"] == "Reachable" else "N/A"), ("EndpointName", endpoint),
+                 ("ID", c["id"]), ("AuthenticateQualify", int(p["authenticate_qualify"] == "true")),
+                 ("OutboundProxy", p["outbound_proxy"]), ("Path", ""), ("QualifyFrequency", p["qualify_frequency"]),
+                 ("QualifyTimeout", f"{float(p['qualify_timeout']):.3f}"),
+                 ("Qualify2xxOnly", int(p["qualify_2xx_only"] == "true")))
+
+
+def endpoint_detail(snap: Json, pj: PjsipConfig, name: str, aid: str | None) -> str | None:
+    """The whole answer to `Action: PJSIPShowEndpoint` (pjsip_configuration.c
+    `ami_show_endpoint`, §5.4); None when there is no such endpoint. Events in res_pjsip's
+    formatter order: EndpointDetail, AuthDetail (inbound then outbound auths), AorDetail per
+    AOR, ContactStatusDetail per AOR's contact; ListItems counts them plus one, as Asterisk.
+    Not sent: TransportDetail and IdentifyDetail (configuration, not reachability), and the
+    auths' secrets (Password, Md5Cred, which Asterisk prints, are empty here)."""
+    e = next((e for e in snap["endpoints"] if e["name"] == name), None)
+    ep = pj.endpoints.get(name)
+    if e is None or ep is None:
+        return None
+    aors = {a["name"]: a for a in snap["aors"]}
+    events = [block(*_head("EndpointDetail", aid), ("ObjectType", "endpoint"), ("ObjectName", name),
+                    *((camel(n), _endpoint_value(ep, n, d)) for n, d in _ENDPOINT_DETAIL),
+                    ("DeviceState", _device_state(e)), ("ActiveChannels", 0))]
+    for auth_name in [*_names(ep.auth).split(","), *_names(ep.outbound_auth).split(",")]:
+        a = pj.auths.get(auth_name)
+        if a is None:
+            continue
+        values = {"supported_algorithms_uas": "MD5", "supported_algorithms_uac": "MD5", "nonce_lifetime": "32",
+                  "username": a.username, "realm": a.realm, "auth_type": a.auth_type}
+        events.append(block(*_head("AuthDetail", aid), ("ObjectType", "auth"), ("ObjectName", a.name),
+                            *((camel(f), values.get(f, "")) for f in _AUTH_DETAIL), ("EndpointName", name)))
+    found = [aors[n] for n in ep.aors if n in aors]
+    for a in found:
+        p = a["params"]
+        registered = sum(1 for c in a["contacts"] if c.get("binding"))
+        events.append(block(*_head("AorDetail", aid), ("ObjectType", "aor"), ("ObjectName", a["name"]),
+                            *((k, p[f]) for k, f in _AOR_FIELDS),
+                            ("Contacts", ",".join(f"{a['name']}/{c['uri']}" for c in a["contacts"])),
+                            *((k, p[f]) for k, f in _AOR_FIELDS_2), ("TotalContacts", len(a["contacts"])),
+                            ("ContactsRegistered", registered), ("EndpointName", name)))
+    events += [_contact_detail(a, c, name, aid) for a in found for c in a["contacts"]]
+    return (_listack(aid, "Following are Events for each object associated with the Endpoint") + "".join(events)
+            + _list_complete("EndpointDetailComplete", aid, len(events)))
+
+
 class PjsipAmi:
     """Hooked into one AmiServer: its pjsip.conf events and actions."""
 
@@ -175,6 +347,41 @@ class PjsipAmi:
     def show_aors(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
         session.write(aor_list(self.snapshot(), aid))
 
+    def show_endpoints(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        pj = self.server.model.config.pjsip
+        text = endpoint_list(self.snapshot(), pj, aid) if pj is not None else None
+        if text is None:
+            session.error(aid, "No endpoints found")
+        else:
+            session.write(text)
+
+    def show_endpoint(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        name = m.get("endpoint", "")
+        if not name:
+            session.error(aid, "PJSIPShowEndpoint requires an endpoint name")
+            return
+        if name[:6].lower() == "pjsip/":
+            name = name[6:]
+        pj = self.server.model.config.pjsip
+        text = endpoint_detail(self.snapshot(), pj, name, aid) if pj is not None else None
+        if text is None:
+            session.error(aid, f"Unable to retrieve endpoint {name}")
+        else:
+            session.write(text)
+
+    def getvar(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        """`Getvar` of `PJSIP_CONTACT(id,field)` / `PJSIP_AOR(aor,field)` (manager.c action_getvar:
+        the function's result, empty when it fails, Success either way); anything else as before."""
+        var = m.get("variable", "")
+        fn, paren, data = var.partition("(")
+        if not paren or not var.endswith(")") or fn not in PJSIP_FUNCTIONS or m.get("channel"):
+            session.do_getvar(m, aid)
+            return
+        res, value, why = read_function(self.snapshot(), fn, data[:-1])
+        if res:
+            self.server.ratelog(time.monotonic(), "AMI: Getvar %s: %s", escape_controls(var), why, key="pjsip-func")
+        session.reply(aid, ("Variable", var), ("Value", value))
+
     def qualify(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
         name = m.get("endpoint", "")
         if not name:
@@ -200,7 +407,9 @@ def register(server: AmiServer) -> PjsipAmi:
     ACTIONS.update(PJSIP_ACTIONS)
     pjsip = PjsipAmi(server)
     server.extra_actions.update({"PJSIPShowContacts": pjsip.show_contacts, "PJSIPShowAors": pjsip.show_aors,
-                                 "PJSIPQualify": pjsip.qualify})
+                                 "PJSIPShowEndpoints": pjsip.show_endpoints,
+                                 "PJSIPShowEndpoint": pjsip.show_endpoint, "PJSIPQualify": pjsip.qualify})
+    server.extra_actions["Getvar"] = pjsip.getvar
     server.state_hooks.append(pjsip.on_state_changed)
     server.registry_hooks.append(pjsip.on_registry)
     server.qualify_hooks.append(pjsip.is_contact)  # PJSIPQualify sends no completion event (§5.5)
@@ -210,5 +419,7 @@ def register(server: AmiServer) -> PjsipAmi:
 PJSIP_ACTIONS = {  # name -> (required write class, synopsis), as ami.ACTIONS
     "PJSIPShowContacts": ("system", "Lists PJSIP Contacts."),
     "PJSIPShowAors": ("system", "Lists PJSIP AORs."),
+    "PJSIPShowEndpoints": ("system", "Lists PJSIP endpoints."),  # pjsip_manager.xml
+    "PJSIPShowEndpoint": ("system", "Detail listing of an endpoint and its objects."),
     "PJSIPQualify": ("system,reporting", "Qualify a chan_pjsip endpoint."),  # pjsip_options.c
 }

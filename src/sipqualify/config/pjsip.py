@@ -364,6 +364,8 @@ class PjsipConfReader:
                 if k not in PJSIP_KNOWN[t] and (e.file, t, k) not in self._unknown_seen:
                     self._unknown_seen.add((e.file, t, k))
                     self._msg("warning", e, f"unknown option '{e.key}' for type={t} ignored")
+                elif isinstance(obj, PjsipEndpoint):
+                    _endpoint_setting(obj, k, e.value.strip())
                 continue
             try:
                 value = opt.read(e.value)
@@ -422,6 +424,19 @@ class PjsipConfReader:
                     continue  # the same URI twice: one contact (same id), as in res_pjsip
                 self.pj.peer_of[(aor.name, uri)] = name
                 self.cfg.peers[name] = contact_peer(name, aor, uri, ep, self.pj)
+
+
+def _endpoint_setting(ep: PjsipEndpoint, key: str, value: str) -> None:
+    """An endpoint option kept only to be shown (PJSIPShowEndpoint); allow/disallow as res_pjsip
+    applies them to the endpoint's codec list, in order."""
+    if key not in ("allow", "disallow"):
+        ep.settings[key] = value
+        return
+    for codec in _words(value.lower()):
+        if key == "allow" and codec not in ep.codecs:
+            ep.codecs.append(codec)
+        elif key == "disallow":
+            ep.codecs[:] = [] if codec == "all" else [c for c in ep.codecs if c != codec]
 
 
 def qualifying_endpoint(pj: PjsipConfig, aor: str) -> PjsipEndpoint | None:
