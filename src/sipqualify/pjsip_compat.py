@@ -272,10 +272,10 @@ def _endpoint_rows(snap: Json, ep: Json) -> str:
     state = "Not in use" if ep["online"] else "Unavailable"
     busy = str(ep["busy_at"]) if ep["busy_at"] else "inf"
     out = f"{'Endpoint':>9}:  {ep['name'][:51]:<51}  {state:<12.12}  0 of {busy}\n"
+    if ep["out_auth"]:  # outbound first (pjsip_configuration.c cli_endpoint_print_body)
+        out += f"{'OutAuth':>11}:  {ep['out_auth']}\n"
     if ep["in_auth"]:
         out += f"{'InAuth':>11}:  {ep['in_auth']}\n"
-    if ep["out_auth"]:
-        out += f"{'OutAuth':>11}:  {ep['out_auth']}\n"
     return out + "".join(_aor_rows(aors[n], 1) for n in ep["aors"] if n in aors)
 
 

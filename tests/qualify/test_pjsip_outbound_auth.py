@@ -12,11 +12,13 @@ from pathlib import Path
 
 from sipqualify.config import load_config
 from sipqualify.model import Config, PeerConfig
-from sipqualify.qualify.events import StateChanged, VerdictChanged
+from sipqualify.qualify.events import VerdictChanged
 from sipqualify.sip.digest import parse_auth_header
 
-from .sim import Sim, build, header, silent
+from .sim import header, silent
 from .test_auth import REALM, Carrier
+from .test_pjsip_timeline import changes, run
+from .test_pjsip_timeline import rel as sends
 
 OBSERVED = str(Path(__file__).parents[1] / "data" / "pjsip" / "observed_pjsip.conf")
 AUTH_CONTACT = "auth@@" + hashlib.md5(b"sip:auth@127.0.0.1:35083").hexdigest()
@@ -30,22 +32,6 @@ def conf(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "pjsip.conf"
     path.write_text("[udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:35060\n" + text)
     return load_config(str(path))
-
-
-def run(p: PeerConfig, carrier: object, until: float) -> tuple[Sim, float]:
-    sim = build([p], {(p.host or "", p.port or 5060): carrier})  # type: ignore[dict-item]
-    first = sim.engine.get_timer()
-    assert first is not None
-    sim.run_until(first + until)
-    return sim, first
-
-
-def sends(sim: Sim, first: float) -> list[int]:
-    return [round((t - first) * 1000) for t, _, _ in sim.sent]
-
-
-def changes(sim: Sim, first: float) -> list[tuple[int, str]]:
-    return [(round((t - first) * 1000), e.new) for t, e in sim.events if isinstance(e, StateChanged)]
 
 
 def test_observed_auth_contact_retries_with_outbound_auth_like_res_pjsip() -> None:

@@ -74,14 +74,20 @@ _AOR_FIELDS_2 = (("MaximumExpiration", "maximum_expiration"), ("QualifyFrequency
                  ("RemoveExisting", "remove_existing"), ("OutboundProxy", "outbound_proxy"))
 
 
+def _head(event: str, aid: str | None) -> list[tuple[str, object]]:
+    """res_pjsip.c ast_sip_create_ami_event: `Event`, then `ActionID` when the action had one."""
+    head: list[tuple[str, object]] = [("Event", event)]
+    if aid is not None:
+        head.append(("ActionID", aid))
+    return head
+
+
 def aor_list(snap: Json, aid: str | None) -> str:
     """The whole answer to `Action: PJSIPShowAors`."""
     out = [_listack(aid, "A listing of AORs follows, presented as AorList events")]
     for a in snap["aors"]:
         p = a["params"]
-        head: list[tuple[str, object]] = [("Event", "AorList")]
-        if aid is not None:
-            head.append(("ActionID", aid))
+        head = _head("AorList", aid)
         contacts = ",".join(f"{a['name']}/{c['uri']}" for c in a["contacts"])
         out.append(block(*head, ("ObjectType", "aor"), ("ObjectName", a["name"]),
                          *((k, p[f]) for k, f in _AOR_FIELDS), ("Contacts", contacts),
@@ -99,9 +105,7 @@ def contact_list(snap: Json, aid: str | None) -> str | None:
     out = [_listack(aid, "A listing of Contacts follows, presented as ContactList events")]
     for a, c in found:
         b, p = c["binding"], a["params"]
-        head: list[tuple[str, object]] = [("Event", "ContactList")]
-        if aid is not None:
-            head.append(("ActionID", aid))
+        head = _head("ContactList", aid)
         out.append(block(*head, ("ObjectType", "contact"), ("ObjectName", c["id"]), ("ViaAddr", b["via_addr"]),
                          ("QualifyTimeout", p["qualify_timeout"]), ("Qualify2xxOnly", p["qualify_2xx_only"]),
                          ("CallId", b["call_id"]), ("RegServer", ""), ("PruneOnBoot", "no"), ("Path", ""),
@@ -176,14 +180,6 @@ def camel(name: str) -> str:
 def _names(text: str) -> str:
     """An auth list as ast_sip_auths_to_str prints it: names joined by `,`."""
     return ",".join(w.strip() for w in text.split(",") if w.strip())
-
-
-def _head(event: str, aid: str | None) -> list[tuple[str, object]]:
-    """res_pjsip.c ast_sip_create_ami_event: `Event`, then `ActionID` when the action had one."""
-    head: list[tuple[str, object]] = [("Event", event)]
-    if aid is not None:
-        head.append(("ActionID", aid))
-    return head
 
 
 def _device_state(ep: Json) -> str:
