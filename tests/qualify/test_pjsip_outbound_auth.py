@@ -96,7 +96,10 @@ def test_the_section_of_the_challenge_s_realm_else_one_without_realm(tmp_path: P
                 "[wild]\ntype=auth\nusername=u-wild\npassword=qpass\n"
                 f"[exact]\ntype=auth\nusername=u-exact\npassword=qpass\nrealm={REALM}\n"
                 "[t]\ntype=aor\ncontact=sip:t@127.0.0.1:35083\nqualify_frequency=5\n")
-    for auths, user in (("other,wild,exact", "u-exact"), ("other,wild", "u-wild"), ("other", None)):
+    sections += ("[star]\ntype=auth\nusername=u-star\npassword=qpass\nrealm=*\n"
+                 f"[upper]\ntype=auth\nusername=u-upper\npassword=qpass\nrealm={REALM.upper()}\n")
+    for auths, user in (("other,wild,exact", "u-exact"), ("other,wild", "u-wild"), ("other", None),
+                        ("star,wild", "u-star"), ("wild,upper", "u-upper")):
         cfg = conf(tmp_path, sections + f"[t]\ntype=endpoint\naors=t\noutbound_auth={auths}\n")
         assert cfg.warnings == []
         p = next(iter(cfg.peers.values()))

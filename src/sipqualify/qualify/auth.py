@@ -30,8 +30,9 @@ pjsip.conf contacts (`PeerConfig.outbound_auths`, filled by config/pjsip.py from
 that qualifies the AOR: the contact's own endpoint, else the first one listing the AOR,
 pjsip_options.c `sip_options_qualify_contact`) answer with the endpoint's `outbound_auth`
 sections whatever `authenticate_qualify` says (res_pjsip.c `send_request_cb` does not read it,
-asterisk-pjsip-observed.md §2). Of the sections, the first whose `realm` is the challenge's,
-else the first without a realm (res_pjsip_outbound_authenticator_digest.c); user name =
+asterisk-pjsip-observed.md §2). Of the sections, the first whose `realm` is the challenge's
+(case-insensitive), else the first without a realm or with `*`
+(res_pjsip_outbound_authenticator_digest.c); user name =
 the section's `username`; `auth_type = md5` answers with `md5_cred`. They keep res_pjsip's
 timing (the engine, `QualifyEngine._poll_origin`): the qualify is one from the first,
 unauthenticated send: the RTT covers both round trips, `qualify_timeout` runs from it, and so
@@ -88,8 +89,10 @@ def credentials_for(cfg: PeerConfig, challenge: str) -> tuple[str, str | None, s
     of the challenge's realm, else one without a realm; a sip.conf peer's secret/md5secret."""
     if cfg.outbound_auths:
         realm = parse_auth_header(challenge)[1].get("realm", "")
-        found = next((a for a in cfg.outbound_auths if a.realm and a.realm == realm),
-                     next((a for a in cfg.outbound_auths if not a.realm), None))
+        # res_pjsip_outbound_authenticator_digest.c set_outbound_authentication_credentials: the
+        # first of the challenge's realm (case-insensitive), else the first wildcard ("" or "*")
+        found = next((a for a in cfg.outbound_auths if a.realm.lower() == realm.lower() and a.realm != "*"),
+                     next((a for a in cfg.outbound_auths if a.realm in ("", "*")), None))
         return None if found is None else (found.username, found.password, found.md5_cred)
     if cfg.qualify_auth and (cfg.secret or cfg.md5secret):
         return cfg.fromuser or cfg.name, cfg.secret, cfg.md5secret
