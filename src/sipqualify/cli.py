@@ -215,7 +215,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         res, value, why = read_function(Client(args).call("GET", "/api/v1/pjsip"), fn, data[:-1])
         print(escape_controls(value))
         if res:  # Asterisk's Failure (1) / (-1): an empty result and the line Asterisk logs
-            raise CliError(escape_controls(why), EXIT_FAIL)
+            raise CliError(why, EXIT_FAIL)
         return EXIT_OK
     args.item = "ip" if args.item is None else args.item
     if args.item.lower() not in SIPPEER_ITEMS and not args.item.lower().startswith(("chanvar[", "codec[")):
