@@ -92,16 +92,17 @@ def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, 
     avail = {a["name"]: a["available"] for a in aors}
     endpoints = []
     for ep in sorted(pj.endpoints.values(), key=lambda e: e.name):
-        auths = {}
-        for what in ("auth", "outbound_auth"):
-            name = getattr(ep, what)
-            if name:
-                auth = pj.auths.get(name)
-                auths[what] = f"{name}/{auth.username if auth else ''}"
-        endpoints.append({"name": ep.name, "aors": ep.aors, "in_auth": auths.get("auth"),
-                          "out_auth": auths.get("outbound_auth"), "busy_at": ep.device_state_busy_at,
+        auths = {what: [f"{n}/{pj.auths[n].username}" for n in auth_names(getattr(ep, what)) if n in pj.auths]
+                 for what in ("auth", "outbound_auth")}  # an undefined one is skipped, as res_pjsip
+        endpoints.append({"name": ep.name, "aors": ep.aors, "in_auth": auths["auth"],
+                          "out_auth": auths["outbound_auth"], "busy_at": ep.device_state_busy_at,
                           "online": any(avail.get(a, False) for a in ep.aors)})
     return {"aors": aors, "endpoints": endpoints}
+
+
+def auth_names(text: str) -> list[str]:
+    """An `auth=` / `outbound_auth=` value: the names, comma-separated."""
+    return [w.strip() for w in text.split(",") if w.strip()]
 
 
 def aor_params(a: PjsipAor) -> dict[str, str]:
@@ -272,10 +273,9 @@ def _endpoint_rows(snap: Json, ep: Json) -> str:
     state = "Not in use" if ep["online"] else "Unavailable"
     busy = str(ep["busy_at"]) if ep["busy_at"] else "inf"
     out = f"{'Endpoint':>9}:  {ep['name'][:51]:<51}  {state:<12.12}  0 of {busy}\n"
-    if ep["out_auth"]:  # outbound first (pjsip_configuration.c cli_endpoint_print_body)
-        out += f"{'OutAuth':>11}:  {ep['out_auth']}\n"
-    if ep["in_auth"]:
-        out += f"{'InAuth':>11}:  {ep['in_auth']}\n"
+    # outbound first, one line per auth (pjsip_configuration.c cli_endpoint_print_body)
+    out += "".join(f"{'OutAuth':>11}:  {a}\n" for a in ep["out_auth"])
+    out += "".join(f"{'InAuth':>11}:  {a}\n" for a in ep["in_auth"])
     return out + "".join(_aor_rows(aors[n], 1) for n in ep["aors"] if n in aors)
 
 

@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from ..compat import escape_controls
-from ..pjsip_compat import PJSIP_FUNCTIONS, Json, pjsip_snapshot, read_function
+from ..pjsip_compat import PJSIP_FUNCTIONS, Json, auth_names, pjsip_snapshot, read_function
 from ..qualify.events import StateChanged
 from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
@@ -179,7 +179,7 @@ def camel(name: str) -> str:
 
 def _names(text: str) -> str:
     """An auth list as ast_sip_auths_to_str prints it: names joined by `,`."""
-    return ",".join(w.strip() for w in text.split(",") if w.strip())
+    return ",".join(auth_names(text))
 
 
 def _device_state(ep: Json) -> str:
