@@ -110,3 +110,17 @@ def test_endpoint_with_two_aors_outbound_auth_and_configured_options(tmp_path: P
     assert "Password: \r\n" in got[2] and "qpass" not in "".join(got)
     assert "EndpointName: combo2\r\n" in got[5] and "RoundtripUsec: 4317\r\n" in got[5]
     assert endpoint_detail(snap, pj, "nosuch", None) is None
+
+
+def test_a_snapshot_of_the_endpoint_s_aors_gives_the_same_answer() -> None:
+    """PJSIPShowEndpoint and Getvar build the snapshot of the AORs they read only (`only`)."""
+    def state_of(p: str) -> tuple[str | None, float | None]:
+        return ("OK", 0.004317) if p.startswith("ok-def@@") else ("UNREACHABLE", None)
+
+    full = pjsip_snapshot(PJ, state_of, [REGISTRATION])
+    for name in ("combo", "phone1", "ok-def", "empty"):
+        part = pjsip_snapshot(PJ, state_of, [REGISTRATION], PJ.endpoints[name].aors)
+        assert endpoint_detail(part, PJ, name, "a") == endpoint_detail(full, PJ, name, "a")
+    part = pjsip_snapshot(PJ, state_of, [REGISTRATION], ["ok-def"])
+    assert [a["name"] for a in part["aors"]] == ["ok-def"]
+    assert [e["name"] for e in part["endpoints"]] == ["ok-def"]  # combo also lists sil-05: left out

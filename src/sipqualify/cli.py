@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
@@ -206,13 +207,14 @@ def dns_lines(v: Any) -> str:
 
 def cmd_get(args: argparse.Namespace) -> int:
     from .compat import SIPPEER_ITEMS, sippeer_item
-    from .pjsip_compat import PJSIP_FUNCTIONS, read_function
+    from .pjsip_compat import PJSIP_FUNCTIONS, function_aor, read_function
 
     fn, paren, data = args.name.partition("(")
     if paren and fn in PJSIP_FUNCTIONS:  # `get 'PJSIP_CONTACT(id,field)'`, `get 'PJSIP_AOR(aor,field)'`
         if not data.endswith(")") or args.item is not None:
             raise CliError(f"usage: sipqualify get '{fn}(NAME,FIELD)'", EXIT_USAGE)
-        res, value, why = read_function(Client(args).call("GET", "/api/v1/pjsip"), fn, data[:-1])
+        aor = urllib.parse.quote(function_aor(fn, data[:-1]), safe="")
+        res, value, why = read_function(Client(args).call("GET", f"/api/v1/pjsip?aor={aor}"), fn, data[:-1])
         print(escape_controls(value))
         if res:  # Asterisk's Failure (1) / (-1): an empty result and the line Asterisk logs
             raise CliError(why, EXIT_FAIL)

@@ -294,6 +294,9 @@ class PjsipConfig:
     transports: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (protocol, bind)
     max_initial_qualify_time: int = 0  # [global]; 0 = qualify_frequency
     peer_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (aor, uri) -> peer name
+    # aor -> the endpoint its contacts are qualified as (config/pjsip.py qualifying_endpoint),
+    # indexed by the reader; None: not indexed (then looked up each time)
+    endpoint_of: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

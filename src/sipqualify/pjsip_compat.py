@@ -22,7 +22,7 @@ values it is really qualified with; Asterisk shows the contact object's unused d
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from .config.pjsip import qualifying_endpoint
@@ -62,22 +62,25 @@ Found = tuple[str, str, "str | None", "float | None", "Json | None"]  # id, URI,
 
 
 def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, float | None]],
-                   registrations: list[Json] | None = None) -> Json:
+                   registrations: list[Json] | None = None, only: Collection[str] | None = None) -> Json:
     """The PJSIP objects and their contacts' statuses; `state_of(peer)` gives the engine state
     and last RTT of a contact's peer ((None, None): no such peer); `registrations` the
     registrar's bindings (ReadModel.registrations()), of which those named `<aor>;@<md5>`
-    are the AORs' registered contacts."""
+    are the AORs' registered contacts. `only`: just these AORs and the endpoints all of whose
+    AORs are among them (what one function call or one PJSIPShowEndpoint needs: its cost is
+    then that of the few objects, not of the whole configuration)."""
     registered: dict[str, list[Found]] = {}
     for r in registrations or ():
         aor, sep, _ = r["peer"].rpartition(";@")
-        if sep and aor in pj.aors:
+        if sep and aor in pj.aors and (only is None or aor in only):
             ep = qualifying_endpoint(pj, aor)
             registered.setdefault(aor, []).append((r["peer"], r["contact"], *state_of(r["peer"]), {
                 "endpoint": ep.name if ep is not None else "", "call_id": r["call_id"],
                 "user_agent": r["useragent"], "via_addr": r["address"], "via_port": r["port"],
                 "expiration_time": int(r["expires_at"])}))
     aors = []
-    for a in sorted(pj.aors.values(), key=lambda a: a.name):
+    wanted = pj.aors.values() if only is None else [pj.aors[n] for n in set(only) if n in pj.aors]
+    for a in sorted(wanted, key=lambda a: a.name):
         peers = [pj.peer_of.get((a.name, u), "") for u in dict.fromkeys(a.contacts)]
         found: list[Found] = [(p, u, *state_of(p), None) for p, u in zip(peers, dict.fromkeys(a.contacts), strict=True)]
         found += registered.get(a.name, [])
@@ -92,6 +95,8 @@ def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, 
     avail = {a["name"]: a["available"] for a in aors}
     endpoints = []
     for ep in sorted(pj.endpoints.values(), key=lambda e: e.name):
+        if only is not None and not all(a in avail for a in ep.aors if a in pj.aors):
+            continue
         auths = {what: [f"{n}/{pj.auths[n].username}" for n in auth_names(getattr(ep, what)) if n in pj.auths]
                  for what in ("auth", "outbound_auth")}  # an undefined one is skipped, as res_pjsip
         endpoints.append({"name": ep.name, "aors": ep.aors, "in_auth": auths["auth"],
@@ -211,6 +216,14 @@ def contact_params(aor: Json, c: Json) -> list[tuple[str, str]]:
 PJSIP_FUNCTIONS: Final = ("PJSIP_CONTACT", "PJSIP_AOR")
 
 
+def function_aor(fn: str, data: str) -> str:
+    """The AOR a PJSIP_CONTACT() / PJSIP_AOR() call reads (for a snapshot of it alone)."""
+    name = data.partition(",")[0].strip()
+    if fn == "PJSIP_AOR":
+        return name
+    return name.split("@@")[0] if "@@" in name else name.split(";@")[0]
+
+
 def read_function(snap: Json, fn: str, data: str) -> tuple[int, str, str]:
     """`PJSIP_CONTACT(contact_id,field)` / `PJSIP_AOR(aor,field)` read as func_pjsip_contact.c /
     func_pjsip_aor.c do: (return value, result, the message Asterisk logs or ""). Return values:
@@ -236,7 +249,7 @@ def read_function(snap: Json, fn: str, data: str) -> tuple[int, str, str]:
         value = a["params"].get(field)
         return (1, "", f"Unknown property '{field}' for PJSIP AOR") if value is None else (0, value, "")
     static = "@@" in name
-    a = aors.get(name.split("@@")[0] if static else name.split(";@")[0])
+    a = aors.get(function_aor(fn, name))
     c = next((c for c in a["contacts"] if c["id"] == name and bool(c.get("binding")) != static), None) \
         if a is not None else None
     if a is None or c is None:

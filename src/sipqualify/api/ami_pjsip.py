@@ -30,7 +30,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from ..compat import escape_controls
-from ..pjsip_compat import PJSIP_FUNCTIONS, Json, auth_names, pjsip_snapshot, read_function
+from ..pjsip_compat import PJSIP_FUNCTIONS, Json, auth_names, function_aor, pjsip_snapshot, read_function
 from ..qualify.events import StateChanged
 from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
@@ -323,13 +323,14 @@ class PjsipAmi:
         states = self._refresh()
         return states is not None and states.knows(peer)
 
-    def snapshot(self) -> Json:
+    def snapshot(self, only: list[str] | None = None) -> Json:
+        """The whole snapshot, or (`only`) that of these AORs and their endpoints."""
         model = self.server.model
         pj = model.config.pjsip
         if pj is None:
             return {"aors": [], "endpoints": []}
         return pjsip_snapshot(pj, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None),
-                              model.registrations())
+                              model.registrations(), only)
 
     # ------------------------------------------------------------------ actions
 
@@ -359,7 +360,8 @@ class PjsipAmi:
         if name[:6].lower() == "pjsip/":
             name = name[6:]
         pj = self.server.model.config.pjsip
-        text = endpoint_detail(self.snapshot(), pj, name, aid) if pj is not None else None
+        ep = pj.endpoints.get(name) if pj is not None else None
+        text = endpoint_detail(self.snapshot(ep.aors), pj, name, aid) if pj is not None and ep else None
         if text is None:
             session.error(aid, f"Unable to retrieve endpoint {name}")
         else:
@@ -373,7 +375,7 @@ class PjsipAmi:
         if not paren or not var.endswith(")") or fn not in PJSIP_FUNCTIONS or m.get("channel"):
             session.do_getvar(m, aid)
             return
-        res, value, why = read_function(self.snapshot(), fn, data[:-1])
+        res, value, why = read_function(self.snapshot([function_aor(fn, data[:-1])]), fn, data[:-1])
         if res:
             self.server.ratelog(time.monotonic(), "AMI: Getvar %s: %s", escape_controls(var), why, key="pjsip-func")
         session.reply(aid, ("Variable", var), ("Value", value))

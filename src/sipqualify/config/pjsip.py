@@ -339,6 +339,7 @@ class PjsipConfReader:
             self._where[(t, sec.name)] = sec
             self._object(t, sec)
         self._cross_check()
+        self.pj.endpoint_of = {aor: ep.name for aor, ep in qualifying_endpoints(self.pj).items()}
         self._peers()
         return self.cfg
 
@@ -440,9 +441,21 @@ def _endpoint_setting(ep: PjsipEndpoint, key: str, value: str) -> None:
 
 
 def qualifying_endpoint(pj: PjsipConfig, aor: str) -> PjsipEndpoint | None:
-    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR."""
-    eps = sorted((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
-    return eps[0] if eps else None
+    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR (the
+    reader's index, `PjsipConfig.endpoint_of`, when there is one: O(1), not O(endpoints))."""
+    if pj.endpoint_of is not None:
+        name = pj.endpoint_of.get(aor)
+        return pj.endpoints.get(name) if name is not None else None
+    return min((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name, default=None)
+
+
+def qualifying_endpoints(pj: PjsipConfig) -> dict[str, PjsipEndpoint]:
+    """`qualifying_endpoint` of every AOR listed by an endpoint, in one pass."""
+    out: dict[str, PjsipEndpoint] = {}
+    for ep in sorted(pj.endpoints.values(), key=lambda ep: ep.name):
+        for aor in ep.aors:
+            out.setdefault(aor, ep)
+    return out
 
 
 def registered_contact_peer(cid: str, uri: str, pj: PjsipConfig | None) -> PeerConfig | None:
