@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sipqualify.config import load_config
 from sipqualify.pjsip_compat import pjsip_snapshot, read_function
@@ -90,3 +92,11 @@ def test_pjsip_aor_fields_as_captured(data: str, want: str) -> None:
 ])
 def test_failures_as_asterisk(fn: str, data: str, want: tuple[int, str, str]) -> None:
     assert read_function(SNAP, fn, data) == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(fn=st.sampled_from(["PJSIP_CONTACT", "PJSIP_AOR"]), data=st.text(max_size=80))
+def test_any_argument_text_gives_an_answer_never_a_traceback(fn: str, data: str) -> None:
+    """`Variable:` of an AMI Getvar is network input: whatever it holds, an answer."""
+    res, value, why = read_function(SNAP, fn, data)
+    assert res in (-1, 0, 1) and isinstance(value, str) and (res == 0) == (why == "")
