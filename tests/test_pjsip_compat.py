@@ -139,3 +139,12 @@ def test_show_endpoint_auth_lines_outbound_first_one_per_auth(tmp_path: Path) ->
     assert lines[1:4] == ["    OutAuth:  auth-out/quser", "    OutAuth:  phone2-auth/phone2",
                           "     InAuth:  phone1-auth/phone1"]
     assert lines[4].startswith("        Aor:  nq ")
+
+
+def test_show_endpoint_whole_with_its_options_as_captured() -> None:
+    """§4.7 whole (tests/data/pjsip/cli/endpoint_ok-def.txt): with the snapshot of the endpoint
+    alone (`GET /api/v1/pjsip?endpoint=`), its 138 options by name (pjsip_cli.c
+    ast_sip_cli_print_sorcery_objectset), values as Asterisk 20.20.1 printed them."""
+    ok = PJ.peer_of[("ok-def", "sip:ok@127.0.0.1:35071")]
+    snap = pjsip_snapshot(PJ, lambda p: ("OK", 0.004317) if p == ok else (None, None), [], PJ.endpoints["ok-def"].aors)
+    assert show_endpoint(snap, "ok-def") == expected("endpoint_ok-def.txt")

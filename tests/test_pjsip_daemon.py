@@ -60,6 +60,9 @@ async def test_daemon_qualifies_pjsip_contacts_and_cli_shows_them(tmp_path: Path
         assert (code, out) == (1, "Unable to find object nosuch.\n\n")
         # PJSIP_CONTACT() / PJSIP_AOR() through `get`, as `dialplan eval function` answers them (§7)
         api_opts = ("--api", f"127.0.0.1:{svc.api_addr[1]}", "--state-dir", str(tmp_path / "s"))
+        code, out, err = await cli("pjsip", "show", "endpoint", "itsp", *api_opts)  # §4.7 whole
+        assert code == 0 and out.startswith("\n Endpoint:  <Endpoint/CID"), err
+        assert f"\n {'aors':<34} : itsp\n" in out and out.endswith(f"\n {'webrtc':<34} : no\n")
         ok_id = "itsp@@" + hashlib.md5(f"sip:gw@127.0.0.1:{ok_port}".encode()).hexdigest()
         dead_id = "itsp@@" + hashlib.md5(f"sip:gw@127.0.0.1:{dead}".encode()).hexdigest()
         code, out, err = await cli("get", "PJSIP_AOR(itsp,contact)", *api_opts)

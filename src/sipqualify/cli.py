@@ -352,7 +352,8 @@ def cmd_pjsip(args: argparse.Namespace) -> int:
     plural = what.endswith("s")
     if (plural and rest and (len(rest) != 2 or rest[0] != "like")) or (not plural and len(rest) != 1):
         raise CliError(f"usage: sipqualify pjsip show {what} " + ("[like REGEX]" if plural else "NAME"), EXIT_USAGE)
-    snap = Client(args).call("GET", "/api/v1/pjsip")
+    query = f"?endpoint={urllib.parse.quote(rest[0], safe='')}" if what == "endpoint" else ""
+    snap = Client(args).call("GET", f"/api/v1/pjsip{query}")
     if args.json:
         print(json.dumps(snap, indent=2))
         return EXIT_OK

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection
 from typing import Any, Final
 
 from .config.pjsip import qualifying_endpoint
-from .model import PjsipAor, PjsipConfig
+from .model import PjsipAor, PjsipConfig, PjsipEndpoint
 from .qualify.pjsip_state import REACHABLE, SHORT_LABEL, aor_available, contact_status, rtt_usec, uri_hash
 
 Json = dict[str, Any]
@@ -68,7 +68,8 @@ def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, 
     registrar's bindings (ReadModel.registrations()), of which those named `<aor>;@<md5>`
     are the AORs' registered contacts. `only`: just these AORs and the endpoints all of whose
     AORs are among them (what one function call or one PJSIPShowEndpoint needs: its cost is
-    then that of the few objects, not of the whole configuration)."""
+    then that of the few objects, not of the whole configuration), each endpoint then with
+    its `params` (`endpoint_params`)."""
     registered: dict[str, list[Found]] = {}
     for r in registrations or ():
         aor, sep, _ = r["peer"].rpartition(";@")
@@ -102,12 +103,93 @@ def pjsip_snapshot(pj: PjsipConfig, state_of: Callable[[str], tuple[str | None, 
         endpoints.append({"name": ep.name, "aors": ep.aors, "in_auth": auths["auth"],
                           "out_auth": auths["outbound_auth"], "busy_at": ep.device_state_busy_at,
                           "online": any(avail.get(a, False) for a in ep.aors)})
+        if only is not None:  # a few objects: their whole option set too (`pjsip show endpoint`)
+            endpoints[-1]["params"] = dict(endpoint_params(ep))
     return {"aors": aors, "endpoints": endpoints}
 
 
 def auth_names(text: str) -> list[str]:
     """An `auth=` / `outbound_auth=` value: the names, comma-separated."""
     return [w.strip() for w in text.split(",") if w.strip()]
+
+
+# ---------------------------------------------------------------------------- endpoint options
+
+# An endpoint's res_pjsip options with Asterisk 20.20.1's defaults, in the order AMI's EndpointDetail
+# lists them (its sorcery object set, asterisk-pjsip-observed.md §5.4; defaults from §4.7)
+_ENDPOINT_DETAIL: Final = (
+    ("rpid_immediate", "false"), ("webrtc", "no"), ("ignore_183_without_sdp", "false"), ("send_aoc", "false"),
+    ("device_state_busy_at", "0"), ("t38_udptl_maxdatagram", "0"),
+    ("codec_prefs_incoming_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("security_negotiation", "no"), ("dtls_rekey", "0"), ("rtp_port_end", "0"), ("named_pickup_group", ""),
+    ("direct_media_method", "invite"), ("send_rpid", "false"), ("pickup_group", ""), ("sdp_session", "Asterisk"),
+    ("dtls_verify", "No"), ("message_context", ""), ("tenantid", ""), ("mailboxes", ""),
+    ("record_on_feature", "automixmon"), ("dtls_private_key", ""), ("dtls_fingerprint", "SHA-256"),
+    ("overlap_context", ""), ("outgoing_call_offer_pref", "remote_merge"), ("rtp_port_start", "0"),
+    ("from_domain", ""), ("timers_sess_expires", "1800"), ("named_call_group", ""), ("dtls_cipher", ""),
+    ("media_encryption_optimistic", "false"), ("suppress_q850_reason_headers", "false"), ("aors", ""),
+    ("identify_by", "username,ip"), ("callerid_privacy", "allowed_not_screened"),
+    ("mwi_subscribe_replaces_unsolicited", "no"), ("cos_audio", "0"), ("follow_early_media_fork", "true"),
+    ("context", "default"), ("rtp_symmetric", "false"), ("transport", ""), ("moh_suggest", "default"),
+    ("t38_udptl", "false"), ("fax_detect", "false"), ("t38_bind_udptl_to_media_address", "false"), ("tos_video", "0"),
+    ("srtp_tag_32", "false"), ("refer_blind_progress", "true"), ("max_audio_streams", "1"), ("bundle", "false"),
+    ("use_avpf", "false"), ("call_group", ""), ("send_connected_line", "yes"), ("fax_detect_timeout", "0"),
+    ("sdp_owner", "-"), ("force_rport", "true"), ("callerid_tag", ""), ("rtp_timeout_hold", "0"),
+    ("suppress_moh_on_sendonly", "false"), ("use_ptime", "false"), ("media_address", ""), ("voicemail_extension", ""),
+    ("rtp_timeout", "0"), ("stir_shaken", "no"), ("set_var", ""), ("contact_acl", ""),
+    ("preferred_codec_only", "false"), ("geoloc_outgoing_call_profile", ""), ("force_avp", "false"),
+    ("record_off_feature", "automixmon"), ("from_user", ""), ("send_diversion", "true"),
+    ("send_history_info", "false"), ("t38_udptl_ipv6", "false"), ("tone_zone", ""), ("language", ""),
+    ("allow_subscribe", "true"), ("rtp_ipv6", "false"), ("callerid", "<unknown>"), ("moh_passthrough", "false"),
+    ("cos_video", "0"), ("dtls_auto_generate_cert", "No"), ("asymmetric_rtp_codec", "false"),
+    ("geoloc_incoming_call_profile", ""), ("ice_support", "false"), ("aggregate_mwi", "true"),
+    ("one_touch_recording", "false"), ("mwi_from_user", ""), ("redirect_method", "user"), ("accountcode", ""),
+    ("codec_prefs_outgoing_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("allow", "(nothing)"), ("rewrite_contact", "false"), ("user_eq_phone", "false"), ("rtp_engine", "asterisk"),
+    ("follow_redirect_methods", ""), ("subscribe_context", ""), ("notify_early_inuse_ringing", "false"),
+    ("incoming_mwi_mailbox", ""), ("incoming_call_offer_pref", "local"), ("allow_unauthenticated_options", "false"),
+    ("auth", ""), ("direct_media_glare_mitigation", "none"), ("trust_id_inbound", "false"),
+    ("stir_shaken_profile", ""), ("bind_rtp_to_media_address", "false"), ("disable_direct_media_on_nat", "false"),
+    ("media_encryption", "no"), ("media_use_received_transport", "false"), ("allow_overlap", "true"),
+    ("dtmf_mode", "rfc4733"), ("outbound_auth", ""), ("tos_audio", "0"), ("dtls_cert_file", ""), ("dtls_ca_path", ""),
+    ("dtls_setup", "active"), ("connected_line_method", "invite"), ("g726_non_standard", "false"), ("100rel", "yes"),
+    ("timers", "yes"), ("direct_media", "true"), ("acl", ""), ("timers_min_se", "90"), ("trust_id_outbound", "false"),
+    ("sub_min_expiry", "0"), ("rtcp_mux", "false"), ("max_video_streams", "1"),
+    ("accept_multiple_sdp_answers", "false"),
+    ("codec_prefs_incoming_offer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
+    ("codec_prefs_outgoing_offer", "prefer:pending, operation:union, keep:all, transcode:allow"),
+    ("trust_connected_line", "yes"), ("send_pai", "false"), ("rtp_keepalive", "0"), ("t38_udptl_ec", "none"),
+    ("t38_udptl_nat", "false"), ("allow_transfer", "true"), ("dtls_ca_file", ""), ("outbound_proxy", ""),
+    ("inband_progress", "false"),
+)
+
+
+def endpoint_params(ep: PjsipEndpoint) -> list[tuple[str, str]]:
+    """(option, value) of every res_pjsip endpoint option, in EndpointDetail's order: the ones
+    sipqualify reads as Asterisk prints them, the others as written in pjsip.conf (booleans as
+    `true`/`false`), else Asterisk's default. `pjsip show endpoint` lists them by name."""
+    return [(n, _endpoint_value(ep, n, d)) for n, d in _ENDPOINT_DETAIL]
+
+
+def _endpoint_value(ep: PjsipEndpoint, name: str, default: str) -> str:
+    modelled = {"aors": ",".join(ep.aors), "auth": ",".join(auth_names(ep.auth)),
+                "outbound_auth": ",".join(auth_names(ep.outbound_auth)),
+                "outbound_proxy": ep.outbound_proxy, "from_user": ep.from_user, "from_domain": ep.from_domain,
+                "context": ep.context, "transport": ep.transport,
+                "device_state_busy_at": str(ep.device_state_busy_at),
+                "allow": f"({'|'.join(ep.codecs)})" if ep.codecs else "(nothing)"}
+    if name in modelled:
+        return modelled[name]
+    value = ep.settings.get(name)
+    if value is None:
+        return default
+    if default in ("true", "false"):  # OPT_BOOL_T prints true/false whatever was written
+        low = value.lower()
+        if low in ("yes", "true", "y", "t", "1", "on"):
+            return "true"
+        if low in ("no", "false", "n", "f", "0", "off"):
+            return "false"
+    return value
 
 
 def aor_params(a: PjsipAor) -> dict[str, str]:
@@ -301,9 +383,10 @@ def show_endpoints(snap: Json, like: str | None = None) -> str:
 
 
 def show_endpoint(snap: Json, name: str) -> str | None:
-    """`pjsip show endpoint NAME` (§4.7), up to its contacts: the endpoint's full parameter
-    list (codecs, media, timers ...) is not modelled and not printed."""
+    """`pjsip show endpoint NAME` (§4.7): its rows, then (with a snapshot that has the
+    endpoint's `params`) every option by name, pjsip_cli.c's object set."""
     ep = next((e for e in snap["endpoints"] if e["name"] == name), None)
     if ep is None:
         return None
-    return f"\n{ENDPOINTS_HEADER}{RULE}\n{_endpoint_rows(snap, ep)}\n\n"
+    head = f"\n{ENDPOINTS_HEADER}{RULE}\n{_endpoint_rows(snap, ep)}\n"
+    return head + (_objectset(sorted(ep["params"].items())) if "params" in ep else "\n")

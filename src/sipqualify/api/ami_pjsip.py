@@ -30,13 +30,21 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from ..compat import escape_controls
-from ..pjsip_compat import PJSIP_FUNCTIONS, Json, auth_names, function_aor, pjsip_snapshot, read_function
+from ..pjsip_compat import (
+    PJSIP_FUNCTIONS,
+    Json,
+    auth_names,
+    endpoint_params,
+    function_aor,
+    pjsip_snapshot,
+    read_function,
+)
 from ..qualify.events import StateChanged
 from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
 
 if TYPE_CHECKING:
-    from ..model import PjsipConfig, PjsipEndpoint
+    from ..model import PjsipConfig
     from .ami import AmiServer
 
 
@@ -120,51 +128,6 @@ def contact_list(snap: Json, aid: str | None) -> str | None:
 
 # ---------------------------------------------------------------------------- endpoints
 
-_ENDPOINT_DETAIL: Final = (  # (option, Asterisk 20 default): EndpointDetail order, §5.4 / §4.7
-    ("rpid_immediate", "false"), ("webrtc", "no"), ("ignore_183_without_sdp", "false"), ("send_aoc", "false"),
-    ("device_state_busy_at", "0"), ("t38_udptl_maxdatagram", "0"),
-    ("codec_prefs_incoming_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
-    ("security_negotiation", "no"), ("dtls_rekey", "0"), ("rtp_port_end", "0"), ("named_pickup_group", ""),
-    ("direct_media_method", "invite"), ("send_rpid", "false"), ("pickup_group", ""), ("sdp_session", "Asterisk"),
-    ("dtls_verify", "No"), ("message_context", ""), ("tenantid", ""), ("mailboxes", ""),
-    ("record_on_feature", "automixmon"), ("dtls_private_key", ""), ("dtls_fingerprint", "SHA-256"),
-    ("overlap_context", ""), ("outgoing_call_offer_pref", "remote_merge"), ("rtp_port_start", "0"),
-    ("from_domain", ""), ("timers_sess_expires", "1800"), ("named_call_group", ""), ("dtls_cipher", ""),
-    ("media_encryption_optimistic", "false"), ("suppress_q850_reason_headers", "false"), ("aors", ""),
-    ("identify_by", "username,ip"), ("callerid_privacy", "allowed_not_screened"),
-    ("mwi_subscribe_replaces_unsolicited", "no"), ("cos_audio", "0"), ("follow_early_media_fork", "true"),
-    ("context", "default"), ("rtp_symmetric", "false"), ("transport", ""), ("moh_suggest", "default"),
-    ("t38_udptl", "false"), ("fax_detect", "false"), ("t38_bind_udptl_to_media_address", "false"), ("tos_video", "0"),
-    ("srtp_tag_32", "false"), ("refer_blind_progress", "true"), ("max_audio_streams", "1"), ("bundle", "false"),
-    ("use_avpf", "false"), ("call_group", ""), ("send_connected_line", "yes"), ("fax_detect_timeout", "0"),
-    ("sdp_owner", "-"), ("force_rport", "true"), ("callerid_tag", ""), ("rtp_timeout_hold", "0"),
-    ("suppress_moh_on_sendonly", "false"), ("use_ptime", "false"), ("media_address", ""), ("voicemail_extension", ""),
-    ("rtp_timeout", "0"), ("stir_shaken", "no"), ("set_var", ""), ("contact_acl", ""),
-    ("preferred_codec_only", "false"), ("geoloc_outgoing_call_profile", ""), ("force_avp", "false"),
-    ("record_off_feature", "automixmon"), ("from_user", ""), ("send_diversion", "true"),
-    ("send_history_info", "false"), ("t38_udptl_ipv6", "false"), ("tone_zone", ""), ("language", ""),
-    ("allow_subscribe", "true"), ("rtp_ipv6", "false"), ("callerid", "<unknown>"), ("moh_passthrough", "false"),
-    ("cos_video", "0"), ("dtls_auto_generate_cert", "No"), ("asymmetric_rtp_codec", "false"),
-    ("geoloc_incoming_call_profile", ""), ("ice_support", "false"), ("aggregate_mwi", "true"),
-    ("one_touch_recording", "false"), ("mwi_from_user", ""), ("redirect_method", "user"), ("accountcode", ""),
-    ("codec_prefs_outgoing_answer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
-    ("allow", "(nothing)"), ("rewrite_contact", "false"), ("user_eq_phone", "false"), ("rtp_engine", "asterisk"),
-    ("follow_redirect_methods", ""), ("subscribe_context", ""), ("notify_early_inuse_ringing", "false"),
-    ("incoming_mwi_mailbox", ""), ("incoming_call_offer_pref", "local"), ("allow_unauthenticated_options", "false"),
-    ("auth", ""), ("direct_media_glare_mitigation", "none"), ("trust_id_inbound", "false"),
-    ("stir_shaken_profile", ""), ("bind_rtp_to_media_address", "false"), ("disable_direct_media_on_nat", "false"),
-    ("media_encryption", "no"), ("media_use_received_transport", "false"), ("allow_overlap", "true"),
-    ("dtmf_mode", "rfc4733"), ("outbound_auth", ""), ("tos_audio", "0"), ("dtls_cert_file", ""), ("dtls_ca_path", ""),
-    ("dtls_setup", "active"), ("connected_line_method", "invite"), ("g726_non_standard", "false"), ("100rel", "yes"),
-    ("timers", "yes"), ("direct_media", "true"), ("acl", ""), ("timers_min_se", "90"), ("trust_id_outbound", "false"),
-    ("sub_min_expiry", "0"), ("rtcp_mux", "false"), ("max_video_streams", "1"),
-    ("accept_multiple_sdp_answers", "false"),
-    ("codec_prefs_incoming_offer", "prefer:pending, operation:intersect, keep:all, transcode:allow"),
-    ("codec_prefs_outgoing_offer", "prefer:pending, operation:union, keep:all, transcode:allow"),
-    ("trust_connected_line", "yes"), ("send_pai", "false"), ("rtp_keepalive", "0"), ("t38_udptl_ec", "none"),
-    ("t38_udptl_nat", "false"), ("allow_transfer", "true"), ("dtls_ca_file", ""), ("outbound_proxy", ""),
-    ("inband_progress", "false"),
-)
 
 # AuthDetail's field order: the auth object set in res_pjsip's hash order (§5.4, phone1-auth)
 _AUTH_DETAIL: Final = ("oauth_secret", "password_digest", "supported_algorithms_uas", "refresh_token", "username",
@@ -205,26 +168,6 @@ def endpoint_list(snap: Json, pj: PjsipConfig, aid: str | None) -> str | None:
     return "".join(out) + _list_complete("EndpointListComplete", aid, len(snap["endpoints"]))
 
 
-def _endpoint_value(ep: PjsipEndpoint, name: str, default: str) -> str:
-    modelled = {"aors": ",".join(ep.aors), "auth": _names(ep.auth), "outbound_auth": _names(ep.outbound_auth),
-                "outbound_proxy": ep.outbound_proxy, "from_user": ep.from_user, "from_domain": ep.from_domain,
-                "context": ep.context, "transport": ep.transport,
-                "device_state_busy_at": str(ep.device_state_busy_at),
-                "allow": f"({'|'.join(ep.codecs)})" if ep.codecs else "(nothing)"}
-    if name in modelled:
-        return modelled[name]
-    value = ep.settings.get(name)
-    if value is None:
-        return default
-    if default in ("true", "false"):  # OPT_BOOL_T prints true/false whatever was written
-        low = value.lower()
-        if low in ("yes", "true", "y", "t", "1", "on"):
-            return "true"
-        if low in ("no", "false", "n", "f", "0", "off"):
-            return "false"
-    return value
-
-
 def _contact_detail(aor: Json, c: Json, endpoint: str, aid: str | None) -> str:
     """location.c/pjsip_options.c `ast_sip_format_contact_ami` in 20.20.1's field order (§5.4):
     ViaAddress and CallID only when set; the qualify fields are the AOR's (the contact views'
@@ -256,7 +199,7 @@ def endpoint_detail(snap: Json, pj: PjsipConfig, name: str, aid: str | None) -> 
         return None
     aors = {a["name"]: a for a in snap["aors"]}
     events = [block(*_head("EndpointDetail", aid), ("ObjectType", "endpoint"), ("ObjectName", name),
-                    *((camel(n), _endpoint_value(ep, n, d)) for n, d in _ENDPOINT_DETAIL),
+                    *((camel(n), v) for n, v in endpoint_params(ep)),
                     ("DeviceState", _device_state(e)), ("ActiveChannels", 0))]
     for auth_name in [*_names(ep.auth).split(","), *_names(ep.outbound_auth).split(",")]:
         a = pj.auths.get(auth_name)

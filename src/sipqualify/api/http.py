@@ -432,6 +432,9 @@ async def pjsip(request: web.Request) -> web.Response:
         return (p.state, p.rtt) if p is not None else (None, None)
 
     only = request.query.getall("aor", []) or None  # ?aor=NAME (repeatable): those AORs and their endpoints
+    if "endpoint" in request.query:  # ?endpoint=NAME: its AORs (and it, with its options)
+        ep = pj.endpoints.get(request.query["endpoint"])
+        only = [*(only or []), *(ep.aors if ep is not None else [])]
     return web.json_response(pjsip_snapshot(pj, state_of, model.registrations(), only))
 
 
