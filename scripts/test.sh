@@ -18,3 +18,4 @@ python3 bench/bench_dashboard.py --short
 python3 bench/bench_tls.py --short
 python3 bench/bench_realtime.py --peers 5000
 python3 bench/sim_cluster.py --short
+python3 bench/bench_pjsip_ami.py --short

@@ -130,6 +130,8 @@ Ping: Keepalive command.  (Priv: <none>)
 PJSIPQualify: Qualify a chan_pjsip endpoint.  (Priv: system,reporting,all)
 PJSIPShowAors: Lists PJSIP AORs.  (Priv: system,all)
 PJSIPShowContacts: Lists PJSIP Contacts.  (Priv: system,all)
+PJSIPShowEndpoint: Detail listing of an endpoint and its objects.  (Priv: system,all)
+PJSIPShowEndpoints: Lists PJSIP endpoints.  (Priv: system,all)
 SIPpeers: List SIP peers (text format).  (Priv: system,reporting,all)
 SIPpeerstatus: Show the status of one or all of the sip peers.  (Priv: system,all)
 SIPqualifypeer: Qualify SIP peers.  (Priv: system,reporting,all)
@@ -210,7 +212,8 @@ async def test_listcommands_events_and_unknown_actions(tmp_path: Path) -> None:
         await ro.send("Action: ListCommands\n\n")
         names = [line.split(":")[0] for line in (await ro.block()).split("\r\n")[1:-2]]
         assert names == ["Challenge", "CoreSettings", "CoreStatus", "Events", "ListCommands", "Login", "Logoff",
-                         "Ping", "PJSIPQualify", "PJSIPShowAors", "PJSIPShowContacts", "SIPpeers", "SIPpeerstatus",
+                         "Ping", "PJSIPQualify", "PJSIPShowAors", "PJSIPShowContacts", "PJSIPShowEndpoint",
+                         "PJSIPShowEndpoints", "SIPpeers", "SIPpeerstatus",
                          "SIPqualifypeer", "SIPshowpeer"]
 
         # main/manager.c action_events: "Response: Success\r\n%sEvents: On\r\n\r\n" / Off, and

@@ -122,3 +122,29 @@ def test_show_contact_of_a_registered_contact_shows_its_binding() -> None:
     snap = snapshot({}, {"phone1": [(cid, uri, OK, 0.501268)]},
                     [binding(cid, uri, "546e2166@regc", 1796152063.4)])
     assert show_contact(snap, f"phone1/{uri}") == expected("contact_phone1.txt")
+
+
+def test_show_endpoint_auth_lines_outbound_first_one_per_auth(tmp_path: Path) -> None:
+    """pjsip_configuration.c cli_endpoint_print_body: the outbound auths' lines, then the inbound
+    ones, one `name/username` per defined auth (an undefined one is skipped), as §4.6 shows
+    `    OutAuth:  auth-out/quser` and `     InAuth:  phone1-auth/phone1`."""
+    conf = tmp_path / "pjsip.conf"
+    conf.write_text((DATA / "observed_pjsip.conf").read_text()
+                    + "[both]\ntype=endpoint\naors=nq\nauth=phone1-auth\noutbound_auth=auth-out,nosuch,phone2-auth\n")
+    pj = load_config(str(conf)).pjsip
+    assert pj is not None
+    text = show_endpoint(pjsip_snapshot(pj, lambda p: (None, None)), "both")
+    assert text is not None
+    lines = text.split("=" * 90 + "\n\n")[1].splitlines()
+    assert lines[1:4] == ["    OutAuth:  auth-out/quser", "    OutAuth:  phone2-auth/phone2",
+                          "     InAuth:  phone1-auth/phone1"]
+    assert lines[4].startswith("        Aor:  nq ")
+
+
+def test_show_endpoint_whole_with_its_options_as_captured() -> None:
+    """§4.7 whole (tests/data/pjsip/cli/endpoint_ok-def.txt): with the snapshot of the endpoint
+    alone (`GET /api/v1/pjsip?endpoint=`), its 138 options by name (pjsip_cli.c
+    ast_sip_cli_print_sorcery_objectset), values as Asterisk 20.20.1 printed them."""
+    ok = PJ.peer_of[("ok-def", "sip:ok@127.0.0.1:35071")]
+    snap = pjsip_snapshot(PJ, lambda p: ("OK", 0.004317) if p == ok else (None, None), [], PJ.endpoints["ok-def"].aors)
+    assert show_endpoint(snap, "ok-def") == expected("endpoint_ok-def.txt")

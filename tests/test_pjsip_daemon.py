@@ -58,6 +58,23 @@ async def test_daemon_qualifies_pjsip_contacts_and_cli_shows_them(tmp_path: Path
         code, out, _ = await cli("pjsip", "show", "endpoint", "nosuch", "--api", f"127.0.0.1:{svc.api_addr[1]}",
                                  "--state-dir", str(tmp_path / "s"))
         assert (code, out) == (1, "Unable to find object nosuch.\n\n")
+        # PJSIP_CONTACT() / PJSIP_AOR() through `get`, as `dialplan eval function` answers them (§7)
+        api_opts = ("--api", f"127.0.0.1:{svc.api_addr[1]}", "--state-dir", str(tmp_path / "s"))
+        code, out, err = await cli("pjsip", "show", "endpoint", "itsp", *api_opts)  # §4.7 whole
+        assert code == 0 and out.startswith("\n Endpoint:  <Endpoint/CID"), err
+        assert f"\n {'aors':<34} : itsp\n" in out and out.endswith(f"\n {'webrtc':<34} : no\n")
+        ok_id = "itsp@@" + hashlib.md5(f"sip:gw@127.0.0.1:{ok_port}".encode()).hexdigest()
+        dead_id = "itsp@@" + hashlib.md5(f"sip:gw@127.0.0.1:{dead}".encode()).hexdigest()
+        code, out, err = await cli("get", "PJSIP_AOR(itsp,contact)", *api_opts)
+        assert (code, out) == (0, ",".join(sorted([ok_id, dead_id])) + "\n"), err
+        assert (await cli("get", f"PJSIP_CONTACT({ok_id},status)", *api_opts))[:2] == (0, "Reachable\n")
+        code, out, _ = await cli("get", f"PJSIP_CONTACT({ok_id},rtt)", *api_opts)
+        assert code == 0 and out.strip().isdigit() and int(out) < 500_000  # µs
+        assert (await cli("get", f"PJSIP_CONTACT({dead_id},rtt)", *api_opts))[:2] == (0, "N/A\n")
+        code, out, err = await cli("get", "PJSIP_AOR(nosuch,contact)", *api_opts)
+        assert (code, out) == (1, "\n") and "Failed to retrieve information for AOR 'nosuch'" in err
+        code, out, err = await cli("get", f"PJSIP_CONTACT({ok_id},nosuchfield)", *api_opts)
+        assert (code, out) == (1, "\n") and "Unknown property 'nosuchfield' for PJSIP contact" in err
     finally:
         await svc.close()
         ok.close()
@@ -113,6 +130,33 @@ async def test_ami_contact_status_events_and_pjsip_actions(tmp_path: Path) -> No
         answer = [await message() for _ in range(3)]
         assert "ObjectName: gw\r\n" in answer[1] and f"Contacts: gw/{uri}\r\n" in answer[1]
         assert answer[2].endswith("EventList: Complete\r\nListItems: 1\r\n\r\n")
+        await send("Action: PJSIPShowEndpoints\nActionID: e\n\n")
+        answer = [await message() for _ in range(4)]
+        assert [m.split("ObjectName: ")[1].split("\r\n")[0] for m in answer[1:3]] == ["gw", "pbx"]
+        assert f"Aor: gw\r\nAuths: \r\nOutboundAuths: \r\nContacts: gw/{uri},\r\nDeviceState: Not in use\r\n" \
+            "ActiveChannels: 0\r\n\r\n" in answer[2]
+        assert answer[3].endswith("EventList: Complete\r\nListItems: 2\r\n\r\n")
+        await send("Action: PJSIPShowEndpoint\nEndpoint: PJSIP/pbx\nActionID: e\n\n")
+        answer = [await message() for _ in range(5)]
+        assert [m.split("\r\n")[0] for m in answer[1:]] == ["Event: EndpointDetail", "Event: AorDetail",
+                                                             "Event: ContactStatusDetail",
+                                                             "Event: EndpointDetailComplete"]
+        assert "Status: Reachable\r\nRoundtripUsec: " in answer[3] and "EndpointName: pbx\r\n" in answer[3]
+        assert answer[4].endswith("ListItems: 3\r\n\r\n")  # Aor + ContactStatus + 1, as Asterisk counts
+        await send("Action: PJSIPShowEndpoint\nEndpoint: nosuch\nActionID: e\n\n")
+        assert await message() == ("Response: Error\r\nActionID: e\r\n"
+                                   "Message: Unable to retrieve endpoint nosuch\r\n\r\n")
+        await send("Action: PJSIPShowEndpoint\nActionID: e\n\n")
+        assert await message() == ("Response: Error\r\nActionID: e\r\n"
+                                   "Message: PJSIPShowEndpoint requires an endpoint name\r\n\r\n")
+        # Getvar: PJSIP_AOR() / PJSIP_CONTACT() read as Asterisk reads them; a failure is an empty Value
+        cid = "gw@@" + hashlib.md5(uri.encode()).hexdigest()
+        for var, value in (("PJSIP_AOR(gw,contact)", cid), (f"PJSIP_CONTACT({cid},status)", "Reachable"),
+                           ("PJSIP_AOR(gw,qualify_frequency)", "1"), ("PJSIP_AOR(nosuch,contact)", ""),
+                           (f"PJSIP_CONTACT({cid},nosuchfield)", ""), ("SIPPEER(nosuch,status)", "")):
+            await send(f"Action: Getvar\nVariable: {var}\nActionID: g\n\n")
+            want = f"Response: Success\r\nActionID: g\r\nVariable: {var}\r\nValue: {value}\r\n\r\n"
+            assert await message() == want
     finally:
         w.close()
         await svc.close()

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
@@ -208,7 +209,19 @@ def dns_lines(v: Any) -> str:
 
 def cmd_get(args: argparse.Namespace) -> int:
     from .compat import SIPPEER_ITEMS, sippeer_item
+    from .pjsip_compat import PJSIP_FUNCTIONS, function_aor, read_function
 
+    fn, paren, data = args.name.partition("(")
+    if paren and fn in PJSIP_FUNCTIONS:  # `get 'PJSIP_CONTACT(id,field)'`, `get 'PJSIP_AOR(aor,field)'`
+        if not data.endswith(")") or args.item is not None:
+            raise CliError(f"usage: sipqualify get '{fn}(NAME,FIELD)'", EXIT_USAGE)
+        aor = urllib.parse.quote(function_aor(fn, data[:-1]), safe="")
+        res, value, why = read_function(Client(args).call("GET", f"/api/v1/pjsip?aor={aor}"), fn, data[:-1])
+        print(escape_controls(value))
+        if res:  # Asterisk's Failure (1) / (-1): an empty result and the line Asterisk logs
+            raise CliError(why, EXIT_FAIL)
+        return EXIT_OK
+    args.item = "ip" if args.item is None else args.item
     if args.item.lower() not in SIPPEER_ITEMS and not args.item.lower().startswith(("chanvar[", "codec[")):
         raise CliError(f"unknown item {args.item!r}; known: {', '.join(SIPPEER_ITEMS)}", EXIT_USAGE)
     print(escape_controls(sippeer_item(_peer(Client(args), args.name), args.item)))
@@ -341,7 +354,8 @@ def cmd_pjsip(args: argparse.Namespace) -> int:
     plural = what.endswith("s")
     if (plural and rest and (len(rest) != 2 or rest[0] != "like")) or (not plural and len(rest) != 1):
         raise CliError(f"usage: sipqualify pjsip show {what} " + ("[like REGEX]" if plural else "NAME"), EXIT_USAGE)
-    snap = Client(args).call("GET", "/api/v1/pjsip")
+    query = f"?endpoint={urllib.parse.quote(rest[0], safe='')}" if what == "endpoint" else ""
+    snap = Client(args).call("GET", f"/api/v1/pjsip{query}")
     if args.json:
         print(json.dumps(snap, indent=2))
         return EXIT_OK
@@ -547,10 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the verdict, its reason and policy, and the latency statistics")
     p.set_defaults(func=cmd_peer)
 
-    p = sub.add_parser("get", help="SIPPEER(NAME,ITEM)")
+    p = sub.add_parser("get", help="SIPPEER(NAME,ITEM), or 'PJSIP_CONTACT(ID,FIELD)' / 'PJSIP_AOR(AOR,FIELD)'")
     _client_opts(p)
-    p.add_argument("name")
-    p.add_argument("item", nargs="?", default="ip")
+    p.add_argument("name", help="a peer name, or a PJSIP_CONTACT(...) / PJSIP_AOR(...) expression")
+    p.add_argument("item", nargs="?", default=None, help="the SIPPEER item (default: ip)")
     p.set_defaults(func=cmd_get)
 
     p = sub.add_parser("qualify", help="qualify a peer now (keeps its periodic schedule)")

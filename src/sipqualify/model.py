@@ -35,6 +35,18 @@ QUALIFY_METHODS = ("OPTIONS", "INFO", "NOTIFY")  # the qualify request's method 
 QUALIFY_TARGETS = ("first", "all")  # first: chan_sip's one DNS target; all: every target, rolled up (PJSIP)
 
 
+@dataclass(frozen=True, slots=True)
+class OutboundAuth:
+    """One pjsip.conf `type=auth` section an endpoint's `outbound_auth` names: the credentials
+    answering a challenge to its contacts' OPTIONS (qualify/auth.py). `realm` "" answers any."""
+
+    name: str
+    username: str
+    password: str | None  # None: md5_cred only (auth_type = md5)
+    md5_cred: str | None
+    realm: str = ""
+
+
 @dataclass(slots=True)
 class PeerConfig:
     """One monitored (or unmonitored) SIP peer, as configured.
@@ -62,6 +74,8 @@ class PeerConfig:
     secret: str | None = None
     md5secret: str | None = None
     qualify_auth: bool = False  # answer a 401/407 to a poke with secret/md5secret (qualify/auth.py)
+    # pjsip.conf: the qualifying endpoint's outbound_auth sections, in its order (qualify/auth.py)
+    outbound_auths: tuple[OutboundAuth, ...] = ()
     context: str = "default"
     retransmit: str = "asterisk"  # one of RETRANSMIT_POLICIES
     port_in_uri: bool = False  # chan_sip never puts the port in the poke's R-URI/To; opt in here
@@ -243,6 +257,10 @@ class PjsipEndpoint:
     context: str = "default"
     transport: str = ""
     device_state_busy_at: int = 0
+    # res_pjsip options sipqualify does not use, as written (last one wins), for PJSIPShowEndpoint;
+    # `allow=`/`disallow=` applied in order to `codecs` ("all" kept as a word)
+    settings: dict[str, str] = field(default_factory=dict)
+    codecs: list[str] = field(default_factory=list)
     source: str = ""
 
 
@@ -278,6 +296,9 @@ class PjsipConfig:
     transports: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (protocol, bind)
     max_initial_qualify_time: int = 0  # [global]; 0 = qualify_frequency
     peer_of: dict[tuple[str, str], str] = field(default_factory=dict)  # (aor, uri) -> peer name
+    # aor -> the endpoint its contacts are qualified as (config/pjsip.py qualifying_endpoint),
+    # indexed by the reader; None: not indexed (then looked up each time)
+    endpoint_of: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,9 +26,19 @@ character).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Final
 
-from ..pjsip_compat import Json, pjsip_snapshot
+from ..compat import escape_controls
+from ..pjsip_compat import (
+    PJSIP_FUNCTIONS,
+    Json,
+    auth_names,
+    endpoint_params,
+    function_aor,
+    pjsip_snapshot,
+    read_function,
+)
 from ..qualify.events import StateChanged
 from ..qualify.pjsip_state import PjsipChange, PjsipStates, registry_change, rtt_usec
 from .ami import ACTIONS, AmiSession, _list_complete, _listack, block
@@ -72,14 +82,20 @@ _AOR_FIELDS_2 = (("MaximumExpiration", "maximum_expiration"), ("QualifyFrequency
                  ("RemoveExisting", "remove_existing"), ("OutboundProxy", "outbound_proxy"))
 
 
+def _head(event: str, aid: str | None) -> list[tuple[str, object]]:
+    """res_pjsip.c ast_sip_create_ami_event: `Event`, then `ActionID` when the action had one."""
+    head: list[tuple[str, object]] = [("Event", event)]
+    if aid is not None:
+        head.append(("ActionID", aid))
+    return head
+
+
 def aor_list(snap: Json, aid: str | None) -> str:
     """The whole answer to `Action: PJSIPShowAors`."""
     out = [_listack(aid, "A listing of AORs follows, presented as AorList events")]
     for a in snap["aors"]:
         p = a["params"]
-        head: list[tuple[str, object]] = [("Event", "AorList")]
-        if aid is not None:
-            head.append(("ActionID", aid))
+        head = _head("AorList", aid)
         contacts = ",".join(f"{a['name']}/{c['uri']}" for c in a["contacts"])
         out.append(block(*head, ("ObjectType", "aor"), ("ObjectName", a["name"]),
                          *((k, p[f]) for k, f in _AOR_FIELDS), ("Contacts", contacts),
@@ -97,9 +113,7 @@ def contact_list(snap: Json, aid: str | None) -> str | None:
     out = [_listack(aid, "A listing of Contacts follows, presented as ContactList events")]
     for a, c in found:
         b, p = c["binding"], a["params"]
-        head: list[tuple[str, object]] = [("Event", "ContactList")]
-        if aid is not None:
-            head.append(("ActionID", aid))
+        head = _head("ContactList", aid)
         out.append(block(*head, ("ObjectType", "contact"), ("ObjectName", c["id"]), ("ViaAddr", b["via_addr"]),
                          ("QualifyTimeout", p["qualify_timeout"]), ("Qualify2xxOnly", p["qualify_2xx_only"]),
                          ("CallId", b["call_id"]), ("RegServer", ""), ("PruneOnBoot", "no"), ("Path", ""),
@@ -110,6 +124,103 @@ def contact_list(snap: Json, aid: str | None) -> str | None:
                          ("OutboundProxy", p["outbound_proxy"]), ("Status", c["status"]),
                          ("RoundtripUsec", c["rtt_us"] if c["status"] == "Reachable" else "N/A")))
     return "".join(out) + _list_complete("ContactListComplete", aid, len(found))
+
+
+# ---------------------------------------------------------------------------- endpoints
+
+
+# AuthDetail's field order: the auth object set in res_pjsip's hash order (§5.4, phone1-auth)
+_AUTH_DETAIL: Final = ("oauth_secret", "password_digest", "supported_algorithms_uas", "refresh_token", "username",
+                       "md5_cred", "realm", "auth_type", "password", "supported_algorithms_uac", "nonce_lifetime",
+                       "oauth_clientid")
+
+
+def camel(name: str) -> str:
+    """utils.c ast_to_camel_case with `_` as delimiter: `t38_udptl_ec` -> `T38UdptlEc`."""
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
+
+
+def _names(text: str) -> str:
+    """An auth list as ast_sip_auths_to_str prints it: names joined by `,`."""
+    return ",".join(auth_names(text))
+
+
+def _device_state(ep: Json) -> str:
+    return "Not in use" if ep["online"] else "Unavailable"
+
+
+def endpoint_list(snap: Json, pj: PjsipConfig, aid: str | None) -> str | None:
+    """The whole answer to `Action: PJSIPShowEndpoints` (pjsip_configuration.c
+    `format_ami_endpoints`, §5.3): one `Contacts:` line per AOR found, each `aor/uri,` with its
+    trailing comma; None when there is no endpoint (`No endpoints found`)."""
+    if not snap["endpoints"]:
+        return None
+    aors = {a["name"]: a for a in snap["aors"]}
+    out = [_listack(aid, "A listing of Endpoints follows, presented as EndpointList events")]
+    for e in snap["endpoints"]:
+        ep = pj.endpoints[e["name"]]
+        contacts = [("Contacts", "".join(f"{n}/{c['uri']}," for c in aors[n]["contacts"]))
+                    for n in ep.aors if n in aors]
+        out.append(block(*_head("EndpointList", aid), ("ObjectType", "endpoint"), ("ObjectName", ep.name),
+                         ("Transport", ep.transport), ("Aor", ",".join(ep.aors)), ("Auths", _names(ep.auth)),
+                         ("OutboundAuths", _names(ep.outbound_auth)), *contacts,
+                         ("DeviceState", _device_state(e)), ("ActiveChannels", 0)))
+    return "".join(out) + _list_complete("EndpointListComplete", aid, len(snap["endpoints"]))
+
+
+def _contact_detail(aor: Json, c: Json, endpoint: str, aid: str | None) -> str:
+    """location.c/pjsip_options.c `ast_sip_format_contact_ami` in 20.20.1's field order (§5.4):
+    ViaAddress and CallID only when set; the qualify fields are the AOR's (the contact views'
+    deliberate difference, pjsip_compat.py)."""
+    b, p = c.get("binding"), aor["params"]
+    via = [("ViaAddress", f"{b['via_addr']}:{b['via_port']}" if b["via_port"] else b["via_addr"])] \
+        if b and b["via_addr"] else []
+    call_id = [("CallID", b["call_id"])] if b and b["call_id"] else []
+    return block(*_head("ContactStatusDetail", aid), ("AOR", aor["name"]), ("URI", c["uri"]),
+                 ("UserAgent", b["user_agent"] if b else ""), ("RegExpire", b["expiration_time"] if b else 0),
+                 *via, *call_id, ("Status", c["status"]),
+                 ("RoundtripUsec", c["rtt_us"] if c["status"] == "Reachable" else "N/A"), ("EndpointName", endpoint),
+                 ("ID", c["id"]), ("AuthenticateQualify", int(p["authenticate_qualify"] == "true")),
+                 ("OutboundProxy", p["outbound_proxy"]), ("Path", ""), ("QualifyFrequency", p["qualify_frequency"]),
+                 ("QualifyTimeout", f"{float(p['qualify_timeout']):.3f}"),
+                 ("Qualify2xxOnly", int(p["qualify_2xx_only"] == "true")))
+
+
+def endpoint_detail(snap: Json, pj: PjsipConfig, name: str, aid: str | None) -> str | None:
+    """The whole answer to `Action: PJSIPShowEndpoint` (pjsip_configuration.c
+    `ami_show_endpoint`, §5.4); None when there is no such endpoint. Events in res_pjsip's
+    formatter order: EndpointDetail, AuthDetail (inbound then outbound auths), AorDetail per
+    AOR, ContactStatusDetail per AOR's contact; ListItems counts them plus one, as Asterisk.
+    Not sent: TransportDetail and IdentifyDetail (configuration, not reachability), and the
+    auths' secrets (Password, Md5Cred, which Asterisk prints, are empty here)."""
+    e = next((e for e in snap["endpoints"] if e["name"] == name), None)
+    ep = pj.endpoints.get(name)
+    if e is None or ep is None:
+        return None
+    aors = {a["name"]: a for a in snap["aors"]}
+    events = [block(*_head("EndpointDetail", aid), ("ObjectType", "endpoint"), ("ObjectName", name),
+                    *((camel(n), v) for n, v in endpoint_params(ep)),
+                    ("DeviceState", _device_state(e)), ("ActiveChannels", 0))]
+    for auth_name in [*_names(ep.auth).split(","), *_names(ep.outbound_auth).split(",")]:
+        a = pj.auths.get(auth_name)
+        if a is None:
+            continue
+        values = {"supported_algorithms_uas": "MD5", "supported_algorithms_uac": "MD5", "nonce_lifetime": "32",
+                  "username": a.username, "realm": a.realm, "auth_type": a.auth_type}
+        events.append(block(*_head("AuthDetail", aid), ("ObjectType", "auth"), ("ObjectName", a.name),
+                            *((camel(f), values.get(f, "")) for f in _AUTH_DETAIL), ("EndpointName", name)))
+    found = [aors[n] for n in ep.aors if n in aors]
+    for a in found:
+        p = a["params"]
+        registered = sum(1 for c in a["contacts"] if c.get("binding"))
+        events.append(block(*_head("AorDetail", aid), ("ObjectType", "aor"), ("ObjectName", a["name"]),
+                            *((k, p[f]) for k, f in _AOR_FIELDS),
+                            ("Contacts", ",".join(f"{a['name']}/{c['uri']}" for c in a["contacts"])),
+                            *((k, p[f]) for k, f in _AOR_FIELDS_2), ("TotalContacts", len(a["contacts"])),
+                            ("ContactsRegistered", registered), ("EndpointName", name)))
+    events += [_contact_detail(a, c, name, aid) for a in found for c in a["contacts"]]
+    return (_listack(aid, "Following are Events for each object associated with the Endpoint") + "".join(events)
+            + _list_complete("EndpointDetailComplete", aid, len(events)))
 
 
 class PjsipAmi:
@@ -155,13 +266,14 @@ class PjsipAmi:
         states = self._refresh()
         return states is not None and states.knows(peer)
 
-    def snapshot(self) -> Json:
+    def snapshot(self, only: list[str] | None = None) -> Json:
+        """The whole snapshot, or (`only`) that of these AORs and their endpoints."""
         model = self.server.model
         pj = model.config.pjsip
         if pj is None:
             return {"aors": [], "endpoints": []}
         return pjsip_snapshot(pj, lambda n: (p.state, p.rtt) if (p := model.peer(n)) is not None else (None, None),
-                              model.registrations())
+                              model.registrations(), only)
 
     # ------------------------------------------------------------------ actions
 
@@ -174,6 +286,42 @@ class PjsipAmi:
 
     def show_aors(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
         session.write(aor_list(self.snapshot(), aid))
+
+    def show_endpoints(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        pj = self.server.model.config.pjsip
+        text = endpoint_list(self.snapshot(), pj, aid) if pj is not None else None
+        if text is None:
+            session.error(aid, "No endpoints found")
+        else:
+            session.write(text)
+
+    def show_endpoint(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        name = m.get("endpoint", "")
+        if not name:
+            session.error(aid, "PJSIPShowEndpoint requires an endpoint name")
+            return
+        if name[:6].lower() == "pjsip/":
+            name = name[6:]
+        pj = self.server.model.config.pjsip
+        ep = pj.endpoints.get(name) if pj is not None else None
+        text = endpoint_detail(self.snapshot(ep.aors), pj, name, aid) if pj is not None and ep else None
+        if text is None:
+            session.error(aid, f"Unable to retrieve endpoint {name}")
+        else:
+            session.write(text)
+
+    def getvar(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
+        """`Getvar` of `PJSIP_CONTACT(id,field)` / `PJSIP_AOR(aor,field)` (manager.c action_getvar:
+        the function's result, empty when it fails, Success either way); anything else as before."""
+        var = m.get("variable", "")
+        fn, paren, data = var.partition("(")
+        if not paren or not var.endswith(")") or fn not in PJSIP_FUNCTIONS or m.get("channel"):
+            session.do_getvar(m, aid)
+            return
+        res, value, why = read_function(self.snapshot([function_aor(fn, data[:-1])]), fn, data[:-1])
+        if res:
+            self.server.ratelog(time.monotonic(), "AMI: Getvar %s: %s", escape_controls(var), why, key="pjsip-func")
+        session.reply(aid, ("Variable", var), ("Value", value))
 
     def qualify(self, session: AmiSession, m: dict[str, str], aid: str | None) -> None:
         name = m.get("endpoint", "")
@@ -200,7 +348,9 @@ def register(server: AmiServer) -> PjsipAmi:
     ACTIONS.update(PJSIP_ACTIONS)
     pjsip = PjsipAmi(server)
     server.extra_actions.update({"PJSIPShowContacts": pjsip.show_contacts, "PJSIPShowAors": pjsip.show_aors,
-                                 "PJSIPQualify": pjsip.qualify})
+                                 "PJSIPShowEndpoints": pjsip.show_endpoints,
+                                 "PJSIPShowEndpoint": pjsip.show_endpoint, "PJSIPQualify": pjsip.qualify})
+    server.extra_actions["Getvar"] = pjsip.getvar
     server.state_hooks.append(pjsip.on_state_changed)
     server.registry_hooks.append(pjsip.on_registry)
     server.qualify_hooks.append(pjsip.is_contact)  # PJSIPQualify sends no completion event (§5.5)
@@ -210,5 +360,7 @@ def register(server: AmiServer) -> PjsipAmi:
 PJSIP_ACTIONS = {  # name -> (required write class, synopsis), as ami.ACTIONS
     "PJSIPShowContacts": ("system", "Lists PJSIP Contacts."),
     "PJSIPShowAors": ("system", "Lists PJSIP AORs."),
+    "PJSIPShowEndpoints": ("system", "Lists PJSIP endpoints."),  # pjsip_manager.xml
+    "PJSIPShowEndpoint": ("system", "Detail listing of an endpoint and its objects."),
     "PJSIPQualify": ("system,reporting", "Qualify a chan_pjsip endpoint."),  # pjsip_options.c
 }

@@ -418,7 +418,8 @@ async def registrations(request: web.Request) -> web.Response:
 
 
 async def pjsip(request: web.Request) -> web.Response:
-    """The pjsip.conf objects and their contacts' statuses, for `sipqualify pjsip show ...`."""
+    """The pjsip.conf objects and their contacts' statuses, for `sipqualify pjsip show ...` and
+    `sipqualify get 'PJSIP_CONTACT(...)'` (which asks for its AOR only)."""
     from ..pjsip_compat import pjsip_snapshot
 
     model = _model(request)
@@ -430,7 +431,11 @@ async def pjsip(request: web.Request) -> web.Response:
         p = model.peer(name)
         return (p.state, p.rtt) if p is not None else (None, None)
 
-    return web.json_response(pjsip_snapshot(pj, state_of, model.registrations()))
+    only = request.query.getall("aor", []) or None  # ?aor=NAME (repeatable): those AORs and their endpoints
+    if "endpoint" in request.query:  # ?endpoint=NAME: its AORs (and it, with its options)
+        ep = pj.endpoints.get(request.query["endpoint"])
+        only = [*(only or []), *(ep.aors if ep is not None else [])]
+    return web.json_response(pjsip_snapshot(pj, state_of, model.registrations(), only))
 
 
 async def status(request: web.Request) -> web.Response:

@@ -323,7 +323,12 @@ def document() -> dict[str, Any]:
             "/api/v1/registrations": {"get": {"operationId": "listRegistrations", "responses": {
                 "200": _json({"type": "object", "required": ["registrations"], "properties": {
                     "registrations": {"type": "array", "items": REGISTRATION}}}), **UNAUTH}}},
-            "/api/v1/pjsip": {"get": {"operationId": "pjsip", "responses": {
+            "/api/v1/pjsip": {"get": {"operationId": "pjsip", "parameters": [
+                {"name": "aor", "in": "query", "required": False, "description": "only these AORs (repeatable)",
+                 "schema": {"type": "string"}},
+                {"name": "endpoint", "in": "query", "required": False,
+                 "description": "only this endpoint's AORs, and its options", "schema": {"type": "string"}}],
+                "responses": {
                 "200": _json({"type": "object", "required": ["aors", "endpoints"], "properties": {
                     "aors": {"type": "array", "items": {"type": "object"}},
                     "endpoints": {"type": "array", "items": {"type": "object"}}}}), **UNAUTH}}},

@@ -37,6 +37,7 @@ from ..model import (
     DEFAULT_SIP_PORT,
     Config,
     ConfigMessage,
+    OutboundAuth,
     PeerConfig,
     PjsipAor,
     PjsipAuth,
@@ -181,7 +182,7 @@ PJSIP_OPTIONS: Final = (
     _o("aor", "qualify_2xx_only", _bool, "qualify_2xx_only", "`no`", _YN,
        "only a 2xx answer counts as Reachable"),
     _o("aor", "authenticate_qualify", _bool, "authenticate_qualify", "`no`", _YN,
-       "shown in the AOR views; a challenge is a final answer either way"),
+       "shown in the AOR views; a challenge is answered with the endpoint's outbound_auth either way"),
     _o("aor", "max_contacts", _uint, "max_contacts", "`0`", "contacts",
        "contacts that may register to the AOR (0: registration refused)"),
     _o("aor", "remove_existing", _bool, "remove_existing", "`no`", _YN,
@@ -209,8 +210,9 @@ PJSIP_OPTIONS: Final = (
        "send the endpoint's OPTIONS to this proxy"),
     _o("endpoint", "auth", _str, "auth", "unset", "auth name",
        "inbound auth: the digest a REGISTER to its AORs must answer"),
-    _o("endpoint", "outbound_auth", _str, "outbound_auth", "unset", "auth name",
-       "outbound auth, shown in `pjsip show endpoints`"),
+    _o("endpoint", "outbound_auth", _str, "outbound_auth", "unset", "auth names",
+       "answers a 401/407 to its contacts' OPTIONS (the section of the challenge's realm, else one "
+       "without realm)"),
     _o("endpoint", "context", _str, "context", "`default`", "text", "shown in `pjsip show endpoint`"),
     _o("endpoint", "transport", _str, "transport", "unset", "transport name",
        "the OPTIONS use this transport's protocol"),
@@ -337,6 +339,7 @@ class PjsipConfReader:
             self._where[(t, sec.name)] = sec
             self._object(t, sec)
         self._cross_check()
+        self.pj.endpoint_of = {aor: ep.name for aor, ep in qualifying_endpoints(self.pj).items()}
         self._peers()
         return self.cfg
 
@@ -362,6 +365,8 @@ class PjsipConfReader:
                 if k not in PJSIP_KNOWN[t] and (e.file, t, k) not in self._unknown_seen:
                     self._unknown_seen.add((e.file, t, k))
                     self._msg("warning", e, f"unknown option '{e.key}' for type={t} ignored")
+                elif isinstance(obj, PjsipEndpoint):
+                    _endpoint_setting(obj, k, e.value.strip())
                 continue
             try:
                 value = opt.read(e.value)
@@ -402,6 +407,8 @@ class PjsipConfReader:
                                                                  "which is not defined: it gives no contacts")
             for what in ("auth", "outbound_auth"):
                 name = getattr(ep, what)
+                if what == "outbound_auth":  # a list (res_pjsip's outbound_auths)
+                    name = ",".join(n for n in _words(name) if n not in self.pj.auths)
                 if name and name not in self.pj.auths:
                     self._msg("warning", sec.get(what) or sec, f"endpoint '{ep.name}': {what} '{name}' is "
                                                                "not defined")
@@ -420,10 +427,35 @@ class PjsipConfReader:
                 self.cfg.peers[name] = contact_peer(name, aor, uri, ep, self.pj)
 
 
+def _endpoint_setting(ep: PjsipEndpoint, key: str, value: str) -> None:
+    """An endpoint option kept only to be shown (PJSIPShowEndpoint); allow/disallow as res_pjsip
+    applies them to the endpoint's codec list, in order."""
+    if key not in ("allow", "disallow"):
+        ep.settings[key] = value
+        return
+    for codec in _words(value.lower()):
+        if key == "allow" and codec not in ep.codecs:
+            ep.codecs.append(codec)
+        elif key == "disallow":
+            ep.codecs[:] = [] if codec == "all" else [c for c in ep.codecs if c != codec]
+
+
 def qualifying_endpoint(pj: PjsipConfig, aor: str) -> PjsipEndpoint | None:
-    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR."""
-    eps = sorted((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name)
-    return eps[0] if eps else None
+    """The endpoint a contact's OPTIONS are sent as: the first, by id, listing the AOR (the
+    reader's index, `PjsipConfig.endpoint_of`, when there is one: O(1), not O(endpoints))."""
+    if pj.endpoint_of is not None:
+        name = pj.endpoint_of.get(aor)
+        return pj.endpoints.get(name) if name is not None else None
+    return min((ep for ep in pj.endpoints.values() if aor in ep.aors), key=lambda ep: ep.name, default=None)
+
+
+def qualifying_endpoints(pj: PjsipConfig) -> dict[str, PjsipEndpoint]:
+    """`qualifying_endpoint` of every AOR listed by an endpoint, in one pass."""
+    out: dict[str, PjsipEndpoint] = {}
+    for ep in sorted(pj.endpoints.values(), key=lambda ep: ep.name):
+        for aor in ep.aors:
+            out.setdefault(aor, ep)
+    return out
 
 
 def registered_contact_peer(cid: str, uri: str, pj: PjsipConfig | None) -> PeerConfig | None:
@@ -470,8 +502,23 @@ def contact_peer(name: str, aor: PjsipAor, uri: str, ep: PjsipEndpoint | None, p
         contact_uri=uri,
         qualify_2xx_only=aor.qualify_2xx_only,
         max_initial_qualify_ms=pj.max_initial_qualify_time * 1000,
+        outbound_auths=outbound_auths(pj, ep),
         source=aor.source,
     )
+
+
+def outbound_auths(pj: PjsipConfig, ep: PjsipEndpoint | None) -> tuple[OutboundAuth, ...]:
+    """The credentials of `ep`'s `outbound_auth=` sections (comma-separated names, in order; an
+    undefined one is skipped, warned by _cross_check), for a challenge to its OPTIONS."""
+    out = []
+    for name in _words(ep.outbound_auth) if ep is not None else ():
+        a = pj.auths.get(name)
+        if a is None:
+            continue
+        md5 = a.auth_type.strip().lower() == "md5"
+        out.append(OutboundAuth(name, a.username, None if md5 or (not a.password and a.md5_cred) else a.password,
+                                a.md5_cred or None, a.realm))
+    return tuple(out)
 
 
 def looks_like_pjsip(path: str) -> bool:

@@ -25,6 +25,18 @@ from the challenged one's: the RTT is then one round trip to the peer, comparabl
 unchallenged peer's and to `maxms` (res_pjsip reports both round trips added up). Each poll
 starts again without credentials, as chan_sip and res_pjsip do: no nonce is kept between
 polls, so `nc` is 00000001 unless a challenge repeats a nonce within one poll.
+
+pjsip.conf contacts (`PeerConfig.outbound_auths`, filled by config/pjsip.py from the endpoint
+that qualifies the AOR: the contact's own endpoint, else the first one listing the AOR,
+pjsip_options.c `sip_options_qualify_contact`) answer with the endpoint's `outbound_auth`
+sections whatever `authenticate_qualify` says (res_pjsip.c `send_request_cb` does not read it,
+asterisk-pjsip-observed.md §2). Of the sections, the first whose `realm` is the challenge's
+(case-insensitive), else the first without a realm or with `*`
+(res_pjsip_outbound_authenticator_digest.c); user name =
+the section's `username`; `auth_type = md5` answers with `md5_cred`. They keep res_pjsip's
+timing (the engine, `QualifyEngine._poll_origin`): the qualify is one from the first,
+unauthenticated send: the RTT covers both round trips, `qualify_timeout` runs from it, and so
+does the AOR's polling grid.
 """
 
 from __future__ import annotations
@@ -65,10 +77,26 @@ class AuthAttempt:
     stale: int = 0  # ... of which answered a stale=true challenge
     nonce: str = ""  # the nonce last answered
     nc: int = 0  # how often it was answered (RFC 7616 nonce count)
+    origin: float | None = None  # pjsip.conf contacts: when the poll was first sent (RTT, timeout, grid)
 
 
 def has_credentials(cfg: PeerConfig) -> bool:
-    return cfg.qualify_auth and bool(cfg.secret or cfg.md5secret)
+    return bool(cfg.outbound_auths) or (cfg.qualify_auth and bool(cfg.secret or cfg.md5secret))
+
+
+def credentials_for(cfg: PeerConfig, challenge: str) -> tuple[str, str | None, str | None] | None:
+    """(user, password, HA1) answering `challenge`, or None: a pjsip.conf contact's outbound_auth
+    of the challenge's realm, else one without a realm; a sip.conf peer's secret/md5secret."""
+    if cfg.outbound_auths:
+        realm = parse_auth_header(challenge)[1].get("realm", "")
+        # res_pjsip_outbound_authenticator_digest.c set_outbound_authentication_credentials: the
+        # first of the challenge's realm (case-insensitive), else the first wildcard ("" or "*")
+        found = next((a for a in cfg.outbound_auths if a.realm.lower() == realm.lower() and a.realm != "*"),
+                     next((a for a in cfg.outbound_auths if a.realm in ("", "*")), None))
+        return None if found is None else (found.username, found.password, found.md5_cred)
+    if cfg.qualify_auth and (cfg.secret or cfg.md5secret):
+        return cfg.fromuser or cfg.name, cfg.secret, cfg.md5secret
+    return None
 
 
 def _request_line(request: bytes) -> tuple[str, str]:
@@ -83,15 +111,17 @@ def next_step(cfg: PeerConfig, attempt: AuthAttempt, status: int, challenges: li
     RETRY updates `attempt`."""
     method, uri = _request_line(attempt.request)
     value = None
-    if has_credentials(cfg):
-        user = cfg.fromuser or cfg.name
-        for challenge in challenges:  # the first one we can answer (RFC 8760 §2.4)
-            nonce = parse_auth_header(challenge)[1].get("nonce", "")
-            nc = attempt.nc + 1 if nonce == attempt.nonce else 1
-            value = answer_challenge(challenge, user, method, uri, password=cfg.secret, md5_ha1=cfg.md5secret,
-                                     nc=nc, cnonce=cnonce or os.urandom(8).hex())
-            if value is not None:
-                break
+    for challenge in challenges:  # the first one we can answer (RFC 8760 §2.4)
+        creds = credentials_for(cfg, challenge)
+        if creds is None:
+            continue
+        user, password, ha1 = creds
+        nonce = parse_auth_header(challenge)[1].get("nonce", "")
+        nc = attempt.nc + 1 if nonce == attempt.nonce else 1
+        value = answer_challenge(challenge, user, method, uri, password=password, md5_ha1=ha1,
+                                 nc=nc, cnonce=cnonce or os.urandom(8).hex())
+        if value is not None:
+            break
     stale = any(is_stale(c) for c in challenges)
     step = STEPS[(attempt.tries > 0, stale, attempt.stale < STALE_RETRIES, value is not None)]
     if step != RETRY or value is None:

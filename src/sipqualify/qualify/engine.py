@@ -326,6 +326,7 @@ class QualifyEngine:
         self._date = ""
         self._allow, self._supported = qualify_headers(self.general)
         self._auth: dict[str, auth.AuthAttempt] = {}  # branch of an authenticated poke in flight -> its state
+        self._origins: dict[str, float] = {}  # ... of a pjsip.conf contact -> its poll's first send (auth.py)
         # registered PJSIP contacts (qualify/pjsip_registrar.py) are peers made when they register,
         # from (contact id, URI) by this (the service's), dropped when they go
         self.adopt: Callable[[str, str], PeerConfig | None] | None = None
@@ -811,6 +812,7 @@ class QualifyEngine:
             self._txns.pop(txn.branch, None)
             self._forced.discard(txn.branch)
             self._auth.pop(txn.branch, None)
+            self._origins.pop(txn.branch, None)
             p.txn = None
 
     def _expire_linger(self, now: float) -> None:
@@ -973,6 +975,7 @@ class QualifyEngine:
         txn.terminate()
         self._txns.pop(txn.branch, None)
         self._auth.pop(txn.branch, None)
+        origin = self._poll_origin(txn, pop=True)
         if p.txn is txn:
             p.txn = None
         forced = txn.branch in self._forced
@@ -988,7 +991,7 @@ class QualifyEngine:
         self._events.append(QualifyResult(p.name, now, False, None, None, txn.transmissions, forced, new))
         self._judge(p, None, False, now)
         self._stats(p).lost()
-        self._schedule_next(p, txn, now, new)
+        self._schedule_next(p, origin, now, new)
 
     def _judge(self, p: Peer, status: int | None, lagged: bool, now: float, auth_failed: bool = False) -> None:
         """Feed one result to the peer's verdict (qualify/verdict.py); report a change, unless
@@ -1118,9 +1121,24 @@ class QualifyEngine:
             return auth.FAILED if step == auth.RETRY else step
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
+        giveup_at = txn.giveup_at
         self._start_txn(p, req, policy_for(p.cfg, self.policy), now, forced=forced)
         self._auth[req.branch] = attempt
+        if p.cfg.semantics == "pjsip":  # res_pjsip: still the poll that started at the first send (auth.py)
+            if attempt.origin is None:
+                attempt.origin = txn.first_sent
+            self._origins.pop(txn.branch, None)
+            self._origins[req.branch] = attempt.origin
+            if p.txn is not None and giveup_at is not None:
+                p.txn.giveup_at = giveup_at
+                self._arm_txn(p.txn)
         return auth.RETRY
+
+    def _poll_origin(self, txn: ClientTransaction, *, pop: bool = False) -> float:
+        """When the poll `txn` answers for was first sent: its own first send, but for the
+        authenticated retry of a pjsip.conf contact the challenged request's (qualify/auth.py)."""
+        origin = (self._origins.pop if pop else self._origins.get)(txn.branch, None) if self._origins else None
+        return txn.first_sent if origin is None else origin
 
     def _on_answer(self, p: Peer, txn: ClientTransaction, status: int, now: float, *,
                    auth_failed: bool = False) -> None:
@@ -1128,18 +1146,21 @@ class QualifyEngine:
         p.transport_error = None
         p.qualifies += 1
         p.last_qualify = now
-        rtt = now - txn.first_sent
+        origin = self._poll_origin(txn)
+        rtt = now - origin
         if rtt < 0.0:  # a kernel receive timestamp a hair before our send stamp
             rtt = 0.0
         if p.maxms == 0 or p.removed:
             # handle_response_peerpoke step 2: nothing recorded for unmonitored peers
             self._forced.discard(txn.branch)
+            self._poll_origin(txn, pop=True)
             self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, True, p.state))
             return
         if not policy_for(p.cfg, self.policy).counts_as_reply(status):
             # a policy may refuse some final responses (e.g. 2xx-only): treated as no answer
             self._give_up(txn, now, force=True)
             return
+        self._poll_origin(txn, pop=True)
         ping = st.pingtime_ms(rtt)
         new = self._apply(p, p.state, st.result_kind(p.maxms, ping), ping, rtt, now)
         forced = txn.branch in self._forced
@@ -1152,13 +1173,13 @@ class QualifyEngine:
             prev = s.reported
             if s.latency_changed(p.cfg.latency_delta_ms / 1000.0) and prev is not None:
                 self._events.append(LatencyChanged(p.name, s.est, prev, s.avg, s.dev, now))
-        self._schedule_next(p, txn, now, new)
+        self._schedule_next(p, origin, now, new)
 
-    def _schedule_next(self, p: Peer, txn: ClientTransaction, now: float, new: str) -> None:
+    def _schedule_next(self, p: Peer, first_sent: float, now: float, new: str) -> None:
         """The next poll at the peer's policy's time (chan_sip: after the result; PJSIP: on its
         grid), brought forward by a verdict's retry_interval while it counts failures."""
         freq = p.cfg.qualifyfreq_ms / 1000.0
-        at = policy_for(p.cfg, self.policy).next_poll(txn.first_sent, now, freq, new)
+        at = policy_for(p.cfg, self.policy).next_poll(first_sent, now, freq, new)
         delay = p.verdict.next_poke_in(at - now)
         if self.general.jitter:  # load hygiene (qualify/ratecap.py): peers drift apart
             delay *= jitter_factor(p.name, p.qualifies + p.timeouts, self.general.jitter)
