@@ -1,0 +1,115 @@
+"""The fields the qualify engine matches a response on, read from the bytes (the hot path).
+
+Theory of operation. Nearly every datagram sipqualify receives is the plain answer to one of
+its pokes: a status line and 5-10 `Name: value` header lines in ASCII, one Via, no body. The
+full parser (`message.parse_message`) builds a `Response` with every header for it, ~20 µs
+in CPython; the engine then reads four things: the status, the top Via's branch, CSeq and
+Call-ID. `peek_response` reads just those, in a few C calls:
+
+1. one regular expression checks the whole datagram's shape: `SIP/2.0 NNN reason`, then
+   only lines `token: value` (exactly one space after the colon, value printable ASCII with
+   no leading or trailing white space, no folding), the empty line, nothing after it
+   (no body) and at most 8,192 bytes in all;
+2. the header names, as a tuple, are looked up in a small cache that says where Via, Call-ID,
+   CSeq and Content-Length are (compact forms and any case, as the parser's `canonical`);
+   names that repeat a mandatory header or Content-Length, or lack one of Via, From, To,
+   Call-ID, CSeq, are not for the fast path;
+3. the Via must be one value in the usual shape (the parser's `_VIA_OK`, as bytes), and
+   Content-Length, if present, `0`.
+
+Anything else returns None and goes through the full parser, which has the final word on
+what is malformed. So the fast path accepts a strict subset of what `parse_message` accepts
+without defects, and gives the same status, branch, Call-ID and CSeq for it
+(tests/sip/test_fastpath.py checks this on mutated responses); it never rejects anything.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from .abnf import TOKEN_RE
+from .headers import canonical
+from .message import _PORT_RE, _REQUIRED, MAX_HEADERS
+
+__all__ = ["peek_response"]
+
+MAX_FAST: Final = 8192  # the parser's MAX_LINE: a datagram this short has no line longer
+_NAMES: Final = re.compile(rb"\n(" + TOKEN_RE.encode() + rb"):")
+_TOKEN = TOKEN_RE.replace("+", "")
+# our own Via shape (sip/options.py), then parameters none of which is another branch (the
+# parser's _VIA_OK would take the last one): a strict subset of _VIA_OK
+_VIA: Final = re.compile(
+    (rf"SIP/2\.0/(?:UDP|TCP|TLS|WS|WSS) [A-Za-z0-9.-]+(?::{_PORT_RE})?;branch=(z9hG4bK[0-9a-f]{{16}})"
+     rf"(?:;(?![Bb][Rr][Aa][Nn][Cc][Hh]=){_TOKEN}+(?:={_TOKEN}+)?)*").encode())
+_WANTED: Final = frozenset((*_REQUIRED, "content-length"))
+
+# header names as seen -> line numbers of (Via, Call-ID, CSeq, Content-Length or 0); None: not
+# a fast-path shape. Responders send one or two shapes; bounded all the same.
+_SHAPES: dict[tuple[bytes, ...], tuple[int, int, int, int] | None] = {}
+_MAX_SHAPES: Final = 256
+_MISS: Final = (0, 0, 0, 0)
+_LWS: Final = b" \t"  # in: also true for b"" (an empty value)
+
+
+def _shape(names: tuple[bytes, ...]) -> tuple[int, int, int, int] | None:
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(names, 1):
+        low = canonical(raw.decode("ascii")).lower()
+        if low in _WANTED:
+            if low in seen:
+                return None  # a repeated Via, Content-Length ...: the parser decides
+            seen[low] = i
+    if len(names) > MAX_HEADERS or any(h not in seen for h in _REQUIRED):
+        return None
+    return seen["via"], seen["call-id"], seen["cseq"], seen.get("content-length", 0)
+
+
+def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
+    """(status, branch, Call-ID, CSeq value as bytes) of a plain response, or None: parse it.
+    The CSeq is not read: the caller compares it with its own (and parses it only if unequal)."""
+    n = len(data)
+    lf = data.count(b"\n")
+    if (
+        n > MAX_FAST
+        or data[:8] != b"SIP/2.0 "
+        or data[11:12] != b" "
+        or not data.isascii()
+        or data.find(b"\r\n\r\n") != n - 4  # no body, and no empty line before the end
+        or data.count(b"\r") != lf
+        or data.count(b"\r\n") != lf  # CR and LF only as CRLF
+    ):
+        return None
+    code = data[8:11]
+    if not code.isdigit() or not 100 <= (status := int(code)) <= 699:
+        return None
+    names = tuple(_NAMES.findall(data))
+    if len(names) != lf - 2:  # every line but the first and the last two: `token:`, no folding
+        return None
+    where = _SHAPES.get(names, _MISS)
+    if where is _MISS:
+        where = _shape(names)
+        if len(_SHAPES) < _MAX_SHAPES:
+            _SHAPES[names] = where
+    if where is None:
+        return None
+    via_at, cid_at, cseq_at, clen_at = where
+    lines = data.split(b"\r\n")
+    values = []
+    for at in (via_at, cid_at, cseq_at, clen_at):
+        if not at:
+            values.append(b"0")
+            continue
+        line = lines[at]
+        start = len(names[at - 1]) + 2
+        v = line[start:]
+        if line[start - 1:start] != b" " or v[:1] in _LWS or v[-1:] in _LWS:  # `Name:value`, `Name:  value `
+            return None  # the parser strips; we do not
+        values.append(v)
+    via, call_id, cseq, clen = values
+    if clen != b"0":
+        return None
+    m = _VIA.fullmatch(via)
+    if m is None:
+        return None
+    return status, m.group(1).decode("ascii"), call_id.decode("ascii"), cseq
