@@ -44,24 +44,25 @@ _VIA: Final = re.compile(
      rf"(?:;(?![Bb][Rr][Aa][Nn][Cc][Hh]=){_TOKEN}+(?:={_TOKEN}+)?)*").encode())
 _WANTED: Final = frozenset((*_REQUIRED, "content-length"))
 
-# header names as seen -> line numbers of (Via, Call-ID, CSeq, Content-Length or 0); None: not
-# a fast-path shape. Responders send one or two shapes; bounded all the same.
-_SHAPES: dict[tuple[bytes, ...], tuple[int, int, int, int] | None] = {}
+# header names as seen -> line numbers of (Via, Call-ID, CSeq, Content-Length or 0); NOT_FAST
+# (Via at 0): not a fast-path shape. Responders send one or two shapes; bounded all the same.
+# (No identity sentinel: compiled by mypyc, a Final tuple is not one object.)
+_SHAPES: dict[tuple[bytes, ...], tuple[int, int, int, int]] = {}
 _MAX_SHAPES: Final = 256
-_MISS: Final = (0, 0, 0, 0)
+NOT_FAST: Final = (0, 0, 0, 0)
 _LWS: Final = b" \t"  # in: also true for b"" (an empty value)
 
 
-def _shape(names: tuple[bytes, ...]) -> tuple[int, int, int, int] | None:
+def _shape(names: tuple[bytes, ...]) -> tuple[int, int, int, int]:
     seen: dict[str, int] = {}
     for i, raw in enumerate(names, 1):
         low = canonical(raw.decode("ascii")).lower()
         if low in _WANTED:
             if low in seen:
-                return None  # a repeated Via, Content-Length ...: the parser decides
+                return NOT_FAST  # a repeated Via, Content-Length ...: the parser decides
             seen[low] = i
     if len(names) > MAX_HEADERS or any(h not in seen for h in _REQUIRED):
-        return None
+        return NOT_FAST
     return seen["via"], seen["call-id"], seen["cseq"], seen.get("content-length", 0)
 
 
@@ -86,12 +87,12 @@ def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
     names = tuple(_NAMES.findall(data))
     if len(names) != lf - 2:  # every line but the first and the last two: `token:`, no folding
         return None
-    where = _SHAPES.get(names, _MISS)
-    if where is _MISS:
+    where = _SHAPES.get(names)
+    if where is None:
         where = _shape(names)
         if len(_SHAPES) < _MAX_SHAPES:
             _SHAPES[names] = where
-    if where is None:
+    if not where[0]:
         return None
     via_at, cid_at, cseq_at, clen_at = where
     lines = data.split(b"\r\n")
