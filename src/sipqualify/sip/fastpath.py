@@ -26,7 +26,7 @@ without defects, and gives the same status, branch, Call-ID and CSeq for it
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, NamedTuple
 
 from .abnf import TOKEN_RE
 from .headers import canonical
@@ -40,20 +40,33 @@ _TOKEN = TOKEN_RE.replace("+", "")
 # our own Via shape (sip/options.py), then parameters none of which is another branch (the
 # parser's _VIA_OK would take the last one): a strict subset of _VIA_OK
 _VIA: Final = re.compile(
-    (rf"SIP/2\.0/(?:UDP|TCP|TLS|WS|WSS) [A-Za-z0-9.-]+(?::{_PORT_RE})?;branch=(z9hG4bK[0-9a-f]{{16}})"
+    (rf" SIP/2\.0/(?:UDP|TCP|TLS|WS|WSS) [A-Za-z0-9.-]+(?::{_PORT_RE})?;branch=(z9hG4bK[0-9a-f]{{16}})"
      rf"(?:;(?![Bb][Rr][Aa][Nn][Cc][Hh]=){_TOKEN}+(?:={_TOKEN}+)?)*").encode())
 _WANTED: Final = frozenset((*_REQUIRED, "content-length"))
+_LWS: Final = b" \t"  # `in`: also true for b"" (an empty value)
 
-# header names as seen -> line numbers of (Via, Call-ID, CSeq, Content-Length or 0); NOT_FAST
-# (Via at 0): not a fast-path shape. Responders send one or two shapes; bounded all the same.
-# (No identity sentinel: compiled by mypyc, a Final tuple is not one object.)
-_SHAPES: dict[tuple[bytes, ...], tuple[int, int, int, int]] = {}
+
+class Shape(NamedTuple):
+    """Where a header-name sequence has what the fast path reads: line numbers (0: absent) and
+    where each value starts (after `Name: `)."""
+    via: int
+    via_at: int
+    call_id: int
+    call_id_at: int
+    cseq: int
+    cseq_at: int
+    clen: int
+    clen_line: bytes  # the one Content-Length line taken: `Name: 0`
+
+
+NOT_FAST: Final = Shape(0, 0, 0, 0, 0, 0, 0, b"")  # via == 0
+# header names as seen -> their Shape, or NOT_FAST. Responders send one or two shapes; bounded
+# all the same. (No identity sentinel: compiled by mypyc, a Final tuple is not one object.)
+_SHAPES: dict[tuple[bytes, ...], Shape] = {}
 _MAX_SHAPES: Final = 256
-NOT_FAST: Final = (0, 0, 0, 0)
-_LWS: Final = b" \t"  # in: also true for b"" (an empty value)
 
 
-def _shape(names: tuple[bytes, ...]) -> tuple[int, int, int, int]:
+def _shape(names: tuple[bytes, ...]) -> Shape:
     seen: dict[str, int] = {}
     for i, raw in enumerate(names, 1):
         low = canonical(raw.decode("ascii")).lower()
@@ -63,7 +76,17 @@ def _shape(names: tuple[bytes, ...]) -> tuple[int, int, int, int]:
             seen[low] = i
     if len(names) > MAX_HEADERS or any(h not in seen for h in _REQUIRED):
         return NOT_FAST
-    return seen["via"], seen["call-id"], seen["cseq"], seen.get("content-length", 0)
+    via, cid, cseq, clen = seen["via"], seen["call-id"], seen["cseq"], seen.get("content-length", 0)
+    return Shape(via, len(names[via - 1]) + 1, cid, len(names[cid - 1]) + 2, cseq, len(names[cseq - 1]) + 2,
+                 clen, names[clen - 1] + b": 0" if clen else b"")
+
+
+def _value(line: bytes, at: int) -> bytes | None:
+    """`line`'s value from `at`, after exactly one space; None if the parser would strip it."""
+    v = line[at:]
+    if line[at - 1:at] != b" " or v[:1] in _LWS or v[-1:] in _LWS:
+        return None
+    return v
 
 
 def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
@@ -77,8 +100,7 @@ def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
         or data[11:12] != b" "
         or not data.isascii()
         or data.find(b"\r\n\r\n") != n - 4  # no body, and no empty line before the end
-        or data.count(b"\r") != lf
-        or data.count(b"\r\n") != lf  # CR and LF only as CRLF
+        or data.count(b"\r\n") != lf  # LF only in CRLF (a bare CR is inside one line for both)
     ):
         return None
     code = data[8:11]
@@ -87,30 +109,19 @@ def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
     names = tuple(_NAMES.findall(data))
     if len(names) != lf - 2:  # every line but the first and the last two: `token:`, no folding
         return None
-    where = _SHAPES.get(names)
-    if where is None:
-        where = _shape(names)
+    shape = _SHAPES.get(names)
+    if shape is None:
+        shape = _shape(names)
         if len(_SHAPES) < _MAX_SHAPES:
-            _SHAPES[names] = where
-    if not where[0]:
+            _SHAPES[names] = shape
+    if not shape.via:
         return None
-    via_at, cid_at, cseq_at, clen_at = where
     lines = data.split(b"\r\n")
-    values = []
-    for at in (via_at, cid_at, cseq_at, clen_at):
-        if not at:
-            values.append(b"0")
-            continue
-        line = lines[at]
-        start = len(names[at - 1]) + 2
-        v = line[start:]
-        if line[start - 1:start] != b" " or v[:1] in _LWS or v[-1:] in _LWS:  # `Name:value`, `Name:  value `
-            return None  # the parser strips; we do not
-        values.append(v)
-    via, call_id, cseq, clen = values
-    if clen != b"0":
+    if shape.clen and lines[shape.clen] != shape.clen_line:
         return None
-    m = _VIA.fullmatch(via)
-    if m is None:
+    m = _VIA.fullmatch(lines[shape.via], shape.via_at)  # from the space after the colon
+    call_id = _value(lines[shape.call_id], shape.call_id_at)
+    cseq = _value(lines[shape.cseq], shape.cseq_at)
+    if m is None or call_id is None or cseq is None:
         return None
     return status, m.group(1).decode("ascii"), call_id.decode("ascii"), cseq
