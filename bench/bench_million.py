@@ -203,7 +203,8 @@ def main() -> int:
     ap.add_argument("--short", action="store_true", help="CI mode: 100,000 peers, 120 s virtual")
     ap.add_argument("--daemon", action="store_true", help="also the real daemon against Kamailio")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine part")
-    ap.add_argument("--window", type=float, default=20.0, help="seconds of the daemon's CPU measurement")
+    ap.add_argument("--window", type=float, default=float(FREQ),
+                    help="seconds of the daemon's CPU measurement (default: one qualify period)")
     args = ap.parse_args()
     if args.short:
         args.peers, args.duration = 100_000, 120.0
