@@ -1,7 +1,8 @@
 """Optional mypyc build of the hot modules (issue 15). The metadata is in pyproject.toml.
 
     pip install .                         # pure Python: the default, what the tests run
-    SIPQUALIFY_MYPYC=1 pip install .      # the modules in MYPYC_MODULES compiled to C extensions
+    SIPQUALIFY_MYPYC=1 pip install --no-build-isolation .   # MYPYC_MODULES compiled to C extensions
+                                          # (mypy, wheel and gcc in the environment doing the build)
     scripts/build-mypyc.sh                # the same, in place in src/ (benchmarks); --clean undoes it
 
 The compiled modules behave as the Python ones (the same tests pass against both:
