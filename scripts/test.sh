@@ -9,6 +9,7 @@ echo "== mypy";  python3 -m mypy src
 echo "== pytest"; python3 -m pytest -q -ra "$@"
 echo "== bench (short mode)"
 python3 bench/bench_engine.py --peers 20000 --duration 120
+python3 bench/bench_million.py --short
 python3 bench/bench_store.py --peers 20000 --samples 50000 --duration 3 --rate 5000
 python3 bench/bench_e2e.py --short
 python3 bench/bench_integration.py --peers 5000 --clients 20 --duration 15 --flaky-pct 10 --warmup 12

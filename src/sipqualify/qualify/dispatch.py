@@ -30,6 +30,8 @@ class ResponseSink(Protocol):
 
     def receive_response(self, msg: Response, addr: Addr, now: float, data: bytes = b"") -> None: ...
 
+    def receive_fast(self, data: bytes, addr: Addr, now: float) -> bool: ...
+
 
 class RequestSink(Protocol):
     def receive_request(self, req: Request, flow: Flow, now: float) -> None: ...
@@ -59,6 +61,14 @@ class Dispatcher:
         if data[:1] in (b"\r", b"\n", b"") and not data.strip(b"\r\n"):
             stats.rx_keepalive += 1  # CRLF keepalive (RFC 5626 §4.4.1 style); nothing to do on UDP
             return
+        if data[:8] == b"SIP/2.0 ":  # the answer to one of our pokes, read from its bytes (sip/fastpath.py)
+            try:
+                if self.responses.receive_fast(data, addr, now):
+                    return
+            except Exception:
+                stats.internal_errors += 1
+                log.exception("internal error handling a message from %s", addr)
+                return
         # The per-source budget is charged before any parsing, so beyond it a flood costs a dict
         # lookup per datagram whatever it holds (and gets no answers: never amplify). Requests
         # and responses alike: a response to nobody's poke is worth nothing, and starting with

@@ -41,6 +41,7 @@ from typing import Final
 
 from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, QUALIFY_METHODS, GeneralConfig, PeerConfig
+from ..sip.fastpath import peek_response
 from ..sip.message import Response
 from ..sip.options import (
     ALLOW,
@@ -1078,6 +1079,33 @@ class QualifyEngine:
         ):
             self.stats.mismatched_responses += 1
             return
+        self._response(txn, status, addr, now, data, msg)
+
+    def receive_fast(self, data: bytes, addr: Addr, now: float) -> bool:
+        """The hot path (sip/fastpath.py): a plain response that matches one of our pokes
+        exactly (branch, Call-ID, CSeq, source) is taken from its bytes, without building a
+        Response. False: anything else, for the front door's full parse and receive_response,
+        which count and judge it (mismatched, malformed, a challenge to answer...)."""
+        peek = peek_response(data)
+        if peek is None:
+            return False
+        status, branch, call_id, cseq = peek
+        txn = self._txns.get(branch)
+        if (
+            txn is None
+            or status in auth.CHALLENGES  # their WWW-Authenticate is needed: full parse
+            or call_id != txn.call_id
+            or cseq != b"%d %s" % (txn.cseq, txn.request[:txn.request.find(b" ")])
+            or (self.match_source and addr != txn.dest)
+        ):
+            return False
+        self._response(txn, status, addr, now, data, None)
+        return True
+
+    def _response(self, txn: ClientTransaction, status: int, addr: Addr, now: float, data: bytes,
+                  msg: Response | None) -> None:
+        """A response matched to `txn`. `msg`: the parsed message (None from the fast path,
+        which never passes a challenge)."""
         outcome = txn.on_response(status, now)
         if outcome == RETRANSMITTED:
             self.stats.retransmitted_responses += 1
@@ -1100,7 +1128,7 @@ class QualifyEngine:
         if p.txn is txn:
             p.txn = None
         step = auth.ANSWER
-        if status in auth.CHALLENGES and not p.removed:
+        if status in auth.CHALLENGES and not p.removed and msg is not None:
             step = self._challenged(p, txn, msg, now)
             if step == auth.RETRY:
                 return

@@ -11,6 +11,7 @@ tag and Call-ID.
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from typing import NamedTuple
 
 from .uri import format_host
@@ -56,33 +57,40 @@ def build_options(
     """The qualify request. The defaults are chan_sip's OPTIONS; a peer's probe shape (its
     `qualify_*` options) may change the method (`INFO`, or `NOTIFY` with `Event: keep-alive`),
     Max-Forwards, and add `extra_headers` (whole lines, checked by the config readers) before
-    Content-Length."""
+    Content-Length. Built by splicing the per-poke parts (Request-URI, branch, tag, To, Call-ID,
+    CSeq, Date) into byte pieces made once per request shape (`_pieces`)."""
     rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
-    branch = "z9hG4bK" + rnd[:16]  # BRANCH_LEN
+    r = rnd.encode()
+    hostport, p0, p1, p2, p3, p4, p5, p6, p7 = _pieces(method, transport, local, max_forwards, from_display,
+                                                       from_user, useragent, allow, supported, extra_headers)
+    ruri_b = ruri.encode()
+    data = b"".join((p0, ruri_b, p1, r[:16], p2, r[16:24], p3, to_uri.encode() if to_uri else ruri_b, p4, r[24:],
+                     p5, b"%d" % cseq, p6, f"Date: {date}\r\n".encode() if date else b"", p7))
+    return OutgoingOptions(data, "z9hG4bK" + rnd[:16], f"{rnd[24:]}@{hostport}", cseq)  # BRANCH_LEN
+
+
+@lru_cache(maxsize=1024)
+def _pieces(method: str, transport: str, local: tuple[str, int], max_forwards: int, from_display: str,
+            from_user: str, useragent: str, allow: str, supported: str,
+            extra_headers: tuple[str, ...]) -> tuple[str, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]:
+    """The constant parts of a request shape, between the per-poke ones (see build_options)."""
     hostport = f"{format_host(local[0])}:{local[1]}"
-    call_id = f"{rnd[24:]}@{hostport}"
-    date_line = f"Date: {date}\r\n" if date else ""
     supported_line = f"Supported: {supported}\r\n" if supported else ""
     extra = "Event: keep-alive\r\n" if method == "NOTIFY" else ""
     if extra_headers:
         extra += "".join(f"{h}\r\n" for h in extra_headers)
-    data = (
-        f"{method} {ruri} SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport} {hostport};branch={branch};rport\r\n"
-        f"Max-Forwards: {max_forwards}\r\n"
-        f'From: "{from_display}" <sip:{from_user}@{hostport}>;tag=as{rnd[16:24]}\r\n'
-        f"To: <{to_uri or ruri}>\r\n"
-        f"Contact: <sip:{from_user}@{hostport}>\r\n"
-        f"Call-ID: {call_id}\r\n"
-        f"CSeq: {cseq} {method}\r\n"
-        f"User-Agent: {useragent}\r\n"
-        f"{date_line}"
-        f"Allow: {allow}\r\n"
-        f"{supported_line}"
-        f"{extra}"
-        "Content-Length: 0\r\n\r\n"
-    ).encode()
-    return OutgoingOptions(data, branch, call_id, cseq)
+    return (
+        hostport,
+        f"{method} ".encode(),
+        f" SIP/2.0\r\nVia: SIP/2.0/{transport} {hostport};branch=z9hG4bK".encode(),
+        (f";rport\r\nMax-Forwards: {max_forwards}\r\n"
+         f'From: "{from_display}" <sip:{from_user}@{hostport}>;tag=as').encode(),
+        b"\r\nTo: <",
+        f">\r\nContact: <sip:{from_user}@{hostport}>\r\nCall-ID: ".encode(),
+        f"@{hostport}\r\nCSeq: ".encode(),
+        f" {method}\r\nUser-Agent: {useragent}\r\n".encode(),
+        f"Allow: {allow}\r\n{supported_line}{extra}Content-Length: 0\r\n\r\n".encode(),
+    )
 
 
 def new_branch() -> str:

@@ -1,0 +1,127 @@
+"""The fields the qualify engine matches a response on, read from the bytes (the hot path).
+
+Theory of operation. Nearly every datagram sipqualify receives is the plain answer to one of
+its pokes: a status line and 5-10 `Name: value` header lines in ASCII, one Via, no body. The
+full parser (`message.parse_message`) builds a `Response` with every header for it, ~20 µs
+in CPython; the engine then reads four things: the status, the top Via's branch, CSeq and
+Call-ID. `peek_response` reads just those, in a few C calls:
+
+1. one regular expression checks the whole datagram's shape: `SIP/2.0 NNN reason`, then
+   only lines `token: value` (exactly one space after the colon, value printable ASCII with
+   no leading or trailing white space, no folding), the empty line, nothing after it
+   (no body) and at most 8,192 bytes in all;
+2. the header names, as a tuple, are looked up in a small cache that says where Via, Call-ID,
+   CSeq and Content-Length are (compact forms and any case, as the parser's `canonical`);
+   names that repeat a mandatory header or Content-Length, or lack one of Via, From, To,
+   Call-ID, CSeq, are not for the fast path;
+3. the Via must be one value in the usual shape (the parser's `_VIA_OK`, as bytes), and
+   Content-Length, if present, `0`.
+
+Anything else returns None and goes through the full parser, which has the final word on
+what is malformed. So the fast path accepts a strict subset of what `parse_message` accepts
+without defects, and gives the same status, branch, Call-ID and CSeq for it
+(tests/sip/test_fastpath.py checks this on mutated responses); it never rejects anything.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+from .abnf import TOKEN_RE
+from .headers import canonical
+from .message import _PORT_RE, _REQUIRED, MAX_HEADERS
+
+__all__ = ["peek_response"]
+
+MAX_FAST: Final = 8192  # the parser's MAX_LINE: a datagram this short has no line longer
+_NAMES: Final = re.compile(rb"\n(" + TOKEN_RE.encode() + rb"):")
+_TOKEN = TOKEN_RE.replace("+", "")
+# our own Via shape (sip/options.py), then parameters none of which is another branch (the
+# parser's _VIA_OK would take the last one): a strict subset of _VIA_OK
+_VIA: Final = re.compile(
+    (rf" SIP/2\.0/(?:UDP|TCP|TLS|WS|WSS) [A-Za-z0-9.-]+(?::{_PORT_RE})?;branch=(z9hG4bK[0-9a-f]{{16}})"
+     rf"(?:;(?![Bb][Rr][Aa][Nn][Cc][Hh]=){_TOKEN}+(?:={_TOKEN}+)?)*").encode())
+_WANTED: Final = frozenset((*_REQUIRED, "content-length"))
+_LWS: Final = b" \t"  # `in`: also true for b"" (an empty value)
+
+
+class Shape(NamedTuple):
+    """Where a header-name sequence has what the fast path reads: line numbers (0: absent) and
+    where each value starts (after `Name: `)."""
+    via: int
+    via_at: int
+    call_id: int
+    call_id_at: int
+    cseq: int
+    cseq_at: int
+    clen: int
+    clen_line: bytes  # the one Content-Length line taken: `Name: 0`
+
+
+NOT_FAST: Final = Shape(0, 0, 0, 0, 0, 0, 0, b"")  # via == 0
+# header names as seen -> their Shape, or NOT_FAST. Responders send one or two shapes; bounded
+# all the same. (No identity sentinel: compiled by mypyc, a Final tuple is not one object.)
+_SHAPES: dict[tuple[bytes, ...], Shape] = {}
+_MAX_SHAPES: Final = 256
+
+
+def _shape(names: tuple[bytes, ...]) -> Shape:
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(names, 1):
+        low = canonical(raw.decode("ascii")).lower()
+        if low in _WANTED:
+            if low in seen:
+                return NOT_FAST  # a repeated Via, Content-Length ...: the parser decides
+            seen[low] = i
+    if len(names) > MAX_HEADERS or any(h not in seen for h in _REQUIRED):
+        return NOT_FAST
+    via, cid, cseq, clen = seen["via"], seen["call-id"], seen["cseq"], seen.get("content-length", 0)
+    return Shape(via, len(names[via - 1]) + 1, cid, len(names[cid - 1]) + 2, cseq, len(names[cseq - 1]) + 2,
+                 clen, names[clen - 1] + b": 0" if clen else b"")
+
+
+def _value(line: bytes, at: int) -> bytes | None:
+    """`line`'s value from `at`, after exactly one space; None if the parser would strip it."""
+    v = line[at:]
+    if line[at - 1:at] != b" " or v[:1] in _LWS or v[-1:] in _LWS:
+        return None
+    return v
+
+
+def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
+    """(status, branch, Call-ID, CSeq value as bytes) of a plain response, or None: parse it.
+    The CSeq is not read: the caller compares it with its own (and parses it only if unequal)."""
+    n = len(data)
+    lf = data.count(b"\n")
+    if (
+        n > MAX_FAST
+        or data[:8] != b"SIP/2.0 "
+        or data[11:12] != b" "
+        or not data.isascii()
+        or data.find(b"\r\n\r\n") != n - 4  # no body, and no empty line before the end
+        or data.count(b"\r\n") != lf  # LF only in CRLF (a bare CR is inside one line for both)
+    ):
+        return None
+    code = data[8:11]
+    if not code.isdigit() or not 100 <= (status := int(code)) <= 699:
+        return None
+    names = tuple(_NAMES.findall(data))
+    if len(names) != lf - 2:  # every line but the first and the last two: `token:`, no folding
+        return None
+    shape = _SHAPES.get(names)
+    if shape is None:
+        shape = _shape(names)
+        if len(_SHAPES) < _MAX_SHAPES:
+            _SHAPES[names] = shape
+    if not shape.via:
+        return None
+    lines = data.split(b"\r\n")
+    if shape.clen and lines[shape.clen] != shape.clen_line:
+        return None
+    m = _VIA.fullmatch(lines[shape.via], shape.via_at)  # from the space after the colon
+    call_id = _value(lines[shape.call_id], shape.call_id_at)
+    cseq = _value(lines[shape.cseq], shape.cseq_at)
+    if m is None or call_id is None or cseq is None:
+        return None
+    return status, m.group(1).decode("ascii"), call_id.decode("ascii"), cseq

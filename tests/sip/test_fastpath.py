@@ -1,0 +1,128 @@
+"""The response fast path (sip/fastpath.py) accepts only what the full parser accepts without
+defects, and reads the same status, branch, Call-ID and CSeq from it.
+
+Near-valid responses (header order, compact and lower-case names, extra headers, rport and
+received) must be taken by the fast path; mutated ones (a byte inserted, removed or replaced
+anywhere, from an alphabet of the characters the grammar cares about) may go either way, but
+whatever the fast path takes the parser must take the same way. Budget: fixed (derandomize).
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from sipqualify.sip.fastpath import peek_response
+from sipqualify.sip.message import Response, SipParseError, parse_message
+
+BUDGET = settings(max_examples=1500, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=[HealthCheck.too_slow])
+BRANCH = "z9hG4bK0fa0b5029f33dc02"
+CALL_ID = "4232c55db38c982d39878ac9cc386f63@10.0.0.1:5060"
+KAMAILIO = (
+    b"SIP/2.0 200 OK\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=" + BRANCH.encode() + b";rport=5060;received=127.0.0.1\r\n"
+    b'From: "asterisk" <sip:asterisk@10.0.0.1:5060>;tag=asd5c6bd4c\r\n'
+    b"To: <sip:10.0.0.1>;tag=2c9e3f1a\r\n"
+    b"Call-ID: " + CALL_ID.encode() + b"\r\n"
+    b"CSeq: 102 OPTIONS\r\n"
+    b"Server: kamailio (5.6.3 (x86_64/linux))\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def agrees(data: bytes) -> bool:
+    """True when the fast path took `data`; fails the test if the parser disagrees. The CSeq is
+    not checked by peek_response: its caller takes the answer only if it equals its own (the
+    engine: `102 OPTIONS`), which the parser then reads the same way."""
+    peek = peek_response(data)
+    if peek is None:
+        return False
+    try:
+        msg = parse_message(data)
+    except SipParseError as e:
+        if peek[3] != b"102 OPTIONS":
+            return False  # the engine would not take it: the parser's turn
+        raise AssertionError(f"fast path took what the parser rejects ({e.reason}): {data!r}") from e
+    assert isinstance(msg, Response)
+    assert not msg.defects, data
+    status, branch, call_id, cseq = peek
+    assert (status, branch, call_id) == (msg.status, msg.branch, msg.call_id), data
+    assert cseq.decode() == msg.headers.get("CSeq"), data
+    return True
+
+
+def test_kamailio_answer_is_read_from_its_bytes() -> None:
+    assert peek_response(KAMAILIO) == (200, BRANCH, CALL_ID, b"102 OPTIONS")
+    assert agrees(KAMAILIO)
+
+
+HEADERS = [
+    (b"Via", b"SIP/2.0/UDP 10.0.0.1:5060;branch=" + BRANCH.encode() + b";rport"),
+    (b"From", b"<sip:asterisk@10.0.0.1>;tag=as1"),
+    (b"To", b"<sip:10.0.0.1>;tag=x"),
+    (b"Call-ID", CALL_ID.encode()),
+    (b"CSeq", b"102 OPTIONS"),
+]
+COMPACT = {b"Via": b"v", b"From": b"f", b"To": b"t", b"Call-ID": b"i", b"CSeq": b"cseq"}
+
+
+@BUDGET
+@given(order=hs.permutations(range(5)), compact=hs.lists(hs.booleans(), min_size=5, max_size=5),
+       extra=hs.lists(hs.sampled_from([b"Server: x", b"Allow: OPTIONS, INVITE", b"Accept: application/sdp",
+                                       b"Content-Length: 0", b"l: 0", b"Supported: timer"]), max_size=3, unique=True),
+       status=hs.sampled_from([b"100 Trying", b"180 Ringing", b"200 OK", b"404 Not Found", b"486 Busy Here",
+                               b"503 Service Unavailable", b"699 X"]))
+def test_plain_shapes_take_the_fast_path(order: list[int], compact: list[bool], extra: list[bytes],
+                                         status: bytes) -> None:
+    lines = [b"SIP/2.0 " + status]
+    for i in order:
+        name, value = HEADERS[i]
+        lines.append((COMPACT[name] if compact[i] else name) + b": " + value)
+    if b"Content-Length: 0" in extra and b"l: 0" in extra:
+        extra.remove(b"l: 0")  # two Content-Lengths: the parser's business (tested below)
+    lines += extra
+    data = b"\r\n".join(lines) + b"\r\n\r\n"
+    assert agrees(data), data
+
+
+ALPHABET = [b" ", b"\t", b":", b";", b",", b"\r", b"\n", b"\r\n", b"\r\n ", b"0", b"9", b"a", b"B", b"=",
+            b"\xc2\xb2", b"\xef\xbc\x95", b"branch=z9hG4bK0fa0b5029f33dc03", b"Via: SIP/2.0/UDP x", b"v",
+            b"l: 5", b"Content-Length: 1", b"CSeq: 1 OPTIONS", b"\r\n\r\nbody", b"\x00", b"\x7f", b"SIP/2.0 "]
+
+
+@BUDGET
+@given(edits=hs.lists(hs.tuples(hs.integers(0, len(KAMAILIO)), hs.integers(0, 2), hs.sampled_from(ALPHABET)),
+                      min_size=1, max_size=3))
+def test_mutated_answers_never_taken_against_the_parser(edits: list[tuple[int, int, bytes]]) -> None:
+    data = KAMAILIO
+    for at, kind, text in edits:
+        at = min(at, len(data))
+        if kind == 0:
+            data = data[:at] + text + data[at:]
+        elif kind == 1:
+            data = data[:at] + data[at + 1:]
+        else:
+            data = data[:at] + text + data[at + len(text):]
+    agrees(data)
+
+
+def test_what_is_left_to_the_parser() -> None:
+    base = KAMAILIO
+    for bad in (
+        base.replace(b"Content-Length: 0", b"Content-Length: 4") + b"body",  # a body
+        base.replace(b"Via: ", b"Via:"),  # no space: the parser strips, we do not
+        base.replace(b"rport=5060", b"rport=5060,SIP/2.0/UDP 10.0.0.9"),  # two Vias in one line
+        base.replace(b"Server:", b"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKx\r\nServer:"),  # two Via lines
+        base.replace(b"CSeq: 102 OPTIONS\r\n", b""),  # a mandatory header missing: a defect
+        base.replace(b";rport", b";BRANCH=z9hG4bK1;rport"),  # the parser's branch would be the last
+        base.replace(b"Server: kamailio", b"Server: \xc2\xb2"),  # not ASCII
+        base.replace(b"\r\nServer", b"\r\n Server"),  # folding
+        b"\r\n" + base,  # leading CRLF
+        base.replace(b"200 OK", b"099 Early"),
+    ):
+        assert peek_response(bad) is None, bad
+        try:
+            parse_message(bad)
+        except SipParseError:
+            pass
