@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""`run --workers N` against Kamailio: answered/s and CPU per transaction with 1 worker
+(in-process, no worker at all) and with N worker processes (anchors-performance.md method).
+
+P peers, each `qualifyfreq=F` s, all pointing at one Kamailio answering OPTIONS with
+`sl_send_reply` (two children). For each worker count, a fresh daemon; after warm-up, for D
+seconds: answered/s (the merged engine counters of /api/v1/status), CPU = user + sys of the
+daemon and all its worker processes (from /proc), per answered transaction, the main process's
+share, and false states (peers not OK at the end although Kamailio answers in < 1 ms).
+
+    python bench/bench_workers.py --peers 20000 --duration 30 --workers 1 2   # docs/performance.md
+    python bench/bench_workers.py --short                                      # CI: < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, tree_cpu_seconds
+
+
+def api(base: str, token: str, path: str) -> Any:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float) -> None:
+    aport = free_port(socket.SOCK_STREAM)
+    state = tmp / f"state-{workers}"
+    daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf),
+                               "--api", f"127.0.0.1:{aport}", "--state-dir", str(state), "--log-level", "warning",
+                               "--workers", str(workers)],
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                              stderr=open(tmp / f"daemon-{workers}.log", "wb"))
+    try:
+        base, token = f"http://127.0.0.1:{aport}", ""
+        for _ in range(300):
+            time.sleep(0.1)
+            try:
+                token = (state / "api-token").read_text().strip()
+                api(base, token, "/healthz")
+                break
+            except OSError:
+                continue
+        time.sleep(warmup)
+        s0 = api(base, token, "/api/v1/status")["engine"]
+        c0, m0, t0 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        time.sleep(duration)
+        c1, m1, t1 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        s1 = api(base, token, "/api/v1/status")["engine"]
+        views = api(base, token, "/api/v1/peers")["peers"]
+        answered = s1["answered"] - s0["answered"]
+        cpu, main_cpu, span = c1 - c0, m1 - m0, t1 - t0
+        not_ok = [p["name"] for p in views if p["state"] != "OK"]
+        print(f"--workers {workers}: answered {answered / span:,.0f}/s, "
+              f"CPU {cpu / max(answered, 1) * 1e6:.1f} us per transaction (all processes, "
+              f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us), "
+              f"retransmissions {s1['retransmissions'] - s0['retransmissions']:,}, "
+              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, false states at end {len(not_ok)} {not_ok[:3]}",
+              flush=True)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    finally:
+        stop(daemon)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=20000)
+    ap.add_argument("--freq", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--warmup", type=float, default=8)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 8 s each, < 60 s in all")
+    args = ap.parse_args()
+    if args.short:
+        args.peers, args.duration, args.warmup = 2000, 8, 4
+    kam = kamailio_binary()
+    if kam is None:
+        print("bench_workers: kamailio not installed (apt-get install kamailio); skipped")
+        return 0 if not os.environ.get("CI") else 1
+    tmp = Path(tempfile.mkdtemp(prefix="sq-workers-"))
+    kamailio = None
+    try:
+        kport, sport = free_port(), free_port()
+        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
+        kamailio = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
+                                    stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
+        lines = ["[general]", f"udpbindaddr=127.0.0.1:{sport}", "qualifygap=100",
+                 f"qualifypeers={max(0, args.peers // (10 * args.freq) - 1)}", ""]
+        for i in range(args.peers):
+            lines += [f"[p{i:06d}]", "type=peer", "host=127.0.0.1", f"port={kport}", "qualify=yes",
+                      f"qualifyfreq={args.freq}", ""]
+        conf = tmp / "sip.conf"
+        conf.write_text("\n".join(lines))
+        print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
+              f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores", flush=True)
+        for n in args.workers:
+            run_one(tmp, conf, n, args.peers, args.warmup, args.duration)
+    finally:
+        if kamailio is not None:
+            stop(kamailio)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
