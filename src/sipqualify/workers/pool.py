@@ -28,8 +28,9 @@ from ..addr import Addr
 from ..driver import CoreDriver
 from ..model import GeneralConfig, ServiceConfig
 from ..qualify.engine import EngineStats
+from ..qualify.events import QualifyResult
 from .mirror import MirrorEngine
-from .wire import encode, read_message, restore, snapshot
+from .wire import encode, name_of, read_message, restore, snapshot
 
 log = logging.getLogger("sipqualify")
 
@@ -149,11 +150,15 @@ class WorkerPool:
             w.stats = stats
         engine, remote, i = self.engine, self.engine.remote, w.index
         for snap in snaps:
-            if remote.get(snap[0]) == i and (p := engine.peer(snap[0])) is not None:
+            name = name_of(snap)
+            if remote.get(name) == i and (p := engine.peer(name)) is not None:
                 restore(p, snap)
-        # a peer that changed hands (reload) may still report from its old worker: not any more
-        mine = [ev for ev in events if (name := getattr(ev, "peer", None)) is None or remote.get(name) == i]
-        self.core.dispatch_events(mine)
+        # results come as plain tuples (wire.py); a peer that changed hands (reload) may still
+        # report from its old worker: not any more
+        make = QualifyResult._make
+        mine = [make(ev) if type(ev) is tuple else ev for ev in events]
+        self.core.dispatch_events([ev for ev in mine if (owner := getattr(ev, "peer", None)) is None
+                                   or remote.get(owner) == i])
 
     def _send_partition(self, w: WorkerState) -> None:
         engine = self.engine

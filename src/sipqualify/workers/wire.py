@@ -10,7 +10,8 @@ main -> worker
     ("address", name, addr, transport)                      a peer's host name resolved elsewhere
     ("stop",)
 worker -> main
-    ("batch", [snapshot], [event], stats | None)            what a pump produced, one message per pump
+    ("batch", [snapshot], [event], stats | None)            what the worker's pumps produced in a few ms
+                                                            (a QualifyResult as a plain tuple)
     ("ready", pid, [local address])
 
 A snapshot is the tuple `snapshot(peer)` makes: what the surfaces read of a peer, so that the
@@ -22,44 +23,50 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
+from operator import attrgetter
 from typing import Any
 
 from ..qualify.engine import Peer
+from ..qualify.stats import LatencyStats
 
 HEADER = struct.Struct("!I")
 MAX_MESSAGE = 256 * 1024 * 1024
 
-# what the read side shows of a peer (views.py, readmodel.py, api/): copied from the worker's
-FIELDS = ("lastms", "rtt", "last_change", "last_qualify", "qualifies", "timeouts", "retransmissions",
+# what the read side shows of a peer (views.py, readmodel.py, api/): copied from the worker's.
+# `restore` spells the same fields out (tuple assignment is several times faster than setattr
+# in a loop); tests/workers/test_wire.py holds the two to each other.
+FIELDS = ("name", "lastms", "rtt", "last_change", "last_qualify", "qualifies", "timeouts", "retransmissions",
           "transitions", "transport_error")
 VERDICT_FIELDS = ("confirmed", "reason", "streak", "toward", "refused", "status", "flap")
 STATS_FIELDS = ("count", "avg", "m2", "est", "dev", "jitter", "last", "window", "polls", "reported")
+_peer, _verdict, _stats = attrgetter(*FIELDS), attrgetter(*VERDICT_FIELDS), attrgetter(*STATS_FIELDS)
 
 Snapshot = tuple[Any, ...]
 
 
 def snapshot(p: Peer) -> Snapshot:
-    v, s = p.verdict, p.stats
-    return (p.name, *(getattr(p, f) for f in FIELDS), tuple(getattr(v, f) for f in VERDICT_FIELDS),
-            tuple(getattr(s, f) for f in STATS_FIELDS) if s is not None else None)
+    s = p.stats
+    return _peer(p), _verdict(p.verdict), _stats(s) if s is not None else None
 
 
 def restore(p: Peer, snap: Snapshot) -> None:
     """Make `p` show what `snap` (taken of the same peer elsewhere) holds."""
-    from ..qualify.stats import LatencyStats
-
-    for f, value in zip(FIELDS, snap[1:], strict=False):
-        setattr(p, f, value)
-    verdict, stats = snap[1 + len(FIELDS)], snap[2 + len(FIELDS)]
-    for f, value in zip(VERDICT_FIELDS, verdict, strict=True):
-        setattr(p.verdict, f, value)
+    fields, verdict, stats = snap
+    (_, p.lastms, p.rtt, p.last_change, p.last_qualify, p.qualifies, p.timeouts, p.retransmissions, p.transitions,
+     p.transport_error) = fields
+    v = p.verdict
+    v.confirmed, v.reason, v.streak, v.toward, v.refused, v.status, v.flap = verdict
     if stats is None:
         p.stats = None
         return
-    s = p.stats if p.stats is not None else LatencyStats()
-    for f, value in zip(STATS_FIELDS, stats, strict=True):
-        setattr(s, f, value)
-    p.stats = s
+    s = p.stats
+    if s is None:
+        s = p.stats = LatencyStats()
+    s.count, s.avg, s.m2, s.est, s.dev, s.jitter, s.last, s.window, s.polls, s.reported = stats
+
+
+def name_of(snap: Snapshot) -> str:
+    return str(snap[0][0])
 
 
 def encode(msg: tuple[Any, ...]) -> bytes:

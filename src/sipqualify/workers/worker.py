@@ -25,7 +25,7 @@ from ..addr import Addr
 from ..model import GeneralConfig, PeerConfig, ServiceConfig
 from ..net.sockets import SipSockets
 from ..qualify.engine import QualifyEngine
-from ..qualify.events import Event
+from ..qualify.events import Event, QualifyResult
 from ..qualify.inbound import UDP
 from .wire import Snapshot, encode, read_message, restore, snapshot
 
@@ -59,7 +59,7 @@ class Worker:
         self.engine: QualifyEngine | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._events: list[Event] = []
+        self._events: list[Event | tuple[object, ...]] = []
         self._touched: dict[str, None] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._stats_at = 0.0
@@ -137,6 +137,10 @@ class Worker:
             send(data, dest)
         events, touched = self._events, self._touched
         while (ev := eng.next_event()) is not None:
+            if type(ev) is QualifyResult:  # the most frequent: a plain tuple pickles 9x faster
+                events.append(tuple(ev))
+                touched[ev.peer] = None
+                continue
             events.append(ev)
             name = getattr(ev, "peer", None)
             if name is not None:
