@@ -65,11 +65,14 @@ def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, dura
         answered = s1["answered"] - s0["answered"]
         cpu, main_cpu, span = c1 - c0, m1 - m0, t1 - t0
         not_ok = [p["name"] for p in views if p["state"] != "OK"]
+        rtts = sorted(p["rtt_ms"] for p in views if p.get("rtt_ms") is not None)
+        p50, p99 = (rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)]) if rtts else (0.0, 0.0)
         print(f"--workers {workers}: answered {answered / span:,.0f}/s, "
               f"CPU {cpu / max(answered, 1) * 1e6:.1f} us per transaction (all processes, "
               f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us), "
               f"retransmissions {s1['retransmissions'] - s0['retransmissions']:,}, "
-              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, false states at end {len(not_ok)} {not_ok[:3]}",
+              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, last RTT p50/p99 {p50:.2f}/{p99:.2f} ms, "
+              f"false states at end {len(not_ok)} {not_ok[:3]}",
               flush=True)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -91,6 +92,7 @@ class Worker:
     def load(self, g: GeneralConfig, entries: list[Entry]) -> None:
         assert self.engine is not None
         snaps = {cfg.name: snap for cfg, _, _, snap in entries if snap is not None}
+        gc.collect()  # as the main process does (service.py _load, _settle_gc): no long pause later
         summary = self.engine.load([e[0] for e in entries], self.clock(), general=g,
                                    addresses={cfg.name: addr for cfg, addr, _, _ in entries},
                                    destinations={cfg.name: dest for cfg, _, dest, _ in entries})
@@ -98,6 +100,8 @@ class Worker:
             p = self.engine.peer(name)
             if p is not None and name in snaps:
                 restore(p, snaps[name])
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         log.info("worker %d: %d peers (%d new, %d dropped)", self.index, len(self.engine), len(summary.added),
                  len(summary.removed))
         self.pump()
