@@ -172,6 +172,12 @@ async def test_two_workers_merged_view_kill9_and_sigterm(tmp_path: Path) -> None
                     got[n]["qualifies"] >= before[n]["qualifies"] + 2 for n in names if n != victim)
 
             await until(qualified_again, 30, "every peer qualified twice after the restart")
+            async with http.get(f"{base}/api/v1/status", headers={"Authorization": f"Bearer {token}"}) as r:
+                status = await r.json()
+            ws = status["workers"]
+            assert [w["index"] for w in ws] == [0, 1] and sum(w["peers"] for w in ws) == PEERS
+            assert [w["restarts"] for w in ws] == [1 if w["pid"] not in workers else 0 for w in ws]
+            assert sum(w["restarts"] for w in ws) == 1 and killed not in [w["pid"] for w in ws]
             final = await peers()
             assert final is not None
             assert {n: p["state"] for n, p in final.items() if p["state"] != "OK"} == {victim: "UNREACHABLE"}

@@ -36,6 +36,14 @@ class Forwarder(Protocol):
     def qualify(self, worker: int, name: str) -> None: ...
     def address(self, worker: int, name: str, addr: Addr, transport: str | None) -> None: ...
     def worker_stats(self) -> Iterable[EngineStats]: ...
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+
+def workers_status(engine: QualifyEngine) -> list[dict[str, Any]] | None:
+    """`workers` of /api/v1/status: one object per worker process; None without workers."""
+    if isinstance(engine, MirrorEngine) and engine.pool is not None:
+        return engine.pool.snapshot()
+    return None
 
 
 class MirrorEngine(QualifyEngine):
