@@ -41,3 +41,30 @@ def test_partition_keeps_order() -> None:
     parts = partition(NAMES[:100], 3)
     for part in parts:
         assert part == sorted(part, key=NAMES.index)
+
+
+def test_workers_pace_together_as_one_process() -> None:
+    """pool.worker_general: N workers' start-up staggers interleave into the one-process grid,
+    and the rate caps are shared out."""
+    from collections import Counter
+
+    from sipqualify.model import GeneralConfig
+    from sipqualify.qualify.engine import stagger_offsets_ms
+    from sipqualify.workers.pool import worker_general
+
+    g = GeneralConfig(qualifygap_ms=100, qualifypeers=10, max_rate=1001, max_rate_per_destination=50)
+    one = Counter(stagger_offsets_ms(1000, g.qualifygap_ms, g.qualifypeers))
+    for n in (2, 4):
+        wg = worker_general(g, n)
+        assert (wg.max_rate, wg.max_rate_per_destination) == (-(-1001 // n), -(-50 // n))
+        union: Counter[int] = Counter()
+        for k in range(n):
+            offset = k * g.qualifygap_ms  # what the pool sends each worker
+            union.update(off + offset for off in stagger_offsets_ms(1000 // n, wg.qualifygap_ms, wg.qualifypeers))
+        # the same burst size at every instant, and the same spread (chan_sip's off-by-one in
+        # each worker's first group aside: within n gaps)
+        assert max(union.values()) <= max(one.values())
+        assert sum(union.values()) == sum(one.values())
+        assert abs(max(union) - max(one)) <= n * g.qualifygap_ms
+    assert worker_general(g, 1) is g
+    assert worker_general(GeneralConfig(max_rate=0), 2).max_rate == 0

@@ -16,6 +16,7 @@ qualifying the static peers rendezvous hashing gives it (workers/hrw.py), superv
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -48,6 +49,22 @@ class WorkerState:
     restarts: int = 0
     batches: int = 0
     proc: asyncio.subprocess.Process | None = None
+
+
+def worker_general(g: GeneralConfig, workers: int) -> GeneralConfig:
+    """A worker's share of the global pacing: together the N workers poke as one process would.
+
+    The start-up stagger (`qualifypeers` every `qualifygap`) becomes `qualifypeers` every N
+    gaps per worker, worker k starting k gaps later, so the union is the same grid; the rate caps
+    (`max_rate`, `max_rate_per_destination`: HRW spreads a destination's peers evenly) are
+    divided between them. Measured without this: both workers' first rounds in the same half
+    of the stagger, twice the burst at the responder, which dropped them (docs/performance.md)."""
+    if workers <= 1:
+        return g
+    return dataclasses.replace(
+        g, qualifygap_ms=g.qualifygap_ms * workers,
+        max_rate=-(-g.max_rate // workers) if g.max_rate else 0,
+        max_rate_per_destination=-(-g.max_rate_per_destination // workers) if g.max_rate_per_destination else 0)
 
 
 class WorkerPool:
@@ -167,7 +184,8 @@ class WorkerPool:
             p = engine.peer(name)
             if owner == w.index and p is not None:
                 entries.append((p.cfg, p.addr, p.dest, snapshot(p)))
-        self._send(w, ("load", self.general, entries))
+        g = worker_general(self.general, self.workers)
+        self._send(w, ("load", g, entries, w.index * self.general.qualifygap_ms / 1000.0))
 
     def _send(self, w: WorkerState, msg: tuple[Any, ...]) -> None:
         if w.writer is not None and not w.writer.is_closing():

@@ -5,7 +5,7 @@ never reachable from outside), which is what makes pickle acceptable here.
 Messages are tuples whose first item names them:
 
 main -> worker
-    ("load", general, [(cfg, addr, dest, restored)], now)   the worker's partition (start, reload, restart)
+    ("load", general, [(cfg, addr, dest, view)], offset)    the worker's partition (start, reload, restart)
     ("qualify", name)                                       qualify now (CLI, AMI, API)
     ("address", name, addr, transport)                      a peer's host name resolved elsewhere
     ("stop",)

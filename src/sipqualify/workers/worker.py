@@ -89,11 +89,13 @@ class Worker:
 
     # ------------------------------------------------------------------ commands
 
-    def load(self, g: GeneralConfig, entries: list[Entry]) -> None:
+    def load(self, g: GeneralConfig, entries: list[Entry], offset: float = 0.0) -> None:
+        """The partition (start, reload, restart). `g` is this worker's share of the pacing and
+        `offset` where its first pokes start on the common stagger grid (pool.worker_general)."""
         assert self.engine is not None
         snaps = {cfg.name: snap for cfg, _, _, snap in entries if snap is not None}
         gc.collect()  # as the main process does (service.py _load, _settle_gc): no long pause later
-        summary = self.engine.load([e[0] for e in entries], self.clock(), general=g,
+        summary = self.engine.load([e[0] for e in entries], self.clock() + offset, general=g,
                                    addresses={cfg.name: addr for cfg, addr, _, _ in entries},
                                    destinations={cfg.name: dest for cfg, _, dest, _ in entries})
         for name in summary.added:  # a peer new to this worker resumes from the main process's view
@@ -112,7 +114,7 @@ class Worker:
         eng = self.engine
         assert eng is not None
         if kind == "load":
-            self.load(msg[1], msg[2])
+            self.load(msg[1], msg[2], msg[3])
         elif kind == "qualify":
             eng.qualify(msg[1], self.clock())
             self.pump()
