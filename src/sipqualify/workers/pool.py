@@ -115,7 +115,8 @@ class WorkerPool:
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         w.proc, w.pid, w.writer = proc, proc.pid, writer
         self._send(w, ("start", self.binds, self.general, self.service))
-        self._send_partition(w)
+        if len(self.engine):  # else the first load sends it
+            self._send_partition(w)
         return proc, reader
 
     async def _supervise(self, w: WorkerState) -> None:

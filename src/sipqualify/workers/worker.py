@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from ..addr import Addr
+from ..logformat import set_format, setup
 from ..model import GeneralConfig, PeerConfig, ServiceConfig
 from ..net.sockets import SipSockets
 from ..qualify.engine import QualifyEngine
@@ -209,6 +210,7 @@ async def serve(fd: int, index: int) -> int:
     first = await read_message(reader)
     if first is None or first[0] != "start":
         return 1
+    set_format(first[3].log_format)
     worker = Worker(writer, index)
     try:
         await worker.start(first[1], first[2], first[3])
@@ -234,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     level = args[3] if len(args) > 3 else "info"
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the main process stops us
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format=f"%(asctime)s worker {index} %(levelname)s %(message)s", stream=sys.stderr)
+    setup(level)  # the main process's plain format until the service config names another
     return asyncio.run(serve(fd, index))
 
 
