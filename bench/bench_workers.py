@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, tree_cpu_seconds
+from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop, tree_cpu_seconds
 
 
 def api(base: str, token: str, path: str) -> Any:
@@ -139,16 +139,8 @@ def main() -> int:
     kamailio = None
     try:
         kport, sport = free_port(), free_port()
-        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
-        kamailio = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
-                                    stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
-        lines = ["[general]", f"udpbindaddr=127.0.0.1:{sport}", "qualifygap=100",
-                 f"qualifypeers={max(0, args.peers // (10 * args.freq) - 1)}", ""]
-        for i in range(args.peers):
-            lines += [f"[p{i:06d}]", "type=peer", "host=127.0.0.1", f"port={kport}", "qualify=yes",
-                      f"qualifyfreq={args.freq}", ""]
-        conf = tmp / "sip.conf"
-        conf.write_text("\n".join(lines))
+        kamailio = start_kamailio(kam, tmp, kport)
+        conf = peers_conf(tmp / "sip.conf", sport, kport, args.peers, args.freq)
         print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
               f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores", flush=True)
         for n in args.workers:
