@@ -155,6 +155,8 @@ async def test_two_workers_merged_view_kill9_and_sigterm(tmp_path: Path) -> None
             assert [(e["peer"], e["peer_status"]) for e in seen] == [(victim, "Unreachable")]
 
             # kill -9 one worker: restarted, its peers keep being qualified, no false transition
+            async with http.get(f"{base}/api/v1/status", headers={"Authorization": f"Bearer {token}"}) as r:
+                answered_before = (await r.json())["engine"]["answered"]
             killed = sorted(workers)[0]
             os.kill(killed, signal.SIGKILL)
 
@@ -175,6 +177,8 @@ async def test_two_workers_merged_view_kill9_and_sigterm(tmp_path: Path) -> None
             async with http.get(f"{base}/api/v1/status", headers={"Authorization": f"Bearer {token}"}) as r:
                 status = await r.json()
             ws = status["workers"]
+            # the killed worker's counters are kept: the merged counters never go down
+            assert status["engine"]["answered"] >= answered_before + 2 * (PEERS - 1)
             assert [w["index"] for w in ws] == [0, 1] and sum(w["peers"] for w in ws) == PEERS
             assert [w["restarts"] for w in ws] == [1 if w["pid"] not in workers else 0 for w in ws]
             assert sum(w["restarts"] for w in ws) == 1 and killed not in [w["pid"] for w in ws]

@@ -99,10 +99,16 @@ class MirrorEngine(QualifyEngine):
             return own
         merged = dataclasses.replace(own, responses_by_class=dict(own.responses_by_class))
         for s in self.pool.worker_stats():
-            for f in dataclasses.fields(EngineStats):
-                if f.name == "responses_by_class":
-                    for k, v in s.responses_by_class.items():
-                        merged.responses_by_class[k] = merged.responses_by_class.get(k, 0) + v
-                else:
-                    setattr(merged, f.name, getattr(merged, f.name) + getattr(s, f.name))
+            add_stats(merged, s)
         return merged
+
+
+def add_stats(into: EngineStats, s: EngineStats) -> EngineStats:
+    """`into` += `s`, counter by counter."""
+    for f in dataclasses.fields(EngineStats):
+        if f.name == "responses_by_class":
+            for k, v in s.responses_by_class.items():
+                into.responses_by_class[k] = into.responses_by_class.get(k, 0) + v
+        else:
+            setattr(into, f.name, getattr(into, f.name) + getattr(s, f.name))
+    return into

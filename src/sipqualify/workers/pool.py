@@ -30,7 +30,7 @@ from ..driver import CoreDriver
 from ..model import GeneralConfig, ServiceConfig
 from ..qualify.engine import EngineStats
 from ..qualify.events import QualifyResult
-from .mirror import MirrorEngine
+from .mirror import MirrorEngine, add_stats
 from .wire import encode, name_of, read_message, restore, snapshot
 
 log = logging.getLogger("sipqualify")
@@ -45,7 +45,8 @@ class WorkerState:
     writer: asyncio.StreamWriter | None = None
     pid: int | None = None
     locals: list[Addr] = field(default_factory=list)
-    stats: EngineStats | None = None
+    stats: EngineStats | None = None  # the running process's counters, as last reported
+    retired: EngineStats = field(default_factory=EngineStats)  # those of its earlier processes
     restarts: int = 0
     batches: int = 0
     proc: asyncio.subprocess.Process | None = None
@@ -96,7 +97,12 @@ class WorkerPool:
         self._send(self.state[worker], ("address", name, addr, transport))
 
     def worker_stats(self) -> Iterable[EngineStats]:
-        return [w.stats for w in self.state if w.stats is not None]
+        """Each worker's counters over all its processes: a restart never makes a counter go down."""
+        out = []
+        for w in self.state:
+            total = dataclasses.replace(w.retired, responses_by_class=dict(w.retired.responses_by_class))
+            out.append(add_stats(total, w.stats) if w.stats is not None else total)
+        return out
 
     # ------------------------------------------------------------------ supervision
 
@@ -144,6 +150,9 @@ class WorkerPool:
                 proc.kill()
             code = await proc.wait()
             w.restarts += 1
+            if w.stats is not None:  # its counters carry on from where they were
+                add_stats(w.retired, w.stats)
+                w.stats = None
             if asyncio.get_running_loop().time() - started > 60:
                 backoff = 0.25
             log.error("worker %d (pid %d) exited (%s): restarting it in %.2f s; its peers resume from the "
