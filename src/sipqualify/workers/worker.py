@@ -35,6 +35,12 @@ log = logging.getLogger("sipqualify")
 
 PR_SET_PDEATHSIG = 1
 FLUSH_S = 0.005  # results wait at most this long for others to share their message
+# Back-pressure: while this much is written to the main process and not yet read, no new
+# timer work starts (pokes wait, as they do in one process whose loop is behind): a worker
+# never runs ahead of the view it feeds, and an overloaded node stretches its schedule
+# rather than piling up results nobody has recorded yet.
+BACKLOG_BYTES = 256 * 1024
+BACKLOG_RETRY_S = 0.005
 STATS_S = 0.5  # engine counters go to the main process this often
 Entry = tuple[PeerConfig, Addr | None, Addr | None, Snapshot | None]  # (config, address, destination, view)
 TIMER_BATCH = 4  # as driver.CoreDriver.TIMER_BATCH: each batch of pokes gets a fresh timestamp
@@ -65,6 +71,7 @@ class Worker:
         self._touched: dict[str, None] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._stats_at = 0.0
+        self.held = 0  # timer turns held back because the main process had not read our results
 
     async def start(self, binds: list[Addr], g: GeneralConfig, svc: ServiceConfig) -> None:
         # UDP only, on ports of its own: TCP/TLS/WS peers and the registrar stay in the main process
@@ -165,6 +172,11 @@ class Worker:
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
         assert self.engine is not None
+        if self.writer.transport.get_write_buffer_size() > BACKLOG_BYTES:
+            self.held += 1
+            self._timer_at = self.clock() + BACKLOG_RETRY_S  # re-armed by the next pump if earlier work comes
+            self._timer = self.loop.call_later(BACKLOG_RETRY_S, self._on_timer)
+            return
         self.engine.handle_timer(self.clock(), limit=TIMER_BATCH)
         self.pump()
 
