@@ -38,7 +38,17 @@ def api(base: str, token: str, path: str) -> Any:
         return json.loads(r.read())
 
 
-def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float) -> None:
+def udp_drops(port: int) -> int:
+    """The kernel's drop count of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp): answers
+    the responder never saw, so not-OK peers that are not false states."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port:
+            return int(f[-1])
+    return 0
+
+
+def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float, kport: int) -> None:
     aport = free_port(socket.SOCK_STREAM)
     state = tmp / f"state-{workers}"
     daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf),
@@ -67,8 +77,10 @@ def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, dura
         time.sleep(warmup)
         s0 = api(base, token, "/api/v1/status")["engine"]
         c0, m0, t0 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        d0 = udp_drops(kport)
         time.sleep(duration)
         c1, m1, t1 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        drops = udp_drops(kport) - d0
         s1 = api(base, token, "/api/v1/status")["engine"]
         views = api(base, token, "/api/v1/peers")["peers"]
         answered = s1["answered"] - s0["answered"]
@@ -81,7 +93,8 @@ def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, dura
               f"CPU {cpu / max(answered, 1) * 1e6:.1f} us per transaction (all processes, "
               f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us), "
               f"retransmissions {s1['retransmissions'] - s0['retransmissions']:,}, "
-              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, last RTT p50/p99 {p50:.2f}/{p99:.2f} ms, "
+              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, requests the responder's socket dropped {drops:,}, "
+              f"last RTT p50/p99 {p50:.2f}/{p99:.2f} ms, "
               f"false states at end {len(not_ok)} {not_ok[:3]}",
               flush=True)
         daemon.send_signal(signal.SIGTERM)
@@ -144,7 +157,7 @@ def main() -> int:
         print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
               f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores", flush=True)
         for n in args.workers:
-            run_one(tmp, conf, n, args.peers, args.warmup, args.duration)
+            run_one(tmp, conf, n, args.peers, args.warmup, args.duration, kport)
     finally:
         if kamailio is not None:
             stop(kamailio)
