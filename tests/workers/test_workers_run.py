@@ -209,3 +209,24 @@ async def _two(pids: set[int]) -> set[int] | None:
 
 async def _gone(pid: int) -> bool:
     return not alive(pid)
+
+
+async def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
+    """kill -9 of the main process: no worker is left behind (PR_SET_PDEATHSIG, the pipe's end)."""
+    conf = tmp_path / "sip.conf"
+    conf.write_text("\n".join(["[general]", f"udpbindaddr=127.0.0.1:{free_port()}", "",
+                               "[a]", "type=peer", "host=127.0.0.1", "port=9", "qualify=yes", ""]))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api", f"127.0.0.1:{free_port()}",
+        "--state-dir", str(tmp_path / "state"), "--workers", "2", "--log-level", "warning",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        workers = await until(lambda: _two(children(proc.pid)), 30, "two worker processes")
+        proc.kill()
+        await proc.wait()
+        for pid in workers:
+            await until(lambda p=pid: _gone(p), 10, f"worker {pid} gone")  # type: ignore[misc]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
