@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import pickle
 import socket
 import sys
 from collections.abc import Iterable
@@ -138,9 +139,12 @@ class WorkerPool:
             started = asyncio.get_running_loop().time()
             try:
                 while (msg := await read_message(reader)) is not None:
-                    self._handle(w, msg)
-            except (ValueError, EOFError, ImportError, AttributeError) as e:  # a broken message: restart it
-                log.error("worker %d: bad message (%s): restarting it", w.index, e)
+                    try:
+                        self._handle(w, msg)
+                    except Exception:  # one batch's bug must not stop the others (as the engine's timers)
+                        log.exception("worker %d: internal error applying its results", w.index)
+            except (ValueError, EOFError, ImportError, AttributeError, pickle.UnpicklingError) as e:
+                log.error("worker %d: bad message (%s): restarting it", w.index, e)  # a broken pipe: restart it
             if w.writer is not None:
                 w.writer.close()
                 w.writer = None
