@@ -51,6 +51,7 @@ class WorkerState:
     restarts: int = 0
     batches: int = 0
     proc: asyncio.subprocess.Process | None = None
+    pending: list[tuple[Any, ...]] = field(default_factory=list)  # commands given while it was down
 
 
 def worker_general(g: GeneralConfig, workers: int) -> GeneralConfig:
@@ -92,10 +93,17 @@ class WorkerPool:
             self._send_partition(w)
 
     def qualify(self, worker: int, name: str) -> None:
-        self._send(self.state[worker], ("qualify", name))
+        self._command(self.state[worker], ("qualify", name))
 
     def address(self, worker: int, name: str, addr: Addr, transport: str | None) -> None:
-        self._send(self.state[worker], ("address", name, addr, transport))
+        self._command(self.state[worker], ("address", name, addr, transport))
+
+    def _command(self, w: WorkerState, msg: tuple[Any, ...]) -> None:
+        """A command for the worker now, or, while it is being restarted, right after its partition."""
+        if w.writer is None or w.writer.is_closing():
+            w.pending.append(msg)
+        else:
+            self._send(w, msg)
 
     def worker_stats(self) -> Iterable[EngineStats]:
         """Each worker's counters over all its processes: a restart never makes a counter go down."""
@@ -120,11 +128,19 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        w.proc, w.pid, w.writer = proc, proc.pid, writer
+        w.proc = proc
+        self._attach(w, proc.pid, writer)
+        return proc, reader
+
+    def _attach(self, w: WorkerState, pid: int, writer: asyncio.StreamWriter) -> None:
+        """A new worker process: its sockets, its partition, then what was asked while it was down."""
+        w.pid, w.writer = pid, writer
         self._send(w, ("start", self.binds, self.general, self.service))
         if len(self.engine):  # else the first load sends it
             self._send_partition(w)
-        return proc, reader
+        for msg in w.pending:
+            self._send(w, msg)
+        w.pending.clear()
 
     async def _supervise(self, w: WorkerState) -> None:
         backoff = 0.25
