@@ -87,10 +87,7 @@ async def test_two_workers_merged_view_kill9_and_sigterm(tmp_path: Path) -> None
     conf.write_text("\n".join(lines))
     api_port = free_port()
     state = tmp_path / "state"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api", f"127.0.0.1:{api_port}",
-        "--state-dir", str(state), "--workers", "2", "--log-level", "warning",
-        stdout=asyncio.subprocess.DEVNULL, stderr=(tmp_path / "daemon.log").open("w"))
+    proc = await daemon(conf, api_port, state, tmp_path / "daemon.log")
     base = f"http://127.0.0.1:{api_port}"
     client = ["-c", str(conf), "--api", f"127.0.0.1:{api_port}", "--state-dir", str(state)]
     try:
@@ -193,14 +190,26 @@ async def test_two_workers_merged_view_kill9_and_sigterm(tmp_path: Path) -> None
         everyone = children(proc.pid)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-        for pid in everyone:
-            await until(lambda p=pid: _gone(p), 10, f"worker {pid} gone")  # type: ignore[misc]
+        await all_gone(everyone)
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
         for t in transports:
             t.close()
+
+
+async def daemon(conf: Path, api_port: int, state: Path, log: Path) -> asyncio.subprocess.Process:
+    """`sipqualify run --workers 2`, its stderr to `log`."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api", f"127.0.0.1:{api_port}",
+        "--state-dir", str(state), "--workers", "2", "--log-level", "warning",
+        stdout=asyncio.subprocess.DEVNULL, stderr=log.open("w"))
+
+
+async def all_gone(pids: set[int]) -> None:
+    for pid in pids:
+        await until(lambda p=pid: _gone(p), 10, f"worker {pid} gone")  # type: ignore[misc]
 
 
 async def _two(pids: set[int]) -> set[int] | None:
@@ -216,16 +225,12 @@ async def test_workers_die_with_a_killed_main_process(tmp_path: Path) -> None:
     conf = tmp_path / "sip.conf"
     conf.write_text("\n".join(["[general]", f"udpbindaddr=127.0.0.1:{free_port()}", "",
                                "[a]", "type=peer", "host=127.0.0.1", "port=9", "qualify=yes", ""]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf), "--api", f"127.0.0.1:{free_port()}",
-        "--state-dir", str(tmp_path / "state"), "--workers", "2", "--log-level", "warning",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await daemon(conf, free_port(), tmp_path / "state", tmp_path / "daemon.log")
     try:
         workers = await until(lambda: _two(children(proc.pid)), 30, "two worker processes")
         proc.kill()
         await proc.wait()
-        for pid in workers:
-            await until(lambda p=pid: _gone(p), 10, f"worker {pid} gone")  # type: ignore[misc]
+        await all_gone(workers)
     finally:
         if proc.returncode is None:
             proc.kill()
