@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop
+from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop
 
 
 def api(base: str, token: str, path: str) -> object:
@@ -56,16 +56,8 @@ def main() -> int:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         kport, sport, aport = free_port(), free_port(), free_port(socket.SOCK_STREAM)
-        (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
-        procs.append(subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
-                                      stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb")))
-        lines = ["[general]", f"udpbindaddr=127.0.0.1:{sport}", "qualifygap=100",
-                 f"qualifypeers={max(0, args.peers // (10 * args.freq) - 1)}", ""]
-        for i in range(args.peers):
-            lines += [f"[p{i:06d}]", "type=peer", "host=127.0.0.1", f"port={kport}", "qualify=yes",
-                      f"qualifyfreq={args.freq}", f"fromuser=p{i:06d}", ""]
-        conf = tmp / "sip.conf"
-        conf.write_text("\n".join(lines))
+        procs.append(start_kamailio(kam, tmp, kport))
+        conf = peers_conf(tmp / "sip.conf", sport, kport, args.peers, args.freq, fromuser=True)
         tshark = shutil.which("tshark") if not args.no_tshark else None
         pcap = tmp / "cap.pcap"
         if tshark:

@@ -83,3 +83,22 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 5) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def start_kamailio(kam: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    """The reference responder (KAMAILIO_CFG, two children) on 127.0.0.1:`port`, logging to tmp/kam.log."""
+    (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=port, rundir=tmp, fork="yes", children=2))
+    return subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
+
+
+def peers_conf(path: Path, sip_port: int, kport: int, peers: int, freq: int, *, fromuser: bool = False) -> Path:
+    """A sip.conf of `peers` peers all at Kamailio's `kport`, each `qualifyfreq=freq`, the start-up
+    stagger spread over 1 s (`fromuser`: each peer its own From user, to match the wire)."""
+    lines = ["[general]", f"udpbindaddr=127.0.0.1:{sip_port}", "qualifygap=100",
+             f"qualifypeers={max(0, peers // (10 * freq) - 1)}", ""]
+    for i in range(peers):
+        lines += [f"[p{i:06d}]", "type=peer", "host=127.0.0.1", f"port={kport}", "qualify=yes",
+                  f"qualifyfreq={freq}", *([f"fromuser=p{i:06d}"] if fromuser else []), ""]
+    path.write_text("\n".join(lines))
+    return path

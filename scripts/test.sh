@@ -12,6 +12,8 @@ python3 bench/bench_engine.py --peers 20000 --duration 120
 python3 bench/bench_million.py --short
 python3 bench/bench_store.py --peers 20000 --samples 50000 --duration 3 --rate 5000
 python3 bench/bench_e2e.py --short
+python3 bench/bench_workers.py --short
+python3 bench/bench_reuseport.py --sockets 2 --responders 1000
 python3 bench/bench_integration.py --peers 5000 --clients 20 --duration 15 --flaky-pct 10 --warmup 12
 python3 bench/bench_register.py --users 1000 --rate 500 --sources 10
 python3 bench/bench_flood.py --short

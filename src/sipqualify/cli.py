@@ -24,6 +24,7 @@ from . import __version__
 from .addr import split_hostport
 from .compat import escape_controls
 from .model import DEFAULT_API_HOST, DEFAULT_API_PORT, ConfigError
+from .workers import DEFAULT_WORKERS
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -45,6 +46,17 @@ def _die(message: str, code: int = EXIT_FAIL, bare: bool = False) -> NoReturn:
     # the daemon's words may quote a peer's
     print(escape_controls(message) if bare else f"sipqualify: {escape_controls(message)}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def _workers(text: str) -> int:
+    """`run --workers N`: 1 to 256 worker processes."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if not 1 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"--workers must be between 1 and 256, not {n}")
+    return n
 
 
 def parse_hostport(text: str, default_port: int = DEFAULT_API_PORT) -> tuple[str, int]:
@@ -443,7 +455,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         svc = Service(ServiceOptions(args.config, api_host, api_port, args.state_dir,
-                                     manager_conf=args.manager_conf))
+                                     manager_conf=args.manager_conf, workers=args.workers, log_level=args.log_level))
         try:
             await svc.start()
         except ConfigError as e:
@@ -538,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("plain", "asterisk", "json"),
                    help="log lines as plain (default), asterisk (chan_sip's NOTICE[tid] chan_sip.c: ...) "
                         "or json (one object a line); default: the TOML's [service] log_format")
+    p.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS, metavar="N",
+                   help=f"qualify static peers in N worker processes (default {DEFAULT_WORKERS}: "
+                        "all in this one); README \"Workers\"")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="built-in endpoints on loopback and a daemon watching them")

@@ -215,6 +215,11 @@ class CoreDriver:
             self.engine.inbound.commit_done(ev.token, error, self.clock())
             self.pump()  # the answer, and the poke that follows a REGISTER, go out now
 
+    def dispatch_events(self, events: list[Event]) -> None:
+        """Events of an engine in another process (workers/pool.py), handled as this one's."""
+        for ev in events:
+            self._dispatch(ev)
+
     def _dispatch(self, ev: Event) -> None:
         recorder = self.recorder
         assert recorder is not None and self.engine is not None

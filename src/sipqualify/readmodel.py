@@ -28,6 +28,7 @@ from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
 from .sip.uri import format_host
 from .views import PeerView, display_bytes, silence_fields
+from .workers.mirror import workers_status
 
 if TYPE_CHECKING:
     import asyncio
@@ -470,6 +471,7 @@ class ShellReadModel:
             "wss": shell.sockets.wss_snapshot(),
             "registrar": self.registrar_stats(),
             "process": process_usage(),
+            "workers": workers_status(eng),
         }
 
     def registrations(self) -> list[Json]:

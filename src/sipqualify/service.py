@@ -44,12 +44,14 @@ from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 from .store.silences import SilenceBook
 from .store.statedir import default_state_dir, ensure_token
+from .workers import DEFAULT_WORKERS
 
 if TYPE_CHECKING:
     from .api.ami import AmiServer
     from .api.events import EventHub
     from .net.tcp import TcpServer
     from .store.bindings import BindingStore
+    from .workers.pool import WorkerPool
 
 __all__ = ["Counters", "Service", "ServiceOptions", "default_state_dir", "ensure_token"]
 
@@ -65,6 +67,8 @@ class ServiceOptions:
     config: Config | None = None  # used instead of reading config_path (demo)
     sip_bind: list[Addr] | None = None  # override [general] bind addresses (demo, tests)
     manager_conf: str | None = None  # `run --manager-conf FILE`
+    workers: int = DEFAULT_WORKERS  # `run --workers N`: > 1 qualifies static peers in N processes (workers/)
+    log_level: str = "info"  # the workers' (they log to the same stderr)
 
 
 class Service:
@@ -94,6 +98,7 @@ class Service:
         # static peers' host names, re-resolved on TTL
         self.dns = PeerDns(self._dns_changed, self._dns_failed, self._dns_targets)
         self._stopped = asyncio.Event()
+        self.pool: WorkerPool | None = None  # `run --workers N` (workers/pool.py)
 
     @property
     def engine(self) -> QualifyEngine | None:
@@ -153,9 +158,10 @@ class Service:
                                 on_tcp_connect_error=core.on_tcp_connect_error, on_tls_message=core.on_tls_message,
                                 on_ws_message=core.on_ws_message, on_wss_message=core.on_wss_message,
                                 on_closed=core.on_closed)
-        engine = core.engine = QualifyEngine(g, local_address=self.sockets.local_address_selector(g.externip),
-                                    useragent=g.useragent, wallclock=self.wallclock,
-                                    match_source=svc.match_source_address, respond_options=svc.respond_options)
+        engine = core.engine = self._engine_class()(
+            g, local_address=self.sockets.local_address_selector(g.externip), useragent=g.useragent,
+            wallclock=self.wallclock, match_source=svc.match_source_address, respond_options=svc.respond_options)
+        self._start_workers()
         self.sockets.pinned = engine.inbound.pinned
         if svc.options_unknown_user_404:  # OPTIONS to a user that is not a peer: 404, like res_pjsip
             engine.inbound.known_user = lambda user: user in self.config.peers or (
@@ -176,6 +182,25 @@ class Service:
         log.info("sipqualify started: %d peers (%d qualified), SIP on %s, API on http://%s:%d", len(peers),
                  sum(1 for p in peers if p.qualify_ms),
                  ", ".join(f"{ip}:{port}" for ip, port in self.sockets.local_addresses()), *self.api_addr)
+
+    def _engine_class(self) -> type[QualifyEngine]:
+        if self.opts.workers <= 1:
+            return QualifyEngine
+        from .workers.mirror import MirrorEngine
+        return MirrorEngine
+
+    def _start_workers(self) -> None:
+        """`run --workers N`, N > 1: static peers go to N worker processes (workers/pool.py)."""
+        from .workers.mirror import MirrorEngine
+        from .workers.pool import WorkerPool
+
+        engine = self.engine
+        if not isinstance(engine, MirrorEngine):
+            return
+        engine.local_only = lambda name: self.realtime is not None and name in self.realtime.peers
+        self.pool = WorkerPool(self.opts.workers, engine, self.core, self.sockets.local_addresses(),
+                               self.config.general, self.config.service, self.opts.log_level)
+        self.pool.start()
 
     def _follow_realtime(self) -> None:
         """Rows followed live; registrations and lastms written back (chan_sip rtupdate=yes)."""
@@ -351,6 +376,8 @@ class Service:
 
     async def close(self) -> None:
         self.dns.close()
+        if self.pool is not None:
+            await self.pool.close()
         if self.realtime is not None:
             await self.realtime.close()
         self.core.close()

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""`run --workers N` against Kamailio: answered/s and CPU per transaction with 1 worker
+(in-process, no worker at all) and with N worker processes (anchors-performance.md method).
+
+P peers, each `qualifyfreq=F` s, all pointing at one Kamailio answering OPTIONS with
+`sl_send_reply` (two children). For each worker count, a fresh daemon; after warm-up, for D
+seconds: answered/s (the merged engine counters of /api/v1/status), CPU = user + sys of the
+daemon and all its worker processes (from /proc), per answered transaction, the main process's
+share, and false states (peers not OK at the end although Kamailio answers in < 1 ms).
+
+    python bench/bench_workers.py --peers 20000 --duration 30 --workers 1 2   # docs/performance.md
+    python bench/bench_workers.py --short                                      # CI: < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop, tree_cpu_seconds
+
+
+def api(base: str, token: str, path: str) -> Any:
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def udp_drops(port: int) -> int:
+    """The kernel's drop count of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp): answers
+    the responder never saw, so not-OK peers that are not false states."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port:
+            return int(f[-1])
+    return 0
+
+
+def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float, kport: int) -> None:
+    aport = free_port(socket.SOCK_STREAM)
+    state = tmp / f"state-{workers}"
+    daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf),
+                               "--api", f"127.0.0.1:{aport}", "--state-dir", str(state), "--log-level", "warning",
+                               "--workers", str(workers)],
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                              stderr=open(tmp / f"daemon-{workers}.log", "wb"))
+    try:
+        base, token = f"http://127.0.0.1:{aport}", ""
+        for _ in range(300):
+            time.sleep(0.1)
+            try:
+                token = (state / "api-token").read_text().strip()
+                api(base, token, "/healthz")
+                break
+            except OSError:
+                continue
+        # warm-up from the moment every peer has a result (workers start in a second or more)
+        t_ready = time.monotonic()
+        while time.monotonic() - t_ready < 120:
+            views = api(base, token, "/api/v1/peers")["peers"]
+            if len(views) == peers and all(p["qualifies"] for p in views):
+                break
+            time.sleep(0.5)
+        started = time.monotonic() - t_ready
+        time.sleep(warmup)
+        s0 = api(base, token, "/api/v1/status")["engine"]
+        c0, m0, t0 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        d0 = udp_drops(kport)
+        time.sleep(duration)
+        c1, m1, t1 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        drops = udp_drops(kport) - d0
+        s1 = api(base, token, "/api/v1/status")["engine"]
+        views = api(base, token, "/api/v1/peers")["peers"]
+        answered = s1["answered"] - s0["answered"]
+        cpu, main_cpu, span = c1 - c0, m1 - m0, t1 - t0
+        not_ok = [p["name"] for p in views if p["state"] != "OK"]
+        rtts = sorted(p["rtt_ms"] for p in views if p.get("rtt_ms") is not None)
+        p50, p99 = (rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)]) if rtts else (0.0, 0.0)
+        print(f"--workers {workers}: every peer answered {started:.1f} s after the API; "
+              f"answered {answered / span:,.0f}/s, "
+              f"CPU {cpu / max(answered, 1) * 1e6:.1f} us per transaction (all processes, "
+              f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us), "
+              f"retransmissions {s1['retransmissions'] - s0['retransmissions']:,}, "
+              f"timeouts {s1['timeouts'] - s0['timeouts']:,}, requests the responder's socket dropped {drops:,}, "
+              f"last RTT p50/p99 {p50:.2f}/{p99:.2f} ms, "
+              f"false states at end {len(not_ok)} {not_ok[:3]}",
+              flush=True)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+    finally:
+        stop(daemon)
+
+
+def pipe_cost(n: int = 400, rounds: int = 200) -> None:
+    """The pipe alone, no sockets: per result, the worker's snapshot + encoding of a batch, and
+    the main process's decoding + applying it to its copy of the peer (before the dispatch
+    that the in-process path does too)."""
+    from sipqualify.model import PeerConfig
+    from sipqualify.qualify.engine import Peer
+    from sipqualify.qualify.events import QualifyResult
+    from sipqualify.qualify.stats import LatencyStats
+    from sipqualify.workers.wire import encode, restore, snapshot
+
+    peers = [Peer(PeerConfig(name=f"p{i:06d}", host="127.0.0.1", qualify_ms=2000)) for i in range(n)]
+    for p in peers:
+        p.stats, p.lastms, p.rtt = LatencyStats(), 1, 0.0012
+    results = [tuple(QualifyResult(p.name, 1.0, True, 0.0012, 200, 1, False, "OK")) for p in peers]
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        data = encode(("batch", [snapshot(p) for p in peers], results, None))
+    t1 = time.perf_counter()
+    for _ in range(rounds):
+        _, snaps, evs, _ = pickle.loads(data[4:])
+        for p, snap in zip(peers, snaps, strict=True):
+            restore(p, snap)
+        [QualifyResult._make(e) for e in evs]
+    t2 = time.perf_counter()
+    per = 1e6 / (n * rounds)
+    print(f"pipe, per result: worker {(t1 - t0) * per:.1f} us (snapshot + pickle), main {(t2 - t1) * per:.1f} us "
+          f"(unpickle + restore), {len(data) / n:.0f} bytes", flush=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=20000)
+    ap.add_argument("--freq", type=int, default=1)
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--warmup", type=float, default=8)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 8 s each, < 60 s in all")
+    args = ap.parse_args()
+    pipe_cost()
+    if args.short:
+        args.peers, args.duration, args.warmup = 2000, 8, 4
+    kam = kamailio_binary()
+    if kam is None:
+        print("bench_workers: kamailio not installed (apt-get install kamailio); skipped")
+        return 0 if not os.environ.get("CI") else 1
+    tmp = Path(tempfile.mkdtemp(prefix="sq-workers-"))
+    kamailio = None
+    try:
+        kport, sport = free_port(), free_port()
+        kamailio = start_kamailio(kam, tmp, kport)
+        conf = peers_conf(tmp / "sip.conf", sport, kport, args.peers, args.freq)
+        print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
+              f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores", flush=True)
+        for n in args.workers:
+            run_one(tmp, conf, n, args.peers, args.warmup, args.duration, kport)
+    finally:
+        if kamailio is not None:
+            stop(kamailio)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
