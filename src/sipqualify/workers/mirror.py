@@ -21,9 +21,10 @@ from .hrw import owner
 
 
 def remote_eligible(cfg: PeerConfig) -> bool:
-    """May a worker qualify this peer? Static UDP peers with one address; the rest stays home."""
+    """May a worker qualify this peer? Static UDP peers with one address; the rest stays home
+    (a peer with a `qualify_source` too: its source socket is the main process's)."""
     return (not cfg.dynamic and cfg.transport == "udp" and not cfg.contact_uri and cfg.qualify_ms > 0
-            and cfg.qualify_targets != "all")
+            and cfg.qualify_targets != "all" and cfg.qualify_source is None)
 
 
 class Forwarder(Protocol):
