@@ -17,9 +17,8 @@ import pytest
 from sipqualify.config import check_config, load_config
 from sipqualify.realtime import PjsipRealtime, RealtimePeers, open_realtime
 from sipqualify.realtime.backends import trigger_sql
-from sipqualify.service import Service
 
-from ..helpers import Phone, api, endpoint, free_port, wait_for
+from ..helpers import Phone, endpoint, free_port, wait_for
 from .conftest import PS_FAMILIES, PS_TABLES, Postgres
 from .test_realtime import Db, daemon, peers_ok, rows, start, write_conf
 

@@ -20,8 +20,9 @@ written back to `ps_contacts`.
 * **Write-back**: a registration committed for a contact of an AOR is an upsert of its
   `ps_contacts` row (id `<aor>;@<md5(uri)>`, uri, expiration_time, qualify_frequency,
   qualify_timeout, authenticate_qualify, outbound_proxy, path, user_agent, endpoint,
-  reg_server, via_addr, via_port, call_id, prune_on_boot: only the columns the table has); its removal deletes the row. Same queue as sippeers: ordered per contact,
-  one transaction per batch, retried, nothing lost or duplicated.
+  reg_server, via_addr, via_port, call_id, prune_on_boot: only the columns the table has);
+  its removal deletes the row. Same queue as sippeers: ordered per contact, one transaction
+  per batch, retried, nothing lost or duplicated.
 """
 
 from __future__ import annotations
@@ -315,7 +316,8 @@ def contact_columns(b: Binding, aor: PjsipAor, ep: PjsipEndpoint | None) -> dict
     copied in, the expiry is wall-clock seconds."""
     yn = {True: "yes", False: "no"}
     return {"uri": b.contact, "expiration_time": int(b.expires_at), "qualify_frequency": aor.qualify_frequency,
-            "qualify_timeout": aor.qualify_timeout, "authenticate_qualify": yn[aor.authenticate_qualify], "outbound_proxy": aor.outbound_proxy,
+            "qualify_timeout": aor.qualify_timeout, "authenticate_qualify": yn[aor.authenticate_qualify],
+            "outbound_proxy": aor.outbound_proxy,
             "path": b.path, "user_agent": b.useragent, "endpoint": ep.name if ep is not None else "",
             "reg_server": REG_SERVER, "via_addr": b.addr[0], "via_port": b.addr[1], "call_id": b.call_id,
             "prune_on_boot": "no"}
