@@ -20,6 +20,7 @@ Update = tuple[str, Mapping[str, Any] | None]  # (row key, column -> value; None
 
 DB_TIMEOUT_S = 10.0  # a query or connect that takes longer is a failure (a server gone silent)
 NOTIFY_CHANNEL = "sipqualify_sippeers"
+FETCH_CHUNK = 2000  # rows turned into Python objects between two turns of the event loop
 
 
 def ident(name: str) -> str:
@@ -244,7 +245,10 @@ class PgBackend:
             else:
                 cur = await db.execute(f"SELECT * FROM {self.table} WHERE {ident(self.key)} = ANY(%s)",
                                        (list(names),))
-            rows = list(await cur.fetchall())
+            rows: list[Row] = []
+            while chunk := await cur.fetchmany(FETCH_CHUNK):  # rows are made at fetch time: the
+                rows += chunk  # loop turns between chunks (100,000 rows at once stalled it seconds)
+                await asyncio.sleep(0)
             if names is None and cur.description:
                 self.columns = {c.name for c in cur.description}
                 self.config_columns = [c.name for c in cur.description if c.name not in self.state | {"id"}]
