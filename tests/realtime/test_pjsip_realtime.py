@@ -209,3 +209,14 @@ async def test_converting_20k_rows_never_blocks_the_loop(family: str, tmp_path: 
         assert lag < 0.5, f"loop blocked {lag:.3f} s while {n} rows took {took:.2f} s"
     finally:
         await rt.close()
+
+
+def test_pjsip_conf_reads_the_ps_families_of_extconfig_with_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "pjsip.conf").write_text("[global]\ntype = global\nrt_refresh = 0\n")
+    (tmp_path / "extconfig.conf").write_text("[settings]\nsippeers => odbc,x\nps_aors => sqlite3,nosuch,ps_aors\n"
+                                             "ps_contacts => odbc,asterisk\n")
+    msgs = [str(m) for m in check_config(str(tmp_path / "pjsip.conf"))]
+    ext = tmp_path / "extconfig.conf"
+    assert any(m.startswith(f"{tmp_path / 'pjsip.conf'}:3: error") and "rt_refresh" in m for m in msgs), msgs
+    assert any(m.startswith(f"{ext}:3: error") and "'nosuch'" in m for m in msgs), msgs
+    assert any(m.startswith(f"{ext}:4: warning") and "'odbc' is not supported" in m for m in msgs), msgs
