@@ -220,3 +220,24 @@ def test_pjsip_conf_reads_the_ps_families_of_extconfig_with_file_and_line(tmp_pa
     assert any(m.startswith(f"{tmp_path / 'pjsip.conf'}:3: error") and "rt_refresh" in m for m in msgs), msgs
     assert any(m.startswith(f"{ext}:3: error") and "'nosuch'" in m for m in msgs), msgs
     assert any(m.startswith(f"{ext}:4: warning") and "'odbc' is not supported" in m for m in msgs), msgs
+
+
+async def test_reload_keeps_the_realtime_objects_and_contacts(tmp_path: Path) -> None:
+    t, port = await endpoint(200)
+    db = PsDb(None, tmp_path / "realtime.sqlite3")
+    gw = f"sip:gw@127.0.0.1:{port}"
+    db.put("ps_endpoints", id="trunk", aors="trunk", auth="trunk")
+    db.put("ps_auths", id="trunk", username="trunk", password="pw")
+    db.put("ps_aors", id="trunk", contact=gw, qualify_frequency=1)
+    async with daemon(pjsip_conf(tmp_path, "sqlite3", None), tmp_path, t) as svc:
+        name = f"trunk@@{md5(gw)}"
+        await wait_for(lambda: peers_ok(svc, [name]), timeout=15)
+        engine = svc.engine
+        assert engine is not None
+        before = engine.peer(name)
+        summary = await svc.reload()  # `pjsip reload`: the file is read again, the rows are kept
+        assert name in svc.config.peers and summary.removed == [] and engine.peer(name) is before
+        pj = svc.config.pjsip
+        assert pj is not None and pj.auths["trunk"].password == "pw" and "trunk" in pj.endpoints
+        await asyncio.to_thread(db.run, "UPDATE ps_aors SET qualify_frequency = 3 WHERE id = 'trunk'")
+        await wait_for(lambda: svc.config.peers[name].qualifyfreq_ms == 3000, timeout=8)
