@@ -9,7 +9,11 @@ Prints
 - one idle pass of the change check (the table's fingerprint) without the trigger;
 - the refresh when 1 % of the rows change: time from the UPDATE's commit until the last
   changed peer is applied, and the CPU this process spent meanwhile, polling (no trigger)
-  and with the LISTEN/NOTIFY trigger.
+  and with the LISTEN/NOTIFY trigger;
+- the event loop's longest stall (a 10 ms timer's lateness) while the rows are read and
+  turned into peers: the conversion runs on a worker thread;
+- PJSIP realtime: N `ps_aors` (one static contact each) + N `ps_endpoints` rows loaded into
+  contacts, the loop's longest stall meanwhile, and the refresh when 1 % of the AORs change.
 
     python bench/bench_realtime.py                  # 100,000 peers
     python bench/bench_realtime.py --peers 5000     # CI short mode
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import KAMAILIO_CFG, free_port, kamailio_binary, stop  # noqa: E402
 
+from sipqualify.realtime import RealtimePeers  # noqa: E402
 from sipqualify.realtime.backends import trigger_sql  # noqa: E402
 from sipqualify.service import Service, ServiceOptions  # noqa: E402
 
@@ -47,6 +52,69 @@ async def wait(cond: object, timeout: float, why: object = None) -> float:
             raise SystemExit(f"bench_realtime: condition not met in time {why() if why else ''}")  # type: ignore
         await asyncio.sleep(0.01)
     return time.perf_counter() - t0
+
+
+async def max_lag(work: object) -> tuple[object, float]:
+    """`work`'s result and the longest a 10 ms sleep overshot meanwhile (the loop blocked)."""
+    done, worst = False, 0.0
+
+    async def probe() -> None:
+        nonlocal worst
+        while not done:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            worst = max(worst, time.perf_counter() - t0 - 0.01)
+    task = asyncio.get_running_loop().create_task(probe())
+    try:
+        result = await work  # type: ignore[misc]
+    finally:
+        done = True
+        await task
+    return result, worst
+
+
+async def pjsip(args: argparse.Namespace, pg: object, tmp: Path, kport: int) -> None:
+    """PJSIP realtime: ps_aors + ps_endpoints rows -> contacts, and a 1 % change followed."""
+    from sipqualify.config import load_config
+    from sipqualify.realtime import open_realtime
+    from tests.realtime.conftest import PS_TABLES
+
+    n = args.peers
+    pg.sql(*PS_TABLES)  # type: ignore[attr-defined]
+    pg.sql(f"INSERT INTO ps_aors (id, contact, qualify_frequency, qualify_timeout) SELECT 'a' || i, "  # type: ignore
+           f"'sip:a' || i || '@127.0.0.1:{kport}', {args.freq}, 3.0 FROM generate_series(1, {n}) AS i",
+           f"INSERT INTO ps_endpoints (id, aors, context) SELECT 'a' || i, 'a' || i, 'phones' "
+           f"FROM generate_series(1, {n}) AS i")
+    d = tmp / "pjsip"
+    d.mkdir()
+    (d / "pjsip.conf").write_text(f"[udp]\ntype=transport\nprotocol=udp\nbind=127.0.0.1:{free_port()}\n"
+                                  "[global]\ntype=global\nrt_refresh=2\n")
+    (d / "extconfig.conf").write_text("[settings]\nps_endpoints => pgsql,general,ps_endpoints\n"
+                                      "ps_aors => pgsql,general,ps_aors\n")
+    (d / "res_pgsql.conf").write_text(f"[general]\ndbhost=127.0.0.1\ndbport={pg.port}\n")  # type: ignore
+    rt = open_realtime(load_config(str(d / "pjsip.conf")))
+    assert rt is not None
+    t0, c0 = time.perf_counter(), time.process_time()
+    peers, lag = await max_lag(rt.load())
+    print(f"  pjsip    load {n:,} ps_aors + {n:,} ps_endpoints rows -> {len(peers):,} contacts: "  # type: ignore
+          f"{time.perf_counter() - t0:.2f} s, {time.process_time() - c0:.2f} s CPU; "
+          f"longest loop stall meanwhile {lag * 1000:.0f} ms")
+    applied: list[int] = []
+
+    async def apply(changed: list[object], removed: list[str]) -> None:
+        applied.append(len(changed) + len(removed))
+    rt.start(apply)  # type: ignore[arg-type]
+    await wait(lambda: rt.stats["refreshes"] >= 2, 120, rt.health)
+    changed = max(1, n // 100)
+    c0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.to_thread(pg.sql, "UPDATE ps_aors SET qualify_frequency = qualify_frequency + 1 "  # type: ignore
+                            "WHERE substr(id, 2)::int % 100 = 0")
+    t_commit = time.perf_counter()
+    _, lag = await max_lag(wait(lambda: sum(applied) >= changed, 120, rt.health))
+    print(f"  pjsip    refresh {changed:,} of {n:,} AORs changed, polling (rt_refresh=2): applied "
+          f"{time.perf_counter() - t_commit:.2f} s after the commit, {time.process_time() - c0:.2f} s CPU, "
+          f"longest loop stall {lag * 1000:.0f} ms")
+    await rt.close()
 
 
 async def refresh(svc: Service, pg: object, n: int, freq: int, label: str) -> None:
@@ -85,6 +153,7 @@ async def run(args: argparse.Namespace, tmp: Path, kport: int) -> None:
 
         probe = open_realtime(load_config(str(tmp / "sip.conf")))  # the first load alone, before the daemon
         assert probe is not None
+        assert isinstance(probe, RealtimePeers)
         t0 = time.perf_counter()
         rows = await probe.backend.rows()
         fetched = time.perf_counter() - t0
@@ -92,6 +161,10 @@ async def run(args: argparse.Namespace, tmp: Path, kport: int) -> None:
         probe._reader().peers(rows)
         print(f"  load     read {len(rows):,} rows {fetched:.2f} s, "
               f"made peers of them {time.perf_counter() - t0:.2f} s")
+        t0 = time.perf_counter()
+        _, lag = await max_lag(probe.load())
+        print(f"  load     the same through RealtimePeers.load (conversion on a worker thread): "
+              f"{time.perf_counter() - t0:.2f} s, longest loop stall meanwhile {lag * 1000:.0f} ms")
         await probe.close()
         del rows, probe
         rss0 = rss_bytes()
@@ -120,6 +193,7 @@ async def run(args: argparse.Namespace, tmp: Path, kport: int) -> None:
         await wait(lambda: rt.stats["refreshes"] > passes + 1, 60, rt.health)
         await refresh(svc, pg, args.peers, args.freq + 2, "LISTEN/NOTIFY trigger")
         await svc.close()
+        await pjsip(args, pg, tmp, kport)
     finally:
         pg.close()
 

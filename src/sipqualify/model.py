@@ -320,6 +320,7 @@ class RealtimeConfig:
     pgsql: dict[str, str] = field(default_factory=dict)  # res_pgsql.conf [general]: dbhost, dbport, ...
     sqlite3: dict[str, str] = field(default_factory=dict)  # res_config_sqlite3.conf: section -> dbfile
     proto: PeerConfig | None = None  # what a realtime row starts from: sip.conf's [general] defaults
+    followed: tuple[str, ...] = ()  # the mapped families the config's kind follows (sippeers or ps_*)
 
 
 @dataclass(slots=True)

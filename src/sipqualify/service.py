@@ -38,7 +38,7 @@ from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
-from .realtime import RealtimePeers, binding_columns, open_realtime
+from .realtime import PjsipRealtime, RealtimeStore, open_realtime
 from .store import Store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
@@ -79,7 +79,7 @@ class Service:
         self.store: Store | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
         self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
-        self.realtime: RealtimePeers | None = None  # extconfig.conf sippeers (realtime/)
+        self.realtime: RealtimeStore | None = None  # extconfig.conf sippeers or ps_* tables (realtime/)
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -210,9 +210,16 @@ class Service:
         assert self.committer is not None and self.engine is not None
         engine = self.engine
         self.committer.after_commit.append(
-            lambda peer, b: rt.write_back(peer, binding_columns(b, p.lastms if (p := engine.peer(peer)) else 0)))
-        self.feed.listeners.append(lambda ev: rt.write_back(ev.peer, {"lastms": ev.lastms}))
+            lambda peer, b: rt.registered(peer, b, p.lastms if (p := engine.peer(peer)) else 0))
+        self.feed.listeners.append(lambda ev: rt.transition(ev.peer, ev.lastms))
+        if isinstance(rt, PjsipRealtime):
+            rt.on_identify = self._identify_changed
         rt.start(self._realtime_changed)
+
+    async def _identify_changed(self) -> None:
+        """ps_endpoint_id_ips rows changed: the source-address identification is made again."""
+        pj = self.config.pjsip
+        self.identifier = Identifier.from_config(pj, await _resolve_identify(pj))
 
     async def _realtime_changed(self, changed: list[PeerConfig], removed: list[str]) -> None:
         """Realtime rows inserted, changed or deleted: only those peers go to the engine."""
@@ -414,8 +421,7 @@ class Service:
             self.counters.reload_errors += 1
             raise
         if self.realtime is not None:  # `sip reload` keeps the realtime peers last loaded
-            self.realtime.static = set(cfg.peers)
-            cfg.peers.update((n, p) for n, p in self.realtime.peers.items() if n not in cfg.peers)
+            self.realtime.rejoin(cfg)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
         summary = await self._load(cfg, restored)
         self.store.forget_peers(summary.removed)

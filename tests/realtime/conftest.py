@@ -116,3 +116,30 @@ def sqlite_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # statements run via to_thread
     db.execute(SIPPEERS.format(serial=SQLITE_SERIAL))
     return db
+
+
+# Asterisk's PJSIP realtime tables, the columns sipqualify reads and writes (ast-db-manage
+# 43956d550a44_add_tables_for_pjsip.py, with the later revisions: ps_aors.contact 255
+# (2d078ec071b7), qualify_timeout (461d7d691209), outbound_proxy/support_path (2fc7930b41b3),
+# ps_contacts.uri 511 (1d3ed26d9978), outbound_proxy/path/user_agent (2fc7930b41b3),
+# reg_server (81b01a191a46), via_addr/via_port/call_id (a845e4d8ade8), endpoint and
+# expiration_time BIGINT (ef7efc2d3964), authenticate_qualify (3e99a951d704), prune_on_boot);
+# the enum columns (yesno_values ...) as text for both databases, `id` UNIQUE NOT NULL as there
+PS_TABLES = (
+    """CREATE TABLE ps_endpoints (id VARCHAR(40) NOT NULL UNIQUE, transport VARCHAR(40), aors VARCHAR(200),
+    auth VARCHAR(40), context VARCHAR(40), disallow VARCHAR(200), allow VARCHAR(200), direct_media VARCHAR(3),
+    outbound_auth VARCHAR(40), outbound_proxy VARCHAR(40), rewrite_contact VARCHAR(3), from_domain VARCHAR(40),
+    from_user VARCHAR(40), callerid VARCHAR(40), device_state_busy_at INTEGER, mwi_fromuser VARCHAR(40))""",
+    """CREATE TABLE ps_auths (id VARCHAR(40) NOT NULL UNIQUE, auth_type VARCHAR(8), nonce_lifetime INTEGER,
+    md5_cred VARCHAR(40), password VARCHAR(80), realm VARCHAR(40), username VARCHAR(40))""",
+    """CREATE TABLE ps_aors (id VARCHAR(40) NOT NULL UNIQUE, contact VARCHAR(255), default_expiration INTEGER,
+    mailboxes VARCHAR(80), max_contacts INTEGER, minimum_expiration INTEGER, remove_existing VARCHAR(3),
+    qualify_frequency INTEGER, authenticate_qualify VARCHAR(3), maximum_expiration INTEGER,
+    outbound_proxy VARCHAR(40), support_path VARCHAR(3), qualify_timeout FLOAT)""",
+    """CREATE TABLE ps_contacts (id VARCHAR(255) NOT NULL UNIQUE, uri VARCHAR(511), expiration_time BIGINT,
+    qualify_frequency INTEGER, outbound_proxy VARCHAR(40), path TEXT, user_agent VARCHAR(255),
+    qualify_timeout FLOAT, reg_server VARCHAR(255), authenticate_qualify VARCHAR(3), via_addr VARCHAR(40),
+    via_port INTEGER, call_id VARCHAR(255), endpoint VARCHAR(40), prune_on_boot VARCHAR(3))""",
+    """CREATE TABLE ps_endpoint_id_ips (id VARCHAR(40) NOT NULL UNIQUE, endpoint VARCHAR(40), match VARCHAR(80))""",
+)
+PS_FAMILIES = ("ps_endpoints", "ps_auths", "ps_aors", "ps_contacts", "ps_endpoint_id_ips")

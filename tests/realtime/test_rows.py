@@ -52,3 +52,17 @@ def test_only_chan_sip_rtupdate_columns_are_written() -> None:
     assert cols == {"ipaddr": "10.0.0.1", "port": 5062, "regseconds": 1_800_000_000, "defaultuser": "alice",
                     "fullcontact": "sip:alice@10.0.0.1:5062;ob", "useragent": "UA", "lastms": 17}
     assert set(binding_columns(None, 0)) <= RTUPDATE and set(cols) <= RTUPDATE
+
+
+def test_write_back_statements_update_upsert_and_delete() -> None:
+    from sipqualify.realtime.backends import grouped
+
+    assert grouped('"sippeers"', [("1001", {"lastms": 5})], "?") == [
+        ('UPDATE "sippeers" SET "lastms" = ? WHERE "name" = ?', [(5, "1001")])]
+    out = grouped('"ps_contacts"', [("a;@1", {"uri": "sip:a@h", "via_port": 5}), ("a;@2", None),
+                                    ("b;@3", {"uri": "sip:b@h", "via_port": 6})], "%s", key="id", upsert=True)
+    assert out == [
+        ('INSERT INTO "ps_contacts" ("id", "uri", "via_port") VALUES (%s, %s, %s) ON CONFLICT ("id") DO UPDATE '
+         'SET "uri" = excluded."uri", "via_port" = excluded."via_port"',
+         [("a;@1", "sip:a@h", 5), ("b;@3", "sip:b@h", 6)]),
+        ('DELETE FROM "ps_contacts" WHERE "id" = %s', [("a;@2",)])]

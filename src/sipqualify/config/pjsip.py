@@ -88,6 +88,13 @@ def _seconds_float(text: str) -> float:
     return v
 
 
+def _refresh(text: str) -> int:
+    v = _uint(text)
+    if v == 0:
+        raise ValueError("should be at least 1 second")
+    return v
+
+
 def _str(text: str) -> str:
     return text.strip()
 
@@ -236,6 +243,8 @@ PJSIP_OPTIONS: Final = (
     _o("global", "default_realm", _str, "", "`asterisk`", "text", "the realm of the registrar's challenges"),
     _o("global", "max_initial_qualify_time", _uint, "", "`0`", "seconds",
        "first poll of each AOR spread over this long (0 = over its qualify_frequency)"),
+    _o("global", "rt_refresh", _refresh, "", "`10`", "seconds",
+       "a sipqualify extension: PJSIP realtime rows inserted, changed or deleted take effect within this long"),
 )
 
 #: (type, lower-case name) -> option
@@ -337,13 +346,14 @@ class PjsipConfReader:
                 self._msg("error", sec, f"{t} '{sec.name}' is defined twice: here and at {prior.where}")
                 continue
             self._where[(t, sec.name)] = sec
-            self._object(t, sec)
+            self.object(t, sec)
         self._cross_check()
         self.pj.endpoint_of = {aor: ep.name for aor, ep in qualifying_endpoints(self.pj).items()}
         self._peers()
         return self.cfg
 
-    def _object(self, t: str, sec: Section) -> None:
+    def object(self, t: str, sec: Section) -> None:
+        """One section (or realtime row, realtime/pjsip.py) of type `t` into `self.pj`."""
         obj: Any
         if t == "aor":
             obj = self.pj.aors.setdefault(sec.name, PjsipAor(sec.name, source=sec.where))
@@ -390,6 +400,8 @@ class PjsipConfReader:
         elif t == "global":
             if "max_initial_qualify_time" in local:
                 self.pj.max_initial_qualify_time = local["max_initial_qualify_time"]
+            if "rt_refresh" in local:
+                self.cfg.general.rt_refresh_s = local["rt_refresh"]
             if local.get("default_realm"):
                 self.cfg.general.realm = local["default_realm"]
 
@@ -418,13 +430,20 @@ class PjsipConfReader:
 
     def _peers(self) -> None:
         for aor in self.pj.aors.values():
-            ep = qualifying_endpoint(self.pj, aor.name)
-            for uri in aor.contacts:
-                name = contact_id(aor.name, uri)
-                if name in self.cfg.peers:
-                    continue  # the same URI twice: one contact (same id), as in res_pjsip
-                self.pj.peer_of[(aor.name, uri)] = name
-                self.cfg.peers[name] = contact_peer(name, aor, uri, ep, self.pj)
+            for name, p in aor_peers(self.pj, aor, qualifying_endpoint(self.pj, aor.name)).items():
+                self.pj.peer_of[(aor.name, p.contact_uri or "")] = name
+                self.cfg.peers[name] = p
+
+
+def aor_peers(pj: PjsipConfig, aor: PjsipAor, ep: PjsipEndpoint | None) -> dict[str, PeerConfig]:
+    """The peers of an AOR's static `contact=` URIs (pjsip.conf sections and ps_aors rows
+    alike), by contact id; the same URI twice is one contact (same id), as in res_pjsip."""
+    out: dict[str, PeerConfig] = {}
+    for uri in aor.contacts:
+        name = contact_id(aor.name, uri)
+        if name not in out:
+            out[name] = contact_peer(name, aor, uri, ep, pj)
+    return out
 
 
 def _endpoint_setting(ep: PjsipEndpoint, key: str, value: str) -> None:
@@ -541,5 +560,12 @@ def looks_like_pjsip(path: str) -> bool:
 
 
 def load_pjsip_conf(path: str) -> Config:
-    """Read a pjsip.conf (and its includes). Never raises for content: see `Config.messages`."""
-    return PjsipConfReader(read_asterisk_config(path), path).read()
+    """Read a pjsip.conf (and its includes). Never raises for content: see `Config.messages`.
+    An extconfig.conf next to it maps the PJSIP realtime families (config/realtime.py)."""
+    import os
+
+    from .realtime import PJSIP_FAMILIES, read_realtime
+
+    cfg = PjsipConfReader(read_asterisk_config(path), path).read()
+    cfg.realtime = read_realtime(os.path.dirname(os.path.abspath(path)), None, cfg.messages, PJSIP_FAMILIES)
+    return cfg

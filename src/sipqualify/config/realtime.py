@@ -8,10 +8,11 @@ database word is not used), res_config_sqlite3 reads `res_config_sqlite3.conf`, 
 per database word with its `dbfile`. The same config syntax reader as sip.conf
 (config/asterisk.py) reads all three, so every message has its file and line.
 
-sipqualify qualifies the `sippeers` family (realtime/ turns its rows into peers through the
-sip.conf option table); `ps_endpoints`, `ps_aors`, `ps_contacts` and `ps_auths` mappings are
-read and kept for PJSIP realtime, which is not followed yet. Families of other modules
-(voicemail, queues ...) are accepted silently.
+With a sip.conf, sipqualify follows the `sippeers` family (realtime/sync.py turns its rows
+into peers through the sip.conf option table); with a pjsip.conf, the PJSIP families
+`ps_endpoints`, `ps_aors`, `ps_contacts`, `ps_auths` and `ps_endpoint_id_ips`
+(realtime/pjsip.py turns their rows into the objects pjsip.conf sections make). Families of
+other modules (voicemail, queues ...) are accepted silently.
 
 What each option means is declared once, in REALTIME_OPTIONS (held to docs/configuration.md
 by tests/config/test_realtime_conf.py).
@@ -31,8 +32,10 @@ RES_PGSQL: Final = "res_pgsql.conf"
 RES_SQLITE3: Final = "res_config_sqlite3.conf"
 
 DRIVERS: Final = ("pgsql", "sqlite3")  # what sipqualify can read; others are warned about
-FOLLOWED: Final = ("sippeers",)  # families whose rows become qualified peers
-KEPT: Final = ("ps_endpoints", "ps_aors", "ps_contacts", "ps_auths")  # recorded for PJSIP realtime
+SIP_FAMILIES: Final = ("sippeers",)  # followed with a sip.conf
+#: followed with a pjsip.conf (res_pjsip's sorcery realtime families, Asterisk's sorcery.conf names)
+PJSIP_FAMILIES: Final = ("ps_endpoints", "ps_aors", "ps_contacts", "ps_auths", "ps_endpoint_id_ips")
+FOLLOWED: Final = (*SIP_FAMILIES, *PJSIP_FAMILIES)  # families whose rows sipqualify reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,17 @@ class RtOption:
 REALTIME_OPTIONS: Final = (
     RtOption(EXTCONFIG, "sippeers", "unset (no realtime peers)", "`driver,database[,table]`",
              "where the chan_sip peers are: every row with `qualify` set is qualified"),
+    RtOption(EXTCONFIG, "ps_endpoints", "unset", "`driver,database[,table]`",
+             "PJSIP realtime endpoints (read with a pjsip.conf): columns are `type=endpoint` options"),
+    RtOption(EXTCONFIG, "ps_aors", "unset", "`driver,database[,table]`",
+             "PJSIP realtime AORs: each `contact` of an AOR with `qualify_frequency` > 0 is qualified"),
+    RtOption(EXTCONFIG, "ps_contacts", "unset", "`driver,database[,table]`",
+             "PJSIP contacts: each row is qualified as a contact of its AOR; registrations to "
+             "sipqualify are written here"),
+    RtOption(EXTCONFIG, "ps_auths", "unset", "`driver,database[,table]`",
+             "PJSIP realtime auths: the digest credentials of registering endpoints"),
+    RtOption(EXTCONFIG, "ps_endpoint_id_ips", "unset", "`driver,database[,table]`",
+             "PJSIP realtime identifies (`type=identify`: endpoint, match)"),
     RtOption(RES_PGSQL, "dbhost", "unset (the unix socket in `dbsock`)", "host name or IP address",
              "the PostgreSQL server"),
     RtOption(RES_PGSQL, "dbport", "`5432`", "TCP port", "its port (also names the unix socket)"),
@@ -104,7 +118,7 @@ class _Reader:
                              e.key)
                     continue
                 driver = words[0].lower()
-                if driver not in DRIVERS and family in (*FOLLOWED, *KEPT):
+                if driver not in DRIVERS and family in FOLLOWED:
                     self.msg("warning", e.file, e.line, f"realtime driver '{words[0]}' is not supported "
                                                         f"(only {', '.join(DRIVERS)}): {e.key} ignored", e.key)
                     continue
@@ -113,17 +127,21 @@ class _Reader:
         return out
 
 
-def read_realtime(directory: str, proto: PeerConfig, messages: list[ConfigMessage]) -> RealtimeConfig | None:
-    """The realtime setup in `directory` (None without an extconfig.conf); messages appended."""
+def read_realtime(directory: str, proto: PeerConfig | None, messages: list[ConfigMessage],
+                  families: tuple[str, ...] = SIP_FAMILIES) -> RealtimeConfig | None:
+    """The realtime setup in `directory` (None without an extconfig.conf); messages appended.
+    `families`: those the config file's kind follows (sippeers for a sip.conf, ps_* for a
+    pjsip.conf): their drivers' files are read and checked."""
     ext = os.path.join(directory, EXTCONFIG)
     if not os.path.isfile(ext):
         return None
     r = _Reader(messages)
     rt = RealtimeConfig(mappings=r.mappings(ext), proto=proto)
-    drivers = {m.driver for f, m in rt.mappings.items() if f in FOLLOWED}
+    rt.followed = tuple(f for f in families if f in rt.mappings)
+    drivers = {m.driver for f, m in rt.mappings.items() if f in families}
     if "pgsql" in drivers:
         path = os.path.join(directory, RES_PGSQL)
-        first = next((m for m in rt.mappings.values() if m.driver == "pgsql"), None)
+        first = next((m for m in rt.mappings.values() if m.driver == "pgsql" and m.family in families), None)
         assert first is not None
         if not os.path.isfile(path):
             file, _, line = first.where.rpartition(":")
@@ -144,7 +162,7 @@ def read_realtime(directory: str, proto: PeerConfig, messages: list[ConfigMessag
             dbfile = opts["dbfile"]
             rt.sqlite3[sec.name] = dbfile if os.path.isabs(dbfile) else os.path.join(directory, dbfile)
         for m in rt.mappings.values():
-            if m.driver == "sqlite3" and m.family in FOLLOWED and m.database not in rt.sqlite3:
+            if m.driver == "sqlite3" and m.family in families and m.database not in rt.sqlite3:
                 file, _, line = m.where.rpartition(":")
                 r.msg("error", file, int(line), f"{m.family} uses sqlite3 database '{m.database}' but {path} "
                                                 f"has no [{m.database}] with a dbfile")

@@ -16,10 +16,11 @@ from typing import Any, Protocol
 from .rows import STATE_COLUMNS
 
 Row = dict[str, Any]
-Update = tuple[str, Mapping[str, Any]]  # (peer name, column -> value)
+Update = tuple[str, Mapping[str, Any] | None]  # (row key, column -> value; None: DELETE the row)
 
 DB_TIMEOUT_S = 10.0  # a query or connect that takes longer is a failure (a server gone silent)
 NOTIFY_CHANNEL = "sipqualify_sippeers"
+FETCH_CHUNK = 2000  # rows turned into Python objects between two turns of the event loop
 
 
 def ident(name: str) -> str:
@@ -29,18 +30,39 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def grouped(table: str, updates: Sequence[Update], mark: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """The UPDATEs of a batch, one statement per set of columns, with every row's parameters
-    (a batch holds at most one update per peer, so their order does not matter)."""
-    out: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+def grouped(table: str, updates: Sequence[Update], mark: str, key: str = "name", upsert: bool = False
+            ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements of a batch, one per shape (set of columns, or DELETE), with every row's
+    parameters (a batch holds at most one write per row, so their order does not matter).
+    `upsert`: the row is inserted when it is not there (ps_contacts), else UPDATEd (sippeers)."""
+    out: dict[tuple[str, ...] | None, list[tuple[Any, ...]]] = {}
     for name, cols in updates:
-        out.setdefault(tuple(cols), []).append((*cols.values(), name))
-    return [(f"UPDATE {table} SET {', '.join(f'{ident(c)} = {mark}' for c in cols)} WHERE name = {mark}", params)
-            for cols, params in out.items()]
+        if cols is None:
+            out.setdefault(None, []).append((name,))
+        elif upsert:
+            out.setdefault(tuple(cols), []).append((name, *cols.values()))
+        else:
+            out.setdefault(tuple(cols), []).append((*cols.values(), name))
+    k = ident(key)
+    stmts: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for shape, params in out.items():
+        if shape is None:
+            sql = f"DELETE FROM {table} WHERE {k} = {mark}"
+        elif upsert:
+            names = ", ".join(ident(c) for c in (key, *shape))
+            sets = ", ".join(f"{ident(c)} = excluded.{ident(c)}" for c in shape)
+            sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join([mark] * (len(shape) + 1))}) "
+                   f"ON CONFLICT ({k}) DO UPDATE SET {sets}")
+        else:
+            sql = f"UPDATE {table} SET {', '.join(f'{ident(c)} = {mark}' for c in shape)} WHERE {k} = {mark}"
+        stmts.append((sql, params))
+    return stmts
 
 
 class Backend(Protocol):
     label: str  # "pgsql:sippeers"
+    key: str  # the column naming a row: `name` (sippeers), `id` (ps_*)
+    columns: set[str]  # the table's columns, once a full read saw them (empty before)
     resync: bool  # changes may have been missed (LISTEN just began): compare every row once
 
     async def rows(self, names: Sequence[str] | None = None) -> list[Row]: ...
@@ -59,11 +81,13 @@ class Backend(Protocol):
 class SqliteBackend:
     """res_config_sqlite3's file; one connection used by one worker thread at a time."""
 
-    def __init__(self, path: str, table: str) -> None:
+    def __init__(self, path: str, table: str, key: str = "name", upsert: bool = False) -> None:
         self.label = f"sqlite3:{table}"
         self.resync = False
         self.path = path
         self.table = ident(table)
+        self.key, self.upsert = key, upsert
+        self.columns: set[str] = set()
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -87,11 +111,13 @@ class SqliteBackend:
 
     def _rows(self, db: sqlite3.Connection, names: Sequence[str] | None) -> list[Row]:
         if names is None:
-            return [dict(r) for r in db.execute(f"SELECT * FROM {self.table}")]
+            cur = db.execute(f"SELECT * FROM {self.table}")
+            self.columns = {c[0] for c in cur.description}
+            return [dict(r) for r in cur]
         out: list[Row] = []
         for i in range(0, len(names), 500):
             chunk = names[i:i + 500]
-            q = f"SELECT * FROM {self.table} WHERE name IN ({','.join('?' * len(chunk))})"
+            q = f"SELECT * FROM {self.table} WHERE {ident(self.key)} IN ({','.join('?' * len(chunk))})"
             out += [dict(r) for r in db.execute(q, chunk)]
         return out
 
@@ -108,7 +134,7 @@ class SqliteBackend:
     def _update(self, db: sqlite3.Connection, updates: Sequence[Update]) -> None:
         db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in grouped(self.table, updates, "?"):
+            for sql, params in grouped(self.table, updates, "?", self.key, self.upsert):
                 db.executemany(sql, params)
             db.execute("COMMIT")
         except BaseException:
@@ -135,18 +161,30 @@ class SqliteBackend:
         await asyncio.to_thread(close)
 
 
+def key_of(table: str) -> str:
+    """The column naming a row: `id` in Asterisk's ps_* tables, `name` in sippeers."""
+    return "id" if table.lower().startswith("ps_") else "name"
+
+
+def notify_channel(table: str) -> str:
+    """sippeers keeps the channel it always had; another table has its own."""
+    return NOTIFY_CHANNEL if table == "sippeers" else f"sipqualify_{table.lower()}"
+
+
 def trigger_sql(table: str) -> str:
-    """What `sipqualify realtime trigger-sql` prints: a NOTIFY per changed row of `table`."""
-    t = ident(table)
-    return f"""CREATE OR REPLACE FUNCTION sipqualify_notify() RETURNS trigger AS $$
+    """What `sipqualify realtime trigger-sql` prints: a NOTIFY per changed row of `table`
+    (its key: `name` for sippeers, `id` for the ps_* tables)."""
+    t, key, ch = ident(table), key_of(table), notify_channel(table)
+    fn = "sipqualify_notify" if table == "sippeers" else f"sipqualify_notify_{table.lower()}"
+    return f"""CREATE OR REPLACE FUNCTION {ident(fn)}() RETURNS trigger AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN PERFORM pg_notify('{NOTIFY_CHANNEL}', OLD.name); END IF;
-  IF TG_OP <> 'DELETE' THEN PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.name); END IF;
+  IF TG_OP <> 'INSERT' THEN PERFORM pg_notify('{ch}', OLD.{ident(key)}); END IF;
+  IF TG_OP <> 'DELETE' THEN PERFORM pg_notify('{ch}', NEW.{ident(key)}); END IF;
   RETURN NULL;
 END $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS sipqualify_notify ON {t};
 CREATE TRIGGER sipqualify_notify AFTER INSERT OR UPDATE OR DELETE ON {t}
-  FOR EACH ROW EXECUTE FUNCTION sipqualify_notify();
+  FOR EACH ROW EXECUTE FUNCTION {ident(fn)}();
 """
 
 
@@ -155,8 +193,11 @@ class PgBackend:
     (only when the trigger is installed). A broken connection is dropped and made again by the
     next call."""
 
-    def __init__(self, conninfo: Mapping[str, str], table: str) -> None:
+    def __init__(self, conninfo: Mapping[str, str], table: str, key: str = "name", upsert: bool = False,
+                 state: frozenset[str] = STATE_COLUMNS) -> None:
         self.label = f"pgsql:{table}"
+        self.key, self.upsert, self.state = key, upsert, state
+        self.columns: set[str] = set()
         self.conninfo = {**conninfo, "connect_timeout": str(int(DB_TIMEOUT_S)), "application_name": "sipqualify"}
         self.table_name = table
         self.table = ident(table)
@@ -202,10 +243,15 @@ class PgBackend:
             if names is None:
                 cur = await db.execute(f"SELECT * FROM {self.table}")
             else:
-                cur = await db.execute(f"SELECT * FROM {self.table} WHERE name = ANY(%s)", (list(names),))
-            rows = list(await cur.fetchall())
+                cur = await db.execute(f"SELECT * FROM {self.table} WHERE {ident(self.key)} = ANY(%s)",
+                                       (list(names),))
+            rows: list[Row] = []
+            while chunk := await cur.fetchmany(FETCH_CHUNK):  # rows are made at fetch time: the
+                rows += chunk  # loop turns between chunks (100,000 rows at once stalled it seconds)
+                await asyncio.sleep(0)
             if names is None and cur.description:
-                self.config_columns = [c.name for c in cur.description if c.name not in STATE_COLUMNS | {"id"}]
+                self.columns = {c.name for c in cur.description}
+                self.config_columns = [c.name for c in cur.description if c.name not in self.state | {"id"}]
             return rows
         result: list[Row] = await self._call(op)
         return result
@@ -219,7 +265,7 @@ class PgBackend:
     async def fingerprint(self) -> str:
         async def op(db: Any) -> str:
             cur = await db.execute(f"SELECT count(*) AS n, md5(coalesce(string_agg({self._row_hash()}, '' "
-                                   f"ORDER BY t.name), '')) AS h FROM {self.table} t")
+                                   f"ORDER BY t.{ident(self.key)}), '')) AS h FROM {self.table} t")
             r = await cur.fetchone()
             return f"{r['n']}:{r['h']}"
         result: str = await self._call(op)
@@ -233,8 +279,8 @@ class PgBackend:
             async with db.cursor(row_factory=tuple_row) as cur:
                 if not self.config_columns:
                     await cur.execute(f"SELECT * FROM {self.table} LIMIT 0")
-                    self.config_columns = [c.name for c in cur.description if c.name not in STATE_COLUMNS | {"id"}]
-                await cur.execute(f"SELECT t.name, {self._row_hash()} FROM {self.table} t")
+                    self.config_columns = [c.name for c in cur.description if c.name not in self.state | {"id"}]
+                await cur.execute(f"SELECT t.{ident(self.key)}, {self._row_hash()} FROM {self.table} t")
                 return {name: h for name, h in await cur.fetchall()}
         result: dict[str, str] = await self._call(op)
         return result
@@ -242,7 +288,7 @@ class PgBackend:
     async def update(self, updates: Sequence[Update]) -> None:
         async def op(db: Any) -> None:
             async with db.transaction(), db.cursor() as cur:
-                for sql, params in grouped(self.table, updates, "%s"):
+                for sql, params in grouped(self.table, updates, "%s", self.key, self.upsert):
                     await cur.executemany(sql, params)  # pipelined: one round trip per statement shape
         await self._call(op)
 
@@ -261,7 +307,7 @@ class PgBackend:
                 return None
             self._listen = await asyncio.wait_for(
                 psycopg.AsyncConnection.connect(self._dsn(), autocommit=True), DB_TIMEOUT_S)
-            await self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            await self._listen.execute(f"LISTEN {notify_channel(self.table_name)}")
             self.listening = self.resync = True  # what changed before LISTEN sent no NOTIFY to us
             return set()
         names: set[str] = set()
