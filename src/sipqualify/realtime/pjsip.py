@@ -132,6 +132,14 @@ class PjsipRealtime(RealtimeStore):
                 self.eps_of.get(a, set()).discard(rid)
             for a in obj.aors if obj is not None else ():
                 self.eps_of.setdefault(a, set()).add(rid)
+            index = self.pj.endpoint_of  # the reader's AOR -> qualifying endpoint index
+            if index is not None:
+                for a in {*(old.aors if old is not None else ()), *(obj.aors if obj is not None else ())}:
+                    names = self.eps_of.get(a)
+                    if names:
+                        index[a] = min(names)
+                    else:
+                        index.pop(a, None)
         elif t == "identify":
             self._identify_changed = True
 
@@ -307,6 +315,8 @@ class PjsipRealtime(RealtimeStore):
         for ep in self.pj.endpoints.values():
             for a in ep.aors:
                 self.eps_of.setdefault(a, set()).add(ep.name)
+        if self.pj.endpoint_of is not None:  # the new file's index, with the realtime endpoints
+            self.pj.endpoint_of = {a: min(names) for a, names in self.eps_of.items()}
         cfg.peers.update((n, p) for n, p in self.peers.items() if n not in cfg.peers)
 
 
