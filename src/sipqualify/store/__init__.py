@@ -1,5 +1,6 @@
 """SQLite persistence (one writer thread; the event loop only enqueues)."""
 
-from .sqlite import PeerStateRecord, SampleRecord, Store, TransitionRecord
+from .base import PeerStateRecord, SampleRecord, TransitionRecord
+from .sqlite import Store
 
 __all__ = ["PeerStateRecord", "SampleRecord", "Store", "TransitionRecord"]
