@@ -14,7 +14,7 @@ import pytest
 
 from sipqualify.qualify.registrar import Binding
 from sipqualify.store.base import TransitionRecord
-from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, redact
+from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, StoreUnavailable, redact
 
 from ..helpers import T0, Postgres, wait_until
 
@@ -205,6 +205,6 @@ def test_an_unreachable_server_at_start_is_a_clear_error() -> None:
     from ..helpers import free_port
 
     url = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
-    with pytest.raises(RuntimeError, match="cannot connect to the PostgreSQL store") as err:
+    with pytest.raises(StoreUnavailable, match="cannot connect to the PostgreSQL store") as err:
         Store(url).open()
     assert "secret" not in str(err.value) and "secret" not in redact(url)

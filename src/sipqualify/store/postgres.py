@@ -154,12 +154,17 @@ def migrate(db: psycopg.Connection[Any], url: str) -> None:
             log.info("%s: schema migrated to version %d", redact(url), v + 1)
 
 
+class StoreUnavailable(OSError):
+    """The PostgreSQL store cannot be reached (or its URL is not one) when the daemon starts."""
+
+
 def open_migrated(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     """A connection to a migrated schema; a clear error naming the server when there is none."""
     try:
         db = connect(url, autocommit=autocommit)
-    except psycopg.OperationalError as e:
-        raise RuntimeError(f"cannot connect to the PostgreSQL store {redact(url)}: {e}") from e
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as e:
+        why = str(e).strip().replace(url, "the URL")
+        raise StoreUnavailable(f"cannot connect to the PostgreSQL store {redact(url)}: {why}") from e
     try:
         migrate(db, url)
         if not autocommit:
