@@ -227,7 +227,8 @@ class BaseStore(ABC, Generic[Conn]):
         """Roll back if a transaction is open; never raises."""
 
     @abstractmethod
-    def _executemany(self, db: Conn, sql: str, rows: list[Row]) -> None: ...
+    def _execute_ops(self, db: Conn, txn: Ops) -> None:
+        """Run each (counter, sql, rows) of `txn` (in one transaction, already begun)."""
 
     @abstractmethod
     def _execute_rowcount(self, db: Conn, sql: str, args: Row) -> int: ...
@@ -252,10 +253,6 @@ class BaseStore(ABC, Generic[Conn]):
 
     def _transition_record(self, r: Row) -> TransitionRecord:
         return TransitionRecord(*r) if self._node_column else TransitionRecord(*(*r, self.node))
-
-    def _node_rows(self, rows: list[Row]) -> list[Row]:
-        """The rows as the backend's write statements take them (PostgreSQL adds the node)."""
-        return rows
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -515,10 +512,6 @@ class BaseStore(ABC, Generic[Conn]):
                         self._n[counter] += 1
                     else:
                         self._reject(counter, row)
-
-    def _execute_ops(self, db: Conn, txn: Ops) -> None:
-        for _counter, sql, rows in txn:
-            self._executemany(db, sql, self._node_rows(rows))
 
     def _retention_chunk(self, db: Conn, table: str) -> bool:
         """Delete one bounded chunk of expired rows; True if there may be more."""

@@ -29,6 +29,7 @@ from .base import (
     STATE_COLUMNS,
     TRANSITION_COLUMNS,
     BaseStore,
+    Ops,
     PeerStateRecord,
     Row,
     SampleRecord,
@@ -194,8 +195,9 @@ class Store(BaseStore[sqlite3.Connection]):
             except sqlite3.Error:
                 pass
 
-    def _executemany(self, db: sqlite3.Connection, sql: str, rows: list[Row]) -> None:
-        db.executemany(sql, rows)
+    def _execute_ops(self, db: sqlite3.Connection, txn: Ops) -> None:
+        for _counter, sql, rows in txn:
+            db.executemany(sql, rows)
 
     def _execute_rowcount(self, db: sqlite3.Connection, sql: str, args: Row) -> int:
         return db.execute(sql, args).rowcount
