@@ -289,10 +289,11 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         if db.closed and db is self._db:
             self._db = None
 
-    def _execute_ops(self, db: psycopg.Connection[Any] | None, txn: Ops) -> None:
+    def _execute_ops(self, db: psycopg.Connection[Any] | None, txn: Ops) -> int:
         assert db is not None
         for _counter, sql, rows in txn:
             db.execute(sql, (self.node, *_arrays(rows, self._types[sql])))
+        return 0  # no rollups: the windows are computed from the raw rows (store/base.py)
 
     def _execute_rowcount(self, db: psycopg.Connection[Any] | None, sql: str, args: Row) -> int:
         assert db is not None
