@@ -156,6 +156,20 @@ def test_transition_ids_follow_commit_order_across_nodes(pg_url: str) -> None:
     assert len(seen) == 600 and len(set(seen)) == 600
 
 
+def test_a_node_cut_off_mid_transaction_does_not_hold_the_others(pg_url: str) -> None:
+    """The server ends our sessions idle in a transaction and our lock waits: the settings hold
+    on the writer's and the readers' connections."""
+    s = Store(pg_url)
+    s.open()
+    try:
+        assert s._db is not None
+        assert s._db.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("15s",)
+        s._db.rollback()
+        assert s._query("SHOW lock_timeout") == [("30s",)]
+    finally:
+        s.close()
+
+
 def test_bindings_are_each_nodes_own(pg_url: str) -> None:
     def binding(peer: str, port: int, expires_at: float) -> Binding:
         return Binding(peer, f"sip:{peer}@127.0.0.1:{port}", ("127.0.0.1", port), "UDP", expires_at, "ua", "",

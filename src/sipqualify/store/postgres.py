@@ -132,10 +132,24 @@ def redact(url: str) -> str:
 
 
 def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
-    """One connection; a dead server or network is an OperationalError within seconds."""
-    return psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
-                           keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
-                           application_name="sipqualify")
+    """One connection; a dead server or network is an OperationalError within seconds.
+
+    The server ends a session of ours left idle inside a transaction for 15 s (a node cut off
+    between two statements) and a wait for a lock gives up after 30 s (retried): a node that
+    vanishes while it holds the transition-id lock holds up the other nodes for seconds, not
+    until the server's TCP keepalive notices (hours by default)."""
+    db = psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
+                         keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
+                         application_name="sipqualify")
+    try:
+        db.execute("SET idle_in_transaction_session_timeout = '15s'")
+        db.execute("SET lock_timeout = '30s'")
+        if not autocommit:
+            db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def migrate(db: psycopg.Connection[Any], url: str) -> None:
