@@ -37,6 +37,17 @@ def pg_server() -> Iterator[Postgres]:
 
 
 @pytest.fixture
+def own_server() -> Iterator[Postgres]:
+    """A server of the test's own: it stops and starts it (an outage)."""
+    pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture
 def pg_url(pg_server: Postgres) -> str:
     """A fresh, empty database of the session's server."""
     name = f"store{next(_DATABASES)}"

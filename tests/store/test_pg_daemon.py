@@ -1,20 +1,39 @@
 """`sipqualify run` with `[store] url` at a real PostgreSQL: the daemon (a separate process)
-stores its transitions there, with its node id, and its API reads them back; a second node on
-the same database sees the first node's peers and transitions."""
+stores its transitions there, with its node id, and its API reads them back; the server
+stopped under it makes /readyz fail with the cause and loses nothing once it is back; a second
+node on the same database sees the first node's peers and transitions."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sipqualify.store.postgres import Store
 
 from ..helpers import Postgres, api_get, endpoint, free_port
 
 
-async def test_a_daemon_stores_transitions_in_postgres(tmp_path: Path, pg_url: str, pg_server: Postgres) -> None:
+async def readyz(api_port: int, token: str) -> tuple[int, Any]:
+    """/readyz with its body, 503 included (api_get drops the body of an error status)."""
+    def call() -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://127.0.0.1:{api_port}/readyz")
+        req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+    return await asyncio.to_thread(call)
+
+
+async def test_a_daemon_stores_transitions_in_postgres(tmp_path: Path, own_server: Postgres) -> None:
+    pg_server, pg_url = own_server, own_server.url()
     responder, port = await endpoint(200)
     api_port = free_port()
     state = tmp_path / "state"
@@ -47,6 +66,29 @@ async def test_a_daemon_stores_transitions_in_postgres(tmp_path: Path, pg_url: s
         assert not (state / "sipqualify.sqlite").exists()  # nothing went to SQLite
         status, ready = await api_get(api_port, token, "/readyz")
         assert status == 200, ready
+
+        # the server goes away under the running daemon: not ready, with the cause; back: ready
+        pg_server.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, ready = await readyz(api_port, token)
+            if status == 503:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 503 and ready["checks"]["store"] is False, ready
+        assert ready["errors"]["store"]["cause"]
+        _, st = await api_get(api_port, token, "/api/v1/status")
+        queued = st["store"]["samples_written"]
+        pg_server.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status, ready = await readyz(api_port, token)
+            if status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 200, ready
+        _, st = await api_get(api_port, token, "/api/v1/status")
+        assert st["store"]["samples_dropped"] == 0 and st["store"]["samples_written"] > queued
     finally:
         proc.terminate()
         await proc.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,17 +16,6 @@ from sipqualify.store.base import TransitionRecord
 from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, StoreUnavailable, redact
 
 from ..helpers import T0, Postgres, wait_until
-
-
-@pytest.fixture
-def own_server() -> Iterator[Postgres]:
-    """A server of its own: this test stops and starts it."""
-    pytest.importorskip("psycopg")
-    pg = Postgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 def test_a_server_restart_during_writes_loses_nothing(own_server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
