@@ -179,6 +179,34 @@ def test_bindings_are_each_nodes_own(pg_url: str) -> None:
         b.close()
 
 
+def test_bindings_fail_while_the_server_is_down_and_reconnect(own_server: Postgres) -> None:
+    """A REGISTER is answered 500 while its binding cannot be stored (store/committer.py takes
+    `errors`): the store raises them, and stores again once the server is back."""
+    import psycopg
+
+    now = time.time()
+    b = Binding("alice", "sip:alice@127.0.0.1:5061", ("127.0.0.1", 5061), "UDP", now + 300, "ua", "", "cid", 1,
+                False, 0.0, 300)
+    s = BindingStore(own_server.url(), node="n1")
+    try:
+        s.apply([("alice", b)])
+        own_server.stop()
+        with pytest.raises(s.errors):
+            s.apply([("alice", None)])
+        assert issubclass(psycopg.OperationalError, s.errors)
+        own_server.start()
+        s.apply([("bob", Binding("bob", "sip:bob@127.0.0.1:5062", ("127.0.0.1", 5062), "UDP", now + 300))])
+        assert sorted(x.peer for x in s.load(now, 0.0, 3600)) == ["alice", "bob"]  # the failed delete did nothing
+        # a restart while nothing was stored: the first statement finds the connection dead and
+        # is run again on a new one, not failed
+        own_server.stop()
+        own_server.start()
+        s.apply([("alice", None)])
+        assert [x.peer for x in s.load(now, 0.0, 3600)] == ["bob"]
+    finally:
+        s.close()
+
+
 def test_silences_round_trip(pg_url: str) -> None:
     s = SilenceStore(pg_url)
     try:

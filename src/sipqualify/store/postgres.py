@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -51,6 +51,8 @@ from .bindings import COLUMNS as BINDING_COLUMNS
 from .bindings import arm, binding_row, save_runs
 
 log = logging.getLogger("sipqualify.store")
+
+_T = TypeVar("_T")
 
 # advisory lock keys (pg_advisory_xact_lock): schema migration, transition ids
 _MIGRATE_LOCK = 0x5199_0001
@@ -346,31 +348,51 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
 # ---------------------------------------------------------------------- bindings and silences
 
 
-class BindingStore:
+class _Session:
+    """One connection for short synchronous statements (bindings, silences), rebuilt when the
+    server dropped it: a statement that finds it dead (a server restart since the last use) is
+    run again once on a new one; an error while the server is down reaches the caller."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = open_migrated(url, autocommit=True)
+        self.lock = threading.Lock()
+
+    def run(self, body: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        with self.lock:
+            if self.db.closed or self.db.broken:
+                self.db.close()
+                self.db = connect(self.url, autocommit=True)
+            try:
+                return body(self.db)
+            except psycopg.OperationalError:
+                if not self.db.broken:
+                    raise
+                self.db.close()  # dropped under us: once more on a new connection (idempotent bodies)
+                self.db = connect(self.url, autocommit=True)
+                return body(self.db)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+class BindingStore(_Session):
     """Registrar bindings in PostgreSQL (store/bindings.py's interface): each node stores, loads
     and expires its own rows (`node`), so a node's restart restores the bindings it holds."""
 
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, url: str, node: str | None = None) -> None:
-        self.url = url
+        super().__init__(url)
         self.node = node or default_node_id()
-        self.db = open_migrated(url, autocommit=True)
-        self.lock = threading.Lock()
         self._upsert = (
             f"INSERT INTO bindings ({BINDING_COLUMNS}, node) VALUES ({', '.join(['%s'] * 13)}) ON CONFLICT(peer) "
             "DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in [*BINDING_COLUMNS.split(", ")[1:], "node"]))
 
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self.db.closed or self.db.broken:
-            self.db.close()
-            self.db = connect(self.url, autocommit=True)
-        return self.db
-
     def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
         """Saves (binding) and deletes (None) in one transaction, in order."""
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> None:
             with db.transaction(), db.cursor() as cur:
                 for saving, run in save_runs(changes):
                     if saving:
@@ -378,58 +400,37 @@ class BindingStore:
                     else:
                         cur.executemany("DELETE FROM bindings WHERE peer=%s AND node=%s",
                                         [(p, self.node) for p, _ in run])
+        self.run(body)
 
     def load(self, now_wall: float, now_mono: float, maxexpiry: int) -> list[Binding]:
         """This node's bindings still valid at `now_wall` (store/bindings.py's `load`)."""
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> list[Binding]:
             with db.transaction():
                 db.execute("DELETE FROM bindings WHERE expires_at <= %s AND node=%s", (now_wall, self.node))
-                rows = db.execute(f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node=%s",
-                                  (self.node,)).fetchall()
+                rows = db.execute(f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node=%s", (self.node,)).fetchall()
                 out, clamped = arm(rows, now_wall, now_mono, maxexpiry)
                 if clamped:
                     db.cursor().executemany("UPDATE bindings SET expires_at=%s WHERE peer=%s", clamped)
-        return out
-
-    def close(self) -> None:
-        with self.lock:
-            self.db.close()
+            return out
+        return self.run(body)
 
 
-class SilenceStore:
+class SilenceStore(_Session):
     """Silences in PostgreSQL (store/silences.py's interface): one set for the fleet."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.db = open_migrated(url, autocommit=True)
-        self.lock = threading.Lock()
-
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self.db.closed or self.db.broken:
-            self.db.close()
-            self.db = connect(self.url, autocommit=True)
-        return self.db
-
     def load(self, now: float) -> list[Silence]:
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> list[Silence]:
             db.execute("DELETE FROM silences WHERE until <= %s", (now,))
             rows = db.execute("SELECT id, peer, grp, until, comment, created FROM silences ORDER BY id").fetchall()
-        return [Silence(*r) for r in rows]
+            return [Silence(*r) for r in rows]
+        return self.run(body)
 
     def add(self, peer: str | None, group: str | None, until: float, comment: str, created: float) -> Silence:
-        with self.lock:
-            row = self._conn().execute(
-                "INSERT INTO silences(peer, grp, until, comment, created) VALUES (%s,%s,%s,%s,%s) RETURNING id",
-                (peer, group, until, comment, created)).fetchone()
+        row = self.run(lambda db: db.execute(
+            "INSERT INTO silences(peer, grp, until, comment, created) VALUES (%s,%s,%s,%s,%s) RETURNING id",
+            (peer, group, until, comment, created)).fetchone())
         assert row is not None
         return Silence(int(row[0]), peer, group, until, comment, created)
 
     def delete(self, silence_id: int) -> bool:
-        with self.lock:
-            return self._conn().execute("DELETE FROM silences WHERE id=%s", (silence_id,)).rowcount > 0
-
-    def close(self) -> None:
-        with self.lock:
-            self.db.close()
+        return self.run(lambda db: db.execute("DELETE FROM silences WHERE id=%s", (silence_id,)).rowcount > 0)
