@@ -75,6 +75,26 @@ def test_a_server_restart_during_writes_loses_nothing(own_server: Postgres, capl
         again.close()
 
 
+def test_a_restart_while_idle_is_not_a_failure(own_server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
+    """The first write after a server restart finds the writer's connection dropped: it is made
+    again and the write goes in at once, without an episode of failing writes."""
+    caplog.set_level(logging.WARNING, logger="sipqualify.store")
+    s = Store(own_server.url(), retention_interval_s=3600)
+    s.open()
+    try:
+        s.record_transition("a", T0, "UNKNOWN", "OK", 1, 2000, 1.0)
+        s.flush()
+        own_server.stop()
+        own_server.start()
+        s.record_transition("a", T0 + 1, "OK", "UNREACHABLE", -1, 2000, None)
+        s.flush()
+        assert [t.new for t in s.transitions("a")] == ["OK", "UNREACHABLE"]
+        assert s.stats["reconnects"] == 1 and s.health()["ok"]
+        assert not [r for r in caplog.records if "failing" in r.getMessage()]
+    finally:
+        s.close()
+
+
 def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
     a = Store(pg_url, node="node-a", sample_flush_interval_s=0.05)
     b = Store(pg_url, node="node-b", sample_flush_interval_s=0.05)

@@ -184,6 +184,7 @@ class BaseStore(ABC, Generic[Conn]):
             "rollup_rows_written": 0,  # SQLite's time-window rollups (store/rollup.py); 0 elsewhere
             "rollup_rows_deleted": 0,
             "rows_rejected": 0,
+            "reconnects": 0,  # a server's connection found dropped and made again at once
             "errors": 0,
             "callback_errors": 0,
         }
@@ -244,6 +245,11 @@ class BaseStore(ABC, Generic[Conn]):
     @abstractmethod
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         """Run one read (any thread) on a reader connection; every row."""
+
+    def _dropped(self, db: Conn) -> bool:
+        """Did this failure find a connection the server had dropped? (a server: yes after its
+        restart; the retry on a new connection says whether it is back)."""
+        return False
 
     def _check(self) -> None:
         """Writer thread, once a loop turn: backend-specific health checks (a vanished file)."""
@@ -546,6 +552,7 @@ class BaseStore(ABC, Generic[Conn]):
         constraint): returns (False, None) so the caller can isolate them.
         """
         delay = 0.05
+        fresh = False  # the connection was just made: a failure on it is the database's
         while True:
             t0 = time.perf_counter()
             conn = db
@@ -554,7 +561,12 @@ class BaseStore(ABC, Generic[Conn]):
                 result = body(conn)
                 self._commit(conn)
             except self.transient_errors as e:
+                stale = not fresh and self._dropped(conn)
                 self._rollback(conn)
+                if stale:  # a connection the server dropped while idle (its restart): once more, now
+                    fresh = True
+                    self._n["reconnects"] += 1
+                    continue
                 if not persist:
                     # housekeeping (retention) tries again at its next turn; it loses no data, so
                     # on its own it does not make the store unhealthy

@@ -288,6 +288,9 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
             log.info("store: reconnected to %s", self.path)
         return self._db  # psycopg opens the transaction at the first statement
 
+    def _dropped(self, db: psycopg.Connection[Any] | None) -> bool:
+        return db is not None and db.broken
+
     def _commit(self, db: psycopg.Connection[Any] | None) -> None:
         assert db is not None
         db.commit()
