@@ -178,6 +178,37 @@ def test_a_node_cut_off_mid_transaction_does_not_hold_the_others(pg_url: str) ->
         s.close()
 
 
+def test_server_side_percentiles_are_the_nearest_rank(pg_url: str) -> None:
+    """rtt_windows on PostgreSQL (percentile_disc) against store/windows.py's nearest rank, window
+    by window, for sample counts where q * n falls on and around whole numbers."""
+    import random
+
+    from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, percentile
+
+    rnd = random.Random(7)
+    now = time.time()
+    s = Store(pg_url, sample_retention_s=1e9)
+    s.open()
+    try:
+        rows: dict[str, list[tuple[float, float | None]]] = {}
+        for k, n in enumerate((1, 2, 19, 20, 21, 99, 100, 101, 200, 1000)):
+            peer = f"p{k}"
+            rows[peer] = [(now - rnd.uniform(0, 90_000),
+                           None if rnd.random() < 0.1 else round(rnd.expovariate(0.05), 3)) for _ in range(n)]
+            for t, rtt in rows[peer]:
+                s.record_sample(peer, t, rtt, 200 if rtt is not None else None, 1)
+        s.flush()
+        for peer, samples in rows.items():
+            got, read = s.rtt_windows(peer, now)
+            for name, span in RTT_WINDOWS:
+                values = sorted(r for t, r in samples if r is not None and t >= now - span)
+                want = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+                assert got[name] == want, (peer, name)
+            assert read == len([1 for t, r in samples if r is not None and t >= now - 86400])
+    finally:
+        s.close()
+
+
 def test_bindings_are_each_nodes_own(pg_url: str) -> None:
     def binding(peer: str, port: int, expires_at: float) -> Binding:
         return Binding(peer, f"sip:{peer}@127.0.0.1:{port}", ("127.0.0.1", port), "UDP", expires_at, "ua", "",

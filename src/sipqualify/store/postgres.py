@@ -49,6 +49,7 @@ from .base import (
 )
 from .bindings import COLUMNS as BINDING_COLUMNS
 from .bindings import arm, binding_row, save_runs
+from .windows import PERCENTILES, RTT_WINDOWS
 
 log = logging.getLogger("sipqualify.store")
 
@@ -327,6 +328,29 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         return sorted(int(r[0]) for r in got)
 
     # ------------------------------------------------------------------ reads (any thread)
+
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows computed by the server, exactly, in one statement: PostgreSQL's
+        `percentile_disc` is the nearest rank of store/windows.py (the first value whose rank
+        reaches ceil(q * n), q * n in float8 as Python computes it), so only the figures travel,
+        never the window's samples. Also the number of samples the server read."""
+        qs = [q / 100.0 for q in PERCENTILES]
+        cols, args = [], []
+        for _name, span in RTT_WINDOWS:
+            cols.append("count(*) FILTER (WHERE time >= %s), "
+                        "percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY rtt_ms) FILTER (WHERE time >= %s)")
+            args += [now - span, qs, now - span]
+        longest = max(span for _, span in RTT_WINDOWS)
+        sql = (f"SELECT count(*), {', '.join(cols)} FROM samples "
+               "WHERE peer=%s AND time>=%s AND time<=%s AND rtt_ms IS NOT NULL")
+        with self._reader() as db:
+            row = db.execute(sql, (*args, peer, now - longest, now)).fetchone()
+        assert row is not None
+        rtt: dict[str, Any] = {}
+        for i, (name, _span) in enumerate(RTT_WINDOWS):
+            n, values = row[1 + 2 * i], row[2 + 2 * i] or [None] * len(PERCENTILES)
+            rtt[name] = {"samples": int(n), **{f"p{q}_ms": v for q, v in zip(PERCENTILES, values, strict=True)}}
+        return rtt, int(row[0])
 
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection[Any]]:
