@@ -486,6 +486,11 @@ class BaseStore(ABC, Generic[Conn]):
                     self._transitions_committed([row], ids)
                 else:
                     self._reject("transition", row)
+        self._after_transitions(db)
+
+    def _after_transitions(self, db: Conn) -> None:
+        """After transitions are committed and their callbacks ran: a backend's own bookkeeping
+        of them (SQLite: the uptime rollup), which never delays their events."""
 
     def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
         assert ids is not None
