@@ -7,15 +7,18 @@ reading every sample of the last 24 h:
 - **RTT rollup**: per peer and per 5-minute bucket (`RTT_BUCKET_S`, aligned on the UNIX epoch),
   the number of samples, how many were answered, the smallest and largest answered RTT and a
   log-scaled histogram of the answered RTTs. Bins are 5 % wide (`RATIO`) from 0.1 ms to 60 s
-  (273 bins, plus one below and one above); only the non-empty ones are stored, 6 bytes each
-  (`encode`). A percentile read from a histogram is the geometric middle of the bin holding
-  the nearest-rank sample, clamped to the smallest/largest RTT seen: for RTTs in
+  (273 bins, plus one below and one above); only the non-empty ones are stored, as (bin, count)
+  pairs of 6 bytes (`encode`), appended to by the database and compacted past `COMPACT_BYTES`.
+  A percentile read from a histogram is the geometric middle of the bin holding the
+  nearest-rank sample, clamped to the smallest/largest RTT seen: for RTTs in
   [0.1 ms, 60 s] it is within `REL_ERROR` (sqrt(1.05) - 1 = 2.47 %) of the exact nearest-rank
   percentile of the same samples (`tests/store/test_rollup.py` checks it on random data).
   Below 0.1 ms the error is at most 0.1 ms; above 60 s the largest RTT is reported.
 - **Uptime rollup**: per peer and per hour (`UPTIME_BUCKET_S`), the seconds observed and the
-  seconds up (OK or LAGGED) of every state interval closed by a transition, split at hour
-  boundaries (`split_interval`), credited when the closing transition is written.
+  seconds up (OK or LAGGED) of every state interval of at most `SPAN_S` closed by a
+  transition, split at hour boundaries (`split_interval`), credited when the closing
+  transition is written; a longer interval is kept whole (one row: start, end, up), so a
+  transition writes a few rows whatever the length of the interval it closes.
 
 Nothing here touches a database: bucketing, histogram encoding and merging, percentiles and
 interval splitting are pure functions, shared by the SQLite store (store/sqlite.py) and any
@@ -34,6 +37,7 @@ from .windows import REACHABLE, UNOBSERVED
 RTT_BUCKET_S = 300  # 5 min: the RTT rollup's bucket (and the longest raw read of a window edge)
 UPTIME_BUCKET_S = 3600  # 1 h: the uptime rollup's bucket
 UPTIME_KEEP_S = 31 * 86400  # the longest uptime window (30 d) and a day of margin
+SPAN_S = 2 * UPTIME_BUCKET_S  # a state interval longer than this is kept whole, not split by hour
 
 LOW_MS = 0.1  # the lower edge of the first regular bin
 HIGH_MS = 60_000.0  # the upper edge of the last regular bin
@@ -76,10 +80,10 @@ def representative(i: int) -> float:
 
 
 def _layout(n: int) -> struct.Struct:
-    """n bins then n counts, little-endian: 2 + 4 bytes a bin."""
+    """n (bin uint16, count uint32) pairs, little-endian: 6 bytes a pair."""
     st = _LAYOUTS.get(n)
     if st is None:
-        st = _LAYOUTS[n] = struct.Struct(f"<{n}H{n}I")
+        st = _LAYOUTS[n] = struct.Struct("<" + "HI" * n)
     return st
 
 
@@ -88,17 +92,23 @@ _SINGLE = [_layout(1).pack(i, 1) for i in range(TOP + 1)]  # one sample in bin i
 
 
 def encode(hist: Mapping[int, int]) -> bytes:
-    """Non-empty bins in bin order: their numbers (uint16), then their counts (uint32)."""
-    bins = sorted(i for i, c in hist.items() if c > 0)
-    return _layout(len(bins)).pack(*bins, *(hist[i] for i in bins))
+    """The non-empty bins in bin order, as (bin, count) pairs."""
+    flat: list[int] = []
+    for i in sorted(hist):
+        if hist[i] > 0:
+            flat += (i, hist[i])
+    return _layout(len(flat) // 2).pack(*flat)
 
 
 def decode(blob: bytes | None) -> Histogram:
-    if not blob:
-        return {}
-    n = len(blob) // 6
-    v = _layout(n).unpack(blob)
-    return dict(zip(v[:n], v[n:], strict=True))
+    """Pairs back to bin -> count. A bin may come more than once (two encodings concatenated, as
+    the database appends a batch's pairs to a row: see `COMPACT_BYTES`): its counts add up."""
+    hist: Histogram = {}
+    if blob:
+        v = _layout(len(blob) // 6).unpack(blob)
+        for i, c in zip(v[0::2], v[1::2], strict=True):
+            hist[i] = hist.get(i, 0) + c
+    return hist
 
 
 def add_into(into: Histogram, other: Mapping[int, int]) -> Histogram:
@@ -107,8 +117,14 @@ def add_into(into: Histogram, other: Mapping[int, int]) -> Histogram:
     return into
 
 
+# A row's histogram grows by concatenation (SQL `||`, no Python) while it stays under this size;
+# past it the database calls `merge_blobs`, which sums duplicate bins: a row stays small (at most
+# this plus one batch's bins), and at a poll a minute (5 samples a bucket) it is never called.
+COMPACT_BYTES = 240
+
+
 def merge_blobs(a: bytes | None, b: bytes | None) -> bytes:
-    """Two encoded histograms as one (the database's merge function on upsert)."""
+    """Two encoded histograms as one, each bin once (the database's compaction on upsert)."""
     if not a:
         return bytes(b or b"")
     if not b:
@@ -159,10 +175,10 @@ class RttCell:
         acc = [0] * (TOP + 1)
         for n, answered, min_ms, max_ms, blob in rows:
             self.merge(n, answered, min_ms, max_ms, {})
-            k = len(blob) // 6
-            v = _layout(k).unpack(blob)
-            for i, c in zip(v[:k], v[k:], strict=True):
-                acc[i] += c
+            if blob:
+                v = _layout(len(blob) // 6).unpack(blob)
+                for i, c in zip(v[0::2], v[1::2], strict=True):
+                    acc[i] += c
         add_into(self.hist, {i: c for i, c in enumerate(acc) if c})
 
     def percentile(self, q: float) -> float | None:

@@ -9,12 +9,14 @@ the last commits, which is the trade WAL+NORMAL makes for throughput. A database
 or replaced under the running store is reported by `health()` (checked at most once a second):
 SQLite keeps writing to the deleted inode without an error.
 
-Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read two summary
-tables the writer keeps in the same transactions as the rows they summarise (store/rollup.py):
-`rtt_rollup` (per 5-minute bucket and peer: counts and an RTT histogram, upserted once per
-(bucket, peer) per batch of samples) and `uptime_rollup` (per hour and peer: seconds observed
-and up, credited when a transition closes a state interval). Retention prunes them with the
-samples and after 31 days; a migration builds them once from an older database's rows.
+Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read summary
+tables the writer keeps (store/rollup.py): `rtt_rollup` (per 5-minute bucket and peer: counts
+and an RTT histogram), upserted once per (bucket, peer) per batch in the samples' own
+transaction; `uptime_rollup` (per hour and peer: seconds observed and up) and `uptime_spans`
+(state intervals longer than 2 h, whole), credited for each interval a transition closes right
+after the transitions' commit and callbacks, in a transaction of their own that also moves the
+`rollup_marks` mark (so exactly once; open() catches up after a crash). Retention prunes them
+with the samples and after 31 days; a migration builds them once from an older database's rows.
 
 Reads use a small pool of read-only connections (WAL lets them run while the writer writes)
 and may be called from any thread; the service calls them through `asyncio.to_thread`.
@@ -23,7 +25,6 @@ and may be called from any thread; the service calls them through `asyncio.to_th
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sqlite3
 import threading
@@ -49,7 +50,7 @@ from .base import (
 __all__ = ["SCHEMA_VERSION", "FileWatch", "PeerStateRecord", "SampleRecord", "Store", "TransitionRecord"]
 
 from .rollup import RTT_BUCKET_S, UPTIME_BUCKET_S, UPTIME_KEEP_S, RttCell
-from .windows import PERCENTILES, RTT_WINDOWS, percentile, uptime_seconds
+from .windows import PERCENTILES, REACHABLE, RTT_WINDOWS, UNOBSERVED, percentile, uptime_seconds
 
 log = logging.getLogger("sipqualify.store")
 
@@ -122,22 +123,38 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
             seen_s REAL NOT NULL,
             PRIMARY KEY (bucket, peer)
         ) WITHOUT ROWID""",
+        # state intervals longer than rollup.SPAN_S, whole: [t0, t1), up 1 (OK, LAGGED) or 0
+        """CREATE TABLE IF NOT EXISTS uptime_spans (
+            peer TEXT NOT NULL,
+            t0 REAL NOT NULL,
+            t1 REAL NOT NULL,
+            up INTEGER NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_peer_t1 ON uptime_spans(peer, t1)",
+        "CREATE INDEX IF NOT EXISTS uptime_spans_t1 ON uptime_spans(t1)",
+        # the last transition credited to the uptime rollup (_credit_uptime)
+        "CREATE TABLE IF NOT EXISTS rollup_marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        "INSERT OR IGNORE INTO rollup_marks(name, value) VALUES ('uptime_credited_id', 0)",
         lambda db: _build_rollups(db),
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# hist_merge: rollup.merge_blobs, registered on the write connection (_connect)
+# hist_merge: rollup.merge_blobs, registered on the write connection (_connect); below
+# rollup.COMPACT_BYTES a histogram is appended to in SQL alone
 _UPSERT_RTT_ROLLUP = (
     "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
     "ON CONFLICT(bucket, peer) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
     "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
-    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), hist=hist_merge(hist, excluded.hist)"
+    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), "
+    f"hist=CASE WHEN length(hist) + length(excluded.hist) > {rollup.COMPACT_BYTES} "
+    "THEN hist_merge(hist, excluded.hist) ELSE CAST(hist || excluded.hist AS BLOB) END"
 )
 _UPSERT_UPTIME_ROLLUP = (
     "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
     "ON CONFLICT(bucket, peer) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
 )
+_INSERT_UPTIME_SPAN = "INSERT INTO uptime_spans(peer, t0, t1, up) VALUES (?,?,?,?)"
 _INSERT_TRANSITION = f"INSERT INTO transitions({TRANSITION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -145,7 +162,7 @@ class Store(BaseStore[sqlite3.Connection]):
     """The store in one SQLite file (`path`)."""
 
     transient_errors = (sqlite3.OperationalError,)
-    retained_tables = (*RETAINED_TABLES, "rtt_rollup", "uptime_rollup")
+    retained_tables = (*RETAINED_TABLES, "rtt_rollup", "uptime_rollup", "uptime_spans")
 
     def __init__(self, path: str, *, busy_timeout_s: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
@@ -196,6 +213,13 @@ class Store(BaseStore[sqlite3.Connection]):
         db = self._connect()
         try:
             self._migrate(db)
+            db.execute("BEGIN IMMEDIATE")  # transitions committed but not credited before a crash
+            try:
+                _credit_uptime(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
             states = {r[0]: self._state_record(r) for r in db.execute(f"SELECT {STATE_COLUMNS} FROM peer_state")}
         except BaseException:
             db.close()
@@ -263,15 +287,18 @@ class Store(BaseStore[sqlite3.Connection]):
     def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
         """Delete one bounded chunk of expired rows; True if there may be more. A rollup bucket goes
         once all of it is expired: the RTT rollup with the samples, the uptime rollup after 31 d."""
-        if table not in ("rtt_rollup", "uptime_rollup"):
+        if table not in ("rtt_rollup", "uptime_rollup", "uptime_spans"):
             return super()._retention_chunk(db, table)
         now = self._retention_now()
         if table == "rtt_rollup":
             cutoff = now - self.sample_retention_s - RTT_BUCKET_S
         else:
             cutoff = now - UPTIME_KEEP_S - UPTIME_BUCKET_S
-        # WITHOUT ROWID: by primary key
-        sql = f"DELETE FROM {table} WHERE (bucket, peer) IN (SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)"
+        if table == "uptime_spans":
+            sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE t1 < ? LIMIT ?)"
+        else:  # WITHOUT ROWID: by primary key
+            sql = (f"DELETE FROM {table} WHERE (bucket, peer) IN "
+                   f"(SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)")
         ok, n = self._transact(
             db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
         )
@@ -283,12 +310,14 @@ class Store(BaseStore[sqlite3.Connection]):
     def _execute_rowcount(self, db: sqlite3.Connection, sql: str, args: Row) -> int:
         return db.execute(sql, args).rowcount
 
+    def _after_transitions(self, db: sqlite3.Connection) -> None:
+        # after the COMMIT and its callbacks: the uptime rollup never delays a transition's event
+        ok, n = self._transact(db, _credit_uptime)
+        self._n["rollup_rows_written"] += n or 0
+
     def _insert_transitions(self, db: sqlite3.Connection, rows: list[Row]) -> list[int]:
         """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
-        so they are read back from sqlite_sequence instead of one execute per row. The uptime rollup
-        is credited first, in the same transaction (each peer's previous transition is read before
-        the new rows are in)."""
-        _credit_uptime(db, rows)
+        so they are read back from sqlite_sequence instead of one execute per row."""
         if len(rows) == 1:
             return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
         db.executemany(_INSERT_TRANSITION, rows)
@@ -359,7 +388,8 @@ class Store(BaseStore[sqlite3.Connection]):
     def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
         """(uptime %, seconds observed) over `[since, until]` (store/windows.py). The whole hours
         come from the uptime rollup (at most 720 rows for 30 d, summed by SQLite) plus the state
-        interval still open; the partial hours at both edges from the transitions in them."""
+        interval still open and the long intervals (`uptime_spans`, at most 30 d / 2 h of them);
+        the partial hours at both edges from the transitions in them."""
         up, seen = self.uptime_seconds(peer, since, until)
         return (100.0 * up / seen if seen > 0 else None), seen
 
@@ -373,6 +403,13 @@ class Store(BaseStore[sqlite3.Connection]):
             tail_up, tail_seen = _uptime_raw(db, peer, last, until)
             ((up, seen),) = _rollup_rows(db, "COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup",
                                          peer, range(int(first), last, h))
+            # the long intervals, whole: their overlap with the whole hours
+            span_up, span_seen = db.execute(
+                "SELECT COALESCE(SUM((MIN(t1, ?) - MAX(t0, ?)) * up), 0), COALESCE(SUM(MIN(t1, ?) - MAX(t0, ?)), 0) "
+                "FROM uptime_spans WHERE peer=? AND t1>? AND t0<?", (last, first, last, first, peer, first, last)
+            ).fetchone()
+            up += span_up
+            seen += span_seen
             # the interval of the last state before the tail is credited when a transition ends it
             state = _state_before(db, peer, last, writing=False)
             if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
@@ -427,16 +464,21 @@ def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
     return len(summary)
 
 
-def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool) -> tuple[float, str] | None:
+def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool,
+                  before_id: int = 0) -> tuple[float, str] | None:
     """(since when, state) of `peer` just before time `t`: its last transition (before `t`; when
     `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
     the transition retention) its saved state if that changed before `t` (at `t` too when reading;
     never when writing: a saved state already committed for this very transition says nothing
     about the time before it). When reading and neither is there, the state its next transition
     left, at `t`."""
-    t_op, s_op = ("<=", "<") if writing else ("<", "<=")
-    row = db.execute(f"SELECT time, new FROM transitions WHERE peer=? AND time{t_op}? ORDER BY time DESC, id DESC "
-                     "LIMIT 1", (peer, t)).fetchone()
+    if writing:  # the transition with id `before_id` is stored: the one before it in (time, id) order
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<=? AND (time<? OR id<?) "
+                         "ORDER BY time DESC, id DESC LIMIT 1", (peer, t, t, before_id)).fetchone()
+    else:
+        row = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
+                         "LIMIT 1", (peer, t)).fetchone()
+    s_op = "<" if writing else "<="
     if row is None:
         row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
                          (peer, t)).fetchone()
@@ -446,21 +488,27 @@ def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool)
     return (float(row[0]), str(row[1])) if row is not None else None
 
 
-def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
-    """Credit to the uptime rollup each state interval these transitions close: from the peer's
-    previous transition (stored, or earlier in `rows`) to this one, split by hour."""
-    valid = [r for r in rows if isinstance(r[0], str) and isinstance(r[1], int | float) and math.isfinite(r[1])
-             and isinstance(r[3], str)]
-    valid.sort(key=lambda r: r[1])
+def _credit_uptime(db: sqlite3.Connection) -> int:
+    """Credit to the uptime rollup each state interval closed by a transition not credited yet
+    (id above the `uptime_credited_id` mark): from the peer's previous transition to it
+    (`_UptimeCredit`). Runs after the transitions' own commit, in its own transaction with the
+    mark, so it is done exactly once: a crash in between is caught up at the next open().
+    Returns the rollup rows written."""
+    (mark,) = db.execute("SELECT value FROM rollup_marks WHERE name='uptime_credited_id'").fetchone()
+    rows = db.execute("SELECT id, peer, time, new FROM transitions WHERE id>? ORDER BY id", (mark,)).fetchall()
+    if not rows:
+        return 0
     prev: dict[str, tuple[float, str] | None] = {}
-    acc: dict[tuple[str, int], list[float]] = {}
-    for peer, t, _old, new, *_ in valid:
+    credit = _UptimeCredit()
+    for rowid, peer, t, new in sorted(rows, key=lambda r: (r[2], r[0])):
         if peer not in prev:
-            prev[peer] = _state_before(db, peer, t, writing=True)
-        _accumulate(acc, peer, prev[peer], t)
+            prev[peer] = _state_before(db, peer, t, writing=True, before_id=rowid)
+        p = prev[peer]
+        if p is not None:
+            credit.add(peer, p[0], p[1], t)
         prev[peer] = (float(t), new)
-    if acc:
-        db.executemany(_UPSERT_UPTIME_ROLLUP, [(peer, b, up, seen) for (peer, b), (up, seen) in acc.items()])
+    db.execute("UPDATE rollup_marks SET value=? WHERE name='uptime_credited_id'", (rows[-1][0],))
+    return credit.write(db)
 
 
 def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
@@ -477,13 +525,36 @@ def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -
     return uptime_seconds(state[1] if state else None, changes, since, until)
 
 
-def _accumulate(acc: dict[tuple[str, int], list[float]], peer: str, prev: tuple[float, str] | None, t: float) -> None:
-    if prev is None or prev[0] > t:
-        return  # nothing known before, or out of time order: credit nothing rather than twice
-    for b, up, seen in rollup.credit(prev[1], max(prev[0], t - UPTIME_KEEP_S), t):
-        cell = acc.setdefault((peer, b), [0.0, 0.0])
-        cell[0] += up
-        cell[1] += seen
+class _UptimeCredit:
+    """State intervals closed by transitions, to credit: one of at most `rollup.SPAN_S` (a flap)
+    split by hour into `uptime_rollup` (3 rows at most), a longer one (a peer stable for days)
+    kept whole as one `uptime_spans` row. So a transition costs a few rows whatever the length of
+    the interval it closes, and a window reads at most 30 d / SPAN_S spans."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[str, int], list[float]] = {}
+        self.spans: list[Row] = []
+
+    def add(self, peer: str, start: float, state: str, end: float) -> None:
+        if start > end or state in UNOBSERVED:
+            return  # out of time order (credit nothing rather than twice), or not observed
+        start = max(start, end - UPTIME_KEEP_S)
+        if end - start > rollup.SPAN_S:
+            self.spans.append((peer, start, end, 1 if state in REACHABLE else 0))
+            return
+        for b, up, seen in rollup.credit(state, start, end):
+            cell = self.hours.setdefault((peer, b), [0.0, 0.0])
+            cell[0] += up
+            cell[1] += seen
+
+    def write(self, db: sqlite3.Connection) -> int:
+        n = len(self.hours) + len(self.spans)
+        if self.hours:
+            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
+        if self.spans:
+            db.executemany(_INSERT_UPTIME_SPAN, self.spans)
+        self.hours, self.spans = {}, []
+        return n
 
 
 def _build_rollups(db: sqlite3.Connection) -> None:
@@ -491,13 +562,14 @@ def _build_rollups(db: sqlite3.Connection) -> None:
     cur = db.execute("SELECT peer, time, rtt_ms FROM samples")
     while chunk := cur.fetchmany(50_000):
         _rollup_samples(db, chunk)
-    acc: dict[tuple[str, int], list[float]] = {}
+    credit = _UptimeCredit()
     last: tuple[str, float, str] | None = None
-    for peer, t, new in db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id"):
+    for n, (peer, t, new) in enumerate(db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id")):
         if last is not None and last[0] == peer:
-            _accumulate(acc, peer, (last[1], last[2]), t)
+            credit.add(peer, last[1], last[2], t)
         last = (peer, t, new)
-        if len(acc) >= 50_000:
-            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
-            acc.clear()
-    db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
+        if n % 50_000 == 49_999:
+            credit.write(db)
+    credit.write(db)
+    db.execute("UPDATE rollup_marks SET value=(SELECT COALESCE(MAX(id), 0) FROM transitions) "
+               "WHERE name='uptime_credited_id'")
