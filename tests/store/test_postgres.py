@@ -127,6 +127,28 @@ def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
         b.close()
 
 
+def test_committed_transitions_are_notified(pg_url: str) -> None:
+    """Another node LISTENing on the channel hears of each commit of transitions, with the
+    committing node and its last id: what it then reads with transitions_after."""
+    import psycopg
+
+    from sipqualify.store.postgres import NOTIFY_CHANNEL
+
+    s = Store(pg_url, node="node-a")
+    s.open()
+    listener = psycopg.connect(pg_url, autocommit=True)
+    try:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        s.record_transition("alice", T0, "UNKNOWN", "OK", 1, 2000, 1.0)
+        s.flush()
+        got = next(listener.notifies(timeout=10, stop_after=1))
+        node, last = got.payload.split()
+        assert node == "node-a" and [t.peer for t in s.transitions_after(int(last) - 1)] == ["alice"]
+    finally:
+        listener.close()
+        s.close()
+
+
 def test_transition_ids_follow_commit_order_across_nodes(pg_url: str) -> None:
     """An event stream resuming after id N must never miss a row another node commits later."""
     stores = [Store(pg_url, node=f"n{k}", transition_window_s=0) for k in range(3)]

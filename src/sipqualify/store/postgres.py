@@ -19,6 +19,8 @@ What differs from store/sqlite.py:
 - A batch of samples, state upserts or transitions is one statement whatever its size
   (`INSERT ... SELECT FROM unnest(arrays)`, one array per column): a round trip per batch,
   not per row.
+- A commit of transitions is NOTIFY'd on `sipqualify_transitions` ("<node> <last id>"): a node
+  that LISTENs there learns at once that `transitions_after` has rows for it.
 - The schema is versioned in `sipqualify_schema` and migrated on first connect under an
   advisory lock, so nodes starting together migrate it once.
 """
@@ -55,6 +57,8 @@ log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
 
+# NOTIFY'd with "<node> <last id>" when a node commits transitions (LISTEN to follow the fleet)
+NOTIFY_CHANNEL = "sipqualify_transitions"
 # advisory lock keys (pg_advisory_xact_lock): schema migration, transition ids
 _MIGRATE_LOCK = 0x5199_0001
 _TRANSITION_LOCK = 0x5199_0002
@@ -325,7 +329,11 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         # statement in the rows' order (ORDER BY ord), so the sorted ids are the rows' ids
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_TRANSITION_LOCK,))
         got = db.execute(self._insert_transitions_sql, (self.node, *_arrays(rows, _TRANSITION_TYPES))).fetchall()
-        return sorted(int(r[0]) for r in got)
+        ids = sorted(int(r[0]) for r in got)
+        # delivered at COMMIT to every session LISTENing (other nodes following the fleet's
+        # transitions: then `transitions_after`), never if it rolls back
+        db.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"{self.node} {ids[-1]}"))
+        return ids
 
     # ------------------------------------------------------------------ reads (any thread)
 
