@@ -311,3 +311,43 @@ def test_an_unreachable_server_at_start_is_a_clear_error() -> None:
     with pytest.raises(StoreUnavailable, match="cannot connect to the PostgreSQL store") as err:
         Store(url).open()
     assert "secret" not in str(err.value) and "secret" not in redact(url)
+
+
+def test_enqueue_never_blocks_while_another_session_locks_the_tables(pg_url: str) -> None:
+    """Another session holds the tables (a migration, a VACUUM FULL, a long transaction): the
+    writer waits, the event loop's side does not; all goes in once the lock is released."""
+    import statistics
+
+    import psycopg
+
+    s = Store(pg_url, max_queued_samples=10_000)
+    s.open()
+    blocker = psycopg.connect(pg_url)
+    try:
+        blocker.execute("LOCK TABLE transitions, samples, peer_state IN ACCESS EXCLUSIVE MODE")
+        s.record_transition("first", T0, "UNKNOWN", "OK", 1, 2000, 1.0)
+        # the writer took "first" and waits on the lock with it
+        wait_until(lambda: s.stats["queued_transitions"] == 0 and s.stats["transitions_written"] == 0)
+        costs: list[float] = []
+        clock = time.perf_counter
+        for i in range(50_000):
+            t0 = clock()
+            s.record_sample("p", T0 + i * 0.001, 1.0, 200, 1)
+            if i % 1000 == 0:
+                s.record_transition(f"t{i}", T0 + i * 0.001, "OK", "UNREACHABLE", -1, 2000, None)
+                s.save_state(f"t{i}", "UNREACHABLE", -1, 2000, None, T0, T0)
+            costs.append(clock() - t0)
+        assert max(costs) < 0.5, max(costs)  # a wait on the lock would be seconds
+        assert statistics.median(costs) < 200e-6, statistics.median(costs)
+        assert s.stats["transitions_written"] == 0 and s.stats["samples_dropped"] >= 40_000
+    finally:
+        blocker.rollback()
+        blocker.close()
+    try:
+        s.flush(timeout=60)
+        st = s.stats
+        assert st["samples_written"] + st["samples_dropped"] == 50_000
+        assert len(s.transitions(limit=1000)) == 51  # transitions are never dropped
+        assert len(s.states()) == 50
+    finally:
+        s.close()
