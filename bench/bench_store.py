@@ -12,35 +12,79 @@ Prints
 - the time windows of `GET /api/v1/peers/NAME/stats` (issue 13 item 6) for a peer polled every
   `--window-step` seconds for 24 h: rows read and ms per request, before (every raw sample of the
   window, sorted: what Store.windows did before the rollups) and after (store/rollup.py), and
-  the writer's sample throughput with and without the rollup upserts.
+  the writer's sample throughput with and without the rollup upserts (SQLite: the rollups are
+  SQLite's; skipped with --backend postgres).
 
     python bench/bench_store.py                             # 1,000,000 peers, 1,000,000 samples, 10 s sustained
     python bench/bench_store.py --peers 50000 --samples 200000 --duration 3   # CI short mode
     python bench/bench_store.py --only-windows              # the windows and the rollup's write overhead only
+    python bench/bench_store.py --backend postgres          # PostgreSQL (store/postgres.py): a server
+                                                            # started in a temp dir, or --url URL
+
+Writer figures are also given as the writer's cost per row (µs of its time per row written),
+to compare the backends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sipqualify.store import Store, TransitionRecord  # noqa: E402
+from sipqualify.store import AnyStore, Store, TransitionRecord  # noqa: E402
 from sipqualify.store import sqlite as store_sqlite  # noqa: E402
 from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, percentile  # noqa: E402
 
 
-def timed_flush(s: Store, t0: float, rows: int, what: str) -> None:
+def timed_flush(s: AnyStore, t0: float, rows: int, what: str) -> None:
     s.flush(timeout=600)
     dt = time.perf_counter() - t0
-    print(f"  writer   {what:<22} {rows / dt:>12,.0f} rows/s   ({rows:,} rows in {dt:.2f} s)")
+    print(f"  writer   {what:<22} {rows / dt:>12,.0f} rows/s   {dt / rows * 1e6:6.2f} µs/row   "
+          f"({rows:,} rows in {dt:.2f} s)")
+
+
+@contextlib.contextmanager
+def backend(args: argparse.Namespace, tmp: str) -> Iterator[tuple[Callable[..., AnyStore], str, Callable[[], int]]]:
+    """A store factory on the chosen backend, its description, and the database size in bytes."""
+    if args.backend == "sqlite":
+        path = str(Path(tmp) / "bench.sqlite")
+        yield ((lambda **kw: Store(path, **kw)), f"SQLite {sqlite3.sqlite_version}",
+               lambda: sum(f.stat().st_size for f in Path(tmp).iterdir()))
+        return
+    import psycopg
+
+    from sipqualify.store.postgres import Store as PgStore
+
+    server: Any = None
+    url = args.url
+    if url is None:  # a throwaway server like the tests' (tests/helpers.py), fsync on
+        from tests.helpers import Postgres
+
+        server = Postgres(fsync=True)
+        url = server.url()
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            version = db.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+
+        def size() -> int:
+            with psycopg.connect(url, autocommit=True) as db:
+                return int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+
+        yield (lambda **kw: PgStore(url, **kw)), f"PostgreSQL {version}", size
+    finally:
+        if server is not None:
+            server.close()
 
 
 def main() -> None:
@@ -50,6 +94,8 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=20_000, help="samples/s in the sustained run")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of the sustained run")
     ap.add_argument("--dir", default=None, help="where to put the database (default: a temp dir)")
+    ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--url", default=None, help="postgres: an existing (empty) database instead of a temp server")
     ap.add_argument("--window-step", type=float, default=1.0, help="seconds between the windowed peer's samples")
     ap.add_argument("--overhead-samples", type=int, default=None,
                     help="samples per write-overhead run (default: half of --samples)")
@@ -59,7 +105,8 @@ def main() -> None:
         args.overhead_samples = args.samples // 2
     if not args.only_windows:
         store_bench(args)
-    windows_bench(args)
+    if args.backend == "sqlite":
+        windows_bench(args)
 
 
 def windows_before(s: Store, peer: str, now: float) -> tuple[dict[str, object], int]:
@@ -160,14 +207,13 @@ def windows_bench(args: argparse.Namespace) -> None:
 
 
 def store_bench(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        path = str(Path(tmp) / "bench.sqlite")
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp, backend(args, tmp) as (make, what, db_size):
         names = [f"peer{i:07d}" for i in range(args.peers)]
         now = time.time()
         # big enough that nothing is dropped: we measure the writer, not the overflow policy
-        s = Store(path, max_queued_samples=args.samples + 1)
+        s = make(max_queued_samples=args.samples + 1)
         s.open()
-        print(f"store benchmark: {args.peers:,} peers, {args.samples:,} samples, SQLite {sqlite3.sqlite_version}")
+        print(f"store benchmark: {args.peers:,} peers, {args.samples:,} samples, {what}")
 
         t0 = time.perf_counter()
         n = args.samples
@@ -207,7 +253,7 @@ def store_bench(args: argparse.Namespace) -> None:
             latencies.append(time.perf_counter() - enqueued_at.pop(rec.peer))
 
         t0 = time.perf_counter()
-        s = Store(path, on_transition_committed=committed)
+        s = make(on_transition_committed=committed)
         restored = s.open()
         print(f"  open()   restores {len(restored):,} peers in {time.perf_counter() - t0:.2f} s")
 
@@ -253,8 +299,7 @@ def store_bench(args: argparse.Namespace) -> None:
             f"max {latencies[-1] * 1e3:.1f} ms ({len(latencies)} transitions)"
         )
         s.close()
-        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
-        print(f"  database size {size / 1e6:.0f} MB")
+        print(f"  database size {db_size() / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,16 +19,14 @@ from ..helpers import T0
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def test_transition_callback_runs_after_commit(make_store: Callable[..., Store], db_path: str) -> None:
+def test_transition_callback_runs_after_commit(make_store: Callable[..., Store]) -> None:
     seen: list[tuple[int, str, int, bool]] = []
     done = threading.Event()
     caller = threading.current_thread()
 
     def cb(rec: TransitionRecord) -> None:
-        # a second connection must already see the row: the COMMIT happened before the callback
-        with sqlite3.connect(db_path) as other:
-            sql = "SELECT COUNT(*) FROM transitions WHERE id=? AND peer=?"
-            n = other.execute(sql, (rec.id, rec.peer)).fetchone()[0]
+        # a reader (its own connection) must already see the row: the COMMIT happened before the callback
+        n = sum(1 for t in s.transitions(rec.peer) if t.id == rec.id)
         seen.append((rec.id, rec.peer, n, threading.current_thread() is caller))
         if len(seen) == 50:
             done.set()
@@ -53,7 +50,10 @@ def test_transition_callback_runs_after_commit(make_store: Callable[..., Store],
 CHILD = textwrap.dedent("""
     import sys, threading, time
     sys.path.insert(0, sys.argv[2])
-    from sipqualify.store import Store
+    if sys.argv[1].startswith("postgresql://"):
+        from sipqualify.store.postgres import Store
+    else:
+        from sipqualify.store import Store
 
     out = threading.Lock()
 
@@ -82,9 +82,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(db_path: str) -> None:
+def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(
+        store_location: str, make_store: Callable[..., Store]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, db_path, SRC], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, store_location, SRC], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     reported: list[tuple[int, str]] = []
     sample_times: list[float] = []
@@ -112,26 +113,21 @@ def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(d
     assert proc.returncode == -signal.SIGKILL
     assert len(reported) >= 15, proc.stderr.read() if proc.stderr else ""
 
-    s = Store(db_path)
+    s = make_store()
     s.open()
-    try:
-        stored = {(t.id, t.peer) for t in s.transitions(limit=100_000)}
-        assert set(reported) <= stored  # every reported transition survived, with its id
-        old = [t for t in sample_times if t < kill_time - 1.0]
-        assert len(old) > 100
-        with sqlite3.connect(db_path) as db:
-            sql = "SELECT time, COUNT(*) FROM samples WHERE time < ? GROUP BY time"
-            counts = dict(db.execute(sql, (kill_time - 1.0,)))
-        missing = [t for t in old if counts.get(t) != 51]
-        assert not missing, f"{len(missing)} of {len(old)} sample loops older than 1 s before the kill are incomplete"
-        assert len(s.states()) == 50
-    finally:
-        s.close()
+    stored = {(t.id, t.peer) for t in s.transitions(limit=100_000)}
+    assert set(reported) <= stored  # every reported transition survived, with its id
+    old = [t for t in sample_times if t < kill_time - 1.0]
+    assert len(old) > 100
+    counts = dict(s._query("SELECT time, COUNT(*) FROM samples WHERE time < ? GROUP BY time", (kill_time - 1.0,)))
+    missing = [t for t in old if counts.get(t) != 51]
+    assert not missing, f"{len(missing)} of {len(old)} sample loops older than 1 s before the kill are incomplete"
+    assert len(s.states()) == 50
 
 
-def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store], db_path: str) -> None:
+def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store]) -> None:
     """Transitions pending together are inserted with one executemany: the ids handed to the
-    callback (read back from sqlite_sequence) must be exactly the rows' ids."""
+    callback (read back from sqlite_sequence; RETURNING for PostgreSQL) must be exactly the rows' ids."""
     got: list[TransitionRecord] = []
     done = threading.Event()
 
@@ -149,6 +145,5 @@ def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Sto
                                    None))
         s._wake.notify()
     assert done.wait(10)
-    with sqlite3.connect(db_path) as db:
-        stored = dict(db.execute("SELECT id, peer FROM transitions").fetchall())
+    stored = {t.id: t.peer for t in s.transitions(limit=1000)}
     assert {r.id: r.peer for r in got} == stored and len(stored) == 301

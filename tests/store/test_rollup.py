@@ -20,6 +20,10 @@ from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, p
 
 from ..helpers import wait_until
 
+# the rollups are the SQLite store's (store/postgres.py computes the windows from the raw rows,
+# exactly: tests/store/test_windows.py runs against both)
+pytestmark = pytest.mark.sqlite_only
+
 NOW = 1_796_000_123.4  # not on a bucket boundary
 TOL = REL_ERROR + 1e-9  # float rounding at a bin edge
 
