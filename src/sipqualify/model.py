@@ -162,6 +162,8 @@ class ServiceConfig:
     state_dir: str | None = None  # None: decided by the CLI (see docs/cli.md)
     sample_retention_s: int = 7 * 24 * 3600
     transition_retention_s: int = 90 * 24 * 3600
+    store_url: str | None = None  # [store] url: PostgreSQL (store/postgres.py) instead of SQLite files in state_dir
+    node_id: str | None = None  # None: the host name; names this node's rows in a shared store
     log_format: str = "plain"  # plain | asterisk | json (logformat.py); `run --log-format` beats it
     respond_options: bool = True  # answer inbound OPTIONS with 200 like res_pjsip
     options_unknown_user_404: bool = False  # ... but 404 when the Request-URI user is not a peer

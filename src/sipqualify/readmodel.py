@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
     from .qualify.watchdog import WatchdogStats
-    from .store import Store, TransitionRecord
+    from .store import AnyStore, TransitionRecord
     from .store.silences import SilenceBook
 
 log = logging.getLogger("sipqualify")
@@ -135,7 +135,7 @@ class ReadModel(Protocol):
     @property
     def metrics(self) -> QualifyMetrics: ...
     @property
-    def store(self) -> Store | None: ...  # history: transitions, RTT series, stats
+    def store(self) -> AnyStore | None: ...  # history: transitions, RTT series, stats
     @property
     def loaded(self) -> bool: ...  # peers loaded and scheduled
 
@@ -213,7 +213,7 @@ class Shell(Protocol):
     @property
     def metrics(self) -> QualifyMetrics: ...
     @property
-    def store(self) -> Store | None: ...
+    def store(self) -> AnyStore | None: ...
     @property
     def engine(self) -> QualifyEngine | None: ...
     @property
@@ -267,7 +267,7 @@ class ShellReadModel:
         return self.shell.metrics
 
     @property
-    def store(self) -> Store | None:
+    def store(self) -> AnyStore | None:
         return self.shell.store
 
     @property

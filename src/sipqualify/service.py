@@ -18,6 +18,7 @@ import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .addr import Addr
@@ -40,7 +41,7 @@ from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .realtime import RealtimePeers, binding_columns, open_realtime
-from .store import Store
+from .store import AnyStore, open_store
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 from .store.silences import SilenceBook
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from .api.ami import AmiServer
     from .api.events import EventHub
     from .net.tcp import TcpServer
+    from .store import postgres
     from .store.bindings import BindingStore
 
 __all__ = ["Counters", "Service", "ServiceOptions", "default_state_dir", "ensure_token"]
@@ -73,7 +75,7 @@ class Service:
         self.opts = opts
         self.loop = asyncio.get_running_loop()
         self.config: Config = Config()
-        self.store: Store | None = None
+        self.store: AnyStore | None = None
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
         self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
         self.realtime: RealtimePeers | None = None  # extconfig.conf sippeers (realtime/)
@@ -114,7 +116,7 @@ class Service:
         return self.sockets.tcp
 
     @property
-    def bindings(self) -> BindingStore | None:
+    def bindings(self) -> BindingStore | postgres.BindingStore | None:
         return self.committer.store if self.committer is not None else None
 
     @property
@@ -141,12 +143,12 @@ class Service:
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = ensure_token(self.state_dir, svc.api_token)
-        self.store = Store(str(self.state_dir / "sipqualify.sqlite"), sample_retention_s=svc.sample_retention_s,
-                           transition_retention_s=svc.transition_retention_s,
-                           on_transition_committed=self.feed.committed)
+        self.store = open_store(svc, self.state_dir, self.feed.committed)
         restored = await asyncio.to_thread(self.store.open)  # 1M peers: seconds; keep the loop free
         self.core.recorder = StateRecorder(self.store, self._wall_offset)
-        self.core.silences = SilenceBook(self.state_dir / "silences.sqlite", time.time)
+        self.core.silences = SilenceBook(
+            self.state_dir / "silences.sqlite" if svc.store_url is None
+            else await asyncio.to_thread(_pg().SilenceStore, svc.store_url), time.time)
         await self.core.silences.open()
         core = self.core
         await self.sockets.open(self.opts.sip_bind or [(g.udpbindaddr, g.bindport), *g.extra_bindaddrs], g, svc,
@@ -247,7 +249,10 @@ class Service:
             self.registrar = Registrar(lambda name: self.config.peers.get(name), settings,
                                        useragent=self.engine.useragent)
         self.feed.registry_listeners.append(self._contact_removed)
-        committer = self.core.committer = BindingCommitter(self.state_dir / "bindings.sqlite")
+        svc = self.config.service
+        committer = self.core.committer = BindingCommitter(
+            self.state_dir / "bindings.sqlite" if svc.store_url is None
+            else await asyncio.to_thread(_pg().BindingStore, svc.store_url, svc.node_id))
         maxexpiry = max([g.maxexpiry, *(a.maximum_expiration for a in pj.aors.values())] if pj else [g.maxexpiry])
         loaded = await asyncio.to_thread(committer.store.load, self.wallclock(), self.clock(), maxexpiry)
         restored = [b for b in loaded if ((p := self.config.peers.get(b.peer)) is not None and p.dynamic)
@@ -441,3 +446,10 @@ async def _resolve_identify(pj: PjsipConfig | None) -> dict[str, list[str]]:
         found = [await resolve_host(name, families=(fam,)) for fam in (socket.AF_INET, socket.AF_INET6)]
         out[name] = [a for a in found if a is not None]
     return out
+
+
+def _pg() -> ModuleType:
+    """store/postgres.py, imported when a [store] url asks for it (psycopg is loaded only then)."""
+    from .store import postgres
+
+    return postgres

@@ -593,6 +593,31 @@ class FilePath(Kind):
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseUrl(Kind):
+    """A PostgreSQL URL (`postgresql://user:password@host:port/database?param=value`), checked by
+    libpq's parser; the value is never echoed in an error (it may hold a password)."""
+
+    toml_type = 'string (a "postgresql://" URL)'
+
+    def toml(self, r: Reporter, where: Any, key: str, v: Any, ctx: Ctx) -> Any:
+        s = want_str(r, where, key, v)
+        if s is NOTHING:
+            return NOTHING
+        if not s.startswith(("postgresql://", "postgres://")):
+            r.error(where, f"{key} must be a postgresql:// URL (postgresql://user@host:port/database)")
+            return NOTHING
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(s)
+        except ProgrammingError as err:
+            r.error(where, f"{key} is not a valid PostgreSQL URL: {str(err).splitlines()[0]}")
+            return NOTHING
+        return s
+
+
+@dataclass(frozen=True, slots=True)
 class AmiUsers(Kind):
     """`[ami.users.NAME]` tables; each needs a secret (the rest is read by api/ami.py)."""
 
@@ -1025,10 +1050,16 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "the groups the policy applies to"),
     _toml("store", "state_dir", FilePath(), "service.state_dir", "decided by the CLI", "path of a directory",
           "where the SQLite database and the API token live"),
+    _toml("store", "url", DatabaseUrl(), "service.store_url", "unset (SQLite files in `state_dir`)",
+          "`postgresql://user:password@host:port/database`",
+          "keep peers' state, transitions, samples, bindings and silences in this PostgreSQL database, "
+          "which several nodes may share (README: Storing state in PostgreSQL)"),
     _toml("store", "sample_retention", Duration(), "service.sample_retention_s", '`"7d"`',
           "seconds or a duration string", "how long RTT samples are kept"),
     _toml("store", "transition_retention", Duration(), "service.transition_retention_s", '`"90d"`',
           "seconds or a duration string", "how long state transitions are kept"),
+    _toml("service", "node_id", Text(min_len=1), "service.node_id", "the host name", "text",
+          "this node's name in the rows it stores (a PostgreSQL store shared by several nodes)"),
     _toml("service", "log_format", Choice(LOG_FORMATS), "service.log_format", '`"plain"`',
           '`"plain"`, `"asterisk"` or `"json"`', "shape of the log lines; `run --log-format` beats it"),
     _toml("service", "respond_options", Bool(), "service.respond_options", "`true`", "`true` or `false`",

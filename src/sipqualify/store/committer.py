@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..qualify.registrar import Binding
 from .bindings import BindingStore
 from .sqlite import FileWatch
+
+if TYPE_CHECKING:
+    from . import postgres
 
 log = logging.getLogger("sipqualify")
 
@@ -29,9 +32,11 @@ class BindingCommitter:
     BINDING_WINDOW = 0.002  # REGISTERs within 2 ms of the first share one commit
     MAX_BATCH = 256  # a full batch goes at once, without waiting for the window
 
-    def __init__(self, path: Path) -> None:
-        self.store = BindingStore(path)
-        self._file = FileWatch(str(path))
+    def __init__(self, where: Path | postgres.BindingStore) -> None:
+        """`where`: the SQLite file, or a store with BindingStore's methods and `errors`
+        (store/postgres.py's)."""
+        self.store: BindingStore | postgres.BindingStore = BindingStore(where) if isinstance(where, Path) else where
+        self._file = FileWatch(str(where)) if isinstance(where, Path) else None
         self._queue: list[tuple[str, Binding | None, asyncio.Future[None]]] = []
         self._flushing = False
         self._failure: Health | None = None  # cause and since, until a store succeeds
@@ -43,7 +48,7 @@ class BindingCommitter:
         `to` is what a failure is logged about (the REGISTER's To)."""
         try:
             await self.apply(peer, binding)
-        except sqlite3.Error as e:
+        except self.store.errors as e:
             error = f"{type(e).__name__}: {e}"
             if self._failure is None:  # once per episode: it ends at the next stored binding
                 self._failure = {"cause": error, "since": time.time()}
@@ -73,7 +78,7 @@ class BindingCommitter:
 
     def health(self) -> Health:
         """`ok`, and while not, the `cause` and `since` of the failure (for /readyz)."""
-        failure = self._file.check() or self._failure
+        failure = (self._file.check() if self._file is not None else None) or self._failure
         return {"ok": False, **failure} if failure else {"ok": True, "cause": None, "since": None}
 
     def close(self) -> None:
@@ -90,7 +95,7 @@ class BindingCommitter:
                 except Exception as e:  # each waiter gets the error and answers 500
                     for _, _, fut in batch:
                         if not fut.done():
-                            fut.set_exception(e if isinstance(e, sqlite3.Error) else sqlite3.Error(str(e)))
+                            fut.set_exception(e if isinstance(e, self.store.errors) else self.store.errors[0](str(e)))
                     continue
                 for peer, binding, fut in batch:
                     for hook in self.after_commit:

@@ -8,14 +8,15 @@ at the next start without an upsert per transaction.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ..qualify.engine import Peer
 from ..qualify.events import QualifyResult, StateChanged
-from .sqlite import Store
+from .base import BaseStore
 
 
 class StateRecorder:
-    def __init__(self, store: Store, wall_offset: float) -> None:
+    def __init__(self, store: BaseStore[Any], wall_offset: float) -> None:
         self.store = store
         self.wall_offset = wall_offset  # engine (monotonic) time -> UNIX time
 

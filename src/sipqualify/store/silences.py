@@ -11,8 +11,12 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..qualify.silence import Silence, Silences
+
+if TYPE_CHECKING:
+    from . import postgres
 
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS silences (id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT, grp TEXT, "
            "until REAL NOT NULL, comment TEXT NOT NULL DEFAULT '', created REAL NOT NULL)")
@@ -47,8 +51,9 @@ class SilenceBook:
     """The shell's silences: in force in memory (`match`, at every transition), durable in
     SQLite. `add`/`remove` are awaited by the API; a bad silence is a ValueError."""
 
-    def __init__(self, path: Path, wallclock: Callable[[], float]) -> None:
-        self.store = SilenceStore(path)
+    def __init__(self, where: Path | postgres.SilenceStore, wallclock: Callable[[], float]) -> None:
+        """`where`: the SQLite file, or a store with SilenceStore's methods (store/postgres.py's)."""
+        self.store: SilenceStore | postgres.SilenceStore = SilenceStore(where) if isinstance(where, Path) else where
         self.wallclock = wallclock
         self.active = Silences()
 

@@ -1,35 +1,13 @@
 """SQLite persistence: current state per peer, every transition, RTT samples with bounded retention.
 
-Theory of operation
--------------------
-Two rules shape this module:
-
-1. **The event loop never waits on disk.** The enqueue calls (`record_transition`,
-   `record_sample`, `save_state`, `forget_peers`) take one uncontended lock, append or assign,
-   and return: a fraction of a microsecond to a few. All SQLite writes happen on ONE writer
-   thread that owns the only write connection.
-2. **Reported implies stored.** A transition is committed in its own short transaction as
-   soon as the writer sees it (pending transitions jump ahead of any batch of samples), and
-   `on_transition_committed` is called on the writer thread only after that COMMIT.
-
-Everything else is batched: samples and state upserts are committed at least every
-`sample_flush_interval_s` (so a `kill -9` loses at most that much of them), state upserts are
-coalesced per peer at enqueue time (so at most one pending row per peer, whatever the disk
-does), and large backlogs are split into transactions of `batch_rows` rows so a backlog never
-holds a transition back for long.
-
-When the disk stalls (disk full, a lock held by another process, a slow device), writes fail
-or block in the writer only. Errors are counted in `stats`, retried with backoff, forever, and
-never reach the caller; `health()` reports the failure with its cause (logged once per episode
-on the "sipqualify.store" logger; the episode ends at the next successful commit), and so does
-a database file removed or replaced under the running store (checked at most once a second).
-The only thing ever dropped is samples: their queue is bounded (`max_queued_samples`), and
-overflow is counted in `stats["samples_dropped"]`. Transitions are never dropped; state
-upserts are bounded by the number of peers.
+What this file adds to store/base.py (the queues, the writer thread, health, the reads, shared
+with store/postgres.py): the SQLite database file, one per node.
 
 Durability: WAL with `synchronous=NORMAL`. A COMMIT is in the WAL file (the OS page cache)
 when it returns, so it survives the process being killed; only a power loss can roll back
-the last commits, which is the trade WAL+NORMAL makes for throughput.
+the last commits, which is the trade WAL+NORMAL makes for throughput. A database file removed
+or replaced under the running store is reported by `health()` (checked at most once a second):
+SQLite keeps writing to the deleted inode without an error.
 
 Reads use a small pool of read-only connections (WAL lets them run while the writer writes)
 and may be called from any thread; the service calls them through `asyncio.to_thread`.
@@ -42,19 +20,24 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
+from .base import (
+    STATE_COLUMNS,
+    TRANSITION_COLUMNS,
+    BaseStore,
+    PeerStateRecord,
+    Row,
+    SampleRecord,
+    TransitionRecord,
+)
+
+__all__ = ["SCHEMA_VERSION", "FileWatch", "PeerStateRecord", "SampleRecord", "Store", "TransitionRecord"]
 
 log = logging.getLogger("sipqualify.store")
-
-_T = TypeVar("_T")
-Row = tuple[Any, ...]
 
 # MIGRATIONS[i] upgrades a database from PRAGMA user_version i to i + 1. Append, never edit:
 # a released step is what existing databases already went through.
@@ -103,148 +86,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_INSERT_TRANSITION = ("INSERT INTO transitions(peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, "
-                      "verdict, verdict_reason, policy) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
-_TRANSITION_COLS = ("id, peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, verdict, verdict_reason, "
-                    "policy")
-_INSERT_SAMPLE = "INSERT INTO samples(peer, time, rtt_ms, status_code, transmissions) VALUES (?,?,?,?,?)"
-_UPSERT_STATE = (
-    "INSERT INTO peer_state(peer, state, lastms, maxms, rtt_ms, changed_at, updated_at) VALUES (?,?,?,?,?,?,?) "
-    "ON CONFLICT(peer) DO UPDATE SET state=excluded.state, lastms=excluded.lastms, maxms=excluded.maxms, "
-    "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at"
-)
-_DELETE_STATE = "DELETE FROM peer_state WHERE peer=?"
-_RETAINED_TABLES = ("samples", "transitions")
+_INSERT_TRANSITION = f"INSERT INTO transitions({TRANSITION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
-@dataclass(frozen=True, slots=True)
-class PeerStateRecord:
-    peer: str
-    state: str
-    lastms: int
-    maxms: int
-    rtt_ms: float | None
-    changed_at: float | None
-    updated_at: float
+class Store(BaseStore[sqlite3.Connection]):
+    """The store in one SQLite file (`path`)."""
 
+    transient_errors = (sqlite3.OperationalError,)
 
-@dataclass(frozen=True, slots=True)
-class TransitionRecord:
-    id: int
-    peer: str
-    time: float
-    old: str
-    new: str
-    lastms: int
-    maxms: int
-    rtt_ms: float | None
-    reason: str | None = None  # a connection failure behind a transition to UNREACHABLE
-    suppressed: str | None = None  # flapping | silenced: webhooks held back for it (README); None: not
-    verdict: str | None = None  # the peer's verdict at the transition (qualify/verdict.py); None: not known
-    verdict_reason: str | None = None  # its reason ("" none: `timeout`, `reply:404`, ...)
-    policy: str | None = None  # the name of its [[policies]] table ("" none)
-
-
-@dataclass(frozen=True, slots=True)
-class SampleRecord:
-    peer: str
-    time: float
-    rtt_ms: float | None
-    status_code: int | None
-    transmissions: int
-
-
-class _Abandoned(Exception):
-    """close() gave up waiting for a stalled disk; the writer stops retrying."""
-
-
-class Store:
-    def __init__(
-        self,
-        path: str,
-        *,
-        sample_retention_s: float = 7 * 86400,
-        transition_retention_s: float = 90 * 86400,
-        sample_flush_interval_s: float = 0.5,
-        on_transition_committed: Callable[[TransitionRecord], None] | None = None,
-        max_queued_samples: int = 200_000,
-        batch_rows: int = 10_000,
-        retention_interval_s: float = 60.0,
-        retention_chunk_rows: int = 5_000,
-        busy_timeout_s: float = 1.0,
-        transition_window_s: float = 0.005,
-    ) -> None:
-        if not 0 < sample_flush_interval_s <= 1.0:
-            raise ValueError("sample_flush_interval_s must be in (0, 1] seconds")
+    def __init__(self, path: str, *, busy_timeout_s: float = 1.0, **kw: Any) -> None:
+        super().__init__(**kw)
         self.path = path
-        self.sample_retention_s = sample_retention_s
-        self.transition_retention_s = transition_retention_s
-        self.sample_flush_interval_s = sample_flush_interval_s
-        self.on_transition_committed = on_transition_committed
-        self.max_queued_samples = max_queued_samples
-        self.batch_rows = batch_rows
-        self.retention_interval_s = retention_interval_s
-        self.retention_chunk_rows = retention_chunk_rows
         self.busy_timeout_s = busy_timeout_s
-        # transitions arriving within this window of the first go in one commit (a registration
-        # burst makes thousands of UNKNOWN -> Reachable a second): a few ms more before the event
-        self.transition_window_s = transition_window_s
-
-        # Everything below the lock is shared between enqueuers and the writer.
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._transitions: list[Row] = []
-        self._samples: list[Row] = []
-        self._states: dict[str, Row] = {}
-        self._forgotten: set[str] = set()
-        self._flush_waiters: list[threading.Event] = []
-        self._stop = False
-        self._samples_dropped = 0
-        # wake the writer early when samples pile up faster than the flush interval drains them
-        self._sample_wake_at = max(1, min(batch_rows, max_queued_samples // 2))
-
-        self._abandon = threading.Event()
-        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._closed = False
-        # Writer-thread-only counters (read racily by `stats`, which is fine for monitoring).
-        self._n: dict[str, int] = {
-            "commits": 0,
-            "transitions_written": 0,
-            "samples_written": 0,
-            "states_written": 0,
-            "states_deleted": 0,
-            "retention_deleted": 0,
-            "rows_rejected": 0,
-            "errors": 0,
-            "callback_errors": 0,
-        }
-        self._last_commit_ms = 0.0
-        self._max_commit_ms = 0.0
-        self._last_error: str | None = None
-        self._failing_since: float | None = None
-        self._failing_cause: str | None = None
         self._vanished: str | None = None
         self._vanished_since: float | None = None
         self._file_id: tuple[int, int] | None = None
         self._next_file_check = 0.0
-        self._anchor()
-
-    def _anchor(self) -> None:
-        # Retention measures age against the wall clock read once, here, and advanced by
-        # monotonic time: a wall-clock step while running (NTP, `date -s`) moves nothing. The
-        # service stamps rows the same way (its wall offset is fixed at start), so rows written
-        # since start age exactly by elapsed time: a +91 d step deletes none of them early and a
-        # -N step keeps none of them past its window. Only rows from earlier runs depend on the
-        # clock being right at start; if it was N ahead or behind then, they go N early or late,
-        # once, and never "never".
-        self._wall_at_start = time.time()
-        self._mono_at_start = time.monotonic()
-
-    def _retention_now(self) -> float:
-        return self._wall_at_start + (time.monotonic() - self._mono_at_start)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -275,42 +135,20 @@ class Store:
                 raise
             log.info("%s: schema migrated to version %d", self.path, v + 1)
 
-    def open(self) -> dict[str, PeerStateRecord]:
-        """Create or migrate the schema, start the writer thread, return the last stored state per peer."""
-        if self._thread is not None or self._closed:
-            raise RuntimeError("Store.open() called twice")
+    def _open_writer(self) -> tuple[sqlite3.Connection, dict[str, PeerStateRecord]]:
         db = self._connect()
         try:
             self._migrate(db)
-            states = _read_states(db)
+            states = {r[0]: self._state_record(r) for r in db.execute(f"SELECT {STATE_COLUMNS} FROM peer_state")}
         except BaseException:
             db.close()
             raise
         self._db = db
         self._file_id = _file_id(self.path)
-        self._anchor()
-        self._thread = threading.Thread(target=self._run, args=(db,), name="sipqualify-store", daemon=True)
-        self._thread.start()
-        return states
+        return db, states
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Flush, stop the writer and close every connection. If the disk is stalled for longer than
-        `timeout`, pending rows are abandoned (and logged) rather than hanging shutdown."""
-        if self._closed:
-            return
-        self._closed = True
-        thread = self._thread
-        if thread is not None:
-            with self._wake:
-                self._stop = True
-                self._wake.notify()
-            thread.join(timeout)
-            if thread.is_alive():
-                log.error("store writer still blocked after %.0f s; abandoning unwritten rows", timeout)
-                self._abandon.set()
-                thread.join(5.0)
-            self._thread = None
-        if self._db is not None and (thread is None or not thread.is_alive()):
+    def _close_connections(self, writer_stopped: bool) -> None:
+        if self._db is not None and writer_stopped:
             self._db.close()
             self._db = None
         with self._readers_lock:
@@ -318,114 +156,12 @@ class Store:
         for r in readers:
             r.close()
 
-    def flush(self, timeout: float = 5.0) -> None:
-        """Block until everything enqueued before this call is committed (or `timeout` passes)."""
-        thread = self._thread
-        if thread is None or threading.current_thread() is thread:
-            return  # not running, or called from a callback on the writer: waiting would deadlock
-        ev = threading.Event()
-        with self._wake:
-            self._flush_waiters.append(ev)
-            self._wake.notify()
-        if not ev.wait(timeout):
-            log.warning("store flush timed out after %.1f s (queue: %s)", timeout, self._depths())
+    # ------------------------------------------------------------------ health: the file
 
-    # ------------------------------------------------------------------ enqueue (event loop; never blocks)
+    def _extra_failure(self) -> tuple[str, float | None] | None:
+        return None if self._vanished is None else (self._vanished, self._vanished_since)
 
-    def record_transition(
-        self, peer: str, time: float, old: str, new: str, lastms: int, maxms: int, rtt_ms: float | None,
-        reason: str | None = None, suppressed: str | None = None, verdict: str | None = None,
-        verdict_reason: str | None = None, policy: str | None = None,
-    ) -> None:
-        row = (peer, time, old, new, lastms, maxms, rtt_ms, reason, suppressed, verdict, verdict_reason, policy)
-        with self._wake:
-            self._transitions.append(row)
-            self._wake.notify()
-
-    def record_sample(
-        self, peer: str, time: float, rtt_ms: float | None, status_code: int | None, transmissions: int
-    ) -> None:
-        with self._lock:
-            q = self._samples
-            n = len(q)
-            if n >= self.max_queued_samples or self._closed:
-                self._samples_dropped += 1
-                return
-            q.append((peer, time, rtt_ms, status_code, transmissions))
-            if n + 1 == self._sample_wake_at:
-                self._wake.notify()
-
-    def save_state(
-        self,
-        peer: str,
-        state: str,
-        lastms: int,
-        maxms: int,
-        rtt_ms: float | None,
-        changed_at: float | None,
-        updated_at: float,
-    ) -> None:
-        row = (peer, state, lastms, maxms, rtt_ms, changed_at, updated_at)
-        with self._lock:
-            self._states[peer] = row  # coalesced: the last update of a peer in a batch wins
-            if self._forgotten:
-                self._forgotten.discard(peer)
-
-    def forget_peers(self, names: Iterable[str]) -> None:
-        names = list(names)
-        if not names:
-            return
-        with self._lock:
-            for name in names:
-                self._states.pop(name, None)
-                self._forgotten.add(name)
-
-    # ------------------------------------------------------------------ stats
-
-    def _depths(self) -> dict[str, int]:
-        with self._lock:
-            return {
-                "queued_transitions": len(self._transitions),
-                "queued_samples": len(self._samples),
-                "queued_states": len(self._states),
-                "queued_forgets": len(self._forgotten),
-            }
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        """Counters for /status and metrics. Plain JSON values."""
-        d: dict[str, Any] = self._depths()
-        d["queue"] = sum(d.values())
-        d.update(self._n)
-        d["samples_dropped"] = self._samples_dropped
-        d["last_commit_ms"] = round(self._last_commit_ms, 3)
-        d["max_commit_ms"] = round(self._max_commit_ms, 3)
-        d["last_error"] = self._last_error
-        d["failing"] = self._failing_since is not None
-        d["writer_alive"] = self._thread is not None and self._thread.is_alive()
-        return d
-
-    def health(self) -> dict[str, Any]:
-        """`ok`, and while not: the `cause` and `since` (wall time) of the current failure.
-
-        Failing means writes are not reaching the database file the daemon will read at its next
-        start: commits failing (disk full, read-only, I/O, locked), the writer thread gone, or the
-        file removed or replaced under us (writes then go to a deleted inode, lost at restart).
-        """
-        cause: str | None = None
-        since: float | None = None
-        if self._vanished is not None:
-            cause, since = self._vanished, self._vanished_since
-        elif self._failing_since is not None:
-            cause, since = self._failing_cause or self._last_error, self._failing_since
-        elif self._thread is not None and not self._thread.is_alive() and not self._closed:
-            cause = "the store writer thread has stopped"
-        if cause is None:
-            return {"ok": True, "cause": None, "since": None}
-        wall_since = None if since is None else time.time() - (time.monotonic() - since)
-        return {"ok": False, "cause": cause, "since": wall_since}
-
-    def _check_file(self) -> None:
+    def _check(self) -> None:
         """Writer thread, at most once a second: is the path still the file we have open?"""
         now = time.monotonic()
         if self._vanished is not None or now < self._next_file_check or self._file_id is None:
@@ -442,213 +178,36 @@ class Store:
                           "written now is lost at restart (restart the daemon to recreate it)")
         log.error("store: %s", self._vanished)
 
-    # ------------------------------------------------------------------ writer thread
+    # ------------------------------------------------------------------ statements (writer thread)
 
-    def _run(self, db: sqlite3.Connection) -> None:
-        interval = self.sample_flush_interval_s
-        next_batch = time.monotonic() + interval
-        next_retention = time.monotonic()  # a restart after a long outage trims at once
-        retention_todo: list[str] = []
-        while True:
-            try:
-                self._check_file()
-                with self._wake:
-                    while not (self._transitions or self._flush_waiters or self._stop):
-                        now = time.monotonic()
-                        if len(self._samples) >= self._sample_wake_at or now >= next_batch:
-                            break
-                        if retention_todo or now >= next_retention:
-                            break
-                        self._wake.wait(min(next_batch, next_retention) - now)
-                    linger = (self.transition_window_s > 0 and 0 < len(self._transitions) < 1000
-                              and not (self._flush_waiters or self._stop))
-                if linger:  # outside the lock: the burst's other transitions join this commit
-                    time.sleep(self.transition_window_s)
-                with self._wake:
-                    transitions, self._transitions = self._transitions, []
-                    flushes, self._flush_waiters = self._flush_waiters, []
-                    stop = self._stop
-                    now = time.monotonic()
-                    batch = None
-                    if flushes or stop or now >= next_batch or len(self._samples) >= self._sample_wake_at:
-                        batch = (self._samples, self._states, self._forgotten)
-                        self._samples, self._states, self._forgotten = [], {}, set()
-                        # paced from when the batch was taken, so a sample waits at most one
-                        # interval plus the time it takes to write the batch before it
-                        next_batch = now + interval
-                if transitions:
-                    self._write_transitions(db, transitions)
-                if batch is not None:
-                    self._write_batch(db, *batch)
-                for ev in flushes:
-                    ev.set()
-                if stop:
-                    with self._lock:
-                        idle = not (self._transitions or self._samples or self._states or self._forgotten)
-                    if idle:
-                        return
-                    continue
-                if batch is None and not transitions:
-                    if not retention_todo and time.monotonic() >= next_retention:
-                        retention_todo = list(_RETAINED_TABLES)
-                        next_retention = time.monotonic() + self.retention_interval_s
-                    if retention_todo and not self._retention_chunk(db, retention_todo[0]):
-                        retention_todo.pop(0)
-            except _Abandoned:
-                return
-            except Exception:  # last resort: the writer thread must not die
-                self._n["errors"] += 1
-                log.exception("store writer: unexpected error; continuing")
-                if self._abandon.wait(0.5):
-                    return
+    def _begin(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        db.execute("BEGIN IMMEDIATE")
+        return db
 
-    def _service_transitions(self, db: sqlite3.Connection) -> None:
-        """Between chunks of a large batch: commit any transition that arrived meanwhile first."""
-        if self._transitions:
-            with self._lock:
-                transitions, self._transitions = self._transitions, []
-            if transitions:
-                self._write_transitions(db, transitions)
+    def _commit(self, db: sqlite3.Connection) -> None:
+        db.execute("COMMIT")
 
-    def _write_transitions(self, db: sqlite3.Connection, rows: list[Row]) -> None:
-        # All transitions pending right now go in one short transaction: no batching delay, and
-        # a mass outage (100k peers UNREACHABLE at once) does not cost 100k fsync-less commits.
-        for i in range(0, len(rows), 10_000):
-            chunk = rows[i : i + 10_000]
-            ok, ids = self._transact(db, partial(_insert_transitions, rows=chunk))
-            if ok:
-                self._transitions_committed(chunk, ids)
-                continue
-            for row in chunk:  # a row the database refuses: isolate it, keep the others
-                ok, ids = self._transact(db, partial(_insert_transitions, rows=[row]))
-                if ok:
-                    self._transitions_committed([row], ids)
-                else:
-                    self._reject("transition", row)
-
-    def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
-        assert ids is not None
-        self._n["transitions_written"] += len(rows)
-        cb = self.on_transition_committed
-        if cb is None:
-            return
-        for row, rowid in zip(rows, ids, strict=True):
-            try:
-                cb(TransitionRecord(rowid, *row))
-            except Exception:
-                self._n["callback_errors"] += 1
-                log.exception("on_transition_committed callback failed")
-
-    def _write_batch(
-        self, db: sqlite3.Connection, samples: list[Row], states: dict[str, Row], forgotten: set[str]
-    ) -> None:
-        ops: list[tuple[str, str, list[Row]]] = []
-        if forgotten:
-            ops.append(("states_deleted", _DELETE_STATE, [(n,) for n in forgotten]))
-        if states:
-            ops.append(("states_written", _UPSERT_STATE, list(states.values())))
-        if samples:
-            ops.append(("samples_written", _INSERT_SAMPLE, samples))
-        for txn in _split(ops, self.batch_rows):
-            self._service_transitions(db)
-            ok, _ = self._transact(db, partial(_execute_many, txn=txn))
-            if ok:
-                for counter, _sql, rows in txn:
-                    self._n[counter] += len(rows)
-                continue
-            for counter, sql, rows in txn:  # isolate the refused rows
-                for row in rows:
-                    ok, _ = self._transact(db, partial(_execute_one, sql=sql, row=row))
-                    if ok:
-                        self._n[counter] += 1
-                    else:
-                        self._reject(counter, row)
-
-    def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
-        """Delete one bounded chunk of expired rows; True if there may be more."""
-        keep = self.sample_retention_s if table == "samples" else self.transition_retention_s
-        cutoff = self._retention_now() - keep
-        sql = f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE time < ? LIMIT ?)"
-        ok, n = self._transact(
-            db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
-        )
-        if not ok or n is None:
-            return False
-        self._n["retention_deleted"] += n
-        return n >= self.retention_chunk_rows
-
-    def _reject(self, what: str, row: Row) -> None:
-        self._n["rows_rejected"] += 1
-        log.error("store: dropping a %s row the database refuses: %r", what, row)
-
-    def _transact(
-        self, db: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T], *, persist: bool = True
-    ) -> tuple[bool, _T | None]:
-        """Run `body` in one write transaction.
-
-        Operational errors (locked, busy, disk full, I/O) are retried with backoff until they
-        succeed or close() abandons the writer; with `persist=False` (housekeeping that can wait
-        for its next turn) the first one returns (False, None) instead. Any other error means the
-        rows themselves are refused (bad types, constraint): returns (False, None) so the caller
-        can isolate them.
-        """
-        delay = 0.05
-        while True:
-            t0 = time.perf_counter()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                result = body(db)
-                db.execute("COMMIT")
-            except sqlite3.OperationalError as e:
-                self._rollback(db)
-                if not persist:
-                    # housekeeping (retention) tries again at its next turn; it loses no data, so
-                    # on its own it does not make the store unhealthy
-                    self._n["errors"] += 1
-                    self._last_error = f"{type(e).__name__}: {e}"
-                    log.debug("store housekeeping failed (%s); next turn", self._last_error)
-                    return False, None
-                self._failed(e, transient=True)
-                if self._abandon.wait(delay):
-                    raise _Abandoned from e
-                delay = min(delay * 2, 2.0)
-                continue
-            except Exception as e:  # binding a bad value raises TypeError / OverflowError, not sqlite3.Error
-                self._rollback(db)
-                self._failed(e, transient=False)
-                return False, None
-            ms = (time.perf_counter() - t0) * 1000.0
-            self._n["commits"] += 1
-            self._last_commit_ms = ms
-            if ms > self._max_commit_ms:
-                self._max_commit_ms = ms
-            if self._failing_since is not None:
-                log.warning("store writes recovered after %.1f s", time.monotonic() - self._failing_since)
-                self._failing_since = None
-                self._failing_cause = None
-            return True, result
-
-    @staticmethod
-    def _rollback(db: sqlite3.Connection) -> None:
+    def _rollback(self, db: sqlite3.Connection) -> None:
         if db.in_transaction:
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
 
-    def _failed(self, e: Exception, *, transient: bool) -> None:
-        self._n["errors"] += 1
-        self._last_error = f"{type(e).__name__}: {e}"
-        now = time.monotonic()
-        if not transient:
-            return  # the caller logs the row it rejects
-        if self._failing_since is None:
-            # once per episode (it ends at the next successful commit): a full disk fails every
-            # retry, and the first error is the one that names the cause
-            self._failing_since = now
-            self._failing_cause = self._last_error
-            log.error("store writes failing (%s); retrying until they succeed, queue %s",
-                      self._last_error, self._depths())
+    def _executemany(self, db: sqlite3.Connection, sql: str, rows: list[Row]) -> None:
+        db.executemany(sql, rows)
+
+    def _execute_rowcount(self, db: sqlite3.Connection, sql: str, args: Row) -> int:
+        return db.execute(sql, args).rowcount
+
+    def _insert_transitions(self, db: sqlite3.Connection, rows: list[Row]) -> list[int]:
+        """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
+        so they are read back from sqlite_sequence instead of one execute per row."""
+        if len(rows) == 1:
+            return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
+        db.executemany(_INSERT_TRANSITION, rows)
+        last = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name='transitions'").fetchone()[0])
+        return list(range(last - len(rows) + 1, last + 1))
 
     # ------------------------------------------------------------------ reads (any thread)
 
@@ -668,103 +227,9 @@ class Store:
                 else:
                     self._readers.append(db)
 
-    def states(self) -> dict[str, PeerStateRecord]:
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         with self._reader() as db:
-            return _read_states(db)
-
-    def transitions(
-        self, peer: str | None = None, since: float | None = None, until: float | None = None, limit: int = 1000
-    ) -> list[TransitionRecord]:
-        """Transitions in time order (oldest first), `since <= time <= until`."""
-        where, args = _where(peer, since, until)
-        sql = f"SELECT {_TRANSITION_COLS} FROM transitions{where} ORDER BY time, id LIMIT ?"
-        with self._reader() as db:
-            return [TransitionRecord(*r) for r in db.execute(sql, (*args, limit))]
-
-    def last_transition_id(self) -> int:
-        with self._reader() as db:
-            return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM transitions").fetchone()[0])
-
-    def transitions_after(self, last_id: int, limit: int = 10000) -> list[TransitionRecord]:
-        """Transitions with an id above `last_id`, in id (= commit) order: resuming an event stream."""
-        sql = f"SELECT {_TRANSITION_COLS} FROM transitions WHERE id > ? ORDER BY id LIMIT ?"
-        with self._reader() as db:
-            return [TransitionRecord(*r) for r in db.execute(sql, (last_id, limit))]
-
-    def samples(
-        self, peer: str, since: float | None = None, until: float | None = None, limit: int = 10000
-    ) -> list[SampleRecord]:
-        """Samples of one peer in time order (oldest first), `since <= time <= until`."""
-        where, args = _where(peer, since, until)
-        sql = f"SELECT peer, time, rtt_ms, status_code, transmissions FROM samples{where} ORDER BY time LIMIT ?"
-        with self._reader() as db:
-            return [SampleRecord(*r) for r in db.execute(sql, (*args, limit))]
-
-    def recent_samples(self, peers: Iterable[str], n: int) -> dict[str, list[SampleRecord]]:
-        """The last `n` samples of each of `peers`, oldest first (a dashboard's heartbeat bars)."""
-        sql = ("SELECT peer, time, rtt_ms, status_code, transmissions FROM samples WHERE peer=? "
-               "ORDER BY time DESC LIMIT ?")
-        with self._reader() as db:
-            return {p: [SampleRecord(*r) for r in reversed(db.execute(sql, (p, n)).fetchall())] for p in peers}
-
-    def windows(self, peer: str, now: float) -> dict[str, Any]:
-        """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
-        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
-        24 h / 7 d / 30 d (one range read of transitions each)."""
-        longest = max(span for _, span in RTT_WINDOWS)
-        sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
-        with self._reader() as db:
-            rows = db.execute(sql, (peer, now - longest, now)).fetchall()
-        rtt: dict[str, Any] = {}
-        for name, span in RTT_WINDOWS:
-            values = sorted(r for t, r in rows if t >= now - span)
-            rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
-        up: dict[str, Any] = {}
-        for name, span in UPTIME_WINDOWS:
-            pct, seen = self.uptime_window(peer, now - span, now)
-            up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
-        return {"rtt_windows": rtt, "uptime": up}
-
-    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
-        """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""
-        with self._reader() as db:
-            row = db.execute("SELECT new FROM transitions WHERE peer=? AND time<? ORDER BY time DESC, id DESC "
-                             "LIMIT 1", (peer, since)).fetchone()
-            changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? "
-                                 "ORDER BY time, id", (peer, since, until)).fetchall()
-            if row is None:  # its last change may be older than the transitions kept: the saved state
-                row = db.execute("SELECT state FROM peer_state WHERE peer=? AND changed_at<=?",
-                                 (peer, since)).fetchone()
-        return uptime(row[0] if row else None, changes, since, until)
-
-    def rtt_series(self, peer: str, since: float, until: float, step_s: float) -> list[dict[str, Any]]:
-        """Samples in `[since, until)` grouped in buckets of `step_s` seconds starting at `since`.
-
-        One dict per bucket that holds at least one sample (empty buckets are omitted):
-        `time` (bucket start), `count` (samples), `answered` (samples with an RTT),
-        `min_ms` / `avg_ms` / `max_ms` over the answered ones (None if none answered) and
-        `loss_pct` = 100 * (count - answered) / count.
-        """
-        if not step_s > 0:
-            raise ValueError("step_s must be > 0")
-        sql = (
-            "SELECT CAST((time - ?) / ? AS INTEGER) AS b, COUNT(*), COUNT(rtt_ms), MIN(rtt_ms), AVG(rtt_ms), "
-            "MAX(rtt_ms) FROM samples WHERE peer=? AND time>=? AND time<? GROUP BY b ORDER BY b"
-        )
-        with self._reader() as db:
-            rows = db.execute(sql, (since, step_s, peer, since, until)).fetchall()
-        return [
-            {
-                "time": since + b * step_s,
-                "count": count,
-                "answered": answered,
-                "min_ms": mn,
-                "avg_ms": avg,
-                "max_ms": mx,
-                "loss_pct": 100.0 * (count - answered) / count,
-            }
-            for b, count, answered, mn, avg, mx in rows
-        ]
+            return db.execute(sql, tuple(args)).fetchall()
 
 
 # ---------------------------------------------------------------------- helpers
@@ -801,55 +266,3 @@ def _file_id(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _read_states(db: sqlite3.Connection) -> dict[str, PeerStateRecord]:
-    rows = db.execute("SELECT peer, state, lastms, maxms, rtt_ms, changed_at, updated_at FROM peer_state")
-    return {r[0]: PeerStateRecord(*r) for r in rows}
-
-
-def _insert_transitions(db: sqlite3.Connection, rows: list[Row]) -> list[int]:
-    """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
-    so they are read back from sqlite_sequence instead of one execute per row."""
-    if len(rows) == 1:
-        return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
-    db.executemany(_INSERT_TRANSITION, rows)
-    last = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name='transitions'").fetchone()[0])
-    return list(range(last - len(rows) + 1, last + 1))
-
-
-def _execute_one(db: sqlite3.Connection, sql: str, row: Row) -> None:
-    db.execute(sql, row)
-
-
-def _execute_many(db: sqlite3.Connection, txn: list[tuple[str, str, list[Row]]]) -> None:
-    for _counter, sql, rows in txn:
-        db.executemany(sql, rows)
-
-
-def _split(ops: list[tuple[str, str, list[Row]]], limit: int) -> Iterator[list[tuple[str, str, list[Row]]]]:
-    """Cut (counter, sql, rows) operations into transactions of at most `limit` rows, in order."""
-    txn: list[tuple[str, str, list[Row]]] = []
-    n = 0
-    for counter, sql, rows in ops:
-        i = 0
-        while i < len(rows):
-            take = min(limit - n, len(rows) - i)
-            txn.append((counter, sql, rows[i : i + take]))
-            n += take
-            i += take
-            if n >= limit:
-                yield txn
-                txn, n = [], 0
-    if txn:
-        yield txn
-
-
-def _where(peer: str | None, since: float | None, until: float | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    for clause, value in (("peer=?", peer), ("time>=?", since), ("time<=?", until)):
-        if value is not None:
-            clauses.append(clause)
-            args.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args

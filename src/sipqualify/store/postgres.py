@@ -1,0 +1,401 @@
+"""PostgreSQL persistence: the store of store/base.py in a database that several nodes share
+(`[store] url = "postgresql://..."`; issue 15), and the bindings and silences beside it.
+
+What differs from store/sqlite.py:
+
+- Every row carries its `node` (`[service] node_id`). `save_state` upserts one row per peer,
+  keyed by its name: the node that owns the peer writes it with its node and `updated_at`;
+  `forget_peers` deletes only this node's rows. Reads (`states`, `fleet_states`,
+  `transitions`, `transitions_after`, `samples`, windows) see every node's rows, so any
+  node's API, event stream and metrics can show the fleet.
+- Transition ids are commit-ordered across nodes: an insert takes a transaction-level advisory
+  lock before it draws its ids, so a node's event stream that resumes after id N (`id > N`)
+  never skips a row another node committed later with a smaller id.
+- The server can go away (restart, network): the writer's connection is then rebuilt on the
+  next retry (same backoff, up to 2 s, forever); meanwhile `health()` is failing with the
+  cause, nothing queued is dropped but samples beyond `max_queued_samples`, and it all goes in
+  when the server is back. TCP keepalives (and `tcp_user_timeout`) make a silent network
+  failure an error within ~15 s instead of a hang.
+- Samples are written with COPY (one round trip per batch); everything else with
+  executemany (psycopg's pipeline mode).
+- The schema is versioned in `sipqualify_schema` and migrated on first connect under an
+  advisory lock, so nodes starting together migrate it once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ..qualify.registrar import Binding
+from ..qualify.silence import Silence
+from .base import (
+    SAMPLE_COLUMNS,
+    STATE_COLUMNS,
+    TRANSITION_COLUMNS,
+    BaseStore,
+    PeerStateRecord,
+    Row,
+    default_node_id,
+)
+from .bindings import COLUMNS as BINDING_COLUMNS
+from .bindings import arm, binding_row, save_runs
+
+log = logging.getLogger("sipqualify.store")
+
+# advisory lock keys (pg_advisory_xact_lock): schema migration, transition ids
+_MIGRATE_LOCK = 0x5199_0001
+_TRANSITION_LOCK = 0x5199_0002
+
+# MIGRATIONS[i] upgrades the schema from version i to i + 1. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS peer_state (
+            peer TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            lastms BIGINT NOT NULL,
+            maxms BIGINT NOT NULL,
+            rtt_ms DOUBLE PRECISION,
+            changed_at DOUBLE PRECISION,
+            updated_at DOUBLE PRECISION NOT NULL,
+            node TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS peer_state_node ON peer_state(node)",
+        """CREATE TABLE IF NOT EXISTS transitions (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            peer TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            old TEXT NOT NULL,
+            new TEXT NOT NULL,
+            lastms BIGINT NOT NULL,
+            maxms BIGINT NOT NULL,
+            rtt_ms DOUBLE PRECISION,
+            reason TEXT,
+            suppressed TEXT,
+            verdict TEXT,
+            verdict_reason TEXT,
+            policy TEXT,
+            node TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS transitions_peer_time ON transitions(peer, time)",
+        "CREATE INDEX IF NOT EXISTS transitions_time ON transitions(time)",
+        """CREATE TABLE IF NOT EXISTS samples (
+            peer TEXT NOT NULL,
+            time DOUBLE PRECISION NOT NULL,
+            rtt_ms DOUBLE PRECISION,
+            status_code INTEGER,
+            transmissions INTEGER NOT NULL,
+            node TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS samples_peer_time ON samples(peer, time)",
+        "CREATE INDEX IF NOT EXISTS samples_time ON samples(time)",
+        """CREATE TABLE IF NOT EXISTS bindings (
+            peer TEXT PRIMARY KEY, contact TEXT NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
+            transport TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, useragent TEXT NOT NULL,
+            path TEXT NOT NULL, call_id TEXT NOT NULL, cseq BIGINT NOT NULL, nat INTEGER NOT NULL,
+            granted BIGINT, node TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS bindings_node ON bindings(node)",
+        """CREATE TABLE IF NOT EXISTS silences (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, peer TEXT, grp TEXT,
+            until DOUBLE PRECISION NOT NULL, comment TEXT NOT NULL DEFAULT '', created DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@lru_cache(maxsize=256)
+def pg_sql(sql: str) -> str:
+    """store/base.py's `?` placeholders as psycopg's `%s` (the shared SQL has no `%` or `?` literal)."""
+    return sql.replace("?", "%s")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an invalid PostgreSQL URL)"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """One connection; a dead server or network is an OperationalError within seconds."""
+    return psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
+                           keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
+                           application_name="sipqualify")
+
+
+def migrate(db: psycopg.Connection[Any], url: str) -> None:
+    """Create or upgrade the schema (every table: store, bindings, silences), once across nodes."""
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        db.execute("CREATE TABLE IF NOT EXISTS sipqualify_schema (version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM sipqualify_schema").fetchone()
+        version = int(row[0]) if row else 0
+        if row is None:
+            db.execute("INSERT INTO sipqualify_schema VALUES (0)")
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{redact(url)}: schema version {version} is newer than this build ({SCHEMA_VERSION})")
+        for v in range(version, SCHEMA_VERSION):
+            for stmt in MIGRATIONS[v]:
+                db.execute(stmt)
+            db.execute("UPDATE sipqualify_schema SET version=%s", (v + 1,))
+            log.info("%s: schema migrated to version %d", redact(url), v + 1)
+
+
+def open_migrated(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A connection to a migrated schema; a clear error naming the server when there is none."""
+    try:
+        db = connect(url, autocommit=autocommit)
+    except psycopg.OperationalError as e:
+        raise RuntimeError(f"cannot connect to the PostgreSQL store {redact(url)}: {e}") from e
+    try:
+        migrate(db, url)
+        if not autocommit:
+            db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class Store(BaseStore[psycopg.Connection[Any] | None]):
+    """The store in a PostgreSQL database (`url`: a libpq URL or key=value string) shared by nodes."""
+
+    transient_errors = (psycopg.OperationalError,)
+    bucket_sql = "FLOOR((time - %s) / %s)::bigint"
+    retention_sql = ("DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE time < %s "
+                     "LIMIT %s))")
+    upsert_state_sql = (
+        f"INSERT INTO peer_state({STATE_COLUMNS}, node) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+        "ON CONFLICT(peer) DO UPDATE SET state=excluded.state, lastms=excluded.lastms, maxms=excluded.maxms, "
+        "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at, node=excluded.node"
+    )
+    insert_sample_sql = f"COPY samples({SAMPLE_COLUMNS}, node) FROM STDIN"
+    delete_state_sql = "DELETE FROM peer_state WHERE peer=%s AND node=%s"
+    _insert_transition_sql = (f"INSERT INTO transitions({TRANSITION_COLUMNS}, node) "
+                              "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id")
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.url = url
+        self._db: psycopg.Connection[Any] | None = None
+        self._readers: list[psycopg.Connection[Any]] = []
+        self._readers_lock = threading.Lock()
+
+    @property
+    def path(self) -> str:
+        """Where the store is, for messages (the password left out)."""
+        return redact(self.url)
+
+    @property
+    def _node_column(self) -> str:
+        return ", node"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _open_writer(self) -> tuple[psycopg.Connection[Any] | None, dict[str, PeerStateRecord]]:
+        db = open_migrated(self.url, autocommit=False)
+        try:
+            rows = db.execute(f"SELECT {STATE_COLUMNS}, node FROM peer_state").fetchall()
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        return db, {r[0]: self._state_record(r) for r in rows}
+
+    def _close_connections(self, writer_stopped: bool) -> None:
+        if self._db is not None and writer_stopped:
+            self._db.close()
+            self._db = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for r in readers:
+            r.close()
+
+    # ------------------------------------------------------------------ statements (writer thread)
+
+    def _begin(self, db: psycopg.Connection[Any] | None) -> psycopg.Connection[Any]:
+        # the connection passed along is the one open() made; after a failure it is rebuilt here
+        if self._db is None or self._db.closed or self._db.broken:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._db = connect(self.url, autocommit=False)
+            log.info("store: reconnected to %s", self.path)
+        return self._db  # psycopg opens the transaction at the first statement
+
+    def _commit(self, db: psycopg.Connection[Any] | None) -> None:
+        assert db is not None
+        db.commit()
+
+    def _rollback(self, db: psycopg.Connection[Any] | None) -> None:
+        if db is None:
+            return
+        try:
+            if db.broken or db.closed:
+                db.close()
+            else:
+                db.rollback()
+        except psycopg.Error:
+            db.close()
+        if db.closed and db is self._db:
+            self._db = None
+
+    def _executemany(self, db: psycopg.Connection[Any] | None, sql: str, rows: list[Row]) -> None:
+        assert db is not None
+        with db.cursor() as cur:
+            if sql is self.insert_sample_sql:
+                with cur.copy(sql) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                cur.executemany(sql, rows)
+
+    def _execute_rowcount(self, db: psycopg.Connection[Any] | None, sql: str, args: Row) -> int:
+        assert db is not None
+        return db.execute(sql, args).rowcount
+
+    def _node_rows(self, rows: list[Row]) -> list[Row]:
+        node = self.node
+        return [(*r, node) for r in rows]
+
+    def _insert_transitions(self, db: psycopg.Connection[Any] | None, rows: list[Row]) -> list[int]:
+        assert db is not None
+        # ids in commit order across nodes: drawn under a lock held until this COMMIT
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (_TRANSITION_LOCK,))
+        ids: list[int] = []
+        with db.cursor() as cur:
+            cur.executemany(self._insert_transition_sql, self._node_rows(rows), returning=True)
+            while True:
+                got = cur.fetchone()
+                assert got is not None
+                ids.append(int(got[0]))
+                if not cur.nextset():
+                    break
+        return ids
+
+    # ------------------------------------------------------------------ reads (any thread)
+
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._readers_lock:
+            db = self._readers.pop() if self._readers else None
+        if db is None:
+            db = connect(self.url, autocommit=True)
+        try:
+            yield db
+        finally:
+            with self._readers_lock:
+                if self._closed or len(self._readers) >= 8 or db.broken or db.closed:
+                    db.close()
+                else:
+                    self._readers.append(db)
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
+        with self._reader() as db:
+            return db.execute(pg_sql(sql), tuple(args)).fetchall()
+
+
+# ---------------------------------------------------------------------- bindings and silences
+
+
+class BindingStore:
+    """Registrar bindings in PostgreSQL (store/bindings.py's interface): each node stores, loads
+    and expires its own rows (`node`), so a node's restart restores the bindings it holds."""
+
+    errors: tuple[type[Exception], ...] = (psycopg.Error,)
+
+    def __init__(self, url: str, node: str | None = None) -> None:
+        self.url = url
+        self.node = node or default_node_id()
+        self.db = open_migrated(url, autocommit=True)
+        self.lock = threading.Lock()
+        self._upsert = (
+            f"INSERT INTO bindings ({BINDING_COLUMNS}, node) VALUES ({', '.join(['%s'] * 13)}) ON CONFLICT(peer) "
+            "DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in [*BINDING_COLUMNS.split(", ")[1:], "node"]))
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self.db.closed or self.db.broken:
+            self.db.close()
+            self.db = connect(self.url, autocommit=True)
+        return self.db
+
+    def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
+        """Saves (binding) and deletes (None) in one transaction, in order."""
+        with self.lock:
+            db = self._conn()
+            with db.transaction(), db.cursor() as cur:
+                for saving, run in save_runs(changes):
+                    if saving:
+                        cur.executemany(self._upsert, [(*binding_row(b), self.node) for _, b in run if b is not None])
+                    else:
+                        cur.executemany("DELETE FROM bindings WHERE peer=%s AND node=%s",
+                                        [(p, self.node) for p, _ in run])
+
+    def load(self, now_wall: float, now_mono: float, maxexpiry: int) -> list[Binding]:
+        """This node's bindings still valid at `now_wall` (store/bindings.py's `load`)."""
+        with self.lock:
+            db = self._conn()
+            with db.transaction():
+                db.execute("DELETE FROM bindings WHERE expires_at <= %s AND node=%s", (now_wall, self.node))
+                rows = db.execute(f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node=%s",
+                                  (self.node,)).fetchall()
+                out, clamped = arm(rows, now_wall, now_mono, maxexpiry)
+                if clamped:
+                    db.cursor().executemany("UPDATE bindings SET expires_at=%s WHERE peer=%s", clamped)
+        return out
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+class SilenceStore:
+    """Silences in PostgreSQL (store/silences.py's interface): one set for the fleet."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = open_migrated(url, autocommit=True)
+        self.lock = threading.Lock()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self.db.closed or self.db.broken:
+            self.db.close()
+            self.db = connect(self.url, autocommit=True)
+        return self.db
+
+    def load(self, now: float) -> list[Silence]:
+        with self.lock:
+            db = self._conn()
+            db.execute("DELETE FROM silences WHERE until <= %s", (now,))
+            rows = db.execute("SELECT id, peer, grp, until, comment, created FROM silences ORDER BY id").fetchall()
+        return [Silence(*r) for r in rows]
+
+    def add(self, peer: str | None, group: str | None, until: float, comment: str, created: float) -> Silence:
+        with self.lock:
+            row = self._conn().execute(
+                "INSERT INTO silences(peer, grp, until, comment, created) VALUES (%s,%s,%s,%s,%s) RETURNING id",
+                (peer, group, until, comment, created)).fetchone()
+        assert row is not None
+        return Silence(int(row[0]), peer, group, until, comment, created)
+
+    def delete(self, silence_id: int) -> bool:
+        with self.lock:
+            return self._conn().execute("DELETE FROM silences WHERE id=%s", (silence_id,)).rowcount > 0
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
