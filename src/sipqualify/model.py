@@ -191,7 +191,6 @@ class ServiceConfig:
     # [cluster] (cluster/): static peers partitioned across the nodes of a tooz group on etcd or Redis
     cluster_url: str | None = None  # "etcd3+http://127.0.0.1:2379" or "redis://127.0.0.1:6379"; None: one node
     cluster_group: str = "sipqualify"
-    cluster_node_id: str | None = None  # None: the host name
     cluster_lease_s: int = 20  # membership lease (TTL) on the coordinator
 
 

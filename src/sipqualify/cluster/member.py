@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..model import Config, PeerConfig
+from ..store.base import default_node_id
 from .coordinator import CoordinatorThread, Snapshot
-from .partition import Fence, moves, owned
+from .partition import Fence, moves, owned, ring_of
+
+if TYPE_CHECKING:
+    from ..store.base import BaseStore, PeerStateRecord
+
+Json = dict[str, Any]
 
 log = logging.getLogger("sipqualify.cluster")
 
@@ -101,6 +107,18 @@ class Cluster:
         self.names = set(names)
         self._dirty.set()
 
+    async def remote_peers(self, cfg: Config, store: BaseStore[Any] | None) -> list[Json]:
+        """The static peers other nodes qualify, with their owner (and their state when the store is
+        shared: `[store] url`); hashing and the read run in a worker thread."""
+        names = [n for n, p in cfg.peers.items() if partitioned(p) and n not in self.owned]
+        members = dict(self.members)
+        shared = store if cfg.service.store_url is not None else None
+
+        def work() -> list[Json]:
+            return fleet_rows(names, members, shared.fleet_states() if shared is not None else {})
+
+        return await asyncio.to_thread(work)
+
     def status(self) -> ClusterStatus:
         return ClusterStatus(self.node_id, self.group, sorted(m.decode() for m in self.members),
                              self.fence.live(self.clock()), len(self.owned), self._thread.failures, self.moves)
@@ -181,9 +199,25 @@ async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Call
 
         raise ConfigError([ConfigMessage("error", cfg.source or "", 0,
                                          f"[cluster] needs tooz: pip install 'sipqualify[cluster]' ({e})")]) from e
-    node_id = svc.cluster_node_id or socket.gethostname()
+    node_id = svc.node_id or default_node_id()
     c = Cluster(loop, clock, svc.cluster_url, svc.cluster_group, node_id, svc.cluster_lease_s, on_change)
     await c.start((n for n, p in cfg.peers.items() if partitioned(p)), timeout=float(svc.cluster_lease_s))
     log.info("cluster: node '%s' in group '%s' on %s: %d of %d static peers here", node_id, svc.cluster_group,
              svc.cluster_url.split("?")[0], len(c.owned), len(c.names))
     return c
+
+
+def fleet_rows(names: list[str], members: dict[bytes, int], states: dict[str, PeerStateRecord]) -> list[Json]:
+    """The fleet view's rows of peers other nodes qualify: each with its owner on the ring (`node`)
+    and, from a shared store, its last stored state (`stored_by`: the node that wrote it)."""
+    ring = ring_of(members) if members else None
+    out: list[Json] = []
+    for n in sorted(names):
+        owner = ring.get_nodes(n.encode("utf8")).pop().decode() if ring is not None else None
+        row: Json = {"name": n, "node": owner, "local": False}
+        r = states.get(n)
+        if r is not None:
+            row.update(state=r.state, lastms=r.lastms, maxms=r.maxms, rtt_ms=r.rtt_ms, changed_at=r.changed_at,
+                       updated_at=r.updated_at, stored_by=r.node)
+        out.append(row)
+    return out

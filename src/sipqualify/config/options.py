@@ -1099,8 +1099,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "coordinator of the group: static peers are shared across its nodes (docs/scaling.md)"),
     _toml("cluster", "group", Text(min_len=1), "service.cluster_group", '`"sipqualify"`', "text",
           "the tooz group the nodes join; one group per fleet"),
-    _toml("cluster", "node_id", Text(min_len=1), "service.cluster_node_id", "the host name", "text, unique",
-          "this node's member id in the group (owner shown in the fleet view)"),
+    _toml("cluster", "node_id", Text(min_len=1), "service.node_id", "`[service] node_id`, else the host name",
+          "text, unique in the group", "this node's member id in the group; the same value as `[service] node_id` "
+          "(the owner named in its stored rows and in the fleet view)"),
     _toml("cluster", "lease", Number(lo=2, unit="seconds"), "service.cluster_lease_s", "`20`", "seconds",
           "membership lease: a dead node's peers move after it; a cut-off node stops probing at half of it"),
 )
