@@ -7,18 +7,14 @@ of the suite, a missing PostgreSQL skips, and fails when `CI` is set.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import sqlite3
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ..helpers import free_port
+from ..helpers import Postgres
 
 # Asterisk's sippeers (ast-db-manage 4da0c5f79a9c_create_tables.py; useragent 255 from
 # 1758e8bbf6b, regserver 100 from 1ae0609b6646); the enum columns as text for both databases
@@ -38,67 +34,6 @@ SIPPEERS = """CREATE TABLE sippeers (
 )"""
 PG_SERIAL = "SERIAL PRIMARY KEY"
 SQLITE_SERIAL = "INTEGER PRIMARY KEY AUTOINCREMENT"
-
-
-def pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([p] if (p := shutil.which(name)) else [])
-    if not found:
-        msg = "PostgreSQL not installed: apt-get install postgresql"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return found[-1]
-
-
-class Postgres:
-    """One server in a temporary directory; stop() and start() keep its data (an outage)."""
-
-    def __init__(self) -> None:
-        self.initdb, self.pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
-        self.dir = Path(tempfile.mkdtemp(prefix="sipq-pg-"))
-        self.data = self.dir / "data"
-        self.port = free_port()
-        self.user = "nobody" if os.getuid() == 0 else None
-        if self.user:
-            shutil.chown(self.dir, self.user)
-        self._run([self.initdb, "-D", str(self.data), "-U", "asterisk", "--auth=trust", "-E", "UTF8",
-                   "--no-sync"])
-        with open(self.data / "postgresql.conf", "a") as f:
-            f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.dir}'\n"
-                    "fsync = off\nmax_connections = 20\n")
-        self.start()
-        self._run([pg_bin("createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "asterisk", "asterisk"])
-
-    def _run(self, argv: list[str]) -> None:
-        if self.user:
-            argv = ["runuser", "-u", self.user, "--", *argv]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, f"{argv}: {r.stdout}{r.stderr}"
-
-    def start(self) -> None:
-        self._run([self.pg_ctl, "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-t", "60", "start"])
-
-    def stop(self) -> None:
-        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"])
-
-    def sql(self, *statements: str) -> list[tuple[object, ...]]:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=self.port, dbname="asterisk", user="asterisk",
-                             autocommit=True) as db:
-            out: list[tuple[object, ...]] = []
-            for s in statements:
-                cur = db.execute(s)
-                if cur.description:
-                    out = list(cur.fetchall())
-            return out
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        except AssertionError:
-            pass
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture

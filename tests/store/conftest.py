@@ -1,25 +1,76 @@
+"""Every store test runs against both backends (`backend`): a SQLite file, and a database of a
+real PostgreSQL server (initdb + pg_ctl, tests/helpers.py) started once for the session, one
+fresh database per test. Tests about the SQLite file itself take `db_path` (or carry the
+`sqlite_only` marker) and are skipped for PostgreSQL."""
+
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from sipqualify.store import Store
+from sipqualify.store import AnyStore, Store
+
+from ..helpers import Postgres
+
+_DATABASES = itertools.count(1)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres" and request.node.get_closest_marker("sqlite_only"):
+        pytest.skip("about the SQLite file")
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Postgres]:
+    pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
+def pg_url(pg_server: Postgres) -> str:
+    """A fresh, empty database of the session's server."""
+    name = f"store{next(_DATABASES)}"
+    pg_server.sql(f"CREATE DATABASE {name}")
+    return pg_server.url(name)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, backend: str) -> str:
+    if backend != "sqlite":
+        pytest.skip("about the SQLite file")
     return str(tmp_path / "sipqualify.sqlite")
 
 
 @pytest.fixture
-def make_store(db_path: str) -> Iterator[Callable[..., Store]]:
-    """Stores made through this fixture are closed at teardown even when a test fails."""
-    made: list[Store] = []
+def make_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., AnyStore]]:
+    """Stores made through this fixture are closed at teardown even when a test fails; all of a
+    test's stores open the same database."""
+    made: list[AnyStore] = []
+    if backend == "postgres":
+        from sipqualify.store.postgres import Store as PgStore
 
-    def make(**kw: object) -> Store:
-        s = Store(db_path, **kw)  # type: ignore[arg-type]
+        url = request.getfixturevalue("pg_url")
+
+        def open_one(**kw: object) -> AnyStore:
+            return PgStore(url, **kw)  # type: ignore[arg-type]
+    else:
+        path = str(tmp_path / "sipqualify.sqlite")
+
+        def open_one(**kw: object) -> AnyStore:
+            return Store(path, **kw)  # type: ignore[arg-type]
+
+    def make(**kw: object) -> AnyStore:
+        s = open_one(**kw)
         made.append(s)
         return s
 

@@ -20,16 +20,14 @@ from ..helpers import T0
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def test_transition_callback_runs_after_commit(make_store: Callable[..., Store], db_path: str) -> None:
+def test_transition_callback_runs_after_commit(make_store: Callable[..., Store]) -> None:
     seen: list[tuple[int, str, int, bool]] = []
     done = threading.Event()
     caller = threading.current_thread()
 
     def cb(rec: TransitionRecord) -> None:
-        # a second connection must already see the row: the COMMIT happened before the callback
-        with sqlite3.connect(db_path) as other:
-            sql = "SELECT COUNT(*) FROM transitions WHERE id=? AND peer=?"
-            n = other.execute(sql, (rec.id, rec.peer)).fetchone()[0]
+        # a reader (its own connection) must already see the row: the COMMIT happened before the callback
+        n = sum(1 for t in s.transitions(rec.peer) if t.id == rec.id)
         seen.append((rec.id, rec.peer, n, threading.current_thread() is caller))
         if len(seen) == 50:
             done.set()
@@ -129,9 +127,9 @@ def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(d
         s.close()
 
 
-def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store], db_path: str) -> None:
+def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store]) -> None:
     """Transitions pending together are inserted with one executemany: the ids handed to the
-    callback (read back from sqlite_sequence) must be exactly the rows' ids."""
+    callback (read back from sqlite_sequence; RETURNING for PostgreSQL) must be exactly the rows' ids."""
     got: list[TransitionRecord] = []
     done = threading.Event()
 
@@ -149,6 +147,5 @@ def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Sto
                                    None))
         s._wake.notify()
     assert done.wait(10)
-    with sqlite3.connect(db_path) as db:
-        stored = dict(db.execute("SELECT id, peer FROM transitions").fetchall())
+    stored = {t.id: t.peer for t in s.transitions(limit=1000)}
     assert {r.id: r.peer for r in got} == stored and len(stored) == 301

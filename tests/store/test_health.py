@@ -20,6 +20,7 @@ def _fill(s: Store, n: int) -> None:
         s.record_transition("p" * 200, T0 + i, "OK", "UNREACHABLE", -1, 2000, None)
 
 
+@pytest.mark.sqlite_only
 def test_disk_full_makes_the_store_unhealthy_until_it_recovers(
     make_store: Callable[..., Store], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,7 +13,7 @@ from sipqualify.store.sqlite import SCHEMA_VERSION
 from ..helpers import T0
 
 
-def test_round_trip_restores_state(make_store: Callable[..., Store], db_path: str) -> None:
+def test_round_trip_restores_state(make_store: Callable[..., Store]) -> None:
     s = make_store()
     assert s.open() == {}
     s.save_state("alice", "OK", 12, 2000, 12.4, 1000.0, 1010.0)

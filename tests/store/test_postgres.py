@@ -1,0 +1,210 @@
+"""What only the PostgreSQL store does: a server restart under writes loses nothing (health
+says why meanwhile), nodes sharing a database see each other (fleet_states, transitions in
+commit order), each node keeps its own bindings, silences are the fleet's, and the schema
+is versioned. A real server (tests/helpers.py Postgres), started by the tests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sipqualify.qualify.registrar import Binding
+from sipqualify.store.base import TransitionRecord
+from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, redact
+
+from ..helpers import T0, Postgres, wait_until
+
+
+@pytest.fixture
+def own_server() -> Iterator[Postgres]:
+    """A server of its own: this test stops and starts it."""
+    pytest.importorskip("psycopg")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+def test_a_server_restart_during_writes_loses_nothing(own_server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sipqualify.store")
+    committed: list[TransitionRecord] = []
+    s = Store(own_server.url(), node="n1", sample_flush_interval_s=0.05, on_transition_committed=committed.append)
+    s.open()
+    try:
+        stop = threading.Event()
+        produced = {"samples": 0, "transitions": 0}
+
+        def produce() -> None:  # the event loop's side: it never waits on the store
+            i = 0
+            while not stop.is_set():
+                s.record_sample(f"p{i % 20}", T0 + i * 0.01, float(i % 50), 200, 1)
+                s.save_state(f"p{i % 20}", "OK", i % 50, 2000, float(i % 50), T0, T0 + i * 0.01)
+                produced["samples"] += 1
+                if i % 50 == 0:
+                    s.record_transition(f"p{i % 20}", T0 + i * 0.01, "OK", "LAGGED", 3000, 2000, 3000.0)
+                    produced["transitions"] += 1
+                i += 1
+                if i % 100 == 0:
+                    time.sleep(0.005)  # ~20k/s at most: a bounded queue, and the machine is shared
+
+        t = threading.Thread(target=produce)
+        t.start()
+        try:
+            wait_until(lambda: s.stats["samples_written"] > 500)
+            own_server.stop()  # pg_ctl -m fast: connections are closed under the writer
+            wait_until(lambda: not s.health()["ok"], timeout=30)
+            h = s.health()
+            assert h["since"] is not None and h["cause"]
+            written = s.stats["transitions_written"]
+            wait_until(lambda: s.stats["queued_transitions"] > 0)  # transitions pile up, none is reported
+            assert s.stats["transitions_written"] == written
+            own_server.start()
+            wait_until(lambda: s.health()["ok"], timeout=30)
+        finally:
+            stop.set()
+            t.join()
+        s.flush(timeout=30)
+    finally:
+        s.close()
+    assert s.stats["samples_dropped"] == 0
+    failing = [r for r in caplog.records if "store writes failing" in r.getMessage()]
+    assert len(failing) == 1  # once per episode, however many retries
+    again = Store(own_server.url(), node="n1")
+    again.open()
+    try:
+        rows = again.transitions(limit=1_000_000)
+        assert len(rows) == produced["transitions"]
+        assert sorted(r.id for r in committed) == [r.id for r in rows]  # every reported one is stored, once
+        n = sum(len(again.samples(f"p{k}", limit=1_000_000)) for k in range(20))
+        assert n == produced["samples"]
+        assert len(again.states()) == 20
+    finally:
+        again.close()
+
+
+def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
+    a = Store(pg_url, node="node-a", sample_flush_interval_s=0.05)
+    b = Store(pg_url, node="node-b", sample_flush_interval_s=0.05)
+    a.open()
+    b.open()
+    try:
+        a.save_state("alice", "OK", 12, 2000, 12.0, T0, T0 + 1)
+        b.save_state("bob", "UNREACHABLE", -1, 2000, None, T0, T0 + 2)
+        a.record_transition("alice", T0 + 1, "UNKNOWN", "OK", 12, 2000, 12.0)
+        b.record_transition("bob", T0 + 2, "UNKNOWN", "UNREACHABLE", -1, 2000, None)
+        a.flush()
+        b.flush()
+        for s in (a, b):
+            fleet = s.fleet_states()
+            assert {n: (r.node, r.state, r.updated_at) for n, r in fleet.items()} == {
+                "alice": ("node-a", "OK", T0 + 1), "bob": ("node-b", "UNREACHABLE", T0 + 2)}
+            assert [(t.peer, t.node) for t in s.transitions()] == [("alice", "node-a"), ("bob", "node-b")]
+            assert [t.node for t in s.transitions_after(0)] == ["node-a", "node-b"]
+        assert set(a.states(node="node-b")) == {"bob"}
+        # bob moves to node-a (node-b died): one row per peer, now node-a's
+        a.save_state("bob", "OK", 5, 2000, 5.0, T0 + 3, T0 + 3)
+        a.flush()
+        assert b.fleet_states()["bob"].node == "node-a"
+        # a node forgets only its own rows: node-b dropping bob does not delete node-a's row
+        b.forget_peers(["bob"])
+        b.flush()
+        assert set(a.fleet_states()) == {"alice", "bob"}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_transition_ids_follow_commit_order_across_nodes(pg_url: str) -> None:
+    """An event stream resuming after id N must never miss a row another node commits later."""
+    stores = [Store(pg_url, node=f"n{k}", transition_window_s=0) for k in range(3)]
+    for s in stores:
+        s.open()
+    seen: list[int] = []
+    try:
+        def write(s: Store, k: int) -> None:
+            for i in range(200):
+                s.record_transition(f"{s.node}-{i}", T0 + i, "OK", "LAGGED", 3000, 2000, 3000.0)
+                if i % 20 == 0:
+                    s.flush()
+
+        threads = [threading.Thread(target=write, args=(s, k)) for k, s in enumerate(stores)]
+        for t in threads:
+            t.start()
+        last = 0
+
+        def follow() -> None:
+            nonlocal last
+            got = stores[0].transitions_after(last)  # the way api/events.py follows the table
+            seen.extend(r.id for r in got)
+            last = got[-1].id if got else last
+
+        while any(t.is_alive() for t in threads):
+            follow()
+        for t in threads:
+            t.join()
+        for s in stores:
+            s.flush()
+        follow()
+    finally:
+        for s in stores:
+            s.close()
+    assert len(seen) == 600 and len(set(seen)) == 600
+
+
+def test_bindings_are_each_nodes_own(pg_url: str) -> None:
+    def binding(peer: str, port: int, expires_at: float) -> Binding:
+        return Binding(peer, f"sip:{peer}@127.0.0.1:{port}", ("127.0.0.1", port), "UDP", expires_at, "ua", "",
+                       "cid", 1, False, 0.0, 3600)
+
+    now = time.time()
+    a, b = BindingStore(pg_url, node="node-a"), BindingStore(pg_url, node="node-b")
+    try:
+        a.apply([("alice", binding("alice", 5061, now + 300)), ("old", binding("old", 5062, now - 1))])
+        b.apply([("bob", binding("bob", 5063, now + 300))])
+        got = a.load(now, 100.0, 3600)
+        assert [(x.peer, x.addr, x.expires_at) for x in got] == [("alice", ("127.0.0.1", 5061), now + 300)]
+        assert got[0].expires_mono == pytest.approx(100.0 + 300)
+        assert [x.peer for x in b.load(now, 100.0, 3600)] == ["bob"]
+        a.apply([("alice", binding("alice", 5070, now + 600)), ("alice", None)])  # a save then a delete: deleted
+        assert a.load(now, 100.0, 3600) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_silences_round_trip(pg_url: str) -> None:
+    s = SilenceStore(pg_url)
+    try:
+        kept = s.add("alice", None, T0 + 3600, "maintenance", T0)
+        gone = s.add(None, "core", T0 + 10, "", T0)
+        assert kept.id != gone.id
+        assert [x.id for x in s.load(T0 + 100)] == [kept.id]  # the expired one is deleted
+        assert s.delete(kept.id) and not s.delete(kept.id)
+        assert s.load(T0) == []
+    finally:
+        s.close()
+
+
+def test_schema_is_versioned_and_a_newer_one_refused(pg_url: str, pg_server: Postgres) -> None:
+    s = Store(pg_url)
+    s.open()
+    s.close()
+    dbname = pg_url.rsplit("/", 1)[1]
+    assert pg_server.sql("SELECT version FROM sipqualify_schema", dbname=dbname) == [(SCHEMA_VERSION,)]
+    pg_server.sql(f"UPDATE sipqualify_schema SET version={SCHEMA_VERSION + 1}", dbname=dbname)
+    with pytest.raises(RuntimeError, match="newer"):
+        Store(pg_url).open()
+
+
+def test_an_unreachable_server_at_start_is_a_clear_error() -> None:
+    from ..helpers import free_port
+
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
+    with pytest.raises(RuntimeError, match="cannot connect to the PostgreSQL store") as err:
+        Store(url).open()
+    assert "secret" not in str(err.value) and "secret" not in redact(url)
