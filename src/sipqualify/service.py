@@ -170,8 +170,10 @@ class Service:
         host = self.opts.api_host or svc.api_host
         port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
         await self.surfaces.start(host, port, self.opts.manager_conf, self.state_dir)
-        changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}
         self.cluster = await open_cluster(self.config, self.loop, self.clock, self._ownership_changed)
+        if self.cluster is not None and svc.store_url is not None:  # the share's state as its last owner left it
+            restored = await asyncio.to_thread(self.store.states)
+        changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}
         await self._load(self.config, {n: r.lastms for n, r in restored.items()}, changed, registered)
         self.loaded = True
         core.pump()
@@ -207,7 +209,7 @@ class Service:
 
     async def _ownership_changed(self, gained: list[str], lost: list[str]) -> None:
         """[cluster] membership changed: static peers handed to this node start from their last
-        known state (no false transition), their pokes spread over half a qualify period; the
+        known state (no false transition), their pokes spread over a quarter of a qualify period; the
         ones handed away stop at once."""
         peers = [p for n in gained if (p := self.config.peers.get(n)) is not None]
         assert self.store is not None
@@ -215,7 +217,11 @@ class Service:
         restored = {n: r.lastms for n, r in states.items()}
         changed_at = {n: r.changed_at - self._wall_offset for n, r in states.items() if r.changed_at is not None}
         freq = min((p.qualifyfreq_ms for p in peers if p.qualify_ms), default=0) / 1000.0
-        await self._peers_changed(peers, lost, restored=restored, restored_changed=changed_at, spread_s=freq / 2)
+        await self._peers_changed(peers, lost, restored=restored, restored_changed=changed_at, spread_s=freq / 4)
+        if self.core.recorder is not None and self.engine is not None:  # the shared store names the new owner now
+            for name in gained:
+                if (taken := self.engine.peer(name)) is not None:
+                    self.core.recorder.save_state(taken)
 
     async def _peers_changed(self, changed: list[PeerConfig], removed: list[str], **engine_kw: Any) -> None:
         """Some peers changed, came or went: only those go to the engine (the others untouched)."""
