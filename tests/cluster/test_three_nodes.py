@@ -13,7 +13,6 @@ The figures are printed (`-s`) and recorded in docs/scaling.md.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
