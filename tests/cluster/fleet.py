@@ -66,12 +66,14 @@ async def responder(host: str) -> tuple[Responder, int]:
 
 
 def fleet_toml(ip: str, node_id: str, cluster_url: str, lease: int, peers: list[str], peer_host: str, peer_port: int,
-               qualifyfreq: int, store_url: str | None = None) -> str:
+               qualifyfreq: int, store_url: str | None = None, token: str | None = None) -> str:
     lines = ["[general]", f'bind = ["{ip}:{free_port()}"]', f"qualifyfreq = {qualifyfreq}", "qualifygap = 10",
              "qualifypeers = 20", "", "[cluster]", f'url = "{cluster_url}"', f'node_id = "{node_id}"',
              f"lease = {lease}", ""]
     if store_url:
         lines += ["[store]", f'url = "{store_url}"', ""]
+    if token:  # an API on a non-loopback address needs one
+        lines += ["[api]", f'token = "{token}"', ""]
     for n in peers:
         lines += [f"[peers.{n}]", f'host = "{peer_host}"', f"port = {peer_port}", "qualify = true",
                   f'qualify_ruri_user = "{n}"', ""]
@@ -81,7 +83,8 @@ def fleet_toml(ip: str, node_id: str, cluster_url: str, lease: int, peers: list[
 class Node:
     """One `sipqualify run` process; `netns` runs it inside that network namespace."""
 
-    def __init__(self, tmp: Path, ip: str, node_id: str, conf: str, netns: str | None = None) -> None:
+    def __init__(self, tmp: Path, ip: str, node_id: str, conf: str, netns: str | None = None,
+                 token: str | None = None) -> None:
         self.ip, self.node_id, self.netns = ip, node_id, netns
         self.dir = tmp / node_id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -89,7 +92,7 @@ class Node:
         self.conf.write_text(conf)
         self.api = (ip, free_port(socket.SOCK_STREAM))
         self.proc: asyncio.subprocess.Process | None = None
-        self.token = ""
+        self.token = token or ""
 
     def log(self) -> str:
         p = self.dir / "log"
@@ -110,8 +113,8 @@ class Node:
             if self.proc.returncode is not None:
                 break
             tok = self.dir / "state" / "api-token"
-            if tok.exists():
-                self.token = tok.read_text().strip()
+            if self.token or tok.exists():
+                self.token = self.token or tok.read_text().strip()
                 if (await self.get("/readyz"))[0] == 200:
                     return
             await asyncio.sleep(0.1)
