@@ -7,6 +7,7 @@ from tooz import hashring
 
 from sipqualify.cluster import Fence, heartbeat_interval, moves, owned
 from sipqualify.cluster.coordinator import tooz_url
+from sipqualify.cluster.partition import owners, ring_of
 
 NAMES = [f"peer{i:04d}" for i in range(3000)]
 THREE = {b"a": 1, b"b": 1, b"c": 1}
@@ -30,6 +31,16 @@ def test_the_same_owner_as_tooz_partitioner_ring() -> None:
     for n in NAMES[:500]:
         (node,) = ring.get_nodes(n.encode())
         assert n in s[node]
+
+
+def test_owners_is_tooz_get_nodes_with_fifty_weighted_members() -> None:
+    members = {f"node-{i}".encode(): 1 + i % 3 for i in range(50)}
+    ring = hashring.HashRing([])
+    for m, w in members.items():
+        ring.add_node(m, w)
+    found = dict(owners(NAMES, ring_of(members)))
+    assert all(found[n] == next(iter(ring.get_nodes(n.encode()))) for n in NAMES)
+    assert len(set(found.values())) == 50
 
 
 def test_a_leaving_node_moves_only_its_own_peers() -> None:

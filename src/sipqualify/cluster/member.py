@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import Config, PeerConfig
 from ..store.base import default_node_id
 from .coordinator import CoordinatorThread, Snapshot
-from .partition import Fence, moves, owned, ring_of
+from .partition import Fence, moves, owned, owners, ring_of
 
 if TYPE_CHECKING:
     from ..store.base import BaseStore, PeerStateRecord
@@ -210,10 +210,10 @@ async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Call
 def fleet_rows(names: list[str], members: dict[bytes, int], states: dict[str, PeerStateRecord]) -> list[Json]:
     """The fleet view's rows of peers other nodes qualify: each with its owner on the ring (`node`)
     and, from a shared store, its last stored state (`stored_by`: the node that wrote it)."""
-    ring = ring_of(members) if members else None
+    found = dict(owners(names, ring_of(members))) if members else {}
     out: list[Json] = []
     for n in sorted(names):
-        owner = ring.get_nodes(n.encode("utf8")).pop().decode() if ring is not None else None
+        owner = found[n].decode() if n in found else None
         row: Json = {"name": n, "node": owner, "local": False}
         r = states.get(n)
         if r is not None:

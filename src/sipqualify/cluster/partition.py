@@ -15,7 +15,9 @@ its key expire and take its peers over, so no peer is probed (or reported) by tw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from tooz import hashring
@@ -41,14 +43,26 @@ def ring_of(members: Mapping[bytes, int], partitions: int = PARTITIONS) -> hashr
 
 def owned(names: Iterable[str], members: Mapping[bytes, int], me: bytes,
           partitions: int = PARTITIONS) -> set[str]:
-    """The names among `names` that `me` owns when `members` (member id -> weight) form the ring.
-    Computed the way tooz's Partitioner.belongs_to_self does (the name's UTF-8 bytes hashed)."""
+    """The names among `names` that `me` owns when `members` (member id -> weight) form the ring:
+    tooz's Partitioner.belongs_to_self (the name's UTF-8 bytes on the ring), without its per-call
+    set building (bench/bench_cluster.py measures it)."""
     if me not in members:
         return set()
-    ring = ring_of(members, partitions)
     if len(members) == 1:
         return set(names)
-    return {n for n in names if me in ring.get_nodes(n.encode("utf8"))}
+    return {n for n, node in owners(names, ring_of(members, partitions)) if node == me}
+
+
+def owners(names: Iterable[str], ring: hashring.HashRing) -> Iterator[tuple[str, bytes]]:
+    """(name, its node) for each name: HashRing.get_nodes(name) with one replica, inlined (the
+    ring's sorted partition hashes and their nodes; tests hold it to get_nodes)."""
+    keys: list[int] = ring._partitions
+    nodes = [ring._ring[k] for k in keys]
+    n_keys = len(keys)
+    md5, right = hashlib.md5, bisect.bisect
+    for n in names:
+        pos = right(keys, int(md5(n.encode("utf8"), usedforsecurity=False).hexdigest(), 16))
+        yield n, nodes[pos if pos < n_keys else 0]
 
 
 @dataclass(frozen=True, slots=True)
