@@ -7,7 +7,7 @@ from tooz import hashring
 
 from sipqualify.cluster import Fence, heartbeat_interval, moves, owned
 from sipqualify.cluster.coordinator import tooz_url
-from sipqualify.cluster.partition import owners, ring_of
+from sipqualify.cluster.partition import PARTITIONS, owners, ring_of
 
 NAMES = [f"peer{i:04d}" for i in range(3000)]
 THREE = {b"a": 1, b"b": 1, b"c": 1}
@@ -26,7 +26,7 @@ def test_every_peer_has_exactly_one_owner_and_shares_are_even() -> None:
 
 def test_the_same_owner_as_tooz_partitioner_ring() -> None:
     """What owned() computes is what tooz's Partitioner (a HashRing of the members) says."""
-    ring = hashring.HashRing([b"a", b"b", b"c"])
+    ring = hashring.HashRing([b"a", b"b", b"c"], partitions=PARTITIONS)  # as join_partitioned_group is called
     s = shares(THREE)
     for n in NAMES[:500]:
         (node,) = ring.get_nodes(n.encode())
@@ -35,7 +35,7 @@ def test_the_same_owner_as_tooz_partitioner_ring() -> None:
 
 def test_owners_is_tooz_get_nodes_with_fifty_weighted_members() -> None:
     members = {f"node-{i}".encode(): 1 + i % 3 for i in range(50)}
-    ring = hashring.HashRing([])
+    ring = hashring.HashRing([], partitions=PARTITIONS)
     for m, w in members.items():
         ring.add_node(m, w)
     found = dict(owners(NAMES, ring_of(members)))

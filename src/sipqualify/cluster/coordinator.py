@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .partition import heartbeat_interval
+from .partition import PARTITIONS, heartbeat_interval
 
 log = logging.getLogger("sipqualify.cluster")
 
@@ -85,7 +85,7 @@ class CoordinatorThread:
                         coord.create_group(self.group).get()
                     except coordination.GroupAlreadyExist:
                         pass
-                    partitioner = coord.join_partitioned_group(self.group)
+                    partitioner = coord.join_partitioned_group(self.group, partitions=PARTITIONS)
                 sent = self.clock()  # the lease (etcd) or the member's key (Redis) restarts from this request
                 coord.heartbeat()
                 coord.run_watchers()
