@@ -213,7 +213,11 @@ class Service:
         ones handed away stop at once."""
         peers = [p for n in gained if (p := self.config.peers.get(n)) is not None]
         assert self.store is not None
-        states = await asyncio.to_thread(self.store.states)
+        try:
+            states = await asyncio.to_thread(self.store.states)
+        except Exception as e:  # the store is down: the peers still move, from UNKNOWN
+            log.warning("cluster: no stored state for the %d peers taken over (%s): they start UNKNOWN", len(peers), e)
+            states = {}
         restored = {n: r.lastms for n, r in states.items()}
         changed_at = {n: r.changed_at - self._wall_offset for n, r in states.items() if r.changed_at is not None}
         freq = min((p.qualifyfreq_ms for p in peers if p.qualify_ms), default=0) / 1000.0

@@ -66,9 +66,12 @@ async def responder(host: str) -> tuple[Responder, int]:
 
 
 def fleet_toml(ip: str, node_id: str, cluster_url: str, lease: int, peers: list[str], peer_host: str, peer_port: int,
-               qualifyfreq: int, store_url: str | None = None, token: str | None = None) -> str:
-    lines = ["[general]", f'bind = ["{ip}:{free_port()}"]', f"qualifyfreq = {qualifyfreq}", "qualifygap = 10",
-             "qualifypeers = 20", "", "[cluster]", f'url = "{cluster_url}"', f'node_id = "{node_id}"',
+               qualifyfreq: int, store_url: str | None = None, token: str | None = None,
+               stagger: tuple[int, int] = (10, 20)) -> str:
+    """`stagger`: (qualifygap ms, qualifypeers): the first pokes' spread, and so the probes' phases."""
+    lines = ["[general]", f'bind = ["{ip}:{free_port()}"]', f"qualifyfreq = {qualifyfreq}",
+             f"qualifygap = {stagger[0]}", f"qualifypeers = {stagger[1]}", "",
+             "[cluster]", f'url = "{cluster_url}"', f'node_id = "{node_id}"',
              f"lease = {lease}", ""]
     if store_url:
         lines += ["[store]", f'url = "{store_url}"', ""]

@@ -67,12 +67,13 @@ async def test_a_node_cut_from_etcd_stops_before_its_lease_ends(netns: tuple[str
     try:
         resp, port = await responder(host_ip)
         url_host = etcd.url.replace("127.0.0.1", host_ip)  # etcd listens on both ends' reachable address
+        spread = (50, 1)  # a node's ~50 peers poked 50 ms apart: its probes spread over the period
         nodes = [Node(tmp_path, f"127.0.0.{i}", f"n{i}",
-                      fleet_toml(f"127.0.0.{i}", f"n{i}", etcd.url, LEASE, PEERS, host_ip, port, FREQ))
+                      fleet_toml(f"127.0.0.{i}", f"n{i}", etcd.url, LEASE, PEERS, host_ip, port, FREQ, stagger=spread))
                  for i in (2, 3)]
         token = "cluster-test-token-0123456789"
         cut = Node(tmp_path, ns_ip, "ncut", fleet_toml(ns_ip, "ncut", url_host, LEASE, PEERS, host_ip, port, FREQ,
-                                                       token=token), netns=ns, token=token)
+                                                       token=token, stagger=spread), netns=ns, token=token)
         nodes.append(cut)
         for n in nodes:
             await n.start()
