@@ -137,6 +137,17 @@ class Node:
 
         return await asyncio.to_thread(call)
 
+    async def metric(self, name: str) -> float:
+        """One unlabelled sample of /metrics."""
+        def call() -> str:
+            req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}/metrics",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return str(r.read().decode())
+
+        text = await asyncio.to_thread(call)
+        return next(float(ln.split()[1]) for ln in text.splitlines() if ln.startswith(name + " "))
+
     async def cluster(self) -> dict[str, Any]:
         code, body = await self.get("/api/v1/status")
         assert code == 200, (code, self.log())

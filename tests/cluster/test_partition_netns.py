@@ -104,6 +104,8 @@ async def test_a_node_cut_from_etcd_stops_before_its_lease_ends(netns: tuple[str
         code, _ = await cut.get("/healthz")  # the cut node is alive, only fenced
         status = await cut.cluster()
         assert code == 200 and status["live"] is False and status["owned"] == 0
+        assert await cut.metric("sipqualify_cluster_live") == 0
+        assert await cut.metric("sipqualify_cluster_owned_peers") == 0
 
         # the cable is back: the node rejoins and takes its share again, one prober per peer
         sh("ip", "netns", "exec", ns, "iptables", "-D", "OUTPUT", "-d", host_ip, "-p", "tcp", "--dport",

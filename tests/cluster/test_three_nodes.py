@@ -57,6 +57,10 @@ async def test_three_nodes_share_hand_over_on_kill9_and_rejoin(etcd: Etcd, tmp_p
         print(f"\nOPTIONS per node over one period: {shares}")
         assert set(shares) == {"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 
+        assert [await n.metric("sipqualify_cluster_live") for n in nodes] == [1, 1, 1]
+        assert [await n.metric("sipqualify_cluster_members") for n in nodes] == [3, 3, 3]
+        assert sum([await n.metric("sipqualify_cluster_owned_peers") for n in nodes]) == len(PEERS)
+
         # the fleet view: any node lists all 300 peers once, each with its owner
         code, body = await nodes[0].get("/api/v1/peers")
         assert code == 200 and body["node"] == "n2"
