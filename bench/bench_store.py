@@ -8,30 +8,83 @@ Prints
   from the first enqueue to the end of `flush()`;
 - open() time restoring N peers' state;
 - a sustained run at the target load (default 20,000 samples/s plus one state upsert per
-  sample over a million peers), with commit latency and the deepest queue seen.
+  sample over a million peers), with commit latency and the deepest queue seen;
+- the time windows of `GET /api/v1/peers/NAME/stats` (issue 13 item 6) for a peer polled every
+  `--window-step` seconds for 24 h: rows read and ms per request, before (every raw sample of the
+  window, sorted: what Store.windows did before the rollups) and after (store/rollup.py), and
+  the writer's sample throughput with and without the rollup upserts (SQLite: the rollups are
+  SQLite's; skipped with --backend postgres).
 
     python bench/bench_store.py                             # 1,000,000 peers, 1,000,000 samples, 10 s sustained
     python bench/bench_store.py --peers 50000 --samples 200000 --duration 3   # CI short mode
+    python bench/bench_store.py --only-windows              # the windows and the rollup's write overhead only
+    python bench/bench_store.py --backend postgres          # PostgreSQL (store/postgres.py): a server
+                                                            # started in a temp dir, or --url URL
+
+Writer figures are also given as the writer's cost per row (µs of its time per row written),
+to compare the backends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sipqualify.store import Store, TransitionRecord  # noqa: E402
+from sipqualify.store import AnyStore, Store, TransitionRecord  # noqa: E402
+from sipqualify.store import sqlite as store_sqlite  # noqa: E402
+from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, percentile  # noqa: E402
 
 
-def timed_flush(s: Store, t0: float, rows: int, what: str) -> None:
+def timed_flush(s: AnyStore, t0: float, rows: int, what: str) -> None:
     s.flush(timeout=600)
     dt = time.perf_counter() - t0
-    print(f"  writer   {what:<22} {rows / dt:>12,.0f} rows/s   ({rows:,} rows in {dt:.2f} s)")
+    print(f"  writer   {what:<22} {rows / dt:>12,.0f} rows/s   {dt / rows * 1e6:6.2f} µs/row   "
+          f"({rows:,} rows in {dt:.2f} s)")
+
+
+@contextlib.contextmanager
+def backend(args: argparse.Namespace, tmp: str) -> Iterator[tuple[Callable[..., AnyStore], str, Callable[[], int]]]:
+    """A store factory on the chosen backend, its description, and the database size in bytes."""
+    if args.backend == "sqlite":
+        path = str(Path(tmp) / "bench.sqlite")
+        yield ((lambda **kw: Store(path, **kw)), f"SQLite {sqlite3.sqlite_version}",
+               lambda: sum(f.stat().st_size for f in Path(tmp).iterdir()))
+        return
+    import psycopg
+
+    from sipqualify.store.postgres import Store as PgStore
+
+    server: Any = None
+    url = args.url
+    if url is None:  # a throwaway server like the tests' (tests/helpers.py), fsync on
+        from tests.helpers import Postgres
+
+        server = Postgres(fsync=True)
+        url = server.url()
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            version = db.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+
+        def size() -> int:
+            with psycopg.connect(url, autocommit=True) as db:
+                return int(db.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
+
+        yield (lambda **kw: PgStore(url, **kw)), f"PostgreSQL {version}", size
+    finally:
+        if server is not None:
+            server.close()
 
 
 def main() -> None:
@@ -41,16 +94,107 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=20_000, help="samples/s in the sustained run")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of the sustained run")
     ap.add_argument("--dir", default=None, help="where to put the database (default: a temp dir)")
+    ap.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--url", default=None, help="postgres: an existing (empty) database instead of a temp server")
+    ap.add_argument("--window-step", type=float, default=1.0, help="seconds between the windowed peer's samples")
+    ap.add_argument("--overhead-samples", type=int, default=500_000, help="samples per write-overhead run")
+    ap.add_argument("--only-windows", action="store_true", help="only the windows and the rollup write overhead")
     args = ap.parse_args()
+    if not args.only_windows:
+        store_bench(args)
+    if args.backend == "sqlite":
+        windows_bench(args)
 
+
+def windows_before(s: Store, peer: str, now: float) -> tuple[dict[str, object], int]:
+    """The RTT windows as Store.windows computed them before the rollups: every answered sample of
+    the last 24 h read, sorted per window."""
+    longest = max(span for _, span in RTT_WINDOWS)
+    sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
+    with s._reader() as db:  # noqa: SLF001
+        rows = db.execute(sql, (peer, now - longest, now)).fetchall()
+    out: dict[str, object] = {}
+    for name, span in RTT_WINDOWS:
+        values = sorted(r for t, r in rows if t >= now - span)
+        out[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+    return out, len(rows)
+
+
+def _ms(fn: object, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def windows_bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        path = str(Path(tmp) / "bench.sqlite")
+        now = time.time()
+        s = Store(str(Path(tmp) / "windows.sqlite"), max_queued_samples=2_000_000)
+        s.open()
+        n = int(86400 / args.window_step)
+        for i in range(n):  # lognormal-ish RTTs around 20 ms, 1 % lost
+            rtt = None if i % 100 == 7 else 20.0 * math.exp(math.sin(i * 0.7) * 0.8)
+            s.record_sample("peer", now - 86400 + (i + 0.5) * args.window_step, rtt, 200, 1)
+            if i % 50 == 0:
+                s.record_sample(f"other{i % 1000}", now - 86400 + i * args.window_step, 5.0, 200, 1)
+        for d in range(60):  # a flap a day for two months: 120 transitions
+            s.record_transition("peer", now - d * 86400 - 600, "OK", "UNREACHABLE", -1, 2000, None)
+            s.record_transition("peer", now - d * 86400 - 300, "UNREACHABLE", "OK", 20, 2000, 20.0)
+        s.flush(timeout=600)
+        print(f"time windows: 1 peer with {n:,} samples over 24 h (one every {args.window_step:g} s)")
+        before, rows_before = windows_before(s, "peer", now)
+        after, rows_after = s.rtt_windows("peer", now)
+        ms_before = _ms(lambda: windows_before(s, "peer", now), 7)
+        ms_after = _ms(lambda: s.rtt_windows("peer", now), 7)
+        ms_uptime = _ms(lambda: [s.uptime_window("peer", now - d * 86400, now) for d in (1, 7, 30)], 7)
+        ms_all = _ms(lambda: s.windows("peer", now), 7)
+        print(f"  RTT windows before (raw samples)  {rows_before:>7,} rows read  {ms_before:8.2f} ms (median of 7)")
+        print(f"  RTT windows after  (rollups)      {rows_after:>7,} rows read  {ms_after:8.2f} ms")
+        print(f"  uptime 24h/7d/30d (rollups)                          {ms_uptime:8.2f} ms")
+        print(f"  whole Store.windows after                            {ms_all:8.2f} ms")
+        for name, _ in RTT_WINDOWS:
+            b, a = before[name], after[name]
+            assert isinstance(b, dict) and isinstance(a, dict)
+            err = max(abs(a[k] / b[k] - 1) for k in b if k.endswith("_ms") and b[k])
+            print(f"    {name:>3}: samples {b['samples']:,} = {a['samples']:,}, p50/p95/p99 before "
+                  f"{b['p50_ms']:.2f}/{b['p95_ms']:.2f}/{b['p99_ms']:.2f} after {a['p50_ms']:.2f}/{a['p95_ms']:.2f}/"
+                  f"{a['p99_ms']:.2f} ms, largest relative error {100 * err:.2f} %")
+        s.close()
+
+        # the writer with and without the rollup upserts, alternated
+        names = [f"peer{i:07d}" for i in range(args.peers)]
+        real_rollup = store_sqlite._rollup_samples  # noqa: SLF001
+        results: dict[str, list[float]] = {"with rollup": [], "without rollup": []}
+        for run in range(4):
+            label = "with rollup" if run % 2 == 0 else "without rollup"
+            store_sqlite._rollup_samples = (  # type: ignore[assignment]  # noqa: SLF001
+                real_rollup if label == "with rollup" else (lambda db, rows: 0))
+            s = Store(str(Path(tmp) / f"w{run}.sqlite"), max_queued_samples=args.overhead_samples + 1)
+            s.open()
+            k = args.overhead_samples
+            t0 = time.perf_counter()
+            for i in range(k):
+                s.record_sample(names[i % len(names)], now + i * 1e-3, 12.5 + i % 7, 200, 1)
+            s.flush(timeout=600)
+            results[label].append(k / (time.perf_counter() - t0))
+            s.close()
+        store_sqlite._rollup_samples = real_rollup  # noqa: SLF001
+        for label, rates in results.items():
+            print(f"  writer samples {label:<15} {', '.join(f'{r:,.0f}' for r in rates)} rows/s "
+                  f"({args.overhead_samples:,} samples over {min(args.peers, args.overhead_samples):,} peers)")
+
+
+def store_bench(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp, backend(args, tmp) as (make, what, db_size):
         names = [f"peer{i:07d}" for i in range(args.peers)]
         now = time.time()
         # big enough that nothing is dropped: we measure the writer, not the overflow policy
-        s = Store(path, max_queued_samples=args.samples + 1)
+        s = make(max_queued_samples=args.samples + 1)
         s.open()
-        print(f"store benchmark: {args.peers:,} peers, {args.samples:,} samples, SQLite {sqlite3.sqlite_version}")
+        print(f"store benchmark: {args.peers:,} peers, {args.samples:,} samples, {what}")
 
         t0 = time.perf_counter()
         n = args.samples
@@ -90,7 +234,7 @@ def main() -> None:
             latencies.append(time.perf_counter() - enqueued_at.pop(rec.peer))
 
         t0 = time.perf_counter()
-        s = Store(path, on_transition_committed=committed)
+        s = make(on_transition_committed=committed)
         restored = s.open()
         print(f"  open()   restores {len(restored):,} peers in {time.perf_counter() - t0:.2f} s")
 
@@ -136,8 +280,7 @@ def main() -> None:
             f"max {latencies[-1] * 1e3:.1f} ms ({len(latencies)} transitions)"
         )
         s.close()
-        size = sum(f.stat().st_size for f in Path(tmp).iterdir())
-        print(f"  database size {size / 1e6:.0f} MB")
+        print(f"  database size {db_size() / 1e6:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -26,5 +26,5 @@ $PY -m pip install -q -e '.[test]'
 for b in sipp sipsak kamailio baresip dnsmasq tshark chromium etcd redis-server; do
     command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "install-test-deps: $b missing after apt-get" >&2; exit 1; }
 done
-# PostgreSQL for tests/realtime/: Debian keeps initdb and pg_ctl in /usr/lib/postgresql/*/bin
+# PostgreSQL for tests/realtime/ and tests/store/ (the PostgreSQL store): Debian keeps initdb and pg_ctl in /usr/lib/postgresql/*/bin
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "install-test-deps: postgresql (initdb) missing after apt-get" >&2; exit 1; }

@@ -785,7 +785,8 @@ def pg_bin(name: str) -> str:
 class Postgres:
     """One server in a temporary directory; stop() and start() keep its data (an outage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
+        """`fsync`: as a production server (bench/); tests run without it."""
         self.initdb, self.pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
         self.dir = Path(tempfile.mkdtemp(prefix="sipq-pg-"))
         self.data = self.dir / "data"
@@ -794,10 +795,10 @@ class Postgres:
         if self.user:
             shutil.chown(self.dir, self.user)
         self._run([self.initdb, "-D", str(self.data), "-U", "asterisk", "--auth=trust", "-E", "UTF8",
-                   "--no-sync"])
+                   *([] if fsync else ["--no-sync"])])
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.dir}'\n"
-                    "fsync = off\nmax_connections = 60\n")
+                    f"fsync = {'on' if fsync else 'off'}\nmax_connections = 60\n")
         self.start()
         self._run([pg_bin("createdb"), "-h", str(self.dir), "-p", str(self.port), "-U", "asterisk", "asterisk"])
 

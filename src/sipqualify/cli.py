@@ -427,7 +427,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         svc = Service(ServiceOptions(args.config, api_host, api_port, args.state_dir,
-                                     manager_conf=args.manager_conf))
+                                     manager_conf=args.manager_conf, store_url=args.store_url))
         try:
             await svc.start()
         except ConfigError as e:
@@ -518,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon")
     _client_opts(p)
     p.add_argument("--manager-conf", metavar="FILE", help="Asterisk manager.conf: users and port of the AMI port")
+    p.add_argument("--store-url", metavar="URL",
+                   help="keep state in this PostgreSQL database (postgresql://user@host:port/db) instead of "
+                        "SQLite files in the state directory; beats the TOML's [store] url")
     p.add_argument("--log-level", default="info")
     p.add_argument("--log-format", choices=("plain", "asterisk", "json"),
                    help="log lines as plain (default), asterisk (chan_sip's NOTICE[tid] chan_sip.c: ...) "

@@ -68,6 +68,7 @@ class ServiceOptions:
     config: Config | None = None  # used instead of reading config_path (demo)
     sip_bind: list[Addr] | None = None  # override [general] bind addresses (demo, tests)
     manager_conf: str | None = None  # `run --manager-conf FILE`
+    store_url: str | None = None  # `run --store-url URL`: beats the TOML's [store] url
 
 
 class Service:
@@ -140,6 +141,8 @@ class Service:
         if self.realtime is not None:  # realtime rows join the file's peers (the file wins a name)
             self.config.peers.update(await self.realtime.load())
         svc, g = self.config.service, self.config.general
+        if self.opts.store_url:
+            svc.store_url = self.opts.store_url
         self.state_dir = Path(self.opts.state_dir or svc.state_dir or default_state_dir())
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.token = ensure_token(self.state_dir, svc.api_token)

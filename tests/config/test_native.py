@@ -326,3 +326,20 @@ def test_toml_transport_named_only_when_written(write: Write) -> None:
     assert [p.transport_named for p in cfg.peers.values()] == [False, True]
     cfg = load_config(write("g.toml", '[general]\ntransport = "udp"\n[peers.a]\nhost = "a.test"\n'))
     assert cfg.peers["a"].transport_named
+
+
+def test_store_url_and_node_id(write: Write) -> None:
+    svc = load_config(write("pg.toml", '[store]\nurl = "postgresql://sq:pw@127.0.0.1:5432/sipqualify"\n'
+                                       '[service]\nnode_id = "edge-1"\n')).service
+    assert (svc.store_url, svc.node_id) == ("postgresql://sq:pw@127.0.0.1:5432/sipqualify", "edge-1")
+    assert load_config(write("none.toml", "[store]\n")).service.store_url is None
+    bad = write("bad.toml", '[store]\nurl = "mysql://sq:hunter2@db/x"\n[service]\nnode_id = ""\n'
+                            '[peers.p]\nhost = "127.0.0.1"\n')
+    msgs = check_config(bad)
+    assert [(m.severity, m.line, m.option) for m in msgs] == [("error", 2, "url"), ("error", 4, "node_id")]
+    assert all("hunter2" not in str(m) for m in msgs)  # a password is never echoed
+    broken = write("broken.toml", '[store]\nurl = "postgresql://h:notaport/db"\n')
+    assert [(m.severity, m.line, m.option) for m in check_config(broken)] == [("error", 2, "url")]
+    unparsable = write("u.toml", '[store]\nurl = "postgresql://u:hunter2@[::1/db"\n')
+    msgs = check_config(unparsable)
+    assert [(m.severity, m.line) for m in msgs] == [("error", 2)] and "hunter2" not in str(msgs[0])

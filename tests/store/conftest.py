@@ -37,6 +37,17 @@ def pg_server() -> Iterator[Postgres]:
 
 
 @pytest.fixture
+def own_server() -> Iterator[Postgres]:
+    """A server of the test's own: it stops and starts it (an outage)."""
+    pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
+    pg = Postgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture
 def pg_url(pg_server: Postgres) -> str:
     """A fresh, empty database of the session's server."""
     name = f"store{next(_DATABASES)}"
@@ -52,25 +63,30 @@ def db_path(tmp_path: Path, backend: str) -> str:
 
 
 @pytest.fixture
-def make_store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., AnyStore]]:
+def store_location(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the test's stores are: the SQLite file's path, or the PostgreSQL database's URL."""
+    if backend == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "sipqualify.sqlite")
+
+
+def store_class(location: str) -> type[AnyStore]:
+    if location.startswith("postgresql://"):
+        from sipqualify.store.postgres import Store as PgStore
+
+        return PgStore
+    return Store
+
+
+@pytest.fixture
+def make_store(store_location: str) -> Iterator[Callable[..., AnyStore]]:
     """Stores made through this fixture are closed at teardown even when a test fails; all of a
     test's stores open the same database."""
     made: list[AnyStore] = []
-    if backend == "postgres":
-        from sipqualify.store.postgres import Store as PgStore
-
-        url = request.getfixturevalue("pg_url")
-
-        def open_one(**kw: object) -> AnyStore:
-            return PgStore(url, **kw)  # type: ignore[arg-type]
-    else:
-        path = str(tmp_path / "sipqualify.sqlite")
-
-        def open_one(**kw: object) -> AnyStore:
-            return Store(path, **kw)  # type: ignore[arg-type]
+    cls = store_class(store_location)
 
     def make(**kw: object) -> AnyStore:
-        s = open_one(**kw)
+        s = cls(store_location, **kw)
         made.append(s)
         return s
 

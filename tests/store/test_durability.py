@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -51,7 +50,10 @@ def test_transition_callback_runs_after_commit(make_store: Callable[..., Store])
 CHILD = textwrap.dedent("""
     import sys, threading, time
     sys.path.insert(0, sys.argv[2])
-    from sipqualify.store import Store
+    if sys.argv[1].startswith("postgresql://"):
+        from sipqualify.store.postgres import Store
+    else:
+        from sipqualify.store import Store
 
     out = threading.Lock()
 
@@ -80,9 +82,10 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(db_path: str) -> None:
+def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(
+        store_location: str, make_store: Callable[..., Store]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, db_path, SRC], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, store_location, SRC], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     reported: list[tuple[int, str]] = []
     sample_times: list[float] = []
@@ -110,21 +113,16 @@ def test_kill_9_loses_no_reported_transition_and_at_most_one_second_of_samples(d
     assert proc.returncode == -signal.SIGKILL
     assert len(reported) >= 15, proc.stderr.read() if proc.stderr else ""
 
-    s = Store(db_path)
+    s = make_store()
     s.open()
-    try:
-        stored = {(t.id, t.peer) for t in s.transitions(limit=100_000)}
-        assert set(reported) <= stored  # every reported transition survived, with its id
-        old = [t for t in sample_times if t < kill_time - 1.0]
-        assert len(old) > 100
-        with sqlite3.connect(db_path) as db:
-            sql = "SELECT time, COUNT(*) FROM samples WHERE time < ? GROUP BY time"
-            counts = dict(db.execute(sql, (kill_time - 1.0,)))
-        missing = [t for t in old if counts.get(t) != 51]
-        assert not missing, f"{len(missing)} of {len(old)} sample loops older than 1 s before the kill are incomplete"
-        assert len(s.states()) == 50
-    finally:
-        s.close()
+    stored = {(t.id, t.peer) for t in s.transitions(limit=100_000)}
+    assert set(reported) <= stored  # every reported transition survived, with its id
+    old = [t for t in sample_times if t < kill_time - 1.0]
+    assert len(old) > 100
+    counts = dict(s._query("SELECT time, COUNT(*) FROM samples WHERE time < ? GROUP BY time", (kill_time - 1.0,)))
+    missing = [t for t in old if counts.get(t) != 51]
+    assert not missing, f"{len(missing)} of {len(old)} sample loops older than 1 s before the kill are incomplete"
+    assert len(s.states()) == 50
 
 
 def test_batched_transition_ids_are_the_stored_ids(make_store: Callable[..., Store]) -> None:

@@ -8,26 +8,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from sipqualify.qualify.registrar import Binding
 from sipqualify.store.base import TransitionRecord
-from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, redact
+from sipqualify.store.postgres import SCHEMA_VERSION, BindingStore, SilenceStore, Store, StoreUnavailable, redact
 
 from ..helpers import T0, Postgres, wait_until
-
-
-@pytest.fixture
-def own_server() -> Iterator[Postgres]:
-    """A server of its own: this test stops and starts it."""
-    pytest.importorskip("psycopg")
-    pg = Postgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 def test_a_server_restart_during_writes_loses_nothing(own_server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
@@ -85,6 +73,26 @@ def test_a_server_restart_during_writes_loses_nothing(own_server: Postgres, capl
         assert len(again.states()) == 20
     finally:
         again.close()
+
+
+def test_a_restart_while_idle_is_not_a_failure(own_server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
+    """The first write after a server restart finds the writer's connection dropped: it is made
+    again and the write goes in at once, without an episode of failing writes."""
+    caplog.set_level(logging.WARNING, logger="sipqualify.store")
+    s = Store(own_server.url(), retention_interval_s=3600)
+    s.open()
+    try:
+        s.record_transition("a", T0, "UNKNOWN", "OK", 1, 2000, 1.0)
+        s.flush()
+        own_server.stop()
+        own_server.start()
+        s.record_transition("a", T0 + 1, "OK", "UNREACHABLE", -1, 2000, None)
+        s.flush()
+        assert [t.new for t in s.transitions("a")] == ["OK", "UNREACHABLE"]
+        assert s.stats["reconnects"] == 1 and s.health()["ok"]
+        assert not [r for r in caplog.records if "failing" in r.getMessage()]
+    finally:
+        s.close()
 
 
 def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
@@ -156,6 +164,51 @@ def test_transition_ids_follow_commit_order_across_nodes(pg_url: str) -> None:
     assert len(seen) == 600 and len(set(seen)) == 600
 
 
+def test_a_node_cut_off_mid_transaction_does_not_hold_the_others(pg_url: str) -> None:
+    """The server ends our sessions idle in a transaction and our lock waits: the settings hold
+    on the writer's and the readers' connections."""
+    s = Store(pg_url)
+    s.open()
+    try:
+        assert s._db is not None
+        assert s._db.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("15s",)
+        s._db.rollback()
+        assert s._query("SHOW lock_timeout") == [("30s",)]
+    finally:
+        s.close()
+
+
+def test_server_side_percentiles_are_the_nearest_rank(pg_url: str) -> None:
+    """rtt_windows on PostgreSQL (percentile_disc) against store/windows.py's nearest rank, window
+    by window, for sample counts where q * n falls on and around whole numbers."""
+    import random
+
+    from sipqualify.store.windows import PERCENTILES, RTT_WINDOWS, percentile
+
+    rnd = random.Random(7)
+    now = time.time()
+    s = Store(pg_url, sample_retention_s=1e9)
+    s.open()
+    try:
+        rows: dict[str, list[tuple[float, float | None]]] = {}
+        for k, n in enumerate((1, 2, 19, 20, 21, 99, 100, 101, 200, 1000)):
+            peer = f"p{k}"
+            rows[peer] = [(now - rnd.uniform(0, 90_000),
+                           None if rnd.random() < 0.1 else round(rnd.expovariate(0.05), 3)) for _ in range(n)]
+            for t, rtt in rows[peer]:
+                s.record_sample(peer, t, rtt, 200 if rtt is not None else None, 1)
+        s.flush()
+        for peer, samples in rows.items():
+            got, read = s.rtt_windows(peer, now)
+            for name, span in RTT_WINDOWS:
+                values = sorted(r for t, r in samples if r is not None and t >= now - span)
+                want = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+                assert got[name] == want, (peer, name)
+            assert read == len([1 for t, r in samples if r is not None and t >= now - 86400])
+    finally:
+        s.close()
+
+
 def test_bindings_are_each_nodes_own(pg_url: str) -> None:
     def binding(peer: str, port: int, expires_at: float) -> Binding:
         return Binding(peer, f"sip:{peer}@127.0.0.1:{port}", ("127.0.0.1", port), "UDP", expires_at, "ua", "",
@@ -175,6 +228,34 @@ def test_bindings_are_each_nodes_own(pg_url: str) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_bindings_fail_while_the_server_is_down_and_reconnect(own_server: Postgres) -> None:
+    """A REGISTER is answered 500 while its binding cannot be stored (store/committer.py takes
+    `errors`): the store raises them, and stores again once the server is back."""
+    import psycopg
+
+    now = time.time()
+    b = Binding("alice", "sip:alice@127.0.0.1:5061", ("127.0.0.1", 5061), "UDP", now + 300, "ua", "", "cid", 1,
+                False, 0.0, 300)
+    s = BindingStore(own_server.url(), node="n1")
+    try:
+        s.apply([("alice", b)])
+        own_server.stop()
+        with pytest.raises(s.errors):
+            s.apply([("alice", None)])
+        assert issubclass(psycopg.OperationalError, s.errors)
+        own_server.start()
+        s.apply([("bob", Binding("bob", "sip:bob@127.0.0.1:5062", ("127.0.0.1", 5062), "UDP", now + 300))])
+        assert sorted(x.peer for x in s.load(now, 0.0, 3600)) == ["alice", "bob"]  # the failed delete did nothing
+        # a restart while nothing was stored: the first statement finds the connection dead and
+        # is run again on a new one, not failed
+        own_server.stop()
+        own_server.start()
+        s.apply([("alice", None)])
+        assert [x.peer for x in s.load(now, 0.0, 3600)] == ["bob"]
+    finally:
+        s.close()
 
 
 def test_silences_round_trip(pg_url: str) -> None:
@@ -205,6 +286,6 @@ def test_an_unreachable_server_at_start_is_a_clear_error() -> None:
     from ..helpers import free_port
 
     url = f"postgresql://u:secret@127.0.0.1:{free_port()}/db"
-    with pytest.raises(RuntimeError, match="cannot connect to the PostgreSQL store") as err:
+    with pytest.raises(StoreUnavailable, match="cannot connect to the PostgreSQL store") as err:
         Store(url).open()
     assert "secret" not in str(err.value) and "secret" not in redact(url)

@@ -162,7 +162,8 @@ STATS = {
         "avg_ms": _MS, "std_ms": _MS, "est_ms": _MS, "dev_ms": _MS, "jitter_ms": _MS,
         "loss_pct": {"type": "number"},
         "loss_window": {"type": "integer"},
-        "rtt_windows": {"type": "object", "description": "5m, 1h, 24h: samples, p50_ms, p95_ms, p99_ms",
+        "rtt_windows": {"type": "object", "description": "5m, 1h, 24h: samples, p50_ms, p95_ms, p99_ms (nearest "
+                        "rank; 1h and 24h from 5-minute histograms, within 2.47 %)",
                         "additionalProperties": {"type": "object", "required": ["samples"], "properties": {
                             "samples": {"type": "integer"}, "p50_ms": _MS, "p95_ms": _MS, "p99_ms": _MS}}},
         "uptime": {"type": "object", "description": "24h, 7d, 30d: pct (null: nothing observed), observed_s",

@@ -610,9 +610,14 @@ class DatabaseUrl(Kind):
         from psycopg.conninfo import conninfo_to_dict
 
         try:
-            conninfo_to_dict(s)
+            params = conninfo_to_dict(s)
         except ProgrammingError as err:
-            r.error(where, f"{key} is not a valid PostgreSQL URL: {str(err).splitlines()[0]}")
+            why = str(err).splitlines()[0].replace(s, "the URL")  # libpq may quote it, password and all
+            r.error(where, f"{key} is not a valid PostgreSQL URL: {why}")
+            return NOTHING
+        ports = str(params.get("port") or "5432").split(",")
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
+            r.error(where, f"{key}: the port must be a number 1..65535")
             return NOTHING
         return s
 

@@ -126,6 +126,7 @@ class BaseStore(ABC, Generic[Conn]):
     )
     insert_sample_sql = f"INSERT INTO samples({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?)"
     delete_state_sql = "DELETE FROM peer_state WHERE peer=?"
+    retained_tables: tuple[str, ...] = RETAINED_TABLES  # what retention trims, in this order
 
     def __init__(
         self,
@@ -180,7 +181,10 @@ class BaseStore(ABC, Generic[Conn]):
             "states_written": 0,
             "states_deleted": 0,
             "retention_deleted": 0,
+            "rollup_rows_written": 0,  # SQLite's time-window rollups (store/rollup.py); 0 elsewhere
+            "rollup_rows_deleted": 0,
             "rows_rejected": 0,
+            "reconnects": 0,  # a server's connection found dropped and made again at once
             "errors": 0,
             "callback_errors": 0,
         }
@@ -227,7 +231,9 @@ class BaseStore(ABC, Generic[Conn]):
         """Roll back if a transaction is open; never raises."""
 
     @abstractmethod
-    def _executemany(self, db: Conn, sql: str, rows: list[Row]) -> None: ...
+    def _execute_ops(self, db: Conn, txn: Ops) -> int:
+        """Run each (counter, sql, rows) of `txn` (in one transaction, already begun); the number
+        of rollup rows written with them (SQLite's time-window rollups; 0 without)."""
 
     @abstractmethod
     def _execute_rowcount(self, db: Conn, sql: str, args: Row) -> int: ...
@@ -239,6 +245,11 @@ class BaseStore(ABC, Generic[Conn]):
     @abstractmethod
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         """Run one read (any thread) on a reader connection; every row."""
+
+    def _dropped(self, db: Conn) -> bool:
+        """Did this failure find a connection the server had dropped? (a server: yes after its
+        restart; the retry on a new connection says whether it is back)."""
+        return False
 
     def _check(self) -> None:
         """Writer thread, once a loop turn: backend-specific health checks (a vanished file)."""
@@ -252,10 +263,6 @@ class BaseStore(ABC, Generic[Conn]):
 
     def _transition_record(self, r: Row) -> TransitionRecord:
         return TransitionRecord(*r) if self._node_column else TransitionRecord(*(*r, self.node))
-
-    def _node_rows(self, rows: list[Row]) -> list[Row]:
-        """The rows as the backend's write statements take them (PostgreSQL adds the node)."""
-        return rows
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -444,7 +451,7 @@ class BaseStore(ABC, Generic[Conn]):
                     continue
                 if batch is None and not transitions:
                     if not retention_todo and time.monotonic() >= next_retention:
-                        retention_todo = list(RETAINED_TABLES)
+                        retention_todo = list(self.retained_tables)
                         next_retention = time.monotonic() + self.retention_interval_s
                     if retention_todo and not self._retention_chunk(db, retention_todo[0]):
                         retention_todo.pop(0)
@@ -479,6 +486,11 @@ class BaseStore(ABC, Generic[Conn]):
                     self._transitions_committed([row], ids)
                 else:
                     self._reject("transition", row)
+        self._after_transitions(db)
+
+    def _after_transitions(self, db: Conn) -> None:
+        """After transitions are committed and their callbacks ran: a backend's own bookkeeping
+        of them (SQLite: the uptime rollup), which never delays their events."""
 
     def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
         assert ids is not None
@@ -503,22 +515,20 @@ class BaseStore(ABC, Generic[Conn]):
             ops.append(("samples_written", self.insert_sample_sql, samples))
         for txn in split_ops(ops, self.batch_rows):
             self._service_transitions(db)
-            ok, _ = self._transact(db, partial(self._execute_ops, txn=txn))
+            ok, rolled = self._transact(db, partial(self._execute_ops, txn=txn))
             if ok:
                 for counter, _sql, rows in txn:
                     self._n[counter] += len(rows)
+                self._n["rollup_rows_written"] += rolled or 0
                 continue
             for counter, sql, rows in txn:  # isolate the refused rows
                 for row in rows:
-                    ok, _ = self._transact(db, partial(self._execute_ops, txn=[(counter, sql, [row])]))
+                    ok, rolled = self._transact(db, partial(self._execute_ops, txn=[(counter, sql, [row])]))
                     if ok:
                         self._n[counter] += 1
+                        self._n["rollup_rows_written"] += rolled or 0
                     else:
                         self._reject(counter, row)
-
-    def _execute_ops(self, db: Conn, txn: Ops) -> None:
-        for _counter, sql, rows in txn:
-            self._executemany(db, sql, self._node_rows(rows))
 
     def _retention_chunk(self, db: Conn, table: str) -> bool:
         """Delete one bounded chunk of expired rows; True if there may be more."""
@@ -547,6 +557,7 @@ class BaseStore(ABC, Generic[Conn]):
         constraint): returns (False, None) so the caller can isolate them.
         """
         delay = 0.05
+        fresh = False  # the connection was just made: a failure on it is the database's
         while True:
             t0 = time.perf_counter()
             conn = db
@@ -555,7 +566,12 @@ class BaseStore(ABC, Generic[Conn]):
                 result = body(conn)
                 self._commit(conn)
             except self.transient_errors as e:
+                stale = not fresh and self._dropped(conn)
                 self._rollback(conn)
+                if stale:  # a connection the server dropped while idle (its restart): once more, now
+                    fresh = True
+                    self._n["reconnects"] += 1
+                    continue
                 if not persist:
                     # housekeeping (retention) tries again at its next turn; it loses no data, so
                     # on its own it does not make the store unhealthy
@@ -648,8 +664,18 @@ class BaseStore(ABC, Generic[Conn]):
 
     def windows(self, peer: str, now: float) -> dict[str, Any]:
         """`GET /api/v1/peers/NAME/stats`'s history part (store/windows.py): RTT percentiles of the
-        answered samples of the last 5 min / 1 h / 24 h (one range read), uptime over the last
-        24 h / 7 d / 30 d (one range read of transitions each)."""
+        answered samples of the last 5 min / 1 h / 24 h (`rtt_windows`), uptime over the last
+        24 h / 7 d / 30 d (`uptime_window`)."""
+        rtt, _ = self.rtt_windows(peer, now)
+        up: dict[str, Any] = {}
+        for name, span in UPTIME_WINDOWS:
+            pct, seen = self.uptime_window(peer, now - span, now)
+            up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
+        return {"rtt_windows": rtt, "uptime": up}
+
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows and the number of rows read for them: here exact, from one range read
+        of the raw samples; SQLite reads its incremental rollups instead (store/sqlite.py)."""
         longest = max(span for _, span in RTT_WINDOWS)
         sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<=? AND rtt_ms IS NOT NULL"
         rows = self._query(sql, (peer, now - longest, now))
@@ -657,11 +683,7 @@ class BaseStore(ABC, Generic[Conn]):
         for name, span in RTT_WINDOWS:
             values = sorted(r for t, r in rows if t >= now - span)
             rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
-        up: dict[str, Any] = {}
-        for name, span in UPTIME_WINDOWS:
-            pct, seen = self.uptime_window(peer, now - span, now)
-            up[name] = {"pct": round(pct, 4) if pct is not None else None, "observed_s": round(seen, 1)}
-        return {"rtt_windows": rtt, "uptime": up}
+        return rtt, len(rows)
 
     def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
         """(uptime %, seconds observed) over `[since, until]` from the transitions (store/windows.py)."""

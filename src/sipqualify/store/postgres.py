@@ -16,8 +16,9 @@ What differs from store/sqlite.py:
   cause, nothing queued is dropped but samples beyond `max_queued_samples`, and it all goes in
   when the server is back. TCP keepalives (and `tcp_user_timeout`) make a silent network
   failure an error within ~15 s instead of a hang.
-- Samples are written with COPY (one round trip per batch); everything else with
-  executemany (psycopg's pipeline mode).
+- A batch of samples, state upserts or transitions is one statement whatever its size
+  (`INSERT ... SELECT FROM unnest(arrays)`, one array per column): a round trip per batch,
+  not per row.
 - The schema is versioned in `sipqualify_schema` and migrated on first connect under an
   advisory lock, so nodes starting together migrate it once.
 """
@@ -26,10 +27,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -41,14 +42,18 @@ from .base import (
     STATE_COLUMNS,
     TRANSITION_COLUMNS,
     BaseStore,
+    Ops,
     PeerStateRecord,
     Row,
     default_node_id,
 )
 from .bindings import COLUMNS as BINDING_COLUMNS
 from .bindings import arm, binding_row, save_runs
+from .windows import PERCENTILES, RTT_WINDOWS
 
 log = logging.getLogger("sipqualify.store")
+
+_T = TypeVar("_T")
 
 # advisory lock keys (pg_advisory_xact_lock): schema migration, transition ids
 _MIGRATE_LOCK = 0x5199_0001
@@ -130,10 +135,24 @@ def redact(url: str) -> str:
 
 
 def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
-    """One connection; a dead server or network is an OperationalError within seconds."""
-    return psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
-                           keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
-                           application_name="sipqualify")
+    """One connection; a dead server or network is an OperationalError within seconds.
+
+    The server ends a session of ours left idle inside a transaction for 15 s (a node cut off
+    between two statements) and a wait for a lock gives up after 30 s (retried): a node that
+    vanishes while it holds the transition-id lock holds up the other nodes for seconds, not
+    until the server's TCP keepalive notices (hours by default)."""
+    db = psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
+                         keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
+                         application_name="sipqualify")
+    try:
+        db.execute("SET idle_in_transaction_session_timeout = '15s'")
+        db.execute("SET lock_timeout = '30s'")
+        if not autocommit:
+            db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def migrate(db: psycopg.Connection[Any], url: str) -> None:
@@ -154,12 +173,17 @@ def migrate(db: psycopg.Connection[Any], url: str) -> None:
             log.info("%s: schema migrated to version %d", redact(url), v + 1)
 
 
+class StoreUnavailable(OSError):
+    """The PostgreSQL store cannot be reached (or its URL is not one) when the daemon starts."""
+
+
 def open_migrated(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     """A connection to a migrated schema; a clear error naming the server when there is none."""
     try:
         db = connect(url, autocommit=autocommit)
-    except psycopg.OperationalError as e:
-        raise RuntimeError(f"cannot connect to the PostgreSQL store {redact(url)}: {e}") from e
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as e:
+        why = str(e).strip().replace(url, "the URL")
+        raise StoreUnavailable(f"cannot connect to the PostgreSQL store {redact(url)}: {why}") from e
     try:
         migrate(db, url)
         if not autocommit:
@@ -170,6 +194,27 @@ def open_migrated(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     return db
 
 
+# the columns' types, for the arrays a batch is sent as (one statement: INSERT ... SELECT FROM unnest)
+_STATE_TYPES = ("text", "text", "bigint", "bigint", "float8", "float8", "float8")
+_SAMPLE_TYPES = ("text", "float8", "float8", "integer", "integer")
+_TRANSITION_TYPES = ("text", "float8", "text", "text", "bigint", "bigint", "float8", "text", "text", "text", "text",
+                     "text")
+
+
+def _unnest(types: tuple[str, ...]) -> str:
+    return "unnest(" + ", ".join(f"%s::{t}[]" for t in types) + ")"
+
+
+def _arrays(rows: list[Row], types: tuple[str, ...]) -> list[list[Any]]:
+    """The rows as one list per column; float columns as floats (psycopg refuses an array that
+    mixes int and float, which Python callers pass freely)."""
+    cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)]
+    for i, t in enumerate(types):
+        if t == "float8":
+            cols[i] = [None if v is None else float(v) for v in cols[i]]
+    return cols
+
+
 class Store(BaseStore[psycopg.Connection[Any] | None]):
     """The store in a PostgreSQL database (`url`: a libpq URL or key=value string) shared by nodes."""
 
@@ -177,17 +222,24 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
     bucket_sql = "FLOOR((time - %s) / %s)::bigint"
     retention_sql = ("DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE time < %s "
                      "LIMIT %s))")
+    # a batch is one statement whatever its size: the node, then one array per column
     upsert_state_sql = (
-        f"INSERT INTO peer_state({STATE_COLUMNS}, node) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) "
+        f"INSERT INTO peer_state({STATE_COLUMNS}, node) SELECT u.*, %s FROM {_unnest(_STATE_TYPES)} AS u "
         "ON CONFLICT(peer) DO UPDATE SET state=excluded.state, lastms=excluded.lastms, maxms=excluded.maxms, "
         "rtt_ms=excluded.rtt_ms, changed_at=excluded.changed_at, updated_at=excluded.updated_at, node=excluded.node"
     )
-    insert_sample_sql = f"COPY samples({SAMPLE_COLUMNS}, node) FROM STDIN"
-    delete_state_sql = "DELETE FROM peer_state WHERE peer=%s AND node=%s"
-    _insert_transition_sql = (f"INSERT INTO transitions({TRANSITION_COLUMNS}, node) "
-                              "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id")
+    insert_sample_sql = f"INSERT INTO samples({SAMPLE_COLUMNS}, node) SELECT u.*, %s FROM {_unnest(_SAMPLE_TYPES)} AS u"
+    delete_state_sql = "DELETE FROM peer_state WHERE node=%s AND peer = ANY(%s::text[])"
+    _insert_transitions_sql = (
+        f"INSERT INTO transitions({TRANSITION_COLUMNS}, node) SELECT {TRANSITION_COLUMNS}, %s "
+        f"FROM {_unnest(_TRANSITION_TYPES)} WITH ORDINALITY AS u({TRANSITION_COLUMNS}, ord) ORDER BY ord "
+        "RETURNING id")
+    _types = {upsert_state_sql: _STATE_TYPES, insert_sample_sql: _SAMPLE_TYPES, delete_state_sql: ("text",)}
 
     def __init__(self, url: str, **kw: Any) -> None:
+        # a statement of 10,000 upserts takes a server ~0.3 s on a busy 2-core machine, and a
+        # transition waits for the one in progress: smaller chunks keep that wait short
+        kw.setdefault("batch_rows", 2_000)
         super().__init__(**kw)
         self.url = url
         self._db: psycopg.Connection[Any] | None = None
@@ -237,6 +289,9 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
             log.info("store: reconnected to %s", self.path)
         return self._db  # psycopg opens the transaction at the first statement
 
+    def _dropped(self, db: psycopg.Connection[Any] | None) -> bool:
+        return db is not None and db.broken
+
     def _commit(self, db: psycopg.Connection[Any] | None) -> None:
         assert db is not None
         db.commit()
@@ -254,40 +309,48 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         if db.closed and db is self._db:
             self._db = None
 
-    def _executemany(self, db: psycopg.Connection[Any] | None, sql: str, rows: list[Row]) -> None:
+    def _execute_ops(self, db: psycopg.Connection[Any] | None, txn: Ops) -> int:
         assert db is not None
-        with db.cursor() as cur:
-            if sql is self.insert_sample_sql:
-                with cur.copy(sql) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                cur.executemany(sql, rows)
+        for _counter, sql, rows in txn:
+            db.execute(sql, (self.node, *_arrays(rows, self._types[sql])))
+        return 0  # no rollups: the windows are computed from the raw rows (store/base.py)
 
     def _execute_rowcount(self, db: psycopg.Connection[Any] | None, sql: str, args: Row) -> int:
         assert db is not None
         return db.execute(sql, args).rowcount
 
-    def _node_rows(self, rows: list[Row]) -> list[Row]:
-        node = self.node
-        return [(*r, node) for r in rows]
-
     def _insert_transitions(self, db: psycopg.Connection[Any] | None, rows: list[Row]) -> list[int]:
         assert db is not None
-        # ids in commit order across nodes: drawn under a lock held until this COMMIT
+        # ids in commit order across nodes: drawn under a lock held until this COMMIT; within the
+        # statement in the rows' order (ORDER BY ord), so the sorted ids are the rows' ids
         db.execute("SELECT pg_advisory_xact_lock(%s)", (_TRANSITION_LOCK,))
-        ids: list[int] = []
-        with db.cursor() as cur:
-            cur.executemany(self._insert_transition_sql, self._node_rows(rows), returning=True)
-            while True:
-                got = cur.fetchone()
-                assert got is not None
-                ids.append(int(got[0]))
-                if not cur.nextset():
-                    break
-        return ids
+        got = db.execute(self._insert_transitions_sql, (self.node, *_arrays(rows, _TRANSITION_TYPES))).fetchall()
+        return sorted(int(r[0]) for r in got)
 
     # ------------------------------------------------------------------ reads (any thread)
+
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows computed by the server, exactly, in one statement: PostgreSQL's
+        `percentile_disc` is the nearest rank of store/windows.py (the first value whose rank
+        reaches ceil(q * n), q * n in float8 as Python computes it), so only the figures travel,
+        never the window's samples. Also the number of samples the server read."""
+        qs = [q / 100.0 for q in PERCENTILES]
+        cols, args = [], []
+        for _name, span in RTT_WINDOWS:
+            cols.append("count(*) FILTER (WHERE time >= %s), "
+                        "percentile_disc(%s::float8[]) WITHIN GROUP (ORDER BY rtt_ms) FILTER (WHERE time >= %s)")
+            args += [now - span, qs, now - span]
+        longest = max(span for _, span in RTT_WINDOWS)
+        sql = (f"SELECT count(*), {', '.join(cols)} FROM samples "
+               "WHERE peer=%s AND time>=%s AND time<=%s AND rtt_ms IS NOT NULL")
+        with self._reader() as db:
+            row = db.execute(sql, (*args, peer, now - longest, now)).fetchone()
+        assert row is not None
+        rtt: dict[str, Any] = {}
+        for i, (name, _span) in enumerate(RTT_WINDOWS):
+            n, values = row[1 + 2 * i], row[2 + 2 * i] or [None] * len(PERCENTILES)
+            rtt[name] = {"samples": int(n), **{f"p{q}_ms": v for q, v in zip(PERCENTILES, values, strict=True)}}
+        return rtt, int(row[0])
 
     @contextmanager
     def _reader(self) -> Iterator[psycopg.Connection[Any]]:
@@ -312,31 +375,51 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
 # ---------------------------------------------------------------------- bindings and silences
 
 
-class BindingStore:
+class _Session:
+    """One connection for short synchronous statements (bindings, silences), rebuilt when the
+    server dropped it: a statement that finds it dead (a server restart since the last use) is
+    run again once on a new one; an error while the server is down reaches the caller."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.db = open_migrated(url, autocommit=True)
+        self.lock = threading.Lock()
+
+    def run(self, body: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        with self.lock:
+            if self.db.closed or self.db.broken:
+                self.db.close()
+                self.db = connect(self.url, autocommit=True)
+            try:
+                return body(self.db)
+            except psycopg.OperationalError:
+                if not self.db.broken:
+                    raise
+                self.db.close()  # dropped under us: once more on a new connection (idempotent bodies)
+                self.db = connect(self.url, autocommit=True)
+                return body(self.db)
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
+class BindingStore(_Session):
     """Registrar bindings in PostgreSQL (store/bindings.py's interface): each node stores, loads
     and expires its own rows (`node`), so a node's restart restores the bindings it holds."""
 
     errors: tuple[type[Exception], ...] = (psycopg.Error,)
 
     def __init__(self, url: str, node: str | None = None) -> None:
-        self.url = url
+        super().__init__(url)
         self.node = node or default_node_id()
-        self.db = open_migrated(url, autocommit=True)
-        self.lock = threading.Lock()
         self._upsert = (
             f"INSERT INTO bindings ({BINDING_COLUMNS}, node) VALUES ({', '.join(['%s'] * 13)}) ON CONFLICT(peer) "
             "DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in [*BINDING_COLUMNS.split(", ")[1:], "node"]))
 
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self.db.closed or self.db.broken:
-            self.db.close()
-            self.db = connect(self.url, autocommit=True)
-        return self.db
-
     def apply(self, changes: list[tuple[str, Binding | None]]) -> None:
         """Saves (binding) and deletes (None) in one transaction, in order."""
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> None:
             with db.transaction(), db.cursor() as cur:
                 for saving, run in save_runs(changes):
                     if saving:
@@ -344,58 +427,37 @@ class BindingStore:
                     else:
                         cur.executemany("DELETE FROM bindings WHERE peer=%s AND node=%s",
                                         [(p, self.node) for p, _ in run])
+        self.run(body)
 
     def load(self, now_wall: float, now_mono: float, maxexpiry: int) -> list[Binding]:
         """This node's bindings still valid at `now_wall` (store/bindings.py's `load`)."""
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> list[Binding]:
             with db.transaction():
                 db.execute("DELETE FROM bindings WHERE expires_at <= %s AND node=%s", (now_wall, self.node))
-                rows = db.execute(f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node=%s",
-                                  (self.node,)).fetchall()
+                rows = db.execute(f"SELECT {BINDING_COLUMNS} FROM bindings WHERE node=%s", (self.node,)).fetchall()
                 out, clamped = arm(rows, now_wall, now_mono, maxexpiry)
                 if clamped:
                     db.cursor().executemany("UPDATE bindings SET expires_at=%s WHERE peer=%s", clamped)
-        return out
-
-    def close(self) -> None:
-        with self.lock:
-            self.db.close()
+            return out
+        return self.run(body)
 
 
-class SilenceStore:
+class SilenceStore(_Session):
     """Silences in PostgreSQL (store/silences.py's interface): one set for the fleet."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.db = open_migrated(url, autocommit=True)
-        self.lock = threading.Lock()
-
-    def _conn(self) -> psycopg.Connection[Any]:
-        if self.db.closed or self.db.broken:
-            self.db.close()
-            self.db = connect(self.url, autocommit=True)
-        return self.db
-
     def load(self, now: float) -> list[Silence]:
-        with self.lock:
-            db = self._conn()
+        def body(db: psycopg.Connection[Any]) -> list[Silence]:
             db.execute("DELETE FROM silences WHERE until <= %s", (now,))
             rows = db.execute("SELECT id, peer, grp, until, comment, created FROM silences ORDER BY id").fetchall()
-        return [Silence(*r) for r in rows]
+            return [Silence(*r) for r in rows]
+        return self.run(body)
 
     def add(self, peer: str | None, group: str | None, until: float, comment: str, created: float) -> Silence:
-        with self.lock:
-            row = self._conn().execute(
-                "INSERT INTO silences(peer, grp, until, comment, created) VALUES (%s,%s,%s,%s,%s) RETURNING id",
-                (peer, group, until, comment, created)).fetchone()
+        row = self.run(lambda db: db.execute(
+            "INSERT INTO silences(peer, grp, until, comment, created) VALUES (%s,%s,%s,%s,%s) RETURNING id",
+            (peer, group, until, comment, created)).fetchone())
         assert row is not None
         return Silence(int(row[0]), peer, group, until, comment, created)
 
     def delete(self, silence_id: int) -> bool:
-        with self.lock:
-            return self._conn().execute("DELETE FROM silences WHERE id=%s", (silence_id,)).rowcount > 0
-
-    def close(self) -> None:
-        with self.lock:
-            self.db.close()
+        return self.run(lambda db: db.execute("DELETE FROM silences WHERE id=%s", (silence_id,)).rowcount > 0)

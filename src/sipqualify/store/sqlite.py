@@ -9,6 +9,13 @@ the last commits, which is the trade WAL+NORMAL makes for throughput. A database
 or replaced under the running store is reported by `health()` (checked at most once a second):
 SQLite keeps writing to the deleted inode without an error.
 
+Rollups: the time windows of `GET /api/v1/peers/NAME/stats` (store/windows.py) read two summary
+tables the writer keeps in the same transactions as the rows they summarise (store/rollup.py):
+`rtt_rollup` (per 5-minute bucket and peer: counts and an RTT histogram, upserted once per
+(bucket, peer) per batch of samples) and `uptime_rollup` (per hour and peer: seconds observed
+and up, credited when a transition closes a state interval). Retention prunes them with the
+samples and after 31 days; a migration builds them once from an older database's rows.
+
 Reads use a small pool of read-only connections (WAL lets them run while the writer writes)
 and may be called from any thread; the service calls them through `asyncio.to_thread`.
 """
@@ -16,19 +23,23 @@ and may be called from any thread; the service calls them through `asyncio.to_th
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import rollup
 from .base import (
+    RETAINED_TABLES,
     STATE_COLUMNS,
     TRANSITION_COLUMNS,
     BaseStore,
+    Ops,
     PeerStateRecord,
     Row,
     SampleRecord,
@@ -37,11 +48,16 @@ from .base import (
 
 __all__ = ["SCHEMA_VERSION", "FileWatch", "PeerStateRecord", "SampleRecord", "Store", "TransitionRecord"]
 
+from .rollup import RTT_BUCKET_S, UPTIME_BUCKET_S, UPTIME_KEEP_S, RttCell
+from .windows import PERCENTILES, RTT_WINDOWS, percentile, uptime_seconds
+
 log = logging.getLogger("sipqualify.store")
+
+Step = str | Callable[[sqlite3.Connection], None]  # a statement, or Python run in the step's transaction
 
 # MIGRATIONS[i] upgrades a database from PRAGMA user_version i to i + 1. Append, never edit:
 # a released step is what existing databases already went through.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (
         """CREATE TABLE IF NOT EXISTS peer_state (
             peer TEXT PRIMARY KEY,
@@ -83,9 +99,45 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # the peer's verdict, its reason and its policy at the transition (qualify/verdict.py; issue 13)
     ("ALTER TABLE transitions ADD COLUMN verdict TEXT", "ALTER TABLE transitions ADD COLUMN verdict_reason TEXT",
      "ALTER TABLE transitions ADD COLUMN policy TEXT"),
+    # the incremental rollups behind the time windows (store/rollup.py; issue 13 item 6), built once
+    # from the samples and transitions an existing database already holds. Keyed by bucket first:
+    # a batch's upserts land in the few newest buckets (a small, hot part of the tree, whatever the
+    # number of peers), retention deletes a key prefix, and a peer's window is one seek per bucket
+    # (`bucket IN (...) AND peer=?`).
+    (
+        """CREATE TABLE IF NOT EXISTS rtt_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            answered INTEGER NOT NULL,
+            min_ms REAL,
+            max_ms REAL,
+            hist BLOB NOT NULL,
+            PRIMARY KEY (bucket, peer)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS uptime_rollup (
+            peer TEXT NOT NULL,
+            bucket INTEGER NOT NULL,
+            up_s REAL NOT NULL,
+            seen_s REAL NOT NULL,
+            PRIMARY KEY (bucket, peer)
+        ) WITHOUT ROWID""",
+        lambda db: _build_rollups(db),
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# hist_merge: rollup.merge_blobs, registered on the write connection (_connect)
+_UPSERT_RTT_ROLLUP = (
+    "INSERT INTO rtt_rollup(peer, bucket, n, answered, min_ms, max_ms, hist) VALUES (?,?,?,?,?,?,?) "
+    "ON CONFLICT(bucket, peer) DO UPDATE SET n=n+excluded.n, answered=answered+excluded.answered, "
+    "min_ms=COALESCE(MIN(min_ms, excluded.min_ms), min_ms, excluded.min_ms), "
+    "max_ms=COALESCE(MAX(max_ms, excluded.max_ms), max_ms, excluded.max_ms), hist=hist_merge(hist, excluded.hist)"
+)
+_UPSERT_UPTIME_ROLLUP = (
+    "INSERT INTO uptime_rollup(peer, bucket, up_s, seen_s) VALUES (?,?,?,?) "
+    "ON CONFLICT(bucket, peer) DO UPDATE SET up_s=up_s+excluded.up_s, seen_s=seen_s+excluded.seen_s"
+)
 _INSERT_TRANSITION = f"INSERT INTO transitions({TRANSITION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
@@ -93,6 +145,7 @@ class Store(BaseStore[sqlite3.Connection]):
     """The store in one SQLite file (`path`)."""
 
     transient_errors = (sqlite3.OperationalError,)
+    retained_tables = (*RETAINED_TABLES, "rtt_rollup", "uptime_rollup")
 
     def __init__(self, path: str, *, busy_timeout_s: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
@@ -117,6 +170,7 @@ class Store(BaseStore[sqlite3.Connection]):
         db.execute("PRAGMA journal_size_limit=67108864")  # truncate the WAL back to 64 MiB after checkpoints
         db.execute("PRAGMA cache_size=-65536")  # 64 MiB: a million peer_state rows stay hot
         db.execute("PRAGMA temp_store=MEMORY")
+        db.create_function("hist_merge", 2, rollup.merge_blobs, deterministic=True)
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -127,7 +181,10 @@ class Store(BaseStore[sqlite3.Connection]):
             db.execute("BEGIN IMMEDIATE")
             try:
                 for stmt in MIGRATIONS[v]:
-                    db.execute(stmt)
+                    if isinstance(stmt, str):
+                        db.execute(stmt)
+                    else:
+                        stmt(db)
                 db.execute(f"PRAGMA user_version={v + 1}")  # transactional: rolls back with the step
                 db.execute("COMMIT")
             except BaseException:
@@ -194,15 +251,44 @@ class Store(BaseStore[sqlite3.Connection]):
             except sqlite3.Error:
                 pass
 
-    def _executemany(self, db: sqlite3.Connection, sql: str, rows: list[Row]) -> None:
-        db.executemany(sql, rows)
+    def _execute_ops(self, db: sqlite3.Connection, txn: Ops) -> int:
+        """The rows, and the RTT rollup of the samples among them; the number of rollup rows written."""
+        rolled = 0
+        for _counter, sql, rows in txn:
+            db.executemany(sql, rows)
+            if sql is self.insert_sample_sql:
+                rolled += _rollup_samples(db, rows)
+        return rolled
+
+    def _retention_chunk(self, db: sqlite3.Connection, table: str) -> bool:
+        """Delete one bounded chunk of expired rows; True if there may be more. A rollup bucket goes
+        once all of it is expired: the RTT rollup with the samples, the uptime rollup after 31 d."""
+        if table not in ("rtt_rollup", "uptime_rollup"):
+            return super()._retention_chunk(db, table)
+        now = self._retention_now()
+        if table == "rtt_rollup":
+            cutoff = now - self.sample_retention_s - RTT_BUCKET_S
+        else:
+            cutoff = now - UPTIME_KEEP_S - UPTIME_BUCKET_S
+        # WITHOUT ROWID: by primary key
+        sql = f"DELETE FROM {table} WHERE (bucket, peer) IN (SELECT bucket, peer FROM {table} WHERE bucket < ? LIMIT ?)"
+        ok, n = self._transact(
+            db, lambda db: db.execute(sql, (cutoff, self.retention_chunk_rows)).rowcount, persist=False
+        )
+        if not ok or n is None:
+            return False
+        self._n["rollup_rows_deleted"] += n
+        return n >= self.retention_chunk_rows
 
     def _execute_rowcount(self, db: sqlite3.Connection, sql: str, args: Row) -> int:
         return db.execute(sql, args).rowcount
 
     def _insert_transitions(self, db: sqlite3.Connection, rows: list[Row]) -> list[int]:
         """One executemany; the ids are consecutive (AUTOINCREMENT, one writer, one transaction),
-        so they are read back from sqlite_sequence instead of one execute per row."""
+        so they are read back from sqlite_sequence instead of one execute per row. The uptime rollup
+        is credited first, in the same transaction (each peer's previous transition is read before
+        the new rows are in)."""
+        _credit_uptime(db, rows)
         if len(rows) == 1:
             return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
         db.executemany(_INSERT_TRANSITION, rows)
@@ -230,6 +316,71 @@ class Store(BaseStore[sqlite3.Connection]):
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         with self._reader() as db:
             return db.execute(sql, tuple(args)).fetchall()
+
+    def rtt_windows(self, peer: str, now: float) -> tuple[dict[str, Any], int]:
+        """The RTT windows and the number of rows read for them. A window of at most one bucket
+        (5 min) is exact, from its raw samples. A longer one is cut at 5-minute bucket
+        boundaries: its whole buckets come from the RTT rollup (at most 288 rows for 24 h), its
+        two partial edge buckets from the raw samples (at most 5 min of them each); so the sample
+        counts are exact and the percentiles within rollup.REL_ERROR of the nearest rank."""
+        tail = rollup.bucket_of(now, RTT_BUCKET_S)  # the current bucket, partial: raw
+        raw_sql = "SELECT time, rtt_ms FROM samples WHERE peer=? AND time>=? AND time<? AND rtt_ms IS NOT NULL"
+        recent_from = min(tail, now - min(span for _, span in RTT_WINDOWS))
+        rtt: dict[str, Any] = {}
+        with self._reader() as db:
+            recent = db.execute(raw_sql.replace("time<?", "time<=?"), (peer, recent_from, now)).fetchall()
+            read = len(recent)
+            heads = {name: -(-(now - span) // RTT_BUCKET_S) * RTT_BUCKET_S for name, span in RTT_WINDOWS
+                     if span > RTT_BUCKET_S}  # the first whole bucket of each long window
+            rows: list[Row] = []
+            if heads:
+                rows = _rollup_rows(db, "bucket, n, answered, min_ms, max_ms, hist FROM rtt_rollup", peer,
+                                    range(int(min(heads.values())), tail, RTT_BUCKET_S))
+                read += len(rows)
+            for name, span in RTT_WINDOWS:
+                since = now - span
+                if name not in heads:
+                    values = sorted(r for t, r in recent if t >= since)
+                    rtt[name] = {"samples": len(values), **{f"p{q}_ms": percentile(values, q) for q in PERCENTILES}}
+                    continue
+                head = heads[name]
+                edge = db.execute(raw_sql, (peer, since, min(head, tail))).fetchall()
+                read += len(edge)
+                cell = RttCell()
+                for _t, r in edge:
+                    cell.add(r)
+                for t, r in recent:
+                    if t >= max(tail, since):
+                        cell.add(r)
+                cell.merge_rows(r[1:] for r in rows if head <= r[0] < tail)
+                rtt[name] = {"samples": cell.answered, **{f"p{q}_ms": cell.percentile(q) for q in PERCENTILES}}
+        return rtt, read
+
+    def uptime_window(self, peer: str, since: float, until: float) -> tuple[float | None, float]:
+        """(uptime %, seconds observed) over `[since, until]` (store/windows.py). The whole hours
+        come from the uptime rollup (at most 720 rows for 30 d, summed by SQLite) plus the state
+        interval still open; the partial hours at both edges from the transitions in them."""
+        up, seen = self.uptime_seconds(peer, since, until)
+        return (100.0 * up / seen if seen > 0 else None), seen
+
+    def uptime_seconds(self, peer: str, since: float, until: float) -> tuple[float, float]:
+        h = UPTIME_BUCKET_S
+        first, last = -(-since // h) * h, rollup.bucket_of(until, h)  # the whole hours: [first, last)
+        with self._reader() as db:
+            if last <= first:  # under two hours: from the transitions alone
+                return _uptime_raw(db, peer, since, until)
+            head_up, head_seen = _uptime_raw(db, peer, since, first)
+            tail_up, tail_seen = _uptime_raw(db, peer, last, until)
+            ((up, seen),) = _rollup_rows(db, "COALESCE(SUM(up_s), 0), COALESCE(SUM(seen_s), 0) FROM uptime_rollup",
+                                         peer, range(int(first), last, h))
+            # the interval of the last state before the tail is credited when a transition ends it
+            state = _state_before(db, peer, last, writing=False)
+            if state is not None and db.execute("SELECT 1 FROM transitions WHERE peer=? AND time>=? LIMIT 1",
+                                                (peer, last)).fetchone() is None:
+                for _b, u, s in rollup.credit(state[1], max(state[0], first), last):
+                    up += u
+                    seen += s
+        return head_up + up + tail_up, head_seen + seen + tail_seen
 
 
 # ---------------------------------------------------------------------- helpers
@@ -266,3 +417,87 @@ def _file_id(path: str) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
+
+
+def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
+    """Add sample rows to the RTT rollup: summarised per (peer, bucket) first, so each rollup row
+    is written once per batch (one upsert; the histograms merge in hist_merge)."""
+    summary = rollup.rollup_rows(rows)
+    db.executemany(_UPSERT_RTT_ROLLUP, summary)
+    return len(summary)
+
+
+def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool) -> tuple[float, str] | None:
+    """(since when, state) of `peer` just before time `t`: its last transition (before `t`; when
+    `writing` a transition at `t`, one already stored at `t` too), or when none is kept (older than
+    the transition retention) its saved state if that changed before `t` (at `t` too when reading;
+    never when writing: a saved state already committed for this very transition says nothing
+    about the time before it). When reading and neither is there, the state its next transition
+    left, at `t`."""
+    t_op, s_op = ("<=", "<") if writing else ("<", "<=")
+    row = db.execute(f"SELECT time, new FROM transitions WHERE peer=? AND time{t_op}? ORDER BY time DESC, id DESC "
+                     "LIMIT 1", (peer, t)).fetchone()
+    if row is None:
+        row = db.execute(f"SELECT changed_at, state FROM peer_state WHERE peer=? AND changed_at{s_op}?",
+                         (peer, t)).fetchone()
+    if row is None and not writing:  # the state its next transition left (since when is not known)
+        row = db.execute("SELECT ?, old FROM transitions WHERE peer=? AND time>=? ORDER BY time, id LIMIT 1",
+                         (t, peer, t)).fetchone()
+    return (float(row[0]), str(row[1])) if row is not None else None
+
+
+def _credit_uptime(db: sqlite3.Connection, rows: list[Row]) -> None:
+    """Credit to the uptime rollup each state interval these transitions close: from the peer's
+    previous transition (stored, or earlier in `rows`) to this one, split by hour."""
+    valid = [r for r in rows if isinstance(r[0], str) and isinstance(r[1], int | float) and math.isfinite(r[1])
+             and isinstance(r[3], str)]
+    valid.sort(key=lambda r: r[1])
+    prev: dict[str, tuple[float, str] | None] = {}
+    acc: dict[tuple[str, int], list[float]] = {}
+    for peer, t, _old, new, *_ in valid:
+        if peer not in prev:
+            prev[peer] = _state_before(db, peer, t, writing=True)
+        _accumulate(acc, peer, prev[peer], t)
+        prev[peer] = (float(t), new)
+    if acc:
+        db.executemany(_UPSERT_UPTIME_ROLLUP, [(peer, b, up, seen) for (peer, b), (up, seen) in acc.items()])
+
+
+def _rollup_rows(db: sqlite3.Connection, select: str, peer: str, buckets: range) -> list[Row]:
+    """`SELECT <select> WHERE` one peer's rows of these buckets: a primary-key seek each."""
+    marks = ",".join("?" * len(buckets))
+    return db.execute(f"SELECT {select} WHERE bucket IN ({marks}) AND peer=?", (*buckets, peer)).fetchall()
+
+
+def _uptime_raw(db: sqlite3.Connection, peer: str, since: float, until: float) -> tuple[float, float]:
+    """(seconds up, seconds observed) over [since, until] from the transitions in it."""
+    state = _state_before(db, peer, since, writing=False)
+    changes = db.execute("SELECT time, new FROM transitions WHERE peer=? AND time>=? AND time<=? ORDER BY time, id",
+                         (peer, since, until)).fetchall()
+    return uptime_seconds(state[1] if state else None, changes, since, until)
+
+
+def _accumulate(acc: dict[tuple[str, int], list[float]], peer: str, prev: tuple[float, str] | None, t: float) -> None:
+    if prev is None or prev[0] > t:
+        return  # nothing known before, or out of time order: credit nothing rather than twice
+    for b, up, seen in rollup.credit(prev[1], max(prev[0], t - UPTIME_KEEP_S), t):
+        cell = acc.setdefault((peer, b), [0.0, 0.0])
+        cell[0] += up
+        cell[1] += seen
+
+
+def _build_rollups(db: sqlite3.Connection) -> None:
+    """Migration: the rollups of what an existing database holds, once (streamed, in chunks)."""
+    cur = db.execute("SELECT peer, time, rtt_ms FROM samples")
+    while chunk := cur.fetchmany(50_000):
+        _rollup_samples(db, chunk)
+    acc: dict[tuple[str, int], list[float]] = {}
+    last: tuple[str, float, str] | None = None
+    for peer, t, new in db.execute("SELECT peer, time, new FROM transitions ORDER BY peer, time, id"):
+        if last is not None and last[0] == peer:
+            _accumulate(acc, peer, (last[1], last[2]), t)
+        last = (peer, t, new)
+        if len(acc) >= 50_000:
+            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])
+            acc.clear()
+    db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in acc.items()])

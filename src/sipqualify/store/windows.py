@@ -1,8 +1,9 @@
 """Statistics over time windows, from what the store keeps (issue 13 item 6): RTT percentiles
-over the samples of the last 5 min / 1 h / 24 h, and uptime over the transitions of the last
-24 h / 7 d / 30 d. Each is one indexed range read of one peer's rows in its window (never a scan
-of the history), done when asked (`GET /api/v1/peers/NAME/stats`). Pure functions here; the
-reads are `Store.rtt_window` and `Store.uptime_window`.
+over the samples of the last 5 min / 1 h / 24 h, and uptime over the last 24 h / 7 d / 30 d.
+The exact definitions are here (nearest rank; observed and reachable time from the state
+timeline); the store computes them from its incremental rollups (store/rollup.py) plus the raw
+rows of the windows' partial edge buckets, done when asked (`GET /api/v1/peers/NAME/stats`).
+Pure functions here; the reads are `Store.windows` and `Store.uptime_window`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def uptime(start_state: str | None, changes: Sequence[tuple[float, str]], since:
     was reachable (OK or LAGGED). `start_state` is the state at `since` (None: nothing recorded
     before, so the window starts at the first change); `changes` are (time, new state) in time
     order within the window. Time in UNKNOWN or UNMONITORED is not observed."""
+    up, seen = uptime_seconds(start_state, changes, since, until)
+    return (100.0 * up / seen if seen > 0 else None), seen
+
+
+def uptime_seconds(start_state: str | None, changes: Sequence[tuple[float, str]], since: float,
+                   until: float) -> tuple[float, float]:
+    """(seconds up, seconds observed) over [since, until], as `uptime` counts them."""
     up = seen = 0.0
     state, t = start_state, since
     for when, new in changes:
@@ -43,4 +51,4 @@ def uptime(start_state: str | None, changes: Sequence[tuple[float, str]], since:
         seen += until - t
         if state in REACHABLE:
             up += until - t
-    return (100.0 * up / seen if seen > 0 else None), seen
+    return up, seen
