@@ -6,8 +6,9 @@ cluster/ costs and guarantees at fleet scale.
 - the ownership recompute a node runs on every membership change (cluster/partition.owned, on
   this machine), extrapolated to the names a node's configuration holds;
 - handover after a node dies, on a virtual clock: its last acknowledged heartbeat, the lease,
-  the survivors' polls (each at its own phase), the spread of the pokes of the peers taken over
-  (a quarter of `qualifyfreq`); and the longest time one of its peers goes unprobed;
+  the survivors' polls (each at its own phase), the settle time (peers are taken only once every
+  member has seen the change), the spread of the pokes of the peers taken over (a quarter of
+  `qualifyfreq`); and the longest time one of its peers goes unprobed;
 - coordination traffic: requests per second on the coordinator (per tick and node: the lease
   keep-alive, tooz's watcher read of the group, our read of the members).
 
@@ -31,6 +32,7 @@ from sipqualify.cluster.partition import (  # noqa: E402
     heartbeat_interval,
     owners,
     ring_of,
+    settle_time,
 )
 
 REQUESTS_PER_TICK = 3  # keep-alive (etcd lease / Redis PSETEX), run_watchers' group read, our member read
@@ -54,9 +56,10 @@ def handover(rng: random.Random, nodes: int, lease: float, freq: float, trials: 
         f.confirmed(-rng.uniform(0, hb))  # its last acknowledged heartbeat, sent before it died
         assert f.deadline is not None
         expiry = f.deadline + (1 - FENCE_FRACTION) * lease  # the server drops it a lease after that heartbeat
-        # each survivor sees the member gone at its first poll after the expiry, then pokes its new
-        # peers spread over `spread`; the last poke of the last survivor ends the handover
-        seen = [expiry + rng.uniform(0, hb) for _ in range(nodes - 1)]
+        # each survivor sees the member gone at its first poll after the expiry, takes its new peers
+        # once every member has seen it (settle_time) and pokes them spread over `spread`; the last
+        # poke of the last survivor ends the handover
+        seen = [expiry + rng.uniform(0, hb) + settle_time(lease) for _ in range(nodes - 1)]
         last = max(s + spread for s in seen)
         done.append(last)
         gaps.append(rng.uniform(0, freq) + last)  # its last probe came up to a period before the death

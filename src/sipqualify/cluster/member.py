@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..model import Config, PeerConfig
 from ..store.base import default_node_id
 from .coordinator import CoordinatorThread, Snapshot
-from .partition import Fence, moves, owned, owners, ring_of
+from .partition import Fence, moves, owned, owners, ring_of, settle_time
 
 if TYPE_CHECKING:
     from ..store.base import BaseStore, PeerStateRecord
@@ -69,6 +69,9 @@ class Cluster:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._was_live = False
+        self.settle_s = settle_time(lease_s)
+        self._seen_at = 0.0  # when the current member list was first seen: gains wait settle_s after it
+        self._settle_timer: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -80,6 +83,9 @@ class Cluster:
         self._thread.start()
         try:
             await asyncio.wait_for(self._first.wait(), timeout)
+            deadline = self.clock() + timeout
+            while (wait := self._seen_at + self.settle_s - self.clock()) > 0 and self.clock() < deadline:
+                await asyncio.sleep(wait)  # the others see this node before it takes anything
         except TimeoutError:
             log.warning("cluster: no membership from the coordinator within %.0f s: no static peer qualified "
                         "until it answers", timeout)
@@ -90,8 +96,9 @@ class Cluster:
 
     async def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for t in (self._timer, self._settle_timer):
+            if t is not None:
+                t.cancel()
         if self._task is not None:
             self._task.cancel()
         await asyncio.to_thread(self._thread.stop)
@@ -145,6 +152,7 @@ class Cluster:
         if snap.members != self.members:
             log.info("cluster: group '%s' members: %s", self.group, ", ".join(sorted(m.decode() for m in snap.members)))
             self.members = dict(snap.members)
+            self._seen_at = self.clock()
             self._dirty.set()
         self._first.set()
         self._arm()
@@ -175,6 +183,13 @@ class Cluster:
             if not self.fence.live(self.clock()):  # fenced while hashing: nothing is ours
                 want = set()
             m = moves(self.owned, want)
+            hold = self._seen_at + self.settle_s - self.clock()
+            if m.gained and hold > 0:  # give now, take once the others have given: never two probers
+                if self._settle_timer is not None:
+                    self._settle_timer.cancel()
+                self._settle_timer = self.loop.call_later(hold, self._dirty.set)
+                m = moves(self.owned, self.owned - set(m.lost))
+                want = self.owned - set(m.lost)
             if not m.gained and not m.lost:
                 continue
             self.owned = want

@@ -35,6 +35,13 @@ def heartbeat_interval(lease_s: float) -> float:
     return max(0.1, lease_s / HEARTBEATS_PER_LEASE)
 
 
+def settle_time(lease_s: float) -> float:
+    """How long after this node first saw a membership every other member has seen it too (each
+    reads the group once per heartbeat interval; a quarter more for its own processing). Peers
+    are taken only after it, given away at once: a join or a handover never has two probers."""
+    return heartbeat_interval(lease_s) * 1.25
+
+
 def ring_of(members: Mapping[bytes, int], partitions: int = PARTITIONS) -> hashring.HashRing:
     ring = hashring.HashRing([], partitions=partitions)
     for m, weight in sorted(members.items()):
