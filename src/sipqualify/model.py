@@ -204,6 +204,10 @@ class ServiceConfig:
     ami_peerstatus_time: bool | None = None
     ami_users: dict[str, dict[str, object]] = field(default_factory=dict)
     webhooks: list[dict[str, object]] = field(default_factory=list)  # [[webhooks]] tables, checked by the reader
+    # [cluster] (cluster/): static peers partitioned across the nodes of a tooz group on etcd or Redis
+    cluster_url: str | None = None  # "etcd3+http://127.0.0.1:2379" or "redis://127.0.0.1:6379"; None: one node
+    cluster_group: str = "sipqualify"
+    cluster_lease_s: int = 20  # membership lease (TTL) on the coordinator
 
 
 @dataclass(slots=True)

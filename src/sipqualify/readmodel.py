@@ -33,6 +33,7 @@ from .workers.mirror import workers_status
 if TYPE_CHECKING:
     import asyncio
 
+    from .cluster import Cluster
     from .model import Config, PeerConfig, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
@@ -174,6 +175,8 @@ class ReadModel(Protocol):
     def reload(self) -> Coroutine[Any, Any, ReloadSummary]: ...
     def watch(self, name: str) -> float: ...  # capture the peer's exchanges: until when (UNIX time)
     def exchange(self, name: str) -> Json: ...  # the last exchange captured (qualify/capture.py)
+    def cluster_status(self) -> Json | None: ...  # [cluster]: this node in its group (None: one node)
+    def fleet(self) -> Coroutine[Any, Any, tuple[str, list[Json]] | None]: ...  # (this node, other nodes' peers)
 
 
 class Sockets(Protocol):
@@ -234,6 +237,8 @@ class Shell(Protocol):
     def dns(self) -> DnsStatus: ...
     @property
     def silences(self) -> SilenceBook | None: ...
+    @property
+    def cluster(self) -> Cluster | None: ...  # cluster/member.py
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -452,6 +457,16 @@ class ShellReadModel:
             return None
         return self.shell.sockets.flow_keepalive(p.dest)
 
+    def cluster_status(self) -> Json | None:
+        c = self.shell.cluster
+        return dataclasses.asdict(c.status()) if c is not None else None
+
+    async def fleet(self) -> tuple[str, list[Json]] | None:
+        c = self.shell.cluster
+        if c is None:
+            return None
+        return c.node_id, await c.remote_peers(self.shell.config, self.shell.store)
+
     def status(self) -> Json:
         shell = self.shell
         eng = shell.engine
@@ -465,6 +480,7 @@ class ShellReadModel:
             "service": dataclasses.asdict(shell.counters),
             "store": shell.store.stats if shell.store is not None else {},
             "sip": [{"ip": ip, "port": port} for ip, port in shell.sockets.local_addresses()],
+            "cluster": self.cluster_status(),
             "tcp": shell.sockets.tcp_snapshot(),
             "tls": shell.sockets.tls_snapshot(),
             "ws": shell.sockets.ws_snapshot(),

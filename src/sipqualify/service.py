@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .addr import Addr
 from .api.surfaces import Surfaces
+from .cluster import Cluster, open_cluster
 from .config import load_config
 from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
@@ -83,6 +84,7 @@ class Service:
         self.registrar: Registrar | None = None  # owned by the inbound endpoint; here for the read side
         self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
         self.realtime: RealtimeStore | None = None  # extconfig.conf sippeers or ps_* tables (realtime/)
+        self.cluster: Cluster | None = None  # [cluster]: this node's share of the static peers (cluster/)
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -177,6 +179,9 @@ class Service:
         host = self.opts.api_host or svc.api_host
         port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
         await self.surfaces.start(host, port, self.opts.manager_conf, self.state_dir)
+        self.cluster = await open_cluster(self.config, self.loop, self.clock, self._ownership_changed)
+        if self.cluster is not None and svc.store_url is not None:  # the share's state as its last owner left it
+            restored = await asyncio.to_thread(self.store.states)
         changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}
         await self._load(self.config, {n: r.lastms for n, r in restored.items()}, changed, registered)
         self.loaded = True
@@ -228,10 +233,38 @@ class Service:
 
     async def _realtime_changed(self, changed: list[PeerConfig], removed: list[str]) -> None:
         """Realtime rows inserted, changed or deleted: only those peers go to the engine."""
-        assert self.engine is not None
         for name in removed:
             self.config.peers.pop(name, None)
         self.config.peers.update((p.name, p) for p in changed)
+        if self.cluster is not None:  # a static row that is another node's share stays out
+            self.cluster.set_names(n for n, p in self.config.peers.items() if not p.dynamic)
+            removed = [*removed, *(p.name for p in changed if not self.cluster.keeps(p))]
+            changed = [p for p in changed if self.cluster.keeps(p)]
+        await self._peers_changed(changed, removed)
+
+    async def _ownership_changed(self, gained: list[str], lost: list[str]) -> None:
+        """[cluster] membership changed: static peers handed to this node start from their last
+        known state (no false transition), their pokes spread over a quarter of a qualify period; the
+        ones handed away stop at once."""
+        peers = [p for n in gained if (p := self.config.peers.get(n)) is not None]
+        assert self.store is not None
+        try:
+            states = await asyncio.to_thread(self.store.states)
+        except Exception as e:  # the store is down: the peers still move, from UNKNOWN
+            log.warning("cluster: no stored state for the %d peers taken over (%s): they start UNKNOWN", len(peers), e)
+            states = {}
+        restored = {n: r.lastms for n, r in states.items()}
+        changed_at = {n: r.changed_at - self._wall_offset for n, r in states.items() if r.changed_at is not None}
+        freq = min((p.qualifyfreq_ms for p in peers if p.qualify_ms), default=0) / 1000.0
+        await self._peers_changed(peers, lost, restored=restored, restored_changed=changed_at, spread_s=freq / 4)
+        if self.core.recorder is not None and self.engine is not None:  # the shared store names the new owner now
+            for name in gained:
+                if (taken := self.engine.peer(name)) is not None:
+                    self.core.recorder.save_state(taken)
+
+    async def _peers_changed(self, changed: list[PeerConfig], removed: list[str], **engine_kw: Any) -> None:
+        """Some peers changed, came or went: only those go to the engine (the others untouched)."""
+        assert self.engine is not None
         lit = {p.name: (ip, p.port or default_port(p.transport)) for p in changed if p.host and not p.dynamic
                and (ip := literal(p.host)) is not None}
         # IP literals need no DNS work; a host name (new, or of a removed peer) goes through the watcher
@@ -242,7 +275,7 @@ class Service:
         if self.sockets.sources or any(p.qualify_source for p in changed):  # else nothing to open or close
             self._open_sources(self.config.peers.values())
         self.engine.update(changed, removed, self.clock(), addresses={p.name: addrs.get(p.name) for p in changed},
-                           destinations=proxies)
+                           destinations=proxies, **engine_kw)
         self.engine.inbound.apply_bindings()
         self.core.pump()
 
@@ -305,7 +338,8 @@ class Service:
                     registered: dict[str, Addr | None] | None = None) -> ReloadSummary:
         """(Re)load the peer set: resolved, handed to the engine, registered peers kept bound."""
         assert self.engine is not None
-        peers = list(cfg.peers.values())
+        cluster = self.cluster
+        peers = [p for p in cfg.peers.values() if cluster is None or cluster.keeps(p)]
         self.dns.configure(cfg.general, ("udp", "tcp", "tls"))
         addrs = await self.dns.load(peers, cfg.general)
         proxies = await resolve_proxies(peers)
@@ -390,6 +424,8 @@ class Service:
         self._stopped.set()
 
     async def close(self) -> None:
+        if self.cluster is not None:  # leave the group first: the survivors take the peers over at once
+            await self.cluster.close()
         self.dns.close()
         if self.pool is not None:
             await self.pool.close()
@@ -432,7 +468,9 @@ class Service:
             self.realtime.rejoin(cfg)
         restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
         summary = await self._load(cfg, restored)
-        self.store.forget_peers(summary.removed)
+        if self.cluster is not None:  # peers handed away on a reload are not forgotten: they may come back
+            self.cluster.set_names(n for n, p in cfg.peers.items() if not p.dynamic)
+        self.store.forget_peers([n for n in summary.removed if n not in cfg.peers])
         self.counters.reloads += 1
         self.counters.last_reload = time.time()
         self.core.pump()

@@ -121,7 +121,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    return web.json_response({"peers": [v.to_json() for v in _model(request).views()]})
+    model = _model(request)
+    rows = [v.to_json() for v in model.views()]
+    fleet = await model.fleet()
+    if fleet is None:
+        return web.json_response({"peers": rows})
+    node, remote = fleet  # [cluster]: this node's peers, then the static peers the others qualify
+    for r in rows:
+        r["node"], r["local"] = node, True
+    return web.json_response({"peers": rows + remote, "node": node})
 
 
 async def peer(request: web.Request) -> web.Response:

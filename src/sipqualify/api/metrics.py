@@ -250,6 +250,16 @@ class SipqualifyCollector(Collector):
                                 "database", value=float(realtime.get("writeback_queue", 0)))
         yield GaugeMetricFamily("sipqualify_realtime_peers", "peers loaded from the realtime table",
                                 value=float(realtime.get("peers", 0)))
+        cl = model.cluster_status() or {}  # [cluster] (docs/scaling.md); zeros on a single node
+        yield GaugeMetricFamily("sipqualify_cluster_members", "members of the cluster group this node sees",
+                                value=float(len(cl.get("members", []))))
+        yield GaugeMetricFamily("sipqualify_cluster_live", "1 while this node probes its share of the static peers "
+                                "(inside its self-fence), 0 when fenced or without [cluster]",
+                                value=1.0 if cl.get("live") else 0.0)
+        yield GaugeMetricFamily("sipqualify_cluster_owned_peers", "static peers this node qualifies as its share",
+                                value=float(cl.get("owned", 0)))
+        yield counter("sipqualify_cluster_coordinator_failures", "heartbeats to the cluster coordinator that failed",
+                      float(cl.get("failures", 0)))
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

@@ -76,6 +76,24 @@ EXCHANGE = {
     },
 }
 
+#: [cluster]: a static peer another node qualifies (its owner on the hash ring; its state from a shared store)
+FLEET_PEER = {
+    "type": "object",
+    "required": ["name", "node", "local"],
+    "properties": {
+        "name": {"type": "string"},
+        "node": {"type": ["string", "null"], "description": "the node that qualifies it"},
+        "local": {"type": "boolean", "enum": [False]},
+        "state": {"type": "string", "enum": STATES},
+        "lastms": {"type": "integer"},
+        "maxms": {"type": "integer"},
+        "rtt_ms": {"type": ["number", "null"]},
+        "changed_at": {"type": ["number", "null"]},
+        "updated_at": {"type": "number"},
+        "stored_by": {"type": ["string", "null"], "description": "the node that wrote the stored state"},
+    },
+}
+
 PEER = {
     "type": "object",
     "required": ["name", "status", "state", "lastms", "maxms", "qualifyfreq_ms", "host", "addr_port", "dynamic"],
@@ -215,6 +233,7 @@ def document() -> dict[str, Any]:
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Peer": PEER,
+                "FleetPeer": FLEET_PEER,
                 "Transition": TRANSITION,
             },
         },
@@ -230,7 +249,10 @@ def document() -> dict[str, Any]:
                     "not ready"), **UNAUTH}}},
             "/api/v1/peers": {"get": {"operationId": "listPeers", "responses": {
                 "200": _json({"type": "object", "required": ["peers"], "properties": {
-                    "peers": {"type": "array", "items": {"$ref": "#/components/schemas/Peer"}}}}), **UNAUTH}}},
+                    "node": {"type": "string", "description": "[cluster]: this node's id"},
+                    "peers": {"type": "array", "items": {"anyOf": [
+                        {"$ref": "#/components/schemas/Peer"}, {"$ref": "#/components/schemas/FleetPeer"}]}}}}),
+                **UNAUTH}}},
             "/api/v1/peers/{name}": {"get": {"operationId": "getPeer", "parameters": [NAME], "responses": {
                 "200": _json({"$ref": "#/components/schemas/Peer"}), "404": ERROR, **UNAUTH}}},
             "/api/v1/peers/{name}/qualify": {"post": {

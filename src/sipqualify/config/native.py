@@ -7,6 +7,7 @@ sip_conf = "/etc/asterisk/sip.conf"  # optional: [general] and peers from a sip.
 [store]       # state_dir, url (PostgreSQL), sample_retention, transition_retention ("7d", "12h", "1h30m" or seconds)
 [service]     # node_id, respond_options, options_unknown_user_404, match_source_address, tcp_* limits
 [ami]         # manager_conf, enabled, listen, banner, peerstatus_time, [ami.users.NAME]
+[cluster]     # url (etcd3+http:// or redis://), group, node_id, lease (docs/scaling.md)
 [peers.NAME]  # the sip.conf peer options, plus retransmit, port_in_uri, group and rtt_histogram
 ```
 
@@ -356,7 +357,7 @@ def load_toml(path: str) -> Config:
         for name, peer in pj.peers.items():
             cfg.peers.setdefault(name, peer)
     cfg.source = path
-    for section in ("api", "store", "service", "ami"):
+    for section in ("api", "store", "service", "ami", "cluster"):
         r.service(cfg, section, r.table(data, section))
     _webhooks(r, cfg, data.get("webhooks", []))
     peer_tables = r.table(data, "peers")

@@ -51,7 +51,7 @@ TOML: Final = "TOML"
 BOTH: Final = (SIPCONF, TOML)
 
 #: Sections, in the order of docs/configuration.md. `top` is the TOML file's top level.
-SECTIONS: Final = ("general", "peer", "top", "api", "webhooks", "policies", "store", "service", "ami")
+SECTIONS: Final = ("general", "peer", "top", "api", "webhooks", "policies", "store", "service", "ami", "cluster")
 
 DEFAULT_DNS_PORT = 53
 DEFAULT_KEEPALIVE_INTERVAL = 60  # chan_sip sip.h: what keepalive=yes means, in seconds
@@ -449,6 +449,21 @@ class ExternAddr(TextKind):
             r.warning(where, f"the port in {key} is not used: sipqualify advertises its own bind port")
         return host
 
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl(TextKind):
+    """The coordinator of `[cluster]`: an etcd v3 (gRPC gateway) or Redis URL, as tooz names them."""
+
+    toml_type = "string"
+    SCHEMES = ("etcd3+http", "etcd3+https", "redis", "rediss")
+
+    def conf(self, r: Reporter, where: Any, key: str, text: str, ctx: Ctx) -> Any:
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme not in self.SCHEMES or not rest.split("/")[0].split("?")[0]:
+            r.error(where, f"bad {key} '{text}': want one of "
+                           f"{', '.join(f'{s}://HOST:PORT' for s in self.SCHEMES)}")
+            return NOTHING
+        return text
 
 
 def _address(r: Reporter, where: Any, key: str, v: Any, **flags: bool) -> Any:
@@ -1110,6 +1125,16 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "`Time:` in Reachable/Lagged `PeerStatus` events"),
     _toml("ami", "users", AmiUsers(), "service.ami_users", "none", "`[ami.users.NAME]` tables",
           "manager users: `secret`, `read`, `write`, `deny`, `permit`"),
+    _toml("cluster", "url", ClusterUrl(), "service.cluster_url", "unset (one node)",
+          '`"etcd3+http://HOST:PORT"` or `"redis://HOST:PORT"`',
+          "coordinator of the group: static peers are shared across its nodes (docs/scaling.md)"),
+    _toml("cluster", "group", Text(min_len=1), "service.cluster_group", '`"sipqualify"`', "text",
+          "the tooz group the nodes join; one group per fleet"),
+    _toml("cluster", "node_id", Text(min_len=1), "service.node_id", "`[service] node_id`, else the host name",
+          "text, unique in the group", "this node's member id in the group; the same value as `[service] node_id` "
+          "(the owner named in its stored rows and in the fleet view)"),
+    _toml("cluster", "lease", Number(lo=2, unit="seconds"), "service.cluster_lease_s", "`20`", "seconds",
+          "membership lease: a dead node's peers move after it; a cut-off node stops probing at half of it"),
 )
 
 

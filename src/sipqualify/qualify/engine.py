@@ -434,17 +434,25 @@ class QualifyEngine:
 
     def update(self, peers: Iterable[PeerConfig], removed: Iterable[str], now: float, *,
                addresses: dict[str, Addr | None] | None = None,
-               destinations: dict[str, Addr | None] | None = None) -> ReloadSummary:
+               destinations: dict[str, Addr | None] | None = None,
+               restored: dict[str, int] | None = None, restored_changed: dict[str, float] | None = None,
+               spread_s: float = 0.0) -> ReloadSummary:
         """Some peers added, changed or removed (a realtime row), the others untouched: each
         added or changed peer is poked at once (chan_sip's `sip_poke_peer_now` for a realtime
-        peer), its keepalive restarted; a removed peer's transaction ends."""
+        peer), its keepalive restarted; a removed peer's transaction ends. `restored` seeds new
+        peers' `lastms` as in `load` (a peer handed over by another node starts from its last
+        known state: no false transition); `spread_s` spreads the pokes evenly over that many
+        seconds instead of all at once (a handover of many peers)."""
         summary = ReloadSummary()
-        for cfg in peers:
-            p = self._peers[cfg.name] = self._take(cfg, summary, addresses or {}, destinations or {}, {}, None)
+        cfgs = list(peers)
+        step = spread_s / len(cfgs) if cfgs and spread_s > 0 else 0.0
+        for i, cfg in enumerate(cfgs):
+            p = self._peers[cfg.name] = self._take(cfg, summary, addresses or {}, destinations or {}, restored or {},
+                                                   restored_changed)
             self._mark_sources((p,))
             self._schedule_keepalive(p, now)
             if p.maxms > 0:
-                self._schedule_poke(p, now)
+                self._schedule_poke(p, now + i * step)
         for name in removed:
             gone = self._peers.pop(name, None)
             if gone is not None:

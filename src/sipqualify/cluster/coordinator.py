@@ -1,0 +1,124 @@
+"""The blocking tooz client, in a thread of its own: join, heartbeat, watch the group.
+
+tooz is synchronous (every call is a request to etcd or Redis that can hang until its timeout),
+so nothing here runs on the event loop. Every `interval` seconds the thread heartbeats (etcd:
+lease keep-alive; Redis: the member's key TTL), runs tooz's watchers (which keep the
+Partitioner's hash ring current) and reads the member list, then hands a `Snapshot` to
+`report` (the asyncio side passes a function that uses `loop.call_soon_threadsafe`). A node
+missing from its own group (its lease ended while it was cut off) joins again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .partition import PARTITIONS, heartbeat_interval
+
+log = logging.getLogger("sipqualify.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    ok: bool  # the heartbeat and the member list went through
+    sent_at: float  # monotonic time the tick's first request was sent
+    members: dict[bytes, int] = field(default_factory=dict)  # member id -> weight (ok only)
+    error: str = ""
+
+
+def tooz_url(url: str, lease_s: int) -> str:
+    """The coordinator URL with tooz options derived from the lease (the user's own query
+    options win): the membership TTL is the lease, and a request gives up well before the fence."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    timeout = max(1, int(lease_s / 4))  # etcd3gw reads an integer
+    if parts.scheme.startswith("etcd3"):
+        defaults = {"membership_timeout": str(lease_s), "timeout": str(timeout)}
+    else:  # redis: socket timeouts, seconds
+        defaults = {"membership_timeout": str(lease_s), "timeout": str(timeout),
+                    "socket_timeout": str(timeout), "socket_connect_timeout": str(timeout)}
+    return urlunsplit(parts._replace(query=urlencode({**defaults, **query})))
+
+
+class CoordinatorThread:
+    """One tooz coordinator, driven by one daemon thread until `stop()`."""
+
+    def __init__(self, url: str, group: str, node_id: str, lease_s: int,
+                 report: Callable[[Snapshot], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.url = tooz_url(url, lease_s)
+        self.group = group.encode()
+        self.me = node_id.encode()
+        self.interval = heartbeat_interval(lease_s)
+        self.report = report
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sipqualify-cluster", daemon=True)
+        self._coord: object | None = None
+        self.failures = 0  # ticks that failed (coordinator unreachable, request timed out)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from tooz import coordination
+
+        coord = coordination.get_coordinator(self.url, self.me)
+        started = False
+        partitioner = None
+        last_error = ""
+        while not self._stop.is_set():
+            sent = self.clock()
+            try:
+                if not started:
+                    coord.start(start_heart=False)
+                    started = True
+                if partitioner is None:
+                    try:  # created first: tooz's join_group_create sleeps a second on a missing group
+                        coord.create_group(self.group).get()
+                    except coordination.GroupAlreadyExist:
+                        pass
+                    partitioner = coord.join_partitioned_group(self.group, partitions=PARTITIONS)
+                sent = self.clock()  # the lease (etcd) or the member's key (Redis) restarts from this request
+                coord.heartbeat()
+                coord.run_watchers()
+                members = coord.get_members(self.group).get()
+                if self.me not in members:  # our lease ended (we were cut off): join again
+                    log.warning("cluster: node '%s' no longer in group '%s': joining again",
+                                self.me.decode(), self.group.decode())
+                    try:
+                        coord.join_group(self.group, capabilities={"weight": 1}).get()
+                    except coordination.MemberAlreadyExist:
+                        pass
+                    members = coord.get_members(self.group).get()
+                weights = dict(partitioner.ring.nodes)
+                snap = Snapshot(True, sent, {m: int(weights.get(m, 1)) for m in members})
+                if last_error:
+                    log.warning("cluster: coordinator reachable again (%d members)", len(members))
+                    last_error = ""
+            except Exception as e:  # noqa: BLE001 - any failure of the coordinator: reported, retried
+                self.failures += 1
+                err = f"{type(e).__name__}: {e}"
+                if err != last_error:
+                    log.warning("cluster: coordinator unreachable: %s", err)
+                last_error = err
+                snap = Snapshot(False, sent, error=err)
+            self.report(snap)
+            self._stop.wait(max(0.0, self.interval - (self.clock() - sent)))
+        if started:
+            try:
+                if partitioner is not None:
+                    coord.leave_partitioned_group(partitioner)  # peers move at once, not after the lease
+            except Exception as e:  # noqa: BLE001
+                log.info("cluster: leaving the group: %s", e)
+            try:
+                coord.stop()
+            except Exception as e:  # noqa: BLE001
+                log.info("cluster: stopping the coordinator: %s", e)

@@ -1,0 +1,238 @@
+"""The asyncio side of cluster membership: which static peers this node qualifies, now.
+
+The coordinator thread (coordinator.py) reports a `Snapshot` every heartbeat. Here, on the
+event loop: the `Fence` is fed acknowledged heartbeats and armed as a loop timer, so a node
+cut off from the coordinator stops probing its share at the fence even while the thread hangs
+in a request; one reconcile task computes the owned set (hashing runs in a worker thread:
+a million names take seconds) and hands the difference to `on_change(gained, lost)`, one
+change at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..model import Config, PeerConfig
+from ..store.base import default_node_id
+from .coordinator import CoordinatorThread, Snapshot
+from .partition import Fence, moves, owned, owners, ring_of, settle_time
+
+if TYPE_CHECKING:
+    from ..store.base import BaseStore, PeerStateRecord
+
+Json = dict[str, Any]
+
+log = logging.getLogger("sipqualify.cluster")
+
+OnChange = Callable[[list[str], list[str]], Awaitable[None]]
+
+
+def partitioned(p: PeerConfig) -> bool:
+    """Static peers are shared across the nodes; a dynamic peer stays with the node that holds
+    its registration (the NAT binding is open from that node's socket only)."""
+    return not p.dynamic
+
+
+@dataclass
+class ClusterStatus:
+    node_id: str
+    group: str
+    members: list[str]
+    live: bool  # inside the fence: probing its share
+    owned: int  # static peers qualified here
+    failures: int  # coordinator ticks that failed
+    moves: int  # ownership changes applied
+
+
+class Cluster:
+    def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], url: str, group: str,
+                 node_id: str, lease_s: int, on_change: OnChange) -> None:
+        self.loop = loop
+        self.clock = clock
+        self.node_id = node_id
+        self.group = group
+        self.me = node_id.encode()
+        self.fence = Fence(lease_s)
+        self.on_change = on_change
+        self.members: dict[bytes, int] = {}
+        self.names: set[str] = set()  # static peers of the configuration
+        self.owned: set[str] = set()
+        self.moves = 0
+        self._thread = CoordinatorThread(url, group, node_id, lease_s, self._report_threadsafe, clock)
+        self._dirty = asyncio.Event()
+        self._first = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._was_live = False
+        self.settle_s = settle_time(lease_s)
+        self._seen_at = 0.0  # when the current member list was first seen: gains wait settle_s after it
+        self._settle_timer: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self, names: Iterable[str], timeout: float) -> None:
+        """Join, and wait (at most `timeout`) for the first membership, so the first load is
+        already this node's share. Unreachable coordinator: start with no static peer; they come
+        when the coordinator answers."""
+        self.names = set(names)
+        self._thread.start()
+        try:
+            await asyncio.wait_for(self._first.wait(), timeout)
+            deadline = self.clock() + timeout
+            while (wait := self._seen_at + self.settle_s - self.clock()) > 0 and self.clock() < deadline:
+                await asyncio.sleep(wait)  # the others see this node before it takes anything
+        except TimeoutError:
+            log.warning("cluster: no membership from the coordinator within %.0f s: no static peer qualified "
+                        "until it answers", timeout)
+        if self.fence.live(self.clock()):
+            self.owned = await asyncio.to_thread(owned, self.names, self.members, self.me)
+            self._was_live = True
+        self._task = self.loop.create_task(self._reconcile())
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in (self._timer, self._settle_timer):
+            if t is not None:
+                t.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        await asyncio.to_thread(self._thread.stop)
+
+    # ---------------------------------------------------------------- queries
+
+    def keeps(self, p: PeerConfig) -> bool:
+        """Does this node load `p`? Dynamic peers always; static ones when they are its share."""
+        return not partitioned(p) or p.name in self.owned
+
+    def set_names(self, names: Iterable[str]) -> None:
+        """The configuration's static peers changed (reload): ownership is recomputed."""
+        self.names = set(names)
+        self._dirty.set()
+
+    async def remote_peers(self, cfg: Config, store: BaseStore[Any] | None) -> list[Json]:
+        """The static peers other nodes qualify, with their owner (and their state when the store is
+        shared: `[store] url`); hashing and the read run in a worker thread."""
+        names = [n for n, p in cfg.peers.items() if partitioned(p) and n not in self.owned]
+        members = dict(self.members)
+        shared = store if cfg.service.store_url is not None else None
+
+        def work() -> list[Json]:
+            return fleet_rows(names, members, shared.fleet_states() if shared is not None else {})
+
+        return await asyncio.to_thread(work)
+
+    def status(self) -> ClusterStatus:
+        return ClusterStatus(self.node_id, self.group, sorted(m.decode() for m in self.members),
+                             self.fence.live(self.clock()), len(self.owned), self._thread.failures, self.moves)
+
+    # ---------------------------------------------------------------- membership reports
+
+    def _report_threadsafe(self, snap: Snapshot) -> None:
+        if not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(self._report, snap)
+            except RuntimeError:  # the loop is closed (shutdown without close()): nothing to tell
+                pass
+
+    def _report(self, snap: Snapshot) -> None:
+        if self._closed:
+            return
+        if not snap.ok:
+            self._arm()
+            return
+        if self.me in snap.members:
+            self.fence.confirmed(snap.sent_at)
+        else:
+            self.fence.lost()
+        if snap.members != self.members:
+            log.info("cluster: group '%s' members: %s", self.group, ", ".join(sorted(m.decode() for m in snap.members)))
+            self.members = dict(snap.members)
+            self._seen_at = self.clock()
+            self._dirty.set()
+        self._first.set()
+        self._arm()
+
+    def _arm(self) -> None:
+        """The fence as a loop timer: fires when the last acknowledged heartbeat gets too old."""
+        live = self.fence.live(self.clock())
+        if live != self._was_live:
+            self._dirty.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        d = self.fence.deadline
+        if live and d is not None:
+            self._timer = self.loop.call_at(self.loop.time() + (d - self.clock()), self._arm)
+
+    async def _reconcile(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            live = self.fence.live(self.clock())
+            if live != self._was_live:
+                log.warning("cluster: node '%s' %s", self.node_id,
+                            "confirmed in the group: probing its share" if live else
+                            "lost the coordinator: stops probing its share before its lease ends (fenced)")
+                self._was_live = live
+            want = await asyncio.to_thread(owned, self.names, self.members, self.me) if live else set()
+            if not self.fence.live(self.clock()):  # fenced while hashing: nothing is ours
+                want = set()
+            m = moves(self.owned, want)
+            hold = self._seen_at + self.settle_s - self.clock()
+            if m.gained and hold > 0:  # give now, take once the others have given: never two probers
+                if self._settle_timer is not None:
+                    self._settle_timer.cancel()
+                self._settle_timer = self.loop.call_later(hold, self._dirty.set)
+                m = moves(self.owned, self.owned - set(m.lost))
+                want = self.owned - set(m.lost)
+            if not m.gained and not m.lost:
+                continue
+            self.owned = want
+            self.moves += 1
+            log.info("cluster: %d static peers here (+%d, -%d)", len(want), len(m.gained), len(m.lost))
+            try:
+                await self.on_change(m.gained, m.lost)
+            except Exception:  # a failed change must not stop membership: logged, next change retries
+                log.exception("cluster: applying an ownership change failed")
+
+
+async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Callable[[], float],
+                       on_change: OnChange) -> Cluster | None:
+    """The cluster member `[cluster]` asks for, joined (None without `[cluster] url`)."""
+    svc = cfg.service
+    if not svc.cluster_url:
+        return None
+    try:
+        import tooz  # noqa: F401
+    except ImportError as e:
+        from ..model import ConfigError, ConfigMessage
+
+        raise ConfigError([ConfigMessage("error", cfg.source or "", 0,
+                                         f"[cluster] needs tooz: pip install 'sipqualify[cluster]' ({e})")]) from e
+    node_id = svc.node_id or default_node_id()
+    c = Cluster(loop, clock, svc.cluster_url, svc.cluster_group, node_id, svc.cluster_lease_s, on_change)
+    await c.start((n for n, p in cfg.peers.items() if partitioned(p)), timeout=float(svc.cluster_lease_s))
+    log.info("cluster: node '%s' in group '%s' on %s: %d of %d static peers here", node_id, svc.cluster_group,
+             svc.cluster_url.split("?")[0], len(c.owned), len(c.names))
+    return c
+
+
+def fleet_rows(names: list[str], members: dict[bytes, int], states: dict[str, PeerStateRecord]) -> list[Json]:
+    """The fleet view's rows of peers other nodes qualify: each with its owner on the ring (`node`)
+    and, from a shared store, its last stored state (`stored_by`: the node that wrote it)."""
+    found = dict(owners(names, ring_of(members))) if members else {}
+    out: list[Json] = []
+    for n in sorted(names):
+        owner = found[n].decode() if n in found else None
+        row: Json = {"name": n, "node": owner, "local": False}
+        r = states.get(n)
+        if r is not None:
+            row.update(state=r.state, lastms=r.lastms, maxms=r.maxms, rtt_ms=r.rtt_ms, changed_at=r.changed_at,
+                       updated_at=r.updated_at, stored_by=r.node)
+        out.append(row)
+    return out

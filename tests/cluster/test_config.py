@@ -1,0 +1,31 @@
+"""`[cluster]` in the TOML: read into ServiceConfig; a bad value is an error with its file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sipqualify.config import check_config, load_config
+
+
+def test_cluster_options_are_read(tmp_path: Path) -> None:
+    f = tmp_path / "sipqualify.toml"
+    f.write_text('[cluster]\nurl = "redis://127.0.0.1:6379"\ngroup = "pop1"\nnode_id = "sq-1"\nlease = 6\n')
+    svc = load_config(str(f)).service
+    assert (svc.cluster_url, svc.cluster_group, svc.node_id, svc.cluster_lease_s) == \
+        ("redis://127.0.0.1:6379", "pop1", "sq-1", 6)
+
+
+def test_cluster_defaults_are_one_node(tmp_path: Path) -> None:
+    f = tmp_path / "sipqualify.toml"
+    f.write_text("[general]\n")
+    svc = load_config(str(f)).service
+    assert svc.cluster_url is None and svc.cluster_group == "sipqualify" and svc.cluster_lease_s == 20
+
+
+def test_bad_cluster_values_are_errors_with_their_line(tmp_path: Path) -> None:
+    f = tmp_path / "sipqualify.toml"
+    f.write_text('[general]\n\n[cluster]\nurl = "zookeeper://h:2181"\nlease = 1\ncolour = "red"\n')
+    msgs = {m.line: m for m in check_config(str(f))}
+    assert msgs[4].severity == "error" and "etcd3+http://HOST:PORT" in msgs[4].message
+    assert msgs[5].severity == "error" and "lease" in msgs[5].message
+    assert msgs[6].severity == "warning" and "colour" in msgs[6].message

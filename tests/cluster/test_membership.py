@@ -1,0 +1,63 @@
+"""Cluster members in-process on a real etcd and a real Redis: shares, a leave, the self-fence.
+
+Each member runs the blocking tooz client in its thread; the test's event loop must stay free
+(the members' changes arrive through it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sipqualify.cluster import Cluster
+
+from ..helpers import wait_for
+from .conftest import Server
+
+NAMES = [f"p{i}" for i in range(200)]
+LEASE = 2
+
+
+class Node:
+    def __init__(self, server: Server, node_id: str, lease: int = LEASE) -> None:
+        self.changes: list[tuple[float, list[str], list[str]]] = []
+        self.c = Cluster(asyncio.get_running_loop(), time.monotonic, server.url, "g", node_id, lease, self.on_change)
+
+    async def on_change(self, gained: list[str], lost: list[str]) -> None:
+        self.changes.append((time.monotonic(), gained, lost))
+
+    async def start(self) -> None:
+        await self.c.start(NAMES, timeout=10)
+
+
+async def test_two_members_share_then_one_leaves(coordinator: Server) -> None:
+    a, b = Node(coordinator, "a"), Node(coordinator, "b")
+    await a.start()
+    assert a.c.owned == set(NAMES)  # alone: everything
+    await b.start()
+    await wait_for(lambda: len(a.c.members) == 2 and a.c.owned and b.c.owned and
+                   not (a.c.owned & b.c.owned), timeout=10)
+    assert a.c.owned | b.c.owned == set(NAMES)
+    assert a.changes[-1][2] and not a.changes[-1][1]  # a gave peers to b, gained none
+    await b.c.close()  # a graceful leave: a takes everything at its next heartbeat
+    await wait_for(lambda: a.c.owned == set(NAMES), timeout=LEASE * 2)
+    assert a.c.status().members == ["a"]
+    await a.c.close()
+
+
+async def test_a_node_cut_off_fences_before_its_lease_ends_and_resumes(coordinator: Server) -> None:
+    a = Node(coordinator, "a")
+    await a.start()
+    assert a.c.fence.deadline is not None and a.c.owned == set(NAMES)
+    coordinator.pause()  # the coordinator stops answering (as a cut cable: requests hang)
+    paused = time.monotonic()
+    try:
+        await wait_for(lambda: not a.c.owned, timeout=LEASE * 3)
+        fenced_at, gained, lost = a.changes[-1]
+        assert sorted(lost) == sorted(NAMES) and gained == []
+        assert fenced_at - paused < LEASE  # stopped before the lease could end on the server
+        assert not a.c.status().live
+    finally:
+        coordinator.resume()
+    await wait_for(lambda: a.c.owned == set(NAMES), timeout=LEASE * 6)  # rejoined (or its lease survived)
+    assert a.c.status().live
+    await a.c.close()
