@@ -19,8 +19,10 @@ import bisect
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from tooz import hashring
+if TYPE_CHECKING:  # tooz is the optional `cluster` extra: imported when a ring is built
+    from tooz import hashring
 
 #: a cut-off node stops probing at this fraction of the lease after its last acknowledged heartbeat
 FENCE_FRACTION = 0.5
@@ -43,6 +45,8 @@ def settle_time(lease_s: float) -> float:
 
 
 def ring_of(members: Mapping[bytes, int], partitions: int = PARTITIONS) -> hashring.HashRing:
+    from tooz import hashring  # noqa: PLC0415 (optional dependency)
+
     ring = hashring.HashRing([], partitions=partitions)
     for m, weight in sorted(members.items()):
         ring.add_node(m, weight)
