@@ -104,8 +104,8 @@ def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
         a.save_state("alice", "OK", 12, 2000, 12.0, T0, T0 + 1)
         b.save_state("bob", "UNREACHABLE", -1, 2000, None, T0, T0 + 2)
         a.record_transition("alice", T0 + 1, "UNKNOWN", "OK", 12, 2000, 12.0)
+        a.flush()  # committed before b's: two writer threads commit in their own time (ids follow commits)
         b.record_transition("bob", T0 + 2, "UNKNOWN", "UNREACHABLE", -1, 2000, None)
-        a.flush()
         b.flush()
         for s in (a, b):
             fleet = s.fleet_states()
