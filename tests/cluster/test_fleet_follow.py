@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,22 +16,19 @@ from ..helpers import T0, Postgres
 from .fleet import until
 
 
-@pytest.fixture
-def server() -> Iterator[Postgres]:
-    pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
-    pg = Postgres()
+async def test_follows_the_other_nodes_transitions_once_across_a_restart(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sipqualify.cluster")
+    server = Postgres()  # its own: the test stops and starts it
     try:
-        yield pg
+        await follow_across_a_restart(server, caplog)
     finally:
-        pg.close()
+        server.close()
 
 
-async def test_follows_the_other_nodes_transitions_once_across_a_restart(
-        server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
+async def follow_across_a_restart(server: Postgres, caplog: pytest.LogCaptureFixture) -> None:
     from sipqualify.cluster.follow import FleetFollower
     from sipqualify.store.postgres import Store
 
-    caplog.set_level(logging.WARNING, logger="sipqualify.cluster")
     a = Store(server.url(), node="a")
     b = Store(server.url(), node="b")
     await asyncio.to_thread(a.open)
