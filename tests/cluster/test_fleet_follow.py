@@ -36,10 +36,17 @@ async def follow_across_a_restart(server: Postgres, caplog: pytest.LogCaptureFix
     b.record_transition("old", T0, "UNKNOWN", "OK", 5, 2000, 5.0)  # before the follower: not followed
     await asyncio.to_thread(b.flush, 30)
     got: list[TransitionRecord] = []
-    f = FleetFollower(server.url(), a, got.append)
+    following = [False]
+    f = FleetFollower(server.url(), a, got.append, lambda: following[0])
     await f.start()
     try:
         await until(lambda: f.connected, 10, "the follower LISTENing")
+        b.record_transition("p0", T0 + 0.5, "UNKNOWN", "OK", 5, 2000, 5.0)  # nobody follows: skipped
+        await asyncio.to_thread(b.flush, 30)
+        newest = await asyncio.to_thread(a.last_transition_id)
+        await until(lambda: f.last_id == newest, 10, "the notification moved the follower on")
+        assert got == [] and f.status()["published"] == 0
+        following[0] = True
         b.record_transition("p1", T0 + 1, "UNKNOWN", "OK", 5, 2000, 5.0)
         a.record_transition("p2", T0 + 2, "UNKNOWN", "OK", 6, 2000, 6.0)
         await until(lambda: len(got) >= 2, 10, "two transitions followed")

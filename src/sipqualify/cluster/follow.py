@@ -7,6 +7,10 @@ new rows with `transitions_after(last_id)` (in a worker thread) and hands them, 
 (= commit) order, to `publish`: the event stream's `?fleet=1` subscribers. Ids are drawn in
 commit order across nodes, so following `id > last_id` neither skips nor repeats a row.
 
+While no `?fleet=1` stream is open (`wanted()` false) no row is read: a notification only
+moves `last_id` on (a stream sends what is committed after it opened, or resumes from the
+store with `Last-Event-ID`).
+
 Only the SSE stream gets these: a transition is reported (webhook, log line, AMI PeerStatus)
 by the node that owns the peer, from its own engine, never from here.
 
@@ -41,10 +45,12 @@ def notified_id(payload: str) -> int | None:
 
 
 class FleetFollower:
-    def __init__(self, url: str, store: BaseStore[Any], publish: Callable[[TransitionRecord], None]) -> None:
+    def __init__(self, url: str, store: BaseStore[Any], publish: Callable[[TransitionRecord], None],
+                 wanted: Callable[[], bool] = lambda: True) -> None:
         self.url = url
         self.store = store
         self.publish = publish
+        self.wanted = wanted  # is anybody following now? (no `?fleet=1` stream: no row is read)
         self.last_id = 0
         self.connected = False
         self.failures = 0  # connections lost or refused
@@ -94,7 +100,11 @@ class FleetFollower:
                     await self._catch_up()  # what was committed while not listening
                     async for n in conn.notifies():
                         last = notified_id(n.payload)
-                        if last is None or last > self.last_id:
+                        if last is not None and last <= self.last_id:
+                            continue
+                        if last is not None and not self.wanted():
+                            self.last_id = last  # nobody to send them to: skipped unread
+                        else:
                             await self._catch_up()
             except asyncio.CancelledError:
                 raise
@@ -107,6 +117,9 @@ class FleetFollower:
             delay = min(delay * 2, BACKOFF_MAX_S)
 
     async def _catch_up(self) -> None:
+        if not self.wanted():
+            self.last_id = max(self.last_id, await asyncio.to_thread(self.store.last_transition_id))
+            return
         while True:
             rows = await asyncio.to_thread(self.store.transitions_after, self.last_id, PAGE)
             for rec in rows:

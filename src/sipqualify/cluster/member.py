@@ -99,7 +99,8 @@ class Cluster:
 
     async def follow(self, url: str, store: BaseStore[Any], hub: EventHub) -> None:
         """Follow the fleet's transitions in the shared store for the `?fleet=1` event streams."""
-        self.follower = FleetFollower(url, store, hub.publish_fleet)
+        self.follower = FleetFollower(url, store, hub.publish_fleet,
+                                      lambda: any(s.fleet for s in hub.subscribers))
         hub.fleet = True
         await self.follower.start()
 
