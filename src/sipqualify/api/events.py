@@ -48,7 +48,6 @@ DEFAULT_MAX_SUBSCRIBERS = 100
 KEEPALIVE_S = 15.0
 
 
-
 @dataclass(frozen=True, slots=True)
 class FleetTransition:
     """A transition of any node of the fleet, read back from the shared store in commit order
