@@ -145,24 +145,72 @@ def cmd_peers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _peer(client: Client, name: str) -> Any:
+def _peer_json(client: Client, name: str) -> Any:
     from urllib.parse import quote
 
-    from .views import PeerView
-
     try:
-        return PeerView.from_json(client.call("GET", f"/api/v1/peers/{quote(name, safe='')}"))
+        return client.call("GET", f"/api/v1/peers/{quote(name, safe='')}")
     except CliError as e:
         if e.status == 404:  # `sip show peer nope`'s words
             raise CliError(f"Peer {name} not found.", bare=True) from None
         raise
 
 
-def cmd_peer(args: argparse.Namespace) -> int:
-    from .compat import format_sip_show_peer
-    from .views import flap_line, format_stats, format_verdict
+def _remote(body: Any) -> bool:
+    """[cluster]: the daemon answered for a peer another node qualifies (its stored state)."""
+    return isinstance(body, dict) and body.get("live") is False and "owner" in body
 
-    v = _peer(Client(args), args.name)
+
+def _peer(client: Client, name: str) -> Any:
+    from .views import PeerView
+
+    body = _peer_json(client, name)
+    if _remote(body):
+        raise CliError(f"Peer {name} is qualified by node {body['owner']}: ask that node")
+    return PeerView.from_json(body)
+
+
+def format_remote_peer(body: dict[str, Any], now: float) -> str:
+    """`sipqualify peer NAME` for a peer another node of the fleet qualifies: its stored state."""
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v} ms"
+
+    upd = body.get("updated_at")
+    age = f"updated {max(0.0, now - upd):.0f} s ago" if upd is not None else "no state stored yet"
+    lines = [f"  * Name       : {body['name']}",
+             f"  Owner        : {body.get('owner') or '?'} (stored state, {age})",
+             f"  Status       : {body.get('peer_status') or 'UNKNOWN'}"
+             + (f" ({ms(body.get('lastms'))})" if body.get("state") == "OK" else ""),
+             f"  Qualify      : {ms(body.get('maxms'))}"]
+    if body.get("rtt_ms") is not None:
+        lines.append(f"  RTT          : {body['rtt_ms']:.3f} ms")
+    if body.get("changed_at") is not None:
+        lines.append(f"  Since        : {_local(body['changed_at'])}")
+    if body.get("stored_by") and body.get("stored_by") != body.get("owner"):
+        lines.append(f"  Stored by    : {body['stored_by']} (its previous owner)")
+    hist = body.get("history") or []
+    if hist:
+        lines.append(f"  History      : last {len(hist)} transitions")
+        for t in hist:
+            lines.append(f"    {_local(t['time'])}  {t['old']} -> {t['new']}  ({t.get('node') or '?'})"
+                         + (f"  {t['reason']}" if t.get("reason") else ""))
+    return "\n".join(escape_controls(ln) for ln in lines) + "\n\n"
+
+
+def cmd_peer(args: argparse.Namespace) -> int:
+    import time
+
+    from .compat import format_sip_show_peer
+    from .views import PeerView, flap_line, format_stats, format_verdict
+
+    body = _peer_json(Client(args), args.name)
+    if _remote(body):
+        if args.json:
+            print(json.dumps(body, indent=2))
+        else:
+            sys.stdout.write(format_remote_peer(body, time.time()))
+        return EXIT_OK
+    v = PeerView.from_json(body)
     if args.json:
         print(json.dumps(v.to_json(), indent=2))
     else:

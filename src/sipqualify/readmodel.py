@@ -177,6 +177,7 @@ class ReadModel(Protocol):
     def exchange(self, name: str) -> Json: ...  # the last exchange captured (qualify/capture.py)
     def cluster_status(self) -> Json | None: ...  # [cluster]: this node in its group (None: one node)
     def fleet(self) -> Coroutine[Any, Any, tuple[str, list[Json]] | None]: ...  # (this node, other nodes' peers)
+    def fleet_peer(self, name: str) -> Coroutine[Any, Any, Json | None]: ...  # a peer another node qualifies
 
 
 class Sockets(Protocol):
@@ -459,13 +460,21 @@ class ShellReadModel:
 
     def cluster_status(self) -> Json | None:
         c = self.shell.cluster
-        return dataclasses.asdict(c.status()) if c is not None else None
+        if c is None:
+            return None
+        return {**dataclasses.asdict(c.status()), "fleet_events": c.follower.status() if c.follower else None}
 
     async def fleet(self) -> tuple[str, list[Json]] | None:
         c = self.shell.cluster
         if c is None:
             return None
         return c.node_id, await c.remote_peers(self.shell.config, self.shell.store)
+
+    async def fleet_peer(self, name: str) -> Json | None:
+        c = self.shell.cluster
+        if c is None:
+            return None
+        return await c.remote_peer(name, self.shell.config, self.shell.store)
 
     def status(self) -> Json:
         shell = self.shell

@@ -19,10 +19,12 @@ from ..helpers import free_port
 
 class Responder(asyncio.DatagramProtocol):
     """Answers every OPTIONS with 200 OK and records (time, source IP, peer) — the peer is the
-    Request-URI's user part (each test peer has `qualify_ruri_user` = its name)."""
+    Request-URI's user part (each test peer has `qualify_ruri_user` = its name). The peers in
+    `mute` get no answer (their far end is gone)."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[float, str, str]] = []
+        self.mute: set[str] = set()
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -34,6 +36,8 @@ class Responder(asyncio.DatagramProtocol):
             return
         user = lines[0].split(" ")[1].removeprefix("sip:").split("@")[0]
         self.seen.append((time.monotonic(), addr[0], user))
+        if user in self.mute:
+            return
         keep = [ln for ln in lines[1:] if ln.split(":")[0].strip().lower() in ("via", "v", "from", "f", "call-id",
                                                                                 "i", "cseq")]
         to = next((ln for ln in lines[1:] if ln.split(":")[0].strip().lower() in ("to", "t")), "To: <sip:x@x>")

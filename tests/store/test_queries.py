@@ -36,6 +36,26 @@ def test_transitions_by_peer_and_time_range(make_store: Callable[..., Store]) ->
     assert ids == sorted(ids) and len(set(ids)) == 4
 
 
+def test_one_peers_state_and_last_transitions(make_store: Callable[..., Store]) -> None:
+    """The reads behind another node's peer in the fleet view (cluster/member.py remote_peer)."""
+    s = make_store(node="n1")
+    s.open()
+    for i in range(5):
+        s.record_transition("a", T0 + i, "OK" if i % 2 else "UNREACHABLE", "UNREACHABLE" if i % 2 else "OK",
+                            i, 2000, float(i))
+    s.record_transition("b", T0 + 10, "UNKNOWN", "OK", 1, 2000, 1.0)
+    s.save_state("a", "OK", 4, 2000, 4.0, T0 + 4, T0 + 5)
+    s.flush()
+    rec = s.state_of("a")
+    assert rec is not None and (rec.state, rec.lastms, rec.changed_at, rec.updated_at, rec.node) == (
+        "OK", 4, T0 + 4, T0 + 5, "n1")
+    assert s.state_of("b") is None
+    last = s.last_transitions("a", 3)
+    assert [r.time for r in last] == [T0 + 2, T0 + 3, T0 + 4] and {r.node for r in last} == {"n1"}
+    assert [r.time for r in s.last_transitions("a", 10)] == [T0 + i for i in range(5)]
+    assert s.last_transitions("nobody", 3) == []
+
+
 def test_samples_by_peer_and_time_range(make_store: Callable[..., Store]) -> None:
     s = make_store()
     s.open()

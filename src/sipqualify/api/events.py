@@ -22,6 +22,7 @@ import logging
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -46,7 +47,15 @@ OVERFLOW_GRACE_S = 5.0  # a dropped subscriber's connection is aborted if not cl
 DEFAULT_MAX_SUBSCRIBERS = 100
 KEEPALIVE_S = 15.0
 
-Item = TransitionRecord | dict[str, Any]
+
+@dataclass(frozen=True, slots=True)
+class FleetTransition:
+    """A transition of any node of the fleet, read back from the shared store in commit order
+    (cluster/follow.py): for `?fleet=1` streams only."""
+    rec: TransitionRecord
+
+
+Item = TransitionRecord | FleetTransition | dict[str, Any]
 
 
 def event_json(rec: TransitionRecord) -> dict[str, Any]:
@@ -55,7 +64,7 @@ def event_json(rec: TransitionRecord) -> dict[str, Any]:
         "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
         "rtt_ms": rec.rtt_ms, "reason": rec.reason, "suppressed": rec.suppressed,
         "silenced": rec.suppressed == "silenced", "verdict": rec.verdict, "verdict_reason": rec.verdict_reason,
-        "policy": rec.policy,
+        "policy": rec.policy, "node": rec.node,
     }
 
 
@@ -63,15 +72,18 @@ def _cost(item: Item) -> int:
     """About what the event takes on the wire, without encoding it (publish stays cheap)."""
     if isinstance(item, TransitionRecord):
         return 270 + len(item.peer)
+    if isinstance(item, FleetTransition):
+        return 280 + len(item.rec.peer)
     return 120 + sum(len(str(v)) for v in item.values())
 
 
 class Subscriber:
     """One stream's bounded queue. `dropped` ends the stream; `overflowed` says why."""
 
-    __slots__ = ("items", "size", "wake", "dropped", "overflowed", "transport")
+    __slots__ = ("items", "size", "wake", "dropped", "overflowed", "transport", "fleet")
 
-    def __init__(self, transport: asyncio.BaseTransport | None) -> None:
+    def __init__(self, transport: asyncio.BaseTransport | None, fleet: bool = False) -> None:
+        self.fleet = fleet  # `?fleet=1`: its transitions are the fleet's (FleetTransition), not this node's
         self.items: deque[tuple[Item, int]] = deque()
         self.size = 0
         self.wake = asyncio.Event()
@@ -98,13 +110,17 @@ class EventHub:
         self.dropped_subscribers = 0
         self.refused_subscribers = 0
         self.max_queued = 0  # high-water mark of any subscriber's queue (events)
+        self.fleet = False  # a follower publishes the fleet's transitions (cluster/follow.py)
 
     def publish(self, rec: Item) -> None:
-        """A committed transition, or a registry event (a dict: live only, no id to resume by)."""
+        """A committed transition, or a registry event (a dict: live only, no id to resume by).
+        This node's transitions go to the streams of this node, the fleet's to `?fleet=1` ones."""
         if not self.subscribers:
             return
         cost = _cost(rec)
         for sub in list(self.subscribers):
+            if sub.fleet and isinstance(rec, TransitionRecord) or not sub.fleet and isinstance(rec, FleetTransition):
+                continue
             t = sub.transport
             if (len(sub.items) >= self.queue_max or sub.size + cost > self.queue_bytes_max
                     or (isinstance(t, asyncio.WriteTransport) and t.get_write_buffer_size() > self.write_buffer_max)):
@@ -184,8 +200,12 @@ class EventHub:
         for sub in list(self.subscribers):
             self._drop(sub, overflow=False)
 
-    def subscribe(self, transport: asyncio.BaseTransport | None = None) -> Subscriber:
-        sub = Subscriber(transport)
+    def publish_fleet(self, rec: TransitionRecord) -> None:
+        """A transition of any node (this one's included), in commit order: `?fleet=1` streams."""
+        self.publish(FleetTransition(rec))
+
+    def subscribe(self, transport: asyncio.BaseTransport | None = None, fleet: bool = False) -> Subscriber:
+        sub = Subscriber(transport, fleet)
         self.subscribers.add(sub)
         return sub
 
@@ -244,17 +264,21 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
-    sub = hub.subscribe(transport)  # before the replay: nothing committed meanwhile is missed
+    # `?fleet=1` with [cluster] and a PostgreSQL store: every node's transitions, each with its node
+    fleet = request.query.get("fleet", "").lower() in ("1", "true", "yes") and hub.fleet
+    sub = hub.subscribe(transport, fleet)  # before the replay: nothing committed meanwhile is missed
+    node = getattr(store, "node", None)
 
     def wanted(rec: TransitionRecord) -> bool:
-        return (peers is None or rec.peer in peers) and (states is None or rec.new in states)
+        return ((fleet or rec.node is None or rec.node == node)  # a shared store holds the other nodes' too
+                and (peers is None or rec.peer in peers) and (states is None or rec.new in states))
 
     async def send(rec: TransitionRecord) -> None:
         await resp.write(f"id: {rec.id}\nevent: transition\ndata: {json.dumps(event_json(rec))}\n\n".encode())
 
     sent = last_id or 0
     try:
-        await resp.write(b": sipqualify event stream\nretry: 2000\n\n")
+        await resp.write(b": sipqualify event stream" + (b" (fleet)" if fleet else b"") + b"\nretry: 2000\n\n")
         if last_id is not None and store is not None:
             while not sub.dropped:
                 rows = await asyncio.to_thread(store.transitions_after, sent, 5000)
@@ -306,6 +330,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
                 elif states is None or str(item["peer_status"]).upper() in states:
                     await resp.write(f"event: registry\ndata: {json.dumps(item)}\n\n".encode())
                 continue
+            if isinstance(item, FleetTransition):
+                item = item.rec
             if item.id <= sent:
                 continue
             sent = item.id

@@ -135,7 +135,14 @@ async def peers(request: web.Request) -> web.Response:
 async def peer(request: web.Request) -> web.Response:
     model = _model(request)
     p = model.peer(request.match_info["name"])
-    if p is None:
+    if p is None:  # [cluster]: another node's peer, from the shared store (owner, live: false)
+        try:
+            remote = await model.fleet_peer(request.match_info["name"])
+        except Exception as e:  # the shared store is down: say so, not "not found"
+            log.warning("fleet view of peer %r: %s", request.match_info["name"], e)
+            return _error(503, f"shared store unavailable: {e}")
+        if remote is not None:
+            return web.json_response(remote)
         return _error(404, f"Peer {request.match_info['name']} not found.")
     return web.json_response(model.view(p).to_json())
 

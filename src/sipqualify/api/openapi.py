@@ -175,6 +175,29 @@ STATS = {
     },
 }
 
+# GET /api/v1/peers/{name} for a peer another node of the fleet qualifies ([cluster], docs/scaling.md)
+REMOTE_PEER = {
+    "type": "object",
+    "required": ["name", "owner", "live", "local", "state", "peer_status", "lastms", "maxms", "rtt_ms", "changed_at",
+                 "updated_at", "stored_by", "history"],
+    "properties": {
+        "name": {"type": "string"},
+        "owner": {"type": ["string", "null"], "description": "the node that qualifies it"},
+        "live": {"type": "boolean", "enum": [False], "description": "stored figures, not this node's"},
+        "local": {"type": "boolean", "enum": [False]},
+        "state": {"type": ["string", "null"], "enum": [*STATES, None]},
+        "peer_status": {"type": ["string", "null"]},
+        "lastms": {"type": ["integer", "null"]},
+        "maxms": {"type": ["integer", "null"]},
+        "rtt_ms": {"type": ["number", "null"]},
+        "changed_at": {"type": ["number", "null"]},
+        "updated_at": {"type": ["number", "null"]},
+        "stored_by": {"type": ["string", "null"], "description": "the node that wrote the stored state"},
+        "history": {"type": "array", "description": "its last transitions, oldest first (event stream objects)",
+                    "items": {"type": "object"}},
+    },
+}
+
 TRANSITION = {
     "type": "object",
     "required": ["time", "old", "new", "lastms", "maxms"],
@@ -234,6 +257,7 @@ def document() -> dict[str, Any]:
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Peer": PEER,
                 "FleetPeer": FLEET_PEER,
+                "RemotePeer": REMOTE_PEER,
                 "Transition": TRANSITION,
             },
         },
@@ -254,7 +278,9 @@ def document() -> dict[str, Any]:
                         {"$ref": "#/components/schemas/Peer"}, {"$ref": "#/components/schemas/FleetPeer"}]}}}}),
                 **UNAUTH}}},
             "/api/v1/peers/{name}": {"get": {"operationId": "getPeer", "parameters": [NAME], "responses": {
-                "200": _json({"$ref": "#/components/schemas/Peer"}), "404": ERROR, **UNAUTH}}},
+                "200": _json({"anyOf": [{"$ref": "#/components/schemas/Peer"},
+                                         {"$ref": "#/components/schemas/RemotePeer"}]}),
+                "404": ERROR, "503": ERROR, **UNAUTH}}},
             "/api/v1/peers/{name}/qualify": {"post": {
                 "operationId": "qualifyPeer", "parameters": [NAME, {
                     "name": "wait", "in": "query", "required": False, "schema": {"type": "string",
@@ -377,6 +403,9 @@ def document() -> dict[str, Any]:
                                {"name": "include", "in": "query", "required": False, "schema": {"type": "string"},
                                 "description": "also the live `verdict`, `latency`, `flap` and/or `watchdog` events "
                                                "(comma list)"},
+                               {"name": "fleet", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
+                                "description": "[cluster] with a PostgreSQL store: every node's transitions"},
                                {"name": "Last-Event-ID", "in": "header", "required": False,
                                 "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
                 "responses": {"200": {"description": "event stream",

@@ -83,7 +83,8 @@ class WebhookDispatcher:
         self.cursors = Cursors(path)
         self.wake: dict[str, asyncio.Event] = {h.id: asyncio.Event() for h in hooks}
         self.tasks: list[asyncio.Task[None]] = []
-        self.stats: dict[str, dict[str, int]] = {h.id: {"delivered": 0, "failures": 0, "skipped": 0, "suppressed": 0}
+        self.stats: dict[str, dict[str, int]] = {h.id: {"delivered": 0, "failures": 0, "skipped": 0, "suppressed": 0,
+                                                      "other_nodes": 0}
                                                  for h in hooks}
         self.http: aiohttp.ClientSession | None = None
 
@@ -143,7 +144,10 @@ class WebhookDispatcher:
                     pass
                 continue
             for rec in rows:
-                if rec.suppressed:  # flapping or silenced when it happened (README)
+                if rec.node is not None and rec.node != store.node:
+                    # a shared store ([store] url): another node's transition, reported by that node
+                    self.stats[h.id]["other_nodes"] += 1
+                elif rec.suppressed:  # flapping or silenced when it happened (README)
                     self.stats[h.id]["suppressed"] += 1
                 elif h.wants(rec):
                     await self._deliver(h, rec)

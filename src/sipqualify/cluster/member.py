@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 from ..model import Config, PeerConfig
 from ..store.base import default_node_id
 from .coordinator import CoordinatorThread, Snapshot
+from .follow import FleetFollower
 from .partition import Fence, moves, owned, owners, ring_of, settle_time
 
 if TYPE_CHECKING:
-    from ..store.base import BaseStore, PeerStateRecord
+    from ..api.events import EventHub
+    from ..store.base import BaseStore, PeerStateRecord, TransitionRecord
 
 Json = dict[str, Any]
 
@@ -72,6 +74,7 @@ class Cluster:
         self.settle_s = settle_time(lease_s)
         self._seen_at = 0.0  # when the current member list was first seen: gains wait settle_s after it
         self._settle_timer: asyncio.TimerHandle | None = None
+        self.follower: FleetFollower | None = None  # the fleet's transitions, with a shared store
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -94,8 +97,17 @@ class Cluster:
             self._was_live = True
         self._task = self.loop.create_task(self._reconcile())
 
+    async def follow(self, url: str, store: BaseStore[Any], hub: EventHub) -> None:
+        """Follow the fleet's transitions in the shared store for the `?fleet=1` event streams."""
+        self.follower = FleetFollower(url, store, hub.publish_fleet,
+                                      lambda: any(s.fleet for s in hub.subscribers))
+        hub.fleet = True
+        await self.follower.start()
+
     async def close(self) -> None:
         self._closed = True
+        if self.follower is not None:
+            await self.follower.close()
         for t in (self._timer, self._settle_timer):
             if t is not None:
                 t.cancel()
@@ -123,6 +135,26 @@ class Cluster:
 
         def work() -> list[Json]:
             return fleet_rows(names, members, shared.fleet_states() if shared is not None else {})
+
+        return await asyncio.to_thread(work)
+
+    async def remote_peer(self, name: str, cfg: Config, store: BaseStore[Any] | None) -> Json | None:
+        """A peer another node qualifies (`GET /api/v1/peers/NAME` on a node that does not own it):
+        its owner on the ring and, from a shared store, its last stored state and recent
+        transitions. None when no node has it: not a static peer of the configuration here and no
+        stored row."""
+        p = cfg.peers.get(name)
+        ringed = p is not None and partitioned(p) and name not in self.owned
+        members = dict(self.members)
+        shared = store if cfg.service.store_url is not None else None
+
+        def work() -> Json | None:
+            row = shared.state_of(name) if shared is not None else None
+            if not ringed and (row is None or row.node == self.node_id):
+                return None  # nobody's, or a row this node left behind for a peer it no longer has
+            history = shared.last_transitions(name, REMOTE_HISTORY) if shared is not None else []
+            found = dict(owners([name], ring_of(members))) if ringed and members else {}
+            return remote_row(name, found[name].decode() if name in found else None, row, history)
 
         return await asyncio.to_thread(work)
 
@@ -220,6 +252,27 @@ async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Call
     log.info("cluster: node '%s' in group '%s' on %s: %d of %d static peers here", node_id, svc.cluster_group,
              svc.cluster_url.split("?")[0], len(c.owned), len(c.names))
     return c
+
+
+REMOTE_HISTORY = 20  # transitions shown with another node's peer
+
+
+def remote_row(name: str, ring_owner: str | None, row: PeerStateRecord | None,
+               history: list[TransitionRecord]) -> Json:
+    """`GET /api/v1/peers/NAME` for a peer this node does not qualify: `owner` is the node that
+    qualifies it (its ring owner, else the node that stored its state), `live: false` says the
+    figures are the owner's last stored ones, not this node's."""
+    from ..api.events import event_json
+    from ..qualify.state import peer_status_word
+
+    out: Json = {"name": name, "owner": ring_owner or (row.node if row is not None else None), "live": False,
+                 "local": False, "state": None, "peer_status": None, "lastms": None, "maxms": None, "rtt_ms": None,
+                 "changed_at": None, "updated_at": None, "stored_by": None}
+    if row is not None:
+        out.update(state=row.state, peer_status=peer_status_word(row.state), lastms=row.lastms, maxms=row.maxms,
+                   rtt_ms=row.rtt_ms, changed_at=row.changed_at, updated_at=row.updated_at, stored_by=row.node)
+    out["history"] = [event_json(t) for t in history]
+    return out
 
 
 def fleet_rows(names: list[str], members: dict[bytes, int], states: dict[str, PeerStateRecord]) -> list[Json]:

@@ -624,6 +624,17 @@ class BaseStore(ABC, Generic[Conn]):
             return {}
         return {r[0]: self._state_record(r) for r in self._query(sql)}
 
+    def state_of(self, peer: str) -> PeerStateRecord | None:
+        """One peer's stored state row, whichever node wrote it."""
+        rows = self._query(f"SELECT {STATE_COLUMNS}{self._node_column} FROM peer_state WHERE peer=?", (peer,))
+        return self._state_record(rows[0]) if rows else None
+
+    def last_transitions(self, peer: str, n: int) -> list[TransitionRecord]:
+        """The last `n` transitions of one peer, oldest first, whichever node reported them."""
+        sql = (f"SELECT id, {TRANSITION_COLUMNS}{self._node_column} FROM transitions WHERE peer=? "
+               "ORDER BY time DESC, id DESC LIMIT ?")
+        return [self._transition_record(r) for r in reversed(self._query(sql, (peer, n)))]
+
     def fleet_states(self) -> dict[str, PeerStateRecord]:
         """Every node's peers: name -> record, its `node` (the owner that wrote it) and `updated_at`."""
         return self.states()

@@ -138,6 +138,12 @@ def redact(url: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
+# every connection of ours (the store's, and the fleet follower's LISTEN, cluster/follow.py)
+CONNECT_OPTIONS: dict[str, Any] = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 5,
+                                   "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15000,
+                                   "application_name": "sipqualify"}
+
+
 def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     """One connection; a dead server or network is an OperationalError within seconds.
 
@@ -145,9 +151,7 @@ def connect(url: str, *, autocommit: bool) -> psycopg.Connection[Any]:
     between two statements) and a wait for a lock gives up after 30 s (retried): a node that
     vanishes while it holds the transition-id lock holds up the other nodes for seconds, not
     until the server's TCP keepalive notices (hours by default)."""
-    db = psycopg.connect(url, autocommit=autocommit, connect_timeout=5, keepalives=1, keepalives_idle=5,
-                         keepalives_interval=2, keepalives_count=3, tcp_user_timeout=15000,
-                         application_name="sipqualify")
+    db = psycopg.connect(url, autocommit=autocommit, **CONNECT_OPTIONS)
     try:
         db.execute("SET idle_in_transaction_session_timeout = '15s'")
         db.execute("SET lock_timeout = '30s'")

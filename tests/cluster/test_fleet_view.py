@@ -1,0 +1,194 @@
+"""The fleet view beyond the list (issue 15): two `sipqualify run` nodes on 127.0.0.2 and .3
+sharing 20 static peers through a real etcd and a real PostgreSQL store, each with a webhook
+receiver of its own.
+
+- node A answers `GET /api/v1/peers/X` for a peer node B owns: 200, `owner` B, `live: false`,
+  its stored state and history; `sipqualify peer X` against A prints the owner line; a name no
+  node has is still 404;
+- the far end of one of B's peers (and of one of A's) stops answering: A's `/events?fleet=1`
+  stream shows each transition exactly once, marked with its node; A's plain `/events` shows
+  A's own only; B's webhooks fire for B's peer, A's never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..helpers import Postgres
+from .conftest import Etcd
+from .fleet import Node, fleet_toml, responder, settled, until
+
+PEERS = [f"f{i:02d}" for i in range(20)]
+FREQ = 2
+LEASE = 2
+
+
+class Hooks:
+    """Webhook receivers at /NODE: the transitions each node's webhooks POSTed."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        async def hook(request: web.Request) -> web.Response:
+            self.got[request.match_info["node"]].append(await request.json())
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/{node}", hook)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def of(self, node: str, peer: str) -> list[tuple[str, str]]:
+        return [(e["old"], e["new"]) for e in self.got[node] if e["peer"] == peer]
+
+
+class Stream:
+    """An SSE stream of a node, read in the background: the transitions it sent."""
+
+    def __init__(self, node: Node, query: str) -> None:
+        self.node, self.query = node, query
+        self.events: list[dict[str, Any]] = []
+        self.opened = asyncio.Event()
+        self.session = aiohttp.ClientSession()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        url = f"http://{self.node.api[0]}:{self.node.api[1]}/events{self.query}"
+        async with self.session.get(url, headers={"Authorization": f"Bearer {self.node.token}"}) as r:
+            assert r.status == 200
+            kind = None
+            async for raw in r.content:
+                line = raw.decode().rstrip("\n")
+                if line.startswith(": sipqualify event stream"):
+                    self.opened.set()
+                elif line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind == "transition":
+                    self.events.append(json.loads(line[6:]))
+
+    def of(self, peer: str) -> list[tuple[str, str, str]]:
+        return [(e["old"], e["new"], e["node"]) for e in self.events if e["peer"] == peer]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await self.session.close()
+
+
+def cli_peer(node: Node, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sipqualify.cli", "peer", name, "--api",
+                           f"{node.api[0]}:{node.api[1]}", "--state-dir", str(node.dir / "state")],
+                          capture_output=True, text=True, timeout=30)
+
+
+async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd, tmp_path: Path) -> None:
+    pg = Postgres()
+    nodes: list[Node] = []
+    streams: list[Stream] = []
+    hooks = Hooks()
+    try:
+        resp, port = await responder("127.0.0.1")
+        await hooks.start()
+
+        def node(i: int) -> Node:
+            ip, name = f"127.0.0.{i}", f"n{i}"
+            conf = fleet_toml(ip, name, etcd.url, LEASE, PEERS, "127.0.0.1", port, FREQ, pg.url())
+            conf += f'\n[[webhooks]]\nid = "{name}"\nurl = "http://127.0.0.1:{hooks.port}/{name}"\n'
+            return Node(tmp_path, ip, name, conf)
+
+        nodes = [node(2), node(3)]
+        a, b = nodes
+        for n in nodes:
+            await n.start()
+        for n in nodes:
+            await n.ready()
+        await until(lambda: settled(nodes, len(PEERS)), 30, "two members sharing all peers")
+
+        async def all_ok() -> bool:
+            code, body = await a.get("/api/v1/peers")
+            return code == 200 and all(r.get("state") == "OK" for r in body["peers"]) and len(body["peers"]) == 20
+
+        await until(all_ok, 30, "every peer OK in A's fleet view (B's from the shared store)")
+        _, body = await a.get("/api/v1/peers")
+        of_b = sorted(r["name"] for r in body["peers"] if r["node"] == "n3" and not r["local"])
+        of_a = sorted(r["name"] for r in body["peers"] if r["local"])
+        assert of_a and of_b
+
+        # 1. A answers for B's peer, from the store, marked as B's
+        x, y = of_b[0], of_a[0]
+        code, px = await a.get(f"/api/v1/peers/{x}")
+        assert code == 200, (code, a.log())
+        assert px["owner"] == "n3" and px["live"] is False and px["stored_by"] == "n3"
+        assert px["state"] == "OK" and px["peer_status"] == "Reachable" and px["maxms"] == 2000
+        assert time.time() - px["updated_at"] < 60
+        assert [(t["old"], t["new"], t["node"]) for t in px["history"]] == [("UNKNOWN", "OK", "n3")]
+        code, py = await a.get(f"/api/v1/peers/{y}")  # A's own: as today, no owner marks
+        assert code == 200 and "owner" not in py and "live" not in py and py["name"] == y
+        assert (await a.get("/api/v1/peers/nobody"))[0] == 404
+        out = await asyncio.to_thread(cli_peer, a, x)
+        assert out.returncode == 0, out.stderr
+        assert "Owner        : n3 (stored state, updated" in out.stdout and "UNKNOWN -> OK" in out.stdout, out.stdout
+        out = await asyncio.to_thread(cli_peer, a, "nobody")
+        assert out.returncode != 0 and "Peer nobody not found." in out.stdout + out.stderr
+
+        # 2. the fleet stream of A: B's transitions (and A's), once each, with their node
+        fleet, plain = Stream(a, "?fleet=1"), Stream(a, "")
+        streams = [fleet, plain]
+        for s in streams:
+            await asyncio.wait_for(s.opened.wait(), 10)
+        status = (await a.cluster())["fleet_events"]
+        assert status["connected"] is True, status
+        resp.mute |= {x, y}
+        await until(lambda: ("OK", "UNREACHABLE", "n3") in fleet.of(x) and ("OK", "UNREACHABLE", "n2") in fleet.of(y),
+                    30, "both transitions to UNREACHABLE on A's fleet stream")
+        resp.mute -= {x, y}
+        await until(lambda: fleet.of(x)[-1:] == [("UNREACHABLE", "OK", "n3")]
+                    and fleet.of(y)[-1:] == [("UNREACHABLE", "OK", "n2")]
+                    and plain.of(y)[-1:] == [("UNREACHABLE", "OK", "n2")]
+                    and hooks.of("n3", x)[-1:] == [("UNREACHABLE", "OK")]
+                    and hooks.of("n2", y)[-1:] == [("UNREACHABLE", "OK")], 30, "both back OK, reported")
+        assert fleet.of(x) == [("OK", "UNREACHABLE", "n3"), ("UNREACHABLE", "OK", "n3")]
+        assert fleet.of(y) == [("OK", "UNREACHABLE", "n2"), ("UNREACHABLE", "OK", "n2")]
+        ids = [e["id"] for e in fleet.events]
+        assert ids == sorted(set(ids))  # commit order, no repeat
+        assert plain.of(x) == []  # the plain stream: this node's transitions only
+        assert plain.of(y) == fleet.of(y)
+        # reported once, by the owner: B's webhooks fired for x, A's never did
+        assert hooks.of("n3", x) == [("UNKNOWN", "OK"), ("OK", "UNREACHABLE"), ("UNREACHABLE", "OK")]
+        assert hooks.of("n2", x) == []
+        assert hooks.of("n3", y) == []
+
+        # resuming (Last-Event-ID 0): the fleet stream replays every node's rows, the plain one A's only
+        fleet0, plain0 = Stream(a, "?fleet=1&last_event_id=0"), Stream(a, "?last_event_id=0")
+        streams += [fleet0, plain0]
+        await until(lambda: fleet0.of(x)[-1:] == [("UNREACHABLE", "OK", "n3")], 10, "the fleet replay")
+        assert fleet0.of(x) == [("UNKNOWN", "OK", "n3"), *fleet.of(x)]
+        assert {e["peer"] for e in fleet0.events} == set(PEERS)
+        await until(lambda: plain0.of(y)[-1:] == [("UNREACHABLE", "OK", "n2")], 10, "the plain replay")
+        last = plain0.events[-1]["id"]
+        assert {e["node"] for e in plain0.events} == {"n2"}
+        assert not [e for e in fleet0.events if e["id"] < last and e["node"] == "n2"
+                    and e["id"] not in {p["id"] for p in plain0.events}]  # none of A's left out
+    finally:
+        for s in streams:
+            await s.close()
+        for n in nodes:
+            await n.stop()
+        if hooks.runner is not None:
+            await hooks.runner.cleanup()
+        pg.close()
