@@ -181,7 +181,10 @@ class Service:
         await self.surfaces.start(host, port, self.opts.manager_conf, self.state_dir)
         self.cluster = await open_cluster(self.config, self.loop, self.clock, self._ownership_changed)
         if self.cluster is not None and svc.store_url is not None:  # `/events?fleet=1`: every node's transitions
-            await self.cluster.follow(svc.store_url, self.store, self.surfaces.events)
+            hub = self.surfaces.events
+            hub.fleet = True
+            await self.cluster.follow(svc.store_url, self.store, hub.publish_fleet,
+                                      lambda: any(s.fleet for s in hub.subscribers))
         if self.cluster is not None and svc.store_url is not None:  # the share's state as its last owner left it
             restored = await asyncio.to_thread(self.store.states)
         changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..qualify.events import FlapChanged, LiveEvent, PokeOverdue, PokeRepaired, VerdictChanged
-from ..qualify.state import PEER_STATUS, peer_status_word
+from ..qualify.state import PEER_STATUS
 from ..store import TransitionRecord
+from .transition_json import event_json
 
 if TYPE_CHECKING:
     from ..addr import Addr
@@ -56,16 +57,6 @@ class FleetTransition:
 
 
 Item = TransitionRecord | FleetTransition | dict[str, Any]
-
-
-def event_json(rec: TransitionRecord) -> dict[str, Any]:
-    return {
-        "id": rec.id, "peer": rec.peer, "time": rec.time, "old": rec.old, "new": rec.new,
-        "peer_status": peer_status_word(rec.new), "lastms": rec.lastms, "maxms": rec.maxms,
-        "rtt_ms": rec.rtt_ms, "reason": rec.reason, "suppressed": rec.suppressed,
-        "silenced": rec.suppressed == "silenced", "verdict": rec.verdict, "verdict_reason": rec.verdict_reason,
-        "policy": rec.policy, "node": rec.node,
-    }
 
 
 def _cost(item: Item) -> int:

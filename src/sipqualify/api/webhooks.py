@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from .events import event_json
+from .transition_json import event_json
 
 if TYPE_CHECKING:
     from ..model import ServiceConfig

@@ -23,7 +23,6 @@ from .follow import FleetFollower
 from .partition import Fence, moves, owned, owners, ring_of, settle_time
 
 if TYPE_CHECKING:
-    from ..api.events import EventHub
     from ..store.base import BaseStore, PeerStateRecord, TransitionRecord
 
 Json = dict[str, Any]
@@ -97,11 +96,12 @@ class Cluster:
             self._was_live = True
         self._task = self.loop.create_task(self._reconcile())
 
-    async def follow(self, url: str, store: BaseStore[Any], hub: EventHub) -> None:
-        """Follow the fleet's transitions in the shared store for the `?fleet=1` event streams."""
-        self.follower = FleetFollower(url, store, hub.publish_fleet,
-                                      lambda: any(s.fleet for s in hub.subscribers))
-        hub.fleet = True
+    async def follow(self, url: str, store: BaseStore[Any], publish: Callable[[TransitionRecord], None],
+                     wanted: Callable[[], bool]) -> None:
+        """Follow the fleet's transitions in the shared store for the `?fleet=1` event streams:
+        `publish` gets each one, while `wanted` says some stream follows the fleet (the event hub's,
+        passed in by the service: the cluster does not import the API)."""
+        self.follower = FleetFollower(url, store, publish, wanted)
         await self.follower.start()
 
     async def close(self) -> None:
@@ -262,7 +262,7 @@ def remote_row(name: str, ring_owner: str | None, row: PeerStateRecord | None,
     """`GET /api/v1/peers/NAME` for a peer this node does not qualify: `owner` is the node that
     qualifies it (its ring owner, else the node that stored its state), `live: false` says the
     figures are the owner's last stored ones, not this node's."""
-    from ..api.events import event_json
+    from ..api.transition_json import event_json
     from ..qualify.state import peer_status_word
 
     out: Json = {"name": name, "owner": ring_owner or (row.node if row is not None else None), "live": False,
