@@ -88,8 +88,10 @@ async def test_a_node_cut_from_etcd_stops_before_its_lease_ends(netns: tuple[str
         t_cut = time.monotonic()
         sh("ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-d", host_ip, "-p", "tcp", "--dport",
            str(etcd.port), "-j", "DROP")
-        # the survivors take the share over ...
-        await until(lambda: all(resp.sources(t_cut)[p] - {ns_ip} for p in theirs), LEASE + 3 * FREQ,
+        # the survivors take the share over (a deadline, not the handover bound: test_three_nodes.py
+        # holds that; here etcd's lease revocation, the survivors' group polls and their settle time
+        # stretch on a loaded 2-core CI machine, and what matters is who probes when) ...
+        await until(lambda: all(resp.sources(t_cut)[p] - {ns_ip} for p in theirs), 2 * LEASE + 4 * FREQ,
                     "survivors probe the cut node's peers")
         takeover = min(t for t, src, u in resp.seen if u in theirs and src != ns_ip and t > t_cut)
         last_cut = max(t for t, src, _ in resp.seen if src == ns_ip)
