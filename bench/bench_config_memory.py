@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What reading a big sip.conf leaves in the process (issue 15, daemon memory per peer).
 
-Writes a sip.conf of N peers shaped like bench_million.py's daemon part (type, host, port,
+Writes bench_million.py's daemon sip.conf of N peers (type, host, port,
 qualify, qualifyfreq), then in a fresh interpreter: VmRSS before `load_config`, after it
 (the Config kept, as the daemon keeps it), after `gc.collect()` and after `release_memory()`
 (config/memory.py: gc + glibc `malloc_trim(0)`, what the daemon runs after each load), and
@@ -20,11 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench_million import write_sipconf
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 CHILD = r"""
-import gc, io, os, sys
-from contextlib import redirect_stderr
+import gc, os, sys
 sys.path.insert(0, sys.argv[1])
 from sipqualify.config import load_config
 from sipqualify.config.memory import release_memory
@@ -74,20 +75,13 @@ print(f"pymalloc arenas               {a.get('arenas allocated current', 0):,} n
 """
 
 
-def write_conf(path: Path, n: int) -> None:
-    with open(path, "w") as f:
-        f.write("[general]\nudpbindaddr=127.0.0.1:5060\nqualifygap=100\n\n")
-        for i in range(n):
-            f.write(f"[p{i:07d}]\ntype=peer\nhost=127.0.0.1\nport=5070\nqualify=yes\nqualifyfreq=60\n\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", type=int, default=100_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sq-cfgmem-") as tmp:
         conf = Path(tmp) / "sip.conf"
-        write_conf(conf, args.peers)
+        write_sipconf(conf, args.peers, 5060, 5070)
         print(f"== load_config of a sip.conf with {args.peers:,} peers ({conf.stat().st_size / 2**20:.1f} MiB)")
         return subprocess.call([sys.executable, "-c", CHILD, SRC, str(conf), str(args.peers)],
                                env=dict(os.environ, PYTHONPATH=SRC))
