@@ -25,10 +25,10 @@ from bench_million import write_sipconf
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 CHILD = r"""
-import gc, os, sys
+import gc, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from sipqualify.config import load_config
-from sipqualify.config.memory import release_memory
+from sipqualify.config.memory import _malloc_trim, release_memory
 
 def rss():
     for line in open("/proc/self/status"):
@@ -59,15 +59,22 @@ gc.collect()
 r0 = rss()
 cfg = load_config(sys.argv[2])
 r1 = rss()
+t0 = time.perf_counter()
 gc.collect()
+t1 = time.perf_counter()
 r2 = rss()
-release_memory()
+trim = _malloc_trim()
+if trim is not None:  # release_memory() is these two steps: gc.collect(), then malloc_trim(0)
+    trim(0)
+t2 = time.perf_counter()
 r3 = rss()
+assert release_memory() == (trim is not None)
 a = arenas()
 print(f"peers read                    {len(cfg.peers):,}")
 print(f"after load_config             {(r1 - r0) / n:,.0f} bytes/peer")
-print(f"after gc.collect()            {(r2 - r0) / n:,.0f} bytes/peer")
-print(f"after release_memory()        {(r3 - r0) / n:,.0f} bytes/peer (gc + malloc_trim(0))")
+print(f"after gc.collect()            {(r2 - r0) / n:,.0f} bytes/peer ({(t1 - t0) * 1e3:.0f} ms)")
+print(f"after malloc_trim(0)          {(r3 - r0) / n:,.0f} bytes/peer ({(t2 - t1) * 1e3:.1f} ms; "
+      f"{'glibc' if trim is not None else 'no malloc_trim here'})")
 print(f"pymalloc arenas               {a.get('arenas allocated current', 0):,} now "
       f"(high-water {a.get('arenas highwater mark', 0):,}): "
       f"{a.get('bytes in allocated blocks', 0) / 2**20:,.1f} MiB live, "
