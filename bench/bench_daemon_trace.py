@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -69,6 +70,7 @@ def main() -> int:
                     "--state-dir", str(tmp / "state"), "--log-level", "warning"]) or 0
     finally:
         stop(kamailio)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
