@@ -122,6 +122,16 @@ def states(base: str, token: str) -> dict[str, int]:
             for line in text.splitlines() if line.startswith("sipqualify_peers{state=")}
 
 
+def write_sipconf(path: Path, n: int, sip_port: int, kport: int) -> None:
+    """The daemon part's sip.conf: n peers at Kamailio's `kport`, first pokes over <= 60 s
+    (also read by bench_config_memory.py and bench_daemon_trace.py)."""
+    with open(path, "w") as f:
+        f.write(f"[general]\nudpbindaddr=127.0.0.1:{sip_port}\nqualifygap=100\n"
+                f"qualifypeers={max(n // (10 * FREQ), 10)}\n\n")
+        for i in range(n):
+            f.write(f"[p{i:07d}]\ntype=peer\nhost=127.0.0.1\nport={kport}\nqualify=yes\nqualifyfreq={FREQ}\n\n")
+
+
 def run_daemon(tmp: Path, kport: int, n: int, window: float,
                timeout: float) -> tuple[int, float, dict[str, int], float]:
     """`sipqualify run` with n peers until each answered once. Returns (VmRSS, CPU µs per
@@ -129,11 +139,7 @@ def run_daemon(tmp: Path, kport: int, n: int, window: float,
     sport, aport = free_port(), free_port(socket.SOCK_STREAM)
     d = tmp / f"d{n}"
     d.mkdir()
-    with open(d / "sip.conf", "w") as f:
-        f.write(f"[general]\nudpbindaddr=127.0.0.1:{sport}\nqualifygap=100\n"
-                f"qualifypeers={max(n // (10 * FREQ), 10)}\n\n")  # first pokes over <= 60 s
-        for i in range(n):
-            f.write(f"[p{i:07d}]\ntype=peer\nhost=127.0.0.1\nport={kport}\nqualify=yes\nqualifyfreq={FREQ}\n\n")
+    write_sipconf(d / "sip.conf", n, sport, kport)
     daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(d / "sip.conf"),
                                "--api", f"127.0.0.1:{aport}", "--state-dir", str(d / "state"),
                                "--log-level", "warning"], env=dict(os.environ, PYTHONUNBUFFERED="1"),

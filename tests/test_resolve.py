@@ -33,3 +33,13 @@ async def test_resolve_outbound_proxy() -> None:
     got = await resolve_proxies([PeerConfig(name="p", host="x", outboundproxy="sip:127.0.0.1:5080;lr"),
                                  PeerConfig(name="q", host="x", outboundproxy="[::1]")])
     assert got == {"p": ("127.0.0.1", 5080), "q": ("::1", 5060)}
+
+
+def test_literal_is_the_configs_own_string_when_canonical() -> None:
+    """A million peers' IP addresses are not each kept twice (issue 15: memory per peer)."""
+    from sipqualify.net.resolve import literal
+
+    host = "".join(["192.0.2.", "10"])  # a string object of its own, as a config reader makes
+    assert literal(host) is host
+    assert literal("2001:DB8::1") == "2001:db8::1" and literal("[2001:db8::1]") == "2001:db8::1"
+    assert literal("pbx.example.com") is None

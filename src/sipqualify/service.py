@@ -25,6 +25,7 @@ from .addr import Addr
 from .api.surfaces import Surfaces
 from .cluster import Cluster, open_cluster
 from .config import load_config
+from .config.memory import release_memory
 from .config.pjsip import registered_contact_peer
 from .driver import CoreDriver
 from .model import Config, ConfigError, PeerConfig, PjsipConfig
@@ -352,7 +353,9 @@ class Service:
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
         self.core.ready_max_lag_s = float(cfg.service.ready_max_lag_s)
-        gc.collect()  # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late
+        # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late;
+        # then glibc's free heap top back to the system (config/memory.py)
+        release_memory()
         self.engine.adopt = lambda cid, uri: registered_contact_peer(cid, uri, cfg.pjsip)
         self.identifier = identifier
         if isinstance(self.registrar, PjsipRegistrar) and cfg.pjsip is not None:

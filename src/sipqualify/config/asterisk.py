@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..model import ConfigMessage
@@ -113,6 +115,7 @@ class AsteriskConfigParser:
         self.result = AsteriskConfig()
         self.current: Section | None = None  # config.c's cfg->current
         self._stack: list[str] = []
+        self._values: dict[str, str] = {}  # each distinct option value once (dropped with the parser)
 
     def error(self, file: str, line: int, msg: str, option: str | None = None) -> None:
         self.result.messages.append(ConfigMessage("error", file, line, msg, option))
@@ -161,7 +164,7 @@ class AsteriskConfigParser:
         cat = self.current  # an included file goes on in the section opened last
         level = 0  # block comment nesting
         opened: list[int] = []  # lines where the open block comments began
-        for lineno, raw in enumerate(text.splitlines(), 1):
+        for lineno, raw in enumerate(_lines(text), 1):
             line, level = self._uncomment(raw, level, opened, path, lineno)
             if line is None:
                 continue
@@ -173,6 +176,8 @@ class AsteriskConfigParser:
 
     def _uncomment(self, raw: str, level: int, opened: list[int], path: str, lineno: int) -> tuple[str | None, int]:
         """config.c's comment scanner; returns the text to process (None: none) and the new level."""
+        if level == 0 and ";" not in raw:  # most lines: nothing to remove, no new string
+            return raw, 0
         active = level == 0  # config.c: process_buf is NULL for a line that starts inside a comment
         out: list[str] = []
         pos = 0
@@ -342,7 +347,34 @@ class AsteriskConfigParser:
         if not key:
             self.error(path, lineno, f"option without a name: {line[:60]!r}")
             return
-        cat.entries.append(Entry(key, value, path, lineno, arrow=arrow))
+        # one string object per distinct key and value: fewer objects left among the peers
+        cat.entries.append(Entry(sys.intern(key), self._values.setdefault(value, value), path, lineno, arrow=arrow))
+
+
+_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # what str.splitlines() splits on
+
+
+def _lines(text: str) -> Iterator[str]:
+    """`text.splitlines()`, one line at a time: a big file's lines are never all alive at
+    once, so their memory is reused line after line instead of being freed, all together,
+    among the objects the reader keeps (issue 15: daemon memory per peer)."""
+    start, end = 0, len(text)
+    while start < end:
+        nl = text.find("\n", start)
+        if nl < 0:
+            nl = end
+        chunk = text[start:nl]
+        start = nl + 1
+        if chunk and chunk[-1] not in _BREAKS:
+            parts = chunk.splitlines()  # '\r', '\f', '\x1c', ... inside split lines too, as splitlines() does
+            if len(parts) == 1:
+                yield parts[0]
+                continue
+        else:
+            parts = chunk.splitlines()
+            if nl < end and (not chunk or chunk[-1] != "\r"):  # "\f\n": two line ends ("\r\n" is one)
+                parts.append("")
+        yield from parts
 
 
 def _discard(path: str, lineno: int) -> Section:

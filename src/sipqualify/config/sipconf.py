@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
@@ -144,6 +144,7 @@ class SipConfReader:
         self._unknown_seen: set[tuple[str, str]] = set()
         self._repeated: set[str] = set()  # Option.repeat options seen in the section being read
         self.proto = new_peer("", self.cfg.general, self.defaults, "")
+        self._kept: dict[tuple[type, object], object] = {}  # see _keep (dropped with the reader)
 
     # ---------------------------------------------------------------- messages
 
@@ -187,6 +188,7 @@ class SipConfReader:
             override(self.cfg.general, self.defaults)
         seen: dict[str, Section] = {}
         proto = self.proto = new_peer("", self.cfg.general, self.defaults, "")  # what every peer starts from
+        self._keep(proto, None)
         for sec in self.parsed.categories():
             low = sec.name.lower()
             if low == "general" and sec is not general:
@@ -274,7 +276,44 @@ class SipConfReader:
         if p.qualify_auth and not (p.secret or p.md5secret):
             self.warning(sec, f"peer '{sec.name}' has qualify_auth=yes but no secret or md5secret: "
                               "a challenge to its OPTIONS counts as an answer", option="qualify_auth")
+        self._keep(p, proto)
         self.cfg.peers[p.name] = p
+
+    def _keep(self, p: PeerConfig, proto: PeerConfig | None) -> None:
+        """What the peer keeps of its section, in objects of its own or shared with the other peers.
+
+        Its values were read out of the section's strings, which live among the reader's
+        temporaries (sections, entries) until the whole file is read; one of them kept by a
+        peer would keep its whole pymalloc arena (256 KiB-1 MiB) from being given back. So every
+        string, int and tuple a peer holds beyond what it inherits is either the equal value an
+        earlier peer already holds, or a new copy made now, among the peers (issue 15: daemon
+        memory per peer; `bench/bench_config_memory.py`). `proto` None: every value (the
+        prototype peer itself, whose `[general]` values every peer shares).
+        """
+        for f in _PEER_FIELDS:
+            v = getattr(p, f)
+            if type(v) in _KEPT_TYPES and (proto is None or v is not getattr(proto, f)):
+                setattr(p, f, self._kept_value(v))
+
+    def _kept_value(self, v: Any) -> Any:
+        key = (type(v), v)  # 1, 1.0 and True are equal: one entry per type
+        try:
+            got = self._kept.get(key)
+        except TypeError:  # a tuple of unhashable values: kept as it is
+            return v
+        if got is None:
+            if type(v) is str:
+                got = v.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")  # a new object
+            elif type(v) is tuple:
+                got = tuple(self._kept_value(x) if type(x) in _KEPT_TYPES else x for x in v)
+            else:
+                got = v  # ints are made by the option readers, already among the peers
+            self._kept[key] = got
+        return got
+
+
+_PEER_FIELDS = tuple(f.name for f in fields(PeerConfig))
+_KEPT_TYPES = (str, int, tuple)
 
 
 def load_sip_conf(path: str, *, general_override: GeneralOverride | None = None) -> Config:

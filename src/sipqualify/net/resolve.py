@@ -25,8 +25,14 @@ def default_port(transport: str) -> int:
 
 
 def literal(host: str) -> str | None:
+    """`host` as a canonical IP address string, None when it is not an IP literal. The
+    config's own string when it is already canonical: a million peers' addresses are not
+    each kept twice (issue 15: daemon memory per peer)."""
     addr = ip_literal(host.strip("[]"))
-    return None if addr is None else str(addr)
+    if addr is None:
+        return None
+    text = str(addr)
+    return host if text == host else text
 
 
 async def resolve_host(host: str, *, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)) -> str | None:
