@@ -43,18 +43,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
 
 log = logging.getLogger("sipqualify.store")
 
 _T = TypeVar("_T")
-class _Connection(Protocol):
-    def close(self) -> None: ...
-
-
-Conn = TypeVar("Conn", bound=_Connection | None)  # None: a backend between two connections
+Conn = TypeVar("Conn")
 Row = tuple[Any, ...]
 Ops = list[tuple[str, str, list[Row]]]  # (stats counter, sql, rows)
 
@@ -177,9 +173,6 @@ class BaseStore(ABC, Generic[Conn]):
         self._abandon = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._db: Conn | None = None  # the writer's connection
-        self._readers: list[Conn] = []  # idle readers' connections, reused
-        self._readers_lock = threading.Lock()
         # Writer-thread-only counters (read racily by `stats`, which is fine for monitoring).
         self._n: dict[str, int] = {
             "commits": 0,
@@ -222,16 +215,9 @@ class BaseStore(ABC, Generic[Conn]):
     def _open_writer(self) -> tuple[Conn, dict[str, PeerStateRecord]]:
         """Connect, create or migrate the schema; the writer's connection and the stored states."""
 
+    @abstractmethod
     def _close_connections(self, writer_stopped: bool) -> None:
         """Close the writer's connection (if `writer_stopped`) and the readers'."""
-        if self._db is not None and writer_stopped:
-            self._db.close()
-            self._db = None
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for r in readers:
-            if r is not None:
-                r.close()
 
     @abstractmethod
     def _begin(self, db: Conn) -> Conn:

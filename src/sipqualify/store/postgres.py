@@ -250,6 +250,9 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         kw.setdefault("batch_rows", 2_000)
         super().__init__(**kw)
         self.url = url
+        self._db: psycopg.Connection[Any] | None = None
+        self._readers: list[psycopg.Connection[Any]] = []
+        self._readers_lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -272,6 +275,15 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
             raise
         self._db = db
         return db, {r[0]: self._state_record(r) for r in rows}
+
+    def _close_connections(self, writer_stopped: bool) -> None:
+        if self._db is not None and writer_stopped:
+            self._db.close()
+            self._db = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for r in readers:
+            r.close()
 
     # ------------------------------------------------------------------ statements (writer thread)
 

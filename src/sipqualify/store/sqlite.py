@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -167,6 +168,9 @@ class Store(BaseStore[sqlite3.Connection]):
         super().__init__(**kw)
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self._db: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._vanished: str | None = None
         self._vanished_since: float | None = None
         self._file_id: tuple[int, int] | None = None
@@ -223,6 +227,15 @@ class Store(BaseStore[sqlite3.Connection]):
         self._db = db
         self._file_id = _file_id(self.path)
         return db, states
+
+    def _close_connections(self, writer_stopped: bool) -> None:
+        if self._db is not None and writer_stopped:
+            self._db.close()
+            self._db = None
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for r in readers:
+            r.close()
 
     # ------------------------------------------------------------------ health: the file
 
