@@ -224,13 +224,15 @@ class Cluster:
                 want = self.owned - set(m.lost)
             if not m.gained and not m.lost:
                 continue
-            self.owned = want
-            self.moves += 1
             log.info("cluster: %d static peers here (+%d, -%d)", len(want), len(m.gained), len(m.lost))
             try:
                 await self.on_change(m.gained, m.lost)
-            except Exception:  # a failed change must not stop membership: logged, next change retries
-                log.exception("cluster: applying an ownership change failed")
+            except Exception:  # a failed change must not stop membership: logged, tried again in 1 s
+                log.exception("cluster: applying an ownership change failed; trying again")
+                self.loop.call_later(1.0, self._dirty.set)
+                continue  # `owned` still says what the engine has: the retry moves the same peers
+            self.owned = want
+            self.moves += 1
 
 
 async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Callable[[], float],
