@@ -28,7 +28,6 @@ written back to `ps_contacts`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -46,6 +45,8 @@ from ..model import Config, ConfigMessage, PeerConfig, PjsipAor, PjsipConfig, Pj
 from ..qualify.pjsip_registrar import aor_of
 from ..qualify.registrar import Binding
 from .backends import Backend, Row
+from .rows import column_text as _text
+from .rows import digest as _digest
 from .sync import Apply, RealtimeStore
 
 #: family -> the pjsip.conf type its rows are
@@ -54,22 +55,6 @@ ORDER: Final = ("ps_auths", "ps_endpoints", "ps_aors", "ps_endpoint_id_ips", "ps
 REG_SERVER: Final = "sipqualify"  # ps_contacts.reg_server of the rows sipqualify writes
 
 Batch = tuple[str, list[Row], bool, "set[str] | None"]  # (family, rows, full, names)
-
-
-def _text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, bytes):
-        v = v.decode("utf-8", "replace")
-    s = str(v).strip()
-    return s or None
-
-
-def _digest(row: Row) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    for k in sorted(row):
-        h.update(f"{k}\0{_text(row[k]) or ''}\1".encode("utf-8", "surrogatepass"))
-    return h.digest()
 
 
 def _objects(pj: PjsipConfig, t: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ DYNAMIC_STATE: Final = frozenset({"port", "defaultuser"})
 Row = Mapping[str, Any]
 
 
-def _text(v: Any) -> str | None:
+def column_text(v: Any) -> str | None:
+    """A column's value as text (bytes decoded, blanks trimmed); None for NULL or empty."""
     if v is None:
         return None
     if isinstance(v, bytes):
@@ -38,16 +39,20 @@ def _text(v: Any) -> str | None:
 
 
 def _dynamic(row: Row) -> bool:
-    return (_text(row.get("host")) or "").lower() == "dynamic"
+    return (column_text(row.get("host")) or "").lower() == "dynamic"
 
 
 def row_digest(row: Row) -> bytes:
     """What decides whether a row changed: its configuration columns, in a fixed order."""
-    skip = STATE_COLUMNS | (DYNAMIC_STATE if _dynamic(row) else frozenset())
+    return digest(row, STATE_COLUMNS | (DYNAMIC_STATE if _dynamic(row) else frozenset()))
+
+
+def digest(row: Row, skip: frozenset[str] = frozenset()) -> bytes:
+    """A fingerprint of the row's columns but `skip` and `id`, in a fixed order."""
     h = hashlib.blake2b(digest_size=16)
     for k in sorted(row):
         if k not in skip and k != "id":
-            h.update(f"{k}\0{_text(row[k]) or ''}\1".encode("utf-8", "surrogatepass"))
+            h.update(f"{k}\0{column_text(row[k]) or ''}\1".encode("utf-8", "surrogatepass"))
     return h.digest()
 
 
@@ -69,7 +74,7 @@ class RowReader:
 
     def peer(self, row: Row) -> PeerConfig | None:
         """The peer a row describes, or None (no name, not a peer: messages say why)."""
-        name = _text(row.get("name"))
+        name = column_text(row.get("name"))
         line = row.get("id") if isinstance(row.get("id"), int) else 0
         assert isinstance(line, int)
         if name is None:
@@ -79,7 +84,7 @@ class RowReader:
         if row.get("type") is None:
             sec.entries.append(Entry("type", "friend", self.source, line))  # chan_sip's realtime default
         for k, v in row.items():
-            text = _text(v)
+            text = column_text(v)
             if text is None or k.lower() in NOT_OPTIONS:
                 continue
             sec.entries.append(Entry(k, text, self.source, line))
@@ -90,7 +95,7 @@ class RowReader:
         """name -> (digest, peer) for every named row (peer None: not a peer, e.g. type=user)."""
         out: dict[str, tuple[bytes, PeerConfig | None]] = {}
         for row in rows:
-            name = _text(row.get("name"))
+            name = column_text(row.get("name"))
             peer = self.peer(row)  # a row without a name: a message, no peer
             if name is not None:
                 out[name] = (row_digest(row), peer)
