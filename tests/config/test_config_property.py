@@ -21,11 +21,13 @@ PJSIP_WORDS = ["[t]", "[e]", "[a](!)", "[b](a)", "type=endpoint", "type=aor", "t
                "type=transport", "type=contact", "type=global", "aors=a", "auth=t", "contact=sip:x@127.0.0.1",
                "qualify_frequency=", "qualify_timeout=", "max_contacts=", "remove_existing=", "match=",
                "protocol=udp", "bind=", "password=", "username=", "md5_cred=", "from_user=", "outbound_proxy=",
-               "default_realm=", "#include nowhere.conf", ";", "=", "+=", "\\", "\x00", "\u00e9", "9" * 30]
+               "default_realm=", "outbound_auth=t", "realm=", "auth_type=",
+               "#include nowhere.conf", ";", "=", "+=", "\\", "\x00", "\u00e9", "9" * 30]
 SIPCONF_WORDS = ["[general]", "[p]", "type=peer", "host=", "qualify=", "qualify_header=", "qualify_method=",
                  "qualify_max_forwards=", "qualify_targets=", "qualify_auth=", "reply_up=", "reply_degraded=",
                  "down_after=", "flap_suppress=", "flap_half_life=", "jitter=", "max_rate=", "rt_refresh=",
-                 "dns_server=", "qualify_headers=", "transport=", "wsenable=", "tlsenable=", "X: y\r", "::",
+                 "dns_server=", "qualify_headers=", "qualify_source=", "127.0.0.5:", "[::1]:",
+                 "transport=", "wsenable=", "tlsenable=", "X: y\r", "::",
                  "\x00", "\u0663", "-1", "1e9", "9" * 30]
 
 
@@ -66,6 +68,18 @@ def test_extconfig_next_to_sip_conf_never_raises(text: str) -> None:
         (Path(d) / "sip.conf").write_text("[general]\n")
         for m in check_config(str(Path(d) / "sip.conf")):
             assert m.severity in ("error", "warning") and m.message, m
+
+
+TOML_WORDS = ["[cluster]", "[store]", "[service]", "[[peers]]", "url = ", "group = ", "lease = ", "node_id = ",
+              '"etcd3+http://127.0.0.1:2379"', '"redis://127.0.0.1:1"', '"postgresql://u@127.0.0.1/db"', '"x"',
+              'name = "p"', 'host = "127.0.0.1"', "qualify_source = ", '"127.0.0.5:5070"', "0", "-1", "[", "=",
+              "\x00", "\u00e9"]
+
+
+@BUDGET
+@given(lines(TOML_WORDS))
+def test_toml_cluster_and_store_options_never_raise(text: str) -> None:
+    read("sipqualify.toml", text)
 
 
 @BUDGET
