@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
-pytest.importorskip("tooz")
-
-from sipqualify.cluster.member import Cluster  # noqa: E402
+from sipqualify.cluster.member import Cluster
 
 
 async def test_a_failed_change_is_applied_again() -> None:
