@@ -28,7 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop
+from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop, udp_drops
 
 
 def api(base: str, token: str, path: str) -> object:
@@ -82,10 +82,12 @@ def main() -> int:
                 continue
         time.sleep(args.warmup)
         s0 = api(base, token, "/api/v1/status")
+        d0 = udp_drops(sport), udp_drops(kport)
         c0, t0 = cpu_seconds(daemon.pid), time.monotonic()
         time.sleep(args.duration)
         c1, t1 = cpu_seconds(daemon.pid), time.monotonic()
         s1 = api(base, token, "/api/v1/status")
+        d1 = udp_drops(sport), udp_drops(kport)
         peers = api(base, token, "/api/v1/peers")["peers"]  # type: ignore[index]
         e0, e1 = s0["engine"], s1["engine"]  # type: ignore[index]
         answered = e1["answered"] - e0["answered"]
@@ -100,7 +102,11 @@ def main() -> int:
         print(f"retransmissions / timeouts     {retx:,} / {timeouts:,}")
         print(f"daemon CPU                     {cpu:.2f} s = {cpu / max(answered, 1) * 1e6:.1f} us per transaction "
               f"({cpu / (t1 - t0) * 100:.0f}% of a core)")
-        print(f"false states at end            {len(not_ok)} {not_ok[:5]}")
+        states: dict[str, int] = {}
+        for p in peers:
+            states[p["state"]] = states.get(p["state"], 0) + 1
+        print(f"false states at end            {len(not_ok)} {not_ok[:5]} (states {states})")
+        print(f"kernel drops, ours / Kamailio  {d1[0] - d0[0]:,} / {d1[1] - d0[1]:,} (full receive buffers)")
         print(f"event-loop lag max (decayed)   {s1['service']['loop_lag_max_ms']:.1f} ms")  # type: ignore[index]
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)

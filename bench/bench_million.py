@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from bench_engine import rss_bytes, simulate
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop
+from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, udp_drops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -133,13 +133,16 @@ def write_sipconf(path: Path, n: int, sip_port: int, kport: int) -> None:
 
 
 def run_daemon(tmp: Path, kport: int, n: int, window: float,
-               timeout: float) -> tuple[int, float, dict[str, int], float]:
+               timeout: float) -> tuple[int, float, dict[str, int], float, dict[str, int]]:
     """`sipqualify run` with n peers until each answered once. Returns (VmRSS, CPU µs per
-    answered transaction over `window`, peers not OK by state, seconds until none was UNKNOWN)."""
+    answered transaction over `window`, peers not OK by state, seconds until none was UNKNOWN,
+    the overload counters of the whole run: timeouts, late restarts, inconclusive give-ups,
+    datagrams the kernel dropped on our socket and on Kamailio's)."""
     sport, aport = free_port(), free_port(socket.SOCK_STREAM)
     d = tmp / f"d{n}"
     d.mkdir()
     write_sipconf(d / "sip.conf", n, sport, kport)
+    kdrops0 = udp_drops(kport)
     daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(d / "sip.conf"),
                                "--api", f"127.0.0.1:{aport}", "--state-dir", str(d / "state"),
                                "--log-level", "warning"], env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -167,9 +170,12 @@ def run_daemon(tmp: Path, kport: int, n: int, window: float,
         done = int(s1["answered"]) - int(s0["answered"])
         rss = vm_rss(daemon.pid)
         not_ok = {k: v for k, v in states(base, token).items() if k != "OK" and v}
+        over = {"timeouts": int(s1["timeouts"]), "late restarts": int(s1.get("late_restarts", 0)),
+                "inconclusive": int(s1.get("inconclusive", 0)), "our drops": udp_drops(sport),
+                "Kamailio drops": udp_drops(kport) - kdrops0}
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=120)
-        return rss, (c1 - c0) / max(done, 1) * 1e6, not_ok, settled
+        return rss, (c1 - c0) / max(done, 1) * 1e6, not_ok, settled, over
     finally:
         stop(daemon)
 
@@ -186,8 +192,8 @@ def daemon_part(n: int, window: float) -> int:
                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
     try:
         small = 1000
-        rss_s, cpu_s, bad_s, _ = run_daemon(tmp, kport, small, window, 300)
-        rss_n, cpu_n, bad_n, settled = run_daemon(tmp, kport, n, window, 3600)
+        rss_s, cpu_s, bad_s, _, _ = run_daemon(tmp, kport, small, window, 300)
+        rss_n, cpu_n, bad_n, settled, over = run_daemon(tmp, kport, n, window, 3600)
         print(f"== daemon: `sipqualify run`, {n:,} peers x qualifyfreq {FREQ} s against Kamailio")
         print(f"all peers qualified once after {settled:.0f} s (start-up and config included)")
         print(f"VmRSS                         {rss_n / 2**20:,.0f} MiB ({small:,} peers: {rss_s / 2**20:,.0f} MiB)")
@@ -196,6 +202,7 @@ def daemon_part(n: int, window: float) -> int:
         print(f"daemon CPU                    {cpu_n:.1f} us per answered transaction over {window:.0f} s "
               f"({small:,} peers: {cpu_s:.1f})")
         print(f"peers not OK at end           {bad_n or 0} ({small:,} peers: {bad_s or 0})")
+        print("overload, whole run           " + ", ".join(f"{k} {v:,}" for k, v in over.items()))
     finally:
         stop(kamailio)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -102,3 +102,19 @@ def peers_conf(path: Path, sip_port: int, kport: int, peers: int, freq: int, *, 
                   f"qualifyfreq={freq}", *([f"fromuser=p{i:06d}"] if fromuser else []), ""]
     path.write_text("\n".join(lines))
     return path
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped on the UDP socket(s) bound to `port` (a full receive buffer),
+    from the `drops` column of /proc/net/udp and /proc/net/udp6."""
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
+                total += int(f[-1])
+    return total

@@ -66,6 +66,7 @@ class CoreDriver:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._waiters: dict[str, list[asyncio.Future[QualifyResult]]] = {}
+        self._drops_seen = 0  # the kernel's drop count of our UDP sockets, as last told to the engine
 
     def suppressed(self, peer: str) -> str | None:
         """Why our notifications (webhooks, verdict events) of the peer are held back now:
@@ -130,15 +131,22 @@ class CoreDriver:
             self.counters.scheduler_lag_s = max(0.0, now - self._timer_at)
         self._timer = None
         self._timer_at = None
-        assert self.engine is not None
-        self.engine.inbound.handle_timer(now)  # binding expiry
-        self.engine.handle_timer(now, limit=self.TIMER_BATCH)
+        eng = self.engine
+        assert eng is not None
+        self._drops_seen = self.sockets.read_before_judging(eng, now, self._drops_seen)
+        eng.inbound.handle_timer(now)  # binding expiry
+        eng.handle_timer(now, limit=self.TIMER_BATCH)
         self.pump()  # re-arms at once (call_later 0) when more timers are due
 
     def self_check(self) -> None:
         """The liveness watchdog's sweep (qualify/watchdog.py), every second or so."""
         if self.engine is not None:
-            self.engine.self_check(self.clock(), self.ready_max_lag_s)
+            now = self.clock()
+            drops = self.counters.rx_drops = self.sockets.udp_drops()
+            if drops > self._drops_seen:  # also between give-ups: shown in /metrics
+                self.engine.receive_loss(now)
+            self._drops_seen = drops
+            self.engine.self_check(now, self.ready_max_lag_s)
             self.pump()  # a repaired poke is due now: re-arm the timer
 
     async def qualify(self, name: str, wait: bool = True) -> QualifyResult | None:

@@ -204,6 +204,12 @@ class SipqualifyCollector(Collector):
         yield counter("sipqualify_transmissions", "OPTIONS datagrams sent (incl. retransmissions)", st.transmissions)
         yield counter("sipqualify_retransmissions", "OPTIONS retransmissions", st.retransmissions)
         yield counter("sipqualify_timeouts", "qualify transactions given up (no answer by 2 x qualify)", st.timeouts)
+        yield counter("sipqualify_late_restarts", "pokes started again because a retransmission came due while "
+                      "sipqualify was stalled (overload: not judged)", st.late_restarts)
+        yield counter("sipqualify_inconclusive_timeouts", "give-ups not judged because our own sockets dropped "
+                      "datagrams meanwhile (overload: poked again)", st.inconclusive)
+        yield counter("sipqualify_receive_drops", "datagrams the kernel dropped on our full UDP receive buffers",
+                      model.counters.rx_drops)
         yield counter("sipqualify_transitions", "state transitions", st.transitions)
         resp = CounterMetricFamily("sipqualify_responses", "responses to our OPTIONS by status class",
                                    labels=["class"])

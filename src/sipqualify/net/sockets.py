@@ -25,7 +25,7 @@ from typing import Any
 
 from ..addr import Addr, ip_literal
 from ..model import WS_PATH, GeneralConfig, ServiceConfig
-from ..qualify.engine import Peer
+from ..qualify.engine import Peer, QualifyEngine
 from ..qualify.inbound import TCP, TLS, WS, WSS, Flow
 from .limits import tcp_connection_cap
 from .tcp import TcpConnection, TcpServer
@@ -180,6 +180,33 @@ class SipSockets:
             self._answer_from[addr] = ep
         assert self._on_datagram is not None
         self._on_datagram(data, addr, t)
+
+    def udp_endpoints(self) -> list[UdpEndpoint]:
+        """Every UDP socket we read: the SIP sockets, then the `qualify_source` ones."""
+        return [*self.endpoints.values(), *self.sources.values()]
+
+    def drain_udp(self) -> int:
+        """Read what waits on every UDP socket now (before a give-up is judged: driver.py)."""
+        return sum(ep.drain() for ep in self.udp_endpoints())
+
+    def udp_drops(self) -> int:
+        """Datagrams the kernel dropped on our UDP sockets' full receive buffers, in total."""
+        return sum(ep.rx_drops() for ep in self.udp_endpoints())
+
+    def read_before_judging(self, engine: QualifyEngine, now: float, drops_seen: int) -> int:
+        """Before a retransmission or give-up runs (a transaction timer is due): what has
+        arrived is read first, so an answer waiting in a socket never loses the race against
+        its give-up (README "Overload"); and a rise in the kernel's drop count of our sockets
+        tells the engine that answers may have been lost on our side (its give-ups are then
+        inconclusive). Returns the drop count, to pass in next time."""
+        due = engine.txn_timer()
+        if due is None or due > now:
+            return drops_seen
+        self.drain_udp()
+        drops = self.udp_drops()
+        if drops > drops_seen:
+            engine.receive_loss(now)
+        return drops
 
     def send_from(self, data: bytes, dest: Addr, local: Addr) -> None:
         """A datagram from the `qualify_source` socket bound to `local` (dropped if it is gone: a

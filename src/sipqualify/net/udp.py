@@ -29,6 +29,8 @@ IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SOCKET_BUFFER = 4 * 1024 * 1024  # bursts of answers must not overflow the kernel buffer
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: u32 sk_meminfo[SK_MEMINFO_VARS]
+SK_MEMINFO_DROPS = 8  # ... index of sk_drops: datagrams dropped on a full receive buffer
 
 
 def norm_addr(addr: tuple[object, ...]) -> Addr:
@@ -99,15 +101,42 @@ class UdpEndpoint:
             if self.on_batch_done is not None:
                 self.on_batch_done()
 
-    def _read_batch(self) -> None:
+    def drain(self, max_batches: int = 64) -> int:
+        """Read what is waiting now, without the batch callback (the caller pumps): done before
+        a give-up is judged, so an answer that already arrived is never read after it. Returns
+        the number of datagrams read."""
+        n = 0
+        for _ in range(max_batches):
+            got = self._read_batch()
+            n += got
+            if got < self.BATCH or self.closed:
+                break
+        return n
+
+    def rx_drops(self) -> int:
+        """The kernel's count of datagrams this socket dropped on a full receive buffer (0 where
+        SO_MEMINFO is not available)."""
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+        except OSError:
+            return 0
+        if len(raw) < 4 * (SK_MEMINFO_DROPS + 1):
+            return 0
+        return int(struct.unpack_from("I", raw, 4 * SK_MEMINFO_DROPS)[0])
+
+    def _read_batch(self) -> int:
+        """Up to BATCH datagrams, each to on_datagram; returns how many reads were made (fewer
+        than BATCH: the socket is empty)."""
+        if self.closed:
+            return 0
         sock = self.sock
         mono = self.clock()
         offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
-        for _ in range(self.BATCH):
+        for i in range(self.BATCH):
             try:
                 data, anc, _flags, addr = sock.recvmsg(65536, 64)
             except (BlockingIOError, InterruptedError):
-                return
+                return i
             except ConnectionRefusedError as e:
                 self._drain_errors(e)
                 continue
@@ -124,6 +153,7 @@ class UdpEndpoint:
                 self.on_datagram(data, norm_addr(addr), t)
             except Exception:  # the engine never raises; this guards the shell itself
                 log.exception("datagram handler failed")
+        return self.BATCH
 
     def _drain_errors(self, exc: Exception) -> None:
         for _ in range(64):

@@ -10,10 +10,11 @@ Surface (the shape of aioquic's QuicConnection; see ../shared/STYLE.md):
     engine.datagrams_to_send_from() -> [(bytes, (ip, port), (our ip, our port))]  # qualify_source
     engine.next_event() -> StateChanged | QualifyResult | TransportError | None
 
-The engine never reads a clock, never touches a socket and never blocks. One heap holds
-every timer (poke, retransmission, give-up) with lazy deletion, so each operation is
-O(log N) whatever the number of peers; responses find their transaction through a
-branch -> transaction dict in O(1). (Asterisk spends most of its qualify CPU scanning its
+The engine never reads a clock, never touches a socket and never blocks. Two heaps hold
+every timer with lazy deletion, so each operation is O(log N) whatever the number of peers:
+one for the transactions in flight (retransmission, give-up), one for what is scheduled
+(pokes, keepalives); responses find their transaction through a branch -> transaction dict
+in O(1). (Asterisk spends most of its qualify CPU scanning its
 scheduler, Kamailio comparing URIs: anchors-performance.md.)
 
 The poke cycle, as chan_sip does it (asterisk-qualify.md §1.4, asterisk-observed.md §0):
@@ -25,6 +26,21 @@ The poke cycle, as chan_sip does it (asterisk-qualify.md §1.4, asterisk-observe
 * next poke: `qualifyfreq` after a reachable answer, 10 s after a LAGGED answer or a give-up.
 * forced poke (`sipqualify qualify PEER`): unlike chan_sip it keeps the peer's periodic
   schedule, because it also gets a give-up timer (chan_sip orphans the peer, §0.9).
+
+Overload never makes a false state (README "Overload"). When the shell cannot keep up,
+the schedule stretches: pokes run late, and that lateness is reported (watchdog.py). What
+must not stretch is a poke already sent, because its give-up judges the peer:
+
+* due transaction timers run before due pokes, however far behind the pokes are; in one
+  heap, pokes overdue by minutes sorted before the retransmissions of the pokes just sent,
+  so a retransmission went out only at its give-up, and a single lost datagram made a
+  healthy peer UNREACHABLE;
+* a retransmission due while the shell stalled (later than LATE_S) is not sent late: the
+  poke starts again with a fresh transaction, whose RTT clock and give-up are true ones
+  (a late retransmission would charge our stall to the peer as RTT, then give it up);
+* a give-up while our own receive path lost datagrams (`receive_loss`: the kernel dropped
+  answers from a full socket buffer) is inconclusive: the peer is poked again soon instead
+  of being judged, up to INCONCLUSIVE_MAX times in a row.
 """
 
 from __future__ import annotations
@@ -82,13 +98,16 @@ from .watchdog import Watchdog
 log = logging.getLogger("sipqualify.engine")
 
 
-# Timer kinds, in the order they fire when due at the same instant. A transaction has ONE
-# heap entry at a time, due at min(next retransmission, give-up); when both fall on the same
-# instant the retransmission is sent first, then the peer is given up (chan_sip order).
-_K_TXN = 0  # retransmission / Timer F / give-up (sip_poke_noanswer)
+# Timer kinds of the schedule heap, in the order they fire when due at the same instant;
+# transaction timers (own heap) fire before both. A transaction has ONE heap entry at a time,
+# due at min(next retransmission, give-up); when both fall on the same instant the
+# retransmission is sent first, then the peer is given up (chan_sip order).
 _K_POKE = 2  # scheduled poke
 _K_KEEPALIVE = 3  # keepalive= CRLF
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
+LATE_S = 0.1  # a retransmission later than this restarts its poke (the shell stalled)
+INCONCLUSIVE_RETRY_S = 1.0  # a give-up during our own receive loss: poked again after this
+INCONCLUSIVE_MAX = 3  # restarts or retries in a row per peer; then the poke is judged as usual
 LINGER_S = T4  # Timer K: how long a completed poke's branch still absorbs retransmitted responses
 
 
@@ -240,6 +259,8 @@ class EngineStats:
     keepalives: int = 0
     rate_limited: int = 0  # datagrams from one address beyond its budget, dropped before parsing
     source_errors: int = 0  # datagrams not sent: their peer's qualify_source has no socket (set_sources)
+    late_restarts: int = 0  # pokes started again: a retransmission came due while the shell stalled
+    inconclusive: int = 0  # give-ups not judged: our own socket lost datagrams meanwhile (receive_loss)
 
 
 @dataclass(slots=True)
@@ -312,7 +333,10 @@ class QualifyEngine:
         self._peers: dict[str, Peer] = {}
         self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, int, object, int]] = []
+        self._heap: list[tuple[float, int, int, object, int]] = []  # pokes and keepalives
+        self._txn_heap: list[tuple[float, int, ClientTransaction]] = []  # transactions in flight
+        self._lost_at = float("-inf")  # when the shell last saw our receive path lose datagrams
+        self._inconclusive: dict[str, int] = {}  # peer -> give-ups in a row not judged (receive_loss)
         self._seq = itertools.count()
         self._out: list[tuple[bytes, Addr]] = []
         self._out_from: list[tuple[bytes, Addr, Addr]] = []  # (data, dest, local): a qualify_source's socket
@@ -608,6 +632,7 @@ class QualifyEngine:
     def _drop(self, p: Peer) -> None:
         p.removed = True
         self._reserved.discard(p)
+        self._inconclusive.pop(p.name, None)
         if self.capture.watched:
             self.capture.forget(p.name)
         p.poke_gen += 1
@@ -625,13 +650,30 @@ class QualifyEngine:
         return True
 
     def get_timer(self) -> float | None:
+        t = self.txn_timer()
         heap = self._heap
         while heap:
             when, kind, _, obj, gen = heap[0]
             if self._live(kind, obj, gen, when):
+                return when if t is None or when < t else t
+            heapq.heappop(heap)
+        return t
+
+    def txn_timer(self) -> float | None:
+        """When the earliest transaction timer (retransmission, give-up) is due. A shell reads
+        what has arrived before it runs one (the answer may be waiting in a socket)."""
+        heap = self._txn_heap
+        while heap:
+            when, _, txn = heap[0]
+            if txn.wake == when:
                 return when
             heapq.heappop(heap)
         return None
+
+    def receive_loss(self, now: float) -> None:
+        """The shell saw our own receive path lose datagrams (the kernel's drop count of a SIP
+        socket went up) by `now`: a give-up of a transaction in flight then is inconclusive."""
+        self._lost_at = now
 
     def handle_timer(self, now: float, limit: int | None = None) -> bool:
         """Run every timer due at `now` (at most `limit` of them). Returns True when more
@@ -640,8 +682,21 @@ class QualifyEngine:
         sent with, so a long burst must not share one stale timestamp."""
         if self._linger:
             self._expire_linger(now)
-        heap = self._heap
         done = 0
+        txns = self._txn_heap
+        while txns and txns[0][0] <= now:  # first what is in flight: it must not wait for late pokes
+            if limit is not None and done >= limit:
+                return True
+            when, _, txn = heapq.heappop(txns)
+            if txn.wake != when:
+                continue
+            done += 1
+            try:
+                self._txn_timer(txn, now, when)
+            except Exception:  # never let one peer's bug stop every other peer
+                self.stats.internal_errors += 1
+                log.exception("internal error handling a timer")
+        heap = self._heap
         while heap and heap[0][0] <= now:
             if limit is not None and done >= limit:
                 return True
@@ -657,12 +712,9 @@ class QualifyEngine:
                     if self.ratecap is not None and not self._admitted(obj, now):
                         continue  # deferred to its slot by the rate cap
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
-                elif kind == _K_KEEPALIVE:
+                else:
                     assert isinstance(obj, Peer)
                     self._keepalive(obj, now)
-                else:
-                    assert isinstance(obj, ClientTransaction)
-                    self._txn_timer(obj, now)
             except Exception:  # never let one peer's bug stop every other peer
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
@@ -785,11 +837,8 @@ class QualifyEngine:
         if kind == _K_POKE:
             assert isinstance(obj, Peer)
             return obj.poke_gen == gen and not obj.removed
-        if kind == _K_KEEPALIVE:
-            assert isinstance(obj, Peer)
-            return obj.ka_gen == gen and not obj.removed
-        assert isinstance(obj, ClientTransaction)
-        return obj.wake == when
+        assert isinstance(obj, Peer)
+        return obj.ka_gen == gen and not obj.removed
 
     def _push(self, when: float, kind: int, obj: object, gen: int = 0) -> None:
         heapq.heappush(self._heap, (when, kind, next(self._seq), obj, gen))
@@ -951,13 +1000,19 @@ class QualifyEngine:
         wake = gu if nt is None else (nt if gu is None or nt < gu else gu)
         txn.wake = wake
         if wake is not None:
-            self._push(wake, _K_TXN, txn)
+            heapq.heappush(self._txn_heap, (wake, next(self._seq), txn))
 
-    def _txn_timer(self, txn: ClientTransaction, now: float) -> None:
+    def _txn_timer(self, txn: ClientTransaction, now: float, when: float) -> None:
         txn.wake = None
         p = txn.owner
         assert isinstance(p, Peer)
         if txn.next_timer is not None and txn.next_timer <= now:
+            if now - when > LATE_S and self._retry(p):  # we stalled: a fresh poke, not a late copy
+                self.stats.late_restarts += 1
+                forced = txn.branch in self._forced
+                self._end_txn(p)
+                self._poke(p, now, forced=forced)
+                return
             outcome = txn.on_timer(now)
             if outcome == RETRANSMIT:
                 self._send(p, txn.request, txn.dest)
@@ -976,6 +1031,27 @@ class QualifyEngine:
         if txn.state in _RUNNING:
             self._arm_txn(txn)
 
+    def _inconclusive_give_up(self, p: Peer, txn: ClientTransaction, now: float) -> bool:
+        """A give-up while our own socket lost datagrams (receive_loss) judges nothing: the
+        answer may be among them. The peer is poked again soon, at most INCONCLUSIVE_MAX times
+        in a row (a peer that stays silent is then judged as usual)."""
+        if self._lost_at < txn.first_sent or p.maxms == 0 or p.removed or not self._retry(p):
+            self._inconclusive.pop(p.name, None)
+            return False
+        self.stats.inconclusive += 1
+        self._schedule_poke(p, now + INCONCLUSIVE_RETRY_S)
+        return True
+
+    def _retry(self, p: Peer) -> bool:
+        """May the peer's poke be started again rather than judged (our own stall or loss)? Yes
+        INCONCLUSIVE_MAX times in a row; an answer resets the count."""
+        n = self._inconclusive.get(p.name, 0)
+        if n >= INCONCLUSIVE_MAX:
+            del self._inconclusive[p.name]
+            return False
+        self._inconclusive[p.name] = n + 1
+        return True
+
     def _give_up(self, txn: ClientTransaction, now: float, force: bool = False) -> None:
         p = txn.owner
         assert isinstance(p, Peer)
@@ -989,6 +1065,8 @@ class QualifyEngine:
             p.txn = None
         forced = txn.branch in self._forced
         self._forced.discard(txn.branch)
+        if not forced and self._inconclusive_give_up(p, txn, now):
+            return
         self.stats.timeouts += 1
         p.timeouts += 1
         p.last_qualify = now
@@ -1180,6 +1258,8 @@ class QualifyEngine:
                    auth_failed: bool = False) -> None:
         self.stats.answered += 1
         p.transport_error = None
+        if self._inconclusive:
+            self._inconclusive.pop(p.name, None)
         p.qualifies += 1
         p.last_qualify = now
         origin = self._poll_origin(txn)

@@ -72,6 +72,7 @@ class Worker:
         self._flush: asyncio.TimerHandle | None = None
         self._stats_at = 0.0
         self.held = 0  # timer turns held back because the main process had not read our results
+        self.rx_drops = 0  # the kernel's drop count of our sockets, last read (SipSockets.read_before_judging)
 
     async def start(self, binds: list[Addr], g: GeneralConfig, svc: ServiceConfig) -> None:
         # UDP only, on ports of its own: TCP/TLS/WS peers and the registrar stay in the main process
@@ -177,7 +178,9 @@ class Worker:
             self._timer_at = self.clock() + BACKLOG_RETRY_S  # re-armed by the next pump if earlier work comes
             self._timer = self.loop.call_later(BACKLOG_RETRY_S, self._on_timer)
             return
-        self.engine.handle_timer(self.clock(), limit=TIMER_BATCH)
+        now = self.clock()
+        self.rx_drops = self.sockets.read_before_judging(self.engine, now, self.rx_drops)
+        self.engine.handle_timer(now, limit=TIMER_BATCH)
         self.pump()
 
     def flush(self) -> None:
