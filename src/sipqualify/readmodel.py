@@ -177,6 +177,8 @@ class ReadModel(Protocol):
     def watch(self, name: str) -> float: ...  # capture the peer's exchanges: until when (UNIX time)
     def exchange(self, name: str) -> Json: ...  # the last exchange captured (qualify/capture.py)
     def cluster_status(self) -> Json | None: ...  # [cluster]: this node in its group (None: one node)
+    def count_fleet(self) -> Coroutine[Any, Any, dict[tuple[str, str], int]]: ...  # (node, state) -> peers
+    def fleet_counts(self) -> dict[tuple[str, str], int]: ...  # ... as last counted
     def fleet(self) -> Coroutine[Any, Any, tuple[str, list[Json]] | None]: ...  # (this node, other nodes' peers)
     def fleet_peer(self, name: str) -> Coroutine[Any, Any, Json | None]: ...  # a peer another node qualifies
 
@@ -464,6 +466,17 @@ class ShellReadModel:
         if c is None:
             return None
         return {**dataclasses.asdict(c.status()), "fleet_events": c.follower.status() if c.follower else None}
+
+    def fleet_counts(self) -> dict[tuple[str, str], int]:
+        c = self.shell.cluster
+        return c.fleet_counts if c is not None else {}
+
+    async def count_fleet(self) -> dict[tuple[str, str], int]:
+        """The whole fleet's peers by owner node and stored state (empty: one node, or no shared store)."""
+        c = self.shell.cluster
+        if c is None:
+            return {}
+        return await c.count_fleet(self.shell.store, self.shell.config.service.store_url is not None)
 
     async def fleet(self) -> tuple[str, list[Json]] | None:
         c = self.shell.cluster

@@ -141,16 +141,28 @@ class Node:
 
         return await asyncio.to_thread(call)
 
-    async def metric(self, name: str) -> float:
-        """One unlabelled sample of /metrics."""
+    async def metrics(self) -> str:
         def call() -> str:
             req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}/metrics",
                                          headers={"Authorization": f"Bearer {self.token}"})
             with urllib.request.urlopen(req, timeout=10) as r:
                 return str(r.read().decode())
 
-        text = await asyncio.to_thread(call)
+        return await asyncio.to_thread(call)
+
+    async def metric(self, name: str) -> float:
+        """One unlabelled sample of /metrics."""
+        text = await self.metrics()
         return next(float(ln.split()[1]) for ln in text.splitlines() if ln.startswith(name + " "))
+
+    async def fleet_metric(self) -> dict[tuple[str, str], int]:
+        """`sipqualify_fleet_peers`: (node, state) -> peers."""
+        out: dict[tuple[str, str], int] = {}
+        for ln in (await self.metrics()).splitlines():
+            if ln.startswith("sipqualify_fleet_peers{"):
+                labels = dict(kv.split("=", 1) for kv in ln[ln.index("{") + 1:ln.index("}")].split(","))
+                out[(labels["node"].strip('"'), labels["state"].strip('"'))] = int(float(ln.rsplit(" ", 1)[1]))
+        return out
 
     async def cluster(self) -> dict[str, Any]:
         code, body = await self.get("/api/v1/status")

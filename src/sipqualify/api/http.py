@@ -370,6 +370,7 @@ async def metrics(request: web.Request) -> web.Response:
     from .metrics import render_peer_series
 
     model = _model(request)
+    await model.count_fleet()  # the fleet's counts, read off the loop (cached): the collector shows them
     data = generate_latest(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
     data += render_peer_series(model, model.config.service.metrics_peer_limit).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -266,6 +266,12 @@ class SipqualifyCollector(Collector):
                                 value=float(cl.get("owned", 0)))
         yield counter("sipqualify_cluster_coordinator_failures", "heartbeats to the cluster coordinator that failed",
                       float(cl.get("failures", 0)))
+        fleet = GaugeMetricFamily("sipqualify_fleet_peers", "static and dynamic peers of the whole fleet by the node "
+                                  "that qualifies them and their stored state (shared store; read at most every 10 s)",
+                                  labels=["node", "state"])
+        for (owner, peer_state), n in sorted(model.fleet_counts().items()):
+            fleet.add_metric([owner, peer_state], float(n))
+        yield fleet
         if model.store is not None:
             ss = model.store.stats
             yield GaugeMetricFamily("sipqualify_store_queue", "rows waiting for the SQLite writer",

@@ -74,6 +74,8 @@ class Cluster:
         self._seen_at = 0.0  # when the current member list was first seen: gains wait settle_s after it
         self._settle_timer: asyncio.TimerHandle | None = None
         self.follower: FleetFollower | None = None  # the fleet's transitions, with a shared store
+        self.fleet_counts: dict[tuple[str, str], int] = {}  # (node, state) -> peers, from the shared store
+        self._counted_at = float("-inf")
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -157,6 +159,20 @@ class Cluster:
             return remote_row(name, found[name].decode() if name in found else None, row, history)
 
         return await asyncio.to_thread(work)
+
+    async def count_fleet(self, store: BaseStore[Any] | None, shared: bool) -> dict[tuple[str, str], int]:
+        """The fleet's peers by owner and stored state (`sipqualify_fleet_peers`), from the shared
+        store, read at most every FLEET_COUNTS_S (a scrape every second costs one query per 10 s);
+        empty without a shared store. A failed read keeps the last counts."""
+        now = self.clock()
+        if store is None or not shared or now - self._counted_at < FLEET_COUNTS_S:
+            return self.fleet_counts
+        self._counted_at = now
+        try:
+            self.fleet_counts = await asyncio.to_thread(store.fleet_counts)
+        except Exception as e:
+            log.warning("cluster: the fleet's peer counts could not be read from the store: %s", e)
+        return self.fleet_counts
 
     def status(self) -> ClusterStatus:
         return ClusterStatus(self.node_id, self.group, sorted(m.decode() for m in self.members),
@@ -257,6 +273,7 @@ async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Call
 
 
 REMOTE_HISTORY = 20  # transitions shown with another node's peer
+FLEET_COUNTS_S = 10.0  # the fleet's counts by node and state are read from the store at most this often
 
 
 def remote_row(name: str, ring_owner: str | None, row: PeerStateRecord | None,

@@ -635,6 +635,15 @@ class BaseStore(ABC, Generic[Conn]):
                "ORDER BY time DESC, id DESC LIMIT ?")
         return [self._transition_record(r) for r in reversed(self._query(sql, (peer, n)))]
 
+    def fleet_counts(self) -> dict[tuple[str, str], int]:
+        """How many peers each node stored in each state: (node, state) -> count (one query,
+        aggregated by the database: cheap at a million rows)."""
+        if self._node_column:
+            rows = self._query("SELECT node, state, count(*) FROM peer_state GROUP BY node, state")
+            return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+        return {(self.node, str(r[0])): int(r[1]) for r in self._query(
+            "SELECT state, count(*) FROM peer_state GROUP BY state")}
+
     def fleet_states(self) -> dict[str, PeerStateRecord]:
         """Every node's peers: name -> record, its `node` (the owner that wrote it) and `updated_at`."""
         return self.states()
