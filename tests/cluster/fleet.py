@@ -128,14 +128,24 @@ class Node:
         raise AssertionError(f"node {self.node_id} not ready:\n{self.log()}")
 
     async def get(self, path: str) -> tuple[int, Any]:
+        return await self.request("GET", path)
+
+    async def post(self, path: str) -> tuple[int, Any]:
+        return await self.request("POST", path)
+
+    async def request(self, method: str, path: str) -> tuple[int, Any]:
+        """(status, JSON body) of one API call; an error's body too; (0, None) when unreachable."""
         def call() -> tuple[int, Any]:
-            req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}{path}",
+            req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}{path}", method=method,
                                          headers={"Authorization": f"Bearer {self.token}"})
             try:
                 with urllib.request.urlopen(req, timeout=10) as r:
                     return r.status, json.loads(r.read() or b"null")
             except urllib.error.HTTPError as e:
-                return e.code, None
+                try:
+                    return e.code, json.loads(e.read() or b"null")
+                except ValueError:
+                    return e.code, None
             except OSError:
                 return 0, None
 

@@ -140,6 +140,15 @@ async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd,
         assert px["state"] == "OK" and px["peer_status"] == "Reachable" and px["maxms"] == 2000
         assert time.time() - px["updated_at"] < 60
         assert [(t["old"], t["new"], t["node"]) for t in px["history"]] == [("UNKNOWN", "OK", "n3")]
+        # ... its stats windows and history from the shared store; a forced qualify names the owner
+        code, sx = await a.get(f"/api/v1/peers/{x}/stats")
+        assert code == 200 and sx["owner"] == "n3" and sx["live"] is False, (code, sx)
+        assert sx["rtt_windows"]["5m"]["samples"] > 0 and sx["uptime"]["24h"]["pct"] == 100.0, sx
+        code, hx = await a.get(f"/api/v1/peers/{x}/history")
+        assert code == 200 and [(t["old"], t["new"]) for t in hx["transitions"]] == [("UNKNOWN", "OK")]
+        code, qx = await a.post(f"/api/v1/peers/{x}/qualify")
+        assert code == 409 and qx["owner"] == "n3" and "qualified by node n3" in qx["error"], (code, qx)
+        assert (await a.post("/api/v1/peers/nobody/qualify"))[0] == 404
         code, py = await a.get(f"/api/v1/peers/{y}")  # A's own: as today, no owner marks
         assert code == 200 and "owner" not in py and "live" not in py and py["name"] == y
         assert (await a.get("/api/v1/peers/nobody"))[0] == 404

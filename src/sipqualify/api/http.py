@@ -132,26 +132,38 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response({"peers": rows + remote, "node": node})
 
 
+async def _remote(model: ReadModel, name: str) -> dict[str, Any] | web.Response:
+    """[cluster]: a peer another node qualifies, from the shared store (owner, `live: false`);
+    else the answer to give: 404, or 503 while the shared store is down (not "not found")."""
+    try:
+        remote = await model.fleet_peer(name)
+    except Exception as e:
+        log.warning("fleet view of peer %r: %s", name, e)
+        return _error(503, f"shared store unavailable: {e}")
+    return remote if remote is not None else _error(404, f"Peer {name} not found.")
+
+
 async def peer(request: web.Request) -> web.Response:
     model = _model(request)
     p = model.peer(request.match_info["name"])
-    if p is None:  # [cluster]: another node's peer, from the shared store (owner, live: false)
-        try:
-            remote = await model.fleet_peer(request.match_info["name"])
-        except Exception as e:  # the shared store is down: say so, not "not found"
-            log.warning("fleet view of peer %r: %s", request.match_info["name"], e)
-            return _error(503, f"shared store unavailable: {e}")
-        if remote is not None:
-            return web.json_response(remote)
-        return _error(404, f"Peer {request.match_info['name']} not found.")
+    if p is None:
+        remote = await _remote(model, request.match_info["name"])
+        return remote if isinstance(remote, web.Response) else web.json_response(remote)
     return web.json_response(model.view(p).to_json())
 
 
 async def peer_stats(request: web.Request) -> web.Response:
     model = _model(request)
-    p = model.peer(request.match_info["name"])
-    if p is None:
-        return _error(404, f"Peer {request.match_info['name']} not found.")
+    name = request.match_info["name"]
+    p = model.peer(name)
+    if p is None:  # [cluster]: another node's peer: the windows from the shared store, no live figures
+        remote = await _remote(model, name)
+        if isinstance(remote, web.Response):
+            return remote
+        body: dict[str, Any] = {"peer": name, "owner": remote["owner"], "live": False}
+        if model.store is not None and model.config.service.store_url is not None:
+            body.update(await asyncio.to_thread(model.store.windows, name, time.time()))
+        return web.json_response(body)
     body = stats_json(p.name, p.stats, model.view(p))
     store = model.store
     if store is not None:  # percentiles and uptime over time windows, from the history (store/windows.py)
@@ -166,6 +178,11 @@ async def qualify(request: web.Request) -> web.Response:
     try:
         res = await model.qualify(name, wait=wait)
     except KeyError:
+        if model.peer(name) is None:  # [cluster]: another node's peer is qualified there, not here
+            remote = await _remote(model, name)
+            if not isinstance(remote, web.Response) and remote.get("owner"):
+                return web.json_response({"error": f"Peer {name} is qualified by node {remote['owner']}: ask that "
+                                                   "node.", "owner": remote["owner"]}, status=409)
         return _error(404, f"Peer {name} not found or has no address.")
     except TimeoutError:
         return _error(504, "no result in time")
