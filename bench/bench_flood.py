@@ -38,7 +38,15 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, tree_cpu_seconds
+from common import (
+    KAMAILIO_DEFAULT_BUFFER,
+    cpu_seconds,
+    free_port,
+    kamailio_binary,
+    kamailio_cfg,
+    stop,
+    tree_cpu_seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = {  # --kind: (Via port, Content-Length)
@@ -104,7 +112,7 @@ def kamailio_reference(kind: str, rate: float, duration: float) -> tuple[float, 
         return None
     tmp = Path(tempfile.mkdtemp(prefix="sq-flood-kam-"))
     port = free_port()
-    (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=port, rundir=tmp, fork="no", children=1))
+    (tmp / "kamailio.cfg").write_text(kamailio_cfg(port, tmp, "no", 1, KAMAILIO_DEFAULT_BUFFER))
     log_path = tmp / "kam.log"
     with open(log_path, "wb") as klog:
         proc = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],

@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from bench_engine import rss_bytes, simulate
-from common import KAMAILIO_CFG, cpu_seconds, free_port, kamailio_binary, stop, udp_drops
+from common import cpu_seconds, free_port, kamailio_binary, kamailio_cfg, stop, udp_drops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -165,14 +165,19 @@ def run_daemon(tmp: Path, kport: int, n: int, window: float,
         c0 = cpu_seconds(daemon.pid)
         time.sleep(window)
         c1 = cpu_seconds(daemon.pid)
-        s1 = api(base, token, "/api/v1/status")["engine"]
+        status = api(base, token, "/api/v1/status")
+        s1 = status["engine"]
+        service = status["service"]
+        assert isinstance(service, dict)
         assert isinstance(s0, dict) and isinstance(s1, dict)
         done = int(s1["answered"]) - int(s0["answered"])
         rss = vm_rss(daemon.pid)
         not_ok = {k: v for k, v in states(base, token).items() if k != "OK" and v}
         over = {"timeouts": int(s1["timeouts"]), "late restarts": int(s1.get("late_restarts", 0)),
                 "inconclusive": int(s1.get("inconclusive", 0)), "our drops": udp_drops(sport),
-                "Kamailio drops": udp_drops(kport) - kdrops0}
+                "Kamailio drops": udp_drops(kport) - kdrops0,
+                "loop lag max ms (decayed)": round(float(service["loop_lag_max_ms"])),
+                "answered/s in the window": round(done / window)}
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=120)
         return rss, (c1 - c0) / max(done, 1) * 1e6, not_ok, settled, over
@@ -187,7 +192,7 @@ def daemon_part(n: int, window: float) -> int:
         return 0 if not os.environ.get("CI") else 1
     tmp = Path(tempfile.mkdtemp(prefix="sq-million-"))
     kport = free_port()
-    (tmp / "kamailio.cfg").write_text(KAMAILIO_CFG.format(port=kport, rundir=tmp, fork="yes", children=2))
+    (tmp / "kamailio.cfg").write_text(kamailio_cfg(kport, tmp))
     kamailio = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
                                 stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
     try:

@@ -41,6 +41,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -107,6 +108,42 @@ class SampleRecord:
 
 class Abandoned(Exception):
     """close() gave up waiting for a stalled database; the writer stops retrying."""
+
+
+class ReaderPool(Generic[_T]):
+    """Connections for reads from any thread: one is taken (or opened with `open_conn`) for a
+    read and kept for the next one, up to `size`, unless `reusable` says it is not (broken)."""
+
+    def __init__(self, open_conn: Callable[[], _T], close_conn: Callable[[_T], None],
+                 reusable: Callable[[_T], bool] = lambda c: True, size: int = 8) -> None:
+        self._open, self._close, self._reusable, self._size = open_conn, close_conn, reusable, size
+        self._idle: list[_T] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @contextmanager
+    def connection(self) -> Iterator[_T]:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                keep = not self.closed and len(self._idle) < self._size and self._reusable(conn)
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                self._close(conn)
+
+    def close(self) -> None:
+        """Close the idle connections; one in use is closed when its read ends."""
+        with self._lock:
+            self.closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            self._close(conn)
 
 
 class BaseStore(ABC, Generic[Conn]):

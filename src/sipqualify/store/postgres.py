@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -46,6 +46,7 @@ from .base import (
     BaseStore,
     Ops,
     PeerStateRecord,
+    ReaderPool,
     Row,
     default_node_id,
 )
@@ -251,8 +252,9 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         super().__init__(**kw)
         self.url = url
         self._db: psycopg.Connection[Any] | None = None
-        self._readers: list[psycopg.Connection[Any]] = []
-        self._readers_lock = threading.Lock()
+        self._readers: ReaderPool[psycopg.Connection[Any]] = ReaderPool(
+            lambda: connect(self.url, autocommit=True), lambda db: db.close(),
+            reusable=lambda db: not (db.broken or db.closed))
 
     @property
     def path(self) -> str:
@@ -280,10 +282,7 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
         if self._db is not None and writer_stopped:
             self._db.close()
             self._db = None
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for r in readers:
-            r.close()
+        self._readers.close()
 
     # ------------------------------------------------------------------ statements (writer thread)
 
@@ -364,20 +363,8 @@ class Store(BaseStore[psycopg.Connection[Any] | None]):
             rtt[name] = {"samples": int(n), **{f"p{q}_ms": v for q, v in zip(PERCENTILES, values, strict=True)}}
         return rtt, int(row[0])
 
-    @contextmanager
-    def _reader(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._readers_lock:
-            db = self._readers.pop() if self._readers else None
-        if db is None:
-            db = connect(self.url, autocommit=True)
-        try:
-            yield db
-        finally:
-            with self._readers_lock:
-                if self._closed or len(self._readers) >= 8 or db.broken or db.closed:
-                    db.close()
-                else:
-                    self._readers.append(db)
+    def _reader(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return self._readers.connection()
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         with self._reader() as db:

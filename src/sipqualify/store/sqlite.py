@@ -27,10 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from .base import (
     BaseStore,
     Ops,
     PeerStateRecord,
+    ReaderPool,
     Row,
     SampleRecord,
     TransitionRecord,
@@ -169,8 +169,7 @@ class Store(BaseStore[sqlite3.Connection]):
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         self._db: sqlite3.Connection | None = None
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = ReaderPool(self._open_reader, sqlite3.Connection.close)
         self._vanished: str | None = None
         self._vanished_since: float | None = None
         self._file_id: tuple[int, int] | None = None
@@ -232,10 +231,7 @@ class Store(BaseStore[sqlite3.Connection]):
         if self._db is not None and writer_stopped:
             self._db.close()
             self._db = None
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for r in readers:
-            r.close()
+        self._readers.close()
 
     # ------------------------------------------------------------------ health: the file
 
@@ -326,21 +322,12 @@ class Store(BaseStore[sqlite3.Connection]):
 
     # ------------------------------------------------------------------ reads (any thread)
 
-    @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        with self._readers_lock:
-            db = self._readers.pop() if self._readers else None
-        if db is None:
-            uri = Path(self.path).resolve().as_uri() + "?mode=ro"
-            db = sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None)
-        try:
-            yield db
-        finally:
-            with self._readers_lock:
-                if self._closed or len(self._readers) >= 8:
-                    db.close()
-                else:
-                    self._readers.append(db)
+    def _open_reader(self) -> sqlite3.Connection:
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=10.0, check_same_thread=False, isolation_level=None)
+
+    def _reader(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._readers.connection()
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
         with self._reader() as db:
