@@ -37,6 +37,22 @@ class OutgoingOptions(NamedTuple):  # a NamedTuple: one is built per poke, and i
     cseq: int
 
 
+_POOL_POKES = 256  # pokes' randomness drawn per getrandom() call
+_pool = memoryview(b"")
+
+
+def _random28() -> bytes:
+    """28 bytes from the kernel's CSPRNG, drawn 256 pokes' worth at a time: a syscall releases
+    the GIL, and with the store's writer thread busy, getting it back can cost up to a switch
+    interval (5 ms) per call; one call per 256 pokes instead of one per poke."""
+    global _pool
+    if len(_pool) < 28:
+        _pool = memoryview(os.urandom(28 * _POOL_POKES))
+    out = bytes(_pool[:28])
+    _pool = _pool[28:]
+    return out
+
+
 def build_options(
     ruri: str,
     local: tuple[str, int],
@@ -59,7 +75,7 @@ def build_options(
     Max-Forwards, and add `extra_headers` (whole lines, checked by the config readers) before
     Content-Length. Built by splicing the per-poke parts (Request-URI, branch, tag, To, Call-ID,
     CSeq, Date) into byte pieces made once per request shape (`_pieces`)."""
-    rnd = os.urandom(28).hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
+    rnd = _random28().hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
     r = rnd.encode()
     hostport, p0, p1, p2, p3, p4, p5, p6, p7 = _pieces(method, transport, local, max_forwards, from_display,
                                                        from_user, useragent, allow, supported, extra_headers)
