@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=5)
     ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 10 s")
     ap.add_argument("--no-tshark", action="store_true")
+    ap.add_argument("--sample-every", type=int, default=1,
+                    help="[store] sample_every: store one RTT sample in N per peer (the tshark check needs 1)")
     args = ap.parse_args()
     if args.short:
         args.peers, args.duration, args.warmup = 2000, 10, 3
@@ -58,6 +60,10 @@ def main() -> int:
         kport, sport, aport = free_port(), free_port(), free_port(socket.SOCK_STREAM)
         procs.append(start_kamailio(kam, tmp, kport))
         conf = peers_conf(tmp / "sip.conf", sport, kport, args.peers, args.freq, fromuser=True)
+        if args.sample_every > 1:  # a TOML that reads the sip.conf and adds the store setting
+            (tmp / "sipqualify.toml").write_text(f'sip_conf = "{conf}"\n[store]\nsample_every = {args.sample_every}\n')
+            conf = tmp / "sipqualify.toml"
+            args.no_tshark = True
         tshark = shutil.which("tshark") if not args.no_tshark else None
         pcap = tmp / "cap.pcap"
         if tshark:

@@ -236,7 +236,7 @@ class CoreDriver:
             p = self.engine.peer(ev.peer) or self.engine.target(ev.peer)
             if ev.state != st.UNMONITORED:  # a forced poke of an unmonitored peer records nothing
                 self.metrics.observe(ev, p.cfg if p is not None else None, self.metrics_peer_limit)
-                recorder.sample(ev)
+                recorder.sample(ev, p)
                 if p is not None and p.transport == "tls" and ev.answered:
                     days = self.sockets.certs.crossed(p.dest, time.time())
                     if days is not None:

@@ -177,6 +177,7 @@ class ServiceConfig:
     api_token: str | None = None  # None: generated into state_dir/api-token (mode 0600)
     state_dir: str | None = None  # None: decided by the CLI (see docs/cli.md)
     sample_retention_s: int = 7 * 24 * 3600
+    sample_every: int = 1  # [store] sample_every: one RTT sample in N per peer is stored (1: all)
     transition_retention_s: int = 90 * 24 * 3600
     store_url: str | None = None  # [store] url: PostgreSQL (store/postgres.py) instead of SQLite files in state_dir
     node_id: str | None = None  # None: the host name; names this node's rows in a shared store

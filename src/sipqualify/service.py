@@ -155,6 +155,7 @@ class Service:
         self.store = open_store(svc, self.state_dir, self.feed.committed)
         restored = await asyncio.to_thread(self.store.open)  # 1M peers: seconds; keep the loop free
         self.core.recorder = StateRecorder(self.store, self._wall_offset)
+        self.core.recorder.sample_every = svc.sample_every
         self.core.silences = SilenceBook(
             self.state_dir / "silences.sqlite" if svc.store_url is None
             else await asyncio.to_thread(_pg().SilenceStore, svc.store_url), time.time)
@@ -352,6 +353,8 @@ class Service:
         identifier = Identifier.from_config(cfg.pjsip, await _resolve_identify(cfg.pjsip))
         addrs.update(registered or {})
         self.core.metrics_peer_limit = cfg.service.metrics_peer_limit
+        if self.core.recorder is not None:
+            self.core.recorder.sample_every = cfg.service.sample_every
         self.core.ready_max_lag_s = float(cfg.service.ready_max_lag_s)
         # before `now` is read: a full collection here took 14-34 ms, and the first poke left that late;
         # then glibc's free heap top back to the system (config/memory.py)

@@ -129,6 +129,7 @@ metrics_peer_limit = 50
 [store]
 state_dir = "state"
 sample_retention = "2d"
+sample_every = 10
 transition_retention = "1h30m"
 [service]
 respond_options = false
@@ -145,7 +146,7 @@ secret = "amp111"
     assert (s.api_host, s.api_port, s.api_token, s.metrics_peer_limit) == (
         "127.0.0.1", 7555, "0123456789abcdef0123", 50)
     assert s.state_dir == str(tmp_path / "state")
-    assert (s.sample_retention_s, s.transition_retention_s) == (2 * 86400, 5400)
+    assert (s.sample_retention_s, s.transition_retention_s, s.sample_every) == (2 * 86400, 5400, 10)
     assert (s.respond_options, s.match_source_address) == (False, True)
     assert (s.manager_conf, s.ami_enabled, s.ami_listen) == (str(tmp_path / "manager.conf"), True, ("127.0.0.1", 5039))
     assert s.ami_users == {"admin": {"secret": "amp111"}}
@@ -218,6 +219,7 @@ listen = "127.0.0.1"
 token = "short"
 [store]
 sample_retention = "a week"
+sample_every = 0
 [peers.x]
 host = "h"
 port = "80"
@@ -235,8 +237,9 @@ retransmit = "fast"
     assert got == [
         ("warning", 2, "colour"), ("error", 4, "qualifygap"), ("error", 5, "bind"), ("warning", 6, "wat"),
         ("error", 1, "sip_conf"), ("error", 8, "listen"), ("error", 9, "token"), ("error", 11, "sample_retention"),
-        ("error", 14, "port"), ("warning", 15, "wat"), ("error", 16, "qualify"), ("error", 17, "nat"),
-        ("error", 18, "dotted.name"), ("error", 22, "transport"), ("error", 23, "retransmit"),
+        ("error", 12, "sample_every"),
+        ("error", 15, "port"), ("warning", 16, "wat"), ("error", 17, "qualify"), ("error", 18, "nat"),
+        ("error", 19, "dotted.name"), ("error", 23, "transport"), ("error", 24, "retransmit"),
     ]
 
 

@@ -1,6 +1,7 @@
 """What the qualify engine reports, written to the Store with wall-clock times.
 
-Samples for every answered or given-up qualify; a transition row and the peer's current
+Samples for every answered or given-up qualify (one in `sample_every` per peer with `[store]
+sample_every`); a transition row and the peer's current
 state on every transition (and every peer's state at shutdown): enough to restore the state
 at the next start without an upsert per transaction.
 """
@@ -19,8 +20,16 @@ class StateRecorder:
     def __init__(self, store: BaseStore[Any], wall_offset: float) -> None:
         self.store = store
         self.wall_offset = wall_offset  # engine (monotonic) time -> UNIX time
+        self.sample_every = 1  # [store] sample_every: one sample in N per peer is stored
+        self.thinned = 0  # samples not stored because of it
 
-    def sample(self, ev: QualifyResult) -> None:
+    def sample(self, ev: QualifyResult, p: Peer | None = None) -> None:
+        """Store the result's RTT sample; with `sample_every = N` only the peer's 1st, N+1th, ...
+        (by its result count: no state per peer, the same ones after a restart's first result)."""
+        every = self.sample_every
+        if every > 1 and p is not None and (p.qualifies + p.timeouts - 1) % every:
+            self.thinned += 1
+            return
         self.store.record_sample(ev.peer, self.wall_offset + ev.time, ev.rtt * 1000 if ev.rtt is not None else None,
                                  ev.status_code, ev.transmissions)
 
