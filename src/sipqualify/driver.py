@@ -142,7 +142,7 @@ class CoreDriver:
         """The liveness watchdog's sweep (qualify/watchdog.py), every second or so."""
         if self.engine is not None:
             now = self.clock()
-            drops = self.counters.rx_drops = self.sockets.udp_drops()
+            drops = self.engine.stats.receive_drops = self.sockets.udp_drops()
             if drops > self._drops_seen:  # also between give-ups: shown in /metrics
                 self.engine.receive_loss(now)
             self._drops_seen = drops

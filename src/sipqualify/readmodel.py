@@ -56,7 +56,6 @@ class Counters:
     source_errors: int = 0  # qualify_source addresses that could not be bound, at start, reloads, realtime changes
     loop_lag_max_ms: float = 0.0
     scheduler_lag_s: float = 0.0  # how late the last timer batch ran
-    rx_drops: int = 0  # datagrams the kernel dropped on our UDP sockets' full receive buffers (read each second)
 
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)

@@ -209,7 +209,7 @@ class SipqualifyCollector(Collector):
         yield counter("sipqualify_inconclusive_timeouts", "give-ups not judged because our own sockets dropped "
                       "datagrams meanwhile (overload: poked again)", st.inconclusive)
         yield counter("sipqualify_receive_drops", "datagrams the kernel dropped on our full UDP receive buffers",
-                      model.counters.rx_drops)
+                      st.receive_drops)
         yield counter("sipqualify_transitions", "state transitions", st.transitions)
         resp = CounterMetricFamily("sipqualify_responses", "responses to our OPTIONS by status class",
                                    labels=["class"])

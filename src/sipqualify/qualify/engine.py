@@ -261,6 +261,7 @@ class EngineStats:
     source_errors: int = 0  # datagrams not sent: their peer's qualify_source has no socket (set_sources)
     late_restarts: int = 0  # pokes started again: a retransmission came due while the shell stalled
     inconclusive: int = 0  # give-ups not judged: our own socket lost datagrams meanwhile (receive_loss)
+    receive_drops: int = 0  # set by the shell, each second: the kernel's drops on the UDP sockets feeding us
 
 
 @dataclass(slots=True)

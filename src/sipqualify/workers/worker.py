@@ -205,6 +205,7 @@ class Worker:
         while True:
             await asyncio.sleep(1.0)
             if self.engine is not None:
+                self.engine.stats.receive_drops = self.sockets.udp_drops()  # summed in the main process
                 self.engine.self_check(self.clock())
                 self.pump()
                 if self._flush is None and self.clock() - self._stats_at >= STATS_S:
