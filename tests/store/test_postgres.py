@@ -337,8 +337,9 @@ def test_enqueue_never_blocks_while_another_session_locks_the_tables(pg_url: str
                 s.record_transition(f"t{i}", T0 + i * 0.001, "OK", "UNREACHABLE", -1, 2000, None)
                 s.save_state(f"t{i}", "UNREACHABLE", -1, 2000, None, T0, T0)
             costs.append(clock() - t0)
-        assert max(costs) < 0.5, max(costs)  # a wait on the lock would be seconds
-        assert statistics.median(costs) < 200e-6, statistics.median(costs)
+        # a wait on the lock would never end (the blocker lets go only below): finishing is the proof;
+        # the bound only turns a pathological wait into a message (no timing claim: CI machines are busy)
+        assert max(costs) < 5.0, (max(costs), statistics.median(costs))
         assert s.stats["transitions_written"] == 0 and s.stats["samples_dropped"] >= 40_000
     finally:
         blocker.rollback()
