@@ -4,7 +4,7 @@
 sip_conf = "/etc/asterisk/sip.conf"  # optional: [general] and peers from a sip.conf first
 [general]     # sip.conf [general] keys and units (tcpenable = true), plus bind = ["0.0.0.0:5060", "[::]:5060"]
 [api]         # listen = "127.0.0.1:7060", token = "...", metrics_peer_limit = 10000
-[store]       # state_dir, url (PostgreSQL), sample_retention, sample_every, transition_retention ("7d", "12h", "1h30m" or seconds)
+[store]       # state_dir, url (PostgreSQL), sample_retention, sample_every, transition_retention ("7d", "1h30m")
 [service]     # node_id, respond_options, options_unknown_user_404, match_source_address, tcp_* limits
 [ami]         # manager_conf, enabled, listen, banner, peerstatus_time, [ami.users.NAME]
 [cluster]     # url (etcd3+http:// or redis://), group, node_id, lease (docs/scaling.md)
