@@ -1,7 +1,7 @@
 """Every store test runs against both backends (`backend`): a SQLite file, and a database of a
 real PostgreSQL server (initdb + pg_ctl, tests/helpers.py) started once for the session, one
 fresh database per test. Tests about the SQLite file itself take `db_path` (or carry the
-`sqlite_only` marker) and are skipped for PostgreSQL."""
+`sqlite_only` marker): their PostgreSQL variant is not collected (deselected, not skipped)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ from sipqualify.store import AnyStore, Store
 from ..helpers import Postgres
 
 _DATABASES = itertools.count(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test about the SQLite file has no PostgreSQL variant: deselected at collection."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        postgres = callspec is not None and callspec.params.get("backend") == "postgres"
+        about_file = item.get_closest_marker("sqlite_only") is not None or "db_path" in getattr(
+            item, "fixturenames", ())
+        (dropped if postgres and about_file else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -4,6 +4,7 @@ transitions are untouched (they do not go through `sample`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from sipqualify.model import PeerConfig
@@ -16,7 +17,7 @@ from sipqualify.store.recorder import StateRecorder
 def test_one_sample_in_n_per_peer_is_stored(make_store: Callable[..., Store]) -> None:
     s = make_store()
     s.open()
-    rec = StateRecorder(s, 1_000_000.0)
+    rec = StateRecorder(s, time.time() - 100.0)  # recent: retention keeps them
     rec.sample_every = 3
     peers = [Peer(PeerConfig(name=n, host="192.0.2.1", qualify_ms=2000)) for n in ("a", "b")]
     for i in range(10):
