@@ -205,16 +205,43 @@ def bound_socket(host: str, port: int, kind: int,
     return sock
 
 
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux, CAP_NET_ADMIN: beyond net.core.rmem_max
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+_warned_small = False
+
+
+def size_buffers(sock: socket.socket, size: int = SOCKET_BUFFER) -> tuple[int, int]:
+    """Receive and send buffers of `size` bytes: with the FORCE options when we may (root or
+    CAP_NET_ADMIN: not capped by net.core.rmem_max / wmem_max), else the plain ones, which the
+    kernel caps silently (212,992 bytes on a stock Debian: a few hundred answers). Returns the
+    sizes the kernel reports (it doubles what it grants for its bookkeeping), and warns once
+    when the receive buffer is smaller than asked: answers then overflow it in bursts."""
+    global _warned_small
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
+            except OSError:
+                pass
+    rcv = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    snd = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    if rcv < size and not _warned_small:
+        _warned_small = True
+        log.warning("UDP receive buffer is %d bytes, not the %d asked for (net.core.rmem_max caps it without "
+                    "CAP_NET_ADMIN): bursts of answers may be dropped by the kernel (counted in "
+                    "sipqualify_receive_drops_total); raise it with: sysctl -w net.core.rmem_max=%d",
+                    rcv // 2, size, size)
+    return rcv, snd
+
+
 def _configure_udp(sock: socket.socket, family: int) -> None:
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        except OSError:
-            pass
+    size_buffers(sock)
 
 
 def make_udp_socket(host: str, port: int, *, reuse: bool = True) -> socket.socket:
