@@ -31,7 +31,8 @@ def test_the_buffer_asked_for_is_granted_beyond_rmem_max_when_privileged(caplog:
         assert [r.getMessage() for r in caplog.records if "net.core.rmem_max" in r.getMessage()], caplog.text
 
 
-def test_a_capped_buffer_is_warned_about_once(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_capped_buffer_is_warned_about_once(caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The FORCE options refused (as without CAP_NET_ADMIN): the plain option is capped by the
     kernel at rmem_max; one warning names the size and the sysctl, however many sockets."""
     monkeypatch.setattr(udp, "SO_RCVBUFFORCE", -1)  # an option number the kernel refuses (EINVAL/ENOPROTOOPT)
