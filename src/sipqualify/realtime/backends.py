@@ -233,9 +233,9 @@ class PgBackend:
         conn = getattr(self, attr)
         setattr(self, attr, None)
         if conn is not None:
-            try:
-                await conn.close()
-            except Exception:  # noqa: S110 - it is broken already
+            try:  # bounded: closing a connection a cancelled LISTEN was reading must not hang a stop
+                await asyncio.wait_for(conn.close(), DB_TIMEOUT_S)
+            except Exception:  # noqa: S110 - it is broken already (or the close timed out)
                 pass
 
     async def rows(self, names: Sequence[str] | None = None) -> list[Row]:

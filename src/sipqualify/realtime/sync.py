@@ -38,6 +38,7 @@ Apply = Callable[[list[PeerConfig], list[str]], Awaitable[None]]
 OnRows = Callable[[list[dict[str, Any]], bool, "set[str] | None"], Awaitable[None]]
 BACKOFF_MIN_S = 0.5
 WRITE_BATCH = 500
+CLOSE_TIMEOUT_S = 2 * DB_TIMEOUT_S  # stopping waits this long at most for the follow tasks
 
 
 class RealtimeStore:
@@ -103,11 +104,16 @@ class RealtimeStore:
     async def _close_tasks(self) -> None:
         for t in self._tasks:
             t.cancel()
+        if not self._tasks:
+            return
+        # bounded: a task stuck in a driver's cleanup must not hang the daemon's stop
+        _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+        if stuck:
+            log.warning("realtime: %d follow task(s) did not stop within %.0f s; left behind", len(stuck),
+                        CLOSE_TIMEOUT_S)
         for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):  # noqa: S110 - stopping
-                pass
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                log.debug("realtime: follow task ended with %r", t.exception())
 
     async def _follow(self, backend: Backend, on_rows: OnRows) -> None:
         """`on_rows(rows, full, names)`: rows read again; `full`: every row of the table (the
