@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from bench_engine import rss_bytes, simulate
-from common import cpu_seconds, free_port, kamailio_binary, kamailio_cfg, stop, udp_drops
+from common import cpu_seconds, free_port, kamailio_binary, start_kamailio, stop, udp_drops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -192,9 +192,7 @@ def daemon_part(n: int, window: float) -> int:
         return 0 if not os.environ.get("CI") else 1
     tmp = Path(tempfile.mkdtemp(prefix="sq-million-"))
     kport = free_port()
-    (tmp / "kamailio.cfg").write_text(kamailio_cfg(kport, tmp))
-    kamailio = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
-                                stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
+    kamailio = start_kamailio(kam, tmp, kport)
     try:
         small = 1000
         rss_s, cpu_s, bad_s, _, _ = run_daemon(tmp, kport, small, window, 300)

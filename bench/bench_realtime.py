@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, kamailio_binary, kamailio_cfg, stop  # noqa: E402
+from common import free_port, kamailio_binary, start_kamailio, stop  # noqa: E402
 
 from sipqualify.realtime import RealtimePeers  # noqa: E402
 from sipqualify.realtime.backends import trigger_sql  # noqa: E402
@@ -209,9 +208,7 @@ def main() -> int:
         return 0 if not os.environ.get("CI") else 1
     tmp = Path(tempfile.mkdtemp(prefix="sq-rt-"))
     kport = free_port()
-    (tmp / "kamailio.cfg").write_text(kamailio_cfg(kport, tmp))
-    kam_proc = subprocess.Popen([kam, "-f", str(tmp / "kamailio.cfg"), "-DD", "-E", "-m", "64", "-M", "8"],
-                                stdout=subprocess.DEVNULL, stderr=open(tmp / "kam.log", "wb"))
+    kam_proc = start_kamailio(kam, tmp, kport)
     try:
         asyncio.run(run(args, tmp, kport))
     finally:
