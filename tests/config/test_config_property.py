@@ -71,6 +71,7 @@ def test_extconfig_next_to_sip_conf_never_raises(text: str) -> None:
 
 
 TOML_WORDS = ["[cluster]", "[store]", "[service]", "[[peers]]", "url = ", "group = ", "lease = ", "node_id = ",
+              "sample_every = ", "1.5", "true",
               '"etcd3+http://127.0.0.1:2379"', '"redis://127.0.0.1:1"', '"postgresql://u@127.0.0.1/db"', '"x"',
               'name = "p"', 'host = "127.0.0.1"', "qualify_source = ", '"127.0.0.5:5070"', "0", "-1", "[", "=",
               "\x00", "\u00e9"]
