@@ -25,7 +25,7 @@ import tracemalloc
 from pathlib import Path
 
 from bench_million import write_sipconf
-from common import free_port, kamailio_binary, start_kamailio, stop
+from common import free_port, kamailio_binary, missing_kamailio, start_kamailio, stop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -49,8 +49,7 @@ def main() -> int:
     args = ap.parse_args()
     kam = kamailio_binary()
     if kam is None:
-        print("bench_daemon_trace: kamailio not installed (apt-get install kamailio); skipped")
-        return 0 if not os.environ.get("CI") else 1
+        return missing_kamailio("bench_daemon_trace")
     tmp = Path(tempfile.mkdtemp(prefix="sq-trace-"))
     kport, sport = free_port(), free_port()
     kamailio = start_kamailio(kam, tmp, kport)

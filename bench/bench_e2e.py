@@ -28,7 +28,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop, udp_drops
+from common import (
+    cpu_seconds,
+    free_port,
+    kamailio_binary,
+    missing_kamailio,
+    peers_conf,
+    start_kamailio,
+    stop,
+    udp_drops,
+)
 
 
 def api(base: str, token: str, path: str) -> object:
@@ -52,8 +61,7 @@ def main() -> int:
         args.peers, args.duration, args.warmup = 2000, 10, 3
     kam = kamailio_binary()
     if kam is None:
-        print("bench_e2e: kamailio not installed (apt-get install kamailio); skipped")
-        return 0 if not os.environ.get("CI") else 1
+        return missing_kamailio("bench_e2e")
     tmp = Path(tempfile.mkdtemp(prefix="sq-e2e-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -37,7 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from bench_engine import rss_bytes, simulate
-from common import cpu_seconds, free_port, kamailio_binary, start_kamailio, stop, udp_drops
+from common import cpu_seconds, free_port, kamailio_binary, missing_kamailio, start_kamailio, stop, udp_drops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -188,8 +188,7 @@ def run_daemon(tmp: Path, kport: int, n: int, window: float,
 def daemon_part(n: int, window: float) -> int:
     kam = kamailio_binary()
     if kam is None:
-        print("bench_million --daemon: kamailio not installed (apt-get install kamailio); skipped")
-        return 0 if not os.environ.get("CI") else 1
+        return missing_kamailio("bench_million --daemon")
     tmp = Path(tempfile.mkdtemp(prefix="sq-million-"))
     kport = free_port()
     kamailio = start_kamailio(kam, tmp, kport)

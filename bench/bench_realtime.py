@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from common import free_port, kamailio_binary, start_kamailio, stop  # noqa: E402
+from common import free_port, kamailio_binary, missing_kamailio, start_kamailio, stop  # noqa: E402
 
 from sipqualify.realtime import RealtimePeers  # noqa: E402
 from sipqualify.realtime.backends import trigger_sql  # noqa: E402
@@ -204,8 +204,7 @@ def main() -> int:
     args = ap.parse_args()
     kam = kamailio_binary()
     if kam is None:
-        print("bench_realtime: kamailio not installed (apt-get install kamailio); skipped")
-        return 0 if not os.environ.get("CI") else 1
+        return missing_kamailio("bench_realtime")
     tmp = Path(tempfile.mkdtemp(prefix="sq-rt-"))
     kport = free_port()
     kam_proc = start_kamailio(kam, tmp, kport)

@@ -29,7 +29,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from common import cpu_seconds, free_port, kamailio_binary, peers_conf, start_kamailio, stop, tree_cpu_seconds
+from common import (
+    cpu_seconds,
+    free_port,
+    kamailio_binary,
+    missing_kamailio,
+    peers_conf,
+    start_kamailio,
+    stop,
+    tree_cpu_seconds,
+)
 
 
 def api(base: str, token: str, path: str) -> Any:
@@ -146,8 +155,7 @@ def main() -> int:
         args.peers, args.duration, args.warmup = 2000, 8, 4
     kam = kamailio_binary()
     if kam is None:
-        print("bench_workers: kamailio not installed (apt-get install kamailio); skipped")
-        return 0 if not os.environ.get("CI") else 1
+        return missing_kamailio("bench_workers")
     tmp = Path(tempfile.mkdtemp(prefix="sq-workers-"))
     kamailio = None
     try:
