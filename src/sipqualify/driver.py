@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .addr import Addr
 from .net.sockets import SipSockets
@@ -41,6 +42,9 @@ from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 from .store.silences import SilenceBook
 
+if TYPE_CHECKING:
+    from .cluster.vantage import Agreed, Vantage
+
 log = logging.getLogger("sipqualify")
 
 
@@ -60,6 +64,7 @@ class CoreDriver:
         self.committer: BindingCommitter | None = None
         self.silences: SilenceBook | None = None  # maintenance windows (qualify/silence.py)
         self.held_back = 0  # live events (verdict, latency, flap) of silenced peers not published
+        self.vantage: Vantage | None = None  # [cluster] vantage_points > 1: transitions agreed across nodes
         self.ready_max_lag_s = 5.0  # [service] ready_max_lag: the watchdog repairs only within it
         self._watchdog_log = RateLog(log, 10.0)
         self.metrics_peer_limit = 10_000  # peers with per-peer response counts ([api] metrics_peer_limit)
@@ -228,6 +233,17 @@ class CoreDriver:
         for ev in events:
             self._dispatch(ev)
 
+    def report_agreed(self, a: Agreed) -> None:
+        """A change of a peer's state agreed by its vantage points (cluster/vantage.py): reported
+        by this node, its primary, as its own engine's transitions are."""
+        assert self.recorder is not None and self.engine is not None
+        p = self.engine.peer(a.peer)
+        ev = StateChanged(a.peer, a.old, a.new, a.lastms, p.maxms if p is not None else 0,
+                          a.rtt_ms / 1000 if a.rtt_ms is not None else None, self.clock(), prev_lastms=a.prev_lastms,
+                          silent=(a.old, a.new) == (st.UNREACHABLE, st.LAGGED), reason=a.reason)
+        self.recorder.transition(ev, p, self.suppressed(ev.peer))
+        self.feed.pending(ev)
+
     def _dispatch(self, ev: Event) -> None:
         recorder = self.recorder
         assert recorder is not None and self.engine is not None
@@ -246,9 +262,16 @@ class CoreDriver:
                     if not fut.done():
                         fut.set_result(ev)
         elif isinstance(ev, StateChanged):
+            vantage = self.vantage
+            if vantage is not None and vantage.covers(ev.peer):  # an observation; the primary reports
+                vantage.local(ev.peer, ev.new, ev.lastms, ev.rtt * 1000 if ev.rtt is not None else None)
+                return
             p = self.engine.peer(ev.peer)
             recorder.transition(ev, p, self.suppressed(ev.peer))
             self.feed.pending(ev)  # logged and published once committed: it survives a kill -9
+        elif isinstance(ev, VerdictChanged | LatencyChanged | FlapChanged) and self.vantage is not None and \
+                self.vantage.covers(ev.peer) and not self.vantage.primary(ev.peer):
+            pass  # another vantage point reports this peer
         elif isinstance(ev, VerdictChanged | LatencyChanged | FlapChanged) and self.suppressed(ev.peer) == "silenced":
             self.held_back += 1  # a silenced peer's notifications are held back (README "Silences")
         elif isinstance(ev, VerdictChanged | LatencyChanged):

@@ -209,6 +209,9 @@ class ServiceConfig:
     cluster_url: str | None = None  # "etcd3+http://127.0.0.1:2379" or "redis://127.0.0.1:6379"; None: one node
     cluster_group: str = "sipqualify"
     cluster_lease_s: int = 20  # membership lease (TTL) on the coordinator
+    # a static peer is probed from this many nodes, UNREACHABLE only when a quorum of them agrees
+    # (cluster/vantage.py; > 1 needs a shared PostgreSQL store)
+    cluster_vantage_points: int = 1
 
 
 @dataclass(slots=True)

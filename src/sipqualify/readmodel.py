@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from .cluster import Cluster
+    from .cluster.vantage import Vantage
     from .model import Config, PeerConfig, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
@@ -177,6 +178,7 @@ class ReadModel(Protocol):
     def exchange(self, name: str) -> Json: ...  # the last exchange captured (qualify/capture.py)
     def cluster_status(self) -> Json | None: ...  # [cluster]: this node in its group (None: one node)
     def count_fleet(self) -> Coroutine[Any, Any, dict[tuple[str, str], int]]: ...  # (node, state) -> peers
+    def vantage_view(self, name: str) -> Json | None: ...  # its vantage points ([cluster] vantage_points > 1)
     def fleet_counts(self) -> dict[tuple[str, str], int]: ...  # ... as last counted
     def fleet(self) -> Coroutine[Any, Any, tuple[str, list[Json]] | None]: ...  # (this node, other nodes' peers)
     def fleet_peer(self, name: str) -> Coroutine[Any, Any, Json | None]: ...  # a peer another node qualifies
@@ -242,6 +244,8 @@ class Shell(Protocol):
     def silences(self) -> SilenceBook | None: ...
     @property
     def cluster(self) -> Cluster | None: ...  # cluster/member.py
+    @property
+    def vantage(self) -> Vantage | None: ...  # cluster/vantage.py
 
     def clock(self) -> float: ...
     def wallclock(self) -> float: ...
@@ -464,7 +468,14 @@ class ShellReadModel:
         c = self.shell.cluster
         if c is None:
             return None
-        return {**dataclasses.asdict(c.status()), "fleet_events": c.follower.status() if c.follower else None}
+        v = self.shell.vantage
+        return {**dataclasses.asdict(c.status()), "fleet_events": c.follower.status() if c.follower else None,
+                "vantage": v.status() if v is not None else None}
+
+    def vantage_view(self, name: str) -> Json | None:
+        """A peer's vantage points, quorum and their observations (None: not probed from several nodes)."""
+        v = self.shell.vantage
+        return v.agreement.view(name) if v is not None else None
 
     def fleet_counts(self) -> dict[tuple[str, str], int]:
         c = self.shell.cluster

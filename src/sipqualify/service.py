@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .addr import Addr
 from .api.surfaces import Surfaces
 from .cluster import Cluster, open_cluster
+from .cluster.vantage import Vantage
 from .config import load_config
 from .config.memory import release_memory
 from .config.pjsip import registered_contact_peer
@@ -86,6 +87,7 @@ class Service:
         self.identifier = Identifier(())  # pjsip.conf `type=identify`: source address -> endpoint
         self.realtime: RealtimeStore | None = None  # extconfig.conf sippeers or ps_* tables (realtime/)
         self.cluster: Cluster | None = None  # [cluster]: this node's share of the static peers (cluster/)
+        self.vantage: Vantage | None = None  # [cluster] vantage_points > 1 (cluster/vantage.py)
         # Engine time is time.monotonic(), not loop.time(): uvloop's loop.time() is libuv's
         # cached millisecond clock, far too coarse for RTTs measured in microseconds.
         self.clock = time.monotonic
@@ -182,6 +184,8 @@ class Service:
         port = self.opts.api_port if self.opts.api_port is not None else svc.api_port
         await self.surfaces.start(host, port, self.opts.manager_conf, self.state_dir)
         self.cluster = await open_cluster(self.config, self.loop, self.clock, self._ownership_changed)
+        if self.cluster is not None and self.cluster.k > 1:  # before the load: its first transitions are observations
+            await self._start_vantage(self.cluster)
         if self.cluster is not None and svc.store_url is not None:  # `/events?fleet=1`: every node's transitions
             hub = self.surfaces.events
             hub.fleet = True
@@ -199,6 +203,25 @@ class Service:
         log.info("sipqualify started: %d peers (%d qualified), SIP on %s, API on http://%s:%d", len(peers),
                  sum(1 for p in peers if p.qualify_ms),
                  ", ".join(f"{ip}:{port}" for ip, port in self.sockets.local_addresses()), *self.api_addr)
+
+    async def _start_vantage(self, cluster: Cluster) -> None:
+        """[cluster] vantage_points > 1: each static peer's state agreed by its vantage points (cluster/vantage.py)."""
+        from .cluster.vantage import Held
+
+        store, url = self.store, self.config.service.store_url
+        assert store is not None and url is not None
+
+        def read_stored(names: list[str]) -> dict[str, Held]:
+            rows = store.states() if len(names) > 100 else {n: r for n in names if (r := store.state_of(n))}
+            return {n: Held(r.state, r.lastms, r.rtt_ms, r.changed_at) for n in names if (r := rows.get(n)) is not None}
+
+        v = self.vantage = Vantage(url, cluster.node_id, self.core.report_agreed, read_stored)
+        self.core.vantage = v
+        assert self.core.recorder is not None
+        self.core.recorder.vantage = v
+        await v.set_probers(cluster.probers)
+        cluster.on_probers = v.set_probers
+        v.start()
 
     def _engine_class(self) -> type[QualifyEngine]:
         if self.opts.workers <= 1:
@@ -437,6 +460,8 @@ class Service:
     async def close(self) -> None:
         if self.cluster is not None:  # leave the group first: the survivors take the peers over at once
             await self.cluster.close()
+        if self.vantage is not None:
+            await self.vantage.close()
         self.dns.close()
         if self.pool is not None:
             await self.pool.close()

@@ -20,11 +20,13 @@ from ..helpers import free_port
 class Responder(asyncio.DatagramProtocol):
     """Answers every OPTIONS with 200 OK and records (time, source IP, peer) — the peer is the
     Request-URI's user part (each test peer has `qualify_ruri_user` = its name). The peers in
-    `mute` get no answer (their far end is gone)."""
+    `mute` get no answer (their far end is gone); nor does any OPTIONS from a source address in
+    `deaf` (the network between that node and every peer is broken)."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[float, str, str]] = []
         self.mute: set[str] = set()
+        self.deaf: set[str] = set()
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -36,7 +38,7 @@ class Responder(asyncio.DatagramProtocol):
             return
         user = lines[0].split(" ")[1].removeprefix("sip:").split("@")[0]
         self.seen.append((time.monotonic(), addr[0], user))
-        if user in self.mute:
+        if user in self.mute or addr[0] in self.deaf:
             return
         keep = [ln for ln in lines[1:] if ln.split(":")[0].strip().lower() in ("via", "v", "from", "f", "call-id",
                                                                                 "i", "cseq")]
@@ -71,12 +73,12 @@ async def responder(host: str) -> tuple[Responder, int]:
 
 def fleet_toml(ip: str, node_id: str, cluster_url: str, lease: int, peers: list[str], peer_host: str, peer_port: int,
                qualifyfreq: int, store_url: str | None = None, token: str | None = None,
-               stagger: tuple[int, int] = (10, 20)) -> str:
+               stagger: tuple[int, int] = (10, 20), vantage_points: int = 1) -> str:
     """`stagger`: (qualifygap ms, qualifypeers): the first pokes' spread, and so the probes' phases."""
     lines = ["[general]", f'bind = ["{ip}:{free_port()}"]', f"qualifyfreq = {qualifyfreq}",
              f"qualifygap = {stagger[0]}", f"qualifypeers = {stagger[1]}", "",
              "[cluster]", f'url = "{cluster_url}"', f'node_id = "{node_id}"',
-             f"lease = {lease}", ""]
+             f"lease = {lease}", f"vantage_points = {vantage_points}", ""]
     if store_url:
         lines += ["[store]", f'url = "{store_url}"', ""]
     if token:  # an API on a non-loopback address needs one

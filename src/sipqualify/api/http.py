@@ -149,7 +149,10 @@ async def peer(request: web.Request) -> web.Response:
     if p is None:
         remote = await _remote(model, request.match_info["name"])
         return remote if isinstance(remote, web.Response) else web.json_response(remote)
-    return web.json_response(model.view(p).to_json())
+    body = model.view(p).to_json()
+    if (vantage := model.vantage_view(p.name)) is not None:  # [cluster] vantage_points > 1
+        body["vantage"] = vantage
+    return web.json_response(body)
 
 
 async def peer_stats(request: web.Request) -> web.Response:

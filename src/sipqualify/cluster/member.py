@@ -20,7 +20,7 @@ from ..model import Config, PeerConfig
 from ..store.base import default_node_id
 from .coordinator import CoordinatorThread, Snapshot
 from .follow import FleetFollower
-from .partition import Fence, moves, owned, owners, ring_of, settle_time
+from .partition import Fence, moves, owned, owners, ring_of, settle_time, vantage
 
 if TYPE_CHECKING:
     from ..store.base import BaseStore, PeerStateRecord, TransitionRecord
@@ -30,6 +30,7 @@ Json = dict[str, Any]
 log = logging.getLogger("sipqualify.cluster")
 
 OnChange = Callable[[list[str], list[str]], Awaitable[None]]
+Probers = dict[str, tuple[bytes, ...]]  # static peer -> its vantage points, the primary first
 
 
 def partitioned(p: PeerConfig) -> bool:
@@ -47,11 +48,12 @@ class ClusterStatus:
     owned: int  # static peers qualified here
     failures: int  # coordinator ticks that failed
     moves: int  # ownership changes applied
+    vantage_points: int = 1  # nodes probing each static peer
 
 
 class Cluster:
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], url: str, group: str,
-                 node_id: str, lease_s: int, on_change: OnChange) -> None:
+                 node_id: str, lease_s: int, on_change: OnChange, vantage_points: int = 1) -> None:
         self.loop = loop
         self.clock = clock
         self.node_id = node_id
@@ -63,6 +65,11 @@ class Cluster:
         self.names: set[str] = set()  # static peers of the configuration
         self.owned: set[str] = set()
         self.moves = 0
+        self.k = vantage_points
+        self.probers: Probers = {}  # k > 1: each owned peer's vantage points, the primary first
+        # told when `probers` changes, before the engine gains or loses peers (so that a gained peer's
+        # first transition is already an observation)
+        self.on_probers: Callable[[Probers], Awaitable[None]] | None = None
         self._thread = CoordinatorThread(url, group, node_id, lease_s, self._report_threadsafe, clock)
         self._dirty = asyncio.Event()
         self._first = asyncio.Event()
@@ -94,7 +101,7 @@ class Cluster:
             log.warning("cluster: no membership from the coordinator within %.0f s: no static peer qualified "
                         "until it answers", timeout)
         if self.fence.live(self.clock()):
-            self.owned = await asyncio.to_thread(owned, self.names, self.members, self.me)
+            self.owned, self.probers = await asyncio.to_thread(self._share)
             self._was_live = True
         self._task = self.loop.create_task(self._reconcile())
 
@@ -118,6 +125,13 @@ class Cluster:
         await asyncio.to_thread(self._thread.stop)
 
     # ---------------------------------------------------------------- queries
+
+    def _share(self) -> tuple[set[str], Probers]:
+        """The static peers this node probes now, and (k > 1) each one's vantage points (a worker thread)."""
+        if self.k <= 1:
+            return owned(self.names, self.members, self.me), {}
+        found = vantage(self.names, self.members, self.me, self.k)
+        return set(found), found
 
     def keeps(self, p: PeerConfig) -> bool:
         """Does this node load `p`? Dynamic peers always; static ones when they are its share."""
@@ -176,7 +190,8 @@ class Cluster:
 
     def status(self) -> ClusterStatus:
         return ClusterStatus(self.node_id, self.group, sorted(m.decode() for m in self.members),
-                             self.fence.live(self.clock()), len(self.owned), self._thread.failures, self.moves)
+                             self.fence.live(self.clock()), len(self.owned), self._thread.failures, self.moves,
+                             self.k)
 
     # ---------------------------------------------------------------- membership reports
 
@@ -227,9 +242,9 @@ class Cluster:
                             "confirmed in the group: probing its share" if live else
                             "lost the coordinator: stops probing its share before its lease ends (fenced)")
                 self._was_live = live
-            want = await asyncio.to_thread(owned, self.names, self.members, self.me) if live else set()
+            want, probers = await asyncio.to_thread(self._share) if live else (set(), {})
             if not self.fence.live(self.clock()):  # fenced while hashing: nothing is ours
-                want = set()
+                want, probers = set(), {}
             m = moves(self.owned, want)
             hold = self._seen_at + self.settle_s - self.clock()
             if m.gained and hold > 0:  # give now, take once the others have given: never two probers
@@ -238,6 +253,12 @@ class Cluster:
                 self._settle_timer = self.loop.call_later(hold, self._dirty.set)
                 m = moves(self.owned, self.owned - set(m.lost))
                 want = self.owned - set(m.lost)
+            try:
+                await self._set_probers(probers, want)  # maybe other vantage points (a quorum), same peers
+            except Exception:
+                log.exception("cluster: applying a change of vantage points failed; trying again")
+                self.loop.call_later(1.0, self._dirty.set)
+                continue
             if not m.gained and not m.lost:
                 continue
             log.info("cluster: %d static peers here (+%d, -%d)", len(want), len(m.gained), len(m.lost))
@@ -249,6 +270,15 @@ class Cluster:
                 continue  # `owned` still says what the engine has: the retry moves the same peers
             self.owned = want
             self.moves += 1
+
+    async def _set_probers(self, probers: Probers, want: set[str]) -> None:
+        if self.k <= 1:
+            return
+        now = {n: nodes for n, nodes in probers.items() if n in want}
+        if now != self.probers:
+            if self.on_probers is not None:
+                await self.on_probers(now)
+            self.probers = now
 
 
 async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Callable[[], float],
@@ -265,7 +295,15 @@ async def open_cluster(cfg: Config, loop: asyncio.AbstractEventLoop, clock: Call
         raise ConfigError([ConfigMessage("error", cfg.source or "", 0,
                                          f"[cluster] needs tooz: pip install 'sipqualify[cluster]' ({e})")]) from e
     node_id = svc.node_id or default_node_id()
-    c = Cluster(loop, clock, svc.cluster_url, svc.cluster_group, node_id, svc.cluster_lease_s, on_change)
+    if svc.cluster_vantage_points > 1 and svc.store_url is None:
+        from ..model import ConfigError, ConfigMessage
+
+        raise ConfigError([ConfigMessage("error", cfg.source or "", 0,
+                                         f"[cluster] vantage_points = {svc.cluster_vantage_points} needs a shared "
+                                         "PostgreSQL store ([store] url = \"postgresql://...\"): the vantage points "
+                                         "exchange what they see through it")])
+    c = Cluster(loop, clock, svc.cluster_url, svc.cluster_group, node_id, svc.cluster_lease_s, on_change,
+                svc.cluster_vantage_points)
     await c.start((n for n, p in cfg.peers.items() if partitioned(p)), timeout=float(svc.cluster_lease_s))
     log.info("cluster: node '%s' in group '%s' on %s: %d of %d static peers here", node_id, svc.cluster_group,
              svc.cluster_url.split("?")[0], len(c.owned), len(c.names))

@@ -54,15 +54,52 @@ def ring_of(members: Mapping[bytes, int], partitions: int = PARTITIONS) -> hashr
 
 
 def owned(names: Iterable[str], members: Mapping[bytes, int], me: bytes,
-          partitions: int = PARTITIONS) -> set[str]:
+          partitions: int = PARTITIONS, k: int = 1) -> set[str]:
     """The names among `names` that `me` owns when `members` (member id -> weight) form the ring:
     tooz's Partitioner.belongs_to_self (the name's UTF-8 bytes on the ring), without its per-call
-    set building (bench/bench_cluster.py measures it)."""
+    set building (bench/bench_cluster.py measures it). With `k` > 1 (vantage points), the names
+    `me` is one of the k probers of."""
+    if k > 1:
+        return set(vantage(names, members, me, k, partitions))
     if me not in members:
         return set()
     if len(members) == 1:
         return set(names)
     return {n for n, node in owners(names, ring_of(members, partitions)) if node == me}
+
+
+def vantage(names: Iterable[str], members: Mapping[bytes, int], me: bytes, k: int,
+            partitions: int = PARTITIONS) -> dict[str, tuple[bytes, ...]]:
+    """For each name `me` probes with `k` vantage points: its probers, the ring's owner (the
+    primary, who reports) first, then the next distinct members clockwise (tooz's
+    `HashRing.get_nodes(name, replicas=k)`, in ring order). Fewer members than `k`: all of them."""
+    if me not in members:
+        return {}
+    ring = ring_of(members, partitions)
+    return {n: nodes for n, nodes in vantage_owners(names, ring, k) if me in nodes}
+
+
+def vantage_owners(names: Iterable[str], ring: hashring.HashRing, k: int) -> Iterator[tuple[str, tuple[bytes, ...]]]:
+    """(name, its k distinct nodes in ring order from the name's point): `owners` with replicas."""
+    keys: list[int] = ring._partitions
+    nodes = [ring._ring[k_] for k_ in keys]
+    n_keys = len(keys)
+    want = min(k, len(set(nodes)))
+    md5, right = hashlib.md5, bisect.bisect
+    cache: dict[int, tuple[bytes, ...]] = {}  # by start position: 256 points per member, so few distinct walks
+    for n in names:
+        pos = right(keys, int(md5(n.encode("utf8"), usedforsecurity=False).hexdigest(), 16))
+        pos = pos if pos < n_keys else 0
+        found = cache.get(pos)
+        if found is None:
+            walk: list[bytes] = []
+            i = pos
+            while len(walk) < want:
+                if nodes[i] not in walk:
+                    walk.append(nodes[i])
+                i = (i + 1) % n_keys
+            found = cache[pos] = tuple(walk)
+        yield n, found
 
 
 def owners(names: Iterable[str], ring: hashring.HashRing) -> Iterator[tuple[str, bytes]]:

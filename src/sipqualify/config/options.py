@@ -1138,6 +1138,9 @@ OPTIONS: Final[tuple[Option, ...]] = (
           "(the owner named in its stored rows and in the fleet view)"),
     _toml("cluster", "lease", Number(lo=2, unit="seconds"), "service.cluster_lease_s", "`20`", "seconds",
           "membership lease: a dead node's peers move after it; a cut-off node stops probing at half of it"),
+    _toml("cluster", "vantage_points", Number(lo=1, unit="nodes"), "service.cluster_vantage_points", "`1`",
+          "integer ≥ 1", "each static peer is probed from this many nodes and is UNREACHABLE only when a majority "
+          "of them says so (needs `[store] url` on PostgreSQL; docs/scaling.md \"Vantage points\")"),
 )
 
 

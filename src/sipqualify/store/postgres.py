@@ -118,6 +118,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             until DOUBLE PRECISION NOT NULL, comment TEXT NOT NULL DEFAULT '', created DOUBLE PRECISION NOT NULL
         )""",
     ),
+    (  # 2: what each vantage point last saw of a peer ([cluster] vantage_points, cluster/vantage.py)
+        """CREATE TABLE IF NOT EXISTS observations (
+            peer TEXT NOT NULL,
+            node TEXT NOT NULL,
+            state TEXT NOT NULL,
+            lastms BIGINT NOT NULL,
+            rtt_ms DOUBLE PRECISION,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (peer, node)
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
