@@ -7,8 +7,11 @@ reading the clock and the first send).
 The daemon runs as `sipqualify run` in its own process, as users run it (in-process, the test
 runner's heap hides the defect). Arrival times are the kernel's receive timestamps
 (SO_TIMESTAMPNS), so the receiving side adds no scheduling noise. The defect this guards
-against is systematic (the first send late on every start); the check allows three attempts
-so that a scheduler hiccup of a busy CI machine on one of twelve sends is not taken for it.
+against is systematic (the first send late on every start); a scheduler hiccup of a busy CI
+machine is not: it delays one or two sends of one start, a different one the next time
+(three starts under a CPU hog: the 12th send 6.5 ms late, then the 12th 40.9 ms, then the
+10th and 11th 40 ms). So each send slot is judged by its best of up to three starts: a slot
+late in every start fails.
 """
 
 from __future__ import annotations
@@ -96,11 +99,23 @@ def grid_error_ms(arrivals: list[float]) -> list[float]:
     return [a - g - anchor for a, g in zip(arrivals, grid, strict=True)]
 
 
+def best_per_slot(errors: list[list[float]]) -> list[float]:
+    """Each send slot's smallest error over the starts (a hiccup is one start's, a defect every start's)."""
+    return [min(abs(e) for e in slot) for slot in zip(*errors, strict=True)]
+
+
+def test_best_per_slot_keeps_a_defect_of_every_start() -> None:
+    hiccups = [[0.1, 0.0, 40.0], [30.0, 0.2, 0.0], [0.0, 0.0, 0.3]]
+    assert max(best_per_slot(hiccups)) <= TOLERANCE_MS
+    first_late = [[20.0, 0.0, 0.1], [14.0, 0.2, 40.0], [34.0, 0.0, 0.3]]
+    assert best_per_slot(first_late)[0] == 14.0
+
+
 def test_first_options_leave_on_the_stagger_grid(tmp_path: Path) -> None:
     errors: list[list[float]] = []
     for attempt in range(3):
         err = grid_error_ms(first_sends_ms(tmp_path / f"run{attempt}"))
         errors.append([round(e, 1) for e in err])
-        if max(abs(e) for e in err) <= TOLERANCE_MS:
+        if max(best_per_slot(errors)) <= TOLERANCE_MS:
             return
     raise AssertionError(f"first OPTIONS off chan_sip's grid by more than {TOLERANCE_MS} ms (ms per send): {errors}")
