@@ -204,6 +204,8 @@ class ServiceConfig:
     # [general] peerstatus_time says (yes without one)
     ami_peerstatus_time: bool | None = None
     ami_users: dict[str, dict[str, object]] = field(default_factory=dict)
+    # [cluster] with a shared store: PeerStatus of the other nodes' transitions too (followed from the store)
+    ami_fleet_events: bool = False
     webhooks: list[dict[str, object]] = field(default_factory=list)  # [[webhooks]] tables, checked by the reader
     # [cluster] (cluster/): static peers partitioned across the nodes of a tooz group on etcd or Redis
     cluster_url: str | None = None  # "etcd3+http://127.0.0.1:2379" or "redis://127.0.0.1:6379"; None: one node

@@ -27,7 +27,7 @@ from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChange
 from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
 from .sip.uri import format_host
-from .views import PeerView, display_bytes, silence_fields
+from .views import PeerView, display_bytes, remote_view, silence_fields
 from .workers.mirror import workers_status
 
 if TYPE_CHECKING:
@@ -179,6 +179,9 @@ class ReadModel(Protocol):
     def cluster_status(self) -> Json | None: ...  # [cluster]: this node in its group (None: one node)
     def count_fleet(self) -> Coroutine[Any, Any, dict[tuple[str, str], int]]: ...  # (node, state) -> peers
     def vantage_view(self, name: str) -> Json | None: ...  # its vantage points ([cluster] vantage_points > 1)
+    @property
+    def fleet_shared(self) -> bool: ...  # [cluster] with a shared store: other nodes' peers can be shown
+    def remote_views(self, name: str | None = None) -> Coroutine[Any, Any, list[PeerView]]: ...
     def fleet_counts(self) -> dict[tuple[str, str], int]: ...  # ... as last counted
     def fleet(self) -> Coroutine[Any, Any, tuple[str, list[Json]] | None]: ...  # (this node, other nodes' peers)
     def fleet_peer(self, name: str) -> Coroutine[Any, Any, Json | None]: ...  # a peer another node qualifies
@@ -487,6 +490,24 @@ class ShellReadModel:
         if c is None:
             return {}
         return await c.count_fleet(self.shell.store, self.shell.config.service.store_url is not None)
+
+    @property
+    def fleet_shared(self) -> bool:
+        return self.shell.cluster is not None and self.shell.config.service.store_url is not None
+
+    async def remote_views(self, name: str | None = None) -> list[PeerView]:
+        """The static peers other nodes qualify (`name`: that one only), as the AMI port lists them:
+        their configuration and their owner's stored state ([cluster] with a shared store; else none)."""
+        c = self.shell.cluster
+        if c is None or not self.fleet_shared:
+            return []
+        cfg = self.shell.config
+        if name is not None:
+            row = await c.remote_peer(name, cfg, self.shell.store)
+            rows = [row] if row is not None else []
+        else:
+            rows = await c.remote_peers(cfg, self.shell.store)
+        return [remote_view(p, r) for r in rows if (p := cfg.peers.get(r["name"])) is not None and not p.dynamic]
 
     async def fleet(self) -> tuple[str, list[Json]] | None:
         c = self.shell.cluster

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from .api.events import EventHub
     from .net.tcp import TcpServer
     from .store import postgres
+    from .store.base import TransitionRecord
     from .store.bindings import BindingStore
     from .workers.pool import WorkerPool
 
@@ -187,10 +188,17 @@ class Service:
         if self.cluster is not None and self.cluster.k > 1:  # before the load: its first transitions are observations
             await self._start_vantage(self.cluster)
         if self.cluster is not None and svc.store_url is not None:  # `/events?fleet=1`: every node's transitions
-            hub = self.surfaces.events
+            hub, ami, me = self.surfaces.events, self.surfaces.ami, self.cluster.node_id
             hub.fleet = True
-            await self.cluster.follow(svc.store_url, self.store, hub.publish_fleet,
-                                      lambda: any(s.fleet for s in hub.subscribers))
+            ami_fleet = ami if ami is not None and svc.ami_fleet_events else None  # [ami] fleet_events
+
+            def publish(rec: TransitionRecord) -> None:
+                hub.publish_fleet(rec)
+                if ami_fleet is not None and rec.node != me:  # this node's own come from its engine
+                    ami_fleet.publish_fleet(rec)
+
+            await self.cluster.follow(svc.store_url, self.store, publish, lambda: any(
+                s.fleet for s in hub.subscribers) or (ami_fleet is not None and ami_fleet.session_count > 0))
         if self.cluster is not None and svc.store_url is not None:  # the share's state as its last owner left it
             restored = await asyncio.to_thread(self.store.states)
         changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}

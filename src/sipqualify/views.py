@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .model import PeerConfig
 from .qualify.silence import Silence
 from .qualify.stats import LatencyStats
 
@@ -78,6 +79,35 @@ class PeerView:
     def from_json(cls, data: dict[str, Any]) -> PeerView:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def remote_view(cfg: PeerConfig, row: dict[str, Any]) -> PeerView:
+    """A static peer another node of the cluster qualifies ([cluster] with a shared store): its
+    configuration (every node reads the same) and its owner's last stored state (`row` of the
+    fleet view: state, lastms, maxms, rtt_ms, changed_at, updated_at), for the AMI port's lists.
+    Its address is the configured IP literal (a host name's address is the owner's to know)."""
+    from .net.resolve import literal
+    from .qualify.state import UNKNOWN, UNMONITORED, status_string
+
+    maxms = int(row.get("maxms") or cfg.qualify_ms)
+    lastms = int(row.get("lastms") or 0) if maxms else 0
+    state = str(row.get("state") or (UNKNOWN if maxms else UNMONITORED))
+    ip = literal(cfg.host) if cfg.host else None
+    return PeerView(
+        name=cfg.name, status=status_string(maxms, lastms), state=state, lastms=lastms, maxms=maxms,
+        qualifyfreq_ms=cfg.qualifyfreq_ms, keepalive_ms=cfg.keepalive_s * 1000, host=cfg.host or "",
+        addr_ip=ip, addr_port=(cfg.port or _default_port(cfg.transport)) if ip else 0, dynamic=False,
+        transport=cfg.transport, nat=list(cfg.nat), nat_detected=False, acl=False, defaultuser=cfg.defaultuser,
+        fromuser=cfg.fromuser, fromdomain=cfg.fromdomain, description=cfg.description, context=cfg.context,
+        secret_set=bool(cfg.secret), md5secret_set=bool(cfg.md5secret), useragent="", regcontact="", regexten="",
+        expire=-1, rtt_ms=row.get("rtt_ms"), last_qualify=row.get("updated_at"), last_change=row.get("changed_at"),
+        qualifies=0, timeouts=0, retransmissions=0)
+
+
+def _default_port(transport: str) -> int:
+    from .net.resolve import default_port
+
+    return default_port(transport)
 
 
 def format_verdict(v: PeerView, stats: str = "") -> str:

@@ -37,7 +37,7 @@ from ..compat import (
 from ..model import ConfigError, ConfigMessage
 from ..qualify.events import SecurityEvent, StateChanged
 from ..qualify.order import container_order
-from ..qualify.state import peer_status_word
+from ..qualify.state import LAGGED, UNREACHABLE, peer_status_word
 from ..ratelog import RateLog
 from ..views import PeerView
 from .ami_actions import DEVICE_STATE, core_settings, core_status, device_state, event_mask, list_commands, mask_classes
@@ -45,10 +45,12 @@ from .ami_actions import DEVICE_STATE, core_settings, core_status, device_state,
 if TYPE_CHECKING:
     from ..model import ServiceConfig
     from ..readmodel import ReadModel
+    from ..store.base import TransitionRecord
 
 log = logging.getLogger("sipqualify.ami")
 
 MAX_LINE = 1024
+MAX_HELD = 1 << 20  # input held while an action reads the shared store ([cluster] fleet view)
 CLASSES = ("system", "call", "log", "verbose", "command", "agent", "user", "config", "dtmf", "reporting", "cdr",
            "dialplan", "originate", "agi", "cc", "aoc", "test", "security", "message")
 
@@ -427,6 +429,7 @@ class AmiSession(asyncio.Protocol):
         self.challenge: str | None = None
         self.closed = False
         self.busy = False  # a login failure is being delayed: ignore further input
+        self.waiting = False  # an action reads the shared store: further input waits, answers stay in order
         self._auth_timer: asyncio.TimerHandle | None = None
 
     # -------------------------------------------------------------- connection
@@ -499,7 +502,13 @@ class AmiSession(asyncio.Protocol):
         if self.busy or self.closed:
             return
         self.buf += data
-        while not self.closed and not self.busy:
+        if self.waiting and len(self.buf) > MAX_HELD:
+            self.server.counters["oversize_lines"] += 1
+            log.warning("AMI: %s:%d sent over %d bytes while an action was answered: disconnected", *self.peer,
+                        MAX_HELD)
+            self.close()
+            return
+        while not self.closed and not self.busy and not self.waiting:
             nl = self.buf.find(b"\n")
             if nl < 0:
                 if len(self.buf) > MAX_LINE:
@@ -693,57 +702,100 @@ class AmiSession(asyncio.Protocol):
     def do_devicestatelist(self, m: dict[str, str], aid: str | None) -> None:
         """res_manager_devicestate.c action_devicestatelist: the device-state cache as
         DeviceStateChange events without Privilege, ActionID after Event; here every peer."""
-        views = self._views()
         head: list[tuple[str, object]] = [("Event", "DeviceStateChange")]
         if aid is not None:
             head.append(("ActionID", aid))
-        self.write(_listack(aid, "Device State Changes will follow")
-                   + "".join(block(*head, ("Device", f"SIP/{v.name}"), ("State", device_state(v))) for v in views)
-                   + _list_complete("DeviceStateListComplete", aid, len(views)))
+
+        def answer(remote: list[PeerView]) -> None:
+            views = self._views(remote)
+            self.write(_listack(aid, "Device State Changes will follow")
+                       + "".join(block(*head, ("Device", f"SIP/{v.name}"), ("State", device_state(v))) for v in views)
+                       + _list_complete("DeviceStateListComplete", aid, len(views)))
+
+        self._with_fleet(aid, None, answer)
 
     def do_extensionstatelist(self, m: dict[str, str], aid: str | None) -> None:
         """pbx.c action_extensionstatelist with no dialplan hints (sipqualify has no dialplan)."""
         self.write(_listack(aid, "Extension Statuses will follow")
                    + _list_complete("ExtensionStateListComplete", aid, 0))
 
-    def _views(self) -> list[PeerView]:
-        return sorted(self.server.model.views(), key=lambda v: v.name.encode())
+    def _with_fleet(self, aid: str | None, name: str | None, answer: Callable[[list[PeerView]], None]) -> None:
+        """`answer(remote)` with the static peers other nodes qualify (`name`: that one), read from
+        the shared store ([cluster]); at once with none on one node. Input waits meanwhile, so the
+        answers of a client's actions keep their order."""
+        model = self.server.model
+        if not model.fleet_shared:
+            answer([])
+            return
+        self.waiting = True
+
+        def done(task: asyncio.Task[list[PeerView]]) -> None:
+            self.waiting = False
+            if self.closed:
+                return
+            try:
+                remote = task.result()
+            except Exception as e:  # noqa: BLE001 - the store is down: this node's peers, said so in the log
+                self.server.ratelog(time.monotonic(), "AMI: other nodes' peers not listed: shared store: %s", e,
+                                    key="fleet_store")
+                remote = []
+            try:
+                answer(remote)
+            except Exception:  # noqa: BLE001 - as dispatch(): the action is answered, the session lives
+                log.debug("AMI: action failed", exc_info=True)
+                self.error(aid, "Internal error")
+            self.data_received(b"")  # the input held meanwhile
+
+        asyncio.get_running_loop().create_task(model.remote_views(name)).add_done_callback(done)
+
+    def _views(self, remote: list[PeerView]) -> list[PeerView]:
+        return sorted([*self.server.model.views(), *remote], key=lambda v: v.name.encode())
 
     def do_sippeers(self, m: dict[str, str], aid: str | None) -> None:
-        self.write(sippeers_list(self._views(), aid))
+        self._with_fleet(aid, None, lambda remote: self.write(sippeers_list(self._views(remote), aid)))
 
-    def _find(self, m: dict[str, str], aid: str | None) -> PeerView | None:
+    def _find(self, m: dict[str, str], aid: str | None, answer: Callable[[PeerView | None], None]) -> None:
+        """The peer an action names: this node's, else (cluster) another node's from the store."""
         name = m.get("peer", "")
         if name.upper().startswith("SIP/"):
             name = name[4:]
         if not name:
             self.error(aid, f"Peer: {name} missing.")
-            return None
+            return
         model = self.server.model
         p = model.peer(name)
-        return model.view(p) if p is not None else None
+        if p is not None:
+            answer(model.view(p))
+            return
+        self._with_fleet(aid, name, lambda remote: answer(remote[0] if remote else None))
 
     def do_sipshowpeer(self, m: dict[str, str], aid: str | None) -> None:
         name = m.get("peer", "")
         if not name:
             self.error(aid, "Peer: <name> missing.")
             return
-        v = self._find(m, aid)
-        if v is None:
-            self.error(aid, f"Peer {name} not found.")
-            return
-        self.write(show_peer(v, aid))
+
+        def answer(v: PeerView | None) -> None:
+            if v is None:
+                self.error(aid, f"Peer {name} not found.")
+            else:
+                self.write(show_peer(v, aid))
+
+        self._find(m, aid, answer)
 
     def do_sippeerstatus(self, m: dict[str, str], aid: str | None) -> None:
         if m.get("peer"):
-            v = self._find(m, aid)
-            if v is None:
-                self.error(aid, "No such peer")
-                return
-            views = [v]
-        else:  # chan_sip walks its peers container: hash order, not names (qualify/order.py)
-            views = container_order(self.server.model.views(), _view_name)
-        self.write(peerstatus_list(views, aid))
+            def one(v: PeerView | None) -> None:
+                if v is None:
+                    self.error(aid, "No such peer")
+                else:
+                    self.write(peerstatus_list([v], aid))
+
+            self._find(m, aid, one)
+            return
+        # chan_sip walks its peers container: hash order, not names (qualify/order.py)
+        self._with_fleet(aid, None, lambda remote: self.write(
+            peerstatus_list(container_order([*self.server.model.views(), *remote], _view_name), aid)))
 
     def do_sipqualifypeer(self, m: dict[str, str], aid: str | None) -> None:
         name = m.get("peer", "")
@@ -936,6 +988,13 @@ class AmiServer:
         if state is not None:
             p = self.model.peer(ev.peer)  # sip_devicestate: a peer with no address is UNAVAILABLE
             self._device_state(ev.peer, "UNAVAILABLE" if p is not None and p.addr is None else state)
+
+    def publish_fleet(self, rec: TransitionRecord) -> None:
+        """Another node's transition, followed from the shared store (`[ami] fleet_events`): the
+        same PeerStatus and DeviceStateChange as for this node's own."""
+        self.on_state_changed(StateChanged(rec.peer, rec.old, rec.new, rec.lastms, rec.maxms,
+                                           rec.rtt_ms / 1000 if rec.rtt_ms is not None else None, rec.time,
+                                           silent=(rec.old, rec.new) == (UNREACHABLE, LAGGED), reason=rec.reason))
 
     def _device_state(self, peer: str, state: str) -> None:
         """DeviceStateChange when the peer's device state changed (the cache drops repeats)."""

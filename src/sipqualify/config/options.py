@@ -1126,6 +1126,8 @@ OPTIONS: Final[tuple[Option, ...]] = (
     _toml("ami", "peerstatus_time", Bool(), "service.ami_peerstatus_time", "manager.conf's, else `true`",
           "`true` or `false`",
           "`Time:` in Reachable/Lagged `PeerStatus` events"),
+    _toml("ami", "fleet_events", Bool(), "service.ami_fleet_events", "`false`", "`true` or `false`",
+          "with `[cluster]` and a shared store: PeerStatus events of every node's transitions, not only this node's"),
     _toml("ami", "users", AmiUsers(), "service.ami_users", "none", "`[ami.users.NAME]` tables",
           "manager users: `secret`, `read`, `write`, `deny`, `permit`"),
     _toml("cluster", "url", ClusterUrl(), "service.cluster_url", "unset (one node)",
