@@ -23,4 +23,6 @@ python3 bench/bench_realtime.py --peers 5000
 python3 bench/sim_cluster.py --short
 python3 bench/bench_pjsip_ami.py --short
 python3 bench/bench_fleet_events.py --paced 100 --burst 5000
+python3 bench/bench_vantage.py --short
+python3 bench/bench_sendto.py --short
 python3 bench/bench_config_memory.py --peers 20000
