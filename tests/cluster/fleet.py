@@ -153,9 +153,9 @@ class Node:
 
         return await asyncio.to_thread(call)
 
-    async def metrics(self) -> str:
+    async def metrics(self, query: str = "") -> str:
         def call() -> str:
-            req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}/metrics",
+            req = urllib.request.Request(f"http://{self.api[0]}:{self.api[1]}/metrics{query}",
                                          headers={"Authorization": f"Bearer {self.token}"})
             with urllib.request.urlopen(req, timeout=10) as r:
                 return str(r.read().decode())

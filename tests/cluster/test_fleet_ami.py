@@ -64,6 +64,17 @@ async def test_the_ami_port_of_any_node_lists_and_follows_the_whole_fleet(etcd: 
             return all(r.get("state") == "OK" for r in body["peers"]) and len(body["peers"]) == len(PEERS)
 
         await until(b_stored_ok, 30, "every peer OK, B's in the shared store")
+
+        # /metrics?fleet=1: the per-peer series of B's peers too (as B stored them), each peer once
+        def ups(text: str) -> dict[str, str]:
+            return {ln.split('"')[1]: ln.rsplit(" ", 1)[1] for ln in text.splitlines()
+                    if ln.startswith("sipqualify_peer_up{")}
+
+        fleet_metrics = await a.metrics("?fleet=1")
+        assert ups(fleet_metrics) == dict.fromkeys(PEERS, "1")
+        assert sum(ln.startswith("sipqualify_peer_up{") for ln in fleet_metrics.splitlines()) == len(PEERS)
+        assert f'sipqualify_peer_status{{peer="{of_b[0]}",sipqualify_peer_status="OK"}} 1' in fleet_metrics
+        assert ups(await a.metrics()) == dict.fromkeys(of_a, "1")  # without it: this node's own
         ami = await AmiClient.login(ami_port, events="off")
 
         # 1. the lists: every peer of the fleet; sent back to back, answered in order

@@ -20,7 +20,7 @@ from ..addr import is_loopback
 from ..model import ConfigError, ConfigMessage
 from ..net.httplog import ServerLog
 from ..qualify.capture import CaptureFull
-from ..views import stats_json
+from ..views import PeerView, stats_json
 from . import dashboard
 from .events import HUB_KEY, EventHub
 from .keys import MODEL_KEY, REGISTRY_KEY
@@ -391,8 +391,14 @@ async def metrics(request: web.Request) -> web.Response:
 
     model = _model(request)
     await model.count_fleet()  # the fleet's counts, read off the loop (cached): the collector shows them
+    remote: list[PeerView] = []
+    if request.query.get("fleet") in ("1", "true", "yes") and model.fleet_shared:  # the others' peers too
+        try:
+            remote = await model.remote_views()
+        except Exception as e:  # the shared store is down: this node's series, said so in the log
+            log.warning("/metrics?fleet=1: other nodes' peers left out: shared store: %s", e)
     data = generate_latest(request.app[REGISTRY_KEY])  # type: ignore[arg-type]
-    data += render_peer_series(model, model.config.service.metrics_peer_limit).encode()
+    data += render_peer_series(model, model.config.service.metrics_peer_limit, remote).encode()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

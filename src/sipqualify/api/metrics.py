@@ -8,7 +8,7 @@ histogram (bucket counts in a list) that the collector exposes; buckets are fit 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -22,6 +22,7 @@ from ..qualify.verdict import VERDICTS
 
 if TYPE_CHECKING:
     from ..readmodel import ReadModel
+    from ..views import PeerView
 
 STATES = ("OK", "LAGGED", "UNREACHABLE", "UNKNOWN", "UNMONITORED")
 
@@ -32,10 +33,12 @@ def _label(v: str) -> str:
     return v
 
 
-def render_peer_series(model: ReadModel, limit: int) -> str:
+def render_peer_series(model: ReadModel, limit: int, remote: Sequence[PeerView] = ()) -> str:
     """The per-peer families in the Prometheus text format, written directly: with 10,000
     peers this is ~20x faster than going through prometheus-client's objects, so a scrape
-    stays well under a second and never holds the event loop for long."""
+    stays well under a second and never holds the event loop for long. `remote`: the static
+    peers other nodes of the cluster qualify (`/metrics?fleet=1`), after this node's, within the
+    same `limit`: their up, status, RTT and threshold as their owner stored them."""
     if model.engine_stats() is None or limit <= 0:
         return ""
     fams: dict[str, list[str]] = {k: [] for k in (
@@ -97,6 +100,19 @@ def render_peer_series(model: ReadModel, limit: int) -> str:
             for i in range(1, 7):
                 if classes[i]:
                     resp.append(f'sipqualify_peer_responses_total{{peer="{name}",class="{i}xx"}} {classes[i]}')
+    for rv in remote:
+        if n >= limit:
+            break
+        n += 1
+        name = _label(rv.name)
+        lab = f'{{peer="{name}"}}'
+        s = rv.state
+        up.append(f"sipqualify_peer_up{lab} {1 if s in ('OK', 'LAGGED') else 0}")
+        for k in STATES:
+            status.append(f'sipqualify_peer_status{{peer="{name}",sipqualify_peer_status="{k}"}} {1 if k == s else 0}')
+        if rv.rtt_ms is not None and rv.state in ("OK", "LAGGED"):
+            rtt.append(f"sipqualify_peer_rtt_seconds{lab} {rv.rtt_ms / 1000.0!r}")
+        maxms.append(f"sipqualify_peer_qualify_threshold_seconds{lab} {rv.maxms / 1000.0!r}")
     heads = {
         "up": ("sipqualify_peer_up", "gauge", "1 if the peer answered its last qualify (OK or LAGGED)"),
         "status": ("sipqualify_peer_status", "gauge", "chan_sip qualify state of the peer (one series per state)"),
