@@ -43,6 +43,7 @@ CHANNEL = "sipqualify_observations"  # NOTIFY'd "<node>\t<peer>\t<state>\t<lastm
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 PAGE = 5000  # peers per catch-up read
+CLOSE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,13 +236,14 @@ class Vantage:
         self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._listen_loop())]
 
     async def close(self) -> None:
+        """Stop both loops; bounded (a connection closing under a cancelled read must not hold a stop)."""
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("vantage: %d connection task(s) still closing after %.0f s: left behind", len(stuck),
+                            CLOSE_TIMEOUT_S)
         self._tasks = []
 
     def status(self) -> dict[str, Any]:
