@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .profile import shared_profile
+
 # chan_sip compile-time constants (sip.h, identical in Asterisk 16/18/20).
 DEFAULT_MAXMS = 2000  # qualify=yes
 DEFAULT_QUALIFYFREQ_MS = 60_000
@@ -47,12 +49,22 @@ class OutboundAuth:
     realm: str = ""
 
 
-@dataclass(slots=True)
+#: the PeerConfig fields each peer keeps itself; the others are shared by the peers with equal
+#: values (profile.py, issue 15: a million peers), `source`'s line aside
+PEER_OWN_FIELDS = ("name", "host", "port", "secret", "md5secret", "defaultuser", "fromuser", "description",
+                   "contact_uri")
+
+
+@shared_profile(own=PEER_OWN_FIELDS, located="source")
+@dataclass
 class PeerConfig:
     """One monitored (or unmonitored) SIP peer, as configured.
 
     `qualify_ms` is chan_sip's `maxms`: 0 means Unmonitored, `qualify=yes` gives the
-    general default (2000 unless `[general] qualify=` says otherwise).
+    general default (2000 unless `[general] qualify=` says otherwise). Each peer stores only
+    PEER_OWN_FIELDS and its `source` line; every other field reads from an immutable profile
+    shared by the peers with equal values (profile.py): fields, constructor, equality, repr and
+    `dataclasses.replace` are those of this dataclass.
     """
 
     name: str

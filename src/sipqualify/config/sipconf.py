@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
+from ..model import PEER_OWN_FIELDS, Config, ConfigMessage, GeneralConfig, PeerConfig
+from ..profile import fresh
 from .asterisk import AsteriskConfig, Entry, Section, read_asterisk_config
 from .options import NOTHING, SIPCONF_OPTIONS, Ctx, Option, assign, current
 from .realtime import read_realtime
@@ -288,7 +289,9 @@ class SipConfReader:
         string, int and tuple a peer holds beyond what it inherits is either the equal value an
         earlier peer already holds, or a new copy made now, among the peers (issue 15: daemon
         memory per peer; `bench/bench_config_memory.py`). `proto` None: every value (the
-        prototype peer itself, whose `[general]` values every peer shares).
+        prototype peer itself, whose `[general]` values every peer shares). Only the fields a
+        peer keeps itself are looked at: the others are in a profile shared by equal peers,
+        which holds copies of its own (model.PEER_OWN_FIELDS, profile.py).
         """
         for f in _PEER_FIELDS:
             v = getattr(p, f)
@@ -303,7 +306,7 @@ class SipConfReader:
             return v
         if got is None:
             if type(v) is str:
-                got = v.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")  # a new object
+                got = fresh(v)  # a new object
             elif type(v) is tuple:
                 got = tuple(self._kept_value(x) if type(x) in _KEPT_TYPES else x for x in v)
             else:
@@ -312,7 +315,7 @@ class SipConfReader:
         return got
 
 
-_PEER_FIELDS = tuple(f.name for f in fields(PeerConfig))
+_PEER_FIELDS = PEER_OWN_FIELDS
 _KEPT_TYPES = (str, int, tuple)
 
 
