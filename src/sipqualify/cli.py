@@ -212,7 +212,10 @@ def cmd_peer(args: argparse.Namespace) -> int:
         return EXIT_OK
     v = PeerView.from_json(body)
     if args.json:
-        print(json.dumps(v.to_json(), indent=2))
+        out = v.to_json()
+        if body.get("vantage"):  # [cluster] vantage_points > 1
+            out["vantage"] = body["vantage"]
+        print(json.dumps(out, indent=2))
     else:
         sys.stdout.write(format_sip_show_peer(v))
         # ours, after chan_sip's block (which it leaves byte for byte): only when there is something to say
@@ -226,6 +229,8 @@ def cmd_peer(args: argparse.Namespace) -> int:
             print(f"  Flow ping    : {flow_ping(v.flow_keepalive)}")
         sys.stdout.write(dns_lines(v))
         sys.stdout.write(target_lines(v))
+        if body.get("vantage"):
+            sys.stdout.write(vantage_lines(body["vantage"]))
         if v.silenced and v.silenced_until is not None:
             print(f"  Silenced     : until {_local(v.silenced_until)} (silence {v.silence_id})")
         if v.flapping and not args.verdict:
@@ -235,6 +240,22 @@ def cmd_peer(args: argparse.Namespace) -> int:
             s = Client(args).call("GET", f"/api/v1/peers/{quote(args.name, safe='')}/stats")
             sys.stdout.write(format_verdict(v, format_stats(s)))
     return EXIT_OK
+
+
+def vantage_lines(vt: dict[str, Any]) -> str:
+    """`[cluster] vantage_points`: who probes the peer, what each saw, what was agreed."""
+    def seen(node: str) -> str:
+        o = vt["observations"].get(node)
+        if o is None:
+            return f"{node} -"
+        ms = f" ({o['lastms']} ms)" if o["state"] in ("OK", "LAGGED") and o["lastms"] > 0 else ""
+        return f"{node} {o['state']}{ms}"
+
+    nodes = vt["nodes"]
+    primary = escape_controls(vt["primary"])
+    agreed = f"agreed {vt['agreed']} (primary: this node)" if vt.get("agreed") else f"reported by its primary {primary}"
+    return (f"  Vantage      : {vt['quorum']} of {len(nodes)} to agree; {agreed}\n"
+            f"                 {escape_controls(', '.join(seen(n) for n in nodes))}\n")
 
 
 def target_lines(v: Any) -> str:

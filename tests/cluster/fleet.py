@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -193,6 +194,12 @@ class Node:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+def cli_peer(node: Node, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sipqualify.cli", "peer", name, "--api",
+                           f"{node.api[0]}:{node.api[1]}", "--state-dir", str(node.dir / "state")],
+                          capture_output=True, text=True, timeout=30)
 
 
 async def until(pred: Any, timeout: float, what: str) -> None:

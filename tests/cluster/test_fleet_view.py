@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +24,7 @@ from aiohttp import web
 
 from ..helpers import Postgres
 from .conftest import Etcd
-from .fleet import Node, fleet_toml, responder, settled, until
+from .fleet import Node, cli_peer, fleet_toml, responder, settled, until
 
 PEERS = [f"f{i:02d}" for i in range(20)]
 FREQ = 2
@@ -88,12 +86,6 @@ class Stream:
     async def close(self) -> None:
         self.task.cancel()
         await self.session.close()
-
-
-def cli_peer(node: Node, name: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sipqualify.cli", "peer", name, "--api",
-                           f"{node.api[0]}:{node.api[1]}", "--state-dir", str(node.dir / "state")],
-                          capture_output=True, text=True, timeout=30)
 
 
 async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd, tmp_path: Path) -> None:

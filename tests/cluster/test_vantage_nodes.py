@@ -13,13 +13,14 @@ responder on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..helpers import Postgres
 from .conftest import Etcd
-from .fleet import Node, fleet_toml, responder, until
+from .fleet import Node, cli_peer, fleet_toml, responder, until
 
 PEERS = [f"v{i:02d}" for i in range(12)]
 FREQ = 2
@@ -96,6 +97,19 @@ async def test_a_peer_is_unreachable_only_when_a_quorum_of_vantage_points_agrees
             v = (await by_node[owner].get(f"/api/v1/peers/{p}"))[1]["vantage"]
             assert v["agreed"] == "OK" and v["quorum"] == 2, v
         assert transitions(pg) == first  # not one UNREACHABLE reported
+        p0 = PEERS[0]  # `sipqualify peer` on its primary shows who saw what
+        primary0 = by_node[primaries[p0]]
+
+        async def others_ok_at_primary() -> bool:
+            obs = (await primary0.get(f"/api/v1/peers/{p0}"))[1]["vantage"]["observations"]
+            return all(obs.get(n, {}).get("state") == "OK" for n in ("n3", "n4"))
+
+        await until(others_ok_at_primary, 20, "n3's and n4's OK at the primary")
+        out = await asyncio.to_thread(cli_peer, primary0, p0)
+        assert out.returncode == 0, out.stderr
+        assert "  Vantage      : 2 of 3 to agree; agreed OK (primary: this node)\n" in out.stdout, out.stdout
+        assert all(f"{n} {st}" in out.stdout for n, st in (("n2", "UNREACHABLE"), ("n3", "OK ("), ("n4", "OK ("))), \
+            out.stdout
         held = sum([(await x.cluster())["vantage"]["held_back"] for x in nodes])
         assert held >= sum(1 for o in primaries.values() if o == "n2"), held  # counted where it was seen
 
