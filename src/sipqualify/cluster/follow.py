@@ -33,6 +33,7 @@ log = logging.getLogger("sipqualify.cluster")
 PAGE = 5000  # rows per read
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
 
 
 def notified_id(payload: str) -> int | None:
@@ -68,12 +69,13 @@ class FleetFollower:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Stop following; bounded (a connection closing under a cancelled LISTEN must not hold a stop)."""
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            _, stuck = await asyncio.wait([self._task], timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("fleet events: the LISTEN connection still closing after %.0f s: left behind",
+                            CLOSE_TIMEOUT_S)
             self._task = None
 
     def status(self) -> dict[str, Any]:
