@@ -77,12 +77,14 @@ def test_nothing_decides_so_the_held_state_stays() -> None:
     assert ag.observe("p", "b", ob("OK", 5), 1.0) == Agreed("p", "UNREACHABLE", "OK", 5, -1, 5.0, None)
 
 
-def test_an_older_observation_than_the_kept_one_is_ignored() -> None:
+def test_a_table_row_older_than_the_kept_observation_is_ignored_a_notification_is_not() -> None:
     ag = agreement()
     ag.observe("p", "b", ob("OK", 5, at=10), 10.0)
     ag.observe("p", "c", ob("OK", 5, at=10), 10.0)
-    ag.observe("p", "b", ob("UNREACHABLE", -1, at=9), 11.0)  # a catch-up read older than the notification
+    ag.observe("p", "b", ob("UNREACHABLE", -1, at=9), 11.0, ordered=False)  # a read racing the notification
     assert ag.seen["p"]["b"].state == "OK"
+    ag.observe("p", "b", ob("UNREACHABLE", -1, at=9), 11.0)  # b's clock stepped back: its next change counts
+    assert ag.seen["p"]["b"].state == "UNREACHABLE"
 
 
 def test_a_membership_change_makes_a_new_primary_from_the_stored_state() -> None:

@@ -145,14 +145,17 @@ class Agreement:
                 out.append(ch)
         return out
 
-    def observe(self, peer: str, node: str, obs: Observation, now: float) -> Agreed | None:
+    def observe(self, peer: str, node: str, obs: Observation, now: float, ordered: bool = True) -> Agreed | None:
         """`node` saw `obs` (this node's own engine, or another vantage point through the store).
-        An older observation than the one kept (a catch-up read racing a notification) is ignored."""
+        `ordered`: it comes in the order that node made them (its own engine, its notifications,
+        which arrive in commit order), and replaces what is kept whatever the clocks say; a row
+        read from the table (not ordered: it may race a notification) is taken only if it is not
+        older than the one kept, by that node's clock."""
         if peer not in self.probers:
             return None
         seen = self.seen.setdefault(peer, {})
         kept = seen.get(node)
-        if kept is not None and kept.at > obs.at:
+        if not ordered and kept is not None and kept.at > obs.at:
             return None
         seen[node] = obs
         if self.probers[peer][0] != self.me:
@@ -373,16 +376,16 @@ class Vantage:
                 cur = await conn.execute("SELECT peer, node, state, lastms, rtt_ms, at FROM observations "
                                          "WHERE peer = ANY(%s) AND node <> %s", (want[i:i + PAGE], self.me))
                 for peer, node, state, lastms, rtt_ms, at in await cur.fetchall():
-                    self._take(peer, node, Observation(state, int(lastms), rtt_ms, float(at)))
+                    self._take(peer, node, Observation(state, int(lastms), rtt_ms, float(at)), ordered=False)
         except BaseException:
             self._reread.update(want)
             raise
 
-    def _take(self, peer: str, node: str, obs: Observation) -> None:
+    def _take(self, peer: str, node: str, obs: Observation, ordered: bool = True) -> None:
         if node == self.me or not self.agreement.covers(peer):
             return
         self.received += 1
-        self._emit(self.agreement.observe(peer, node, obs, self.wall()))
+        self._emit(self.agreement.observe(peer, node, obs, self.wall(), ordered))
 
     async def _listen_loop(self) -> None:
         delay = BACKOFF_MIN_S
