@@ -40,7 +40,15 @@ def test_vantage_points_are_read_and_need_a_shared_store(tmp_path: Path) -> None
     f = tmp_path / "sipqualify.toml"
     f.write_text('[cluster]\nurl = "redis://127.0.0.1:1"\nvantage_points = 3\n')
     cfg = load_config(str(f))
-    assert cfg.service.cluster_vantage_points == 3 and cfg.messages == []
+    assert cfg.service.cluster_vantage_points == 3
+    (w,) = cfg.messages  # said at check time; `run --store-url` may still bring the store
+    assert (w.severity, w.line) == ("warning", 3) and "needs a shared PostgreSQL store" in w.message
+    f.write_text('[cluster]\nurl = "redis://127.0.0.1:1"\nvantage_points = 3\n[store]\nurl = "postgresql://h/db"\n')
+    assert load_config(str(f)).messages == []
+    f.write_text('[cluster]\nvantage_points = 2\n')
+    (w,) = load_config(str(f)).messages
+    assert w.severity == "warning" and "without [cluster] url" in w.message
+    f.write_text('[cluster]\nurl = "redis://127.0.0.1:1"\nvantage_points = 3\n')
     f.write_text('[cluster]\nurl = "redis://127.0.0.1:1"\nvantage_points = 0\n')
     (m,) = check_config(str(f))
     assert m.severity == "error" and m.line == 3 and "vantage_points" in m.message

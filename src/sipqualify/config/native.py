@@ -26,7 +26,7 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig
+from ..model import Config, ConfigMessage, GeneralConfig, PeerConfig, ServiceConfig
 from .options import _POLICY_KEYS, _PROBE_KEYS, NOTHING, SECTIONS, TOML_OPTIONS, Ctx, assign
 from .pjsip import load_pjsip_conf
 from .sipconf import PeerDefaults, load_sip_conf, new_peer
@@ -365,5 +365,19 @@ def load_toml(path: str) -> Config:
     by_lower = {k.lower(): k for k in cfg.peers}
     _policies(r, cfg, data.get("policies", []),
               {by_lower.get(k.lower(), k): t for k, t in peer_tables.items() if isinstance(t, dict)})
+    _vantage(r, cfg.service)
     cfg.messages.extend(r.messages)
     return cfg
+
+
+def _vantage(r: TomlReader, svc: ServiceConfig) -> None:
+    """`[cluster] vantage_points` > 1 works only with a group and a shared store: said at check time
+    (a warning: `run --store-url` may still bring the store; without one the daemon refuses to start)."""
+    k = svc.cluster_vantage_points
+    if k <= 1:
+        return
+    if svc.cluster_url is None:
+        r.warning(("cluster", "vantage_points"), f"vantage_points = {k} without [cluster] url: one node, one prober")
+    elif svc.store_url is None:
+        r.warning(("cluster", "vantage_points"), f"vantage_points = {k} needs a shared PostgreSQL store: [store] url "
+                                                  "(or run --store-url); without one the daemon will not start")
