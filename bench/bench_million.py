@@ -51,7 +51,8 @@ def breakdown(engine: QualifyEngine) -> list[tuple[str, int]]:
     """Bytes of one qualified peer's own objects (the first peer), by object."""
     gs = sys.getsizeof
     p = next(iter(engine.peers()))
-    rows = [("Peer (slots)", gs(p)), ("PeerConfig (slots)", gs(p.cfg)), ("PeerVerdict", gs(p.verdict))]
+    rows = [("Peer (slots)", gs(p)), ("PeerConfig (slots)", gs(p.cfg)),
+            ("PeerVerdict (0: a shared settled one)", 0 if p.verdict.shared else gs(p.verdict))]
     if p.stats is not None:
         floats = sum(gs(getattr(p.stats, s)) for s in p.stats.__slots__ if type(getattr(p.stats, s)) is float)
         rows += [("LatencyStats", gs(p.stats)), ("LatencyStats floats", floats)]

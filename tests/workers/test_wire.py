@@ -26,7 +26,7 @@ def _busy_peer() -> Peer:
     for i, f in enumerate(FIELDS[1:]):
         setattr(p, f, f"value-{i}" if f == "transport_error" else i + 1)
     for i, f in enumerate(VERDICT_FIELDS):
-        setattr(p.verdict, f, None if f == "flap" else i + 100)
+        setattr(p.own_verdict(), f, None if f == "flap" else i + 100)
     p.stats = LatencyStats()
     for i, f in enumerate(STATS_FIELDS):
         setattr(p.stats, f, float(i) + 0.5)
@@ -44,7 +44,7 @@ def test_snapshot_restore_round_trip() -> None:
     assert dst.stats is not None and src.stats is not None
     assert attrgetter(*STATS_FIELDS)(dst.stats) == attrgetter(*STATS_FIELDS)(src.stats)
     # every slot of the verdict and the statistics is carried (a new one must be added to wire.py)
-    assert set(VERDICT_FIELDS) == set(type(src.verdict).__slots__) - {"policy"}
+    assert set(VERDICT_FIELDS) == set(type(src.verdict).__slots__) - {"policy", "shared"}
     assert set(STATS_FIELDS) == set(LatencyStats.__slots__)
     src.stats = None
     restore(dst, snapshot(src))

@@ -92,7 +92,7 @@ from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 from .ratecap import RateCap, jitter_factor
 from .stats import LatencyStats
 from .targets import SEP, Target, TargetChanged, rollup, target_key, verdict_result
-from .verdict import PeerVerdict, policy_of
+from .verdict import UNKNOWN, PeerVerdict, initial_verdict, policy_of
 from .watchdog import Watchdog
 
 log = logging.getLogger("sipqualify.engine")
@@ -164,9 +164,33 @@ class Peer:
         # why the last connection to the peer could not be opened (TCP/TLS): "connection refused",
         # "certificate has expired" ...; cleared by the next answer
         self.transport_error: str | None = None
-        self.verdict = PeerVerdict(policy_of(cfg))  # beside the chan_sip state: qualify/verdict.py
+        # beside the chan_sip state (qualify/verdict.py); shared while settled: change it through
+        # own_verdict() / settle_verdict() only
+        self.verdict: PeerVerdict = initial_verdict(policy_of(cfg))
         self.stats: LatencyStats | None = None  # qualify/stats.py, from the first result on
         self.parent: Peer | None = None  # a target's peer (qualify/targets.py); None for peers
+
+    def own_verdict(self) -> PeerVerdict:
+        """The peer's verdict, made its own (a copy of the shared settled one) to be changed; hand
+        it back with settle_verdict() when done."""
+        v = self.verdict
+        if v.shared:
+            v = self.verdict = v.owned()
+        return v
+
+    def settle_verdict(self) -> None:
+        """After a change: the shared object again when the verdict is settled (verdict.py)."""
+        self.verdict = self.verdict.settled()
+
+    def reset_verdict(self) -> bool:
+        """PeerVerdict.reset on the peer's verdict (nothing known any more); True if the shown
+        verdict or reason changed."""
+        v = self.verdict
+        if v.shared and v.confirmed == UNKNOWN and not v.reason and v.status is None:
+            return False  # already the initial verdict: reset changes nothing
+        changed = self.own_verdict().reset()
+        self.settle_verdict()
+        return changed
 
     @property
     def ruri(self) -> str:
@@ -449,10 +473,13 @@ class QualifyEngine:
             p.maxms = cfg.qualify_ms
             p.ruri = None
             p.transport = cfg.transport
-            p.verdict.policy = policy_of(cfg)
+            pol = policy_of(cfg)
+            if p.verdict.policy is not pol:
+                p.own_verdict().policy = pol
+                p.settle_verdict()
             if p.maxms == 0:
                 p.lastms = 0
-                p.verdict.reset()
+                p.reset_verdict()
         p.addr = addresses.get(cfg.name, p.addr if old is not None else None)
         p.dest = destinations.get(cfg.name) or p.addr
         return p
@@ -780,7 +807,7 @@ class QualifyEngine:
         for txn in self._txns.values():
             if txn.dest == addr and isinstance(txn.owner, Peer):
                 peer = peer or txn.owner.name
-                txn.owner.verdict.refused = True  # the give-up's reason: refused, not timeout
+                txn.owner.own_verdict().refused = True  # the give-up's reason: refused, not timeout
                 if not connection:
                     break
                 txn.owner.transport_error = reason
@@ -904,7 +931,7 @@ class QualifyEngine:
             self._end_txn(p)
             p.lastms = st.lastms_without_address(p.maxms, p.lastms)
             old = p.verdict.verdict
-            if p.maxms and p.verdict.reset():
+            if p.maxms and p.reset_verdict():
                 self._verdict_changed(p, old, now)
             return
         # step 2: a still-running poke is abandoned
@@ -1085,9 +1112,14 @@ class QualifyEngine:
         """Feed one result to the peer's verdict (qualify/verdict.py); report a change, unless
         flap damping holds it back (qualify/flap.py)."""
         v = p.verdict
+        if v.shared:  # settled (verdict.py): most results leave it as it is
+            if v.unchanged_by(status, lagged, auth_failed):
+                return
+            v = p.own_verdict()
         before = v.confirmed
         old = v.observe(status, lagged, auth_failed)
         flap = v.damp(before, now) if v.policy.flap is not None or v.flap is not None else None
+        p.settle_verdict()  # the events below read the same values from `v`
         if flap is not None:
             assert v.flap is not None
             self._events.append(FlapChanged(p.name, v.flapping, v.flap.penalty, v.verdict, v.reason,

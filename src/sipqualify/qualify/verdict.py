@@ -137,9 +137,16 @@ def classify(policy: VerdictPolicy, status: int | None, lagged: bool, refused: b
 
 
 class PeerVerdict:
-    """One peer's verdict: the confirmed verdict, the streak being counted toward a change."""
+    """One peer's verdict: the confirmed verdict, the streak being counted toward a change.
 
-    __slots__ = ("policy", "confirmed", "reason", "streak", "toward", "refused", "status", "flap")
+    Settled verdicts are shared (a million peers, most of them up with the same policy, reason
+    and status code): a verdict that counts nothing, carries no flap state and no pending
+    `refused` is one immutable object per (policy, verdict, reason, status), `shared` set. Who
+    changes a peer's verdict takes its own copy first (`owned`) and hands it back settled
+    (`settled`): the engine (qualify/engine.py `Peer.own_verdict` / `settle_verdict`) and
+    workers/wire.py. A shared object is never written to."""
+
+    __slots__ = ("policy", "confirmed", "reason", "streak", "toward", "refused", "status", "flap", "shared")
 
     def __init__(self, policy: VerdictPolicy) -> None:
         self.policy = policy
@@ -150,6 +157,33 @@ class PeerVerdict:
         self.refused = False  # an ICMP error / refused connection seen for the poke in flight
         self.status: int | None = None  # last final response code, None after a give-up
         self.flap: FlapState | None = None  # flap damping's penalty, from the first change on
+        self.shared = False  # one of the interned settled verdicts (`settled`): read only
+
+    def owned(self) -> PeerVerdict:
+        """This verdict if it is a peer's own, else a private copy of it, to be changed."""
+        if not self.shared:
+            return self
+        v = PeerVerdict(self.policy)
+        v.confirmed, v.reason, v.status = self.confirmed, self.reason, self.status
+        return v
+
+    def settled(self) -> PeerVerdict:
+        """The shared object equal to this verdict when it is settled (nothing counted, no flap
+        state, no pending `refused`), else this verdict."""
+        if self.shared or self.streak or self.toward or self.refused or self.flap is not None:
+            return self
+        return _shared(self.policy, self.confirmed, self.reason, self.status)
+
+    def unchanged_by(self, status: int | None, lagged: bool, auth_failed: bool) -> bool:
+        """A settled verdict without flap damping that this result would leave exactly as it is
+        (`observe` would return None and change no field): the common case, tested without
+        taking a copy."""
+        if self.streak or self.toward or self.refused or self.policy.flap is not None or self.flap is not None:
+            return False
+        if status != self.status:
+            return False
+        verdict, reason = classify(self.policy, status, lagged, False, auth_failed)
+        return verdict == self.confirmed and reason == self.reason
 
     @property
     def flapping(self) -> bool:
@@ -227,6 +261,38 @@ class PeerVerdict:
         if r and self.toward == DOWN and r < chan_sip_s:
             return r
         return chan_sip_s
+
+
+# the shared settled verdicts: id(policy) -> (verdict, reason, status) -> PeerVerdict. Each holds
+# its policy, so an id stays that policy's while its entry exists. Bounded: a status is 100..699
+# and a reason follows from it; policies are interned by policy_for (tests make their own: at
+# most MAX_SHARED_POLICIES of them get shared verdicts, the others' verdicts stay per peer).
+_SHARED: dict[int, dict[tuple[str, str, int | None], PeerVerdict]] = {}
+MAX_SHARED_POLICIES = 4096
+
+
+def _shared(policy: VerdictPolicy, confirmed: str, reason: str, status: int | None) -> PeerVerdict:
+    table = _SHARED.get(id(policy))
+    if table is None:
+        if len(_SHARED) >= MAX_SHARED_POLICIES:
+            v = PeerVerdict(policy)
+            v.confirmed, v.reason, v.status = confirmed, reason, status
+            return v
+        table = _SHARED[id(policy)] = {}
+    key = (confirmed, reason, status)
+    found = table.get(key)
+    if found is not None:
+        return found
+    v = PeerVerdict(policy)
+    v.confirmed, v.reason, v.status = confirmed, reason, status
+    v.shared = True
+    table[key] = v
+    return v
+
+
+def initial_verdict(policy: VerdictPolicy) -> PeerVerdict:
+    """A new peer's verdict (unknown, nothing counted): shared."""
+    return _shared(policy, UNKNOWN, "", None)
 
 
 _POLICIES: dict[tuple[str, str, str, int, int, float, FlapPolicy | None], VerdictPolicy] = {}

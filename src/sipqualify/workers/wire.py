@@ -54,8 +54,9 @@ def restore(p: Peer, snap: Snapshot) -> None:
     fields, verdict, stats = snap
     (_, p.lastms, p.rtt, p.last_change, p.last_qualify, p.qualifies, p.timeouts, p.retransmissions, p.transitions,
      p.transport_error) = fields
-    v = p.verdict
+    v = p.own_verdict()  # settled verdicts are shared (qualify/verdict.py): never written in place
     v.confirmed, v.reason, v.streak, v.toward, v.refused, v.status, v.flap = verdict
+    p.settle_verdict()
     if stats is None:
         p.stats = None
         return
