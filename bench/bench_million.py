@@ -53,9 +53,8 @@ def breakdown(engine: QualifyEngine) -> list[tuple[str, int]]:
     p = next(iter(engine.peers()))
     rows = [("Peer (slots)", gs(p)), ("PeerConfig (slots)", gs(p.cfg)),
             ("PeerVerdict (0: a shared settled one)", 0 if p.verdict.shared else gs(p.verdict))]
-    if p.stats is not None:
-        floats = sum(gs(getattr(p.stats, s)) for s in p.stats.__slots__ if type(getattr(p.stats, s)) is float)
-        rows += [("LatencyStats", gs(p.stats)), ("LatencyStats floats", floats)]
+    if p.stats is not None:  # its figures are packed in one bytes object (qualify/stats.py)
+        rows.append(("LatencyStats + its packed figures", gs(p.stats) + gs(p.stats._b)))
     rows.append(("Peer floats (rtt, last_change, last_qualify)",
                  sum(gs(v) for v in (p.rtt, p.last_change, p.last_qualify) if type(v) is float)))
     rows.append(("name + host strings", gs(p.name) + gs(p.cfg.host or "")))

@@ -119,3 +119,58 @@ def test_engine_counts_losses_in_the_window() -> None:
     p = sim.engine.peer("p")
     assert p is not None and p.stats is not None
     assert (p.stats.count, p.stats.loss_pct, p.stats.polls) == (0, 100.0, 3)  # give-ups at 1, 12, 23 s
+
+
+class _Reference:
+    """The statistics as plain Python numbers (LatencyStats kept them so before it packed them in
+    one bytes object): the packed figures must be exactly the same, not approximately."""
+
+    def __init__(self) -> None:
+        self.count = self.polls = self.window = 0
+        self.avg = self.m2 = self.est = self.dev = self.jitter = 0.0
+        self.last: float | None = None
+        self.reported: float | None = None
+
+    def answered(self, rtt: float) -> None:
+        self.window, self.polls = (self.window << 1) & ((1 << WINDOW) - 1), self.polls + 1
+        n = self.count = self.count + 1
+        d = rtt - self.avg
+        self.avg += d / n
+        self.m2 += d * (rtt - self.avg)
+        self.est = self.avg if n <= EST_WARMUP else self.est * ALPHA + rtt * (1.0 - ALPHA)
+        self.dev = self.dev * ALPHA + abs(rtt - self.est) * (1.0 - ALPHA)
+        if self.last is not None:
+            self.jitter += (abs(rtt - self.last) - self.jitter) / 16.0
+        self.last = rtt
+
+    def lost(self) -> None:
+        self.window, self.polls = ((self.window << 1) | 1) & ((1 << WINDOW) - 1), self.polls + 1
+
+    def latency_changed(self, delta_s: float) -> bool:
+        if not delta_s or self.count < EST_WARMUP:
+            return False
+        if self.reported is None or abs(self.est - self.reported) > delta_s:
+            changed, self.reported = self.reported is not None, self.est
+            return changed
+        return False
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_packed_figures_are_exactly_the_plain_numbers(seed: int) -> None:
+    rng = random.Random(seed)
+    s, ref = LatencyStats(), _Reference()
+    names = ("count", "polls", "window", "avg", "m2", "est", "dev", "jitter", "last", "reported")
+    for _ in range(600):
+        if rng.random() < 0.2:
+            s.lost()
+            ref.lost()
+        else:
+            rtt = rng.choice((0.0, rng.uniform(0.001, 0.2), rng.uniform(0.5, 3.0)))
+            s.answered(rtt)
+            ref.answered(rtt)
+            assert s.latency_changed(0.02) == ref.latency_changed(0.02)
+        assert [getattr(s, n) for n in names] == [getattr(ref, n) for n in names]
+        assert type(s.count) is int and type(s.polls) is int
+    assert s.to_json()["samples"] == ref.count and s.to_json()["polls"] == ref.polls
+    s.last, s.reported = None, None  # set as attributes (workers/wire.py restores them so)
+    assert (s.last, s.reported) == (None, None)

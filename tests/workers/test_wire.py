@@ -7,6 +7,7 @@ import pickle
 from operator import attrgetter
 
 from sipqualify.model import PeerConfig
+from sipqualify.qualify import stats
 from sipqualify.qualify.engine import Peer
 from sipqualify.qualify.stats import LatencyStats
 from sipqualify.workers.wire import (
@@ -29,7 +30,7 @@ def _busy_peer() -> Peer:
         setattr(p.own_verdict(), f, None if f == "flap" else i + 100)
     p.stats = LatencyStats()
     for i, f in enumerate(STATS_FIELDS):
-        setattr(p.stats, f, float(i) + 0.5)
+        setattr(p.stats, f, i + 1 if f in ("count", "polls", "window") else float(i) + 0.5)  # whole numbers
     return p
 
 
@@ -45,7 +46,7 @@ def test_snapshot_restore_round_trip() -> None:
     assert attrgetter(*STATS_FIELDS)(dst.stats) == attrgetter(*STATS_FIELDS)(src.stats)
     # every slot of the verdict and the statistics is carried (a new one must be added to wire.py)
     assert set(VERDICT_FIELDS) == set(type(src.verdict).__slots__) - {"policy", "shared"}
-    assert set(STATS_FIELDS) == set(LatencyStats.__slots__)
+    assert set(STATS_FIELDS) == set(stats.FIELDS)
     src.stats = None
     restore(dst, snapshot(src))
     assert dst.stats is None

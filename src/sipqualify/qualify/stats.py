@@ -20,6 +20,7 @@ A timeout feeds only the loss window (Kamailio: a 408 counts a timeout, never a 
 from __future__ import annotations
 
 import math
+import struct
 
 ALPHA = 0.9  # Kamailio ds_latency_estimator_alpha default (900 / 1000)
 EST_WARMUP = 10  # Kamailio: EST is the mean until this many samples
@@ -27,43 +28,141 @@ WINDOW = 100  # polls in the loss window
 _MASK = (1 << WINDOW) - 1
 
 
-class LatencyStats:
-    """One peer's statistics; all times in seconds."""
+# A LatencyStats keeps its nine figures packed in one bytes object (105 B) instead of ten slots
+# holding boxed floats and ints (112 B + 24 B per float + 28 B per int past 256): a million peers
+# keep these. One unpack and one pack per result (the figures are all read and written then);
+# last and reported hold NaN for None.
+_FIGURES = struct.Struct("=7d2q")  # avg, m2, est, dev, jitter, last, reported, count, polls
+_pack, _unpack = _FIGURES.pack, _FIGURES.unpack
+_AVG, _M2, _EST, _DEV, _JITTER, _LAST, _REPORTED, _COUNT, _POLLS = range(9)
+_NAN = float("nan")
+_INITIAL = _pack(0.0, 0.0, 0.0, 0.0, 0.0, _NAN, _NAN, 0, 0)
+#: every attribute of one peer's statistics (workers/wire.py carries them all, as `state()`)
+FIELDS = ("count", "avg", "m2", "est", "dev", "jitter", "last", "window", "polls", "reported")
 
-    __slots__ = ("count", "avg", "m2", "est", "dev", "jitter", "last", "window", "polls", "reported")
+State = tuple[bytes, int]
+
+
+def _float_or_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+class LatencyStats:
+    """One peer's statistics; all times in seconds. The figures read and write as attributes
+    (count, avg, m2, est, dev, jitter, last, polls, reported); the bit window of losses is a
+    Python int (0, shared, while nothing is lost)."""
+
+    __slots__ = ("_b", "window")
 
     def __init__(self) -> None:
-        self.count = 0  # answered RTTs seen
-        self.avg = 0.0
-        self.m2 = 0.0
-        self.est = 0.0
-        self.dev = 0.0
-        self.jitter = 0.0
-        self.last: float | None = None  # the previous RTT (jitter)
+        self._b = _INITIAL
         self.window = 0  # bit i set: the i-th latest poll was lost
-        self.polls = 0  # polls seen (the window holds min(polls, WINDOW) of them)
-        self.reported: float | None = None  # EST at the last latency-change event
+
+    def state(self) -> State:
+        """Everything, to be given to another LatencyStats' set_state (workers/wire.py)."""
+        return self._b, self.window
+
+    def set_state(self, state: State) -> None:
+        b, window = state
+        _unpack(b)  # ValueError unless nine figures
+        self._b, self.window = b, window
+
+    def _set(self, i: int, value: float | int) -> None:
+        figures = list(_unpack(self._b))
+        figures[i] = value
+        self._b = _pack(*figures)
+
+    @property
+    def count(self) -> int:  # answered RTTs seen
+        return int(_unpack(self._b)[_COUNT])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self._set(_COUNT, value)
+
+    @property
+    def polls(self) -> int:  # polls seen (the window holds min(polls, WINDOW) of them)
+        return int(_unpack(self._b)[_POLLS])
+
+    @polls.setter
+    def polls(self, value: int) -> None:
+        self._set(_POLLS, value)
+
+    @property
+    def avg(self) -> float:
+        return float(_unpack(self._b)[_AVG])
+
+    @avg.setter
+    def avg(self, value: float) -> None:
+        self._set(_AVG, value)
+
+    @property
+    def m2(self) -> float:
+        return float(_unpack(self._b)[_M2])
+
+    @m2.setter
+    def m2(self, value: float) -> None:
+        self._set(_M2, value)
+
+    @property
+    def est(self) -> float:
+        return float(_unpack(self._b)[_EST])
+
+    @est.setter
+    def est(self, value: float) -> None:
+        self._set(_EST, value)
+
+    @property
+    def dev(self) -> float:
+        return float(_unpack(self._b)[_DEV])
+
+    @dev.setter
+    def dev(self, value: float) -> None:
+        self._set(_DEV, value)
+
+    @property
+    def jitter(self) -> float:
+        return float(_unpack(self._b)[_JITTER])
+
+    @jitter.setter
+    def jitter(self, value: float) -> None:
+        self._set(_JITTER, value)
+
+    @property
+    def last(self) -> float | None:  # the previous RTT (jitter)
+        return _float_or_none(_unpack(self._b)[_LAST])
+
+    @last.setter
+    def last(self, value: float | None) -> None:
+        self._set(_LAST, _NAN if value is None else value)
+
+    @property
+    def reported(self) -> float | None:  # EST at the last latency-change event
+        return _float_or_none(_unpack(self._b)[_REPORTED])
+
+    @reported.setter
+    def reported(self, value: float | None) -> None:
+        self._set(_REPORTED, _NAN if value is None else value)
 
     def answered(self, rtt: float) -> None:
         self.window = (self.window << 1) & _MASK
-        self.polls += 1
-        n = self.count = self.count + 1
-        d = rtt - self.avg
-        self.avg += d / n
-        self.m2 += d * (rtt - self.avg)
+        avg, m2, est, dev, jitter, last, reported, n, polls = _unpack(self._b)
+        n += 1
+        d = rtt - avg
+        avg += d / n
+        m2 += d * (rtt - avg)
         if n <= EST_WARMUP:
-            self.est = self.avg
+            est = avg
         else:
-            self.est = self.est * ALPHA + rtt * (1.0 - ALPHA)
-        self.dev = self.dev * ALPHA + abs(rtt - self.est) * (1.0 - ALPHA)
-        last = self.last
-        if last is not None:
-            self.jitter += (abs(rtt - last) - self.jitter) / 16.0
-        self.last = rtt
+            est = est * ALPHA + rtt * (1.0 - ALPHA)
+        dev = dev * ALPHA + abs(rtt - est) * (1.0 - ALPHA)
+        if last == last:  # not NaN: a previous RTT
+            jitter += (abs(rtt - last) - jitter) / 16.0
+        self._b = _pack(avg, m2, est, dev, jitter, rtt, reported, n, polls + 1)
 
     def lost(self) -> None:
         self.window = ((self.window << 1) | 1) & _MASK
-        self.polls += 1
+        self._set(_POLLS, _unpack(self._b)[_POLLS] + 1)
 
     @property
     def std(self) -> float:
@@ -80,11 +179,12 @@ class LatencyStats:
         reported (or from the first EST after the warm-up). Off when `delta_s` is 0."""
         if not delta_s or self.count < EST_WARMUP:
             return False
-        if self.reported is None:
-            self.reported = self.est
+        reported, est = self.reported, self.est
+        if reported is None:
+            self.reported = est
             return False
-        if abs(self.est - self.reported) > delta_s:
-            self.reported = self.est
+        if abs(est - reported) > delta_s:
+            self.reported = est
             return True
         return False
 

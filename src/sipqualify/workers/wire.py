@@ -27,6 +27,7 @@ from operator import attrgetter
 from typing import Any
 
 from ..qualify.engine import Peer
+from ..qualify.stats import FIELDS as STATS_FIGURES
 from ..qualify.stats import LatencyStats
 
 HEADER = struct.Struct("!I")
@@ -38,15 +39,15 @@ MAX_MESSAGE = 256 * 1024 * 1024
 FIELDS = ("name", "lastms", "rtt", "last_change", "last_qualify", "qualifies", "timeouts", "retransmissions",
           "transitions", "transport_error")
 VERDICT_FIELDS = ("confirmed", "reason", "streak", "toward", "refused", "status", "flap")
-STATS_FIELDS = ("count", "avg", "m2", "est", "dev", "jitter", "last", "window", "polls", "reported")
-_peer, _verdict, _stats = attrgetter(*FIELDS), attrgetter(*VERDICT_FIELDS), attrgetter(*STATS_FIELDS)
+STATS_FIELDS = STATS_FIGURES  # carried as LatencyStats.state(): its packed figures and its window
+_peer, _verdict = attrgetter(*FIELDS), attrgetter(*VERDICT_FIELDS)
 
 Snapshot = tuple[Any, ...]
 
 
 def snapshot(p: Peer) -> Snapshot:
     s = p.stats
-    return _peer(p), _verdict(p.verdict), _stats(s) if s is not None else None
+    return _peer(p), _verdict(p.verdict), s.state() if s is not None else None
 
 
 def restore(p: Peer, snap: Snapshot) -> None:
@@ -63,7 +64,7 @@ def restore(p: Peer, snap: Snapshot) -> None:
     s = p.stats
     if s is None:
         s = p.stats = LatencyStats()
-    s.count, s.avg, s.m2, s.est, s.dev, s.jitter, s.last, s.window, s.polls, s.reported = stats
+    s.set_state(stats)
 
 
 def name_of(snap: Snapshot) -> str:
