@@ -60,10 +60,10 @@ def breakdown(engine: QualifyEngine) -> list[tuple[str, int]]:
     rows.append(("name + host strings", gs(p.name) + gs(p.cfg.host or "")))
     if p.addr is not None:
         rows.append(("address tuple", gs(p.addr)))
-    heap = engine._heap  # the pending poke: (when, kind, seq, peer, generation)
+    heap = engine._heap  # the pending poke: (when, key, peer); the key is the peer's poke_gen too
     if heap:
-        when, _, seq, _, gen = heap[-1]
-        rows.append(("timer-heap entry (tuple, float, ints)", gs(heap[-1]) + gs(when) + gs(seq) + gs(gen)))
+        when, key, _ = heap[-1]
+        rows.append(("timer-heap entry (tuple, float, key int)", gs(heap[-1]) + gs(when) + gs(key)))
     rows.append(("engine dict slot (name -> Peer), amortised", gs(engine._peers) // max(len(engine), 1)))
     return rows
 

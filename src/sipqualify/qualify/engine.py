@@ -104,6 +104,14 @@ log = logging.getLogger("sipqualify.engine")
 # retransmission is sent first, then the peer is given up (chan_sip order).
 _K_POKE = 2  # scheduled poke
 _K_KEEPALIVE = 3  # keepalive= CRLF
+# A schedule-heap entry is (when, key, peer), key = kind << _KIND_SHIFT | seq: at equal times
+# pokes sort before keepalives, each kind in the order pushed (as (when, kind, seq) did), and
+# no two keys are equal, so a peer is never compared. The key is also the entry's generation
+# (lazy deletion): the entry is live while the peer's poke_gen (ka_gen) holds its key; a
+# pending entry is cancelled by moving that on (`+= 1` never gives the key of another entry).
+# Keys stay below 2**60 (a 32-byte int) for 2**57 pushes.
+_KIND_SHIFT = 57
+_KA_KEYS = _K_KEEPALIVE << _KIND_SHIFT  # keys from here on are keepalives'
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LATE_S = 0.1  # a retransmission later than this restarts its poke (the shell stalled)
 INCONCLUSIVE_RETRY_S = 1.0  # a give-up during our own receive loss: poked again after this
@@ -150,7 +158,7 @@ class Peer:
         self.lastms = 0
         self.rtt: float | None = None
         self.txn: ClientTransaction | None = None
-        self.poke_gen = 0
+        self.poke_gen = 0  # the key of its live poke entry (schedule heap); anything else: none
         self.removed = False
         self.last_change: float | None = None
         self.last_qualify: float | None = None
@@ -158,7 +166,7 @@ class Peer:
         self.timeouts = 0
         self.retransmissions = 0
         self.transitions = 0
-        self.ka_gen = 0
+        self.ka_gen = 0  # the same for its keepalive
         self._ruri: str | None = None  # a registered Contact; None: request_uri(cfg), made per poke
         self.transport = cfg.transport  # of the OPTIONS: the config's, or the registration's
         # why the last connection to the peer could not be opened (TCP/TLS): "connection refused",
@@ -358,7 +366,7 @@ class QualifyEngine:
         self._peers: dict[str, Peer] = {}
         self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, int, object, int]] = []  # pokes and keepalives
+        self._heap: list[tuple[float, int, Peer]] = []  # pokes and keepalives: (when, key, peer)
         self._txn_heap: list[tuple[float, int, ClientTransaction]] = []  # transactions in flight
         self._lost_at = float("-inf")  # when the shell last saw our receive path lose datagrams
         self._inconclusive: dict[str, int] = {}  # peer -> give-ups in a row not judged (receive_loss)
@@ -681,8 +689,8 @@ class QualifyEngine:
         t = self.txn_timer()
         heap = self._heap
         while heap:
-            when, kind, _, obj, gen = heap[0]
-            if self._live(kind, obj, gen, when):
+            when, key, obj = heap[0]
+            if self._live(key, obj):
                 return when if t is None or when < t else t
             heapq.heappop(heap)
         return t
@@ -728,20 +736,18 @@ class QualifyEngine:
         while heap and heap[0][0] <= now:
             if limit is not None and done >= limit:
                 return True
-            when, kind, _, obj, gen = heapq.heappop(heap)
-            if not self._live(kind, obj, gen, when):
+            when, key, obj = heapq.heappop(heap)
+            if not self._live(key, obj):
                 continue
             done += 1
             try:
-                if kind == _K_POKE:
-                    assert isinstance(obj, Peer)
+                if key < _KA_KEYS:  # a poke
                     if now - when > 10.0 and (late := self.watchdog.poke_ran(obj, when, now)) is not None:
                         self._events.append(late)  # later than its interval (qualify/watchdog.py)
                     if self.ratecap is not None and not self._admitted(obj, now):
                         continue  # deferred to its slot by the rate cap
                     self._poke(obj, now, forced=False)  # RTT clock: when it is really sent
                 else:
-                    assert isinstance(obj, Peer)
                     self._keepalive(obj, now)
             except Exception:  # never let one peer's bug stop every other peer
                 self.stats.internal_errors += 1
@@ -861,20 +867,21 @@ class QualifyEngine:
 
     # ------------------------------------------------------------------ internals
 
-    def _live(self, kind: int, obj: object, gen: int, when: float) -> bool:
-        if kind == _K_POKE:
-            assert isinstance(obj, Peer)
-            return obj.poke_gen == gen and not obj.removed
-        assert isinstance(obj, Peer)
-        return obj.ka_gen == gen and not obj.removed
+    @staticmethod
+    def _live(key: int, p: Peer) -> bool:
+        return (p.poke_gen if key < _KA_KEYS else p.ka_gen) == key and not p.removed
 
-    def _push(self, when: float, kind: int, obj: object, gen: int = 0) -> None:
-        heapq.heappush(self._heap, (when, kind, next(self._seq), obj, gen))
+    def _push(self, when: float, kind: int, p: Peer) -> int:
+        """A schedule-heap entry; its key (the peer's poke_gen or ka_gen from now on)."""
+        key = kind << _KIND_SHIFT | next(self._seq)
+        heapq.heappush(self._heap, (when, key, p))
+        return key
 
     def _schedule_keepalive(self, p: Peer, when: float) -> None:
-        p.ka_gen += 1
         if p.cfg.keepalive_s > 0:
-            self._push(when, _K_KEEPALIVE, p, p.ka_gen)
+            p.ka_gen = self._push(when, _K_KEEPALIVE, p)
+        else:
+            p.ka_gen += 1  # a pending keepalive is cancelled
 
     def _keepalive(self, p: Peer, now: float) -> None:
         """keepalive=N (chan_sip sip_send_keepalive): a bare CRLF, no answer expected. Unlike
@@ -888,8 +895,7 @@ class QualifyEngine:
         self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 
     def _schedule_poke(self, p: Peer, when: float) -> None:
-        p.poke_gen += 1
-        self._push(when, _K_POKE, p, p.poke_gen)
+        p.poke_gen = self._push(when, _K_POKE, p)
 
     def _end_txn(self, p: Peer) -> None:
         txn = p.txn
