@@ -111,6 +111,7 @@ _K_KEEPALIVE = 3  # keepalive= CRLF
 # pending entry is cancelled by moving that on (`+= 1` never gives the key of another entry).
 # Keys stay below 2**60 (a 32-byte int) for 2**57 pushes.
 _KIND_SHIFT = 57
+_POKE_KEYS = _K_POKE << _KIND_SHIFT
 _KA_KEYS = _K_KEEPALIVE << _KIND_SHIFT  # keys from here on are keepalives'
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LATE_S = 0.1  # a retransmission later than this restarts its poke (the shell stalled)
@@ -690,7 +691,7 @@ class QualifyEngine:
         heap = self._heap
         while heap:
             when, key, obj = heap[0]
-            if self._live(key, obj):
+            if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) == key and not obj.removed:  # live
                 return when if t is None or when < t else t
             heapq.heappop(heap)
         return t
@@ -737,8 +738,8 @@ class QualifyEngine:
             if limit is not None and done >= limit:
                 return True
             when, key, obj = heapq.heappop(heap)
-            if not self._live(key, obj):
-                continue
+            if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) != key or obj.removed:
+                continue  # cancelled or replaced (lazy deletion), or the peer is gone
             done += 1
             try:
                 if key < _KA_KEYS:  # a poke
@@ -867,10 +868,6 @@ class QualifyEngine:
 
     # ------------------------------------------------------------------ internals
 
-    @staticmethod
-    def _live(key: int, p: Peer) -> bool:
-        return (p.poke_gen if key < _KA_KEYS else p.ka_gen) == key and not p.removed
-
     def _push(self, when: float, kind: int, p: Peer) -> int:
         """A schedule-heap entry; its key (the peer's poke_gen or ka_gen from now on)."""
         key = kind << _KIND_SHIFT | next(self._seq)
@@ -895,7 +892,8 @@ class QualifyEngine:
         self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 
     def _schedule_poke(self, p: Peer, when: float) -> None:
-        p.poke_gen = self._push(when, _K_POKE, p)
+        key = p.poke_gen = _POKE_KEYS | next(self._seq)  # _push, inlined: once per poke
+        heapq.heappush(self._heap, (when, key, p))
 
     def _end_txn(self, p: Peer) -> None:
         txn = p.txn
@@ -1322,7 +1320,9 @@ class QualifyEngine:
         self._forced.discard(txn.branch)
         self._events.append(QualifyResult(p.name, now, True, rtt, status, txn.transmissions, forced, new))
         self._judge(p, status, ping > p.maxms, now, auth_failed)
-        s = self._stats(p)
+        s = p.stats  # _stats, inlined: once per answer
+        if s is None:
+            s = p.stats = LatencyStats()
         s.answered(rtt)
         if p.cfg.latency_delta_ms:
             prev = s.reported

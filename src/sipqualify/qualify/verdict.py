@@ -175,12 +175,10 @@ class PeerVerdict:
         return _shared(self.policy, self.confirmed, self.reason, self.status)
 
     def unchanged_by(self, status: int | None, lagged: bool, auth_failed: bool) -> bool:
-        """A settled verdict without flap damping that this result would leave exactly as it is
-        (`observe` would return None and change no field): the common case, tested without
-        taking a copy."""
-        if self.streak or self.toward or self.refused or self.policy.flap is not None or self.flap is not None:
-            return False
-        if status != self.status:
+        """For a shared verdict (settled: nothing counted, no flap state, no pending `refused`):
+        would this result leave it exactly as it is (`observe` would return None and change no
+        field)? The common case, tested without taking a copy."""
+        if status != self.status or self.policy.flap is not None:
             return False
         verdict, reason = classify(self.policy, status, lagged, False, auth_failed)
         return verdict == self.confirmed and reason == self.reason
