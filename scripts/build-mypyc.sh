@@ -28,6 +28,7 @@ if [ "${1:-}" = "--test" ]; then
   PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.qualify.engine as e; assert e.__file__.endswith(".so"), e.__file__'
   # deselected: it counts parse_message calls by monkeypatching the module attribute, which a
   # compiled caller does not look up (mypyc binds module globals at import); not a behaviour change
-  PYTHONPATH="$PWD/src" python3 -m pytest -q -p no:warnings tests/sip tests/qualify tests/sip_txn \
+  # tests/workers: `run --workers N` subclasses the compiled engine in Python (workers/mirror.py)
+  PYTHONPATH="$PWD/src" python3 -m pytest -q -p no:warnings tests/sip tests/qualify tests/sip_txn tests/workers \
     --deselect tests/qualify/test_hostile_and_shape.py::test_a_flood_from_one_source_is_dropped_before_parsing
 fi

@@ -7,6 +7,14 @@ if [ -x .venv/bin/python3 ]; then export PATH="$PWD/.venv/bin:$PATH"; fi
 echo "== ruff";  python3 -m ruff check src tests bench
 echo "== mypy";  python3 -m mypy src
 echo "== pytest"; python3 -m pytest -q -ra "$@"
+echo "== the optional compiled hot path (mypyc): built, its tests, removed again"
+if command -v gcc >/dev/null; then
+  trap 'bash scripts/build-mypyc.sh --clean >/dev/null' EXIT
+  bash scripts/build-mypyc.sh --test
+  bash scripts/build-mypyc.sh --clean
+else
+  echo "no C compiler: the compiled path is not built here"
+fi
 echo "== bench (short mode)"
 python3 bench/bench_engine.py --peers 20000 --duration 120
 python3 bench/bench_million.py --short

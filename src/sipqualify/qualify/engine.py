@@ -55,6 +55,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, QUALIFY_METHODS, GeneralConfig, PeerConfig
 from ..sip.fastpath import peek_response
@@ -333,6 +335,8 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
     return out
 
 
+# compiled with mypyc, `run --workers N` still subclasses it in Python (workers/mirror.py MirrorEngine)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class QualifyEngine:
     def __init__(
         self,
