@@ -25,6 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from common import run_on_postgres  # noqa: E402
+
 from sipqualify.cluster.follow import FleetFollower  # noqa: E402
 from sipqualify.store.base import TransitionRecord  # noqa: E402
 from sipqualify.store.postgres import Store  # noqa: E402
@@ -85,18 +87,7 @@ def main() -> None:
     ap.add_argument("--burst", type=int, default=20_000)
     ap.add_argument("--url", default=None, help="an existing (empty) database instead of a temp server")
     args = ap.parse_args()
-    server = None
-    url = args.url
-    if url is None:
-        from tests.helpers import Postgres
-
-        server = Postgres(fsync=True)
-        url = server.url()
-    try:
-        asyncio.run(run(url, args.paced, args.gap, args.burst))
-    finally:
-        if server is not None:
-            server.close()
+    run_on_postgres(args.url, lambda u: run(u, args.paced, args.gap, args.burst))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from common import run_on_postgres  # noqa: E402
+
 from sipqualify.cluster.vantage import Agreed, Held, Vantage  # noqa: E402
 from sipqualify.store.postgres import Store  # noqa: E402
 
@@ -130,18 +132,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.short:
         args.peers, args.paced = 2000, 50
-    server = None
-    url = args.url
-    if url is None:
-        from tests.helpers import Postgres
-
-        server = Postgres(fsync=True)
-        url = server.url()
-    try:
-        asyncio.run(run(url, args.peers, args.paced, args.gap))
-    finally:
-        if server is not None:
-            server.close()
+    run_on_postgres(args.url, lambda u: run(u, args.peers, args.paced, args.gap))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -139,3 +142,20 @@ def udp_drops(port: int) -> int:
             if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
                 total += int(f[-1])
     return total
+
+
+def run_on_postgres(url: str | None, main: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    """`asyncio.run(main(url))`; with no `url`, on a temporary PostgreSQL server made for it (fsync
+    on, as a production server; tests/helpers.py's, so the bench needs the repository's root on
+    sys.path), removed afterwards."""
+    server = None
+    if url is None:
+        from tests.helpers import Postgres
+
+        server = Postgres(fsync=True)
+        url = server.url()
+    try:
+        asyncio.run(main(url))
+    finally:
+        if server is not None:
+            server.close()
