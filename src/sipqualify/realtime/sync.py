@@ -102,10 +102,16 @@ class RealtimeStore:
         self._tasks.append(loop.create_task(self._writer()))
 
     async def _close_tasks(self) -> None:
-        for t in self._tasks:
-            t.cancel()
+        self._stopping = True
         if not self._tasks:
             return
+        follows = self._tasks[:-1]
+        self._tasks[-1].cancel()  # the writer
+        if follows:  # each ends by itself after its current wait (at most rt_refresh): a task cancelled
+            # inside psycopg's LISTEN wait (notifies) was seen never to finish, hanging the loop's shutdown
+            await asyncio.wait(follows, timeout=min(self.refresh_s + 1.0, CLOSE_TIMEOUT_S))
+        for t in self._tasks:
+            t.cancel()
         # bounded: a task stuck in a driver's cleanup must not hang the daemon's stop
         _, stuck = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_S)
         if stuck:
@@ -123,8 +129,12 @@ class RealtimeStore:
         full = True  # the next pass compares every row (start, and after any failure)
         backoff = BACKOFF_MIN_S
         while True:
+            if getattr(self, "_stopping", False):
+                return
             try:
                 names = await backend.wait_notify(0.0 if full else self.refresh_s)
+                if getattr(self, "_stopping", False):
+                    return
                 full |= backend.resync
                 backend.resync = False
                 if names is None:  # no trigger: poll the fingerprint
