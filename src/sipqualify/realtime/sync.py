@@ -49,6 +49,7 @@ class RealtimeStore:
     def __init__(self, label: str, refresh_s: float) -> None:
         self.label = label
         self.refresh_s = refresh_s
+        self._stopping = False  # close(): the follow tasks end after their current wait
         self.peers: dict[str, PeerConfig] = {}  # the realtime peers now
         self.apply: Apply | None = None
         self.writer_backend: Backend | None = None  # where write-backs go
@@ -129,11 +130,11 @@ class RealtimeStore:
         full = True  # the next pass compares every row (start, and after any failure)
         backoff = BACKOFF_MIN_S
         while True:
-            if getattr(self, "_stopping", False):
+            if self._stopping:
                 return
             try:
                 names = await backend.wait_notify(0.0 if full else self.refresh_s)
-                if getattr(self, "_stopping", False):
+                if self._stopping:
                     return
                 full |= backend.resync
                 backend.resync = False
