@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 PAGE = 5000  # peers per catch-up read
 CLOSE_TIMEOUT_S = 10.0
+_INT = re.compile(r"-?[0-9]{1,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,14 +199,33 @@ def payload(node: str, peer: str, o: Observation) -> str:
     return f"{node}\t{peer}\t{o.state}\t{o.lastms}\t{rtt}\t{o.at!r}"
 
 
+STATES = frozenset((OK, LAGGED, UNREACHABLE, UNKNOWN))
+
+
+def _finite(text: str) -> float:
+    """A finite float of a payload field (ValueError for nan, inf or anything else)."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(text)
+    return v
+
+
 def parse_payload(text: str) -> tuple[str, str, Observation] | None:
-    """(node, peer, observation) of a notification; None for anything else (never raises)."""
+    """(node, peer, observation) of a notification; None for anything else (never raises).
+
+    Strict: a known state, lastms a plain decimal integer, RTT empty or a finite non-negative
+    number, the time finite; whatever another writer put on the channel is not taken in."""
     parts = text.split("\t")
     if len(parts) != 6:
         return None
     node, peer, state, lastms, rtt, at = parts
+    if not node or not peer or state not in STATES or not _INT.fullmatch(lastms):
+        return None
     try:
-        return node, peer, Observation(state, int(lastms), float(rtt) if rtt else None, float(at))
+        rtt_ms = _finite(rtt) if rtt else None
+        if rtt_ms is not None and rtt_ms < 0:
+            return None
+        return node, peer, Observation(state, int(lastms), rtt_ms, _finite(at))
     except ValueError:
         return None
 
@@ -231,6 +253,14 @@ class Vantage:
         self.failures = 0
         self.written = 0  # observations written by this node
         self.received = 0  # observations of other nodes taken in
+        self.rejected = 0  # notifications on the channel that are not an observation (not taken in)
+
+    def _reject(self, text: str) -> None:
+        """A notification that is not an observation: counted; logged the first time and every 1,000th."""
+        self.rejected += 1
+        if self.rejected == 1 or self.rejected % 1000 == 0:
+            log.warning("vantage: %d notification(s) on %s that are not an observation, not taken in "
+                        "(last: %r)", self.rejected, CHANNEL, text[:120])
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -253,6 +283,7 @@ class Vantage:
         a = self.agreement
         return {"connected": self.connected, "failures": self.failures, "peers": len(a.probers),
                 "primary_of": len(a.agreed), "written": self.written, "received": self.received,
+                "rejected": self.rejected,
                 "agreed_changes": a.changes, "held_back": a.held_back}
 
     # ---------------------------------------------------------------- from the service
@@ -402,6 +433,8 @@ class Vantage:
                         got = parse_payload(n.payload)
                         if got is not None:
                             self._take(got[1], got[0], got[2])
+                        else:
+                            self._reject(n.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
