@@ -148,6 +148,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30)
     ap.add_argument("--warmup", type=float, default=8)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--sample-every", type=int, default=1,
+                    help="[store] sample_every: store one RTT sample in N per peer (default: every sample)")
     ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 8 s each, < 60 s in all")
     args = ap.parse_args()
     pipe_cost()
@@ -162,8 +164,12 @@ def main() -> int:
         kport, sport = free_port(), free_port()
         kamailio = start_kamailio(kam, tmp, kport)
         conf = peers_conf(tmp / "sip.conf", sport, kport, args.peers, args.freq)
+        if args.sample_every > 1:  # a TOML that reads the sip.conf and adds the store setting
+            conf = tmp / "sipqualify.toml"
+            conf.write_text(f'sip_conf = "{tmp / "sip.conf"}"\n[store]\nsample_every = {args.sample_every}\n')
         print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
-              f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores", flush=True)
+              f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores, "
+              f"sample_every {args.sample_every}", flush=True)
         for n in args.workers:
             run_one(tmp, conf, n, args.peers, args.warmup, args.duration, kport)
     finally:

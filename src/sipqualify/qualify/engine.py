@@ -256,6 +256,8 @@ def request_uri(cfg: PeerConfig) -> str:
 
 #: the start of a poke's request line, by the method a CSeq names (QUALIFY_METHODS)
 _REQUEST_LINE: Final = {m: f"{m} ".encode() for m in QUALIFY_METHODS}
+# a completed poke's request, while its branch lingers (Timer K): only its method is read again
+_LINGERING: Final = {m.encode(): line for m, line in _REQUEST_LINE.items()}
 
 
 def with_user(uri: str, user: str) -> str:
@@ -337,6 +339,17 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
 
 # compiled with mypyc, `run --workers N` still subclasses it in Python (workers/mirror.py MirrorEngine)
 @mypyc_attr(allow_interpreted_subclasses=True)
+
+def _linger_light(txn: ClientTransaction) -> None:
+    """A completed UDP poke lingers T4 (Timer K) to absorb retransmitted answers, and only its
+    branch, Call-ID, CSeq and method are read again: the request's bytes (≈ 450 B) go, its
+    method's shared request-line prefix stays (at 16,700 pokes/s ≈ 83,000 lingering pokes)."""
+    if txn.state == COMPLETED:
+        req = txn.request
+        line = _LINGERING.get(req[:req.find(b" ")])
+        if line is not None:
+            txn.request = line
+
 class QualifyEngine:
     def __init__(
         self,
@@ -1258,10 +1271,12 @@ class QualifyEngine:
         if status in auth.CHALLENGES and not p.removed and msg is not None:
             step = self._challenged(p, txn, msg, now)
             if step == auth.RETRY:
+                _linger_light(txn)
                 return
         elif self._auth:
             self._auth.pop(txn.branch, None)
         self._on_answer(p, txn, status, now, auth_failed=step == auth.FAILED)
+        _linger_light(txn)
 
     def _challenged(self, p: Peer, txn: ClientTransaction, msg: Response, now: float) -> str:
         """A 401/407 to a poke: answered with credentials when the peer has them (qualify/auth.py
