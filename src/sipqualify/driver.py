@@ -139,6 +139,9 @@ class CoreDriver:
         eng = self.engine
         assert eng is not None
         self._drops_seen = self.sockets.read_before_judging(eng, now, self._drops_seen)
+        # reading what waited can take a while under load: the pokes below are stamped now,
+        # when they are really sent, or their RTTs would include it (a false LAGGED at worst)
+        now = self.clock()
         eng.inbound.handle_timer(now)  # binding expiry
         eng.handle_timer(now, limit=self.TIMER_BATCH)
         self.pump()  # re-arms at once (call_later 0) when more timers are due

@@ -180,6 +180,7 @@ class Worker:
             return
         now = self.clock()
         self.rx_drops = self.sockets.read_before_judging(self.engine, now, self.rx_drops)
+        now = self.clock()  # as driver.CoreDriver._on_timer: pokes stamped after what was read
         self.engine.handle_timer(now, limit=TIMER_BATCH)
         self.pump()
 
