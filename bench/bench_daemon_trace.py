@@ -9,11 +9,19 @@ is stopped. tracemalloc counts Python's own allocations only (not the arenas' fr
 that is bench_million.py's VmRSS figure), and slows the daemon down, so keep N modest.
 
     python bench/bench_daemon_trace.py --peers 20000 --after 100
+
+`--heap` (no tracemalloc, so N can be large) prints instead where the process's resident
+bytes are: pymalloc's arenas (live blocks, free blocks, overheads: `sys._debugmallocstats`)
+and glibc's heap (in use, free: `mallinfo2`), which holds Python's objects over 512 bytes
+(big dicts' tables) and what C libraries allocate (SQLite's page cache above all).
+
+    python bench/bench_daemon_trace.py --peers 100000 --after 100 --heap
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -41,11 +49,72 @@ def report(n: int, top: int) -> None:
     sys.stdout.flush()
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _pymalloc_stats() -> dict[str, int]:
+    """The totals of `sys._debugmallocstats()` (which writes to fd 2), read through a pipe."""
+    r, w = os.pipe()
+    saved = os.dup(2)
+    os.dup2(w, 2)
+    os.close(w)
+    try:
+        sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    chunks = []
+    while chunk := os.read(r, 1 << 20):
+        chunks.append(chunk)
+    os.close(r)
+    out: dict[str, int] = {}
+    for line in b"".join(chunks).decode().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.startswith("#"):
+            out.setdefault(key.strip("# ").strip(), int(value.strip().replace(",", "")))
+        elif sep and "unused pools" in key:
+            out["unused pools"] = int(value.strip().replace(",", ""))
+    return out
+
+
+def heap_report(n: int) -> None:
+    rss = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+    pm = _pymalloc_stats()
+    print(f"== where `sipqualify run`'s resident bytes are, {n:,} peers: VmRSS {rss / 2**20:,.0f} MiB "
+          f"({rss / n:,.0f} B/peer, fixed costs included)")
+    arenas = pm.get("arenas allocated current", 0) * 1024 * 1024
+    live = pm.get("bytes in allocated blocks", 0)
+    free = pm.get("bytes in available blocks", 0)
+    print(f"pymalloc arenas      {arenas / 2**20:8,.1f} MiB: live blocks {live / n:6,.0f} B/peer, "
+          f"free blocks {free / n:5,.0f} B/peer, unused pools "
+          f"{pm.get('unused pools', 0) / n:4,.0f} B/peer")
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        mi = libc.mallinfo2()
+        print(f"glibc heap           {mi.arena / 2**20:8,.1f} MiB: in use {mi.uordblks / n:6,.0f} B/peer, free "
+              f"{mi.fordblks / n:5,.0f} B/peer; mmap'd chunks {mi.hblkhd / 2**20:,.1f} MiB")
+    except (OSError, AttributeError):
+        print("glibc heap           (no glibc mallinfo2 here)")
+    try:  # the library _sqlite3 is linked to: the same handle, so its global counters
+        lib = ctypes.CDLL("libsqlite3.so.0")
+        lib.sqlite3_memory_used.restype = ctypes.c_int64
+        used = lib.sqlite3_memory_used()
+        print(f"  of which SQLite    {used / 2**20:8,.1f} MiB ({used / n:,.0f} B/peer: page caches of every "
+              "connection, bounded by cache_size)")
+    except (OSError, AttributeError):
+        print("  SQLite             (libsqlite3.so.0 not found)")
+    sys.stdout.flush()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", type=int, default=20_000)
     ap.add_argument("--after", type=float, default=100.0, help="seconds before the snapshot")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--heap", action="store_true", help="where the resident bytes are, without tracemalloc")
     args = ap.parse_args()
     kam = kamailio_binary()
     if kam is None:
@@ -57,10 +126,14 @@ def main() -> int:
 
     def snapshot() -> None:
         time.sleep(args.after)
-        report(args.peers, args.top)
+        if args.heap:
+            heap_report(args.peers)
+        else:
+            report(args.peers, args.top)
         os.kill(os.getpid(), signal.SIGTERM)  # the daemon's own clean shutdown
 
-    tracemalloc.start()
+    if not args.heap:
+        tracemalloc.start()
     threading.Thread(target=snapshot, daemon=True).start()
     from sipqualify.cli import main as cli
 
