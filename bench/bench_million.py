@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -122,6 +123,22 @@ def states(base: str, token: str) -> dict[str, int]:
             for line in text.splitlines() if line.startswith("sipqualify_peers{state=")}
 
 
+def print_bad_transitions(db: Path, limit: int = 10) -> None:
+    """The first transitions to LAGGED or UNREACHABLE the daemon stored (peers not OK at the
+    end: when, with which lastms and RTT), to tell a real loss from a timing artefact."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        rows = con.execute("SELECT peer, time, old, new, lastms, rtt_ms FROM transitions WHERE new IN "
+                           "('LAGGED', 'UNREACHABLE') ORDER BY time LIMIT ?", (limit,)).fetchall()
+        con.close()
+    except sqlite3.Error as e:
+        print(f"(transitions not read: {e})")
+        return
+    for peer, at, old, new, lastms, rtt in rows:
+        print(f"  {peer}: {old} -> {new} at {time.strftime('%H:%M:%S', time.localtime(at))}, "
+              f"lastms {lastms}, rtt {rtt} ms")
+
+
 def write_sipconf(path: Path, n: int, sip_port: int, kport: int) -> None:
     """The daemon part's sip.conf: n peers at Kamailio's `kport`, first pokes over <= 60 s
     (also read by bench_config_memory.py and bench_daemon_trace.py)."""
@@ -180,6 +197,8 @@ def run_daemon(tmp: Path, kport: int, n: int, window: float,
                 "answered/s in the window": round(done / window)}
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=120)
+        if not_ok:
+            print_bad_transitions(d / "state" / "sipqualify.sqlite")
         return rss, (c1 - c0) / max(done, 1) * 1e6, not_ok, settled, over
     finally:
         stop(daemon)
