@@ -337,9 +337,6 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
     return out
 
 
-# compiled with mypyc, `run --workers N` still subclasses it in Python (workers/mirror.py MirrorEngine)
-@mypyc_attr(allow_interpreted_subclasses=True)
-
 def _linger_light(txn: ClientTransaction) -> None:
     """A completed UDP poke lingers T4 (Timer K) to absorb retransmitted answers, and only its
     branch, Call-ID, CSeq and method are read again: the request's bytes (≈ 450 B) go, its
@@ -350,6 +347,9 @@ def _linger_light(txn: ClientTransaction) -> None:
         if line is not None:
             txn.request = line
 
+
+# compiled with mypyc, `run --workers N` still subclasses it in Python (workers/mirror.py MirrorEngine)
+@mypyc_attr(allow_interpreted_subclasses=True)
 class QualifyEngine:
     def __init__(
         self,
