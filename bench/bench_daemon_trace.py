@@ -55,22 +55,20 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _pymalloc_stats() -> dict[str, int]:
-    """The totals of `sys._debugmallocstats()` (which writes to fd 2), read through a pipe."""
-    r, w = os.pipe()
-    saved = os.dup(2)
-    os.dup2(w, 2)
-    os.close(w)
-    try:
-        sys._debugmallocstats()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    chunks = []
-    while chunk := os.read(r, 1 << 20):
-        chunks.append(chunk)
-    os.close(r)
+    """The totals of `sys._debugmallocstats()` (which writes to fd 2), read through a temporary
+    file (a pipe read afterwards could fill and block the write)."""
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(2)
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode()
     out: dict[str, int] = {}
-    for line in b"".join(chunks).decode().splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and key.startswith("#"):
             out.setdefault(key.strip("# ").strip(), int(value.strip().replace(",", "")))
