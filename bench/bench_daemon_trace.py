@@ -78,7 +78,7 @@ def _pymalloc_stats() -> dict[str, int]:
 
 
 def heap_report(n: int) -> None:
-    rss = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+    rss = _rss()
     pm = _pymalloc_stats()
     print(f"== where `sipqualify run`'s resident bytes are, {n:,} peers: VmRSS {rss / 2**20:,.0f} MiB "
           f"({rss / n:,.0f} B/peer, fixed costs included)")
@@ -104,7 +104,62 @@ def heap_report(n: int) -> None:
               "connection, bounded by cache_size)")
     except (OSError, AttributeError):
         print("  SQLite             (libsqlite3.so.0 not found)")
+    import gc
+
+    from sipqualify.store.base import BaseStore
+
+    gc.unfreeze()  # the daemon froze what it loaded (gc.get_objects does not list it); it stops next
+    for store in (o for o in gc.get_objects() if isinstance(o, BaseStore)):  # what waits for the writer
+        print(f"store queues         {store._depths()}")
+    from sipqualify.config.memory import _malloc_trim
+
+    trim = _malloc_trim()
+    if trim is not None:  # how much of the glibc heap's free space goes back to the kernel
+        trim(0)
+        after = _rss()
+        print(f"after malloc_trim(0) VmRSS {after / 2**20:,.0f} MiB ({after / n:,.0f} B/peer)")
     sys.stdout.flush()
+
+
+_MADE: dict[type, object] = {}  # the daemon's store and engine, as they are made (--heap-every)
+
+
+def _remember(cls: type) -> None:
+    init = cls.__init__
+
+    def wrapped(self: object, *a: object, **kw: object) -> None:
+        init(self, *a, **kw)  # type: ignore[misc]
+        _MADE[cls] = self
+
+    cls.__init__ = wrapped  # type: ignore[misc]
+
+
+def _rss() -> int:
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmRSS"))
+
+
+def progress(n: int, every: float, stop_at: float) -> None:
+    """`--heap-every S`: one line every S seconds while the daemon runs (what grows, and when): VmRSS,
+    pymalloc's live and free bytes, glibc's, the store's queues and the engine's transactions."""
+    from sipqualify.qualify.engine import QualifyEngine
+    from sipqualify.store.base import BaseStore
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < stop_at - every:
+        time.sleep(every)
+        pm = _pymalloc_stats()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        mi = libc.mallinfo2()
+        store, engine = _MADE.get(BaseStore), _MADE.get(QualifyEngine)
+        depths = store._depths() if isinstance(store, BaseStore) else {}
+        txns = f"txns {len(engine._txns):,} linger {len(engine._linger):,}" if isinstance(engine, QualifyEngine) else ""
+        live, free = pm.get("bytes in allocated blocks", 0), pm.get("bytes in available blocks", 0)
+        print(f"t={time.monotonic() - t0:5.0f}s VmRSS {_rss() / n:6,.0f} B/peer; "
+              f"pymalloc live {live / n:5,.0f} free {free / n:4,.0f}"
+              f" unused pools {pm.get('unused pools', 0) / n:4,.0f}; glibc in use {mi.uordblks / n:4,.0f} free "
+              f"{mi.fordblks / n:4,.0f}; {txns}; store {' '.join(f'{k[7:]}={v:,}' for k, v in depths.items())}",
+              flush=True)
 
 
 def main() -> int:
@@ -113,6 +168,8 @@ def main() -> int:
     ap.add_argument("--after", type=float, default=100.0, help="seconds before the snapshot")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--heap", action="store_true", help="where the resident bytes are, without tracemalloc")
+    ap.add_argument("--heap-every", type=float, default=0.0, metavar="S",
+                    help="with --heap: also a line every S seconds while it runs (what grows, and when)")
     args = ap.parse_args()
     kam = kamailio_binary()
     if kam is None:
@@ -133,6 +190,13 @@ def main() -> int:
     if not args.heap:
         tracemalloc.start()
     threading.Thread(target=snapshot, daemon=True).start()
+    if args.heap and args.heap_every > 0:
+        from sipqualify.qualify.engine import QualifyEngine
+        from sipqualify.store.base import BaseStore
+
+        _remember(QualifyEngine)
+        _remember(BaseStore)
+        threading.Thread(target=progress, args=(args.peers, args.heap_every, args.after), daemon=True).start()
     from sipqualify.cli import main as cli
 
     try:

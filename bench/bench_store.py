@@ -206,10 +206,47 @@ def windows_bench(args: argparse.Namespace) -> None:
                   f"({args.overhead_samples:,} samples over {min(args.peers, args.overhead_samples):,} peers)")
 
 
+def cold_start(make: Callable[..., AnyStore], n: int, busy: bool) -> None:
+    """A cold start: n peers' first results at once (a transition UNKNOWN -> OK, a state and a
+    sample each), written while (`busy`) another thread runs Python without a pause, as the
+    event loop does when 16,700 answers a second come in; the writer shares the GIL with it."""
+    import threading
+
+    names = [f"cold{'B' if busy else 'Q'}{i:07d}" for i in range(n)]
+    now = time.time()
+    s = make(max_queued_samples=n + 1)
+    s.open()
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            for _ in range(1000):
+                x += 1
+
+    t = threading.Thread(target=spin, daemon=True)
+    if busy:
+        t.start()
+    t0 = time.perf_counter()
+    for i, name in enumerate(names):
+        s.record_transition(name, now + i * 1e-4, "UNKNOWN", "OK", 3, 2000, 3.0)
+        s.save_state(name, "OK", 3, 2000, 3.0, now + i * 1e-4, now + i * 1e-4)
+        s.record_sample(name, now + i * 1e-4, 3.0, 200, 1)
+    timed_flush(s, t0, 3 * n, f"cold start{', busy loop' if busy else ''}")
+    stop.set()
+    if busy:
+        t.join()
+    s.close()
+
+
 def store_bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp, backend(args, tmp) as (make, what, db_size):
         names = [f"peer{i:07d}" for i in range(args.peers)]
         now = time.time()
+        cold = min(args.peers, 100_000)
+        print(f"cold start, {cold:,} peers' first results (a transition, a state, a sample each), {what}:")
+        cold_start(make, cold, busy=False)
+        cold_start(make, cold, busy=True)
         # big enough that nothing is dropped: we measure the writer, not the overflow policy
         s = make(max_queued_samples=args.samples + 1)
         s.open()

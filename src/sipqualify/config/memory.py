@@ -36,6 +36,16 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return _trim
 
 
+def trim_heap() -> bool:
+    """`malloc_trim(0)` where glibc has it: the free pages inside its heaps go back to the system
+    (no collection: the store's writer thread calls it after a backlog). True when trimmed."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def release_memory() -> bool:
     """A full collection, then `malloc_trim(0)` where glibc has it. True when trimmed."""
     gc.collect()

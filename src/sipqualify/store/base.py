@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from ..config.memory import trim_heap
 from .windows import PERCENTILES, RTT_WINDOWS, UPTIME_WINDOWS, percentile, uptime
 
 log = logging.getLogger("sipqualify.store")
@@ -60,6 +61,7 @@ TRANSITION_COLUMNS = ("peer, time, old, new, lastms, maxms, rtt_ms, reason, supp
 STATE_COLUMNS = "peer, state, lastms, maxms, rtt_ms, changed_at, updated_at"
 SAMPLE_COLUMNS = "peer, time, rtt_ms, status_code, transmissions"
 RETAINED_TABLES = ("samples", "transitions")
+TRIM_AFTER_ROWS = 100_000  # rows written, then the heap is trimmed when the queues are short again
 
 
 def default_node_id() -> str:
@@ -224,7 +226,10 @@ class BaseStore(ABC, Generic[Conn]):
             "reconnects": 0,  # a server's connection found dropped and made again at once
             "errors": 0,
             "callback_errors": 0,
+            "heap_trims": 0,  # malloc_trim after a backlog of TRIM_AFTER_ROWS rows (_after_backlog)
         }
+        self._drained = 0  # rows written since the last trim
+        self.trim_after_rows = TRIM_AFTER_ROWS
         self._last_commit_ms = 0.0
         self._max_commit_ms = 0.0
         self._last_error: str | None = None
@@ -476,8 +481,13 @@ class BaseStore(ABC, Generic[Conn]):
                         next_batch = now + interval
                 if transitions:
                     self._write_transitions(db, transitions)
+                    self._drained += len(transitions)
                 if batch is not None:
                     self._write_batch(db, *batch)
+                    self._drained += len(batch[0]) + len(batch[1]) + len(batch[2])
+                if self._drained >= self.trim_after_rows:
+                    transitions, batch = [], None  # the rows written: free before the trim
+                    self._after_backlog()
                 for ev in flushes:
                     ev.set()
                 if stop:
@@ -500,6 +510,20 @@ class BaseStore(ABC, Generic[Conn]):
                 if self._abandon.wait(0.5):
                     return
 
+    def _after_backlog(self) -> None:
+        """Once the queues are short again after `trim_after_rows` rows were written: the freed
+        queues (a cold start of a million peers queues a row per peer while the writer catches
+        up; the tables of their dicts and lists are glibc's, not pymalloc's) go back to the
+        system (`malloc_trim`, ≈ 100 B per peer at a million; ctypes lets go of the GIL)."""
+        with self._lock:
+            short = len(self._transitions) + len(self._samples) + len(self._states) < self.trim_after_rows // 100
+        if short:
+            self._drained = 0
+            t0 = time.perf_counter()
+            if trim_heap():
+                self._n["heap_trims"] += 1
+                log.debug("store: heap trimmed after a backlog in %.1f ms", (time.perf_counter() - t0) * 1000.0)
+
     def _service_transitions(self, db: Conn) -> None:
         """Between chunks of a large batch: commit any transition that arrived meanwhile first."""
         if self._transitions:
@@ -511,23 +535,27 @@ class BaseStore(ABC, Generic[Conn]):
     def _write_transitions(self, db: Conn, rows: list[Row]) -> None:
         # All transitions pending right now go in one short transaction: no batching delay, and
         # a mass outage (100k peers UNREACHABLE at once) does not cost 100k commits.
+        written: list[tuple[int, Row]] = []
         for i in range(0, len(rows), 10_000):
             chunk = rows[i : i + 10_000]
             ok, ids = self._transact(db, partial(self._insert_transitions, rows=chunk))
             if ok:
                 self._transitions_committed(chunk, ids)
+                written.extend(zip(ids or (), chunk, strict=True))
                 continue
             for row in chunk:  # a row the database refuses: isolate it, keep the others
                 ok, ids = self._transact(db, partial(self._insert_transitions, rows=[row]))
                 if ok:
                     self._transitions_committed([row], ids)
+                    written.extend(zip(ids or (), [row], strict=True))
                 else:
                     self._reject("transition", row)
-        self._after_transitions(db)
+        self._after_transitions(db, written)
 
-    def _after_transitions(self, db: Conn) -> None:
+    def _after_transitions(self, db: Conn, written: list[tuple[int, Row]]) -> None:
         """After transitions are committed and their callbacks ran: a backend's own bookkeeping
-        of them (SQLite: the uptime rollup), which never delays their events."""
+        of them (SQLite: the uptime rollup), which never delays their events. `written`: the
+        (id, row) of each transition committed, in id order."""
 
     def _transitions_committed(self, rows: list[Row], ids: list[int] | None) -> None:
         assert ids is not None

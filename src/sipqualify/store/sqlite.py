@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
+from functools import lru_cache, partial
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +160,46 @@ _UPSERT_UPTIME_ROLLUP = (
 _INSERT_UPTIME_SPAN = "INSERT INTO uptime_spans(peer, t0, t1, up) VALUES (?,?,?,?)"
 _INSERT_TRANSITION = f"INSERT INTO transitions({TRANSITION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
 
+# Rows per statement in execute_rows: the largest first, the rest of a batch in smaller ones, so
+# that a statement type has at most four texts (the module's statement cache keeps them
+# compiled). 64 rows of at most 15 columns stay within the 999 variables of any SQLite build.
+ROWS_PER_STATEMENT = (64, 16, 4, 1)
+_VALUES = re.compile(r"VALUES \((\?(?:,\?)*)\)")
+
+
+@lru_cache(maxsize=128)
+def rows_sql(sql: str, k: int) -> str | None:
+    """A one-row `INSERT ... VALUES (?,...) [ON CONFLICT ...]` made to insert `k` rows; None for
+    any other statement (or more than 15 columns)."""
+    m = _VALUES.search(sql)
+    if m is None or m.group(1).count("?") > 15:
+        return None
+    return f"{sql[:m.start()]}VALUES {','.join(['(' + m.group(1) + ')'] * k)}{sql[m.end():]}"
+
+
+def execute_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Row]) -> None:
+    """`db.executemany(sql, rows)`, up to 64 rows per statement, in order (an upsert's later row
+    sees the earlier ones, as one by one). The sqlite3 module lets go of the GIL around each
+    statement's step and takes it back after; beside an event loop that is busy (16,700 answers a
+    second), the writer thread waits for it every time, so one row per step left the writer
+    ten times slower than the loop's results came in, and its queues grew to a row per peer."""
+    if rows_sql(sql, 1) is None:  # a DELETE ... WHERE peer=?: as it is
+        db.executemany(sql, rows)
+        return
+    n, i = len(rows), 0
+    for k in ROWS_PER_STATEMENT:
+        if n - i < k:
+            continue
+        one = rows_sql(sql, k)
+        assert one is not None
+        while n - i >= k:
+            chunk = rows[i:i + k]
+            if len(set(map(len, chunk))) == 1:
+                db.execute(one, list(chain.from_iterable(chunk)))
+            else:  # rows of different lengths: the module's own error, not shifted columns
+                db.executemany(sql, chunk)
+            i += k
+
 
 class Store(BaseStore[sqlite3.Connection]):
     """The store in one SQLite file (`path`)."""
@@ -275,7 +318,7 @@ class Store(BaseStore[sqlite3.Connection]):
         """The rows, and the RTT rollup of the samples among them; the number of rollup rows written."""
         rolled = 0
         for _counter, sql, rows in txn:
-            db.executemany(sql, rows)
+            execute_rows(db, sql, rows)
             if sql is self.insert_sample_sql:
                 rolled += _rollup_samples(db, rows)
         return rolled
@@ -306,9 +349,9 @@ class Store(BaseStore[sqlite3.Connection]):
     def _execute_rowcount(self, db: sqlite3.Connection, sql: str, args: Row) -> int:
         return db.execute(sql, args).rowcount
 
-    def _after_transitions(self, db: sqlite3.Connection) -> None:
+    def _after_transitions(self, db: sqlite3.Connection, written: list[tuple[int, Row]]) -> None:
         # after the COMMIT and its callbacks: the uptime rollup never delays a transition's event
-        ok, n = self._transact(db, _credit_uptime)
+        ok, n = self._transact(db, partial(_credit_uptime, written=written))
         self._n["rollup_rows_written"] += n or 0
 
     def _insert_transitions(self, db: sqlite3.Connection, rows: list[Row]) -> list[int]:
@@ -316,7 +359,7 @@ class Store(BaseStore[sqlite3.Connection]):
         so they are read back from sqlite_sequence instead of one execute per row."""
         if len(rows) == 1:
             return [int(db.execute(_INSERT_TRANSITION, rows[0]).lastrowid or 0)]
-        db.executemany(_INSERT_TRANSITION, rows)
+        execute_rows(db, _INSERT_TRANSITION, rows)
         last = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name='transitions'").fetchone()[0])
         return list(range(last - len(rows) + 1, last + 1))
 
@@ -447,7 +490,7 @@ def _rollup_samples(db: sqlite3.Connection, rows: list[Row]) -> int:
     """Add sample rows to the RTT rollup: summarised per (peer, bucket) first, so each rollup row
     is written once per batch (one upsert; the histograms merge in hist_merge)."""
     summary = rollup.rollup_rows(rows)
-    db.executemany(_UPSERT_RTT_ROLLUP, summary)
+    execute_rows(db, _UPSERT_RTT_ROLLUP, summary)
     return len(summary)
 
 
@@ -475,21 +518,58 @@ def _state_before(db: sqlite3.Connection, peer: str, t: float, *, writing: bool,
     return (float(row[0]), str(row[1])) if row is not None else None
 
 
-def _credit_uptime(db: sqlite3.Connection) -> int:
+def _states_before_writing(db: sqlite3.Connection,
+                           first: dict[str, tuple[float, int]]) -> dict[str, tuple[float, str] | None]:
+    """`_state_before(db, peer, t, writing=True, before_id=id)` of each peer -> (t, id), 64 peers per
+    statement (execute_rows says why; a cold start of a million peers credits a million first
+    transitions): the peer's transition before that one, else its saved state changed before t."""
+    out: dict[str, tuple[float, str] | None] = dict.fromkeys(first)
+    items = [(peer, t, rowid) for peer, (t, rowid) in first.items()]
+    n, i = len(items), 0
+    for k in ROWS_PER_STATEMENT:
+        sql = (f"WITH q(peer, t, bid) AS (VALUES {','.join(['(?,?,?)'] * k)}) "
+               "SELECT q.peer, tr.time, tr.new, s.changed_at, s.state FROM q "
+               "LEFT JOIN transitions tr ON tr.id = (SELECT id FROM transitions WHERE peer=q.peer AND time<=q.t "
+               "AND (time<q.t OR id<q.bid) ORDER BY time DESC, id DESC LIMIT 1) "
+               "LEFT JOIN peer_state s ON s.peer=q.peer AND s.changed_at<q.t "
+               "WHERE tr.id IS NOT NULL OR s.peer IS NOT NULL")  # a row (a step) only for a peer with one
+        while n - i >= k:
+            for peer, t_time, t_new, s_changed, s_state in db.execute(
+                    sql, list(chain.from_iterable(items[i:i + k]))):
+                if t_time is not None:
+                    out[peer] = (float(t_time), str(t_new))
+                elif s_changed is not None:
+                    out[peer] = (float(s_changed), str(s_state))
+            i += k
+    return out
+
+
+def _credit_uptime(db: sqlite3.Connection, written: Sequence[tuple[int, Row]] = ()) -> int:
     """Credit to the uptime rollup each state interval closed by a transition not credited yet
     (id above the `uptime_credited_id` mark): from the peer's previous transition to it
     (`_UptimeCredit`). Runs after the transitions' own commit, in its own transaction with the
     mark, so it is done exactly once: a crash in between is caught up at the next open().
     Returns the rollup rows written."""
     (mark,) = db.execute("SELECT value FROM rollup_marks WHERE name='uptime_credited_id'").fetchone()
-    rows = db.execute("SELECT id, peer, time, new FROM transitions WHERE id>? ORDER BY id", (mark,)).fetchall()
+    rows: list[Row] = []
+    if written and written[0][0] == mark + 1 and written[-1][0] == mark + len(written) and int(db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name='transitions'").fetchone()[0]) == written[-1][0]:
+        # the rows just written are all that is not credited (the usual case): no read of them back,
+        # which costs a step, so a wait for the GIL, per row (execute_rows says why that matters)
+        rows = [(rowid, row[0], row[1], row[3]) for rowid, row in written]
+        if not all(type(r[2]) is float and type(r[1]) is str and type(r[3]) is str for r in rows):
+            rows = []  # a value the database converted (its column's affinity): read back as stored
+    if not rows:  # a catch-up at open(), or after a refused row or a failed credit
+        rows = db.execute("SELECT id, peer, time, new FROM transitions WHERE id>? ORDER BY id", (mark,)).fetchall()
     if not rows:
         return 0
-    prev: dict[str, tuple[float, str] | None] = {}
+    ordered = sorted(rows, key=lambda r: (r[2], r[0]))
+    first: dict[str, tuple[float, int]] = {}
+    for rowid, peer, t, _new in ordered:
+        first.setdefault(peer, (t, rowid))
+    prev: dict[str, tuple[float, str] | None] = _states_before_writing(db, first)
     credit = _UptimeCredit()
-    for rowid, peer, t, new in sorted(rows, key=lambda r: (r[2], r[0])):
-        if peer not in prev:
-            prev[peer] = _state_before(db, peer, t, writing=True, before_id=rowid)
+    for _rowid, peer, t, new in ordered:
         p = prev[peer]
         if p is not None:
             credit.add(peer, p[0], p[1], t)
@@ -537,9 +617,9 @@ class _UptimeCredit:
     def write(self, db: sqlite3.Connection) -> int:
         n = len(self.hours) + len(self.spans)
         if self.hours:
-            db.executemany(_UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
+            execute_rows(db, _UPSERT_UPTIME_ROLLUP, [(p, b, u, s) for (p, b), (u, s) in self.hours.items()])
         if self.spans:
-            db.executemany(_INSERT_UPTIME_SPAN, self.spans)
+            execute_rows(db, _INSERT_UPTIME_SPAN, self.spans)
         self.hours, self.spans = {}, []
         return n
 
