@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,16 +69,18 @@ def test_the_batched_previous_state_is_the_one_by_one_previous_state(
     (one peer, up to two queries): ties in time, ids out of time order, saved states before,
     at and after t, peers with nothing stored."""
     rnd = random.Random(seed)
+    base = time.time() - 1000.0  # recent: the writer's retention pass keeps it
     store = make_store()
     store.open()
     peers = [f"p{i}" for i in range(150)]
     states = ["OK", "LAGGED", "UNREACHABLE", "UNKNOWN"]
     for _ in range(600):
         p = rnd.choice(peers)
-        t = float(rnd.choice([100, 200, 200, 300, 400])) + rnd.choice([0.0, 0.5])
+        t = base + float(rnd.choice([100, 200, 200, 300, 400])) + rnd.choice([0.0, 0.5])
         store.record_transition(p, t, rnd.choice(states), rnd.choice(states), 3, 2000, 3.0)
     for p in rnd.sample(peers, 60):
-        store.save_state(p, rnd.choice(states), 3, 2000, 3.0, rnd.choice([None, 150.0, 200.5, 350.0]), 500.0)
+        changed = rnd.choice([None, base + 150.0, base + 200.5, base + 350.0])
+        store.save_state(p, rnd.choice(states), 3, 2000, 3.0, changed, base + 500.0)
     store.flush()
     store.close()
     db = sqlite3.connect(db_path, isolation_level=None)
@@ -88,7 +91,7 @@ def test_the_batched_previous_state_is_the_one_by_one_previous_state(
             rowid, t = rnd.choice(ids[p])
             first[p] = (t, rowid)
         else:  # a peer and a time of which nothing may be stored
-            first[p] = (float(rnd.choice([50, 200, 450])), 10**6)
+            first[p] = (base + float(rnd.choice([50, 200, 450])), 10**6)
     got = sq._states_before_writing(db, first)
     want = {p: sq._state_before(db, p, t, writing=True, before_id=rowid) for p, (t, rowid) in first.items()}
     assert got == want
@@ -99,9 +102,10 @@ def test_a_cold_start_credits_what_one_by_one_credited(tmp_path: Path) -> None:
     """The same transitions (every peer's first, then flaps) stored twice, credited by the batched
     credit and by the one-by-one one: the same uptime rollup rows."""
     rnd = random.Random(7)
+    base = time.time() - 6000.0  # recent: the writer's retention pass keeps it
     events = []
     for i in range(300):
-        t = 1000.0 + rnd.random() * 10
+        t = base + rnd.random() * 10
         events.append((f"p{i}", t, "UNKNOWN", "OK"))
         if i % 3 == 0:
             events.append((f"p{i}", t + 4000.0, "OK", "UNREACHABLE"))
