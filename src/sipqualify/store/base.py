@@ -485,6 +485,7 @@ class BaseStore(ABC, Generic[Conn]):
                 if batch is not None:
                     self._write_batch(db, *batch)
                     self._drained += len(batch[0]) + len(batch[1]) + len(batch[2])
+                wrote = batch is not None or bool(transitions)
                 if self._drained >= self.trim_after_rows:
                     transitions, batch = [], None  # the rows written: free before the trim
                     self._after_backlog()
@@ -496,7 +497,7 @@ class BaseStore(ABC, Generic[Conn]):
                     if idle:
                         return
                     continue
-                if batch is None and not transitions:
+                if not wrote:
                     if not retention_todo and time.monotonic() >= next_retention:
                         retention_todo = list(self.retained_tables)
                         next_retention = time.monotonic() + self.retention_interval_s

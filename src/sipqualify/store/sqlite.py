@@ -29,7 +29,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from functools import lru_cache, partial
 from itertools import chain
@@ -177,6 +177,15 @@ def rows_sql(sql: str, k: int) -> str | None:
     return f"{sql[:m.start()]}VALUES {','.join(['(' + m.group(1) + ')'] * k)}{sql[m.end():]}"
 
 
+def row_chunks(rows: Sequence[Row]) -> Iterator[tuple[int, Sequence[Row]]]:
+    """(k, the next k rows), k from ROWS_PER_STATEMENT, largest first, covering `rows` in order."""
+    n, i = len(rows), 0
+    for k in ROWS_PER_STATEMENT:
+        while n - i >= k:
+            yield k, rows[i:i + k]
+            i += k
+
+
 def execute_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Row]) -> None:
     """`db.executemany(sql, rows)`, up to 64 rows per statement, in order (an upsert's later row
     sees the earlier ones, as one by one). The sqlite3 module lets go of the GIL around each
@@ -186,19 +195,13 @@ def execute_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Row]) -> None:
     if rows_sql(sql, 1) is None:  # a DELETE ... WHERE peer=?: as it is
         db.executemany(sql, rows)
         return
-    n, i = len(rows), 0
-    for k in ROWS_PER_STATEMENT:
-        if n - i < k:
-            continue
+    for k, chunk in row_chunks(rows):
         one = rows_sql(sql, k)
         assert one is not None
-        while n - i >= k:
-            chunk = rows[i:i + k]
-            if len(set(map(len, chunk))) == 1:
-                db.execute(one, list(chain.from_iterable(chunk)))
-            else:  # rows of different lengths: the module's own error, not shifted columns
-                db.executemany(sql, chunk)
-            i += k
+        if len(set(map(len, chunk))) == 1:
+            db.execute(one, list(chain.from_iterable(chunk)))
+        else:  # rows of different lengths: the module's own error, not shifted columns
+            db.executemany(sql, chunk)
 
 
 class Store(BaseStore[sqlite3.Connection]):
@@ -525,22 +528,18 @@ def _states_before_writing(db: sqlite3.Connection,
     transitions): the peer's transition before that one, else its saved state changed before t."""
     out: dict[str, tuple[float, str] | None] = dict.fromkeys(first)
     items = [(peer, t, rowid) for peer, (t, rowid) in first.items()]
-    n, i = len(items), 0
-    for k in ROWS_PER_STATEMENT:
+    for k, chunk in row_chunks(items):
         sql = (f"WITH q(peer, t, bid) AS (VALUES {','.join(['(?,?,?)'] * k)}) "
                "SELECT q.peer, tr.time, tr.new, s.changed_at, s.state FROM q "
                "LEFT JOIN transitions tr ON tr.id = (SELECT id FROM transitions WHERE peer=q.peer AND time<=q.t "
                "AND (time<q.t OR id<q.bid) ORDER BY time DESC, id DESC LIMIT 1) "
                "LEFT JOIN peer_state s ON s.peer=q.peer AND s.changed_at<q.t "
                "WHERE tr.id IS NOT NULL OR s.peer IS NOT NULL")  # a row (a step) only for a peer with one
-        while n - i >= k:
-            for peer, t_time, t_new, s_changed, s_state in db.execute(
-                    sql, list(chain.from_iterable(items[i:i + k]))):
-                if t_time is not None:
-                    out[peer] = (float(t_time), str(t_new))
-                elif s_changed is not None:
-                    out[peer] = (float(s_changed), str(s_state))
-            i += k
+        for peer, t_time, t_new, s_changed, s_state in db.execute(sql, list(chain.from_iterable(chunk))):
+            if t_time is not None:
+                out[peer] = (float(t_time), str(t_new))
+            elif s_changed is not None:
+                out[peer] = (float(s_changed), str(s_state))
     return out
 
 
