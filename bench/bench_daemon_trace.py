@@ -93,7 +93,12 @@ def heap_report(n: int) -> None:
         libc.mallinfo2.restype = _MallInfo2
         mi = libc.mallinfo2()
         print(f"glibc heap           {mi.arena / 2**20:8,.1f} MiB: in use {mi.uordblks / n:6,.0f} B/peer, free "
-              f"{mi.fordblks / n:5,.0f} B/peer; mmap'd chunks {mi.hblkhd / 2**20:,.1f} MiB")
+              f"{mi.fordblks / n:5,.0f} B/peer; mmap'd chunks {mi.hblkhd / 2**20:,.1f} MiB "
+              f"({mi.hblkhd / n:,.0f} B/peer: tables of the big dicts and lists)")
+        heap_rss = _heap_rss()
+        if heap_rss is not None:  # free chunks whose pages were given back are counted free, not resident
+            print(f"  [heap] resident    {heap_rss / 2**20:8,.1f} MiB ({heap_rss / n:,.0f} B/peer; in use + free "
+                  f"{(mi.uordblks + mi.fordblks) / n:,.0f} B/peer)")
     except (OSError, AttributeError):
         print("glibc heap           (no glibc mallinfo2 here)")
     try:  # the library _sqlite3 is linked to: the same handle, so its global counters
@@ -132,6 +137,21 @@ def _remember(cls: type) -> None:
         _MADE[cls] = self
 
     cls.__init__ = wrapped  # type: ignore[misc]
+
+
+def _heap_rss() -> int | None:
+    """Resident bytes of the [heap] mapping (glibc's main arena), from /proc/self/smaps."""
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return None
+    inside = False
+    for line in lines:
+        if not line[:1].isupper():  # a mapping's header line
+            inside = line.endswith("[heap]")
+        elif inside and line.startswith("Rss:"):
+            return int(line.split()[1]) * 1024
+    return None
 
 
 def _rss() -> int:
