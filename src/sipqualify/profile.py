@@ -16,8 +16,12 @@ nothing). Past MAX_CLASSES profiles of a record class (values that are really pe
 profiles have no class of their own: their records read through the record class's properties.
 
 `located` names one more field holding "file:line" (where the record was read): its file is
-part of the profile and only its line is the instance's (an int), and reading it gives the same
-string back; a value not of that form is kept whole in the profile.
+part of the profile and only its line is the instance's, and reading it gives the same string
+back; a value not of that form is kept whole in the profile. The line is not an int object of
+its own (28 B each past 256, one per record: lines are all different) but an entry of a shared
+`array('i')` of LINES_PER_CHUNK lines, filled as records are made (`_LineChunks`): the record
+keeps the chunk and its index there (below 256, so a cached small int), ≈ 4 B per record (a line
+that is itself a cached small int, or -1, is kept as it is).
 
 mypy sees the dataclass as written: the decorator changes how the values are stored, never which
 values there are or their types. A profile's strings are copies of its own, made when it is
@@ -28,6 +32,8 @@ arenas) alive, as `config/sipconf.py _keep` does for the instances' own values.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from array import array
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -131,6 +137,44 @@ def interned_count(record: type) -> int:
     return len(_INTERNED.get(record, ()))
 
 
+LINES_PER_CHUNK = 256  # lines per shared array: an index into one is a cached small int (< 256)
+_LINE_MIN, _LINE_MAX = -(2**31), 2**31 - 1  # what an array('i') holds; other ints are kept whole
+
+
+class _LineChunks:
+    """Where records' lines are kept: append-only `array('i')` chunks shared by the records made
+    one after another. A record holds (chunk, index); a chunk lives as long as one of its records
+    does (an entry is never rewritten: setting a record's line takes a new entry)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # records may be made in several threads (config readers)
+        self._chunk: array[int] = array("i")
+
+    def put(self, line: int) -> tuple[array[int], int] | tuple[int, None]:
+        if -5 <= line <= 256 or not (_LINE_MIN <= line <= _LINE_MAX):
+            return line, None  # a cached small int (-1: no line) costs nothing; out of an int32: kept whole
+        with self._lock:
+            chunk = self._chunk
+            if len(chunk) >= LINES_PER_CHUNK:
+                chunk = self._chunk = array("i")
+            chunk.append(line)
+            return chunk, len(chunk) - 1
+
+
+_LINES = _LineChunks()
+
+
+def _get_line(self: Any) -> int:
+    i = self._li
+    return self._lines if i is None else self._lines[i]  # type: ignore[no-any-return]
+
+
+def _set_line(self: Any, line: int) -> None:
+    chunk, i = _LINES.put(line)
+    object.__setattr__(self, "_lines", chunk)
+    object.__setattr__(self, "_li", i)
+
+
 def split_location(where: str) -> tuple[str, int]:
     """"file:line" -> (file, line); anything else -> (whole, -1). Exact: joined back it is `where`."""
     head, sep, tail = where.rpartition(":")
@@ -222,7 +266,8 @@ def _build(cls: type[_R], own: tuple[str, ...], located: str | None) -> type[_R]
         return f"{cls.__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
 
     ns: dict[str, Any] = {
-        "__slots__": (*own, "_line", "_p"),
+        "__slots__": (*own, "_lines", "_li", "_p"),  # _lines[_li]: the line (_LineChunks)
+        "_line": property(_get_line, _set_line, doc="the line of `located` (-1: none)"),
         "__module__": cls.__module__,
         "__qualname__": cls.__qualname__,
         "__doc__": cls.__doc__,
