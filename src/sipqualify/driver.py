@@ -49,7 +49,8 @@ log = logging.getLogger("sipqualify")
 
 
 class CoreDriver:
-    TIMER_BATCH = 4  # pokes per loop turn: each batch is sent with its own fresh timestamp
+    TIMER_BATCH = 4  # pokes stamped with one `now`: each batch is sent with its own fresh timestamp
+    TURN_S = 0.002  # a timer turn sends batch after batch for at most this long, then the loop reads and serves
 
     def __init__(self, loop: asyncio.AbstractEventLoop, clock: Callable[[], float], sockets: SipSockets,
                  feed: TransitionFeed, metrics: QualifyMetrics, counters: Counters) -> None:
@@ -138,12 +139,24 @@ class CoreDriver:
         self._timer_at = None
         eng = self.engine
         assert eng is not None
-        self._drops_seen = self.sockets.read_before_judging(eng, now, self._drops_seen)
-        # reading what waited can take a while under load: the pokes below are stamped now,
-        # when they are really sent, or their RTTs would include it (a false LAGGED at worst)
-        now = self.clock()
-        eng.inbound.handle_timer(now)  # binding expiry
-        eng.handle_timer(now, limit=self.TIMER_BATCH)
+        # Under load many pokes are due at once: they go out batch after batch in this one turn
+        # (each batch stamped when it is really sent), for at most TURN_S; the loop then reads,
+        # serves the API and comes back at once (call_later 0). One turn per batch cost a loop
+        # iteration, an epoll_wait and a timer handle per TIMER_BATCH pokes.
+        end = now + self.TURN_S
+        while True:
+            # a transaction timer due: what arrived is read first (it may be its answer)
+            self._drops_seen = self.sockets.read_before_judging(eng, now, self._drops_seen)
+            # reading what waited can take a while under load: the pokes below are stamped now,
+            # when they are really sent, or their RTTs would include it (a false LAGGED at worst)
+            now = self.clock()
+            eng.inbound.handle_timer(now)  # binding expiry
+            if not eng.handle_timer(now, limit=self.TIMER_BATCH):
+                break
+            self.flush()  # this batch leaves before the next one is stamped
+            now = self.clock()
+            if now >= end:
+                break
         self.pump()  # re-arms at once (call_later 0) when more timers are due
 
     def self_check(self) -> None:
@@ -171,16 +184,8 @@ class CoreDriver:
     # ------------------------------------------------------------------ what goes out
 
     def pump(self) -> None:
-        eng = self.engine
-        assert eng is not None
-        self.pump_inbound()  # answers first: a REGISTER's 200 OK goes out before the poke it causes
-        send = self.sockets.send
-        for data, dest in eng.datagrams_to_send():
-            send(data, dest)
-        for data, dest, local in eng.datagrams_to_send_from():  # peers with a qualify_source
-            self.sockets.send_from(data, dest, local)
-        while (ev := eng.next_event()) is not None:
-            self._dispatch(ev)
+        """What the core has to send goes out, its events are dispatched, its timer re-armed."""
+        eng = self.flush()
         when, expiry = eng.get_timer(), eng.inbound.get_timer()
         if expiry is not None and (when is None or expiry < when):
             when = expiry
@@ -191,6 +196,20 @@ class CoreDriver:
                 self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) if when is not None else None
             )
             self._timer_at = when
+
+    def flush(self) -> QualifyEngine:
+        """What the core has to send goes out and its events are dispatched (the timer stays)."""
+        eng = self.engine
+        assert eng is not None
+        self.pump_inbound()  # answers first: a REGISTER's 200 OK goes out before the poke it causes
+        send = self.sockets.send
+        for data, dest in eng.datagrams_to_send():
+            send(data, dest)
+        for data, dest, local in eng.datagrams_to_send_from():  # peers with a qualify_source
+            self.sockets.send_from(data, dest, local)
+        while (ev := eng.next_event()) is not None:
+            self._dispatch(ev)
+        return eng
 
     def pump_inbound(self) -> None:
         """The inbound endpoint's answers, each over the flow it names, and its events."""

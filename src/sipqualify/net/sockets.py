@@ -53,6 +53,7 @@ class SipSockets:
         self.certs = CertWatch()  # TLS peers' certificates (days left)
         self.ws: WsServer | None = None  # SIP over WebSocket: the wsenable listener, and/or ws peers
         self.wss: WsServer | None = None  # ... over secure WebSocket
+        self._streams: tuple[Server, ...] = ()  # those of the four that exist (send() asks on every poke)
         self._static: dict[Addr, Server] = {}  # static tcp/tls/ws/wss peers' destinations: we connect to them
         self.pinned: Callable[[Addr], bool] = lambda dest: False  # registered over TCP/TLS: never UDP
         self._general = GeneralConfig()
@@ -236,6 +237,7 @@ class SipSockets:
             self.tls = srv
         else:
             self.tcp = srv
+        self._streams = self._collect_streams()
         return srv
 
     def _ws_server(self, transport: str) -> WsServer:
@@ -260,6 +262,7 @@ class SipSockets:
             self.wss = srv
         else:
             self.ws = srv
+        self._streams = self._collect_streams()
         return srv
 
     def _tls_connected(self, addr: Addr, conn: TcpConnection) -> None:
@@ -324,6 +327,9 @@ class SipSockets:
         self._static = static
 
     def _servers(self) -> tuple[Server, ...]:
+        return self._streams
+
+    def _collect_streams(self) -> tuple[Server, ...]:
         return tuple(s for s in (self.tcp, self.tls, self.ws, self.wss) if s is not None)
 
     def mark_registered(self, remote: Addr, pinned: bool) -> None:
@@ -350,7 +356,7 @@ class SipSockets:
         UDP to a tcp/tls peer or to a peer registered over TCP/TLS whose connection is gone
         (dropped and counted: its give-up timer makes it UNREACHABLE, as Asterisk does when the
         connection is lost)."""
-        servers = self._servers()
+        servers = self._streams
         if servers:
             for srv in servers:
                 if srv.send(dest, data):

@@ -31,6 +31,7 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 SOCKET_BUFFER = 4 * 1024 * 1024  # bursts of answers must not overflow the kernel buffer
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux: u32 sk_meminfo[SK_MEMINFO_VARS]
 SK_MEMINFO_DROPS = 8  # ... index of sk_drops: datagrams dropped on a full receive buffer
+_TIMESPEC = struct.Struct("@qq")  # SO_TIMESTAMPNS: struct timespec
 
 
 def norm_addr(addr: tuple[object, ...]) -> Addr:
@@ -130,11 +131,13 @@ class UdpEndpoint:
         if self.closed:
             return 0
         sock = self.sock
+        v4 = sock.family == socket.AF_INET  # its addresses are (host, port) already
+        recvmsg, on_datagram, timespec = sock.recvmsg, self.on_datagram, _TIMESPEC.unpack_from
         mono = self.clock()
         offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
         for i in range(self.BATCH):
             try:
-                data, anc, _flags, addr = sock.recvmsg(65536, 64)
+                data, anc, _flags, addr = recvmsg(65536, 64)
             except (BlockingIOError, InterruptedError):
                 return i
             except ConnectionRefusedError as e:
@@ -147,10 +150,10 @@ class UdpEndpoint:
             t = mono
             for level, kind, cdata in anc:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(cdata) >= 16:
-                    sec, nsec = struct.unpack_from("@qq", cdata)
+                    sec, nsec = timespec(cdata)
                     t = min(mono, sec + nsec * 1e-9 - offset)
             try:
-                self.on_datagram(data, norm_addr(addr), t)
+                on_datagram(data, addr if v4 else norm_addr(addr), t)
             except Exception:  # the engine never raises; this guards the shell itself
                 log.exception("datagram handler failed")
         return self.BATCH

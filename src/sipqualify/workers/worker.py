@@ -44,6 +44,7 @@ BACKLOG_RETRY_S = 0.005
 STATS_S = 0.5  # engine counters go to the main process this often
 Entry = tuple[PeerConfig, Addr | None, Addr | None, Snapshot | None]  # (config, address, destination, view)
 TIMER_BATCH = 4  # as driver.CoreDriver.TIMER_BATCH: each batch of pokes gets a fresh timestamp
+TURN_S = 0.002  # as driver.CoreDriver.TURN_S: batches sent in one timer turn for at most this long
 
 
 def die_with_parent(parent: int) -> None:
@@ -139,9 +140,24 @@ class Worker:
     # ------------------------------------------------------------------ the pump
 
     def pump(self) -> None:
+        """What the engine has to send goes out, its events are queued for the main process, its
+        timer re-armed."""
         eng = self.engine
         if eng is None:
             return
+        self._out()
+        when = eng.get_timer()
+        if when != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) \
+                if when is not None else None
+            self._timer_at = when
+
+    def _out(self) -> None:
+        """What the engine has to send goes out and its events are queued (the timer stays)."""
+        eng = self.engine
+        assert eng is not None
         inbound = eng.inbound  # OPTIONS sent to our port are answered (a 200, as on the main port)
         for data, flow in inbound.sends():
             self.sockets.send_on(data, flow)
@@ -162,13 +178,6 @@ class Worker:
                 touched[name] = None
         if events and self._flush is None:
             self._flush = self.loop.call_later(FLUSH_S, self.flush)
-        when = eng.get_timer()
-        if when != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_later(max(0.0, when - self.clock()), self._on_timer) \
-                if when is not None else None
-            self._timer_at = when
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
@@ -178,10 +187,18 @@ class Worker:
             self._timer_at = self.clock() + BACKLOG_RETRY_S  # re-armed by the next pump if earlier work comes
             self._timer = self.loop.call_later(BACKLOG_RETRY_S, self._on_timer)
             return
+        eng = self.engine
         now = self.clock()
-        self.rx_drops = self.sockets.read_before_judging(self.engine, now, self.rx_drops)
-        now = self.clock()  # as driver.CoreDriver._on_timer: pokes stamped after what was read
-        self.engine.handle_timer(now, limit=TIMER_BATCH)
+        end = now + TURN_S
+        while True:  # as driver.CoreDriver._on_timer: batch after batch for at most TURN_S
+            self.rx_drops = self.sockets.read_before_judging(eng, now, self.rx_drops)
+            now = self.clock()  # pokes stamped after what was read
+            if not eng.handle_timer(now, limit=TIMER_BATCH):
+                break
+            self._out()  # this batch leaves before the next one is stamped
+            now = self.clock()
+            if now >= end:
+                break
         self.pump()
 
     def flush(self) -> None:
