@@ -7,7 +7,8 @@
 
 The compiled modules behave as the Python ones (the same tests pass against both:
 scripts/build-mypyc.sh --test); they are chosen because the qualify hot path runs through them:
-the front door, the response fast path, the engine and its per-transaction helpers.
+the front door, the response fast path, the engine and its per-transaction helpers, and the
+shell around them (the driver, the UDP endpoint's receive loop and send).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ MYPYC_MODULES = [
     "src/sipqualify/qualify/state.py",
     "src/sipqualify/qualify/stats.py",
     "src/sipqualify/qualify/verdict.py",
+    "src/sipqualify/driver.py",
+    "src/sipqualify/net/udp.py",
 ]
 
 ext_modules = []

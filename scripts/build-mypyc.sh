@@ -29,6 +29,9 @@ if [ "${1:-}" = "--test" ]; then
   # deselected: it counts parse_message calls by monkeypatching the module attribute, which a
   # compiled caller does not look up (mypyc binds module globals at import); not a behaviour change
   # tests/workers: `run --workers N` subclasses the compiled engine in Python (workers/mirror.py)
+  # the driver and the UDP endpoint (the daemon's shell): their own tests, and the daemon over UDP
   PYTHONPATH="$PWD/src" python3 -m pytest -q -p no:warnings tests/sip tests/qualify tests/sip_txn tests/workers \
+    tests/test_driver_turns.py tests/test_driver_stamps.py tests/test_overload_sockets.py tests/test_udp_buffers.py \
+    tests/test_qualify_source.py tests/test_registrar.py \
     --deselect tests/qualify/test_hostile_and_shape.py::test_a_flood_from_one_source_is_dropped_before_parsing
 fi

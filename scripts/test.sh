@@ -33,5 +33,6 @@ python3 bench/bench_pjsip_ami.py --short
 python3 bench/bench_fleet_events.py --paced 100 --burst 5000
 python3 bench/bench_vantage.py --short
 python3 bench/bench_sendto.py --short
+python3 bench/bench_instructions.py --short
 python3 bench/bench_config_memory.py --peers 20000
 python3 bench/bench_daemon_trace.py --peers 5000 --after 70 --heap
