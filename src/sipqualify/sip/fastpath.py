@@ -6,14 +6,14 @@ full parser (`message.parse_message`) builds a `Response` with every header for 
 in CPython; the engine then reads four things: the status, the top Via's branch, CSeq and
 Call-ID. `peek_response` reads just those, in a few C calls:
 
-1. one regular expression checks the whole datagram's shape: `SIP/2.0 NNN reason`, then
-   only lines `token: value` (exactly one space after the colon, value printable ASCII with
-   no leading or trailing white space, no folding), the empty line, nothing after it
-   (no body) and at most 8,192 bytes in all;
-2. the header names, as a tuple, are looked up in a small cache that says where Via, Call-ID,
-   CSeq and Content-Length are (compact forms and any case, as the parser's `canonical`);
-   names that repeat a mandatory header or Content-Length, or lack one of Via, From, To,
-   Call-ID, CSeq, are not for the fast path;
+1. the datagram's shape: `SIP/2.0 NNN reason`, ASCII, at most 8,192 bytes, LF only in CRLF,
+   then only lines `name:...`, the empty line and nothing after it (no body);
+2. the header names (what precedes each line's first colon), as a tuple, are looked up in a
+   small cache that says where Via, Call-ID, CSeq and Content-Length are (compact forms and
+   any case, as the parser's `canonical`); a tuple not seen before is checked (every name a
+   token) before it is cached; names that repeat a mandatory header or Content-Length, or lack
+   one of Via, From, To, Call-ID, CSeq, are not for the fast path; the values read (Call-ID,
+   CSeq) must follow exactly one space after the colon and have no white space at either end;
 3. the Via must be one value in the usual shape (the parser's `_VIA_OK`, as bytes), and
    Content-Length, if present, `0`.
 
@@ -35,7 +35,7 @@ from .message import _PORT_RE, _REQUIRED, MAX_HEADERS
 __all__ = ["peek_response"]
 
 MAX_FAST: Final = 8192  # the parser's MAX_LINE: a datagram this short has no line longer
-_NAMES: Final = re.compile(rb"\n(" + TOKEN_RE.encode() + rb"):")
+_NAME: Final = re.compile(TOKEN_RE.encode())  # a header name: fullmatch
 _TOKEN = TOKEN_RE.replace("+", "")
 # our own Via shape (sip/options.py), then parameters none of which is another branch (the
 # parser's _VIA_OK would take the last one): a strict subset of _VIA_OK
@@ -92,31 +92,39 @@ def _value(line: bytes, at: int) -> bytes | None:
 def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
     """(status, branch, Call-ID, CSeq value as bytes) of a plain response, or None: parse it.
     The CSeq is not read: the caller compares it with its own (and parses it only if unequal)."""
-    n = len(data)
-    lf = data.count(b"\n")
     if (
-        n > MAX_FAST
+        len(data) > MAX_FAST
         or data[:8] != b"SIP/2.0 "
         or data[11:12] != b" "
+        or data[-4:] != b"\r\n\r\n"  # no body (an empty line before the end: no name below)
         or not data.isascii()
-        or data.find(b"\r\n\r\n") != n - 4  # no body, and no empty line before the end
-        or data.count(b"\r\n") != lf  # LF only in CRLF (a bare CR is inside one line for both)
     ):
         return None
     code = data[8:11]
     if not code.isdigit() or not 100 <= (status := int(code)) <= 699:
         return None
-    names = tuple(_NAMES.findall(data))
-    if len(names) != lf - 2:  # every line but the first and the last two: `token:`, no folding
+    lines = data.split(b"\r\n")
+    if len(lines) != data.count(b"\n") + 1:  # LF only in CRLF (a bare CR is inside one line for both)
         return None
-    shape = _SHAPES.get(names)
+    # every line but the first and the last two (the empty line, and nothing after it): `token:`,
+    # no folding; the names as a tuple say where the wanted headers are (_SHAPES)
+    names: list[bytes] = []
+    for i in range(1, len(lines) - 2):
+        line = lines[i]
+        colon = line.find(b":")
+        if colon <= 0:
+            return None
+        names.append(line[:colon])
+    key = tuple(names)
+    shape = _SHAPES.get(key)
     if shape is None:
-        shape = _shape(names)
+        if not all(_NAME.fullmatch(name) for name in key):  # not tokens: the parser decides (not cached)
+            return None
+        shape = _shape(key)
         if len(_SHAPES) < _MAX_SHAPES:
-            _SHAPES[names] = shape
+            _SHAPES[key] = shape
     if not shape.via:
         return None
-    lines = data.split(b"\r\n")
     if shape.clen and lines[shape.clen] != shape.clen_line:
         return None
     m = _VIA.fullmatch(lines[shape.via], shape.via_at)  # from the space after the colon
