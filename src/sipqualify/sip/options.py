@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import NamedTuple
 
 from .uri import format_host
 
@@ -30,11 +29,22 @@ ASTERISK_SUPPORTED = "replaces, timer"
 BRANCH_LEN = 23  # "z9hG4bK" and 16 hex digits: a receiver can find our branches in raw bytes
 
 
-class OutgoingOptions(NamedTuple):  # a NamedTuple: one is built per poke, and it is cheap
-    data: bytes
-    branch: str
-    call_id: str
-    cseq: int
+class OutgoingOptions:
+    """A request to send and what its transaction is matched on. One is built per poke: a plain
+    class (compiled by mypyc, a native one), not a NamedTuple, whose constructor is a Python
+    function (≈ 3,000 instructions a poke, docs/performance.md step 6)."""
+
+    __slots__ = ("data", "branch", "call_id", "cseq")
+
+    def __init__(self, data: bytes, branch: str, call_id: str, cseq: int) -> None:
+        self.data = data
+        self.branch = branch
+        self.call_id = call_id
+        self.cseq = cseq
+
+    def __repr__(self) -> str:
+        return (f"OutgoingOptions(data={self.data!r}, branch={self.branch!r}, call_id={self.call_id!r}, "
+                f"cseq={self.cseq})")
 
 
 _POOL_POKES = 256  # pokes' randomness drawn per getrandom() call
