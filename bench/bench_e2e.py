@@ -15,7 +15,6 @@ is matched to the request/response pair on the wire; the error is |ours - wire|.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -25,10 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from common import (
+    api,
     cpu_seconds,
     free_port,
     kamailio_binary,
@@ -37,13 +36,8 @@ from common import (
     start_kamailio,
     stop,
     udp_drops,
+    wait_api,
 )
-
-
-def api(base: str, token: str, path: str) -> object:
-    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
 
 
 def main() -> int:
@@ -85,15 +79,7 @@ def main() -> int:
                                    "--log-level", "warning"], env=env, stderr=open(tmp / "daemon.log", "wb"))
         procs.append(daemon)
         base = f"http://127.0.0.1:{aport}"
-        token = ""
-        for _ in range(200):
-            time.sleep(0.1)
-            try:
-                token = (tmp / "state" / "api-token").read_text().strip()
-                api(base, token, "/healthz")
-                break
-            except OSError:
-                continue
+        token = wait_api(tmp / "state", base, 200, 0.1) or ""
         time.sleep(args.warmup)
         s0 = api(base, token, "/api/v1/status")
         d0 = udp_drops(sport), udp_drops(kport)

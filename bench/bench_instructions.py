@@ -20,7 +20,6 @@ of the shell and the engine with it, not system-call strategies.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
@@ -28,16 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import free_port, kamailio_binary, missing_kamailio, peers_conf, start_kamailio, stop
-
-
-def api(base: str, token: str, path: str) -> dict[str, object]:
-    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+from common import api, free_port, kamailio_binary, missing_kamailio, peers_conf, start_kamailio, stop, wait_api
 
 
 def total_instructions(dump: Path) -> int:
@@ -77,16 +69,9 @@ def main() -> int:
              str(tmp / "state"), "--log-level", "warning"],
             env=dict(os.environ, PYTHONHASHSEED="0"), stderr=open(tmp / "daemon.log", "wb"))
         procs.append(daemon)
-        base, token = f"http://127.0.0.1:{aport}", ""
-        for _ in range(1200):  # start-up under valgrind: up to 10 minutes on a busy machine
-            time.sleep(0.5)
-            try:
-                token = (tmp / "state" / "api-token").read_text().strip()
-                api(base, token, "/healthz")
-                break
-            except OSError:
-                continue
-        else:
+        base = f"http://127.0.0.1:{aport}"
+        token = wait_api(tmp / "state", base, 1200, 0.5)  # under valgrind: up to 10 minutes on a busy machine
+        if token is None:
             log = (tmp / "daemon.log").read_text()[-500:]
             print("bench_instructions: the daemon did not start under valgrind:", log)
             return 1

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import time
+import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,24 @@ def run_on_postgres(url: str | None, main: Callable[[str], Coroutine[Any, Any, N
     finally:
         if server is not None:
             server.close()
+
+
+def api(base: str, token: str, path: str, timeout: float = 30) -> Any:
+    """GET `path` of a daemon's HTTP API (JSON)."""
+    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def wait_api(state_dir: Path, base: str, tries: int, interval: float) -> str | None:
+    """The daemon's API token once its API answers /healthz (it writes the token into its state
+    directory at start); None if it did not within `tries` x `interval` seconds."""
+    for _ in range(tries):
+        time.sleep(interval)
+        try:
+            token = (state_dir / "api-token").read_text().strip()
+            api(base, token, "/healthz", timeout=60)
+            return token
+        except OSError:
+            continue
+    return None
