@@ -326,14 +326,11 @@ class SipSockets:
                 srv.sni[p.dest] = host
         self._static = static
 
-    def _servers(self) -> tuple[Server, ...]:
-        return self._streams
-
     def _collect_streams(self) -> tuple[Server, ...]:
         return tuple(s for s in (self.tcp, self.tls, self.ws, self.wss) if s is not None)
 
     def mark_registered(self, remote: Addr, pinned: bool) -> None:
-        for srv in self._servers():  # a pinned connection is kept when room is needed
+        for srv in self._streams:  # a pinned connection is kept when room is needed
             srv.mark_registered(remote, pinned)
 
     def send_on(self, data: bytes, flow: Flow) -> None:
