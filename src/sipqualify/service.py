@@ -44,6 +44,7 @@ from .qualify.state import UNREACHABLE
 from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
 from .realtime import PjsipRealtime, RealtimeStore, open_realtime
 from .store import AnyStore, open_store
+from .store.base import PeerStateRecord
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 from .store.silences import SilenceBook
@@ -200,7 +201,7 @@ class Service:
             await self.cluster.follow(svc.store_url, self.store, publish, lambda: any(
                 s.fleet for s in hub.subscribers) or (ami_fleet is not None and ami_fleet.session_count > 0))
         if self.cluster is not None and svc.store_url is not None:  # the share's state as its last owner left it
-            restored = await asyncio.to_thread(self.store.states)
+            restored = self._restorable(await asyncio.to_thread(self.store.states))
         changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}
         await self._load(self.config, {n: r.lastms for n, r in restored.items()}, changed, registered)
         self.loaded = True
@@ -287,7 +288,7 @@ class Service:
         peers = [p for n in gained if (p := self.config.peers.get(n)) is not None]
         assert self.store is not None
         try:
-            states = await asyncio.to_thread(self.store.states)
+            states = self._restorable(await asyncio.to_thread(self.store.states))
         except Exception as e:  # the store is down: the peers still move, from UNKNOWN
             log.warning("cluster: no stored state for the %d peers taken over (%s): they start UNKNOWN", len(peers), e)
             states = {}
@@ -299,6 +300,16 @@ class Service:
             for name in gained:
                 if (taken := self.engine.peer(name)) is not None:
                     self.core.recorder.save_state(taken)
+
+    def _restorable(self, states: dict[str, PeerStateRecord]) -> dict[str, PeerStateRecord]:
+        """The stored states an engine starts its peers from. With vantage points, a covered peer's
+        stored state is the state its primary agreed, not what this node's engine saw: the engine
+        starts it UNKNOWN, so that its first answer is a transition and so this node's observation
+        (never left at the UNKNOWN row written when the peer was gained)."""
+        v = self.vantage
+        if v is None:
+            return states
+        return {n: r for n, r in states.items() if not v.covers(n)}
 
     async def _peers_changed(self, changed: list[PeerConfig], removed: list[str], **engine_kw: Any) -> None:
         """Some peers changed, came or went: only those go to the engine (the others untouched)."""
@@ -510,7 +521,7 @@ class Service:
             raise
         if self.realtime is not None:  # `sip reload` keeps the realtime peers last loaded
             self.realtime.rejoin(cfg)
-        restored = {n: r.lastms for n, r in (await asyncio.to_thread(self.store.states)).items()}
+        restored = {n: r.lastms for n, r in self._restorable(await asyncio.to_thread(self.store.states)).items()}
         summary = await self._load(cfg, restored)
         if self.cluster is not None:  # peers handed away on a reload are not forgotten: they may come back
             self.cluster.set_names(n for n, p in cfg.peers.items() if not p.dynamic)
