@@ -15,6 +15,7 @@ of the shell and the engine with it, not system-call strategies.
     python bench/bench_instructions.py                      # 2,000 peers, 40 s measured
     PYTHONPATH=src python bench/bench_instructions.py       # a checkout's tree (compiled or not)
     python bench/bench_instructions.py --short              # CI: 1,000 peers, 15 s measured
+    python bench/bench_instructions.py --save cg.out        # keep the dump: callgrind_annotate cg.out
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=30, help="seconds after the API answers, before counting")
     ap.add_argument("--measure", type=float, default=40)
     ap.add_argument("--short", action="store_true", help="CI mode: 1,000 peers, 20 s warm-up, 15 s measured")
+    ap.add_argument("--save", type=Path, help="copy the measured callgrind dump here (for callgrind_annotate)")
     args = ap.parse_args()
     if args.short:
         args.peers, args.warmup, args.measure = 1000, 20, 15
@@ -83,6 +85,8 @@ def main() -> int:
         subprocess.run([control, "-d", str(daemon.pid)], check=True, capture_output=True)
         dumps = sorted(tmp.glob("callgrind.out.*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
         instr = total_instructions(dumps[-1])
+        if args.save is not None:
+            shutil.copyfile(dumps[-1], args.save)
         e0, e1 = s0["engine"], s1["engine"]
         assert isinstance(e0, dict) and isinstance(e1, dict)
         answered = e1["answered"] - e0["answered"]

@@ -21,6 +21,7 @@ Nothing here changes a timeline that works: the checks only read, and re-arm wha
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -53,6 +54,7 @@ REPOLL_S = 10.0  # chan_sip's re-poll after a LAGGED answer or a give-up: the lo
 GRACE_S = 5.0
 SWEEP_MIN = 1000  # peers looked at per check, at least
 SWEEP_ROUNDS = 30  # ... or this share of them: a full sweep in about 30 checks
+STALE_FLOOR_S = 2.0 * REPOLL_S + GRACE_S  # no peer's stale bound is below this (see stale_bound_s)
 
 
 def interval_s(cfg: PeerConfig) -> float:
@@ -102,27 +104,32 @@ class Watchdog:
         due = engine.get_timer()
         s.lag_s = max(0.0, now - due) if due is not None else 0.0
         n = len(engine)
-        budget = max(SWEEP_MIN, n // SWEEP_ROUNDS)
+        budget = min(max(SWEEP_MIN, n // SWEEP_ROUNDS), n)
         repaired: list[PokeRepaired] = []
         if self._cursor is None:
             self._cursor = engine.peers()
-        for _ in range(min(budget, n)):
-            try:
-                p = next(self._cursor)
-            except (StopIteration, RuntimeError):  # the end of a sweep, or the peer set changed
-                s.overdue_peers, self._found = self._found, 0
-                s.sweeps += 1
-                self._cursor = engine.peers()
-                break
-            if p.maxms <= 0 or p.dest is None or p.removed:
-                continue
-            ref = max(p.last_qualify if p.last_qualify is not None else self.stagger_end, self.stagger_end)
-            silent = now - ref
-            if silent <= stale_bound_s(p.cfg, engine.giveup_s(p)):
-                continue
-            self._found += 1
-            if s.lag_s <= behind_s and engine.backlog_s(now) <= behind_s:  # late (or deferred) is not lost
-                engine.rearm(p, now)
-                s.repairs += 1
-                repaired.append(PokeRepaired(p.name, silent, now))
+        start, floor = self.stagger_end, STALE_FLOOR_S
+        looked = 0
+        try:
+            for p in islice(self._cursor, budget):
+                looked += 1
+                # most peers answered within the floor, which no peer's bound is below: nothing
+                # more is read of them (a million peers' sweep is a slice per second)
+                last = p.last_qualify
+                silent = now - (last if last is not None and last > start else start)
+                if silent <= floor or p.maxms <= 0 or p.dest is None or p.removed:
+                    continue
+                if silent <= stale_bound_s(p.cfg, engine.giveup_s(p)):
+                    continue
+                self._found += 1
+                if s.lag_s <= behind_s and engine.backlog_s(now) <= behind_s:  # late (or deferred) is not lost
+                    engine.rearm(p, now)
+                    s.repairs += 1
+                    repaired.append(PokeRepaired(p.name, silent, now))
+        except RuntimeError:  # the peer set changed under the sweep: it starts again
+            looked = -1
+        if looked < budget:  # the end of a sweep (or a changed peer set)
+            s.overdue_peers, self._found = self._found, 0
+            s.sweeps += 1
+            self._cursor = engine.peers()
         return repaired
