@@ -12,6 +12,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
+from sipqualify.sip import fastpath
 from sipqualify.sip.fastpath import peek_response
 from sipqualify.sip.message import Response, SipParseError, parse_message
 
@@ -105,6 +106,32 @@ def test_mutated_answers_never_taken_against_the_parser(edits: list[tuple[int, i
         else:
             data = data[:at] + text + data[at + len(text):]
     agrees(data)
+
+
+VIA_LINE = KAMAILIO.split(b"\r\n")[1]
+VIA_ALPHABET = [b" ", b"\t", b":", b";", b"=", b"0", b"f", b"F", b"g", b".", b"-", b"B", b"branch=z9hG4bK",
+                b";branch=z9hG4bK0fa0b5029f33dc03", b"TCP", b"WSS", b"[::1]", b"65536", b"\r"]
+
+
+@BUDGET
+@given(edits=hs.lists(hs.tuples(hs.integers(0, len(VIA_LINE)), hs.integers(0, 2), hs.sampled_from(VIA_ALPHABET)),
+                      min_size=1, max_size=3))
+def test_mutated_vias_never_taken_against_the_parser(edits: list[tuple[int, int, bytes]]) -> None:
+    """The Via is read in parts (head, branch, parameters), the first and last checked once and
+    remembered: whatever is remembered, mutated Vias go the parser's way (and the memory stays
+    bounded)."""
+    via = VIA_LINE
+    for at, kind, text in edits:
+        at = min(at, len(via))
+        if kind == 0:
+            via = via[:at] + text + via[at:]
+        elif kind == 1:
+            via = via[:at] + via[at + 1:]
+        else:
+            via = via[:at] + text + via[at + len(text):]
+    agrees(KAMAILIO.replace(VIA_LINE, via))
+    assert len(fastpath._VIA_HEADS) <= fastpath._MAX_SHAPES and len(fastpath._VIA_TAILS) <= fastpath._MAX_SHAPES
+    assert peek_response(KAMAILIO) == (200, BRANCH, CALL_ID, b"102 OPTIONS")  # remembered or not
 
 
 def test_what_is_left_to_the_parser() -> None:

@@ -146,6 +146,16 @@ class LatencyStats:
 
     def answered(self, rtt: float) -> None:
         self.window = (self.window << 1) & _MASK
+        # declared: unpack() gives Any, and compiled (mypyc) the arithmetic is then on C doubles
+        avg: float
+        m2: float
+        est: float
+        dev: float
+        jitter: float
+        last: float
+        reported: float
+        n: int
+        polls: int
         avg, m2, est, dev, jitter, last, reported, n, polls = _unpack(self._b)
         n += 1
         d = rtt - avg

@@ -21,8 +21,8 @@ Nothing here changes a timeline that works: the checks only read, and re-arm wha
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from ..addr import Addr
