@@ -34,7 +34,6 @@ arrives (the nc was used already), so "registered" counts 200s, not successful c
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -50,7 +49,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import cpu_seconds, free_port, stop
+from common import cpu_seconds, free_port, sipp_count, sipp_last_stats, stop
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -68,24 +67,6 @@ def user(i: int) -> str:
 def epoch(stamp: str) -> float:
     """SIPp writes times as 'YYYY-MM-DD<TAB>HH:MM:SS.us<TAB>EPOCH.us'."""
     return float(stamp.split("\t")[-1])
-
-
-def last_stats(path: Path) -> dict[str, str]:
-    """The final (cumulative) row of a -trace_stat CSV, by column name; {} if absent."""
-    try:
-        rows = [r for r in csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";") if r]
-    except OSError:
-        return {}
-    if len(rows) < 2:
-        return {}
-    return {k.strip(): v.strip() for k, v in zip(rows[0], rows[-1], strict=False)}
-
-
-def count(stats: dict[str, str], name: str) -> int:
-    try:
-        return int(float(stats.get(f"{name}(C)", "0") or 0))
-    except ValueError:
-        return 0
 
 
 UNEXPECTED = re.compile(r"while (expecting '\d+'|pausing) \(index \d+\), received 'SIP/2\.0 (\d+)")
@@ -239,18 +220,18 @@ def main() -> int:
         samples: list[tuple[float, float]] = []
         troubles = []
         for (work, _, _), p in zip(jobs, sipps, strict=True):
-            st = last_stats(work / "stat.csv")
+            st = sipp_last_stats(work / "stat.csv")
             if not st:
                 tail = (work / "stderr.log").read_text(errors="replace").strip().splitlines()[-3:]
                 troubles.append(f"{work.name}: no statistics (rc {p.returncode}) {' | '.join(tail)}")
                 continue
-            ok += count(st, "SuccessfulCall")
-            failed += count(st, "FailedCall")
-            retrans += count(st, "Retransmissions")
-            answered += count(st, "AutoAnswered")
+            ok += sipp_count(st, "SuccessfulCall")
+            failed += sipp_count(st, "FailedCall")
+            retrans += sipp_count(st, "Retransmissions")
+            answered += sipp_count(st, "AutoAnswered")
             for c in FAILED_COLUMNS:
-                if count(st, c):
-                    failures[c] = failures.get(c, 0) + count(st, c)
+                if sipp_count(st, c):
+                    failures[c] = failures.get(c, 0) + sipp_count(st, c)
             unexpected(work / "errors.log", why)
             if p.returncode not in (0, 1):
                 troubles.append(f"{work.name}: sipp rc {p.returncode}")

@@ -15,7 +15,6 @@ share, and false states (peers not OK at the end although Kamailio answers in < 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import shutil
@@ -25,39 +24,25 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 from common import (
-    cpu_seconds,
+    api,
+    cpu_split,
     free_port,
     kamailio_binary,
     missing_kamailio,
     peers_conf,
+    sipp_reference,
     start_kamailio,
     stop,
     tree_cpu_seconds,
+    udp_drops,
 )
 
 
-def api(base: str, token: str, path: str) -> Any:
-    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def udp_drops(port: int) -> int:
-    """The kernel's drop count of the UDP socket bound to 127.0.0.1:`port` (/proc/net/udp): answers
-    the responder never saw, so not-OK peers that are not false states."""
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        f = line.split()
-        if int(f[1].split(":")[1], 16) == port:
-            return int(f[-1])
-    return 0
-
-
-def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float, kport: int) -> None:
+def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, duration: float, kport: int,
+            reference: float | None) -> None:
     aport = free_port(socket.SOCK_STREAM)
     state = tmp / f"state-{workers}"
     daemon = subprocess.Popen([sys.executable, "-m", "sipqualify.cli", "run", "-c", str(conf),
@@ -85,27 +70,32 @@ def run_one(tmp: Path, conf: Path, workers: int, peers: int, warmup: float, dura
         started = time.monotonic() - t_ready
         time.sleep(warmup)
         s0 = api(base, token, "/api/v1/status")["engine"]
-        c0, m0, t0 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        c0, m0, t0 = tree_cpu_seconds(daemon.pid), cpu_split(daemon.pid), time.monotonic()
         d0 = udp_drops(kport)
         time.sleep(duration)
-        c1, m1, t1 = tree_cpu_seconds(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
+        c1, m1, t1 = tree_cpu_seconds(daemon.pid), cpu_split(daemon.pid), time.monotonic()
         drops = udp_drops(kport) - d0
         s1 = api(base, token, "/api/v1/status")["engine"]
         views = api(base, token, "/api/v1/peers")["peers"]
         answered = s1["answered"] - s0["answered"]
-        cpu, main_cpu, span = c1 - c0, m1 - m0, t1 - t0
+        cpu, main_user, main_sys, span = c1 - c0, m1[0] - m0[0], m1[1] - m0[1], t1 - t0
+        main_cpu = main_user + main_sys
         not_ok = [p["name"] for p in views if p["state"] != "OK"]
         rtts = sorted(p["rtt_ms"] for p in views if p.get("rtt_ms") is not None)
         p50, p99 = (rtts[len(rtts) // 2], rtts[int(len(rtts) * 0.99)]) if rtts else (0.0, 0.0)
         print(f"--workers {workers}: every peer answered {started:.1f} s after the API; "
               f"answered {answered / span:,.0f}/s, "
               f"CPU {cpu / max(answered, 1) * 1e6:.1f} us per transaction (all processes, "
-              f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us), "
+              f"{cpu / span * 100:.0f}% of a core; main process {main_cpu / max(answered, 1) * 1e6:.1f} us: "
+              f"user {main_user / max(answered, 1) * 1e6:.1f}, system {main_sys / max(answered, 1) * 1e6:.1f}), "
               f"retransmissions {s1['retransmissions'] - s0['retransmissions']:,}, "
               f"timeouts {s1['timeouts'] - s0['timeouts']:,}, requests the responder's socket dropped {drops:,}, "
               f"last RTT p50/p99 {p50:.2f}/{p99:.2f} ms, "
               f"false states at end {len(not_ok)} {not_ok[:3]}",
               flush=True)
+        if reference:
+            print(f"--workers {workers}: CPU per transaction {cpu / max(answered, 1) * 1e6 / reference:.2f}x SIPp's "
+                  "(the reference above: the same responder, in this run)", flush=True)
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
     finally:
@@ -151,6 +141,8 @@ def main() -> int:
     ap.add_argument("--sample-every", type=int, default=1,
                     help="[store] sample_every: store one RTT sample in N per peer (default: every sample)")
     ap.add_argument("--short", action="store_true", help="CI mode: 2000 peers, 8 s each, < 60 s in all")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the reference: SIPp's OPTIONS client at the same rate, against the same responder")
     args = ap.parse_args()
     pipe_cost()
     if args.short:
@@ -170,8 +162,19 @@ def main() -> int:
         print(f"{args.peers:,} peers x {args.freq} s (offered {args.peers / args.freq:,.0f}/s), "
               f"{args.warmup:.0f} s warm-up, {args.duration:.0f} s measured, {os.cpu_count()} cores, "
               f"sample_every {args.sample_every}", flush=True)
+        reference = None
+        if not args.no_reference:  # first: the figures below are also given as a multiple of it
+            ref = sipp_reference(kport, args.peers / args.freq, args.duration, tmp)
+            if ref is None:
+                print("reference: sipp not installed (apt-get install sip-tester); none", flush=True)
+                if os.environ.get("CI"):
+                    return 1
+            else:
+                print(f"reference, SIPp's OPTIONS client at {args.peers / args.freq:,.0f}/s for {args.duration:.0f} s: "
+                      f"answered {ref[0]:,.0f}/s, CPU {ref[1]:.1f} us per transaction", flush=True)
+                reference = ref[1]
         for n in args.workers:
-            run_one(tmp, conf, n, args.peers, args.warmup, args.duration, kport)
+            run_one(tmp, conf, n, args.peers, args.warmup, args.duration, kport, reference)
     finally:
         if kamailio is not None:
             stop(kamailio)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -24,8 +26,14 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """user + sys CPU of a process, from /proc/PID/stat (the anchors' method)."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, sys) CPU seconds of a process, from /proc/PID/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -145,6 +153,51 @@ def udp_drops(port: int) -> int:
             if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
                 total += int(f[-1])
     return total
+
+
+def sipp_reference(kport: int, rate: float, seconds: float, tmp: Path) -> tuple[float, float] | None:
+    """SIPp's OPTIONS client (scenarios/options_uac.xml) against the responder on `kport` at `rate`
+    calls/s for `seconds`: (answered/s, CPU µs per answered transaction), or None without SIPp.
+    The reference a run's own figures are divided by (machines differ by up to 2x; SIPp, in C++
+    with no state to keep, is the practical ceiling: anchors-performance.md)."""
+    sipp = shutil.which("sipp")
+    if sipp is None:
+        return None
+    work = tmp / "sipp-reference"
+    work.mkdir(exist_ok=True)
+    total = int(rate * seconds)
+    cmd = [sipp, f"127.0.0.1:{kport}", "-sf", str(Path(__file__).parent / "scenarios" / "options_uac.xml"),
+           "-i", "127.0.0.1", "-p", str(free_port()), "-m", str(total), "-r", f"{rate:.0f}", "-rp", "1000",
+           "-l", str(max(100, int(rate * 2))), "-buff_size", str(4 * 1024 * 1024), "-nostdin",
+           "-timeout", f"{seconds + 60:.0f}s", "-trace_stat", "-stf", str(work / "stat.csv"), "-fd", "1"]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    subprocess.run(cmd, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=seconds + 90, check=False)
+    span = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
+    answered = sipp_count(sipp_last_stats(work / "stat.csv"), "SuccessfulCall")
+    return answered / span, cpu / max(answered, 1) * 1e6
+
+
+def sipp_last_stats(path: Path) -> dict[str, str]:
+    """The final (cumulative) row of a SIPp -trace_stat CSV, by column name; {} if absent."""
+    try:
+        rows = [r for r in csv.reader(path.read_text(errors="replace").splitlines(), delimiter=";") if r]
+    except OSError:
+        return {}
+    if len(rows) < 2:
+        return {}
+    return {k.strip(): v.strip() for k, v in zip(rows[0], rows[-1], strict=False)}
+
+
+def sipp_count(stats: dict[str, str], name: str) -> int:
+    """A cumulative counter of a -trace_stat row (`name(C)`), 0 if absent."""
+    try:
+        return int(float(stats.get(f"{name}(C)", "0") or 0))
+    except ValueError:
+        return 0
 
 
 def run_on_postgres(url: str | None, main: Callable[[str], Coroutine[Any, Any, None]]) -> None:

@@ -117,6 +117,7 @@ _POKE_KEYS = _K_POKE << _KIND_SHIFT
 _KA_KEYS = _K_KEEPALIVE << _KIND_SHIFT  # keys from here on are keepalives'
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LATE_S = 0.1  # a retransmission later than this restarts its poke (the shell stalled)
+TXN_FIFOS = 8  # transaction timer delays (ms) given a FIFO queue; timers at other delays go to the heap
 INCONCLUSIVE_RETRY_S = 1.0  # a give-up during our own receive loss: poked again after this
 INCONCLUSIVE_MAX = 3  # restarts or retries in a row per peer; then the poke is judged as usual
 LINGER_S = T4  # Timer K: how long a completed poke's branch still absorbs retransmitted responses
@@ -385,7 +386,13 @@ class QualifyEngine:
         self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Peer]] = []  # pokes and keepalives: (when, key, peer)
-        self._txn_heap: list[tuple[float, int, ClientTransaction]] = []  # transactions in flight
+        # transactions in flight: (wake, seq, txn). Most timers are armed at a fixed delay (T1 after
+        # the first send, the same for every UDP poke), so they are due in the order they are armed:
+        # each such delay has a FIFO queue (an append and a popleft instead of a heap push and pop of
+        # ~log2(n) tuple comparisons); the heap holds the others. Taken in (wake, seq) order, as one heap.
+        self._txn_heap: list[tuple[float, int, ClientTransaction]] = []
+        self._txn_fifo: dict[int, deque[tuple[float, int, ClientTransaction]]] = {}  # delay (ms) -> queue
+        self._txn_queues: list[deque[tuple[float, int, ClientTransaction]]] = []  # the same queues
         self._lost_at = float("-inf")  # when the shell last saw our receive path lose datagrams
         self._inconclusive: dict[str, int] = {}  # peer -> give-ups in a row not judged (receive_loss)
         self._seq = itertools.count()
@@ -716,13 +723,34 @@ class QualifyEngine:
     def txn_timer(self) -> float | None:
         """When the earliest transaction timer (retransmission, give-up) is due. A shell reads
         what has arrived before it runs one (the answer may be waiting in a socket)."""
+        while True:
+            e, src = self._txn_next()
+            if e is None:
+                return None
+            if e[2].wake == e[0]:
+                return e[0]
+            self._txn_pop(src)
+
+    def _txn_next(self) -> tuple[tuple[float, int, ClientTransaction] | None, int]:
+        """The earliest transaction timer entry, live or not, and where it is (-1: the heap, else
+        the index of its FIFO queue)."""
         heap = self._txn_heap
-        while heap:
-            when, _, txn = heap[0]
-            if txn.wake == when:
-                return when
-            heapq.heappop(heap)
-        return None
+        best = heap[0] if heap else None
+        src = -1
+        i = 0
+        for q in self._txn_queues:
+            if q:
+                e = q[0]
+                if best is None or e[0] < best[0] or (e[0] == best[0] and e[1] < best[1]):
+                    best, src = e, i
+            i += 1
+        return best, src
+
+    def _txn_pop(self, src: int) -> None:
+        if src < 0:
+            heapq.heappop(self._txn_heap)
+        else:
+            self._txn_queues[src].popleft()
 
     def receive_loss(self, now: float) -> None:
         """The shell saw our own receive path lose datagrams (the kernel's drop count of a SIP
@@ -737,11 +765,14 @@ class QualifyEngine:
         if self._linger:
             self._expire_linger(now)
         done = 0
-        txns = self._txn_heap
-        while txns and txns[0][0] <= now:  # first what is in flight: it must not wait for late pokes
+        while True:  # first what is in flight: it must not wait for late pokes
+            e, src = self._txn_next()
+            if e is None or e[0] > now:
+                break
             if limit is not None and done >= limit:
                 return True
-            when, _, txn = heapq.heappop(txns)
+            self._txn_pop(src)
+            when, txn = e[0], e[2]
             if txn.wake != when:
                 continue
             done += 1
@@ -1042,14 +1073,24 @@ class QualifyEngine:
             self.capture.sent(p.name, branch, data, dest, now)
         # step 5: give-up timer (chan_sip: not for forced pokes; we always set one)
         txn.giveup_at = now + policy.giveup_s(p.maxms or DEFAULT_MAXMS)
-        self._arm_txn(txn)
+        self._arm_txn(txn, now)
 
-    def _arm_txn(self, txn: ClientTransaction) -> None:
+    def _arm_txn(self, txn: ClientTransaction, now: float) -> None:
         nt, gu = txn.next_timer, txn.giveup_at
         wake = gu if nt is None else (nt if gu is None or nt < gu else gu)
         txn.wake = wake
-        if wake is not None:
-            heapq.heappush(self._txn_heap, (wake, next(self._seq), txn))
+        if wake is None:
+            return
+        entry = (wake, next(self._seq), txn)
+        delay = round((wake - now) * 1000.0)
+        q = self._txn_fifo.get(delay)
+        if q is None and len(self._txn_queues) < TXN_FIFOS:
+            q = self._txn_fifo[delay] = deque()
+            self._txn_queues.append(q)
+        if q is not None and (not q or q[-1][0] <= wake):  # due after all the others: in order
+            q.append(entry)
+        else:
+            heapq.heappush(self._txn_heap, entry)
 
     def _txn_timer(self, txn: ClientTransaction, now: float, when: float) -> None:
         txn.wake = None
@@ -1078,7 +1119,7 @@ class QualifyEngine:
             self._give_up(txn, now)
             return
         if txn.state in _RUNNING:
-            self._arm_txn(txn)
+            self._arm_txn(txn, now)
 
     def _inconclusive_give_up(self, p: Peer, txn: ClientTransaction, now: float) -> bool:
         """A give-up while our own socket lost datagrams (receive_loss) judges nothing: the
@@ -1301,7 +1342,7 @@ class QualifyEngine:
             self._origins[req.branch] = attempt.origin
             if p.txn is not None and giveup_at is not None:
                 p.txn.giveup_at = giveup_at
-                self._arm_txn(p.txn)
+                self._arm_txn(p.txn, now)
         return auth.RETRY
 
     def _poll_origin(self, txn: ClientTransaction, *, pop: bool = False) -> float:

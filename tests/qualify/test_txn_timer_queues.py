@@ -1,0 +1,78 @@
+"""The transaction timers (qualify/engine.py `_arm_txn`, `_txn_next`): timers armed at a fixed
+delay wait in FIFO queues, the others in a heap, and they are taken exactly in the order one heap
+of (wake, seq) would give, whatever the delays, their number, ties and re-arms."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from sipqualify.qualify.engine import TXN_FIFOS, QualifyEngine
+from sipqualify.sip.transaction import ClientTransaction
+
+DELAYS = [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 0.25, 3.3, 0.001, 0.0]
+
+
+def drain(engine: QualifyEngine) -> list[tuple[float, int]]:
+    out = []
+    while True:
+        e, src = engine._txn_next()
+        if e is None:
+            return out
+        engine._txn_pop(src)
+        out.append((e[0], e[1]))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(steps=hs.lists(hs.tuples(hs.sampled_from([0.0, 0.25, 0.5, 0.125, 0.3]), hs.integers(0, 40), hs.booleans()),
+                      min_size=1, max_size=200))
+def test_timers_come_out_in_one_heaps_order(steps: list[tuple[float, int, bool]]) -> None:
+    engine = QualifyEngine(local_address=lambda a: ("127.0.0.1", 5060))
+    reference: list[tuple[float, int]] = []
+    now = 100.0
+    rng = random.Random(len(steps))
+    for advance, pick, reliable in steps:
+        now += advance  # the engine's clock never goes back; mostly on a binary grid: equal wakes, ties
+        txn = ClientTransaction("z9hG4bK" + "0" * 16, b"OPTIONS", ("127.0.0.1", 5060), reliable=reliable)
+        delay = DELAYS[pick % len(DELAYS)] if pick < 30 else rng.uniform(0, 5)  # regular ones, and odd ones
+        txn.giveup_at = now + delay
+        engine._arm_txn(txn, now)
+        assert txn.wake is not None
+        seq = next(iter(e[1] for q in engine._txn_queues for e in q if e[2] is txn), None)
+        if seq is None:
+            seq = next(e[1] for e in engine._txn_heap if e[2] is txn)
+        heapq.heappush(reference, (txn.wake, seq))
+    assert len(engine._txn_queues) <= TXN_FIFOS
+    assert drain(engine) == [heapq.heappop(reference) for _ in range(len(reference))]
+
+
+def test_regular_timers_skip_the_heap() -> None:
+    """One delay for every poke (the first retransmission's): every timer in its queue, none in the heap."""
+    engine = QualifyEngine(local_address=lambda a: ("127.0.0.1", 5060))
+    first = None
+    for i in range(1000):
+        now = 10.0 + i * 0.0001
+        txn = ClientTransaction(f"z9hG4bK{i:016x}", b"OPTIONS", ("127.0.0.1", 5060))
+        txn.start(now)  # UDP: the first retransmission's timer
+        txn.giveup_at = now + 5.0
+        engine._arm_txn(txn, now)
+        first = first or txn.next_timer
+    assert not engine._txn_heap and sum(len(q) for q in engine._txn_queues) == 1000
+    assert first is not None and engine.txn_timer() == first
+
+
+def test_a_timer_due_before_the_last_of_its_queue_goes_to_the_heap() -> None:
+    """Delays are classed by the millisecond: 1.2344 s and then 1.2336 s share a queue's class,
+    but the second is due first, so it waits in the heap and comes out first."""
+    engine = QualifyEngine(local_address=lambda a: ("127.0.0.1", 5060))
+    txns = []
+    for delay in (1.2344, 1.2336):
+        txn = ClientTransaction("z9hG4bK" + "1" * 16, b"OPTIONS", ("127.0.0.1", 5060))
+        txn.giveup_at = 50.0 + delay
+        engine._arm_txn(txn, 50.0)
+        txns.append(txn)
+    assert len(engine._txn_heap) == 1
+    assert [w for w, _ in drain(engine)] == [50.0 + 1.2336, 50.0 + 1.2344]
