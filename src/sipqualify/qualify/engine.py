@@ -118,6 +118,7 @@ _KA_KEYS = _K_KEEPALIVE << _KIND_SHIFT  # keys from here on are keepalives'
 _RUNNING = (TRYING, PROCEEDING)  # a poke still waiting for its final answer
 LATE_S = 0.1  # a retransmission later than this restarts its poke (the shell stalled)
 TXN_FIFOS = 8  # transaction timer delays (ms) given a FIFO queue; timers at other delays go to the heap
+POKE_FIFOS = 8  # re-poll delays (ms) given a FIFO queue (peers' qualifyfreq values, chan_sip's 10 s re-poll)
 INCONCLUSIVE_RETRY_S = 1.0  # a give-up during our own receive loss: poked again after this
 INCONCLUSIVE_MAX = 3  # restarts or retries in a row per peer; then the poke is judged as usual
 LINGER_S = T4  # Timer K: how long a completed poke's branch still absorbs retransmitted responses
@@ -386,6 +387,10 @@ class QualifyEngine:
         self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
         self._heap: list[tuple[float, int, Peer]] = []  # pokes and keepalives: (when, key, peer)
+        # re-polls after a result at the peer's usual delay (its qualifyfreq): due in the order they
+        # are scheduled, so FIFO queues per delay (ms) as the transaction timers have; one order
+        self._poke_fifo: dict[int, deque[tuple[float, int, Peer]]] = {}
+        self._poke_queues: list[deque[tuple[float, int, Peer]]] = []
         # transactions in flight: (wake, seq, txn). Most timers are armed at a fixed delay (T1 after
         # the first send, the same for every UDP poke), so they are due in the order they are armed:
         # each such delay has a FIFO queue (an append and a popleft instead of a heap push and pop of
@@ -712,13 +717,35 @@ class QualifyEngine:
 
     def get_timer(self) -> float | None:
         t = self.txn_timer()
-        heap = self._heap
-        while heap:
-            when, key, obj = heap[0]
+        while True:
+            e, src = self._poke_next()
+            if e is None:
+                return t
+            when, key, obj = e
             if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) == key and not obj.removed:  # live
                 return when if t is None or when < t else t
-            heapq.heappop(heap)
-        return t
+            self._poke_pop(src)
+
+    def _poke_next(self) -> tuple[tuple[float, int, Peer] | None, int]:
+        """The earliest schedule entry, live or not, and where it is (-1: the heap, else the
+        index of its FIFO queue)."""
+        heap = self._heap
+        best = heap[0] if heap else None
+        src = -1
+        i = 0
+        for q in self._poke_queues:
+            if q:
+                e = q[0]
+                if best is None or e[0] < best[0] or (e[0] == best[0] and e[1] < best[1]):
+                    best, src = e, i
+            i += 1
+        return best, src
+
+    def _poke_pop(self, src: int) -> None:
+        if src < 0:
+            heapq.heappop(self._heap)
+        else:
+            self._poke_queues[src].popleft()
 
     def txn_timer(self) -> float | None:
         """When the earliest transaction timer (retransmission, give-up) is due. A shell reads
@@ -781,11 +808,14 @@ class QualifyEngine:
             except Exception:  # never let one peer's bug stop every other peer
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
-        heap = self._heap
-        while heap and heap[0][0] <= now:
+        while True:
+            pe, psrc = self._poke_next()
+            if pe is None or pe[0] > now:
+                break
             if limit is not None and done >= limit:
                 return True
-            when, key, obj = heapq.heappop(heap)
+            self._poke_pop(psrc)
+            when, key, obj = pe
             if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) != key or obj.removed:
                 continue  # cancelled or replaced (lazy deletion), or the peer is gone
             done += 1
@@ -939,9 +969,21 @@ class QualifyEngine:
         self.stats.keepalives += 1
         self._schedule_keepalive(p, now + p.cfg.keepalive_s)
 
-    def _schedule_poke(self, p: Peer, when: float) -> None:
+    def _schedule_poke(self, p: Peer, when: float, now: float | None = None) -> None:
+        """`now` (the re-poll after a result): `when` is `now` + the peer's delay, and it may wait
+        in that delay's FIFO queue (due after everything in it) instead of the heap."""
         key = p.poke_gen = _POKE_KEYS | next(self._seq)  # _push, inlined: once per poke
-        heapq.heappush(self._heap, (when, key, p))
+        entry = (when, key, p)
+        if now is not None:
+            delay = round((when - now) * 1000.0)
+            q = self._poke_fifo.get(delay)
+            if q is None and len(self._poke_queues) < POKE_FIFOS:
+                q = self._poke_fifo[delay] = deque()
+                self._poke_queues.append(q)
+            if q is not None and (not q or q[-1][0] <= when):
+                q.append(entry)
+                return
+        heapq.heappush(self._heap, entry)
 
     def _end_txn(self, p: Peer) -> None:
         txn = p.txn
@@ -1398,7 +1440,7 @@ class QualifyEngine:
         delay = p.verdict.next_poke_in(at - now)
         if self.general.jitter:  # load hygiene (qualify/ratecap.py): peers drift apart
             delay *= jitter_factor(p.name, p.qualifies + p.timeouts, self.general.jitter)
-        self._schedule_poke(p, now + delay)
+        self._schedule_poke(p, now + delay, now)
 
     def owns_branch(self, data: bytes) -> bool:
         """A response whose first branch starts with one of our transactions' (bytes, no parsing:

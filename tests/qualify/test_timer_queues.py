@@ -1,6 +1,7 @@
-"""The transaction timers (qualify/engine.py `_arm_txn`, `_txn_next`): timers armed at a fixed
-delay wait in FIFO queues, the others in a heap, and they are taken exactly in the order one heap
-of (wake, seq) would give, whatever the delays, their number, ties and re-arms."""
+"""The engine's timer queues (qualify/engine.py): transaction timers (`_arm_txn`, `_txn_next`) and
+re-polls (`_schedule_poke` with `now`, `_poke_next`) armed at a fixed delay wait in FIFO queues,
+the others in a heap, and they are taken exactly in the order one heap of (when, seq) would
+give, whatever the delays, their number, ties and re-arms."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from sipqualify.qualify.engine import TXN_FIFOS, QualifyEngine
+from sipqualify.model import PeerConfig
+from sipqualify.qualify.engine import POKE_FIFOS, TXN_FIFOS, Peer, QualifyEngine
 from sipqualify.sip.transaction import ClientTransaction
 
 DELAYS = [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 0.25, 3.3, 0.001, 0.0]
@@ -76,3 +78,33 @@ def test_a_timer_due_before_the_last_of_its_queue_goes_to_the_heap() -> None:
         txns.append(txn)
     assert len(engine._txn_heap) == 1
     assert [w for w, _ in drain(engine)] == [50.0 + 1.2336, 50.0 + 1.2344]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(steps=hs.lists(hs.tuples(hs.sampled_from([0.0, 0.25, 0.5, 0.125, 0.3]), hs.integers(0, 40), hs.booleans()),
+                      min_size=1, max_size=200))
+def test_pokes_come_out_in_one_heaps_order(steps: list[tuple[float, int, bool]]) -> None:
+    """Re-polls (with `now`) and other pokes (without: the start-up stagger, a forced poke) mixed;
+    a peer re-scheduled leaves a dead entry behind (lazy deletion), skipped as before."""
+    engine = QualifyEngine(local_address=lambda a: ("127.0.0.1", 5060))
+    peers = [Peer(PeerConfig(name=f"p{i}", host="127.0.0.1", qualify_ms=2000)) for i in range(12)]
+    live: dict[str, float] = {}
+    now = 100.0
+    rng = random.Random(len(steps))
+    for advance, pick, repoll in steps:
+        now += advance
+        p = peers[pick % len(peers)]
+        delay = DELAYS[pick % len(DELAYS)] if pick < 30 else rng.uniform(0, 5)
+        engine._schedule_poke(p, now + delay, now if repoll else None)
+        live[p.name] = now + delay
+    assert len(engine._poke_queues) <= POKE_FIFOS
+    order: list[tuple[float, str]] = []
+    while (t := engine.get_timer()) is not None:
+        e, src = engine._poke_next()
+        assert e is not None and e[0] == t
+        engine._poke_pop(src)
+        order.append((e[0], e[2].name))
+    # each peer once (its last schedule: the others are dead), by time, then by when it was scheduled
+    gen = {p.name: p.poke_gen for p in peers}  # the key of each peer's live entry: its push order
+    assert [n for _, n in order] == [n for n, _ in sorted(live.items(), key=lambda kv: (kv[1], gen[kv[0]]))]
+    assert [w for w, _ in order] == sorted(live.values())
