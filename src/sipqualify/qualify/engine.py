@@ -50,7 +50,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
@@ -337,6 +337,26 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
             num += 1
         out.append(ms)
     return out
+
+
+NOWHERE = -2  # _earliest: no entry at all
+
+
+def _earliest(heap: Sequence[tuple[float, int, object]], queues: Sequence[Sequence[tuple[float, int, object]]]) -> int:
+    """Where the earliest (when, seq) entry is: -1 the heap's top, else the index of the FIFO
+    queue whose head it is; NOWHERE when all are empty. The timer queues' one order."""
+    best_when, best_seq, src = 0.0, 0, NOWHERE
+    if heap:
+        best_when, best_seq, _ = heap[0]
+        src = -1
+    i = 0
+    for q in queues:
+        if q:
+            when, seq, _ = q[0]
+            if src == NOWHERE or when < best_when or (when == best_when and seq < best_seq):
+                best_when, best_seq, src = when, seq, i
+        i += 1
+    return src
 
 
 def _linger_light(txn: ClientTransaction) -> None:
@@ -729,17 +749,10 @@ class QualifyEngine:
     def _poke_next(self) -> tuple[tuple[float, int, Peer] | None, int]:
         """The earliest schedule entry, live or not, and where it is (-1: the heap, else the
         index of its FIFO queue)."""
-        heap = self._heap
-        best = heap[0] if heap else None
-        src = -1
-        i = 0
-        for q in self._poke_queues:
-            if q:
-                e = q[0]
-                if best is None or e[0] < best[0] or (e[0] == best[0] and e[1] < best[1]):
-                    best, src = e, i
-            i += 1
-        return best, src
+        src = _earliest(self._heap, self._poke_queues)
+        if src == NOWHERE:
+            return None, src
+        return (self._heap[0] if src < 0 else self._poke_queues[src][0]), src
 
     def _poke_pop(self, src: int) -> None:
         if src < 0:
@@ -761,17 +774,10 @@ class QualifyEngine:
     def _txn_next(self) -> tuple[tuple[float, int, ClientTransaction] | None, int]:
         """The earliest transaction timer entry, live or not, and where it is (-1: the heap, else
         the index of its FIFO queue)."""
-        heap = self._txn_heap
-        best = heap[0] if heap else None
-        src = -1
-        i = 0
-        for q in self._txn_queues:
-            if q:
-                e = q[0]
-                if best is None or e[0] < best[0] or (e[0] == best[0] and e[1] < best[1]):
-                    best, src = e, i
-            i += 1
-        return best, src
+        src = _earliest(self._txn_heap, self._txn_queues)
+        if src == NOWHERE:
+            return None, src
+        return (self._txn_heap[0] if src < 0 else self._txn_queues[src][0]), src
 
     def _txn_pop(self, src: int) -> None:
         if src < 0:
