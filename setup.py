@@ -27,6 +27,7 @@ MYPYC_MODULES = [
     "src/sipqualify/qualify/policy.py",
     "src/sipqualify/qualify/state.py",
     "src/sipqualify/qualify/stats.py",
+    "src/sipqualify/qualify/timers.py",
     "src/sipqualify/qualify/verdict.py",
     "src/sipqualify/driver.py",
     "src/sipqualify/net/udp.py",

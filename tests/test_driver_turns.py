@@ -51,7 +51,7 @@ def _driver(n: int, clock: list[float]) -> tuple[CoreDriver, TimedSockets, Quali
     peers = [PeerConfig(name=f"p{i:03d}", host="127.0.0.1", port=20000 + i, qualify_ms=2000,
                         qualifyfreq_ms=60_000) for i in range(n)]
     eng.load(peers, clock[0], addresses={c.name: ("127.0.0.1", 20000 + i) for i, c in enumerate(peers)})
-    clock[0] = max(when for when, _, _ in eng._heap)  # every first poke is due (none late enough to report)
+    clock[0] = max(when for when, _, _ in eng._pokes.heap)  # every first poke is due (none late enough to report)
     return driver, sockets, eng
 
 

@@ -45,4 +45,4 @@ def test_a_cancelled_entry_is_skipped_and_a_replaced_one_is_dead() -> None:
     sim.run_until(12.0)
     assert sim.sends_to(a_addr) == [0, 8000]  # not 5010 (cancelled), not 9000 (replaced)
     assert sim.sends_to(b_addr) == [0, 5010, 10020]
-    assert all(key < 2 ** 60 for _, key, _ in eng._heap)  # a two-digit int each
+    assert all(key < 2 ** 60 for _, key, _ in eng._pokes.heap)  # a two-digit int each

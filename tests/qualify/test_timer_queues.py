@@ -1,5 +1,5 @@
-"""The engine's timer queues (qualify/engine.py): transaction timers (`_arm_txn`, `_txn_next`) and
-re-polls (`_schedule_poke` with `now`, `_poke_next`) armed at a fixed delay wait in FIFO queues,
+"""The engine's timer queues (qualify/timers.py, used by qualify/engine.py): transaction timers
+(`_arm_txn`) and re-polls (`_schedule_poke` with `now`) armed at a fixed delay wait in FIFO queues,
 the others in a heap, and they are taken exactly in the order one heap of (when, seq) would
 give, whatever the delays, their number, ties and re-arms."""
 
@@ -21,10 +21,10 @@ DELAYS = [0.5, 0.5, 0.5, 1.0, 2.0, 4.0, 0.25, 3.3, 0.001, 0.0]
 def drain(engine: QualifyEngine) -> list[tuple[float, int]]:
     out = []
     while True:
-        e, src = engine._txn_next()
+        e, src = engine._txn_timers.first()
         if e is None:
             return out
-        engine._txn_pop(src)
+        engine._txn_timers.pop(src)
         out.append((e[0], e[1]))
 
 
@@ -43,11 +43,11 @@ def test_timers_come_out_in_one_heaps_order(steps: list[tuple[float, int, bool]]
         txn.giveup_at = now + delay
         engine._arm_txn(txn, now)
         assert txn.wake is not None
-        seq = next(iter(e[1] for q in engine._txn_queues for e in q if e[2] is txn), None)
+        seq = next(iter(e[1] for q in engine._txn_timers.queues for e in q if e[2] is txn), None)
         if seq is None:
-            seq = next(e[1] for e in engine._txn_heap if e[2] is txn)
+            seq = next(e[1] for e in engine._txn_timers.heap if e[2] is txn)
         heapq.heappush(reference, (txn.wake, seq))
-    assert len(engine._txn_queues) <= TXN_FIFOS
+    assert len(engine._txn_timers.queues) <= TXN_FIFOS
     assert drain(engine) == [heapq.heappop(reference) for _ in range(len(reference))]
 
 
@@ -62,7 +62,7 @@ def test_regular_timers_skip_the_heap() -> None:
         txn.giveup_at = now + 5.0
         engine._arm_txn(txn, now)
         first = first or txn.next_timer
-    assert not engine._txn_heap and sum(len(q) for q in engine._txn_queues) == 1000
+    assert not engine._txn_timers.heap and sum(len(q) for q in engine._txn_timers.queues) == 1000
     assert first is not None and engine.txn_timer() == first
 
 
@@ -76,7 +76,7 @@ def test_a_timer_due_before_the_last_of_its_queue_goes_to_the_heap() -> None:
         txn.giveup_at = 50.0 + delay
         engine._arm_txn(txn, 50.0)
         txns.append(txn)
-    assert len(engine._txn_heap) == 1
+    assert len(engine._txn_timers.heap) == 1
     assert [w for w, _ in drain(engine)] == [50.0 + 1.2336, 50.0 + 1.2344]
 
 
@@ -97,12 +97,12 @@ def test_pokes_come_out_in_one_heaps_order(steps: list[tuple[float, int, bool]])
         delay = DELAYS[pick % len(DELAYS)] if pick < 30 else rng.uniform(0, 5)
         engine._schedule_poke(p, now + delay, now if repoll else None)
         live[p.name] = now + delay
-    assert len(engine._poke_queues) <= POKE_FIFOS
+    assert len(engine._pokes.queues) <= POKE_FIFOS
     order: list[tuple[float, str]] = []
     while (t := engine.get_timer()) is not None:
-        e, src = engine._poke_next()
+        e, src = engine._pokes.first()
         assert e is not None and e[0] == t
-        engine._poke_pop(src)
+        engine._pokes.pop(src)
         order.append((e[0], e[2].name))
     # each peer once (its last schedule: the others are dead), by time, then by when it was scheduled
     gen = {p.name: p.poke_gen for p in peers}  # the key of each peer's live entry: its push order

@@ -58,7 +58,7 @@ async def test_a_worker_sends_batch_after_batch_in_one_turn() -> None:
     eng = w.engine = QualifyEngine(local_address=lambda dest: ("127.0.0.1", 5060))
     eng.load([PeerConfig(name=f"p{i}", host="127.0.0.1", port=6000 + i, qualify_ms=2000) for i in range(60)], 499.0,
              addresses={f"p{i}": ("127.0.0.1", 6000 + i) for i in range(60)})
-    clock[0] = start = max(when for when, _, _ in eng._heap)  # every first poke is due
+    clock[0] = start = max(when for when, _, _ in eng._pokes.heap)  # every first poke is due
     w._on_timer()
     stamps = [at for at, _ in sent[::wk.TIMER_BATCH]]
     assert len(sent) == len(stamps) * wk.TIMER_BATCH < 60  # whole batches, and not all of them

@@ -45,12 +45,11 @@ must not stretch is a poke already sent, because its give-up judges the peer:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Final
@@ -94,6 +93,7 @@ from .policy import CHAN_SIP, QualifyPolicy, initial_delay_s, policy_for
 from .ratecap import RateCap, jitter_factor
 from .stats import LatencyStats
 from .targets import SEP, Target, TargetChanged, rollup, target_key, verdict_result
+from .timers import TimerQueues
 from .verdict import UNKNOWN, PeerVerdict, initial_verdict, policy_of
 from .watchdog import Watchdog
 
@@ -339,26 +339,6 @@ def stagger_offsets_ms(count: int, gap_ms: int, per_group: int) -> list[int]:
     return out
 
 
-NOWHERE = -2  # _earliest: no entry at all
-
-
-def _earliest(heap: Sequence[tuple[float, int, object]], queues: Sequence[Sequence[tuple[float, int, object]]]) -> int:
-    """Where the earliest (when, seq) entry is: -1 the heap's top, else the index of the FIFO
-    queue whose head it is; NOWHERE when all are empty. The timer queues' one order."""
-    best_when, best_seq, src = 0.0, 0, NOWHERE
-    if heap:
-        best_when, best_seq, _ = heap[0]
-        src = -1
-    i = 0
-    for q in queues:
-        if q:
-            when, seq, _ = q[0]
-            if src == NOWHERE or when < best_when or (when == best_when and seq < best_seq):
-                best_when, best_seq, src = when, seq, i
-        i += 1
-    return src
-
-
 def _linger_light(txn: ClientTransaction) -> None:
     """A completed UDP poke lingers T4 (Timer K) to absorb retransmitted answers, and only its
     branch, Call-ID, CSeq and method are read again: the request's bytes (≈ 450 B) go, its
@@ -406,18 +386,12 @@ class QualifyEngine:
         self._peers: dict[str, Peer] = {}
         self._targets: dict[str, dict[str, TargetPeer]] = {}  # peer -> label -> target (qualify_targets = all)
         self._txns: dict[str, ClientTransaction] = {}
-        self._heap: list[tuple[float, int, Peer]] = []  # pokes and keepalives: (when, key, peer)
-        # re-polls after a result at the peer's usual delay (its qualifyfreq): due in the order they
-        # are scheduled, so FIFO queues per delay (ms) as the transaction timers have; one order
-        self._poke_fifo: dict[int, deque[tuple[float, int, Peer]]] = {}
-        self._poke_queues: list[deque[tuple[float, int, Peer]]] = []
-        # transactions in flight: (wake, seq, txn). Most timers are armed at a fixed delay (T1 after
-        # the first send, the same for every UDP poke), so they are due in the order they are armed:
-        # each such delay has a FIFO queue (an append and a popleft instead of a heap push and pop of
-        # ~log2(n) tuple comparisons); the heap holds the others. Taken in (wake, seq) order, as one heap.
-        self._txn_heap: list[tuple[float, int, ClientTransaction]] = []
-        self._txn_fifo: dict[int, deque[tuple[float, int, ClientTransaction]]] = {}  # delay (ms) -> queue
-        self._txn_queues: list[deque[tuple[float, int, ClientTransaction]]] = []  # the same queues
+        # pokes and keepalives: (when, key, peer); re-polls after a result at a peer's usual delay
+        # (its qualifyfreq) wait in FIFO queues (qualify/timers.py)
+        self._pokes: TimerQueues[Peer] = TimerQueues(POKE_FIFOS)
+        # transactions in flight: (wake, seq, txn); most are armed at one delay (the first
+        # retransmission's) and wait in its FIFO queue (qualify/timers.py)
+        self._txn_timers: TimerQueues[ClientTransaction] = TimerQueues(TXN_FIFOS)
         self._lost_at = float("-inf")  # when the shell last saw our receive path lose datagrams
         self._inconclusive: dict[str, int] = {}  # peer -> give-ups in a row not judged (receive_loss)
         self._seq = itertools.count()
@@ -738,52 +712,24 @@ class QualifyEngine:
     def get_timer(self) -> float | None:
         t = self.txn_timer()
         while True:
-            e, src = self._poke_next()
+            e, src = self._pokes.first()
             if e is None:
                 return t
             when, key, obj = e
             if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) == key and not obj.removed:  # live
                 return when if t is None or when < t else t
-            self._poke_pop(src)
-
-    def _poke_next(self) -> tuple[tuple[float, int, Peer] | None, int]:
-        """The earliest schedule entry, live or not, and where it is (-1: the heap, else the
-        index of its FIFO queue)."""
-        src = _earliest(self._heap, self._poke_queues)
-        if src == NOWHERE:
-            return None, src
-        return (self._heap[0] if src < 0 else self._poke_queues[src][0]), src
-
-    def _poke_pop(self, src: int) -> None:
-        if src < 0:
-            heapq.heappop(self._heap)
-        else:
-            self._poke_queues[src].popleft()
+            self._pokes.pop(src)
 
     def txn_timer(self) -> float | None:
         """When the earliest transaction timer (retransmission, give-up) is due. A shell reads
         what has arrived before it runs one (the answer may be waiting in a socket)."""
         while True:
-            e, src = self._txn_next()
+            e, src = self._txn_timers.first()
             if e is None:
                 return None
             if e[2].wake == e[0]:
                 return e[0]
-            self._txn_pop(src)
-
-    def _txn_next(self) -> tuple[tuple[float, int, ClientTransaction] | None, int]:
-        """The earliest transaction timer entry, live or not, and where it is (-1: the heap, else
-        the index of its FIFO queue)."""
-        src = _earliest(self._txn_heap, self._txn_queues)
-        if src == NOWHERE:
-            return None, src
-        return (self._txn_heap[0] if src < 0 else self._txn_queues[src][0]), src
-
-    def _txn_pop(self, src: int) -> None:
-        if src < 0:
-            heapq.heappop(self._txn_heap)
-        else:
-            self._txn_queues[src].popleft()
+            self._txn_timers.pop(src)
 
     def receive_loss(self, now: float) -> None:
         """The shell saw our own receive path lose datagrams (the kernel's drop count of a SIP
@@ -799,12 +745,12 @@ class QualifyEngine:
             self._expire_linger(now)
         done = 0
         while True:  # first what is in flight: it must not wait for late pokes
-            e, src = self._txn_next()
+            e, src = self._txn_timers.first()
             if e is None or e[0] > now:
                 break
             if limit is not None and done >= limit:
                 return True
-            self._txn_pop(src)
+            self._txn_timers.pop(src)
             when, txn = e[0], e[2]
             if txn.wake != when:
                 continue
@@ -815,12 +761,12 @@ class QualifyEngine:
                 self.stats.internal_errors += 1
                 log.exception("internal error handling a timer")
         while True:
-            pe, psrc = self._poke_next()
+            pe, psrc = self._pokes.first()
             if pe is None or pe[0] > now:
                 break
             if limit is not None and done >= limit:
                 return True
-            self._poke_pop(psrc)
+            self._pokes.pop(psrc)
             when, key, obj = pe
             if (obj.poke_gen if key < _KA_KEYS else obj.ka_gen) != key or obj.removed:
                 continue  # cancelled or replaced (lazy deletion), or the peer is gone
@@ -955,7 +901,7 @@ class QualifyEngine:
     def _push(self, when: float, kind: int, p: Peer) -> int:
         """A schedule-heap entry; its key (the peer's poke_gen or ka_gen from now on)."""
         key = kind << _KIND_SHIFT | next(self._seq)
-        heapq.heappush(self._heap, (when, key, p))
+        self._pokes.push((when, key, p))
         return key
 
     def _schedule_keepalive(self, p: Peer, when: float) -> None:
@@ -979,17 +925,7 @@ class QualifyEngine:
         """`now` (the re-poll after a result): `when` is `now` + the peer's delay, and it may wait
         in that delay's FIFO queue (due after everything in it) instead of the heap."""
         key = p.poke_gen = _POKE_KEYS | next(self._seq)  # _push, inlined: once per poke
-        entry = (when, key, p)
-        if now is not None:
-            delay = round((when - now) * 1000.0)
-            q = self._poke_fifo.get(delay)
-            if q is None and len(self._poke_queues) < POKE_FIFOS:
-                q = self._poke_fifo[delay] = deque()
-                self._poke_queues.append(q)
-            if q is not None and (not q or q[-1][0] <= when):
-                q.append(entry)
-                return
-        heapq.heappush(self._heap, entry)
+        self._pokes.push((when, key, p), now)
 
     def _end_txn(self, p: Peer) -> None:
         txn = p.txn
@@ -1129,16 +1065,7 @@ class QualifyEngine:
         txn.wake = wake
         if wake is None:
             return
-        entry = (wake, next(self._seq), txn)
-        delay = round((wake - now) * 1000.0)
-        q = self._txn_fifo.get(delay)
-        if q is None and len(self._txn_queues) < TXN_FIFOS:
-            q = self._txn_fifo[delay] = deque()
-            self._txn_queues.append(q)
-        if q is not None and (not q or q[-1][0] <= wake):  # due after all the others: in order
-            q.append(entry)
-        else:
-            heapq.heappush(self._txn_heap, entry)
+        self._txn_timers.push((wake, next(self._seq), txn), now)
 
     def _txn_timer(self, txn: ClientTransaction, now: float, when: float) -> None:
         txn.wake = None
