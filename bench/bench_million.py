@@ -61,10 +61,13 @@ def breakdown(engine: QualifyEngine) -> list[tuple[str, int]]:
     rows.append(("name + host strings", gs(p.name) + gs(p.cfg.host or "")))
     if p.addr is not None:
         rows.append(("address tuple", gs(p.addr)))
-    heap = engine._heap  # the pending poke: (when, key, peer); the key is the peer's poke_gen too
-    if heap:
-        when, key, _ = heap[-1]
-        rows.append(("timer-heap entry (tuple, float, key int)", gs(heap[-1]) + gs(when) + gs(key)))
+    # the pending poke (qualify/timers.py: in a re-poll queue, or the heap): (when, key, peer); the
+    # key is the peer's poke_gen too
+    pending = next((q[-1] for q in engine._pokes.queues if q), None) or \
+        (engine._pokes.heap[-1] if engine._pokes.heap else None)
+    if pending is not None:
+        when, key, _ = pending
+        rows.append(("timer entry (tuple, float, key int)", gs(pending) + gs(when) + gs(key)))
     rows.append(("engine dict slot (name -> Peer), amortised", gs(engine._peers) // max(len(engine), 1)))
     return rows
 
