@@ -65,6 +65,3 @@ class TimerQueues(Generic[T]):
             heapq.heappop(self.heap)
         else:
             self.queues[where].popleft()
-
-    def __len__(self) -> int:
-        return len(self.heap) + sum(len(q) for q in self.queues)
