@@ -127,6 +127,43 @@ def test_nodes_sharing_a_database_see_the_fleet(pg_url: str) -> None:
         b.close()
 
 
+
+def test_a_transition_commits_with_the_state_it_led_to(pg_url: str) -> None:
+    """Whoever sees a transition in the shared store sees the state row it led to (a node taking
+    the peer over reads it to start from it), not the previous one for up to
+    `sample_flush_interval_s`. Regression: the row waited for the next batch, and a node that took
+    a peer over within it started it UNKNOWN and recorded a second UNKNOWN -> OK
+    (tests/cluster/test_three_nodes.py, in CI)."""
+    seen: dict[str, tuple[str, int] | None] = {}
+    done = threading.Event()
+    other = Store(pg_url, node="n2")
+
+    def cb(rec: TransitionRecord) -> None:
+        row = other.states().get(rec.peer)  # another node's reader
+        seen[rec.peer] = None if row is None else (row.state, row.lastms)
+        if len(seen) == 20:
+            done.set()
+
+    s = Store(pg_url, node="n1", sample_flush_interval_s=1.0, on_transition_committed=cb)  # a batch a second
+    s.open()
+    other.open()
+    try:
+        for i in range(20):
+            s.save_state(f"p{i}", "OK", 1, 2000, 0.5, T0, T0)  # coalesced: the later row wins
+            s.save_state(f"p{i}", "LAGGED", 2100 + i, 2000, 2100.0 + i, T0 + i, T0 + i)
+            s.save_state(f"bystander{i}", "OK", 5, 2000, 5.0, T0, T0)
+            s.record_transition(f"p{i}", T0 + i, "OK", "LAGGED", 2100 + i, 2000, 2100.0 + i)
+        assert done.wait(10)
+        assert seen == {f"p{i}": ("LAGGED", 2100 + i) for i in range(20)}
+        s.flush()
+        assert {n: (r.state, r.lastms) for n, r in other.states().items() if n.startswith("bystander")} == {
+            f"bystander{i}": ("OK", 5) for i in range(20)}
+        assert s.stats["states_written"] == 40
+    finally:
+        s.close()
+        other.close()
+
+
 def test_committed_transitions_are_notified(pg_url: str) -> None:
     """Another node LISTENing on the channel hears of each commit of transitions, with the
     committing node and its last id: what it then reads with transitions_after."""

@@ -40,7 +40,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -166,6 +166,9 @@ class BaseStore(ABC, Generic[Conn]):
     insert_sample_sql = f"INSERT INTO samples({SAMPLE_COLUMNS}) VALUES (?,?,?,?,?)"
     delete_state_sql = "DELETE FROM peer_state WHERE peer=?"
     retained_tables: tuple[str, ...] = RETAINED_TABLES  # what retention trims, in this order
+    # a transition's pending state row commits with it (`_carry_states`): nodes sharing the
+    # database read it when they take a peer over
+    states_with_transitions = True
 
     def __init__(
         self,
@@ -469,6 +472,7 @@ class BaseStore(ABC, Generic[Conn]):
                     time.sleep(self.transition_window_s)
                 with self._wake:
                     transitions, self._transitions = self._transitions, []
+                    carried = self._carry_states(transitions, ())
                     flushes, self._flush_waiters = self._flush_waiters, []
                     stop = self._stop
                     now = time.monotonic()
@@ -480,8 +484,8 @@ class BaseStore(ABC, Generic[Conn]):
                         # interval plus the time it takes to write the batch before it
                         next_batch = now + interval
                 if transitions:
-                    self._write_transitions(db, transitions)
-                    self._drained += len(transitions)
+                    self._write_transitions(db, transitions, carried)
+                    self._drained += len(transitions) + len(carried)
                 if batch is not None:
                     self._write_batch(db, *batch)
                     self._drained += len(batch[0]) + len(batch[1]) + len(batch[2])
@@ -525,22 +529,39 @@ class BaseStore(ABC, Generic[Conn]):
                 self._n["heap_trims"] += 1
                 log.debug("store: heap trimmed after a backlog in %.1f ms", (time.perf_counter() - t0) * 1000.0)
 
-    def _service_transitions(self, db: Conn) -> None:
+    def _carry_states(self, transitions: list[Row], in_flight: Collection[str]) -> dict[str, Row]:
+        """(Under the lock.) The pending state rows of the peers in `transitions`, taken out of the
+        batch queue: they commit with their transitions, so whoever sees a transition in the store
+        (another node taking the peer over, `GET /api/v1/peers` of the fleet) sees the state it led
+        to, not the previous one for up to `sample_flush_interval_s`. `in_flight`: the peers of a
+        batch being written now, whose older row would land after (and over) the carried one."""
+        if not self._states or not self.states_with_transitions:
+            return {}
+        states = self._states
+        return {peer: row for r in transitions if (peer := r[0]) not in in_flight
+                and (row := states.pop(peer, None)) is not None}
+
+    def _service_transitions(self, db: Conn, in_flight: Collection[str]) -> None:
         """Between chunks of a large batch: commit any transition that arrived meanwhile first."""
         if self._transitions:
             with self._lock:
                 transitions, self._transitions = self._transitions, []
+                carried = self._carry_states(transitions, in_flight)
             if transitions:
-                self._write_transitions(db, transitions)
+                self._write_transitions(db, transitions, carried)
 
-    def _write_transitions(self, db: Conn, rows: list[Row]) -> None:
+    def _write_transitions(self, db: Conn, rows: list[Row], states: dict[str, Row] | None = None) -> None:
         # All transitions pending right now go in one short transaction: no batching delay, and
-        # a mass outage (100k peers UNREACHABLE at once) does not cost 100k commits.
+        # a mass outage (100k peers UNREACHABLE at once) does not cost 100k commits. The state
+        # rows of their peers (`states`) commit in the same transaction.
         written: list[tuple[int, Row]] = []
+        states = states or {}
         for i in range(0, len(rows), 10_000):
             chunk = rows[i : i + 10_000]
-            ok, ids = self._transact(db, partial(self._insert_transitions, rows=chunk))
+            with_states = [row for r in chunk if (row := states.pop(r[0], None)) is not None]
+            ok, ids = self._transact(db, partial(self._insert_transitions_with_states, rows=chunk, states=with_states))
             if ok:
+                self._n["states_written"] += len(with_states)
                 self._transitions_committed(chunk, ids)
                 written.extend(zip(ids or (), chunk, strict=True))
                 continue
@@ -551,7 +572,15 @@ class BaseStore(ABC, Generic[Conn]):
                     written.extend(zip(ids or (), [row], strict=True))
                 else:
                     self._reject("transition", row)
+            if with_states:  # and their states on their own, isolated the same way
+                self._write_batch(db, [], {r[0]: r for r in with_states}, set())
         self._after_transitions(db, written)
+
+    def _insert_transitions_with_states(self, db: Conn, rows: list[Row], states: list[Row]) -> list[int]:
+        ids = self._insert_transitions(db, rows)
+        if states:
+            self._execute_ops(db, [("states_written", self.upsert_state_sql, states)])
+        return ids
 
     def _after_transitions(self, db: Conn, written: list[tuple[int, Row]]) -> None:
         """After transitions are committed and their callbacks ran: a backend's own bookkeeping
@@ -579,8 +608,9 @@ class BaseStore(ABC, Generic[Conn]):
             ops.append(("states_written", self.upsert_state_sql, list(states.values())))
         if samples:
             ops.append(("samples_written", self.insert_sample_sql, samples))
+        in_flight = states.keys() | forgotten if states or forgotten else ()
         for txn in split_ops(ops, self.batch_rows):
-            self._service_transitions(db)
+            self._service_transitions(db, in_flight)
             ok, rolled = self._transact(db, partial(self._execute_ops, txn=txn))
             if ok:
                 for counter, _sql, rows in txn:

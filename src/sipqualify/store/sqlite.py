@@ -209,6 +209,10 @@ class Store(BaseStore[sqlite3.Connection]):
 
     transient_errors = (sqlite3.OperationalError,)
     retained_tables = (*RETAINED_TABLES, "rtt_rollup", "uptime_rollup", "uptime_spans")
+    # one node per file, and the uptime credit after a transition's commit reads the state row as
+    # it was before it (the state of a peer stable for longer than the transitions kept): the
+    # state row keeps to the batch
+    states_with_transitions = False
 
     def __init__(self, path: str, *, busy_timeout_s: float = 1.0, **kw: Any) -> None:
         super().__init__(**kw)
