@@ -31,6 +31,8 @@ MYPYC_MODULES = [
     "src/sipqualify/qualify/verdict.py",
     "src/sipqualify/driver.py",
     "src/sipqualify/net/udp.py",
+    "src/sipqualify/resultmetrics.py",
+    "src/sipqualify/store/recorder.py",
 ]
 
 ext_modules = []

@@ -173,7 +173,7 @@ def progress(n: int, every: float, stop_at: float) -> None:
         mi = libc.mallinfo2()
         store, engine = _MADE.get(BaseStore), _MADE.get(QualifyEngine)
         depths = store._depths() if isinstance(store, BaseStore) else {}
-        txns = f"txns {len(engine._txns):,} linger {len(engine._linger):,}" if isinstance(engine, QualifyEngine) else ""
+        txns = f"txns {len(engine._txns):,} linger {engine.lingering():,}" if isinstance(engine, QualifyEngine) else ""
         live, free = pm.get("bytes in allocated blocks", 0), pm.get("bytes in available blocks", 0)
         print(f"t={time.monotonic() - t0:5.0f}s VmRSS {_rss() / n:6,.0f} B/peer; "
               f"pymalloc live {live / n:5,.0f} free {free / n:4,.0f}"

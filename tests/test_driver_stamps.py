@@ -10,7 +10,8 @@ import asyncio
 from sipqualify.driver import CoreDriver
 from sipqualify.model import GeneralConfig, PeerConfig
 from sipqualify.qualify.engine import QualifyEngine
-from sipqualify.readmodel import Counters, QualifyMetrics, TransitionFeed
+from sipqualify.readmodel import Counters, TransitionFeed
+from sipqualify.resultmetrics import QualifyMetrics
 
 from .qualify.sim import answer
 

@@ -11,7 +11,8 @@ import asyncio
 from sipqualify.driver import CoreDriver
 from sipqualify.model import GeneralConfig, PeerConfig
 from sipqualify.qualify.engine import QualifyEngine
-from sipqualify.readmodel import Counters, QualifyMetrics, TransitionFeed
+from sipqualify.readmodel import Counters, TransitionFeed
+from sipqualify.resultmetrics import QualifyMetrics
 
 SEND_S = 0.0001  # each datagram takes 100 µs of the clock to send
 

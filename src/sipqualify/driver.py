@@ -37,7 +37,8 @@ from .qualify.events import (
 from .qualify.inbound import TCP, TLS, UDP, WS, WSS, BindingChanged, Flow, FlowPinned, InboundEvent, RegistryChanged
 from .qualify.targets import TargetChanged
 from .ratelog import RateLog
-from .readmodel import Counters, QualifyMetrics, TransitionFeed
+from .readmodel import Counters, TransitionFeed
+from .resultmetrics import QualifyMetrics
 from .store.committer import BindingCommitter
 from .store.recorder import StateRecorder
 from .store.silences import SilenceBook

@@ -5,7 +5,7 @@ store's history queries, the RTT histograms, subscriptions to committed transiti
 registry events, and the two commands they may give (qualify a peer, reload). The surfaces
 never see the service object; `ShellReadModel` answers from what the shell (`Shell`) holds,
 and `TransitionFeed` fans out what has been committed. The RTT histograms are kept here
-(`QualifyMetrics`), fed by the shell with each qualify result.
+(`QualifyMetrics`, resultmetrics.py: compiled), fed by the shell with each qualify result.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import logging
 import resource
 import threading
 import time
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from .qualify import state as st
 from .qualify.events import LiveEvent, QualifyResult, SecurityEvent, StateChanged
 from .qualify.pjsip_state import PjsipStates, endpoint_line, registry_change
 from .qualify.targets import TargetChanged
+from .resultmetrics import QualifyMetrics
 from .sip.uri import format_host
 from .views import PeerView, display_bytes, remote_view, silence_fields
 from .workers.mirror import workers_status
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from .cluster import Cluster
     from .cluster.vantage import Vantage
-    from .model import Config, PeerConfig, PjsipConfig
+    from .model import Config, PjsipConfig
     from .qualify.engine import EngineStats, Peer, QualifyEngine, ReloadSummary, TargetPeer
     from .qualify.registrar import Registrar
     from .qualify.watchdog import WatchdogStats
@@ -57,63 +57,6 @@ class Counters:
     source_errors: int = 0  # qualify_source addresses that could not be bound, at start, reloads, realtime changes
     loop_lag_max_ms: float = 0.0
     scheduler_lag_s: float = 0.0  # how late the last timer batch ran
-
-
-RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0)
-
-
-class RttHistogram:
-    """Cumulative-at-scrape histogram: observe() is a bisect and two adds."""
-
-    __slots__ = ("counts", "sum", "count")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(RTT_BUCKETS) + 1)
-        self.sum = 0.0
-        self.count = 0
-
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(RTT_BUCKETS, seconds)] += 1
-        self.sum += seconds
-        self.count += 1
-
-    def buckets(self) -> list[tuple[str, float]]:
-        out: list[tuple[str, float]] = []
-        acc = 0
-        for bound, n in zip(RTT_BUCKETS, self.counts, strict=False):
-            acc += n
-            out.append((repr(bound), float(acc)))
-        out.append(("+Inf", float(self.count)))
-        return out
-
-
-class QualifyMetrics:
-    """What the engine does not count itself: RTT histograms per group and for peers marked
-    `rtt_histogram = true`, and responses by status class for the peers that get per-peer
-    series (the first `peer_limit` that answer)."""
-
-    def __init__(self) -> None:
-        self.rtt_groups: dict[str, RttHistogram] = {}  # per PeerConfig.group
-        self.rtt_peers: dict[str, RttHistogram] = {}  # peers with rtt_histogram = true
-        self.responses_by_peer: dict[str, list[int]] = {}
-
-    def observe(self, ev: QualifyResult, cfg: PeerConfig | None, peer_limit: int) -> None:
-        if ev.rtt is not None and cfg is not None:
-            h = self.rtt_groups.get(cfg.group)
-            if h is None:
-                h = self.rtt_groups[cfg.group] = RttHistogram()
-            h.observe(ev.rtt)
-            if cfg.rtt_histogram:
-                ph = self.rtt_peers.get(ev.peer)
-                if ph is None:
-                    ph = self.rtt_peers[ev.peer] = RttHistogram()
-                ph.observe(ev.rtt)
-        if ev.status_code is not None:
-            classes = self.responses_by_peer.get(ev.peer)
-            if classes is None and len(self.responses_by_peer) < peer_limit:
-                classes = self.responses_by_peer[ev.peer] = [0] * 7
-            if classes is not None:
-                classes[min(ev.status_code // 100, 6)] += 1
 
 
 def process_usage() -> Json:

@@ -41,8 +41,9 @@ from .qualify.pjsip_identify import Identifier, hostnames
 from .qualify.pjsip_registrar import PjsipRegistrar, aor_of
 from .qualify.registrar import Registrar, RegistrarSettings
 from .qualify.state import UNREACHABLE
-from .readmodel import Counters, QualifyMetrics, ShellReadModel, TransitionFeed
+from .readmodel import Counters, ShellReadModel, TransitionFeed
 from .realtime import PjsipRealtime, RealtimeStore, open_realtime
+from .resultmetrics import QualifyMetrics
 from .store import AnyStore, open_store
 from .store.base import PeerStateRecord
 from .store.committer import BindingCommitter
