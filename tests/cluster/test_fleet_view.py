@@ -120,11 +120,18 @@ async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd,
         # store's next batch, and the counts are read at most every 10 s: waited for, not assumed)
         want = {("n2", "OK"), ("n3", "OK")}
 
+        seen: list[dict[tuple[str, str], int]] = []
+
         async def counted() -> bool:
             counts = await a.fleet_metric()
+            seen.append(counts)
             return set(counts) == want and sum(counts.values()) == len(PEERS)
 
-        await until(counted, 30, "A's sipqualify_fleet_peers with both nodes' peers")
+        try:
+            await until(counted, 30, "A's sipqualify_fleet_peers with both nodes' peers")
+        except AssertionError as e:
+            rows = pg.sql("SELECT peer, node, state FROM peer_state ORDER BY peer")
+            raise AssertionError(f"{e}: last counted {seen[-1:]}, stored {rows}") from None
         _, body = await a.get("/api/v1/peers")
         of_b = sorted(r["name"] for r in body["peers"] if r["node"] == "n3" and not r["local"])
         of_a = sorted(r["name"] for r in body["peers"] if r["local"])
