@@ -205,6 +205,14 @@ class Service:
             restored = self._restorable(await asyncio.to_thread(self.store.states))
         changed = {n: r.changed_at - self._wall_offset for n, r in restored.items() if r.changed_at is not None}
         await self._load(self.config, {n: r.lastms for n, r in restored.items()}, changed, registered)
+        if self.cluster is not None and svc.store_url is not None and core.recorder is not None \
+                and self.engine is not None:
+            # the share taken at start, as a takeover does (_ownership_changed): the shared store names
+            # this node as the owner of a peer started from another node's row (no transition rewrites it)
+            me = self.cluster.node_id
+            for name, r in restored.items():
+                if r.node != me and (taken := self.engine.peer(name)) is not None:
+                    core.recorder.save_state(taken)
         self.loaded = True
         core.pump()
         self._follow_realtime()

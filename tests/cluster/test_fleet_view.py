@@ -217,3 +217,47 @@ async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd,
         if hooks.runner is not None:
             await hooks.runner.cleanup()
         pg.close()
+
+
+async def test_a_node_joining_names_itself_owner_of_the_share_it_starts_from_the_store(
+        etcd: Etcd, tmp_path: Path) -> None:
+    """B joins after A has qualified every peer: B's first share starts from A's stored rows (no
+    transition) and the shared store names B their owner within a batch, as a takeover does.
+    Regression: the rows kept A's name until B's next transition, and the fleet's counts by owner
+    (`sipqualify_fleet_peers`) said A had all the peers."""
+    pg = Postgres()
+    nodes: list[Node] = []
+    try:
+        resp, port = await responder("127.0.0.1")
+
+        def node(i: int) -> Node:
+            ip, name = f"127.0.0.{i}", f"n{i}"
+            return Node(tmp_path, ip, name, fleet_toml(ip, name, etcd.url, LEASE, PEERS, "127.0.0.1", port, FREQ,
+                                                       pg.url()))
+
+        a, b = node(2), node(3)
+        nodes = [a]
+        await a.start()
+        await a.ready()
+        await until(lambda: len(pg.sql("SELECT peer FROM peer_state WHERE node='n2' AND state='OK'")) == len(PEERS),
+                    30, "A's rows: every peer OK")
+        nodes.append(b)
+        await b.start()
+        await b.ready()
+        await until(lambda: settled(nodes, len(PEERS)), 30, "two members sharing all peers")
+        _, body = await b.get("/api/v1/peers")
+        owner = {r["name"]: r["node"] for r in body["peers"]}
+        assert set(owner.values()) == {"n2", "n3"}
+
+        def stored() -> dict[str, str]:
+            return {str(p): str(n) for p, n in pg.sql("SELECT peer, node FROM peer_state")}
+
+        await until(lambda: stored() == owner, 10, "the stored rows name each peer's owner")
+        assert all(s == "OK" for (s,) in pg.sql("SELECT state FROM peer_state"))
+        # B started its share from A's rows: A's UNKNOWN -> OK is each peer's only transition
+        rows = pg.sql("SELECT peer, node FROM transitions")
+        assert sorted(p for p, _ in rows) == sorted(PEERS) and {n for _, n in rows} == {"n2"}, rows
+    finally:
+        for n in nodes:
+            await n.stop()
+        pg.close()
