@@ -14,8 +14,9 @@ shell around them (the driver, the UDP endpoint's receive loop and send).
 from __future__ import annotations
 
 import os
+import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 MYPYC_MODULES = [
     "src/sipqualify/sip/fastpath.py",
@@ -40,5 +41,8 @@ if os.environ.get("SIPQUALIFY_MYPYC", "") not in ("", "0"):
     from mypyc.build import mypycify  # mypy's compiler: pip install mypy (the `test` extra has it)
 
     ext_modules = mypycify(["--config-file", "pyproject.toml", *MYPYC_MODULES], opt_level="3")
+    if sys.platform.startswith("linux"):  # recvmmsg/sendmmsg: the UDP hot path's batched I/O (net/udp.py)
+        ext_modules.append(Extension("sipqualify.net._mmsg", ["src/sipqualify/net/_mmsg.c"],
+                                     extra_compile_args=["-O2", "-Wall", "-Werror"]))
 
 setup(ext_modules=ext_modules)

@@ -26,6 +26,8 @@ for lib in ./*__mypyc*.so; do [ -e "$lib" ] && mv "$lib" src/; done
 echo "compiled:"; find src -name '*.cpython-*.so' | sort
 if [ "${1:-}" = "--test" ]; then
   PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.qualify.engine as e; assert e.__file__.endswith(".so"), e.__file__'
+  # the batched UDP I/O (net/_mmsg.c, recvmmsg/sendmmsg) is built with them on Linux
+  PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.net.udp as u; assert u.HAVE_MMSG, "net/_mmsg.c not built"'
   # deselected: it counts parse_message calls by monkeypatching the module attribute, which a
   # compiled caller does not look up (mypyc binds module globals at import); not a behaviour change
   # tests/workers: `run --workers N` subclasses the compiled engine in Python (workers/mirror.py)
@@ -33,6 +35,6 @@ if [ "${1:-}" = "--test" ]; then
   PYTHONPATH="$PWD/src" python3 -m pytest -q -p no:warnings tests/sip tests/qualify tests/sip_txn tests/workers \
     tests/test_driver_turns.py tests/test_driver_stamps.py tests/test_overload_sockets.py tests/test_udp_buffers.py \
     tests/test_qualify_source.py tests/test_registrar.py tests/store/test_sample_every.py tests/test_webhooks_verdict.py \
-    tests/test_metrics.py \
+    tests/test_metrics.py tests/test_udp_batched.py \
     --deselect tests/qualify/test_hostile_and_shape.py::test_a_flood_from_one_source_is_dropped_before_parsing
 fi

@@ -32,6 +32,10 @@ class SlowSockets:
     def send(self, data: bytes, dest: object) -> None:
         self.sent.append((self.clock[0], data))
 
+    def send_many(self, items: list[tuple[bytes, object]]) -> None:
+        for data, dest in items:
+            self.send(data, dest)
+
     def send_from(self, data: bytes, dest: object, local: object) -> None:
         self.send(data, dest)
 

@@ -35,6 +35,10 @@ class TimedSockets:
         self.sent.append((self.clock[0], data, dest))
         self.clock[0] += SEND_S
 
+    def send_many(self, items: list[tuple[bytes, object]]) -> None:
+        for data, dest in items:
+            self.send(data, dest)
+
     def send_from(self, data: bytes, dest: object, local: object) -> None:
         self.send(data, dest)
 

@@ -203,9 +203,7 @@ class CoreDriver:
         eng = self.engine
         assert eng is not None
         self.pump_inbound()  # answers first: a REGISTER's 200 OK goes out before the poke it causes
-        send = self.sockets.send
-        for data, dest in eng.datagrams_to_send():
-            send(data, dest)
+        self.sockets.send_many(eng.datagrams_to_send())
         for data, dest, local in eng.datagrams_to_send_from():  # peers with a qualify_source
             self.sockets.send_from(data, dest, local)
         while (ev := eng.next_event()) is not None:

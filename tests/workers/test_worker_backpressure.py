@@ -31,7 +31,7 @@ async def test_pokes_wait_while_the_main_process_is_behind() -> None:
     writer = Writer()
     w = wk.Worker(writer, 0)  # type: ignore[arg-type]
     sent: list[Any] = []
-    w.sockets.send = lambda data, dest: sent.append(dest)  # type: ignore[method-assign]
+    w.sockets.send_many = lambda items: sent.extend(dest for _, dest in items)  # type: ignore[method-assign]
     eng = w.engine = QualifyEngine(local_address=lambda dest: ("127.0.0.1", 5060))
     eng.load([PeerConfig(name="a", host="127.0.0.1", port=5999, qualify_ms=2000)], w.clock() - 1.0,
              addresses={"a": ("127.0.0.1", 5999)})

@@ -19,7 +19,7 @@ async def test_a_worker_stamps_its_pokes_after_the_read() -> None:
     clock = [500.0]
     w.clock = lambda: clock[0]  # type: ignore[method-assign]
     sent: list[tuple[float, Any]] = []
-    w.sockets.send = lambda data, dest: sent.append((clock[0], dest))  # type: ignore[method-assign]
+    w.sockets.send_many = lambda items: sent.extend((clock[0], dest) for _, dest in items)  # type: ignore[method-assign]
 
     def slow_read(engine: QualifyEngine, now: float, drops_seen: int) -> int:
         clock[0] += 2.5  # thousands of answers waited, were read and judged
@@ -53,7 +53,7 @@ async def test_a_worker_sends_batch_after_batch_in_one_turn() -> None:
         sent.append((clock[0], dest))
         clock[0] += 0.0001  # 100 µs a datagram
 
-    w.sockets.send = send  # type: ignore[method-assign]
+    w.sockets.send_many = lambda items: [send(data, dest) for data, dest in items]  # type: ignore[method-assign]
     w.sockets.read_before_judging = lambda engine, now, drops_seen: drops_seen  # type: ignore[method-assign]
     eng = w.engine = QualifyEngine(local_address=lambda dest: ("127.0.0.1", 5060))
     eng.load([PeerConfig(name=f"p{i}", host="127.0.0.1", port=6000 + i, qualify_ms=2000) for i in range(60)], 499.0,

@@ -30,7 +30,7 @@ from ..qualify.inbound import TCP, TLS, WS, WSS, Flow
 from .limits import tcp_connection_cap
 from .tcp import TcpConnection, TcpServer
 from .tls import CertWatch, client_context, server_context
-from .udp import LocalAddressSelector, UdpEndpoint, make_udp_socket, open_udp
+from .udp import LocalAddressSelector, UdpEndpoint, make_udp_socket, open_udp, send_udp
 from .ws import WsServer
 
 log = logging.getLogger("sipqualify")
@@ -368,6 +368,15 @@ class SipSockets:
         ep = self.endpoints.get(socket.AF_INET6 if ":" in dest[0] else socket.AF_INET)
         if ep is not None:
             ep.sendto(data, dest)
+
+    def send_many(self, items: list[tuple[bytes, Addr]]) -> None:
+        """Each (data, dest) as `send` sends it; with no TCP/TLS/WebSocket listener (the usual
+        qualify-only node) straight over the UDP sockets, many per system call."""
+        if self._streams:
+            for data, dest in items:
+                self.send(data, dest)
+        else:
+            send_udp(self.endpoints, items)
 
     async def aclose(self) -> None:
         """Everything closed; the WebSocket servers' sessions and sites too."""

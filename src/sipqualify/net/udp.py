@@ -14,12 +14,22 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable
 
 from ..addr import Addr, ip_literal
+
+try:  # recvmmsg/sendmmsg (net/_mmsg.c), built with the compiled modules (setup.py); else recvmsg/sendto
+    from ._mmsg import VLEN as MMSG_VLEN
+    from ._mmsg import recv_batch as _recv_batch
+    from ._mmsg import send_batch as _send_batch
+    HAVE_MMSG = os.environ.get("SIPQUALIFY_MMSG", "1") != "0"  # 0: one system call per datagram
+except ImportError:
+    MMSG_VLEN = 0
+    HAVE_MMSG = False
 
 log = logging.getLogger("sipqualify.net")
 
@@ -69,6 +79,11 @@ class UdpEndpoint:
         self.recv_errors = 0
         self.timestamps = True
         self.icmp = True  # ICMP errors reported (IP_RECVERR)
+        # datagrams read and sent many per system call (recvmmsg/sendmmsg) where net/_mmsg.c is
+        # built; False: one recvmsg/sendto each (the pure-Python path)
+        self.mmsg = HAVE_MMSG
+        self._fd, self._family = sock.fileno(), int(sock.family)  # (socket.family is a Python property)
+        self._addrs: dict[object, tuple[str, int]] = {}  # recv_batch's address tuples, bounded below
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         except OSError:
@@ -130,6 +145,8 @@ class UdpEndpoint:
         than BATCH: the socket is empty)."""
         if self.closed:
             return 0
+        if self.mmsg:
+            return self._read_mmsg()
         sock = self.sock
         v4 = sock.family == socket.AF_INET  # its addresses are (host, port) already
         recvmsg, on_datagram, timespec = sock.recvmsg, self.on_datagram, _TIMESPEC.unpack_from
@@ -158,6 +175,39 @@ class UdpEndpoint:
                 log.exception("datagram handler failed")
         return self.BATCH
 
+    def _read_mmsg(self) -> int:
+        """_read_batch with recvmmsg: up to MMSG_VLEN datagrams per system call."""
+        fd, on_datagram, addrs = self._fd, self.on_datagram, self._addrs
+        if len(addrs) > 65536:
+            addrs.clear()
+        mono = self.clock()
+        offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
+        n, batch = 0, self.BATCH
+        while n < batch:
+            want = min(MMSG_VLEN, batch - n)
+            try:
+                got = _recv_batch(fd, want, mono, offset, addrs)
+            except (BlockingIOError, InterruptedError):
+                return n
+            except ConnectionRefusedError as e:
+                self._drain_errors(e)
+                n += 1
+                continue
+            except OSError as e:
+                self.recv_errors += 1
+                self._drain_errors(e)
+                n += 1
+                continue
+            for data, addr, t in got:
+                try:
+                    on_datagram(data, addr, t)
+                except Exception:  # the engine never raises; this guards the shell itself
+                    log.exception("datagram handler failed")
+            n += len(got)
+            if len(got) < want:
+                return n  # the socket is empty
+        return n
+
     def _drain_errors(self, exc: Exception) -> None:
         for _ in range(64):
             try:
@@ -184,6 +234,59 @@ class UdpEndpoint:
         except OSError as e:  # e.g. network unreachable, buffer full: the give-up timer decides
             self.send_errors += 1
             log.debug("sendto %s failed: %s", addr, e)
+
+
+    def send_many(self, items: list[tuple[bytes, Addr]]) -> None:
+        """Each (data, dest) as `sendto` would send it, many per system call (sendmmsg) where
+        net/_mmsg.c is built: a datagram that fails is counted (or retried once after an ICMP
+        error surfaced, as `sendto` does) and the rest still go."""
+        if self.closed:
+            return
+        if not self.mmsg:
+            for data, addr in items:
+                self.sendto(data, addr)
+            return
+        fd, family, n, i = self._fd, self._family, len(items), 0
+        while i < n:
+            try:
+                i += _send_batch(fd, family, items, i)
+            except ConnectionRefusedError as e:  # a queued ICMP error surfaced on send
+                self._drain_errors(e)
+                data, addr = items[i]
+                try:
+                    self.sock.sendto(data, addr)
+                except OSError:
+                    self.send_errors += 1
+                i += 1
+            except OSError as e:
+                if e.errno == errno.EINVAL:  # not an address literal of our family: as sendto does
+                    data, addr = items[i]
+                    self.sendto(data, addr)
+                else:  # e.g. network unreachable, buffer full: the give-up timer decides
+                    self.send_errors += 1
+                    log.debug("sendmmsg to %s failed: %s", items[i][1], e)
+                i += 1
+
+
+def send_udp(endpoints: dict[int, UdpEndpoint], items: list[tuple[bytes, Addr]]) -> None:
+    """Datagrams over the UDP socket of each one's address family (dropped where we have
+    none), in as few system calls as the endpoints allow."""
+    if not items:
+        return
+    v6 = 0
+    for _, dest in items:
+        if ":" in dest[0]:
+            v6 += 1
+    if v6 == 0 or v6 == len(items):
+        ep = endpoints.get(socket.AF_INET6 if v6 else socket.AF_INET)
+        if ep is not None:
+            ep.send_many(items)
+        return
+    for family, part in ((socket.AF_INET, [it for it in items if ":" not in it[1][0]]),
+                         (socket.AF_INET6, [it for it in items if ":" in it[1][0]])):
+        ep = endpoints.get(family)
+        if ep is not None:
+            ep.send_many(part)
 
 
 def bound_socket(host: str, port: int, kind: int,

@@ -163,9 +163,7 @@ class Worker:
             self.sockets.send_on(data, flow)
         while inbound.next_event() is not None:
             pass
-        send = self.sockets.send
-        for data, dest in eng.datagrams_to_send():
-            send(data, dest)
+        self.sockets.send_many(eng.datagrams_to_send())
         events, touched = self._events, self._touched
         while (ev := eng.next_event()) is not None:
             if type(ev) is QualifyResult:  # the most frequent: a plain tuple pickles 9x faster

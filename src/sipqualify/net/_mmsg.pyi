@@ -1,0 +1,6 @@
+# Stub of the optional C module net/_mmsg.c (batched UDP I/O); see its header comment.
+VLEN: int
+
+def recv_batch(fd: int, max: int, mono: float, offset: float,
+               cache: dict[object, tuple[str, int]], /) -> list[tuple[bytes, tuple[str, int], float]]: ...
+def send_batch(fd: int, family: int, items: list[tuple[bytes, tuple[str, int]]], start: int, /) -> int: ...
