@@ -25,6 +25,7 @@ MYPYC_MODULES = [
     "src/sipqualify/sip/transaction.py",
     "src/sipqualify/qualify/dispatch.py",
     "src/sipqualify/qualify/engine.py",
+    "src/sipqualify/qualify/inbound.py",
     "src/sipqualify/qualify/policy.py",
     "src/sipqualify/qualify/state.py",
     "src/sipqualify/qualify/stats.py",

@@ -35,6 +35,7 @@ if [ "${1:-}" = "--test" ]; then
   PYTHONPATH="$PWD/src" python3 -m pytest -q -p no:warnings tests/sip tests/qualify tests/sip_txn tests/workers \
     tests/test_driver_turns.py tests/test_driver_stamps.py tests/test_overload_sockets.py tests/test_udp_buffers.py \
     tests/test_qualify_source.py tests/test_registrar.py tests/store/test_sample_every.py tests/test_webhooks_verdict.py \
-    tests/test_metrics.py tests/test_udp_batched.py \
+    tests/test_metrics.py tests/test_udp_batched.py tests/test_inbound_endpoint.py tests/test_registrar_hardening.py \
+    tests/test_registrar_rules.py tests/test_pjsip_inbound.py tests/test_pjsip_registrar.py tests/test_pjsip_identify.py \
     --deselect tests/qualify/test_hostile_and_shape.py::test_a_flood_from_one_source_is_dropped_before_parsing
 fi

@@ -48,19 +48,34 @@ class OutgoingOptions:
 
 
 _POOL_POKES = 256  # pokes' randomness drawn per getrandom() call
-_pool = memoryview(b"")
 
 
-def _random28() -> bytes:
-    """28 bytes from the kernel's CSPRNG, drawn 256 pokes' worth at a time: a syscall releases
-    the GIL, and with the store's writer thread busy, getting it back can cost up to a switch
-    interval (5 ms) per call; one call per 256 pokes instead of one per poke."""
-    global _pool
-    if len(_pool) < 28:
-        _pool = memoryview(os.urandom(28 * _POOL_POKES))
-    out = bytes(_pool[:28])
-    _pool = _pool[28:]
-    return out
+class _Randomness:
+    """Hex digits from the kernel's CSPRNG, 56 per poke, drawn 256 pokes' worth at a time: a
+    syscall releases the GIL, and with the store's writer thread busy, getting it back can cost
+    up to a switch interval (5 ms) per call; one call per 256 pokes instead of one per poke. The
+    pool is kept as text and as bytes, so a poke slices what it needs from either (no copy, hex
+    conversion or encoding per poke)."""
+
+    __slots__ = ("text", "raw", "at")
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.raw = b""
+        self.at = 0
+
+    def take(self) -> int:
+        """Where this poke's 56 fresh digits start in `text` and `raw` (never handed out twice)."""
+        at = self.at
+        if at + 56 > len(self.text):
+            self.text = os.urandom(28 * _POOL_POKES).hex()
+            self.raw = self.text.encode()
+            at = 0
+        self.at = at + 56
+        return at
+
+
+_RANDOM = _Randomness()
 
 
 def build_options(
@@ -85,16 +100,18 @@ def build_options(
     Max-Forwards, and add `extra_headers` (whole lines, checked by the config readers) before
     Content-Length. Built by splicing the per-poke parts (Request-URI, branch, tag, To, Call-ID,
     CSeq, Date) into byte pieces made once per request shape (`_pieces`)."""
-    rnd = _random28().hex()  # 64-bit branch, 32-bit tag, 128-bit Call-ID
-    r = rnd.encode()
+    pool = _RANDOM  # 64-bit branch, 32-bit tag, 128-bit Call-ID: 56 hex digits from i
+    i = pool.take()
+    r = pool.raw
     hostport, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = _pieces(method, transport, local, max_forwards,
                                                                     useragent, allow, supported, extra_headers)
     ruri_b = ruri.encode()
     user = from_user.encode()
-    data = b"".join((p0, ruri_b, p1, r[:16], p2, from_display.encode(), p3, user, p4, r[16:24], p5,
-                     to_uri.encode() if to_uri else ruri_b, p6, user, p7, r[24:], p8, b"%d" % cseq, p9,
+    data = b"".join((p0, ruri_b, p1, r[i:i + 16], p2, from_display.encode(), p3, user, p4, r[i + 16:i + 24], p5,
+                     to_uri.encode() if to_uri else ruri_b, p6, user, p7, r[i + 24:i + 56], p8, b"%d" % cseq, p9,
                      f"Date: {date}\r\n".encode() if date else b"", p10))
-    return OutgoingOptions(data, "z9hG4bK" + rnd[:16], f"{rnd[24:]}@{hostport}", cseq)  # BRANCH_LEN
+    rnd = pool.text
+    return OutgoingOptions(data, "z9hG4bK" + rnd[i:i + 16], f"{rnd[i + 24:i + 56]}@{hostport}", cseq)  # BRANCH_LEN
 
 
 # The shapes a node sends are few (a method, a transport and local address, the headers' options);
