@@ -249,7 +249,9 @@ def request_uri(cfg: PeerConfig) -> str:
     if cfg.contact_uri:
         return cfg.contact_uri
     scheme = "sips" if cfg.transport == "tls" else "sip"
-    host = format_host(cfg.host or "invalid")
+    host = cfg.host or "invalid"
+    if ":" in host and not host.startswith("["):  # format_host, inlined: once per poke, compiled
+        host = f"[{host}]"
     if cfg.qualify_ruri_user:
         host = f"{cfg.qualify_ruri_user}@{host}"
     if cfg.port_in_uri and cfg.port:
