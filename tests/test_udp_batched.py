@@ -220,3 +220,49 @@ def test_send_batch_stops_before_a_malformed_item_and_raises_on_it() -> None:
     finally:
         a.close()
         s.close()
+
+
+@pytest.mark.parametrize("mmsg", PATHS)
+def test_any_bytes_arrive_unchanged_empty_and_largest_included(mmsg: bool, sender: socket.socket) -> None:
+    """The receive path copies datagrams, it never reads them: whatever arrives (random bytes, an
+    empty datagram, the largest UDP payload over IPv4) is handed on as sent."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as hs
+
+    ep, got = endpoint("127.0.0.1", mmsg)
+    try:
+        @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(hs.lists(hs.binary(max_size=2048), min_size=1, max_size=80))
+        def check(payloads: list[bytes]) -> None:
+            got.datagrams.clear()
+            for data in payloads:
+                sender.sendto(data, ep.local)
+            read_all(ep, got, len(payloads))
+            assert [d for d, _, _ in got.datagrams] == payloads
+
+        check()
+        got.datagrams.clear()
+        for data in (b"", bytes(range(256)) * 255 + bytes(range(227))):  # 0 and 65,507 bytes
+            sender.sendto(data, ep.local)
+        read_all(ep, got, 2)
+        assert [len(d) for d, _, _ in got.datagrams] == [0, 65507]
+        assert got.datagrams[1][0] == bytes(range(256)) * 255 + bytes(range(227))
+    finally:
+        ep.close()
+
+
+@pytest.mark.parametrize("mmsg", PATHS)
+def test_a_handler_that_closes_the_endpoint_ends_the_batch(mmsg: bool, sender: socket.socket) -> None:
+    ep, got = endpoint("127.0.0.1", mmsg)
+
+    def close_on_first(data: bytes, addr: Addr, t: float) -> None:
+        got.datagrams.append((data, addr, t))
+        ep.close()
+
+    ep.on_datagram = close_on_first
+    for i in range(5):
+        sender.sendto(b"c%d" % i, ep.local)
+    select.select([ep.sock], [], [], 1.0)
+    ep._read_batch()
+    assert ep.recv_errors == 0  # no read on the closed socket (its descriptor may be reused)
+    assert got.datagrams[0][0] == b"c0"

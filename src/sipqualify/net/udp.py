@@ -153,6 +153,8 @@ class UdpEndpoint:
         mono = self.clock()
         offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
         for i in range(self.BATCH):
+            if self.closed:  # a handler closed us (the descriptor may be reused already)
+                return i
             try:
                 data, anc, _flags, addr = recvmsg(65536, 64)
             except (BlockingIOError, InterruptedError):
@@ -183,7 +185,7 @@ class UdpEndpoint:
         mono = self.clock()
         offset = time.time() - mono  # realtime - monotonic, to map kernel stamps
         n, batch = 0, self.BATCH
-        while n < batch:
+        while n < batch and not self.closed:  # a handler may close us (its fd then reused)
             want = min(MMSG_VLEN, batch - n)
             try:
                 got = _recv_batch(fd, want, mono, offset, addrs)
