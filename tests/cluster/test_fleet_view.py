@@ -193,16 +193,22 @@ async def test_any_node_shows_another_nodes_peer_and_its_transitions(etcd: Etcd,
         assert ids == sorted(set(ids))  # commit order, no repeat
         assert plain.of(x) == []  # the plain stream: this node's transitions only
         assert plain.of(y) == fleet.of(y)
-        # reported once, by the owner: B's webhooks fired for x, A's never did
-        assert hooks.of("n3", x) == [("UNKNOWN", "OK"), ("OK", "UNREACHABLE"), ("UNREACHABLE", "OK")]
-        assert hooks.of("n2", x) == []
-        assert hooks.of("n3", y) == []
+        # reported once, by the owner: B's webhooks fired for x, A's never did. The first result of
+        # each peer (UNKNOWN -> OK) is reported once, by whichever node held it first: a node that
+        # joins before the other is seen in the group (a busy machine) holds every peer until it is
+        for peer in (x, y):
+            assert [h for n in ("n2", "n3") for h in hooks.of(n, peer) if h[0] == "UNKNOWN"] == [("UNKNOWN", "OK")]
+        later = {(n, peer): [h for h in hooks.of(n, peer) if h[0] != "UNKNOWN"]
+                 for n in ("n2", "n3") for peer in (x, y)}
+        assert later[("n3", x)] == [("OK", "UNREACHABLE"), ("UNREACHABLE", "OK")]
+        assert later[("n2", x)] == []
+        assert later[("n3", y)] == []
 
         # resuming (Last-Event-ID 0): the fleet stream replays every node's rows, the plain one A's only
         fleet0, plain0 = Stream(a, "?fleet=1&last_event_id=0"), Stream(a, "?last_event_id=0")
         streams += [fleet0, plain0]
         await until(lambda: fleet0.of(x)[-1:] == [("UNREACHABLE", "OK", "n3")], 10, "the fleet replay")
-        assert fleet0.of(x) == [("UNKNOWN", "OK", "n3"), *fleet.of(x)]
+        assert fleet0.of(x)[0][:2] == ("UNKNOWN", "OK") and fleet0.of(x)[1:] == fleet.of(x)  # first: its first holder's
         assert {e["peer"] for e in fleet0.events} == set(PEERS)
         await until(lambda: plain0.of(y)[-1:] == [("UNREACHABLE", "OK", "n2")], 10, "the plain replay")
         last = plain0.events[-1]["id"]
