@@ -237,7 +237,6 @@ class UdpEndpoint:
             self.send_errors += 1
             log.debug("sendto %s failed: %s", addr, e)
 
-
     def send_many(self, items: list[tuple[bytes, Addr]]) -> None:
         """Each (data, dest) as `sendto` would send it, many per system call (sendmmsg) where
         net/_mmsg.c is built: a datagram that fails is counted (or retried once after an ICMP
