@@ -58,7 +58,7 @@ from mypy_extensions import mypyc_attr
 
 from ..addr import Addr
 from ..model import DEFAULT_MAXMS, DEFAULT_SIP_PORT, DEFAULT_SIPS_PORT, QUALIFY_METHODS, GeneralConfig, PeerConfig
-from ..sip.fastpath import peek_response
+from ..sip.fastpath import PEEK
 from ..sip.message import Response
 from ..sip.options import (
     ALLOW,
@@ -1276,7 +1276,7 @@ class QualifyEngine:
         exactly (branch, Call-ID, CSeq, source) is taken from its bytes, without building a
         Response. False: anything else, for the front door's full parse and receive_response,
         which count and judge it (mismatched, malformed, a challenge to answer...)."""
-        peek = peek_response(data)
+        peek = PEEK(data)
         if peek is None:
             return False
         status, branch, call_id, cseq = peek

@@ -21,18 +21,25 @@ Anything else returns None and goes through the full parser, which has the final
 what is malformed. So the fast path accepts a strict subset of what `parse_message` accepts
 without defects, and gives the same status, branch, Call-ID and CSeq for it
 (tests/sip/test_fastpath.py checks this on mutated responses); it never rejects anything.
+
+`PEEK` is what the engine calls: the same rules in C (sip/_peek.c, one pass over the bytes, no
+object made but the result) where it is built with the compiled modules (setup.py), else
+`peek_response`, which stays the reference (the tests check that both return the same for every
+response they try). `SIPQUALIFY_CPEEK=0` takes the Python one.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 from .abnf import TOKEN_RE
 from .headers import canonical
 from .message import _PORT_RE, _REQUIRED, MAX_HEADERS
 
-__all__ = ["peek_response"]
+__all__ = ["PEEK", "peek_response"]
 
 MAX_FAST: Final = 8192  # the parser's MAX_LINE: a datagram this short has no line longer
 _NAME: Final = re.compile(TOKEN_RE.encode())  # a header name: fullmatch
@@ -169,3 +176,13 @@ def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
     if branch is None or call_id is None or cseq is None:
         return None
     return status, branch, call_id.decode("ascii"), cseq
+
+
+PEEK_C: Callable[[bytes], tuple[int, str, str, bytes] | None] | None
+try:  # the same rules in C (sip/_peek.c), built with the compiled modules (setup.py)
+    from ._peek import peek as _peek_c
+    PEEK_C = _peek_c
+except ImportError:
+    PEEK_C = None
+PEEK: Final[Callable[[bytes], tuple[int, str, str, bytes] | None]] = (
+    PEEK_C if PEEK_C is not None and os.environ.get("SIPQUALIFY_CPEEK", "1") != "0" else peek_response)
