@@ -43,7 +43,7 @@ if os.environ.get("SIPQUALIFY_MYPYC", "") not in ("", "0"):
 
     ext_modules = mypycify(["--config-file", "pyproject.toml", *MYPYC_MODULES], opt_level="3")
     # the response fast path's rules in C (sip/fastpath.py PEEK; its Python version stays the reference)
-    ext_modules.append(Extension("sipqualify.sip._peek", ["src/sipqualify/sip/_peek.c"],
+    ext_modules.append(Extension("sipqualify.sip._speedups", ["src/sipqualify/sip/_speedups.c"],
                                  extra_compile_args=["-O2", "-Wall", "-Werror"]))
     if sys.platform.startswith("linux"):  # recvmmsg/sendmmsg: the UDP hot path's batched I/O (net/udp.py)
         ext_modules.append(Extension("sipqualify.net._mmsg", ["src/sipqualify/net/_mmsg.c"],

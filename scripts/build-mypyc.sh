@@ -28,8 +28,8 @@ if [ "${1:-}" = "--test" ]; then
   PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.qualify.engine as e; assert e.__file__.endswith(".so"), e.__file__'
   # the batched UDP I/O (net/_mmsg.c, recvmmsg/sendmmsg) is built with them on Linux
   PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.net.udp as u; assert u.HAVE_MMSG, "net/_mmsg.c not built"'
-  # and the response fast path's rules in C (sip/_peek.c), which the engine then calls
-  PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.sip.fastpath as f; assert f.PEEK is f.PEEK_C, "sip/_peek.c not built"'
+  # and the response fast path's rules in C (sip/_speedups.c), which the engine then calls
+  PYTHONPATH="$PWD/src" python3 -c 'import sipqualify.sip.fastpath as f; assert f.PEEK is f.PEEK_C, "sip/_speedups.c not built"'
   # deselected: it counts parse_message calls by monkeypatching the module attribute, which a
   # compiled caller does not look up (mypyc binds module globals at import); not a behaviour change
   # tests/workers: `run --workers N` subclasses the compiled engine in Python (workers/mirror.py)

@@ -7,7 +7,7 @@ anywhere, from an alphabet of the characters the grammar cares about) may go eit
 whatever the fast path takes the parser must take the same way. Budget: fixed (derandomize).
 
 Every case runs on the Python `peek_response` and, where it is built (setup.py, the compiled
-build), on the C one (sip/_peek.c) the engine then uses; and the two must return the same for
+build), on the C one (sip/_speedups.c) the engine then uses; and the two must return the same for
 every answer tried, mutated or not.
 """
 
@@ -26,7 +26,7 @@ from sipqualify.sip.message import Response, SipParseError, parse_message
 Peek = Callable[[bytes], "tuple[int, str, str, bytes] | None"]
 IMPLS = pytest.mark.parametrize("peek", [
     pytest.param(peek_response, id="python"),
-    pytest.param(PEEK_C, id="c", marks=pytest.mark.skipif(PEEK_C is None, reason="sip/_peek.c not built")),
+    pytest.param(PEEK_C, id="c", marks=pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")),
 ])
 
 BUDGET = settings(max_examples=1500, deadline=None, derandomize=True, database=None,
@@ -219,7 +219,7 @@ NEAR += [KAMAILIO.replace(b"UDP 10.0.0.1:5060", b"%s %s%s" % (t, h, p))
          for p in (b"", b":1", b":5060", b":65535", b":65536", b":0", b":05060", b":", b":123456", b":6553a")]
 
 
-@pytest.mark.skipif(PEEK_C is None, reason="sip/_peek.c not built")
+@pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")
 @pytest.mark.parametrize("data", NEAR)
 def test_c_rules_are_the_python_rules(data: bytes) -> None:
     assert PEEK_C is not None
@@ -227,7 +227,7 @@ def test_c_rules_are_the_python_rules(data: bytes) -> None:
     agrees(data)
 
 
-@pytest.mark.skipif(PEEK_C is None, reason="sip/_peek.c not built")
+@pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")
 @BUDGET
 @given(base=hs.sampled_from(NEAR[:8] + [KAMAILIO]), edits=hs.lists(
     hs.tuples(hs.integers(0, 8300), hs.integers(0, 2), hs.sampled_from(ALPHABET + VIA_ALPHABET + [b"+", b"l", b"I"])),

@@ -22,10 +22,10 @@ what is malformed. So the fast path accepts a strict subset of what `parse_messa
 without defects, and gives the same status, branch, Call-ID and CSeq for it
 (tests/sip/test_fastpath.py checks this on mutated responses); it never rejects anything.
 
-`PEEK` is what the engine calls: the same rules in C (sip/_peek.c, one pass over the bytes, no
+`PEEK` is what the engine calls: the same rules in C (sip/_speedups.c, one pass over the bytes, no
 object made but the result) where it is built with the compiled modules (setup.py), else
 `peek_response`, which stays the reference (the tests check that both return the same for every
-response they try). `SIPQUALIFY_CPEEK=0` takes the Python one.
+response they try). `SIPQUALIFY_CSIP=0` takes the Python one.
 """
 
 from __future__ import annotations
@@ -179,10 +179,10 @@ def peek_response(data: bytes) -> tuple[int, str, str, bytes] | None:
 
 
 PEEK_C: Callable[[bytes], tuple[int, str, str, bytes] | None] | None
-try:  # the same rules in C (sip/_peek.c), built with the compiled modules (setup.py)
-    from ._peek import peek as _peek_c
+try:  # the same rules in C (sip/_speedups.c), built with the compiled modules (setup.py)
+    from ._speedups import peek as _peek_c
     PEEK_C = _peek_c
 except ImportError:
     PEEK_C = None
 PEEK: Final[Callable[[bytes], tuple[int, str, str, bytes] | None]] = (
-    PEEK_C if PEEK_C is not None and os.environ.get("SIPQUALIFY_CPEEK", "1") != "0" else peek_response)
+    PEEK_C if PEEK_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else peek_response)

@@ -11,7 +11,9 @@ tag and Call-ID.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Final
 
 from .uri import format_host
 
@@ -101,17 +103,35 @@ def build_options(
     Content-Length. Built by splicing the per-poke parts (Request-URI, branch, tag, To, Call-ID,
     CSeq, Date) into byte pieces made once per request shape (`_pieces`)."""
     pool = _RANDOM  # 64-bit branch, 32-bit tag, 128-bit Call-ID: 56 hex digits from i
-    i = pool.take()
-    r = pool.raw
-    hostport, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = _pieces(method, transport, local, max_forwards,
-                                                                    useragent, allow, supported, extra_headers)
+    pieces = _pieces(method, transport, local, max_forwards, useragent, allow, supported, extra_headers)
+    i = pool.take()  # first: it may refill the pool
+    data, branch, call_id = SPLICE(pieces, ruri, pool.text, pool.raw, i, from_display, from_user, to_uri, cseq, date)
+    return OutgoingOptions(data, branch, call_id, cseq)
+
+
+def _splice(pieces: tuple[str, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes],
+            ruri: str, text: str, raw: bytes, i: int, from_display: str, from_user: str, to_uri: str | None,
+            cseq: int, date: str) -> tuple[bytes, str, str]:
+    """A request from its shape's `pieces` (see _pieces) and the poke's parts: the branch's, tag's
+    and Call-ID's 56 hex digits from `i` in the pool (`text` and `raw`: the same digits as str and
+    bytes). The reference of sip/_speedups.c splice, which SPLICE is where it is built."""
+    hostport, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10 = pieces
     ruri_b = ruri.encode()
     user = from_user.encode()
-    data = b"".join((p0, ruri_b, p1, r[i:i + 16], p2, from_display.encode(), p3, user, p4, r[i + 16:i + 24], p5,
-                     to_uri.encode() if to_uri else ruri_b, p6, user, p7, r[i + 24:i + 56], p8, b"%d" % cseq, p9,
-                     f"Date: {date}\r\n".encode() if date else b"", p10))
-    rnd = pool.text
-    return OutgoingOptions(data, "z9hG4bK" + rnd[i:i + 16], f"{rnd[i + 24:i + 56]}@{hostport}", cseq)  # BRANCH_LEN
+    data = b"".join((p0, ruri_b, p1, raw[i:i + 16], p2, from_display.encode(), p3, user, p4, raw[i + 16:i + 24],
+                     p5, to_uri.encode() if to_uri else ruri_b, p6, user, p7, raw[i + 24:i + 56], p8, b"%d" % cseq,
+                     p9, f"Date: {date}\r\n".encode() if date else b"", p10))
+    return data, "z9hG4bK" + text[i:i + 16], f"{text[i + 24:i + 56]}@{hostport}"  # BRANCH_LEN
+
+
+SPLICE_C: Callable[[tuple[str, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes], str,
+                    str, bytes, int, str, str, str | None, int, str], tuple[bytes, str, str]] | None
+try:  # the same in C (sip/_speedups.c), built with the compiled modules (setup.py)
+    from ._speedups import splice as _splice_c
+    SPLICE_C = _splice_c
+except ImportError:
+    SPLICE_C = None
+SPLICE: Final = SPLICE_C if SPLICE_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else _splice
 
 
 # The shapes a node sends are few (a method, a transport and local address, the headers' options);
