@@ -108,3 +108,34 @@ def test_pokes_come_out_in_one_heaps_order(steps: list[tuple[float, int, bool]])
     gen = {p.name: p.poke_gen for p in peers}  # the key of each peer's live entry: its push order
     assert [n for _, n in order] == [n for n, _ in sorted(live.items(), key=lambda kv: (kv[1], gen[kv[0]]))]
     assert [w for w, _ in order] == sorted(live.values())
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(ops=hs.lists(hs.tuples(hs.integers(0, 9), hs.sampled_from([0.0, 0.001, 0.002, 0.25, 0.5, 1.0, 3.3]),
+                              hs.sampled_from([0.0, 0.0005, 0.001, 0.25])), min_size=1, max_size=300),
+       fifos=hs.integers(0, 3))
+def test_first_is_right_whatever_comes_between(ops: list[tuple[int, float, float]], fifos: int) -> None:
+    """first() keeps its answer between pops: pushes to the heap, to a queue's head or behind it,
+    and pops from either, in any order, still give one heap's order at every step."""
+    from sipqualify.qualify.timers import TimerQueues
+
+    tq: TimerQueues[int] = TimerQueues(fifos)
+    reference: list[tuple[float, int, int]] = []
+    now, seq = 10.0, 0
+    for op, delay, advance in ops:
+        now += advance
+        if op < 5:  # push: at a fixed delay from now (a queue, maybe), or to the heap
+            seq += 1
+            entry = (now + delay, seq, seq)
+            tq.push(entry, now if op < 4 else None)
+            heapq.heappush(reference, entry)
+        e, src = tq.first()
+        assert e == (reference[0] if reference else None)
+        if op >= 7 and e is not None:
+            tq.pop(src)
+            heapq.heappop(reference)
+    while reference:
+        e, src = tq.first()
+        assert e == heapq.heappop(reference)
+        tq.pop(src)
+    assert tq.first() == (None, -2)

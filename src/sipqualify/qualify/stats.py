@@ -20,7 +20,10 @@ A timeout feeds only the loss window (Kamailio: a 408 counts a timeout, never a 
 from __future__ import annotations
 
 import math
+import os
 import struct
+from collections.abc import Callable
+from typing import Final
 
 ALPHA = 0.9  # Kamailio ds_latency_estimator_alpha default (900 / 1000)
 EST_WARMUP = 10  # Kamailio: EST is the mean until this many samples
@@ -41,6 +44,43 @@ _INITIAL = _pack(0.0, 0.0, 0.0, 0.0, 0.0, _NAN, _NAN, 0, 0)
 FIELDS = ("count", "avg", "m2", "est", "dev", "jitter", "last", "window", "polls", "reported")
 
 State = tuple[bytes, int]
+
+
+def _answered(b: bytes, rtt: float) -> bytes:
+    """The packed figures `b` after one more answer of `rtt` s. The reference of sip/_speedups.c
+    answered, which ANSWERED is where it is built (the same arithmetic, bit for bit)."""
+    # declared: unpack() gives Any, and compiled (mypyc) the arithmetic is then on C doubles
+    avg: float
+    m2: float
+    est: float
+    dev: float
+    jitter: float
+    last: float
+    reported: float
+    n: int
+    polls: int
+    avg, m2, est, dev, jitter, last, reported, n, polls = _unpack(b)
+    n += 1
+    d = rtt - avg
+    avg += d / n
+    m2 += d * (rtt - avg)
+    if n <= EST_WARMUP:
+        est = avg
+    else:
+        est = est * ALPHA + rtt * (1.0 - ALPHA)
+    dev = dev * ALPHA + abs(rtt - est) * (1.0 - ALPHA)
+    if last == last:  # not NaN: a previous RTT
+        jitter += (abs(rtt - last) - jitter) / 16.0
+    return _pack(avg, m2, est, dev, jitter, rtt, reported, n, polls + 1)
+
+
+ANSWERED_C: Callable[[bytes, float], bytes] | None
+try:  # the same in C (sip/_speedups.c), built with the compiled modules (setup.py)
+    from ..sip._speedups import answered as _answered_c
+    ANSWERED_C = _answered_c
+except ImportError:
+    ANSWERED_C = None
+ANSWERED: Final = ANSWERED_C if ANSWERED_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else _answered
 
 
 def _float_or_none(x: float) -> float | None:
@@ -146,29 +186,7 @@ class LatencyStats:
 
     def answered(self, rtt: float) -> None:
         self.window = (self.window << 1) & _MASK
-        # declared: unpack() gives Any, and compiled (mypyc) the arithmetic is then on C doubles
-        avg: float
-        m2: float
-        est: float
-        dev: float
-        jitter: float
-        last: float
-        reported: float
-        n: int
-        polls: int
-        avg, m2, est, dev, jitter, last, reported, n, polls = _unpack(self._b)
-        n += 1
-        d = rtt - avg
-        avg += d / n
-        m2 += d * (rtt - avg)
-        if n <= EST_WARMUP:
-            est = avg
-        else:
-            est = est * ALPHA + rtt * (1.0 - ALPHA)
-        dev = dev * ALPHA + abs(rtt - est) * (1.0 - ALPHA)
-        if last == last:  # not NaN: a previous RTT
-            jitter += (abs(rtt - last) - jitter) / 16.0
-        self._b = _pack(avg, m2, est, dev, jitter, rtt, reported, n, polls + 1)
+        self._b = ANSWERED(self._b, rtt)
 
     def lost(self) -> None:
         self.window = ((self.window << 1) | 1) & _MASK
