@@ -220,11 +220,11 @@ NEAR += [KAMAILIO.replace(b"UDP 10.0.0.1:5060", b"%s %s%s" % (t, h, p))
 
 
 @pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")
-@pytest.mark.parametrize("data", NEAR)
-def test_c_rules_are_the_python_rules(data: bytes) -> None:
+def test_c_rules_are_the_python_rules() -> None:
     assert PEEK_C is not None
-    assert PEEK_C(data) == peek_response(data), data
-    agrees(data)
+    for data in NEAR:
+        assert PEEK_C(data) == peek_response(data), data
+        agrees(data)
 
 
 @pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")
