@@ -240,3 +240,14 @@ def test_c_rules_agree_on_mutated_answers(base: bytes, edits: list[tuple[int, in
 
 def test_the_engine_calls_the_c_rules_where_built() -> None:
     assert fastpath.PEEK is (PEEK_C if PEEK_C is not None else peek_response)
+
+
+@pytest.mark.skipif(PEEK_C is None, reason="sip/_speedups.c not built")
+@BUDGET
+@given(junk=hs.binary(max_size=9000), cut=hs.integers(0, len(KAMAILIO)), tail=hs.booleans())
+def test_c_rules_on_arbitrary_bytes(junk: bytes, cut: int, tail: bool) -> None:
+    """Whatever arrives (alone, after the start of an answer, before its end): no crash, and the
+    Python answer."""
+    assert PEEK_C is not None
+    for data in (junk, KAMAILIO[:cut] + junk + (b"\r\n\r\n" if tail else b"")):
+        assert PEEK_C(data) == peek_response(data), data
