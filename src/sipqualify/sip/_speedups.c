@@ -486,7 +486,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "sipqualify.sip._speedups", "The response fast path in C (sip/fastpath.py).", -1, methods,
+    PyModuleDef_HEAD_INIT, "sipqualify.sip._speedups",
+    "Per-transaction steps of the qualify hot path in C (sip/fastpath.py, sip/options.py, qualify/stats.py).", -1, methods,
 };
 
 PyMODINIT_FUNC
