@@ -6,7 +6,10 @@ Each member runs the blocking tooz client in its thread; the test's event loop m
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+
+import pytest
 
 from sipqualify.cluster import Cluster
 
@@ -61,3 +64,50 @@ async def test_a_node_cut_off_fences_before_its_lease_ends_and_resumes(coordinat
     await wait_for(lambda: a.c.owned == set(NAMES), timeout=LEASE * 6)  # rejoined (or its lease survived)
     assert a.c.status().live
     await a.c.close()
+
+
+async def test_a_member_that_joins_while_this_node_joins_can_leave(coordinator: Server,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression (CI, netns partition test): another node joined between the two member reads
+    tooz's Partitioner makes when it is created, so it was never on that ring; when it left, the
+    Partitioner's leave watcher raised UnknownNode at every tick and this node fenced itself for
+    good. Here a second real member joins right after this node's first read of the group (that
+    window, made certain), then leaves: this node sees both changes and never fails a tick."""
+    from tooz import coordination
+
+    from sipqualify.cluster.coordinator import tooz_url
+
+    other = coordination.get_coordinator(tooz_url(coordinator.url, LEASE), b"x")
+    other.start(start_heart=True)
+    real = coordination.get_coordinator
+    first = threading.Event()
+
+    def watched(url: str, member_id: bytes, *a: object, **kw: object) -> coordination.CoordinationDriver:
+        coord = real(url, member_id, *a, **kw)
+        if member_id == b"a":
+            reads = coord.get_members
+
+            def get_members(group_id: bytes) -> object:
+                r = reads(group_id)
+                if not first.is_set():  # the first read of the group: the other member joins now
+                    r.get()
+                    first.set()
+                    other.join_group(group_id, capabilities={"weight": 1}).get()
+                return r
+
+            coord.get_members = get_members  # type: ignore[method-assign]
+        return coord
+
+    monkeypatch.setattr(coordination, "get_coordinator", watched)
+    a = Node(coordinator, "a")
+    try:
+        await a.start()
+        await wait_for(lambda: set(a.c.members) == {b"a", b"x"}, timeout=LEASE * 3)
+        other.leave_group(b"g").get()
+        await wait_for(lambda: set(a.c.members) == {b"a"}, timeout=LEASE * 3)
+        await wait_for(lambda: a.c.owned == set(NAMES), timeout=LEASE * 3)  # x's share (if any) came back
+        st = a.c.status()
+        assert first.is_set() and st.failures == 0 and st.live
+    finally:
+        other.stop()
+        await a.c.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Etcd, need
-from .fleet import Node, fleet_toml, responder, settled, until
+from .fleet import Node, Responder, fleet_toml, responder, settled, until
 
 PEERS = [f"q{i:03d}" for i in range(150)]
 FREQ = 3
@@ -59,6 +59,24 @@ def netns() -> Iterator[tuple[str, str, str]]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+async def why(resp: Responder, theirs: set[str], t_cut: float, nodes: list[Node], etcd: Etcd) -> str:
+    """What a failed takeover looked like: the peers not taken over, who probed what since the cut,
+    each node's view of the group, their logs' cluster lines and etcd's log."""
+    now = time.monotonic()
+    since = resp.sources(t_cut)
+    survivors = {n.ip for n in nodes if n.netns is None}
+    left = sorted(p for p in theirs if not since[p] & survivors)
+    out = [f"{now - t_cut:.1f} s after the cut; {len(left)} of {len(theirs)} peers not yet probed by a survivor: "
+           f"{left[:20]}",
+           "OPTIONS per source since the cut: " + repr(resp.per_source(t_cut, now))]
+    for n in nodes:
+        code, body = await n.get("/api/v1/status")
+        out.append(f"{n.node_id}: {body.get('cluster') if code == 200 and body else code}")
+        out += [f"  {ln}" for ln in n.log().splitlines() if "cluster" in ln][-15:]
+    log = etcd.log.read_text()[-3000:] if etcd.log.exists() else ""
+    return "\n".join([*out, "etcd:", log])
+
+
 async def test_a_node_cut_from_etcd_stops_before_its_lease_ends(netns: tuple[str, str, str], tmp_path: Path) -> None:
     ns, host_ip, ns_ip = netns
     assert shutil.which("etcd") or os.path.exists("/usr/bin/etcd")
@@ -91,8 +109,11 @@ async def test_a_node_cut_from_etcd_stops_before_its_lease_ends(netns: tuple[str
         # the survivors take the share over (a deadline, not the handover bound: test_three_nodes.py
         # holds that; here etcd's lease revocation, the survivors' group polls and their settle time
         # stretch on a loaded 2-core CI machine, and what matters is who probes when) ...
-        await until(lambda: all(resp.sources(t_cut)[p] - {ns_ip} for p in theirs), 2 * LEASE + 4 * FREQ,
-                    "survivors probe the cut node's peers")
+        try:
+            await until(lambda: all(resp.sources(t_cut)[p] - {ns_ip} for p in theirs), 2 * LEASE + 4 * FREQ,
+                        "survivors probe the cut node's peers")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{await why(resp, theirs, t_cut, nodes, etcd)}") from None
         takeover = min(t for t, src, u in resp.seen if u in theirs and src != ns_ip and t > t_cut)
         last_cut = max(t for t, src, _ in resp.seen if src == ns_ip)
         print(f"\ncut from etcd: last OPTIONS from the cut node {last_cut - t_cut:.2f} s after the cut, first "

@@ -2,10 +2,16 @@
 
 tooz is synchronous (every call is a request to etcd or Redis that can hang until its timeout),
 so nothing here runs on the event loop. Every `interval` seconds the thread heartbeats (etcd:
-lease keep-alive; Redis: the member's key TTL), runs tooz's watchers (which keep the
-Partitioner's hash ring current) and reads the member list, then hands a `Snapshot` to
-`report` (the asyncio side passes a function that uses `loop.call_soon_threadsafe`). A node
-missing from its own group (its lease ended while it was cut off) joins again.
+lease keep-alive; Redis: the member's key TTL) and reads the member list, then hands a
+`Snapshot` to `report` (the asyncio side passes a function that uses
+`loop.call_soon_threadsafe`). A node missing from its own group (its lease ended while it was
+cut off) joins again.
+
+The member list read at each tick is the whole truth: the ring is built from it (partition.py),
+with weight 1 for every member, as `join_partitioned_group` joins. tooz's `Partitioner` is not
+used: it reads the members twice when it is made (once for its ring, once for its watchers), so a
+node joining between the two reads is never on its ring, and when that node leaves, its watcher
+raises `UnknownNode` at every tick from then on (the member that saw it fenced itself for good).
 """
 
 from __future__ import annotations
@@ -15,11 +21,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .partition import PARTITIONS, heartbeat_interval
+from .partition import heartbeat_interval
 
 log = logging.getLogger("sipqualify.cluster")
+
+#: every member's weight on the ring (tooz's `join_partitioned_group` default)
+WEIGHT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +77,21 @@ class CoordinatorThread:
         self._stop.set()
         self._thread.join(timeout)
 
+    def _join(self, coord: Any) -> None:
+        """Join the group as `join_partitioned_group` does (its weight as the member's capability)."""
+        from tooz import coordination
+
+        try:
+            coord.join_group(self.group, capabilities={"weight": WEIGHT}).get()
+        except coordination.MemberAlreadyExist:
+            pass
+
     def _run(self) -> None:
         from tooz import coordination
 
         coord = coordination.get_coordinator(self.url, self.me)
         started = False
-        partitioner = None
+        joined = False
         last_error = ""
         while not self._stop.is_set():
             sent = self.clock()
@@ -80,26 +99,22 @@ class CoordinatorThread:
                 if not started:
                     coord.start(start_heart=False)
                     started = True
-                if partitioner is None:
+                if not joined:
                     try:  # created first: tooz's join_group_create sleeps a second on a missing group
                         coord.create_group(self.group).get()
                     except coordination.GroupAlreadyExist:
                         pass
-                    partitioner = coord.join_partitioned_group(self.group, partitions=PARTITIONS)
+                    self._join(coord)
+                    joined = True
                 sent = self.clock()  # the lease (etcd) or the member's key (Redis) restarts from this request
                 coord.heartbeat()
-                coord.run_watchers()
                 members = coord.get_members(self.group).get()
                 if self.me not in members:  # our lease ended (we were cut off): join again
                     log.warning("cluster: node '%s' no longer in group '%s': joining again",
                                 self.me.decode(), self.group.decode())
-                    try:
-                        coord.join_group(self.group, capabilities={"weight": 1}).get()
-                    except coordination.MemberAlreadyExist:
-                        pass
+                    self._join(coord)
                     members = coord.get_members(self.group).get()
-                weights = dict(partitioner.ring.nodes)
-                snap = Snapshot(True, sent, {m: int(weights.get(m, 1)) for m in members})
+                snap = Snapshot(True, sent, dict.fromkeys(members, WEIGHT))
                 if last_error:
                     log.warning("cluster: coordinator reachable again (%d members)", len(members))
                     last_error = ""
@@ -114,8 +129,8 @@ class CoordinatorThread:
             self._stop.wait(max(0.0, self.interval - (self.clock() - sent)))
         if started:
             try:
-                if partitioner is not None:
-                    coord.leave_partitioned_group(partitioner)  # peers move at once, not after the lease
+                if joined:
+                    coord.leave_group(self.group).get()  # peers move at once, not after the lease
             except Exception as e:  # noqa: BLE001
                 log.info("cluster: leaving the group: %s", e)
             try:
