@@ -21,10 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .partition import heartbeat_interval
+
+if TYPE_CHECKING:  # tooz is the optional `cluster` extra
+    from tooz.coordination import CoordinationDriver
 
 log = logging.getLogger("sipqualify.cluster")
 
@@ -77,7 +80,7 @@ class CoordinatorThread:
         self._stop.set()
         self._thread.join(timeout)
 
-    def _join(self, coord: Any) -> None:
+    def _join(self, coord: CoordinationDriver) -> None:
         """Join the group as `join_partitioned_group` does (its weight as the member's capability)."""
         from tooz import coordination
 
