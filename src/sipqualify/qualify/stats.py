@@ -20,10 +20,11 @@ A timeout feeds only the loss window (Kamailio: a 408 counts a timeout, never a 
 from __future__ import annotations
 
 import math
-import os
 import struct
 from collections.abc import Callable
 from typing import Final
+
+from ..sip import CSIP
 
 ALPHA = 0.9  # Kamailio ds_latency_estimator_alpha default (900 / 1000)
 EST_WARMUP = 10  # Kamailio: EST is the mean until this many samples
@@ -80,7 +81,7 @@ try:  # the same in C (sip/_speedups.c), built with the compiled modules (setup.
     ANSWERED_C = _answered_c
 except ImportError:
     ANSWERED_C = None
-ANSWERED: Final = ANSWERED_C if ANSWERED_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else _answered
+ANSWERED: Final = ANSWERED_C if ANSWERED_C is not None and CSIP else _answered
 
 
 def _float_or_none(x: float) -> float | None:

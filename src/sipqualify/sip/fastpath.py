@@ -30,11 +30,11 @@ response they try). `SIPQUALIFY_CSIP=0` takes the Python one.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from . import CSIP
 from .abnf import TOKEN_RE
 from .headers import canonical
 from .message import _PORT_RE, _REQUIRED, MAX_HEADERS
@@ -185,4 +185,4 @@ try:  # the same rules in C (sip/_speedups.c), built with the compiled modules (
 except ImportError:
     PEEK_C = None
 PEEK: Final[Callable[[bytes], tuple[int, str, str, bytes] | None]] = (
-    PEEK_C if PEEK_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else peek_response)
+    PEEK_C if PEEK_C is not None and CSIP else peek_response)

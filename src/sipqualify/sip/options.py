@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
+from . import CSIP
 from .uri import format_host
 
 __all__ = ["ALLOW", "ASTERISK_ALLOW", "ASTERISK_SUPPORTED", "BRANCH_LEN", "OutgoingOptions", "build_options",
@@ -131,7 +132,7 @@ try:  # the same in C (sip/_speedups.c), built with the compiled modules (setup.
     SPLICE_C = _splice_c
 except ImportError:
     SPLICE_C = None
-SPLICE: Final = SPLICE_C if SPLICE_C is not None and os.environ.get("SIPQUALIFY_CSIP", "1") != "0" else _splice
+SPLICE: Final = SPLICE_C if SPLICE_C is not None and CSIP else _splice
 
 
 # The shapes a node sends are few (a method, a transport and local address, the headers' options);
